@@ -1,0 +1,40 @@
+"""Parquet I/O: atomic writes (temporary file in the same directory, then rename)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` to ``path`` so that readers see either the old table or the new one, never half.
+
+    The table goes to a temporary file beside ``path``, is fsynced, then renamed over it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_parquet(path: str | Path) -> pd.DataFrame:
+    """Read a Parquet table (an empty frame if the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame()
+    return pq.read_table(path).to_pandas()

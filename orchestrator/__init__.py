@@ -1,0 +1,1 @@
+"""mutransfer orchestrator: the CLI, config loading, Ray Tune, Optuna and tracking."""

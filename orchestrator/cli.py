@@ -1,0 +1,57 @@
+"""`mutransfer` command line: one sub-command module per idea, each with add_parser() and run().
+
+Exit codes: 0 done (verify: transfer holds), 1 the check ran and failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import BadInput
+
+# Each module defines COMMANDS: {name: (help, add_arguments(parser), run(args) -> int)}.
+COMMAND_MODULES = [
+    "orchestrator.cmd_basic",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mutransfer", description=(
+        "Does a learning rate tuned on a small network stay optimal on a wide one? "
+        "Sweeps BP, PC and TP under SP and muP on Ray Tune, logs to MLflow and Parquet, "
+        "and reports how well the optimal learning rate transferred."))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for modname in COMMAND_MODULES:
+        mod = importlib.import_module(modname)
+        for name, (help_text, add_arguments, run) in mod.COMMANDS.items():
+            p = sub.add_parser(name, help=help_text, description=help_text)
+            add_arguments(p)
+            p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code = args._run(args)
+    except BadInput as exc:
+        sys.stderr.write(f"mutransfer {args.command}: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("mutransfer: interrupted\n")
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

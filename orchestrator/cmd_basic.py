@@ -1,0 +1,179 @@
+"""Sub-commands that need no Ray: coord-check, train, fetch-data, demo."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import BadInput
+
+
+def _trainer_config(overrides: list[str], **defaults):
+    """TrainerConfig from ``key=value`` overrides (unknown keys and bad values are BadInput)."""
+    from trainers import TrainerConfig
+
+    base = OmegaConf.structured(TrainerConfig(**defaults))
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+        return TrainerConfig(**OmegaConf.to_container(merged))
+    except OmegaConfBaseException as exc:
+        raise BadInput(str(exc).splitlines()[0]) from None
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: need positive integers")
+    return values
+
+
+# ---- coord-check -------------------------------------------------------------
+def _add_coord(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--algorithm", default="bp", help="bp, pc or tp (default bp)")
+    p.add_argument("--parametrization", default="mup", help="sp or mup (default mup)")
+    p.add_argument("--optimizer", default="sgd", help="sgd or adam (default sgd)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.1 for SGD, 0.003 for Adam)")
+    p.add_argument("--widths", type=_int_list, default=[64, 128, 256, 512, 1024, 2048],
+                   help="comma-separated widths (default 64,...,2048)")
+    p.add_argument("--base-width", type=int, default=64, help="base width (default 64)")
+    p.add_argument("--steps", type=int, default=3, help="training steps (default 3)")
+    p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds (default 0)")
+    p.add_argument("--plain-targets", action="store_true",
+                   help="train on y instead of y + f_0(x) (the initial error then differs across widths)")
+    p.add_argument("--tolerance", type=float, default=0.15, help="muP passes when every |slope| is below this")
+    p.add_argument("--out", default=None, help="output directory (default results/coord_check/<setting>)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="any TrainerConfig field, e.g. gamma_bar_L=-1")
+
+
+def _run_coord(args: argparse.Namespace) -> int:
+    from analysis import plot_coord_check
+    from analysis.io import write_parquet_atomic
+    from trainers import coord_check
+
+    lr = args.lr if args.lr is not None else (0.003 if args.optimizer == "adam" else 0.1)
+    cfg = _trainer_config(args.overrides, algorithm=args.algorithm, parametrization=args.parametrization,
+                          optimizer=args.optimizer, lr=lr, base_width=args.base_width, dtype="float64")
+    if args.steps <= 0:
+        raise BadInput(f"--steps={args.steps} must be positive")
+    name = f"{cfg.algorithm}_{cfg.parametrization}_{cfg.optimizer}"
+    out = Path(args.out or f"results/coord_check/{name}")
+    t0 = time.perf_counter()
+    cc = coord_check(cfg, widths=args.widths, steps=args.steps, seeds=args.seeds,
+                     equalize_error=not args.plain_targets)
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(cc.table, out / "coord_check.parquet")
+    write_parquet_atomic(cc.slopes, out / "slopes.parquet")
+    targets = "plain targets" if args.plain_targets else "initial error equalised (targets y + f_0(x))"
+    png = plot_coord_check(cc.table, cc.slopes, out / "coord_check.png", title=f"{name}, {targets}")
+    print(f"coord check {name}: widths {args.widths}, lr {lr}, {targets}, {time.perf_counter() - t0:.1f}s")
+    print(cc.slopes.pivot(index="layer", columns="step", values="slope").round(3).to_string())
+    still = cc.slopes[~cc.slopes.moved]
+    for _, r in still.iterrows():
+        print(f"  {r.layer} does not move at step {r.step} (not fitted)")
+    out_layer = f"layers.{cfg.depth - 1}"
+    if cfg.parametrization == "mup":
+        worst = cc.max_abs_slope()
+        ok = worst < args.tolerance
+        print(f"{'PASS' if ok else 'FAIL'}: muP max |slope| = {worst:.3f} (tolerance {args.tolerance})")
+    else:
+        s = cc.slopes[(cc.slopes.layer == out_layer)].slope.min()
+        ok = s > 0.5
+        print(f"{'PASS' if ok else 'FAIL'}: SP output slope {s:.3f} (expected > 0.5: SP's output blows up with width)")
+    print(f"wrote {out / 'coord_check.parquet'} and {png}")
+    return 0 if ok else 1
+
+
+# ---- train -------------------------------------------------------------------
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=1, help="epochs (default 1)")
+    p.add_argument("--subset", type=int, default=10000, help="training images, first N/10 per class (default 10000; 0 = all)")
+    p.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="any TrainerConfig field, e.g. algorithm=pc width=512")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from trainers import DataError, load_fashion_mnist, make_trainer, train
+
+    cfg = _trainer_config(args.overrides)
+    if args.epochs <= 0 or args.batch_size <= 0 or args.subset < 0:
+        raise BadInput("--epochs, --batch-size must be positive and --subset non-negative")
+    try:
+        data = load_fashion_mnist(subset=args.subset or None, device=cfg.torch_device, dtype=cfg.torch_dtype)
+    except DataError as exc:
+        raise BadInput(str(exc)) from None
+    torch.manual_seed(cfg.seed)
+    trainer = make_trainer(cfg, data.input_dim, data.output_dim)
+    print(f"training {cfg.algorithm}/{cfg.parametrization} width {cfg.width} lr {cfg.lr} on "
+          f"{len(data.x_train)} Fashion-MNIST images, {args.epochs} epoch(s)")
+
+    def show(row):
+        print(f"  epoch {row['epoch']}: train loss {row['train_loss']:.4f}  test loss {row['test_loss']:.4f}  "
+              f"test acc {row['test_acc']:.4f}  ({row['wall_s']:.1f}s){'  DIVERGED' if row['diverged'] else ''}")
+        sys.stdout.flush()
+
+    hist = train(trainer, data, args.epochs, args.batch_size, seed=cfg.seed, on_epoch=show)
+    return 1 if hist[-1]["diverged"] else 0
+
+
+# ---- fetch-data ----------------------------------------------------------------
+def _add_fetch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", default=None, help="download into this directory (default: the user cache)")
+
+
+def _run_fetch(args: argparse.Namespace) -> int:
+    from trainers import DataError, download_fashion_mnist, find_fashion_mnist
+
+    try:
+        where = find_fashion_mnist() if args.dir is None else download_fashion_mnist(args.dir)
+    except DataError:
+        try:
+            where = download_fashion_mnist(args.dir)
+        except DataError as exc:
+            raise BadInput(str(exc)) from None
+    print(f"Fashion-MNIST: {where}")
+    return 0
+
+
+# ---- demo ----------------------------------------------------------------------
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", default="results", help="results directory (default results)")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    codes = []
+    for par in ("mup", "sp"):
+        print(f"\n== coordinate check: BP {par}, SGD, widths 64..2048 ==")
+        codes.append(_run_coord(build_ns(_add_coord, ["--parametrization", par, "--out",
+                                                      f"{args.results}/coord_check/bp_{par}_sgd"])))
+    print("\n== BP muP, width 256, 1 epoch on a 10k Fashion-MNIST subset ==")
+    codes.append(_run_train(build_ns(_add_train, ["algorithm=bp", "parametrization=mup", "width=256", "lr=0.1"])))
+    return max(codes)
+
+
+def build_ns(add, argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    add(p)
+    return p.parse_args(argv)
+
+
+COMMANDS = {
+    "coord-check": ("Coordinate check: per-layer feature change against width (slopes near 0 under muP).",
+                    _add_coord, _run_coord),
+    "train": ("Train one network on Fashion-MNIST and print its learning curve.", _add_train, _run_train),
+    "fetch-data": ("Find Fashion-MNIST on disk, or download it (checksummed) into the user cache.",
+                   _add_fetch, _run_fetch),
+    "demo": ("The demo: coordinate checks and a short BP run.", _add_demo, _run_demo),
+}

@@ -1,0 +1,23 @@
+"""mutransfer trainers: BP, PC and TP under SP and μP, in plain PyTorch.
+
+No Ray, Optuna or MLflow here: a trainer runs in a Python loop, a notebook or a Ray worker alike.
+"""
+
+from . import _bp, _pc, _tp  # noqa: F401  (register the trainers and their tables)
+from ._base import TRAINERS, Trainer, make_trainer
+from ._config import CHOICES, TrainerConfig
+from ._coord import DEFAULT_WIDTHS, CoordCheck, coord_check, fit_slopes
+from ._data import (DataError, Dataset, download_fashion_mnist, ensure_fashion_mnist,
+                    find_fashion_mnist, load_dataset, load_fashion_mnist, make_teacher_student,
+                    read_idx)
+from ._loop import train
+from ._model import ACTIVATIONS, MLP, init_mlp
+from ._param import LayerRule, Table, layer_roles, register_table, resolve_table
+
+__all__ = [
+    "ACTIVATIONS", "CHOICES", "CoordCheck", "DEFAULT_WIDTHS", "DataError", "Dataset", "LayerRule",
+    "MLP", "TRAINERS", "Table", "Trainer", "TrainerConfig", "coord_check", "download_fashion_mnist",
+    "ensure_fashion_mnist", "find_fashion_mnist", "fit_slopes", "init_mlp", "layer_roles",
+    "load_dataset", "load_fashion_mnist", "make_teacher_student", "make_trainer", "read_idx",
+    "register_table", "resolve_table", "train",
+]

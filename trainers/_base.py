@@ -1,0 +1,138 @@
+"""Trainer: the library API shared by BP, PC and TP (step, evaluate, update_direction)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ._config import TrainerConfig
+from ._model import MLP, init_mlp
+from ._param import Table, resolve_table
+
+TRAINERS: dict[str, type["Trainer"]] = {}
+
+
+def register_trainer(algorithm: str):
+    """Class decorator: make ``make_trainer`` build this class for ``algorithm``."""
+    def deco(cls):
+        TRAINERS[algorithm] = cls
+        return cls
+    return deco
+
+
+def make_trainer(cfg: TrainerConfig, input_dim: int, output_dim: int) -> "Trainer":
+    """Build the trainer of ``cfg.algorithm`` for a d → C problem."""
+    if cfg.algorithm not in TRAINERS:
+        raise ValueError(f"algorithm={cfg.algorithm!r} has no trainer; valid: {', '.join(TRAINERS)}")
+    return TRAINERS[cfg.algorithm](cfg, input_dim, output_dim)
+
+
+class Trainer:
+    """Base class. Subclasses implement :meth:`_direction` (and may override :meth:`step`).
+
+    ``model`` is the feedforward network; its weights are ``layers.{l}.weight``.
+    Each parameter p has a learning rate η · m^{lr exponent of its role}
+    (``lr_multipliers``); ``update_direction`` is given before those.
+    """
+
+    def __init__(self, cfg: TrainerConfig, input_dim: int, output_dim: int) -> None:
+        self.cfg = cfg
+        self.device = cfg.torch_device
+        self.dtype = cfg.torch_dtype
+        self.input_dim, self.output_dim = int(input_dim), int(output_dim)
+        self.table: Table = resolve_table(cfg)
+        m = cfg.width_mult
+        self.model = MLP(input_dim, output_dim, cfg.width, cfg.depth, cfg.activation, cfg.bias)
+        init_mlp(self.model, self.table, m, cfg.seed)
+        self.model.to(device=self.device, dtype=self.dtype)
+        self.lr_multipliers: dict[str, float] = {}
+        for name, _ in self.model.named_parameters():
+            idx = int(name.split(".")[1])
+            role = "input" if name.endswith("bias") else self.model.roles[idx]
+            self.lr_multipliers[name] = float(m ** self.table.rule(role).lr)
+        self.optimizer = self._make_optimizer(self.model.named_parameters(), self.lr_multipliers, cfg.lr)
+
+    # ---- helpers -------------------------------------------------------
+    def _make_optimizer(self, named_params, multipliers: dict[str, float], lr: float):
+        groups = [{"params": [p], "lr": lr * multipliers[n], "name": n} for n, p in named_params]
+        if self.cfg.optimizer == "adam":
+            return torch.optim.Adam(groups, lr=lr)
+        return torch.optim.SGD(groups, lr=lr)
+
+    def targets(self, y: torch.Tensor) -> torch.Tensor:
+        """Regression targets: one-hot for integer labels under MSE, the labels for CE."""
+        y = y.to(self.device)
+        if y.dtype in (torch.int64, torch.int32, torch.uint8):
+            if self.cfg.loss == "ce":
+                return y.long()
+            return F.one_hot(y.long(), self.output_dim).to(self.dtype)
+        if self.cfg.loss == "ce":
+            raise ValueError("loss='ce' needs integer class labels")
+        return y.to(self.dtype)
+
+    def loss_fn(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Batch-mean loss: 0.5·||f − y||² (MSE) or cross-entropy."""
+        if self.cfg.loss == "ce":
+            return F.cross_entropy(out, target)
+        return 0.5 * (out - target).pow(2).sum() / out.shape[0]
+
+    def loss_grad(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """∂loss/∂f for the batch-mean loss (rows are per-sample, divided by the batch size)."""
+        if self.cfg.loss == "ce":
+            return (torch.softmax(out, dim=1) - F.one_hot(target, out.shape[1]).to(out.dtype)) / out.shape[0]
+        return (out - target) / out.shape[0]
+
+    def _is_diverged(self, loss: float) -> bool:
+        return not math.isfinite(loss) or loss > self.cfg.diverge_loss
+
+    # ---- API -----------------------------------------------------------
+    def _direction(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
+        """(descent direction per parameter, stats with at least ``loss``)."""
+        raise NotImplementedError
+
+    def update_direction(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The update this algorithm would make on (x, y), before learning rates; not applied."""
+        x = x.to(device=self.device, dtype=self.dtype)
+        directions, _ = self._direction(x, self.targets(y))
+        return directions
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        """One training step. Returns ``{"loss": float, "diverged": bool, ...}``.
+
+        A non-finite or too large loss (or non-finite update) is reported as
+        ``diverged=True`` and the weights are left untouched.
+        """
+        x = x.to(device=self.device, dtype=self.dtype)
+        directions, stats = self._direction(x, self.targets(y))
+        loss = float(stats["loss"])
+        finite = not self._is_diverged(loss) and all(bool(torch.isfinite(d).all()) for d in directions.values())
+        stats = {k: (float(v) if torch.is_tensor(v) else v) for k, v in stats.items()}
+        stats["loss"] = loss
+        stats["diverged"] = not finite
+        if finite:
+            self._apply(directions)
+        return stats
+
+    def _apply(self, directions: dict[str, torch.Tensor]) -> None:
+        for name, p in self.model.named_parameters():
+            p.grad = -directions[name]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> dict:
+        """Feedforward loss (and accuracy for class labels) on (x, y)."""
+        total, correct, n = 0.0, 0, x.shape[0]
+        for i in range(0, n, batch_size):
+            xb = x[i:i + batch_size].to(device=self.device, dtype=self.dtype)
+            yb = y[i:i + batch_size]
+            out = self.model(xb)
+            total += float(self.loss_fn(out, self.targets(yb))) * xb.shape[0]
+            if not yb.dtype.is_floating_point:
+                correct += int((out.argmax(1).cpu() == yb.cpu()).sum())
+        stats = {"loss": total / n}
+        if not y.dtype.is_floating_point:
+            stats["accuracy"] = correct / n
+        return stats

@@ -1,0 +1,109 @@
+"""Parametrizations as data: width exponents per layer role, relative to base_width.
+
+Every number in a table is an exponent e of the width multiplier m = width / base_width:
+
+    init variance    Var W_l = m^init_var / fan_in
+    forward mult.    h_l = m^multiplier · W_l φ(h_{l−1})
+    learning rate    η_l = η · m^lr
+
+At m = 1 every table gives the same network and the same learning rate, so a
+learning rate tuned at the base width means the same thing in every table.
+Tables for PC and TP live beside their trainers (``_pc.py``, ``_tp.py``) and are
+registered here with :func:`register_table`; ``extras`` holds their other
+exponents (energy weights γ_l, target step β, feedback learning rate, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from ._config import TrainerConfig
+
+ROLES = ("input", "hidden", "output")
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """Width exponents of one layer role."""
+
+    init_var: float = 0.0
+    multiplier: float = 0.0
+    lr: float = 0.0
+
+
+@dataclass(frozen=True)
+class Table:
+    """A parametrization: one :class:`LayerRule` per role, plus named extra exponents."""
+
+    name: str
+    input: LayerRule
+    hidden: LayerRule
+    output: LayerRule
+    extras: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def rule(self, role: str) -> LayerRule:
+        """The rule of a role (``input``, ``hidden`` or ``output``)."""
+        if role not in ROLES:
+            raise ValueError(f"role={role!r} is not one of {', '.join(ROLES)}")
+        return getattr(self, role)
+
+    def extra(self, key: str) -> float:
+        """A named extra exponent (0 when the table does not set it)."""
+        return float(self.extras.get(key, 0.0))
+
+
+def layer_roles(depth: int) -> list[str]:
+    """Roles of ``layers.0 .. layers.{depth-1}``: input, hidden..., output."""
+    return ["input"] + ["hidden"] * (depth - 2) + ["output"]
+
+
+SP = LayerRule()
+_FANIN_OVER_M = LayerRule(init_var=-1.0)
+
+# Tensor Programs V, Table 3 (relative to the base width); biases follow the input row.
+BP_TABLES: dict[tuple[str, str], Table] = {
+    ("sp", "sgd"): Table("bp/sp/sgd", SP, SP, SP),
+    ("sp", "adam"): Table("bp/sp/adam", SP, SP, SP),
+    ("mup", "sgd"): Table(
+        "bp/mup/sgd",
+        input=LayerRule(lr=1.0),  # η·m
+        hidden=LayerRule(lr=0.0),  # η
+        output=LayerRule(init_var=-1.0, lr=-1.0),  # 1/(fan_in·m), η/m
+    ),
+    ("mup", "adam"): Table(
+        "bp/mup/adam",
+        input=LayerRule(lr=0.0),  # η
+        hidden=LayerRule(lr=-1.0),  # η/m
+        output=LayerRule(init_var=-1.0, lr=-1.0),  # 1/(fan_in·m), η/m
+    ),
+}
+
+# (algorithm) -> function(cfg) -> key, and key -> Table
+_TABLES: dict[str, dict[tuple, Table]] = {"bp": {}}
+_KEYS: dict[str, callable] = {"bp": lambda cfg: (cfg.parametrization, cfg.optimizer)}
+for _key, _table in BP_TABLES.items():
+    _TABLES["bp"][_key] = _table
+
+
+def register_table(algorithm: str, key: tuple, table: Table, key_of=None) -> None:
+    """Register ``table`` for ``algorithm`` under ``key``.
+
+    ``key_of(cfg)`` (given once per algorithm) maps a config to its key.
+    """
+    _TABLES.setdefault(algorithm, {})[key] = table
+    if key_of is not None:
+        _KEYS[algorithm] = key_of
+
+
+def resolve_table(cfg: TrainerConfig) -> Table:
+    """The parametrization table of a config; the error lists the valid keys."""
+    if cfg.algorithm not in _TABLES:
+        raise ValueError(f"algorithm={cfg.algorithm!r} has no parametrization tables")
+    key = _KEYS[cfg.algorithm](cfg)
+    tables = _TABLES[cfg.algorithm]
+    if key not in tables:
+        valid = ", ".join(str(k) for k in tables)
+        raise ValueError(f"no {cfg.algorithm} table for {key}; valid: {valid}")
+    return tables[key]

@@ -1,0 +1,1 @@
+"""Predictive coding trainer (issue 3): not yet implemented; make_trainer rejects algorithm="pc"."""
