@@ -18,12 +18,14 @@ def _trainer_config(overrides: list[str], **defaults):
     """TrainerConfig from ``key=value`` overrides (unknown keys and bad values are BadInput)."""
     from trainers import TrainerConfig
 
-    base = OmegaConf.structured(TrainerConfig(**defaults))
     try:
-        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+        base = OmegaConf.structured(TrainerConfig())
+        merged = OmegaConf.merge(base, defaults, OmegaConf.from_dotlist(list(overrides)))
         return TrainerConfig(**OmegaConf.to_container(merged))
     except OmegaConfBaseException as exc:
-        raise BadInput(str(exc).splitlines()[0]) from None
+        key = getattr(exc, "full_key", None)
+        msg = str(exc).splitlines()[0]
+        raise BadInput(f"{key}: {msg}" if key else msg) from None
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 
