@@ -1,0 +1,261 @@
+"""Read a sweep's logs (Parquet, or MLflow runs when Parquet is absent) into one tidy table.
+
+``results/<sweep>/`` holds ``sweep.yaml``, ``trials.parquet`` and ``history.parquet``
+(DESIGN.md, "Contracts other tools read"). Parquet is the source of truth; MLflow is
+read only when ``trials.parquet`` is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import read_parquet
+
+# Columns of trials.parquet that are results, not configuration (the MLflow params are the rest).
+RESULT_COLUMNS = ("status", "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done",
+                  "wall_s", "node")
+# Configuration columns that stay strings even when every value looks like a number.
+STRING_COLUMNS = ("trial_id", "sweep", "algorithm", "parametrization", "optimizer", "dataset", "model",
+                  "activation", "dtype", "device", "loss", "pc_init")
+HISTORY_METRICS = ("train_loss", "test_loss", "test_acc")
+FINAL_METRICS = ("final_train_loss", "final_test_loss", "final_test_acc", "epochs_done", "wall_s")
+MODES = ("min", "max")
+DEFAULT_VERIFY = {"max_drift": 0.2, "max_regret": 0.05}
+DEFAULT_OBJECTIVE = {"metric": "final_train_loss", "mode": "min"}
+
+
+class LogError(ValueError):
+    """The logs cannot be read as a sweep: the message names the file, key or value."""
+
+
+@dataclass
+class SweepLogs:
+    """A sweep's logs as read from disk.
+
+    Attributes:
+        name: the sweep name (``sweep.yaml``'s ``name``, else the directory name).
+        trials: one row per trial, columns as trials.parquet.
+        history: one row per (trial, epoch), columns as history.parquet (may be empty).
+        source: ``parquet`` or ``mlflow:<uri>``.
+        objective: ``{"metric": ..., "mode": ...}`` from ``sweep.yaml`` (defaults otherwise).
+        verify: ``{"max_drift": ..., "max_regret": ...}`` from ``sweep.yaml`` (defaults otherwise).
+        tracking_uri: the MLflow store of the sweep, or None when none is found.
+        experiment: the MLflow experiment name.
+        notes: what the reader had to assume.
+    """
+
+    name: str
+    trials: pd.DataFrame
+    history: pd.DataFrame
+    source: str
+    objective: dict
+    verify: dict
+    tracking_uri: str | None
+    experiment: str
+    notes: list[str] = field(default_factory=list)
+
+
+def read_sweep_yaml(results_dir: str | Path) -> dict:
+    """The resolved sweep config ``results_dir/sweep.yaml`` as a plain dict ({} when absent).
+
+    Raises:
+        LogError: the file exists but is not a YAML mapping.
+    """
+    path = Path(results_dir) / "sweep.yaml"
+    if not path.exists():
+        return {}
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as exc:  # omegaconf and yaml raise many kinds
+        raise LogError(f"{path}: not readable YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(cfg, dict):
+        raise LogError(f"{path}: expected a mapping at the top level")
+    return cfg
+
+
+def _section(cfg: dict, key: str, defaults: dict, path: Path) -> dict:
+    sec = cfg.get(key) or {}
+    if not isinstance(sec, dict):
+        raise LogError(f"{path}: {key} must be a mapping, got {sec!r}")
+    out = dict(defaults)
+    out.update({k: v for k, v in sec.items() if k in defaults and v is not None})
+    return out
+
+
+def thresholds(cfg: dict, path: Path = Path("sweep.yaml")) -> tuple[dict, dict]:
+    """``(objective, verify)`` sections of a sweep config, with defaults, checked.
+
+    Raises:
+        LogError: mode not in ``min, max`` or a threshold that is not a non-negative number.
+    """
+    objective = _section(cfg, "objective", DEFAULT_OBJECTIVE, path)
+    verify = _section(cfg, "verify", DEFAULT_VERIFY, path)
+    if objective["mode"] not in MODES:
+        raise LogError(f"{path}: objective.mode={objective['mode']!r} is not one of {', '.join(MODES)}")
+    for key in DEFAULT_VERIFY:
+        try:
+            verify[key] = float(verify[key])
+        except (TypeError, ValueError):
+            raise LogError(f"{path}: verify.{key}={verify[key]!r} is not a number") from None
+        if not verify[key] >= 0:
+            raise LogError(f"{path}: verify.{key}={verify[key]!r} must be >= 0")
+    return objective, verify
+
+
+def default_tracking_uri(results_dir: str | Path, cfg: dict) -> str | None:
+    """The sweep's MLflow store: ``tracking.uri``, else $MLFLOW_TRACKING_URI, else an existing
+    ``mlflow.db`` in the sweep directory or its parent (``results/mlflow.db``); None if none."""
+    uri = (cfg.get("tracking") or {}).get("uri")
+    if uri:
+        return str(uri)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    results_dir = Path(results_dir).resolve()
+    for cand in (results_dir / "mlflow.db", results_dir.parent / "mlflow.db"):
+        if cand.exists():
+            return f"sqlite:///{cand}"
+    return None
+
+
+def load_sweep(results_dir: str | Path) -> SweepLogs:
+    """Read ``results_dir`` (``sweep.yaml``, ``trials.parquet``, ``history.parquet``, or MLflow).
+
+    Args:
+        results_dir: a sweep's results directory, ``results/<sweep>``.
+
+    Returns:
+        The logs, thresholds and objective of the sweep.
+
+    Raises:
+        LogError: not a directory, or neither trials.parquet nor MLflow trial runs are found.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise LogError(f"{results_dir}: no such directory")
+    yaml_path = results_dir / "sweep.yaml"
+    cfg = read_sweep_yaml(results_dir)
+    objective, verify = thresholds(cfg, yaml_path)
+    notes = [] if cfg else [f"{yaml_path} not found: defaults objective {DEFAULT_OBJECTIVE}, verify {DEFAULT_VERIFY}"]
+    name = str(cfg.get("name") or results_dir.resolve().name)
+    experiment = str((cfg.get("tracking") or {}).get("experiment") or name)
+    uri = default_tracking_uri(results_dir, cfg)
+    trials_path = results_dir / "trials.parquet"
+    if trials_path.exists():
+        trials = read_parquet(trials_path)
+        history = read_parquet(results_dir / "history.parquet")
+        source = "parquet"
+    else:
+        if uri is None:
+            raise LogError(f"{results_dir}: no trials.parquet and no MLflow store (mlflow.db or tracking.uri): "
+                           "not a sweep's results directory")
+        trials, history = read_mlflow(uri, experiment, sweep=name)
+        if trials.empty:
+            raise LogError(f"{results_dir}: no trials.parquet, and MLflow store {uri} has no trial runs "
+                           f"in experiment {experiment!r}")
+        source = f"mlflow:{uri}"
+        notes.append(f"read from MLflow ({uri}, experiment {experiment!r}): {trials_path} not found")
+    if trials.empty:
+        raise LogError(f"{trials_path}: no trials")
+    missing = [c for c in ("trial_id", "width", "lr", "status") if c not in trials.columns]
+    if missing:
+        raise LogError(f"{trials_path}: missing column(s) {', '.join(missing)}")
+    return SweepLogs(name=name, trials=trials, history=history, source=source, objective=objective,
+                     verify=verify, tracking_uri=uri, experiment=experiment, notes=notes)
+
+
+# ---- MLflow ------------------------------------------------------------------------
+def _parse_column(values: list[str | None]) -> list:
+    """Strings logged as MLflow params back to ints, floats, bools or None, column-wise."""
+    present = [v for v in values if v is not None and v != "None"]
+    none = lambda v: v is None or v == "None"  # noqa: E731
+    for cast in (int, float):
+        try:
+            [cast(v) for v in present]
+        except ValueError:
+            continue
+        return [None if none(v) else cast(v) for v in values]
+    if present and all(v in ("True", "False") for v in present):
+        return [None if none(v) else v == "True" for v in values]
+    return [None if none(v) else v for v in values]
+
+
+def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bool = True
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Trials (and per-epoch history) of a sweep from its MLflow trial runs.
+
+    Trial runs carry tag ``mutransfer.role = trial``; params are the trials.parquet config
+    columns, final metrics the result columns. A final loss that is missing (non-finite values
+    are not logged) is +inf on a ``diverged`` trial and NaN otherwise.
+
+    Args:
+        uri: MLflow tracking URI.
+        experiment: experiment name.
+        sweep: keep only runs tagged ``mutransfer.sweep = sweep`` (None: all).
+        history: also read the per-epoch metrics (one request per run and metric).
+
+    Returns:
+        ``(trials, history)`` frames with the Parquet columns (empty when nothing is found).
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return pd.DataFrame(), pd.DataFrame()
+    filt = "tags.`mutransfer.role` = 'trial'"
+    if sweep is not None:
+        filt += f" and tags.`mutransfer.sweep` = '{sweep}'"
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], filter_string=filt, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    rows, hist_rows = [], []
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        status = tags.get("mutransfer.status", "ok")
+        row: dict = dict(run.data.params)
+        row["trial_id"] = tags.get("mutransfer.trial_id", run.info.run_name)
+        row["status"] = status
+        for key in FINAL_METRICS:
+            default = math.inf if (status == "diverged" and key.endswith("_loss")) else math.nan
+            row[key] = float(metrics.get(key, default))
+        row["node"] = None
+        rows.append(row)
+        if history:
+            hist_rows.extend(_run_history(client, run.info.run_id, row["trial_id"]))
+    if not rows:
+        return pd.DataFrame(), pd.DataFrame()
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    trials = pd.DataFrame({k: [r.get(k) for r in rows] for k in keys})
+    for col in keys:
+        if col in STRING_COLUMNS or col in RESULT_COLUMNS or col in FINAL_METRICS:
+            continue
+        trials[col] = _parse_column(list(trials[col]))
+    trials["epochs_done"] = trials["epochs_done"].astype(float)
+    hist = pd.DataFrame(hist_rows, columns=["trial_id", "epoch", *HISTORY_METRICS])
+    if not hist.empty:
+        hist = hist.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
+    return trials.sort_values("trial_id").reset_index(drop=True), hist
+
+
+def _run_history(client, run_id: str, trial_id: str) -> list[dict]:
+    per_epoch: dict[int, dict] = {}
+    for key in HISTORY_METRICS:
+        for m in client.get_metric_history(run_id, key):
+            per_epoch.setdefault(int(m.step), {"trial_id": trial_id, "epoch": int(m.step)})[key] = m.value
+    rows = list(per_epoch.values())
+    for r in rows:
+        for key in HISTORY_METRICS:
+            r.setdefault(key, np.nan)
+    return rows
