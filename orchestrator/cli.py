@@ -14,6 +14,8 @@ from .errors import BadInput
 # Each module defines COMMANDS: {name: (help, add_arguments(parser), run(args) -> int)}.
 COMMAND_MODULES = [
     "orchestrator.cmd_basic",
+    "orchestrator.cmd_analyze",
+    "orchestrator.cmd_sweep",
 ]
 
 

@@ -1,0 +1,314 @@
+"""Sweep configuration: an OmegaConf schema, YAML + dotlist loading, grid expansion, trial ids.
+
+A sweep file looks like::
+
+    name: bp_mlp_fmnist
+    trainer: {algorithm: bp, depth: 3, activation: tanh, base_width: 64}
+    data: {dataset: fmnist, subset: 10000, test_subset: 2000}
+    train: {epochs: 10, batch_size: 128}
+    grid:
+      parametrization: [sp, mup]
+      width: [64, 128, 256, 512, 1024]
+      lr: {log2: [-10, 2, 1]}          # 2^-10, 2^-9, ..., 2^2
+      seed: [0, 1]
+    metric: test_loss
+    mode: min
+    resources: {cpu: 1, gpu: 0}
+
+Every problem is a :class:`BadInput` naming the file and key, raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import BadInput
+
+METRICS = ("test_loss", "train_loss", "test_acc")
+
+
+@dataclass
+class DataSection:
+    """Which dataset, and how much of it (first N/10 per class for Fashion-MNIST; 0 = all)."""
+
+    dataset: str = "fmnist"
+    subset: int = 10000
+    test_subset: int = 2000
+
+
+@dataclass
+class TrainSection:
+    """The training loop of every trial."""
+
+    epochs: int = 10
+    batch_size: int = 128
+
+
+@dataclass
+class Resources:
+    """Per-trial Ray resources (fractional GPUs allowed)."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass
+class Tracking:
+    """MLflow: ``uri`` (default ``$MLFLOW_TRACKING_URI`` or SQLite at ``<results>/mlflow.db``)."""
+
+    uri: Optional[str] = None
+    experiment: Optional[str] = None
+
+
+@dataclass
+class SweepConfig:
+    """A sweep: fixed trainer fields, a grid over any trainer field, data, loop, and execution."""
+
+    name: Optional[str] = None
+    trainer: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, Any] = field(default_factory=dict)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    metric: str = "test_loss"
+    mode: str = "min"
+    resources: Resources = field(default_factory=Resources)
+    max_concurrent: int = 0
+    max_failures: int = 2
+    tracking: Tracking = field(default_factory=Tracking)
+
+
+# Keys that say how a sweep runs, not what it computes: they may change between runs of one sweep.
+EXECUTION_KEYS = ("resources", "max_concurrent", "max_failures", "tracking")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial: its id, its full trainer config (as a dict), data and loop settings."""
+
+    trial_id: str
+    trainer: dict[str, Any]
+    data: dict[str, Any]
+    train: dict[str, Any]
+    swept: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trial_id": self.trial_id, "trainer": dict(self.trainer), "data": dict(self.data),
+                "train": dict(self.train), "swept": list(self.swept)}
+
+
+@dataclass
+class Sweep:
+    """A validated sweep: its config, the file it came from, and its trials."""
+
+    name: str
+    source: str
+    config: DictConfig
+    trials: list[TrialSpec]
+
+    @property
+    def swept_keys(self) -> tuple[str, ...]:
+        return tuple(self.config.grid.keys())
+
+    def identity(self) -> dict[str, Any]:
+        """The part of the config that decides what is computed (execution keys left out)."""
+        c = OmegaConf.to_container(self.config, resolve=True)
+        return {k: v for k, v in c.items() if k not in EXECUTION_KEYS}
+
+
+# ---- loading -----------------------------------------------------------------------
+def _trainer_fields() -> dict[str, dataclasses.Field]:
+    from trainers import TrainerConfig
+
+    return {f.name: f for f in dataclasses.fields(TrainerConfig)}
+
+
+def _suggest(key: str, valid) -> str:
+    near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def _check_keys(raw: dict, schema: type, where: str, src: str) -> None:
+    """Unknown keys anywhere in ``raw`` are BadInput naming the key and the nearest valid one."""
+    if not isinstance(raw, dict):
+        raise BadInput(f"{src}: {where or 'top level'} must be a mapping, got {raw!r}")
+    names = {f.name: f for f in dataclasses.fields(schema)}
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise BadInput(f"{src}: unknown key {path!r}{_suggest(str(key), names)}")
+        sub = names[key].default_factory if names[key].default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub) and value is not None:
+            _check_keys(value, sub, path, src)
+    for section in ("trainer", "grid"):
+        if section in raw and raw[section] is not None and not where:
+            if not isinstance(raw[section], dict):
+                raise BadInput(f"{src}: {section} must be a mapping of trainer fields, got {raw[section]!r}")
+            tf = _trainer_fields()
+            for key in raw[section]:
+                if key not in tf:
+                    raise BadInput(f"{src}: unknown key '{section}.{key}' (not a TrainerConfig field)"
+                                   f"{_suggest(str(key), tf)}")
+
+
+def _exc_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    """Read ``path``, merge ``key=value`` overrides, validate, and expand the grid.
+
+    Raises:
+        BadInput: a missing file, YAML syntax error, unknown key, wrong type or value,
+            an empty grid, or an unknown dataset; the message names the file and key.
+    """
+    path = Path(path)
+    src = str(path)
+    if not path.is_file():
+        raise BadInput(f"{src}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or _exc_line(exc)
+        raise BadInput(f"{src}:{where}: YAML syntax error: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{src}: cannot read ({exc})") from None
+    raw = {} if raw is None else raw
+    _check_keys(raw, SweepConfig, "", src)
+    try:
+        dot = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:
+        raise BadInput(f"override {' '.join(overrides)!r}: {_exc_line(exc)}") from None
+    _check_keys(dot, SweepConfig, "", "override")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(SweepConfig), raw, dot)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        raise BadInput(f"{src}: {('key ' + repr(key) + ': ') if key else ''}{_exc_line(exc)}") from None
+    name = cfg.name or path.stem
+    cfg.name = name
+    return Sweep(name=name, source=src, config=cfg, trials=expand(cfg, src))
+
+
+# ---- validation and grid expansion ----------------------------------------------------
+def _grid_values(key: str, spec: Any, src: str) -> list[Any]:
+    """A grid entry: a list, a scalar, or ``{log2: [start, stop, step]}`` (2^k, stop included)."""
+    if isinstance(spec, (DictConfig, dict)):
+        spec = OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else spec
+        if set(spec) != {"log2"}:
+            raise BadInput(f"{src}: grid.{key}: a mapping must be {{log2: [start, stop, step]}}, got {spec!r}")
+        r = spec["log2"]
+        if (not isinstance(r, list) or len(r) not in (2, 3)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)):
+            raise BadInput(f"{src}: grid.{key}.log2 must be [start, stop] or [start, stop, step] numbers, got {r!r}")
+        start, stop, step = (list(r) + [1])[:3]
+        if step <= 0:
+            raise BadInput(f"{src}: grid.{key}.log2 step must be > 0, got {step!r}")
+        n = int(math.floor((stop - start) / step + 1e-9)) + 1
+        return [float(2.0 ** (start + i * step)) for i in range(max(n, 0))]
+    if isinstance(spec, (ListConfig, list)):
+        return list(OmegaConf.to_container(spec) if isinstance(spec, ListConfig) else spec)
+    return [spec]
+
+
+def _coerce(key: str, value: Any, where: str, src: str) -> Any:
+    """Convert ``value`` to the type of TrainerConfig.``key`` (bad types are BadInput)."""
+    from trainers import TrainerConfig
+
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(TrainerConfig), {key: value})
+        return node[key]
+    except OmegaConfBaseException:
+        ftype = _trainer_fields()[key].type
+        raise BadInput(f"{src}: {where}: {value!r} is not a valid {ftype}") from None
+
+
+def trial_id(trainer: dict, data: dict, train: dict) -> str:
+    """Deterministic id: the first 12 hex digits of the SHA-256 of the resolved trial config."""
+    blob = json.dumps({"trainer": trainer, "data": data, "train": train}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
+    """All trials of the grid (cartesian product), each validated as a TrainerConfig."""
+    from trainers import TrainerConfig
+
+    if cfg.mode not in ("min", "max"):
+        raise BadInput(f"{src}: mode={cfg.mode!r} is not one of min, max")
+    if cfg.metric not in METRICS:
+        raise BadInput(f"{src}: metric={cfg.metric!r} is not one of {', '.join(METRICS)}{_suggest(cfg.metric, METRICS)}")
+    for key in ("epochs", "batch_size"):
+        if cfg.train[key] <= 0:
+            raise BadInput(f"{src}: train.{key}={cfg.train[key]!r} must be a positive integer")
+    for key in ("subset", "test_subset"):
+        if cfg.data[key] < 0:
+            raise BadInput(f"{src}: data.{key}={cfg.data[key]!r} must be >= 0 (0 = all)")
+    if cfg.resources.cpu < 0 or cfg.resources.gpu < 0 or (cfg.resources.cpu == 0 and cfg.resources.gpu == 0):
+        raise BadInput(f"{src}: resources cpu={cfg.resources.cpu!r} gpu={cfg.resources.gpu!r}: need >= 0, not both 0")
+    if cfg.max_concurrent < 0 or cfg.max_failures < 0:
+        raise BadInput(f"{src}: max_concurrent and max_failures must be >= 0")
+    fixed = {k: _coerce(k, v, f"trainer.{k}", src) for k, v in cfg.trainer.items()}
+    both = sorted(set(fixed) & set(cfg.grid))
+    if both:
+        raise BadInput(f"{src}: key {both[0]!r} is both in trainer and in grid; keep one")
+    if not cfg.grid:
+        raise BadInput(f"{src}: empty grid: give at least one key, e.g. grid.lr: {{log2: [-8, 0, 1]}}")
+    axes: list[tuple[str, list]] = []
+    for key, spec in cfg.grid.items():
+        values = _grid_values(key, spec, src)
+        if not values:
+            raise BadInput(f"{src}: grid.{key} is empty")
+        coerced = [_coerce(key, v, f"grid.{key}={v!r}", src) for v in values]
+        axes.append((key, list(dict.fromkeys(coerced))))
+    data = dict(OmegaConf.to_container(cfg.data))
+    train = dict(OmegaConf.to_container(cfg.train))
+    swept = tuple(k for k, _ in axes)
+    trials = []
+    for combo in itertools.product(*(v for _, v in axes)):
+        values = {**fixed, **dict(zip(swept, combo))}
+        try:
+            tc = TrainerConfig(**values)
+        except (ValueError, TypeError) as exc:
+            bad = next((f"grid.{k}" for k in swept if f"{k}=" in str(exc)), "trainer")
+            raise BadInput(f"{src}: {bad}: {exc}") from None
+        trainer = dataclasses.asdict(tc)
+        trials.append(TrialSpec(trial_id(trainer, data, train), trainer, data, train, swept))
+    return trials
+
+
+def check_runnable(sweep: Sweep) -> None:
+    """Checks that need the trainers and the data: an algorithm with no trainer, a missing dataset."""
+    from trainers import TRAINERS, DataError, find_fashion_mnist
+
+    algos = sorted({t.trainer["algorithm"] for t in sweep.trials})
+    missing = [a for a in algos if a not in TRAINERS]
+    if missing:
+        raise BadInput(f"{sweep.source}: algorithm={missing[0]!r} has no trainer yet "
+                       f"(available: {', '.join(sorted(TRAINERS))})")
+    name = sweep.config.data.dataset
+    if name == "fmnist":
+        try:
+            find_fashion_mnist()
+        except DataError as exc:
+            raise BadInput(f"{sweep.source}: data.dataset=fmnist: {exc}") from None
+    elif name != "teacher":
+        raise BadInput(f"{sweep.source}: data.dataset={name!r} is not one of fmnist, teacher"
+                       f"{_suggest(name, ('fmnist', 'teacher'))}")
+
+
+def to_yaml(sweep: Sweep) -> str:
+    """The resolved config as YAML (what goes to ``results/<sweep>/sweep.yaml``)."""
+    return OmegaConf.to_yaml(sweep.config)

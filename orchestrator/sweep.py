@@ -1,0 +1,142 @@
+"""The sweep driver: validate, skip what is done, run the rest on Ray Tune, record Parquet and MLflow.
+
+Usable from Python as well as from ``mutransfer sweep``::
+
+    from orchestrator.config import load_sweep
+    from orchestrator.sweep import run_sweep
+    result = run_sweep(load_sweep("search_spaces/smoke.yaml"), results_dir="results")
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .config import Sweep, check_runnable, to_yaml
+from .errors import BadInput
+from .progress import Progress
+from .results_store import ResultsStore, trial_row
+from .tracking import Tracker, default_tracking_uri
+
+
+@dataclass
+class SweepResult:
+    """What a sweep run did: counts by status (this run and in total) and where the results are."""
+
+    sweep_dir: Path
+    total: int
+    skipped: int
+    counts: dict[str, int] = field(default_factory=dict)
+    tracking_uri: str = ""
+    tracked: bool = False
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("failed", 0)
+
+
+class Recorder:
+    """Receives trial events in the driver; writes each finished trial to Parquet, then MLflow."""
+
+    def __init__(self, sweep: Sweep, store: ResultsStore, tracker: Tracker | None, progress: Progress) -> None:
+        self.sweep, self.store, self.tracker, self.progress = sweep, store, tracker, progress
+        self.specs = {t.trial_id: t.to_dict() for t in sweep.trials}
+        self.history: dict[str, dict[int, dict]] = {}
+        self.where: dict[str, tuple[str, str]] = {}
+
+    def started(self, trial_id: str) -> None:
+        self.history[trial_id] = {}
+        self.progress.started(trial_id)
+
+    def result(self, trial_id: str, result: dict) -> None:
+        if "epoch" not in result:
+            return
+        keep = ("epoch", "train_loss", "test_loss", "test_acc", "wall_s", "diverged")
+        self.history.setdefault(trial_id, {})[int(result["epoch"])] = {k: result.get(k) for k in keep}
+        self.where[trial_id] = (str(result.get("node", "")), str(result.get("hostname", "")))
+        self.progress.render()
+
+    def restarted(self, trial_id: str) -> None:
+        self.history[trial_id] = {}  # the retried trial starts again from epoch 1
+
+    def _finish(self, trial_id: str, status: str | None, error: str = "") -> None:
+        rows = [self.history.get(trial_id, {})[e] for e in sorted(self.history.get(trial_id, {}))]
+        if status is None:
+            status = "diverged" if rows and rows[-1].get("diverged") else "ok"
+        node, host = self.where.get(trial_id, ("", ""))
+        row = trial_row(self.sweep.name, self.specs[trial_id], rows, status, node, host, error)
+        self.store.record([row], {trial_id: rows})          # Parquet first: the truth
+        if self.tracker is not None:
+            self.tracker.log_trial(row, self.specs[trial_id], rows)
+        self.progress.finished(trial_id, status, row)
+
+    def completed(self, trial_id: str) -> None:
+        self._finish(trial_id, None)
+
+    def errored(self, trial_id: str, error: str) -> None:
+        self._finish(trial_id, "failed", error)
+
+
+def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | None = None,
+              max_concurrent: int | None = None, track: bool = True, stream: TextIO | None = None) -> SweepResult:
+    """Run the trials of ``sweep`` that ``results_dir/<name>/trials.parquet`` does not hold yet.
+
+    Validation (a different sweep in the directory, no trainer for an algorithm, no dataset,
+    an unreachable ``address``) happens before anything is written and raises :class:`BadInput`.
+    """
+    from . import tune_runner
+
+    results_dir = Path(results_dir).resolve()
+    store = ResultsStore(results_dir / sweep.name)
+    store.check_owner(sweep.identity())
+    check_runnable(sweep)
+    done = store.done_ids()
+    todo = [t for t in sweep.trials if t.trial_id not in done]
+    cfg = sweep.config
+    started_ray = False
+    if todo:
+        try:
+            started_ray = tune_runner.connect(address)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise BadInput(f"--address {address}: cannot connect to Ray ({str(exc).splitlines()[0]})") from None
+    try:
+        store.write_config(to_yaml(sweep))
+        uri = default_tracking_uri(results_dir, cfg.tracking.uri)
+        tracker = Tracker(uri, sweep.name, cfg.tracking.experiment, artifact_root=results_dir / "mlartifacts") \
+            if track else None
+        if tracker is not None and tracker.start():
+            specs = {t.trial_id: t.to_dict() for t in sweep.trials}
+            tracker.sync(store.trials(), store.history(), specs)  # back-fill what an earlier run missed
+        progress = Progress(len(sweep.trials), len(sweep.trials) - len(todo), cfg.metric, cfg.mode, stream)
+        recorder = Recorder(sweep, store, tracker, progress)
+        progress.render(force=True)
+        if todo:
+            tune_runner.run_trials([t.to_dict() for t in todo], recorder, store.dir / "tune", sweep.name,
+                                   cpu=cfg.resources.cpu, gpu=cfg.resources.gpu,
+                                   max_concurrent=cfg.max_concurrent if max_concurrent is None else max_concurrent,
+                                   max_failures=cfg.max_failures)
+        progress.close()
+    finally:
+        if started_ray:
+            tune_runner.shutdown()
+    counts = dict(progress.counts)
+    table = store.trials()
+    totals = table.status.value_counts().to_dict() if not table.empty else {}
+    if tracker is not None:
+        tracker.sync(table, store.history(), {t.trial_id: t.to_dict() for t in sweep.trials})
+        tracker.finish({f"trials_{k}": float(v) for k, v in totals.items()})
+    return SweepResult(store.dir, len(sweep.trials), len(sweep.trials) - len(todo), counts,
+                       tracker.uri if tracker else "", bool(tracker and tracker.enabled))
+
+
+def best_row(trials, metric: str = "test_loss", mode: str = "min") -> dict[str, Any] | None:
+    """The best ``ok`` trial by ``final_<metric>`` (None if there is none)."""
+    if trials.empty:
+        return None
+    ok = trials[(trials.status == "ok") & trials[f"final_{metric}"].map(lambda v: math.isfinite(v))]
+    if ok.empty:
+        return None
+    idx = ok[f"final_{metric}"].idxmin() if mode == "min" else ok[f"final_{metric}"].idxmax()
+    return ok.loc[idx].to_dict()

@@ -1,0 +1,136 @@
+"""Ray Tune: the pure trainable, the recording callback, and the Tuner. The only module importing ray.tune.
+
+The trainable builds a trainer, runs epochs and calls ``tune.report`` once per epoch;
+it writes nothing. The driver's :class:`RecordingCallback` hands every event to a
+plain-Python recorder (``orchestrator.sweep.Recorder``), which alone writes Parquet and MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import ray
+from ray import tune
+
+# Test hook: a trial dies (os._exit) once after its first epoch if this names a marker file
+# that does not exist yet; the marker is created atomically, so exactly one trial dies once.
+CRASH_ONCE_ENV = "MUTRANSFER_TEST_CRASH_ONCE"
+
+
+def _maybe_crash() -> None:
+    marker = os.environ.get(CRASH_ONCE_ENV)
+    if not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
+    os._exit(17)
+
+
+def trainable(config: dict[str, Any]) -> None:
+    """One trial: ``config["trial"]`` is a ``TrialSpec.to_dict()``; reports each epoch's history row."""
+    import torch
+
+    from trainers import TrainerConfig, load_dataset, make_trainer, train
+
+    spec = config["trial"]
+    tc = TrainerConfig(**spec["trainer"])
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    data = load_dataset(spec["data"]["dataset"], spec["data"]["subset"] or None,
+                        spec["data"]["test_subset"] or None, device=tc.torch_device, dtype=tc.torch_dtype,
+                        seed=tc.seed)
+    torch.manual_seed(tc.seed)
+    trainer = make_trainer(tc, data.input_dim, data.output_dim)
+    where = {"trial_id": spec["trial_id"], "node": ray.get_runtime_context().get_node_id(),
+             "hostname": socket.gethostname()}
+
+    def report(row: dict) -> None:
+        tune.report({**row, **where})
+        _maybe_crash()
+
+    train(trainer, data, spec["train"]["epochs"], spec["train"]["batch_size"], seed=tc.seed, on_epoch=report)
+
+
+class Recorder(Protocol):
+    """What the driver does with trial events (see ``orchestrator.sweep.Recorder``)."""
+
+    def started(self, trial_id: str) -> None: ...
+    def result(self, trial_id: str, result: dict) -> None: ...
+    def restarted(self, trial_id: str) -> None: ...
+    def completed(self, trial_id: str) -> None: ...
+    def errored(self, trial_id: str, error: str) -> None: ...
+
+
+class RecordingCallback(tune.Callback):
+    """Forwards Tune's trial events to a :class:`Recorder` in the driver."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    @staticmethod
+    def _id(trial) -> str:
+        return trial.config["trial"]["trial_id"]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.recorder.started(self._id(trial))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.recorder.result(self._id(trial), result)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.recorder.restarted(self._id(trial))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.recorder.completed(self._id(trial))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        err = trial.get_error()
+        text = str(err).strip().splitlines()[-1] if err is not None and str(err).strip() else "trial failed"
+        self.recorder.errored(self._id(trial), text[:500])
+
+
+def connect(address: str | None = None) -> bool:
+    """Join the cluster at ``address``, or start Ray embedded here. True if this call started Ray."""
+    if ray.is_initialized():
+        return False
+    ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+             logging_level="WARNING", configure_logging=True)
+    return True
+
+
+def shutdown() -> None:
+    """Disconnect from (or stop the embedded) Ray."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def run_trials(specs: list[dict[str, Any]], recorder: Recorder, storage_dir: str | Path, name: str,
+               cpu: float = 1.0, gpu: float = 0.0, max_concurrent: int = 0, max_failures: int = 2) -> None:
+    """Run ``specs`` (``TrialSpec.to_dict()``) on Ray Tune, one trial each, recording through ``recorder``."""
+    storage = Path(storage_dir).resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    threads = max(1, int(cpu))
+    resources = {"cpu": cpu, "gpu": gpu} if gpu else {"cpu": cpu}
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space={"trial": tune.grid_search(specs), "threads": threads},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=max_concurrent or None,
+            trial_name_creator=lambda t: t.config["trial"]["trial_id"],
+            trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
+            reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+            storage_path=str(storage),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            callbacks=[RecordingCallback(recorder)],
+            verbose=0),
+    )
+    tuner.fit()
