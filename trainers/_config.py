@@ -16,6 +16,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("float32", "float64"),
     "pc_init": ("forward", "zero"),
     "model": ("mlp",),
+    "feedback": ("linear", "tanh", "regression", "regression_drl"),
 }
 
 
@@ -48,6 +49,12 @@ class TrainerConfig:
         target_step: TP: β, the output target is h_L − β ∂loss/∂h_L.
         feedback_steps: TP: feedback updates per batch.
         feedback_noise: TP: std of the noise used to train the feedback layers.
+        feedback: TP: feedback maps g(h) = Q ψ(h): ``linear`` (ψ = id) or ``tanh``, trained on the
+            difference reconstruction loss; or linear and set in closed form at every step to
+            a ridge-regression solution (analysis options): ``regression`` (of the classic
+            reconstruction loss on noise-perturbed activities) or ``regression_drl`` (of the
+            difference reconstruction loss).
+        feedback_ridge: TP: ridge λ of the regression options at the base width (scaled by the table).
         diverge_loss: a loss above this (or non-finite) marks the run diverged.
     """
 
@@ -77,6 +84,8 @@ class TrainerConfig:
     target_step: float = 0.1
     feedback_steps: int = 1
     feedback_noise: float = 0.1
+    feedback: str = "linear"
+    feedback_ridge: float = 0.01
     # divergence
     diverge_loss: float = 1e4
 
@@ -90,6 +99,8 @@ class TrainerConfig:
                 raise ValueError(f"{key}={getattr(self, key)!r} must be a positive integer")
         if self.depth < 2:
             raise ValueError(f"depth={self.depth!r} must be at least 2 (input and output layers)")
+        if not float(self.feedback_ridge) >= 0:
+            raise ValueError(f"feedback_ridge={self.feedback_ridge!r} must be >= 0")
         for key in ("lr", "inference_lr", "feedback_lr", "target_step", "diverge_loss"):
             if not float(getattr(self, key)) > 0:
                 raise ValueError(f"{key}={getattr(self, key)!r} must be > 0")

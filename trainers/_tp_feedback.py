@@ -1,0 +1,161 @@
+"""DTP feedback layers: difference-corrected target propagation, the difference
+reconstruction loss (DRL) that trains them, and its closed-form ridge solution.
+
+Feedback ``g{k}`` inverts forward layer ``layers.{k}`` (k = 1 .. L−1): it maps h_k back to
+h_{k−1} as g_k(h) = Q_k ψ(h), with ψ the identity (``linear``) or tanh (``tanh``).
+Targets travel down with the difference correction (Lee et al., 2015)
+
+    ĥ_{k−1} = g_k(ĥ_k) + h_{k−1} − g_k(h_k),   i.e.   δ_{k−1} = g_k(h_k + δ_k) − g_k(h_k),
+
+and each g_k is trained on the difference reconstruction loss of Meulemans et al. (2020),
+with noise ε ~ N(0, σ²) on the layer's input h_{k−1}:
+
+    DRL_k = 1/(2S) Σ_s ||g_k(f_k(h_{k−1} + ε_s)) − g_k(f_k(h_{k−1})) − ε_s||²,
+
+so that the difference-corrected feedback inverts f_k locally, around the current activities.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+FEEDBACK_KINDS = ("linear", "tanh", "regression", "regression_drl")
+REGRESSION_KINDS = ("regression", "regression_drl")
+
+_PSI = {
+    "linear": lambda h: h,
+    "tanh": torch.tanh,
+    "regression": lambda h: h,  # linear, at the ridge solution of the reconstruction loss
+    "regression_drl": lambda h: h,  # linear, at the ridge solution of the DRL
+}
+
+
+def feedback_psi(kind: str):
+    """ψ of a feedback kind: tanh for ``tanh``, else the identity."""
+    if kind not in _PSI:
+        raise ValueError(f"feedback={kind!r} is not one of {', '.join(FEEDBACK_KINDS)}")
+    return _PSI[kind]
+
+
+def make_feedback(dims: list[int]) -> nn.ModuleDict:
+    """Feedback maps ``g1 .. g{L−1}``: ``g{k}`` is a bias-free Linear from dims[k+1] to dims[k].
+
+    Args:
+        dims: the forward MLP's sizes [d, n, ..., n, C] (``MLP.dims``).
+
+    Returns:
+        ``nn.ModuleDict`` whose parameters are named ``g{k}.weight`` (never ``layers.*``).
+    """
+    depth = len(dims) - 1
+    return nn.ModuleDict({f"g{k}": nn.Linear(dims[k + 1], dims[k], bias=False) for k in range(1, depth)})
+
+
+def feedback_role(k: int, depth: int) -> str:
+    """``feedback_output`` for the map that inverts the output layer, else ``feedback_hidden``."""
+    return "feedback_output" if k == depth - 1 else "feedback_hidden"
+
+
+@torch.no_grad()
+def propagate_targets(feedback: nn.ModuleDict, psi, hs: list[torch.Tensor],
+                      delta_out: torch.Tensor) -> list[torch.Tensor]:
+    """Difference-corrected target differences δ_k = ĥ_k − h_k for every layer.
+
+    δ_{k−1} = Q_k (ψ(h_k + δ_k) − ψ(h_k)).
+
+    Args:
+        feedback: the maps from :func:`make_feedback`.
+        psi: the feedback nonlinearity ψ.
+        hs: forward preactivations [h_0 .. h_{L−1}] (``MLP.preactivations``, 0-based).
+        delta_out: the output target difference ĥ_{L−1} − h_{L−1}.
+
+    Returns:
+        [δ_0 .. δ_{L−1}], one tensor shaped like each h.
+    """
+    deltas = [delta_out]
+    for k in range(len(hs) - 1, 0, -1):
+        q = feedback[f"g{k}"].weight
+        u = psi(hs[k] + deltas[0]) - psi(hs[k])
+        deltas.insert(0, u @ q.T)
+    return deltas
+
+
+@torch.no_grad()
+def drl_samples(layer: nn.Linear, multiplier: float, phi, psi, h_in: torch.Tensor,
+                h_out: torch.Tensor, noise: float, gen: torch.Generator | None = None):
+    """One noise draw of the DRL's regression pairs for forward layer f(h) = α W φ(h) (+ α b).
+
+    Returns:
+        (u, e): e = ε ~ N(0, noise²) shaped like h_in, and
+        u = ψ(f(h_in + ε)) − ψ(h_out), the feedback's input difference; DRL = ½ mean ||u Qᵀ − e||².
+    """
+    e = torch.randn(h_in.shape, generator=gen, device=h_in.device, dtype=h_in.dtype) * noise
+    out = layer(phi(h_in + e))
+    if multiplier != 1.0:
+        out = out * multiplier
+    return psi(out) - psi(h_out), e
+
+
+@torch.no_grad()
+def reconstruction_samples(layer: nn.Linear, multiplier: float, phi, psi, h_in: torch.Tensor,
+                           h_out: torch.Tensor, noise: float, gen: torch.Generator | None = None):
+    """One noise draw of the classic DTP reconstruction loss's pairs (Lee et al., 2015).
+
+    Returns:
+        (u, e): e = h_in + ε and u = ψ(f(h_in + ε)); the loss is ½ mean ||u Qᵀ − e||²,
+        a regression of the noise-perturbed activities on their images.
+    """
+    e = h_in + torch.randn(h_in.shape, generator=gen, device=h_in.device, dtype=h_in.dtype) * noise
+    out = layer(phi(e))
+    if multiplier != 1.0:
+        out = out * multiplier
+    return psi(out), e
+
+
+def drl_grad(q: torch.Tensor, u: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(DRL, ∂DRL/∂Q) for DRL = 1/(2S) Σ_s ||Q u_s − e_s||²: the gradient is rᵀu / S, r = uQᵀ − e."""
+    r = u @ q.T - e
+    s = u.shape[0]
+    return 0.5 * r.pow(2).sum() / s, r.T @ u / s
+
+
+def ridge_solution(u: torch.Tensor, e: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Linear feedback at its regularised regression solution, in closed form.
+
+    Q* = argmin_Q 1/(2S) Σ_s ||Q u_s − e_s||² + λ/2 ||Q||_F²  =  eᵀu (uᵀu + Sλ I)^{-1}
+       = eᵀ (u uᵀ + Sλ I)^{-1} u   (the S×S form, used when S < dim u).
+
+    Args:
+        u: S × n_out feedback inputs (``drl_samples``), e: S × n_in noise, ridge: λ ≥ 0
+            (λ = 0 gives the minimum-norm least-squares solution).
+
+    Returns:
+        Q*, n_in × n_out.
+    """
+    s, n_out = u.shape
+    if ridge <= 0:
+        return e.T @ torch.linalg.pinv(u).T
+    if s < n_out:
+        gram = u @ u.T
+        gram.diagonal().add_(s * ridge)
+        return e.T @ torch.linalg.solve(gram, u)
+    gram = u.T @ u
+    gram.diagonal().add_(s * ridge)
+    return torch.linalg.solve(gram, u.T @ e).T
+
+
+def init_feedback(feedback: nn.ModuleDict, depth: int, init_exponents: dict[str, float],
+                  width_mult: float, seed: int) -> None:
+    """Q_k ~ N(0, m^e / fan_in) with e the table's init exponent of the map's role.
+
+    Drawn in float64 on the CPU from its own seed stream, so the forward layers'
+    draws are the same as in the BP and PC trainers of the same seed.
+    """
+    gen = torch.Generator().manual_seed(int(seed) * 7919 + 104729)
+    with torch.no_grad():
+        for k in range(1, depth):
+            w = feedback[f"g{k}"].weight
+            std = math.sqrt(width_mult ** init_exponents[feedback_role(k, depth)] / w.shape[1])
+            w.copy_((torch.randn(w.shape, generator=gen, dtype=torch.float64) * std).to(w))
