@@ -187,6 +187,17 @@ def _parse_column(values: list[str | None]) -> list:
     return [None if none(v) else v for v in values]
 
 
+PARAM_PREFIXES = ("trainer.", "data.", "train.")
+
+
+def _strip_prefix(key: str) -> str:
+    """``trainer.width`` -> ``width``: params logged with their config section still map to columns."""
+    for p in PARAM_PREFIXES:
+        if key.startswith(p):
+            return key[len(p):]
+    return key
+
+
 def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bool = True
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Trials (and per-epoch history) of a sweep from its MLflow trial runs.
@@ -223,8 +234,9 @@ def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bo
     rows, hist_rows = [], []
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
-        status = tags.get("mutransfer.status", "ok")
-        row: dict = dict(run.data.params)
+        status = tags.get("mutransfer.status") or tags.get("status") or (
+            "failed" if run.info.status == "FAILED" else "ok")
+        row: dict = {_strip_prefix(k): v for k, v in run.data.params.items()}
         row["trial_id"] = tags.get("mutransfer.trial_id", run.info.run_name)
         row["status"] = status
         for key in FINAL_METRICS:
@@ -233,7 +245,8 @@ def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bo
         row["node"] = None
         rows.append(row)
         if history:
-            hist_rows.extend(_run_history(client, run.info.run_id, row["trial_id"]))
+            hist_rows.extend(_run_history(client, run.info.run_id, row["trial_id"], status == "diverged",
+                                          row["epochs_done"]))
     if not rows:
         return pd.DataFrame(), pd.DataFrame()
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -249,13 +262,18 @@ def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bo
     return trials.sort_values("trial_id").reset_index(drop=True), hist
 
 
-def _run_history(client, run_id: str, trial_id: str) -> list[dict]:
+def _run_history(client, run_id: str, trial_id: str, diverged: bool, epochs_done: float) -> list[dict]:
+    """Per-epoch rows of one run; on a diverged run, epochs up to epochs_done whose losses were
+    not logged (non-finite) get +inf losses and NaN accuracy."""
     per_epoch: dict[int, dict] = {}
     for key in HISTORY_METRICS:
         for m in client.get_metric_history(run_id, key):
             per_epoch.setdefault(int(m.step), {"trial_id": trial_id, "epoch": int(m.step)})[key] = m.value
-    rows = list(per_epoch.values())
+    if diverged and math.isfinite(epochs_done):
+        for e in range(1, int(epochs_done) + 1):
+            per_epoch.setdefault(e, {"trial_id": trial_id, "epoch": e})
+    rows = [per_epoch[e] for e in sorted(per_epoch)]
     for r in rows:
         for key in HISTORY_METRICS:
-            r.setdefault(key, np.nan)
+            r.setdefault(key, math.inf if diverged and key.endswith("_loss") else np.nan)
     return rows

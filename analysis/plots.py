@@ -1,0 +1,183 @@
+"""Plots of a transfer analysis (PNG): loss against learning rate, η* against width, learning curves.
+
+Panels: one row per group without its parametrization (algorithm, inference steps, other
+swept keys), one column per parametrization (SP left, μP right), one curve per width.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .transfer import TransferResult  # noqa: E402
+
+PAR_ORDER = ("sp", "mup")
+PAR_LABEL = {"sp": "SP", "mup": "μP"}
+
+
+def _layout(result: TransferResult) -> tuple[list[str], list[tuple], list[str]]:
+    """(row keys, row values, parametrizations) of the panel grid."""
+    row_keys = [k for k in result.keys if k != "parametrization"]
+    rows = sorted({tuple(r) for r in result.groups[row_keys].astype(str).itertuples(index=False)})
+    pars = sorted(result.groups.parametrization.astype(str).unique(),
+                  key=lambda p: (PAR_ORDER.index(p) if p in PAR_ORDER else len(PAR_ORDER), p))
+    return row_keys, rows, pars
+
+
+def _select(df: pd.DataFrame, row_keys: list[str], row: tuple, par: str) -> pd.DataFrame:
+    mask = df.parametrization.astype(str) == par
+    for k, v in zip(row_keys, row):
+        mask &= df[k].astype(str) == v
+    return df[mask]
+
+
+def _colors(widths) -> dict:
+    widths = sorted(widths)
+    cmap = plt.get_cmap("viridis")
+    return {w: cmap(i / max(len(widths) - 1, 1) * 0.9) for i, w in enumerate(widths)}
+
+
+def _grid(result: TransferResult, panel_w: float = 4.6, panel_h: float = 3.4):
+    row_keys, rows, pars = _layout(result)
+    fig, axes = plt.subplots(len(rows), len(pars), figsize=(panel_w * len(pars), panel_h * len(rows)),
+                             squeeze=False)
+    return fig, axes, row_keys, rows, pars
+
+
+def _title(row_keys, row, par) -> str:
+    parts = [f"{v}" if k == "algorithm" else f"{k}={v}" for k, v in zip(row_keys, row)]
+    return f"{parts[0].upper() if parts else ''} {PAR_LABEL.get(par, par)}  " + " ".join(parts[1:])
+
+
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_loss_vs_lr(result: TransferResult, path: str | Path) -> Path:
+    """Mean loss over seeds against learning rate, one curve per width, η* marked (★).
+
+    Diverged learning rates are drawn as × on the top edge of the panel.
+
+    Returns:
+        The PNG's path.
+    """
+    fig, axes, row_keys, rows, pars = _grid(result)
+    sign = 1.0 if result.mode == "min" else -1.0
+    colors = _colors(result.curves.width.unique())
+    for i, row in enumerate(rows):
+        for j, par in enumerate(pars):
+            ax = axes[i][j]
+            cur = _select(result.curves, row_keys, row, par)
+            pw = _select(result.per_width, row_keys, row, par)
+            finite = cur[np.isfinite(cur.loss)]
+            if finite.empty:
+                ax.set_title(_title(row_keys, row, par) + " (no data)")
+                continue
+            vals = sign * finite.loss
+            lo, hi = vals.min(), vals.max()
+            best = sign * pw.best_loss[np.isfinite(pw.best_loss)]
+            if len(best):  # zoom on the basin: up to 3x the base curve's spread above the best loss
+                top = best.max() + 3 * max(float(np.median(vals) - best.min()), 1e-12)
+                hi = min(hi, top) if result.mode == "min" else hi
+            pad = 0.05 * (hi - lo if hi > lo else 1.0)
+            for w, c in cur.groupby("width"):
+                ax.plot(c.lr, sign * c.loss.where(np.isfinite(c.loss)), marker="o", ms=3, color=colors[w],
+                        label=f"{w}")
+                div = c[~np.isfinite(c.loss)]
+                ax.plot(div.lr, np.full(len(div), hi + pad), "x", color=colors[w], ms=5, clip_on=False)
+                p = pw[pw.width == w]
+                if len(p) and np.isfinite(p.lr_star.iloc[0]):
+                    ax.plot(p.lr_star, sign * p.best_loss, "*", color=colors[w], ms=11, mec="k", mew=0.5)
+            ax.set_xscale("log", base=2)
+            ax.set_ylim(lo - pad, hi + 2 * pad)
+            ax.set_xlabel("learning rate η")
+            ax.set_ylabel(result.metric)
+            ax.set_title(_title(row_keys, row, par), fontsize=10)
+            ax.legend(title="width (× diverged, ★ η*)", fontsize=7, title_fontsize=7)
+    return _save(fig, path)
+
+
+def plot_lr_star_vs_width(result: TransferResult, path: str | Path) -> Path:
+    """η* against width on log2 axes, one line per group, bootstrap intervals as error bars.
+
+    Returns:
+        The PNG's path.
+    """
+    algos = sorted(result.groups.algorithm.astype(str).unique())
+    fig, axes = plt.subplots(1, len(algos), figsize=(5 * len(algos), 3.8), squeeze=False)
+    others = [k for k in result.keys if k != "algorithm"]
+    for ax, algo in zip(axes[0], algos):
+        groups = result.groups[result.groups.algorithm.astype(str) == algo]
+        for _, g in groups.iterrows():
+            mask = result.per_width.algorithm.astype(str) == algo
+            for k in others:
+                mask &= result.per_width[k].astype(str) == str(g[k])
+            pw = result.per_width[mask].sort_values("width")
+            label = " ".join(PAR_LABEL.get(str(g[k]), str(g[k])) if k == "parametrization" else f"{k}={g[k]}"
+                             for k in others)
+            yerr = np.array([pw.lr_star - pw.lr_star_lo, pw.lr_star_hi - pw.lr_star]).clip(min=0)
+            dashed = str(g.get("parametrization")) == "sp"
+            ax.errorbar(pw.width, pw.lr_star, yerr=np.nan_to_num(yerr), marker="o", capsize=3,
+                        ls="--" if dashed else "-",
+                        label=f"{label}: k={g.drift_exponent:+.2f} [{g.drift_lo:+.2f}, {g.drift_hi:+.2f}]")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("width")
+        ax.set_ylabel("η* (quadratic fit)")
+        ax.set_title(f"{algo.upper()}: η* ∝ width^k", fontsize=10)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_learning_curves(result: TransferResult, history: pd.DataFrame, path: str | Path,
+                         column: str = "train_loss") -> Path | None:
+    """Learning curves at the base width's η* (nearest grid learning rate), one curve per width.
+
+    Args:
+        result: the analysis.
+        history: history.parquet's table.
+        path: the PNG to write.
+        column: the history column to draw.
+
+    Returns:
+        The PNG's path, or None when there is no history.
+    """
+    if history is None or history.empty or column not in history.columns:
+        return None
+    fig, axes, row_keys, rows, pars = _grid(result)
+    colors = _colors(result.curves.width.unique())
+    table = result.table
+    for i, row in enumerate(rows):
+        for j, par in enumerate(pars):
+            ax = axes[i][j]
+            grp = _select(result.groups, row_keys, row, par)
+            t = _select(table, row_keys, row, par)
+            if grp.empty or not np.isfinite(grp.lr_star_base.iloc[0]):
+                ax.set_title(_title(row_keys, row, par) + " (no η*)")
+                continue
+            x0 = np.log2(grp.lr_star_base.iloc[0])
+            for w, tw in t.groupby("width"):
+                near = tw.log2_lr.iloc[int(np.argmin(np.abs(tw.log2_lr.to_numpy() - x0)))]
+                ids = tw[np.isclose(tw.log2_lr, near)].trial_id
+                h = history[history.trial_id.isin(ids)]
+                if h.empty:
+                    continue
+                curve = h.groupby("epoch")[column].mean()
+                ax.plot(curve.index, curve.where(np.isfinite(curve)), marker="o", ms=3, color=colors[w],
+                        label=f"{w} (η={2 ** near:.3g})")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(column)
+            ax.set_title(_title(row_keys, row, par) + " at base η*", fontsize=10)
+            ax.legend(title="width", fontsize=7, title_fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,240 @@
+"""The transfer report: report.md and report.html with the plots and tables, summary.parquet,
+summary.json (DESIGN.md, "Contracts other tools read"), and logging it to the sweep's MLflow run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import write_parquet_atomic
+from .load import SweepLogs
+from .plots import plot_learning_curves, plot_loss_vs_lr, plot_lr_star_vs_width
+from .transfer import TransferResult
+
+SUMMARY_COLUMNS = ("lr_star", "lr_star_lo", "lr_star_hi", "best_loss", "regret")
+GROUP_FIELDS = ("drift_exponent", "drift_lo", "drift_hi", "max_regret", "verdict")
+
+
+def summary_table(result: TransferResult) -> pd.DataFrame:
+    """summary.parquet: one row per (group keys, width) with ``lr_star, lr_star_lo, lr_star_hi,
+    best_loss, regret`` (best_loss in the metric's own units) and diagnostics."""
+    df = result.per_width.copy()
+    if result.mode == "max":
+        df["best_loss"] = -df["best_loss"]
+    first = [*result.keys, "width", *SUMMARY_COLUMNS]
+    return df[first + [c for c in df.columns if c not in first]]
+
+
+def _json_value(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if math.isnan(v):
+            return None
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    return v
+
+
+def summary_json(result: TransferResult, logs: SweepLogs | None = None) -> dict:
+    """summary.json: ``groups``, one per (algorithm, parametrization, inference_steps[, other
+    varying keys]) with ``drift_exponent, drift_lo, drift_hi, max_regret, verdict`` and more.
+
+    NaN is written as null and an infinite regret (the base η* diverges at some width) as "inf".
+    """
+    groups = [{k: _json_value(v) for k, v in row.items()} for row in result.groups.to_dict("records")]
+    return {"sweep": logs.name if logs else None, "source": logs.source if logs else None,
+            "metric": result.metric, "mode": result.mode, "group_keys": result.keys,
+            "thresholds": {"max_drift": result.max_drift, "max_regret": result.max_regret},
+            "groups": groups, "notes": result.notes + (logs.notes if logs else [])}
+
+
+# ---- rendering: one list of blocks, two formats ------------------------------------------
+def _fmt(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (float, np.floating)):
+        if math.isnan(v):
+            return "–"
+        if math.isinf(v):
+            return "∞" if v > 0 else "−∞"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+                   for row in df.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render(blocks: list[tuple], out_dir: Path) -> tuple[str, str]:
+    """Markdown (images by relative path) and HTML (images inlined as data URIs) of the blocks.
+
+    Blocks: ``("h1"|"h2"|"p", text)``, ``("ul", [items])``, ``("table", df)``, ``("img", file, alt)``.
+    """
+    md, ht = [], []
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2"):
+            md.append(("# " if kind == "h1" else "## ") + rest[0])
+            ht.append(f"<{kind}>{html.escape(rest[0])}</{kind}>")
+        elif kind == "p":
+            md.append(rest[0])
+            ht.append(f"<p>{html.escape(rest[0])}</p>")
+        elif kind == "ul":
+            md.append("\n".join(f"- {x}" for x in rest[0]))
+            ht.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in rest[0]) + "</ul>")
+        elif kind == "table":
+            md.append(_md_table(rest[0]))
+            ht.append(_html_table(rest[0]))
+        elif kind == "img":
+            name, alt = rest
+            md.append(f"![{alt}]({name})")
+            data = base64.b64encode((out_dir / name).read_bytes()).decode()
+            ht.append(f'<p><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"></p>')
+        else:
+            raise ValueError(f"block kind {kind!r} is not one of h1, h2, p, ul, table, img")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}"
+             "img{max-width:100%}")
+    title = html.escape(blocks[0][1]) if blocks and blocks[0][0] == "h1" else "report"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(ht) + "\n</body></html>\n")
+    return "\n\n".join(md) + "\n", page
+
+
+def verdict_table(result: TransferResult) -> pd.DataFrame:
+    """The verdict per group, for printing and for the report."""
+    g = result.groups
+    out = g[result.keys].copy()
+    out["base η*"] = g.lr_star_base
+    out["drift k"] = g.drift_exponent
+    out["k 95% interval"] = [f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(g.drift_lo, g.drift_hi)]
+    out["max regret"] = [(_fmt(100 * r) + " %") if np.isfinite(r) else _fmt(r) for r in g.max_regret]
+    out["wider better"] = [_fmt(f) for f in g.wider_better_frac]
+    out["verdict"] = g.verdict
+    return out
+
+
+def _blocks(result: TransferResult, logs: SweepLogs | None, pngs: dict) -> list[tuple]:
+    t = result.table
+    counts = t.status.value_counts().to_dict()
+    name = logs.name if logs else "sweep"
+    blocks: list[tuple] = [
+        ("h1", f"Learning-rate transfer: {name}"),
+        ("p", f"Source: {logs.source if logs else 'in memory'}. Objective: {result.mode} {result.metric} "
+              f"(diverged trials count as +inf loss). {len(t)} trials: "
+              + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + "."),
+        ("p", f"Verdict `transfers` when |drift k| ≤ {result.max_drift:g} and max regret ≤ "
+              f"{result.max_regret:.0%}; otherwise `drifts`."),
+        ("h2", "Verdicts"),
+        ("table", verdict_table(result)),
+        ("table", result.groups[[*result.keys, "verdict_reason"]]),
+    ]
+    if "loss" in pngs:
+        blocks += [("h2", "Loss against learning rate"),
+                   ("p", "Mean over seeds, one curve per width; ★ marks η* (quadratic fit of the loss against "
+                         "log2 η around the best grid point), × a diverged learning rate."),
+                   ("img", pngs["loss"].name, "loss against learning rate, one curve per width")]
+    if "lr_star" in pngs:
+        blocks += [("h2", "Optimal learning rate against width"),
+                   ("p", "η*(width) with its seed-bootstrap 95 % interval; k is the slope of log2 η* against "
+                         "log2 width (μP: near 0; SP with SGD: about −1)."),
+                   ("img", pngs["lr_star"].name, "optimal learning rate against width")]
+    cols = [*result.keys, "width", *SUMMARY_COLUMNS, "n_seeds", "n_diverged", "refined", "at_edge"]
+    blocks += [("h2", "Per width"),
+               ("p", "regret = (loss at the base width's η* − best loss) / |best loss| at that width; "
+                     "refined = quadratic fit used; at_edge = best grid point at the edge of the grid (η* censored)."),
+               ("table", summary_table(result)[cols])]
+    if "curves" in pngs:
+        blocks += [("h2", "Learning curves at the base width's η*"),
+                   ("img", pngs["curves"].name, "learning curves at the base width's optimal learning rate")]
+    notes = result.notes + (logs.notes if logs else [])
+    if notes:
+        blocks += [("h2", "Notes"), ("ul", notes)]
+    return blocks
+
+
+def write_report(result: TransferResult, out_dir: str | Path, logs: SweepLogs | None = None) -> Path:
+    """Write ``out_dir``: report.md, report.html, loss_vs_lr.png, lr_star_vs_width.png,
+    learning_curves.png (when there is history), summary.parquet, summary.json.
+
+    The files are written to a temporary directory beside ``out_dir`` that then replaces it,
+    so a crash leaves the previous report whole.
+
+    Returns:
+        ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        pngs = {"loss": plot_loss_vs_lr(result, tmp / "loss_vs_lr.png"),
+                "lr_star": plot_lr_star_vs_width(result, tmp / "lr_star_vs_width.png")}
+        curves = plot_learning_curves(result, logs.history if logs else None, tmp / "learning_curves.png")
+        if curves is not None:
+            pngs["curves"] = curves
+        write_parquet_atomic(summary_table(result), tmp / "summary.parquet")
+        (tmp / "summary.json").write_text(json.dumps(summary_json(result, logs), indent=2, allow_nan=False) + "\n")
+        md, page = render(_blocks(result, logs, pngs), tmp)
+        (tmp / "report.md").write_text(md)
+        (tmp / "report.html").write_text(page)
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def log_report(report_dir: str | Path, tracking_uri: str, experiment: str, sweep: str) -> str | None:
+    """Log ``report_dir`` as artifacts (under ``report/``) of the sweep's MLflow parent run.
+
+    The parent run is the one tagged ``mutransfer.role = sweep`` and ``mutransfer.sweep = sweep``
+    in ``experiment`` (the newest, if several).
+
+    Returns:
+        The parent run's id, or None when the experiment or the run does not exist.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.`mutransfer.role` = 'sweep' and tags.`mutransfer.sweep` = '{sweep}'")
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    client.log_artifacts(run_id, str(report_dir), artifact_path="report")
+    return run_id

@@ -1,0 +1,71 @@
+"""`mutransfer analyze results/<sweep>`: the transfer report from a sweep's logs alone."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import BadInput
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", help="a sweep's results directory, results/<sweep>")
+    p.add_argument("--metric", default=None,
+                   help="final_* column that defines optimal (default: the sweep's objective.metric, "
+                        "else final_train_loss)")
+    p.add_argument("--mode", default=None, help="min or max (default: the sweep's objective.mode; "
+                                                "with --metric: max for *_acc, min otherwise)")
+    p.add_argument("--out", default=None, help="report directory (default RESULTS/report)")
+    p.add_argument("--bootstrap", type=int, default=200, help="seed-bootstrap replicates (default 200)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log the report to the sweep's MLflow run")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from analysis.load import MODES, LogError, load_sweep
+    from analysis.report import log_report, verdict_table, write_report
+    from analysis.transfer import analyze
+
+    if args.bootstrap < 0:
+        raise BadInput(f"--bootstrap={args.bootstrap} must be >= 0")
+    if args.mode is not None and args.mode not in MODES:
+        raise BadInput(f"--mode={args.mode!r} is not one of {', '.join(MODES)}")
+    try:
+        logs = load_sweep(args.results)
+    except LogError as exc:
+        raise BadInput(str(exc)) from None
+    metric = args.metric or logs.objective["metric"]
+    if args.mode is not None:
+        mode = args.mode
+    elif args.metric is None or args.metric == logs.objective["metric"]:
+        mode = logs.objective["mode"]
+    else:
+        mode = "max" if metric.endswith("_acc") else "min"
+    try:
+        result = analyze(logs.trials, metric=metric, mode=mode, max_drift=logs.verify["max_drift"],
+                         max_regret=logs.verify["max_regret"], n_boot=args.bootstrap)
+    except ValueError as exc:
+        raise BadInput(f"{args.results}: {exc}") from None
+    out = Path(args.out) if args.out else Path(args.results) / "report"
+    write_report(result, out, logs)
+    print(f"{logs.name}: {len(logs.trials)} trials from {logs.source}; {mode} {metric}; "
+          f"transfers when |k| <= {result.max_drift:g} and max regret <= {result.max_regret:.0%}")
+    print(verdict_table(result).to_string(index=False))
+    for note in result.notes + logs.notes:
+        print(f"  note: {note}")
+    print(f"report: {out / 'report.md'} (and report.html, summary.parquet, summary.json)")
+    if not args.no_mlflow and logs.tracking_uri:
+        try:
+            run_id = log_report(out, logs.tracking_uri, logs.experiment, logs.name)
+        except Exception as exc:  # the report is written; MLflow is for looking
+            sys.stderr.write(f"mutransfer analyze: warning: report not logged to MLflow ({exc})\n")
+        else:
+            where = f"run {run_id}" if run_id else "nowhere (no sweep run found)"
+            print(f"MLflow ({logs.tracking_uri}, experiment {logs.experiment!r}): report logged to {where}")
+    return 0
+
+
+COMMANDS = {
+    "analyze": ("Transfer report from a sweep's logs: optimal learning rate per width, drift exponent, "
+                "regret, verdict, plots.", _add, _run),
+}

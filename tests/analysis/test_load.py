@@ -1,0 +1,100 @@
+"""analysis.load: results directories, sweep.yaml thresholds, and the same numbers from Parquet and MLflow."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.io import write_parquet_atomic
+from analysis.load import LogError, load_sweep, read_mlflow
+from analysis.transfer import analyze
+
+
+def test_load_reads_parquet_and_the_verify_thresholds(planted_dir):
+    (planted_dir / "sweep.yaml").write_text("name: planted\nobjective: {metric: final_test_loss, mode: min}\n"
+                                            "verify: {max_drift: 0.3, max_regret: 0.1}\n")
+    logs = load_sweep(planted_dir)
+    assert logs.source == "parquet" and logs.name == "planted"
+    assert logs.objective == {"metric": "final_test_loss", "mode": "min"}
+    assert logs.verify == {"max_drift": 0.3, "max_regret": 0.1}
+    assert len(logs.trials) == 4 * 5 * 13 * 3 and len(logs.history) > 0
+
+
+def test_load_defaults_without_sweep_yaml(planted_dir):
+    (planted_dir / "sweep.yaml").unlink()
+    logs = load_sweep(planted_dir)
+    assert logs.verify == {"max_drift": 0.2, "max_regret": 0.05}
+    assert logs.objective["metric"] == "final_train_loss" and logs.notes
+
+
+@pytest.mark.parametrize("yaml_text, match", [
+    ("verify: {max_drift: lots}\n", "verify.max_drift"),
+    ("objective: {mode: smallest}\n", "objective.mode"),
+    ("- a\n- b\n", "mapping"),
+])
+def test_bad_sweep_yaml_names_the_key(planted_dir, yaml_text, match):
+    (planted_dir / "sweep.yaml").write_text(yaml_text)
+    with pytest.raises(LogError, match=match):
+        load_sweep(planted_dir)
+
+
+def test_not_a_results_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(LogError, match="no such directory"):
+        load_sweep(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LogError, match="no trials.parquet"):
+        load_sweep(tmp_path / "empty")
+
+
+@pytest.mark.slow
+def test_same_numbers_from_parquet_and_from_mlflow(tmp_path, monkeypatch, mlflow_log_sweep, make_planted):
+    """Planted trials written to a real SQLite MLflow store and read back give the same analysis.
+
+    144 runs; about 60 s on 2 busy CPUs (MLflow's SQLite schema set-up alone takes 5-15 s).
+    """
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    groups = (("bp", "mup", 0.0), ("bp", "sp", -1.0))
+    trials, history = make_planted(groups, name="planted", seeds=(0, 1), widths=(64, 128, 256, 512),
+                                    log2_lrs=tuple(range(-8, 1)))
+    trials.loc[trials.index[5], "status"] = "failed"
+    root = tmp_path / "results"
+    sweep_dir = root / "planted"
+    sweep_dir.mkdir(parents=True)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow_log_sweep(trials, history, uri, "planted", root / "mlartifacts")
+
+    logs = load_sweep(sweep_dir)  # no trials.parquet: found results/mlflow.db
+    assert logs.source.startswith("mlflow:") and len(logs.trials) == len(trials)
+    back = logs.trials.set_index("trial_id").loc[trials.trial_id]
+    for col in ("width", "lr", "seed", "inference_steps", "base_width"):
+        np.testing.assert_array_equal(back[col].to_numpy(), trials[col].to_numpy())
+    assert (back.status.to_numpy() == trials.status.to_numpy()).all()
+    div = trials.status.to_numpy() == "diverged"
+    assert div.any() and np.isinf(back.final_train_loss.to_numpy()[div]).all()
+    assert len(logs.history) == len(history)  # diverged epochs (not logged: non-finite) come back as +inf
+    h = logs.history.set_index(["trial_id", "epoch"]).loc[history.set_index(["trial_id", "epoch"]).index]
+    np.testing.assert_allclose(h.train_loss.to_numpy(), history.train_loss.to_numpy())
+
+    from_parquet = analyze(trials, n_boot=20)
+    from_mlflow = analyze(logs.trials, n_boot=20)
+    cols = ["lr_star", "lr_star_lo", "lr_star_hi", "best_loss", "regret"]
+    pd.testing.assert_frame_equal(from_mlflow.per_width[cols], from_parquet.per_width[cols])
+    gcols = ["drift_exponent", "drift_lo", "drift_hi", "max_regret", "verdict"]
+    pd.testing.assert_frame_equal(from_mlflow.groups[gcols], from_parquet.groups[gcols])
+    assert list(from_parquet.groups.verdict) == ["transfers", "drifts"]
+
+    # Parquet wins when both are there
+    write_parquet_atomic(trials.iloc[:10], sweep_dir / "trials.parquet")
+    assert load_sweep(sweep_dir).source == "parquet"
+    # another sweep in the same store is not mixed in
+    assert read_mlflow(uri, "planted", sweep="other")[0].empty
+
+
+def test_mlflow_params_are_parsed_back_to_numbers_and_bools():
+    from analysis.load import _parse_column, _strip_prefix
+
+    assert _parse_column(["64", "128", "None"]) == [64, 128, None]
+    assert _parse_column(["0.5", "6.103515625e-05"]) == [0.5, 6.103515625e-05]
+    assert _parse_column(["True", "False"]) == [True, False]
+    assert _parse_column(["sgd", "1"]) == ["sgd", "1"]
+    assert _strip_prefix("trainer.width") == "width" and _strip_prefix("lr") == "lr"

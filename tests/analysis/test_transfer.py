@@ -1,0 +1,106 @@
+"""analysis.transfer: η* by quadratic fit, diverged = +inf, drift exponent recovery, regret, verdicts."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.planted import planted_trials
+from analysis.transfer import analyze, loss_at, optimum, tidy, verdict
+
+
+def test_optimum_recovers_the_vertex_of_a_parabola_off_the_grid():
+    x = np.arange(-6.0, 3.0)
+    opt = optimum(x, 0.3 + 0.1 * (x + 2.37) ** 2)
+    assert opt.refined and not opt.at_edge
+    assert opt.x == pytest.approx(-2.37, abs=1e-9)
+    assert opt.loss == pytest.approx(0.3, abs=1e-9)
+
+
+def test_optimum_falls_back_to_the_grid_point_at_the_edge_or_next_to_a_divergence():
+    x = np.arange(0.0, 5.0)
+    edge = optimum(x, np.array([0.1, 0.2, 0.3, 0.4, 0.5]))
+    assert edge.x == 0.0 and edge.at_edge and not edge.refined
+    cliff = optimum(x, np.array([0.5, 0.4, 0.3, 0.2, np.inf]))  # best point next to a diverged one
+    assert cliff.x == 3.0 and not cliff.refined and not cliff.at_edge
+    assert np.isnan(optimum(x, np.full(5, np.inf)).x)
+
+
+def test_loss_at_uses_the_parabola_inside_its_range_and_inf_across_a_divergence():
+    x = np.arange(0.0, 5.0)
+    y = 1.0 + (x - 1.5) ** 2
+    y[4] = np.inf
+    opt = optimum(x, y)
+    assert loss_at(x, y, 1.5, opt) == pytest.approx(1.0)
+    assert loss_at(x, y, 3.5, opt) == np.inf
+    assert np.isnan(loss_at(x, y, 7.0, opt))
+
+
+def test_diverged_trials_count_as_inf_even_when_their_logged_loss_is_small():
+    trials, _ = planted_trials(0.0, widths=(64, 128), seeds=(0,), noise=0.0)
+    honest = analyze(trials, n_boot=5).per_width
+    lying = trials.copy()
+    lying.loc[lying.status == "diverged", "final_train_loss"] = 0.0  # a diverged run must never be "best"
+    assert (lying.status == "diverged").sum() > 0
+    got = analyze(lying, n_boot=5).per_width
+    np.testing.assert_allclose(got.lr_star, honest.lr_star)
+    assert np.log2(got.lr_star.iloc[0]) == pytest.approx(-3.3, abs=1e-6)
+
+
+@pytest.mark.parametrize("k", [0.0, -0.5, -1.0])
+def test_planted_drift_exponent_is_recovered_with_the_right_verdict(k):
+    trials, _ = planted_trials(k, rng_seed=int(-10 * k) + 1)
+    res = analyze(trials, n_boot=50)
+    g = res.groups.iloc[0]
+    assert g.drift_exponent == pytest.approx(k, abs=0.05)
+    assert g.drift_lo <= g.drift_exponent <= g.drift_hi
+    assert g.drift_hi - g.drift_lo < 0.2
+    assert g.verdict == ("transfers" if k == 0 else "drifts")
+    pw = res.per_width
+    assert (pw.regret >= 0).all() and pw.regret.iloc[0] == 0
+    truth = 2.0 ** (-3.3 + k * np.log2(pw.width / 64))
+    np.testing.assert_allclose(np.log2(pw.lr_star), np.log2(truth), atol=0.1)
+    assert pw.refined.all() and not pw.at_edge.any()
+    assert (pw.n_diverged > 0).all()
+
+
+def test_regret_is_relative_loss_at_base_lr_star():
+    # k = -1: at width 128 the base η* is one octave too large: regret = c·1² / a(128)
+    trials, _ = planted_trials(-1.0, widths=(64, 128), seeds=(0,), noise=0.0, curvature=0.08)
+    pw = analyze(trials, n_boot=5).per_width.set_index("width")
+    a128 = 0.3 + 0.2 * (64 / 128) ** 0.5
+    assert pw.loc[128, "regret"] == pytest.approx(0.08 / a128, rel=1e-6)
+
+
+def test_verdict_thresholds():
+    assert verdict(0.1, 0.01)[0] == "transfers"
+    assert verdict(-0.3, 0.01)[0] == "drifts"
+    assert verdict(0.1, 0.06)[0] == "drifts"
+    assert verdict(0.1, 0.06, max_regret_allowed=0.1)[0] == "transfers"
+    assert verdict(np.nan, 0.0)[0] == "drifts" and "undetermined" in verdict(np.nan, 0.0)[1]
+
+
+def test_a_varying_swept_key_is_a_group_key_not_averaged():
+    a, _ = planted_trials(0.0, seeds=(0,), extra={"gamma_bar_L": 0.0}, rng_seed=1)
+    b, _ = planted_trials(-1.0, seeds=(0,), extra={"gamma_bar_L": -1.0}, rng_seed=2)
+    res = analyze(pd.concat([a, b]), n_boot=5)
+    assert "gamma_bar_L" in res.keys and any("gamma_bar_L" in n for n in res.notes)
+    got = res.groups.set_index("gamma_bar_L")
+    assert got.loc[0.0, "drift_exponent"] == pytest.approx(0.0, abs=0.05)
+    assert got.loc[-1.0, "drift_exponent"] == pytest.approx(-1.0, abs=0.05)
+
+
+def test_failed_trials_are_dropped_and_mode_max_maximises():
+    trials, _ = planted_trials(0.0, widths=(64, 128, 256), seeds=(0,), noise=0.0)
+    trials.loc[trials.index[:3], "status"] = "failed"
+    table, _, notes = tidy(trials)
+    assert len(table) == len(trials) - 3 and any("failed" in n for n in notes)
+    acc = analyze(trials, metric="final_test_acc", mode="max", n_boot=5).per_width  # acc = 1 − loss
+    np.testing.assert_allclose(np.log2(acc.lr_star), -3.3, atol=1e-6)
+
+
+def test_bad_metric_or_mode_names_the_valid_ones():
+    trials, _ = planted_trials(0.0, widths=(64,), seeds=(0,))
+    with pytest.raises(ValueError, match="final_train_loss"):
+        tidy(trials, metric="train_los")
+    with pytest.raises(ValueError, match="min, max"):
+        tidy(trials, mode="minimum")
