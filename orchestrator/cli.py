@@ -15,6 +15,7 @@ from .errors import BadInput
 COMMAND_MODULES = [
     "orchestrator.cmd_basic",
     "orchestrator.cmd_analyze",
+    "orchestrator.cmd_analyze",
     "orchestrator.cmd_sweep",
 ]
 
