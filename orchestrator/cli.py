@@ -15,7 +15,6 @@ from .errors import BadInput
 COMMAND_MODULES = [
     "orchestrator.cmd_basic",
     "orchestrator.cmd_analyze",
-    "orchestrator.cmd_analyze",
     "orchestrator.cmd_sweep",
 ]
 
