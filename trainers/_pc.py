@@ -1,1 +1,209 @@
-"""Predictive coding trainer (issue 3): not yet implemented; make_trainer rejects algorithm="pc"."""
+"""Predictive coding: relax the hidden activities on a layer-wise energy, then learn locally.
+
+Energy of a batch (activities x_l in pre-activation space, x_0 = input, x_L clamped):
+
+    F = (1/B) Σ_samples Σ_l γ_l/2 · ||x_l − μ_l(x_{l−1})||²,   μ_l(x) = α_l (W_l φ_{l−1}(x) + b_l),
+
+with φ_0 the identity; the output term is γ_L · ℓ(μ_L, y) (ℓ the trainer's loss: ½||y − μ_L||²
+or cross-entropy), so the output "error" is e_L = −∂ℓ/∂μ_L. Inference descends F in the hidden
+activities with explicit local arithmetic (no autograd), then every layer's weights descend F
+using only their own error: direction_{W_l} = (γ_l α_l / B) · e_lᵀ φ(x_{l−1}).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._base import Trainer, register_trainer
+from ._param import LayerRule, Table, register_table
+
+
+def _tanh_pair(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    t = torch.tanh(h)
+    return t, 1.0 - t * t
+
+
+# activation -> h ↦ (φ(h), φ'(h)), computed together (tanh' reuses tanh)
+_PAIRS = {
+    "tanh": _tanh_pair,
+    "relu": lambda h: (torch.relu(h), (h > 0).to(h.dtype)),
+    "linear": lambda h: (h, torch.ones_like(h)),
+}
+
+# ---- parametrization tables -------------------------------------------------
+# extras: gamma_hidden / gamma_output (γ_l = m^e), inference_lr (β = inference_lr · m^e).
+
+
+def _extras(gamma_bar_L: float) -> dict[str, float]:
+    return {"gamma_hidden": 0.0, "gamma_output": -float(gamma_bar_L), "inference_lr": 0.0}
+
+
+_SP = LayerRule()
+_MUP_OUT = -1.0  # output init variance 1/(fan_in·m) in every μP table
+PC_TABLES: dict[tuple[str, str, float], Table] = {}
+for _gbar in (0.0, -1.0):
+    for _opt in ("sgd", "adam"):
+        PC_TABLES[("sp", _opt, _gbar)] = Table(f"pc/sp/{_opt}/gbar={_gbar:g}", _SP, _SP, _SP, _extras(_gbar))
+    # Adam normalises the update's size, so γ_L drops out: BP's Adam μP rows.
+    PC_TABLES[("mup", "adam", _gbar)] = Table(
+        f"pc/mup/adam/gbar={_gbar:g}", LayerRule(lr=0.0), LayerRule(lr=-1.0),
+        LayerRule(init_var=_MUP_OUT, lr=-1.0), _extras(_gbar))
+# SGD, γ̄_L = 0: errors are BP's backpropagated errors (× γ_L = 1), so BP's SGD μP rows.
+PC_TABLES[("mup", "sgd", 0.0)] = Table(
+    "pc/mup/sgd/gbar=0", LayerRule(lr=1.0), LayerRule(lr=0.0), LayerRule(init_var=_MUP_OUT, lr=-1.0),
+    _extras(0.0))
+# SGD, γ̄_L = −1: γ_L = m makes every error m× larger than BP's, so every lr is m× smaller.
+PC_TABLES[("mup", "sgd", -1.0)] = Table(
+    "pc/mup/sgd/gbar=-1", LayerRule(lr=0.0), LayerRule(lr=-1.0), LayerRule(init_var=_MUP_OUT, lr=-2.0),
+    _extras(-1.0))
+
+
+def _pc_key(cfg) -> tuple[str, str, float]:
+    return (cfg.parametrization, cfg.optimizer, float(cfg.gamma_bar_L))
+
+
+for _key, _table in PC_TABLES.items():
+    register_table("pc", _key, _table, key_of=_pc_key)
+
+
+# ---- the trainer --------------------------------------------------------------
+@register_trainer("pc")
+class PCTrainer(Trainer):
+    """Predictive coding behind the :class:`Trainer` API.
+
+    Inference (``inference_steps`` = T steps of size β = ``inference_lr``, all hidden layers at once):
+
+        x_l ← x_l − β ∂F/∂x_l,   ∂F/∂x_l = γ_l e_l − φ'(x_l) ⊙ α_{l+1} W_{l+1}ᵀ (γ_{l+1} e_{l+1}),
+
+    with e_l = x_l − μ_l(x_{l−1}). Switches: ``pc_init`` (activities start at the feedforward
+    pass or at 0), ``fixed_prediction`` (μ_l, φ' and the weight-update inputs stay at their
+    feedforward values, so e_l = x_l − h_l), ``sequential_inference`` (a single sweep from the
+    output down, layer l stepping 1/γ_l; T and β are then unused). With forward init, fixed
+    prediction and sequential inference, γ_l e_l equals γ_L × BP's backpropagated error, so the
+    update is γ_L × BP's negative gradient.
+
+    Args:
+        cfg: the trainer config (``algorithm="pc"``).
+        input_dim: d.
+        output_dim: C.
+        gammas: optional energy weights (γ_1, ..., γ_L) overriding the table's
+            (γ_hidden = m^gamma_hidden, γ_L = m^(−γ̄_L)).
+    """
+
+    def __init__(self, cfg, input_dim: int, output_dim: int, gammas=None) -> None:
+        super().__init__(cfg, input_dim, output_dim)
+        m, L = cfg.width_mult, cfg.depth
+        if gammas is None:
+            gammas = [m ** self.table.extra("gamma_hidden")] * (L - 1) + [m ** self.table.extra("gamma_output")]
+        gammas = tuple(float(g) for g in gammas)
+        if len(gammas) != L or not all(g > 0 for g in gammas):
+            raise ValueError(f"gammas={gammas!r} must be {L} positive numbers (γ_1..γ_L)")
+        self.gammas = gammas
+        self.inference_lr = float(cfg.inference_lr * m ** self.table.extra("inference_lr"))
+        self._pair = _PAIRS[cfg.activation]
+
+    # ---- pieces ----------------------------------------------------------
+    def _params(self):
+        layers = self.model.layers
+        return ([layer.weight for layer in layers], [layer.bias for layer in layers],
+                list(self.model.multipliers))
+
+    def _output_error(self, mu_L: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """e_L = −∂ℓ/∂μ_L per sample: y − μ_L (MSE) or onehot(y) − softmax(μ_L) (CE)."""
+        return self.loss_grad(mu_L, target).mul_(-mu_L.shape[0])
+
+    @staticmethod
+    def _predict(psi: torch.Tensor, w: torch.Tensor, b, alpha: float) -> torch.Tensor:
+        mu = F.linear(psi, w, b)
+        return mu.mul_(alpha) if alpha != 1.0 else mu
+
+    def _energy(self, errs: list[torch.Tensor], mu_L: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        B = mu_L.shape[0]
+        hidden = sum(g * e.pow(2).sum() for g, e in zip(self.gammas[:-1], errs[:-1])) / (2 * B)
+        return hidden + self.gammas[-1] * self.loss_fn(mu_L, target)
+
+    # ---- inference ---------------------------------------------------------
+    @torch.no_grad()
+    def infer(self, x: torch.Tensor, target: torch.Tensor) -> dict:
+        """Run inference on a batch.
+
+        Returns a dict with ``h`` (feedforward pre-activations h_1..h_L), ``xs`` (final hidden
+        activities x_1..x_{L−1}), ``errors`` (e_1..e_L at the final activities), ``inputs``
+        (φ(x_{l−1}) used by each layer's weight update, φ(x_0) = x), ``loss`` (feedforward loss)
+        and ``energy`` (F at the final activities); tensors only, no host synchronisation.
+        """
+        cfg = self.cfg
+        Ws, bs, alphas = self._params()
+        L, g = len(Ws), self.gammas
+        h = self.model.preactivations(x)
+        loss = self.loss_fn(h[-1], target)
+        pairs = [self._pair(hl) for hl in h[:-1]]  # feedforward (φ(h_l), φ'(h_l)), l = 1..L−1
+        if cfg.pc_init == "forward":
+            xs = [hl.clone() for hl in h[:-1]]
+        else:
+            xs = [torch.zeros_like(hl) for hl in h[:-1]]
+        if cfg.fixed_prediction:
+            mus = list(h)  # predictions frozen at the feedforward pass
+            e_L = self._output_error(h[-1], target)
+            dphis = [p[1] for p in pairs]
+            if cfg.sequential_inference:
+                for l in range(L - 2, -1, -1):  # x_{l+1} in 1-based terms, top down, step 1/γ
+                    e_up = e_L if l == L - 2 else xs[l + 1] - mus[l + 1]
+                    back = (e_up @ Ws[l + 1]).mul_(g[l + 1] * alphas[l + 1] / g[l]).mul_(dphis[l])
+                    xs[l] = mus[l] + back  # = x_l − (1/γ_l) ∂F/∂x_l, since x_l − e_l = μ_l
+            else:
+                beta = self.inference_lr
+                for _ in range(cfg.inference_steps):
+                    errs = [xl - ml for xl, ml in zip(xs, mus)] + [e_L]
+                    for l in range(L - 1):
+                        back = (errs[l + 1] @ Ws[l + 1]).mul_(g[l + 1] * alphas[l + 1]).mul_(dphis[l])
+                        xs[l].sub_(errs[l].mul(g[l]).sub_(back), alpha=beta)
+            errs = [xl - ml for xl, ml in zip(xs, mus)] + [e_L]
+            inputs = [x] + [p[0] for p in pairs]
+            mu_L = h[-1]
+        else:
+            mu1 = h[0]  # W_1 x_0 never changes during inference: cached
+            psis_dphis = pairs if cfg.pc_init == "forward" else [self._pair(xl) for xl in xs]
+            mus = list(h) if cfg.pc_init == "forward" else (
+                [mu1] + [self._predict(psis_dphis[l - 1][0], Ws[l], bs[l], alphas[l]) for l in range(1, L)])
+            if cfg.sequential_inference:
+                for l in range(L - 2, -1, -1):
+                    psi_l, dphi_l = psis_dphis[l]
+                    mu_up = self._predict(psi_l, Ws[l + 1], bs[l + 1], alphas[l + 1])
+                    e_up = self._output_error(mu_up, target) if l == L - 2 else xs[l + 1] - mu_up
+                    mu_l = mu1 if l == 0 else self._predict(psis_dphis[l - 1][0], Ws[l], bs[l], alphas[l])
+                    back = (e_up @ Ws[l + 1]).mul_(g[l + 1] * alphas[l + 1]).mul_(dphi_l)
+                    grad = (xs[l] - mu_l).mul_(g[l]).sub_(back)
+                    xs[l] = xs[l].sub(grad, alpha=1.0 / g[l])
+                    psis_dphis[l] = self._pair(xs[l])
+                mus = [mu1] + [self._predict(psis_dphis[l - 1][0], Ws[l], bs[l], alphas[l]) for l in range(1, L)]
+            else:
+                beta = self.inference_lr
+                for _ in range(cfg.inference_steps):
+                    errs = [xl - ml for xl, ml in zip(xs, mus)] + [self._output_error(mus[-1], target)]
+                    for l in range(L - 1):
+                        back = (errs[l + 1] @ Ws[l + 1]).mul_(g[l + 1] * alphas[l + 1]).mul_(psis_dphis[l][1])
+                        xs[l].sub_(errs[l].mul_(g[l]).sub_(back), alpha=beta)
+                    psis_dphis = [self._pair(xl) for xl in xs]
+                    mus = [mu1] + [self._predict(psis_dphis[l - 1][0], Ws[l], bs[l], alphas[l])
+                                   for l in range(1, L)]
+            errs = [xl - ml for xl, ml in zip(xs, mus)] + [self._output_error(mus[-1], target)]
+            inputs = [x] + [p[0] for p in psis_dphis]
+            mu_L = mus[-1]
+        return {"h": h, "xs": xs, "errors": errs, "inputs": inputs, "loss": loss,
+                "energy": self._energy(errs, mu_L, target)}
+
+    # ---- learning ----------------------------------------------------------
+    def _direction(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
+        """−∂F/∂θ at the relaxed activities: W_l ← (γ_l α_l / B) e_lᵀ φ(x_{l−1}), b_l ← (γ_l α_l / B) Σ e_l."""
+        state = self.infer(x, target)
+        B = x.shape[0]
+        _, bs, alphas = self._params()
+        directions = {}
+        for l, (e, inp) in enumerate(zip(state["errors"], state["inputs"])):
+            scale = self.gammas[l] * alphas[l] / B
+            directions[f"layers.{l}.weight"] = torch.mm(e.t(), inp).mul_(scale)
+            if bs[l] is not None:
+                directions[f"layers.{l}.bias"] = e.sum(0).mul_(scale)
+        return directions, {"loss": state["loss"], "energy": state["energy"]}
