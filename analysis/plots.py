@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -91,16 +92,17 @@ def plot_loss_vs_lr(result: TransferResult, path: str | Path) -> Path:
                 top = best.max() + 3 * max(float(np.median(vals) - best.min()), 1e-12)
                 hi = min(hi, top) if result.mode == "min" else hi
             pad = 0.05 * (hi - lo if hi > lo else 1.0)
-            for w, c in cur.groupby("width"):
+            for n, (w, c) in enumerate(cur.groupby("width")):
                 ax.plot(c.lr, sign * c.loss.where(np.isfinite(c.loss)), marker="o", ms=3, color=colors[w],
                         label=f"{w}")
-                div = c[~np.isfinite(c.loss)]
-                ax.plot(div.lr, np.full(len(div), hi + pad), "x", color=colors[w], ms=5, clip_on=False)
+                div = c[~np.isfinite(c.loss)]  # one row of × per width along the top edge
+                ax.plot(div.lr, np.full(len(div), hi + pad * (1 + 0.5 * n)), "x", color=colors[w], ms=5,
+                        clip_on=False)
                 p = pw[pw.width == w]
                 if len(p) and np.isfinite(p.lr_star.iloc[0]):
                     ax.plot(p.lr_star, sign * p.best_loss, "*", color=colors[w], ms=11, mec="k", mew=0.5)
             ax.set_xscale("log", base=2)
-            ax.set_ylim(lo - pad, hi + 2 * pad)
+            ax.set_ylim(lo - pad, hi + pad * (1.5 + 0.5 * cur.width.nunique()))
             ax.set_xlabel("learning rate η")
             ax.set_ylabel(result.metric)
             ax.set_title(_title(row_keys, row, par), fontsize=10)
@@ -174,8 +176,10 @@ def plot_learning_curves(result: TransferResult, history: pd.DataFrame, path: st
                 if h.empty:
                     continue
                 curve = h.groupby("epoch")[column].mean()
+                diverged = " diverged" if not np.isfinite(curve).all() else ""
                 ax.plot(curve.index, curve.where(np.isfinite(curve)), marker="o", ms=3, color=colors[w],
-                        label=f"{w} (η={2 ** near:.3g})")
+                        label=f"{w} (η={2 ** near:.3g}){diverged}")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_xlabel("epoch")
             ax.set_ylabel(column)
             ax.set_title(_title(row_keys, row, par) + " at base η*", fontsize=10)

@@ -129,8 +129,8 @@ def verdict_table(result: TransferResult) -> pd.DataFrame:
     """The verdict per group, for printing and for the report."""
     g = result.groups
     out = g[result.keys].copy()
-    out["base η*"] = g.lr_star_base
-    out["drift k"] = g.drift_exponent
+    out["base η*"] = [_fmt(v) for v in g.lr_star_base]
+    out["drift k"] = [_fmt(v) for v in g.drift_exponent]
     out["k 95% interval"] = [f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(g.drift_lo, g.drift_hi)]
     out["max regret"] = [(_fmt(100 * r) + " %") if np.isfinite(r) else _fmt(r) for r in g.max_regret]
     out["wider better"] = [_fmt(f) for f in g.wider_better_frac]

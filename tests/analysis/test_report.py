@@ -1,0 +1,119 @@
+"""analysis.report and analysis.plots: files as DESIGN.md names them, PNGs that open and show curves."""
+
+import json
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.load import load_sweep
+from analysis.report import log_report, write_report
+from analysis.transfer import analyze
+
+PNGS = ("loss_vs_lr.png", "lr_star_vs_width.png", "learning_curves.png")
+
+
+def _report(planted_dir):
+    logs = load_sweep(planted_dir)
+    result = analyze(logs.trials, n_boot=20)
+    return logs, result, write_report(result, planted_dir / "report", logs)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """The report of the four planted groups, written once for the module (3-8 s: three figures)."""
+    from analysis.io import write_parquet_atomic
+    from analysis.planted import planted_trials
+
+    d = tmp_path_factory.mktemp("results") / "planted"
+    groups = (("bp", "mup", 0.0), ("bp", "sp", -1.0), ("pc", "mup", 0.0), ("pc", "sp", -0.5))
+    parts = [planted_trials(k, algorithm=a, parametrization=p, rng_seed=i) for i, (a, p, k) in enumerate(groups)]
+    write_parquet_atomic(pd.concat([t for t, _ in parts]), d / "trials.parquet")
+    write_parquet_atomic(pd.concat([h for _, h in parts]), d / "history.parquet")
+    return _report(d)
+
+
+@pytest.fixture
+def small_dir(tmp_path):
+    """A one-group sweep: two widths, five learning rates, one seed (a fast report)."""
+    from analysis.io import write_parquet_atomic
+    from analysis.planted import planted_trials
+
+    d = tmp_path / "small"
+    trials, history = planted_trials(0.0, widths=(64, 128), log2_lrs=range(-6, -1), seeds=(0,))
+    write_parquet_atomic(trials, d / "trials.parquet")
+    write_parquet_atomic(history, d / "history.parquet")
+    return d
+
+
+def _colored_fraction(img: np.ndarray) -> float:
+    """Fraction of pixels that are clearly coloured (not grey/white/black): the curves."""
+    rgb = img[..., :3]
+    return float(((rgb.max(axis=-1) - rgb.min(axis=-1)) > 0.25).mean())
+
+
+def test_report_files_pngs_and_references(report):
+    logs, result, out = report
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for name in PNGS:
+        img = mpimg.imread(out / name)
+        assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 300
+        assert _colored_fraction(img) > 0.005, name  # coloured curves drawn, not an empty frame
+        assert f"]({name})" in md
+    assert html.count("data:image/png;base64,") == len(PNGS)
+    # one curve per width per panel: each width's colour appears in the loss-vs-lr figure
+    assert "transfers" in md and "drifts" in md and "| width |" not in md.split("## Per width")[0]
+
+
+def test_summary_parquet_and_json_follow_the_contract(report):
+    logs, result, out = report
+    summary = pd.read_parquet(out / "summary.parquet")
+    for col in ("algorithm", "parametrization", "inference_steps", "width", "lr_star", "lr_star_lo",
+                "lr_star_hi", "best_loss", "regret"):
+        assert col in summary.columns
+    assert len(summary) == 4 * 5  # 4 groups x 5 widths
+    data = json.loads((out / "summary.json").read_text())  # strict JSON: no NaN/Infinity tokens
+    assert len(data["groups"]) == 4
+    verdicts = {(g["algorithm"], g["parametrization"]): g["verdict"] for g in data["groups"]}
+    assert verdicts == {("bp", "mup"): "transfers", ("bp", "sp"): "drifts",
+                        ("pc", "mup"): "transfers", ("pc", "sp"): "drifts"}
+    for g in data["groups"]:
+        assert {"drift_exponent", "drift_lo", "drift_hi", "max_regret", "verdict"} <= set(g)
+    k = {(g["algorithm"], g["parametrization"]): g["drift_exponent"] for g in data["groups"]}
+    assert k[("pc", "sp")] == pytest.approx(-0.5, abs=0.05)
+    assert data["thresholds"] == {"max_drift": 0.2, "max_regret": 0.05}
+
+
+def test_rewriting_the_report_replaces_it_whole(small_dir):
+    _, _, out = _report(small_dir)
+    (out / "stale.txt").write_text("old")
+    _report(small_dir)
+    assert not (out / "stale.txt").exists() and (out / "report.md").exists()
+    assert not [p for p in small_dir.iterdir() if p.name.startswith(".report")]
+
+
+def test_no_history_no_learning_curves(small_dir):
+    (small_dir / "history.parquet").unlink()
+    _, _, out = _report(small_dir)
+    assert not (out / "learning_curves.png").exists()
+    assert "learning_curves.png" not in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_report_is_logged_to_the_sweep_parent_run(small_dir, tmp_path):
+    """About 15-35 s (MLflow's SQLite schema set-up)."""
+    from mlflow.tracking import MlflowClient
+
+    _, _, out = _report(small_dir)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("planted", artifact_location=(tmp_path / "art").as_uri())
+    parent = client.create_run(exp, run_name="planted", tags={"mutransfer.role": "sweep", "mutransfer.sweep": "planted"})
+    client.create_run(exp, run_name="t1", tags={"mutransfer.role": "trial", "mutransfer.sweep": "planted",
+                                                 "mlflow.parentRunId": parent.info.run_id})
+    assert log_report(out, uri, "planted", "planted") == parent.info.run_id
+    names = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/summary.json", "report/loss_vs_lr.png"} <= names
+    assert log_report(out, uri, "other", "other") is None

@@ -1,0 +1,62 @@
+"""`mutransfer analyze`: verdict table and report from the logs; exit 2, one line, nothing written on bad input."""
+
+import pandas as pd
+import pytest
+
+from analysis.io import write_parquet_atomic
+from analysis.planted import planted_trials
+from orchestrator.cli import main
+
+
+@pytest.fixture
+def sweep_dir(tmp_path, monkeypatch):
+    """results/small/: BP μP (k = 0) and BP SP (k = −1), three widths, one seed, no MLflow store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    d = tmp_path / "results" / "small"
+    parts = [planted_trials(k, parametrization=p, widths=(64, 128, 256), log2_lrs=range(-9, 1), seeds=(0,),
+                            name="small", rng_seed=i) for i, (p, k) in enumerate((("mup", 0.0), ("sp", -1.0)))]
+    write_parquet_atomic(pd.concat([t for t, _ in parts]), d / "trials.parquet")
+    write_parquet_atomic(pd.concat([h for _, h in parts]), d / "history.parquet")
+    (d / "sweep.yaml").write_text("name: small\nobjective: {metric: final_train_loss, mode: min}\n"
+                                  "verify: {max_drift: 0.2, max_regret: 0.05}\n")
+    return d
+
+
+def test_analyze_prints_the_verdicts_and_writes_the_report(sweep_dir, capsys):
+    assert main(["analyze", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    rows = {ln.split()[1]: ln.split()[-1] for ln in out.splitlines() if ln.split()[:1] == ["bp"]}
+    assert rows == {"mup": "transfers", "sp": "drifts"}, out
+    for name in ("report.md", "report.html", "summary.parquet", "summary.json", "loss_vs_lr.png",
+                 "lr_star_vs_width.png", "learning_curves.png"):
+        assert (sweep_dir / "report" / name).exists(), name
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--metric", "final_trian_loss"], "final_train_loss"),
+    (["--mode", "biggest"], "--mode"),
+    (["--bootstrap", "-1"], "--bootstrap"),
+])
+def test_bad_options_exit_2_and_write_nothing(sweep_dir, capsys, argv, match):
+    assert main(["analyze", str(sweep_dir), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and match in err and "Traceback" not in err
+    assert not (sweep_dir / "report").exists()
+
+
+def test_bad_sweep_yaml_exits_2(sweep_dir, capsys):
+    (sweep_dir / "sweep.yaml").write_text("verify: {max_regret: -1}\n")
+    assert main(["analyze", str(sweep_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "verify.max_regret" in err and err.count("\n") == 1
+    assert not (sweep_dir / "report").exists()
+
+
+def test_not_a_results_directory_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["analyze", str(tmp_path / "missing")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["analyze", str(tmp_path / "empty")]) == 2
+    assert "not a sweep's results directory" in capsys.readouterr().err
+    assert list((tmp_path / "empty").iterdir()) == []
