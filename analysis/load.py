@@ -142,8 +142,15 @@ def load_sweep(results_dir: str | Path) -> SweepLogs:
         raise LogError(f"{results_dir}: no such directory")
     yaml_path = results_dir / "sweep.yaml"
     cfg = read_sweep_yaml(results_dir)
-    objective, verify = thresholds(cfg, yaml_path)
     notes = [] if cfg else [f"{yaml_path} not found: defaults objective {DEFAULT_OBJECTIVE}, verify {DEFAULT_VERIFY}"]
+    if cfg and "objective" not in cfg and ("metric" in cfg or "mode" in cfg):
+        metric = str(cfg.get("metric", DEFAULT_OBJECTIVE["metric"]))
+        metric = metric if metric.startswith("final_") else f"final_{metric}"
+        cfg = {**cfg, "objective": {"metric": metric, "mode": cfg.get("mode", DEFAULT_OBJECTIVE["mode"])}}
+        notes.append(f"{yaml_path} has top-level metric/mode instead of objective: used {cfg['objective']}")
+    if cfg and "verify" not in cfg:
+        notes.append(f"{yaml_path} has no verify: section: default thresholds {DEFAULT_VERIFY}")
+    objective, verify = thresholds(cfg, yaml_path)
     name = str(cfg.get("name") or results_dir.resolve().name)
     experiment = str((cfg.get("tracking") or {}).get("experiment") or name)
     uri = default_tracking_uri(results_dir, cfg)

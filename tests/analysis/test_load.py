@@ -98,3 +98,10 @@ def test_mlflow_params_are_parsed_back_to_numbers_and_bools():
     assert _parse_column(["True", "False"]) == [True, False]
     assert _parse_column(["sgd", "1"]) == ["sgd", "1"]
     assert _strip_prefix("trainer.width") == "width" and _strip_prefix("lr") == "lr"
+
+
+def test_top_level_metric_and_mode_are_read_with_a_note(planted_dir):
+    (planted_dir / "sweep.yaml").write_text("name: planted\nmetric: test_loss\nmode: min\n")
+    logs = load_sweep(planted_dir)
+    assert logs.objective == {"metric": "final_test_loss", "mode": "min"}
+    assert any("objective" in n for n in logs.notes) and any("verify" in n for n in logs.notes)
