@@ -193,9 +193,12 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     except (OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:
         raise BadInput(f"override {' '.join(overrides)!r}: {_exc_line(exc)}") from None
     _check_keys(dot, SweepConfig, "", "override")
+    for section in ("grid", "trainer"):  # an override replaces a grid entry (list or log2 range) whole
+        if isinstance(dot.get(section), dict) and isinstance(raw.get(section), dict):
+            raw[section] = {k: v for k, v in raw[section].items() if k not in dot[section]}
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(SweepConfig), raw, dot)
-    except OmegaConfBaseException as exc:
+    except (OmegaConfBaseException, TypeError) as exc:
         key = getattr(exc, "full_key", None)
         raise BadInput(f"{src}: {('key ' + repr(key) + ': ') if key else ''}{_exc_line(exc)}") from None
     name = cfg.name or path.stem

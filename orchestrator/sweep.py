@@ -45,6 +45,7 @@ class Recorder:
         self.specs = {t.trial_id: t.to_dict() for t in sweep.trials}
         self.history: dict[str, dict[int, dict]] = {}
         self.where: dict[str, tuple[str, str]] = {}
+        self.retries: dict[str, int] = {}
 
     def started(self, trial_id: str) -> None:
         self.history[trial_id] = {}
@@ -60,6 +61,7 @@ class Recorder:
 
     def restarted(self, trial_id: str) -> None:
         self.history[trial_id] = {}  # the retried trial starts again from epoch 1
+        self.retries[trial_id] = self.retries.get(trial_id, 0) + 1
 
     def _finish(self, trial_id: str, status: str | None, error: str = "") -> None:
         rows = [self.history.get(trial_id, {})[e] for e in sorted(self.history.get(trial_id, {}))]
@@ -67,6 +69,7 @@ class Recorder:
             status = "diverged" if rows and rows[-1].get("diverged") else "ok"
         node, host = self.where.get(trial_id, ("", ""))
         row = trial_row(self.sweep.name, self.specs[trial_id], rows, status, node, host, error)
+        row["retries"] = self.retries.get(trial_id, 0)
         self.store.record([row], {trial_id: rows})          # Parquet first: the truth
         if self.tracker is not None:
             self.tracker.log_trial(row, self.specs[trial_id], rows)
@@ -86,8 +89,6 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
     Validation (a different sweep in the directory, no trainer for an algorithm, no dataset,
     an unreachable ``address``) happens before anything is written and raises :class:`BadInput`.
     """
-    from . import tune_runner
-
     results_dir = Path(results_dir).resolve()
     store = ResultsStore(results_dir / sweep.name)
     store.check_owner(sweep.identity())
@@ -96,6 +97,8 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
     todo = [t for t in sweep.trials if t.trial_id not in done]
     cfg = sweep.config
     started_ray = False
+    from . import tune_runner  # imports Ray: only once the input is known to be good
+
     if todo:
         try:
             started_ray = tune_runner.connect(address)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 # Test hook: a trial dies (os._exit) once after its first epoch if this names a marker file
 # that does not exist yet; the marker is created atomically, so exactly one trial dies once.
@@ -114,6 +115,9 @@ def shutdown() -> None:
 def run_trials(specs: list[dict[str, Any]], recorder: Recorder, storage_dir: str | Path, name: str,
                cpu: float = 1.0, gpu: float = 0.0, max_concurrent: int = 0, max_failures: int = 2) -> None:
     """Run ``specs`` (``TrialSpec.to_dict()``) on Ray Tune, one trial each, recording through ``recorder``."""
+    # Tune's own JSON/CSV logs (which its ResultGrid reads) but not TensorBoard's, which warns at every inf.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables; progress.py reports
     storage = Path(storage_dir).resolve()
     storage.mkdir(parents=True, exist_ok=True)
     threads = max(1, int(cpu))
@@ -125,12 +129,12 @@ def run_trials(specs: list[dict[str, Any]], recorder: Recorder, storage_dir: str
             max_concurrent_trials=max_concurrent or None,
             trial_name_creator=lambda t: t.config["trial"]["trial_id"],
             trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
-            reuse_actors=False),
+            reuse_actors=True),  # one worker process runs many trials: torch is imported once
         run_config=tune.RunConfig(
             name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
             storage_path=str(storage),
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            callbacks=[RecordingCallback(recorder)],
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), RecordingCallback(recorder)],
             verbose=0),
     )
     tuner.fit()
