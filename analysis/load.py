@@ -19,13 +19,14 @@ from .io import read_parquet
 
 # Columns of trials.parquet that are results, not configuration (the MLflow params are the rest).
 RESULT_COLUMNS = ("status", "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done",
-                  "wall_s", "node")
+                  "wall_s", "node", "hostname", "error", "retries")  # the last three: written by the sweep too
 # Configuration columns that stay strings even when every value looks like a number.
 STRING_COLUMNS = ("trial_id", "sweep", "algorithm", "parametrization", "optimizer", "dataset", "model",
                   "activation", "dtype", "device", "loss", "pc_init")
 HISTORY_METRICS = ("train_loss", "test_loss", "test_acc")
 FINAL_METRICS = ("final_train_loss", "final_test_loss", "final_test_acc", "epochs_done", "wall_s")
 MODES = ("min", "max")
+_MLFLOW_INF = 1.7976931348623157e308  # MLflow stores ±inf as ±(largest float)
 DEFAULT_VERIFY = {"max_drift": 0.2, "max_regret": 0.05}
 DEFAULT_OBJECTIVE = {"metric": "final_train_loss", "mode": "min"}
 
@@ -168,6 +169,7 @@ def load_sweep(results_dir: str | Path) -> SweepLogs:
             raise LogError(f"{results_dir}: no trials.parquet, and MLflow store {uri} has no trial runs "
                            f"in experiment {experiment!r}")
         source = f"mlflow:{uri}"
+        notes += trials.attrs.get("notes", [])
         notes.append(f"read from MLflow ({uri}, experiment {experiment!r}): {trials_path} not found")
     if trials.empty:
         raise LogError(f"{trials_path}: no trials")
@@ -238,7 +240,7 @@ def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bo
         token = page.token
         if not token:
             break
-    rows, hist_rows = [], []
+    rows, hist_rows, fallbacks = [], [], set()
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
         status = tags.get("mutransfer.status") or tags.get("status") or (
@@ -248,7 +250,12 @@ def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bo
         row["status"] = status
         for key in FINAL_METRICS:
             default = math.inf if (status == "diverged" and key.endswith("_loss")) else math.nan
-            row[key] = float(metrics.get(key, default))
+            value = metrics.get(key)
+            if value is None and key.startswith("final_") and key[6:] in metrics:
+                value = metrics[key[6:]]  # not logged as final_*: the last epoch's value
+                fallbacks.add(key)
+            value = default if value is None else float(value)
+            row[key] = math.copysign(math.inf, value) if abs(value) >= _MLFLOW_INF else value
         row["node"] = None
         rows.append(row)
         if history:
@@ -263,6 +270,9 @@ def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bo
             continue
         trials[col] = _parse_column(list(trials[col]))
     trials["epochs_done"] = trials["epochs_done"].astype(float)
+    if fallbacks:
+        trials.attrs["notes"] = [f"MLflow runs lack {', '.join(sorted(fallbacks))}: used each run's last "
+                                 "per-epoch value instead"]
     hist = pd.DataFrame(hist_rows, columns=["trial_id", "epoch", *HISTORY_METRICS])
     if not hist.empty:
         hist = hist.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
@@ -275,7 +285,8 @@ def _run_history(client, run_id: str, trial_id: str, diverged: bool, epochs_done
     per_epoch: dict[int, dict] = {}
     for key in HISTORY_METRICS:
         for m in client.get_metric_history(run_id, key):
-            per_epoch.setdefault(int(m.step), {"trial_id": trial_id, "epoch": int(m.step)})[key] = m.value
+            v = math.copysign(math.inf, m.value) if abs(m.value) >= _MLFLOW_INF else m.value
+            per_epoch.setdefault(int(m.step), {"trial_id": trial_id, "epoch": int(m.step)})[key] = v
     if diverged and math.isfinite(epochs_done):
         for e in range(1, int(epochs_done) + 1):
             per_epoch.setdefault(e, {"trial_id": trial_id, "epoch": e})

@@ -231,10 +231,12 @@ def log_report(report_dir: str | Path, tracking_uri: str, experiment: str, sweep
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return None
-    runs = client.search_runs([exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                              filter_string=f"tags.`mutransfer.role` = 'sweep' and tags.`mutransfer.sweep` = '{sweep}'")
-    if not runs:
+    runs = client.search_runs([exp.experiment_id], max_results=1000, order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.`mutransfer.sweep` = '{sweep}'")
+    parents = [r for r in runs if r.data.tags.get("mutransfer.role") in ("sweep", "parent")
+               and "mlflow.parentRunId" not in r.data.tags]  # "parent": an older spelling of the role tag
+    if not parents:
         return None
-    run_id = runs[0].info.run_id
+    run_id = parents[0].info.run_id
     client.log_artifacts(run_id, str(report_dir), artifact_path="report")
     return run_id

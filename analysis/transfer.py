@@ -288,6 +288,9 @@ def _analyze_group(g: pd.DataFrame, base_width: int | None, n_boot: int, rng: np
     if rhos and np.isfinite(base.x):
         near = min(rhos, key=lambda lr: abs(np.log2(lr) - base.x))
         rho_base = rhos[near]
+    if max(r["n_seeds"] for r in rows) < 2:
+        notes.append("one seed: the bootstrap intervals are points; the drift interval is the least-squares one"
+                     + (" (undefined with 2 widths)" if len(widths) < 3 else ""))
     edges = [r["width"] for r in rows if r["at_edge"]]
     if edges:
         notes.append(f"best learning rate at the edge of the grid at width(s) {edges}: η* is censored there")

@@ -105,3 +105,29 @@ def test_top_level_metric_and_mode_are_read_with_a_note(planted_dir):
     logs = load_sweep(planted_dir)
     assert logs.objective == {"metric": "final_test_loss", "mode": "min"}
     assert any("objective" in n for n in logs.notes) and any("verify" in n for n in logs.notes)
+
+
+@pytest.mark.slow
+def test_mlflow_reader_accepts_prefixed_params_and_last_epoch_metrics(tmp_path):
+    """Runs logged with ``trainer.``-prefixed params, a ``status`` tag, per-epoch metrics only and
+    ±inf stored as MLflow's ±max float (what the sweep's tracker wrote on 2026-11-28). About 20 s."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("legacy", artifact_location=(tmp_path / "art").as_uri())
+    for i, (lr, status, loss) in enumerate([(0.1, "ok", 0.4), (0.2, "ok", 0.3), (0.4, "diverged", float("inf"))]):
+        run = client.create_run(exp, run_name=f"t{i}", tags={"mutransfer.role": "trial", "mutransfer.sweep": "legacy",
+                                                           "mutransfer.trial_id": f"t{i}", "status": status})
+        client.log_param(run.info.run_id, "trainer.width", "64")
+        client.log_param(run.info.run_id, "trainer.lr", str(lr))
+        client.log_param(run.info.run_id, "data.dataset", "fmnist")
+        client.log_metric(run.info.run_id, "train_loss", 9.0, step=1)
+        client.log_metric(run.info.run_id, "train_loss", loss, step=2)
+        client.set_terminated(run.info.run_id)
+    trials, history = read_mlflow(uri, "legacy", sweep="legacy")
+    t = trials.set_index("trial_id")
+    assert t.loc["t0", "lr"] == 0.1 and t.loc["t0", "width"] == 64 and t.loc["t0", "dataset"] == "fmnist"
+    assert t.loc["t1", "final_train_loss"] == 0.3 and t.loc["t2", "status"] == "diverged"
+    assert np.isinf(t.loc["t2", "final_train_loss"]) and "last per-epoch" in trials.attrs["notes"][0]
+    assert np.isinf(history[(history.trial_id == "t2") & (history.epoch == 2)].train_loss).all()
