@@ -79,7 +79,7 @@ def _fmt(v) -> str:
 def _md_table(df: pd.DataFrame) -> str:
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    body = ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([head, sep, *body])
 
 
@@ -207,6 +207,11 @@ def write_report(result: TransferResult, out_dir: str | Path, logs: SweepLogs | 
             if old.exists():
                 shutil.rmtree(old)
             os.replace(out_dir, old)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp/mkstemp make 0700/0600: give the usual modes
+        for f in tmp.iterdir():
+            f.chmod(0o666 & ~umask)
         os.replace(tmp, out_dir)
         if old is not None:
             shutil.rmtree(old)

@@ -316,7 +316,8 @@ def verdict(drift: float, max_regret: float, max_drift: float = 0.2, max_regret_
     if abs(drift) > max_drift:
         fails.append(f"|drift| {abs(drift):.3f} > {max_drift:g}")
     if max_regret > max_regret_allowed:
-        fails.append(f"max regret {max_regret:.2%} > {max_regret_allowed:.2%}")
+        shown = f"{max_regret:.2%}" if np.isfinite(max_regret) else "inf (base η* diverges at some width)"
+        fails.append(f"max regret {shown} > {max_regret_allowed:.2%}")
     if fails:
         return "drifts", "; ".join(fails)
     return "transfers", f"|drift| {abs(drift):.3f} <= {max_drift:g} and max regret {max_regret:.2%} <= {max_regret_allowed:.2%}"
