@@ -104,3 +104,11 @@ def test_bad_metric_or_mode_names_the_valid_ones():
         tidy(trials, metric="train_los")
     with pytest.raises(ValueError, match="min, max"):
         tidy(trials, mode="minimum")
+
+
+@pytest.mark.parametrize("a0, a_inf, wider_better", [(0.5, 0.3, True), (0.3, 0.5, False)])
+def test_wider_is_better_at_fixed_lr(a0, a_inf, wider_better):
+    trials, _ = planted_trials(0.0, a0=a0, a_inf=a_inf, seeds=(0,), noise=0.0)
+    g = analyze(trials, n_boot=5).groups.iloc[0]
+    assert g.wider_better_frac == (1.0 if wider_better else 0.0)
+    assert g.wider_better_rho == pytest.approx(-1.0 if wider_better else 1.0)
