@@ -195,15 +195,21 @@ class PCTrainer(Trainer):
                 "energy": self._energy(errs, mu_L, target)}
 
     # ---- learning ----------------------------------------------------------
-    def _direction(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
-        """−∂F/∂θ at the relaxed activities: W_l ← (γ_l α_l / B) e_lᵀ φ(x_{l−1}), b_l ← (γ_l α_l / B) Σ e_l."""
-        state = self.infer(x, target)
-        B = x.shape[0]
+    def weight_direction(self, state: dict) -> dict[str, torch.Tensor]:
+        """−∂F/∂θ at relaxed activities (``state`` from :meth:`infer`).
+
+        direction_{W_l} = (γ_l α_l / B) e_lᵀ φ(x_{l−1}),  direction_{b_l} = (γ_l α_l / B) Σ_samples e_l.
+        """
         _, bs, alphas = self._params()
+        B = state["inputs"][0].shape[0]
         directions = {}
         for l, (e, inp) in enumerate(zip(state["errors"], state["inputs"])):
             scale = self.gammas[l] * alphas[l] / B
             directions[f"layers.{l}.weight"] = torch.mm(e.t(), inp).mul_(scale)
             if bs[l] is not None:
                 directions[f"layers.{l}.bias"] = e.sum(0).mul_(scale)
-        return directions, {"loss": state["loss"], "energy": state["energy"]}
+        return directions
+
+    def _direction(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
+        state = self.infer(x, target)
+        return self.weight_direction(state), {"loss": state["loss"], "energy": state["energy"]}

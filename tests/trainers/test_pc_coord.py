@@ -1,0 +1,76 @@
+"""Coordinate checks of the PC tables (initial error equalised, float64, 3-layer tanh, d = 32, C = 10)."""
+
+import pytest
+import torch
+
+from trainers import LayerRule, Table, TrainerConfig, coord_check
+from trainers import _param
+
+WIDTHS = (64, 128, 256, 512, 1024, 2048)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _cfg(**kw):
+    base = dict(algorithm="pc", parametrization="mup", dtype="float64", depth=3, lr=0.1, inference_lr=0.1)
+    return TrainerConfig(**{**base, **kw})
+
+
+def _moving_slopes(cc):
+    return cc.slopes[cc.slopes.moved]
+
+
+def test_mup_coord_check_small():
+    """γ̄_L = −1, T = 5, widths 64–512: every layer moves and |slope| < 0.2."""
+    cc = coord_check(_cfg(gamma_bar_L=-1.0, inference_steps=5), WIDTHS[:4], steps=2)
+    assert cc.slopes.moved.all()
+    assert cc.max_abs_slope() < 0.2, cc.slopes
+
+
+def test_first_layer_still_at_T1():
+    """T = 1, simultaneous inference from the feedforward pass: e_1 stays 0, so W_1 cannot move."""
+    cc = coord_check(_cfg(gamma_bar_L=0.0, inference_steps=1), (64, 128), steps=2)
+    moved = cc.slopes.groupby("layer").moved.all()
+    assert not moved["layers.0"] and moved["layers.1"] and moved["layers.2"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("T", [1, 5, 20])
+@pytest.mark.parametrize("gbar", [0.0, -1.0])
+def test_mup_coord_check(gbar, T):
+    cc = coord_check(_cfg(gamma_bar_L=gbar, inference_steps=T), WIDTHS, steps=3)
+    still = set(cc.slopes[~cc.slopes.moved].layer)
+    assert still == ({"layers.0"} if T == 1 else set()), still
+    assert cc.max_abs_slope() < 0.2, cc.slopes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gbar", [0.0, -1.0])
+def test_sp_output_slope_positive(gbar):
+    cc = coord_check(_cfg(parametrization="sp", gamma_bar_L=gbar, inference_steps=5), WIDTHS, steps=3)
+    out = cc.slopes[cc.slopes.layer == "layers.2"]
+    assert (out.slope > 0.5).all(), cc.slopes
+
+
+def test_sp_output_slope_positive_small():
+    cc = coord_check(_cfg(parametrization="sp", inference_steps=5), WIDTHS[:4], steps=1)
+    assert cc.slope("layers.2", 1) > 0.5, cc.slopes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("T", [1, 5, 20])
+def test_negative_control_bp_lrs_with_gamma_L_m(monkeypatch, T):
+    """BP's SGD μP learning rates with γ_L = m: every moving layer's slope is clearly positive."""
+    bad = Table("pc/mup/sgd/bp-lrs", LayerRule(lr=1.0), LayerRule(lr=0.0), LayerRule(init_var=-1.0, lr=-1.0),
+                {"gamma_hidden": 0.0, "gamma_output": 1.0, "inference_lr": 0.0})
+    monkeypatch.setitem(_param._TABLES["pc"], ("mup", "sgd", -1.0), bad)
+    cc = coord_check(_cfg(gamma_bar_L=-1.0, inference_steps=T), WIDTHS, steps=3)
+    moving = _moving_slopes(cc)
+    assert len(moving) > 0 and (moving.slope > 0.4).all(), cc.slopes
+    assert moving.slope.max() > 0.8, cc.slopes
