@@ -156,6 +156,11 @@ def load_sweep(results_dir: str | Path) -> SweepLogs:
     experiment = str((cfg.get("tracking") or {}).get("experiment") or name)
     uri = default_tracking_uri(results_dir, cfg)
     trials_path = results_dir / "trials.parquet"
+    if not trials_path.exists():
+        inside = sorted(p.parent.name for p in results_dir.glob("*/trials.parquet"))
+        if inside:
+            raise LogError(f"{results_dir}: no trials.parquet here; it holds the sweeps {', '.join(inside)}: "
+                           f"pass {results_dir / inside[0]}")
     if trials_path.exists():
         trials = read_parquet(trials_path)
         history = read_parquet(results_dir / "history.parquet")

@@ -60,3 +60,10 @@ def test_not_a_results_directory_exits_2(tmp_path, capsys, monkeypatch):
     assert main(["analyze", str(tmp_path / "empty")]) == 2
     assert "not a sweep's results directory" in capsys.readouterr().err
     assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_the_results_root_points_to_its_sweeps(sweep_dir, capsys):
+    assert main(["analyze", str(sweep_dir.parent)]) == 2
+    err = capsys.readouterr().err
+    assert f"pass {sweep_dir}" in err and err.count("\n") == 1
+    assert not (sweep_dir.parent / "report").exists()
