@@ -1,0 +1,95 @@
+"""`make bench`: measure every performance goal of issue 9 in one run; print a table, write RESULTS.md.
+
+All figures are ratios of times measured in this same run (never absolute
+thresholds): the machines are shared and noisy.
+
+    python benchmarks/run.py [--quick] [--skip-sweep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from trainer_bench import bench_trainers  # noqa: E402
+
+# TP step's own count of 128×1024×1024-class products, in BP-step units (see tp_products()).
+
+
+def tp_products() -> tuple[float, str]:
+    """Matrix products of one TP step against BP's 6 (2 forward, 2 backward-to-input, ... see text)."""
+    # BP step on a 3-layer MLP: forward 3 products, backward 3 weight-gradient products and
+    # 2 input-gradient products = 8 products (W_1's input gradient is skipped).
+    # TP step (linear feedback, 1 feedback step): forward 3; output target needs none beyond
+    # the loss gradient; targets down 2 layers: g_l(ĥ_l) and g_l(h_l) = 4 products;
+    # 3 local weight gradients = 3; feedback training on noise: per hidden feedback layer,
+    # forward of the perturbed input through W_l (1), the feedback of both (2), its gradient (1)
+    # = 4 per layer, 2 layers = 8. Total 18 products.
+    return 18 / 8, "18 products (forward 3, targets 4, local weight gradients 3, feedback training 8) vs BP's 8"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
+    p.add_argument("--skip-sweep", action="store_true", help="skip the sweep and tracking overhead parts")
+    p.add_argument("--out", default=str(HERE / "RESULTS.md"), help="where to write the markdown table")
+    args = p.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    rounds, reps = (2, 4) if args.quick else (5, 10)
+    started = time.time()
+
+    rows: list[tuple[str, str, str, str]] = []  # (goal, measured, target, verdict)
+
+    def add(goal: str, value: float, target: float, fmt: str = "{:.2f}", le: bool = True, note: str = ""):
+        ok = value <= target if le else value >= target
+        rows.append((goal, fmt.format(value) + (f" ({note})" if note else ""),
+                     ("≤ " if le else "≥ ") + fmt.format(target), "met" if ok else "MISSED"))
+
+    t = bench_trainers(rounds=rounds, reps=reps)
+    bp = t["bp_mup"]
+    print("seconds per step (medians):", {k: f"{v * 1e3:.2f} ms" for k, v in t.items()})
+    if "pc_T5" in t:
+        add("PC step / BP step, T = 5", t["pc_T5"] / bp, 2.5)
+        add("PC step / BP step, T = 20", t["pc_T20"] / bp, 8.0)
+        marginal = (t["pc_T20"] - t["pc_T5"]) / 15
+        add("marginal inference step / two 128×1024×1024 products", marginal / t["two_products"], 1.15,
+            note=f"{marginal * 1e3:.2f} ms vs {t['two_products'] * 1e3:.2f} ms")
+    if "tp" in t:
+        units, text = tp_products()
+        add(f"TP step / BP step, against its product count {units:.2f}", (t["tp"] / bp) / units, 1.3,
+            note=f"{t['tp'] / bp:.2f} BP steps; {text}")
+    add("BP μP step / plain nn.Linear + SGD step", bp / t["plain_torch"], 1.05)
+
+    if not args.skip_sweep:
+        from sweep_bench import bench_sweep  # noqa: E402
+
+        for row in bench_sweep(quick=args.quick):
+            rows.append(row)
+
+    header = ["goal", "measured", "target", "verdict"]
+    widths = [max(len(r[i]) for r in rows + [tuple(header)]) for i in range(4)]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    table = "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
+    print(table)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    Path(args.out).write_text(
+        "# Benchmark results\n\n"
+        f"Measured by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {machine}; "
+        f"784-1024-1024-10 tanh MLP, batch 128, float32, no biases. Every ratio's numerator and denominator "
+        f"come from this same run, measured interleaved (median of medians).\n\n"
+        f"Seconds per step: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in t.items()) + "\n\n" + table + "\n")
+    print(f"wrote {args.out} ({time.time() - started:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Sweep, tracking and memory overheads, measured against a plain Python loop in the same run.
+
+- Sweep overhead: N trials through the real sweep path (embedded Ray, 2 CPUs) against the
+  same trials run one after another here: wall ≤ 1.15 × (sum of trial times / concurrency).
+  Ray start-up (``ray.init``) is timed and reported separately.
+- Tracking overhead: the driver's Parquet + MLflow recording of a trial (what the sweep's
+  Recorder does when a trial finishes, one history row per epoch) against the trial's time.
+- Memory: peak resident set (VmHWM from /proc) of every Ray worker that ran trials, and of the driver.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+TRIALS = 16
+SPACE = """
+name: bench
+trainer: {{algorithm: bp, depth: 3, activation: tanh, base_width: 64, parametrization: mup}}
+data: {{dataset: fmnist, subset: {subset}, test_subset: 1000}}
+train: {{epochs: {epochs}, batch_size: 128}}
+grid:
+  lr: {{log2: [-{n}, -1, 1]}}
+  width: [256]
+resources: {{cpu: 1}}
+"""
+
+
+def _peak_rss_mb(pid: int | str) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class _WorkerWatch(threading.Thread):
+    """Samples the peak RSS of every process whose command line names a Tune trainable."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peaks: dict[str, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for d in Path("/proc").iterdir():
+                if not d.name.isdigit():
+                    continue
+                try:
+                    cmd = (d / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"ray::" in cmd and (b"trainable" in cmd or b"ImplicitFunc" in cmd):
+                    self.peaks[d.name] = max(self.peaks.get(d.name, 0.0), _peak_rss_mb(d.name))
+            self.stop.wait(0.5)
+
+
+def bench_sweep(quick: bool = False) -> list[tuple[str, str, str, str]]:
+    """Rows (goal, measured, target, verdict) for the sweep, tracking and memory goals."""
+    from orchestrator import tune_runner
+    from orchestrator.config import load_sweep
+    from orchestrator.results_store import ResultsStore, trial_row
+    from orchestrator.sweep import run_sweep
+    from orchestrator.tracking import Tracker
+    from trainers import TrainerConfig, load_dataset, make_trainer, train
+
+    n = 4 if quick else TRIALS
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        space = Path(tmp) / "bench.yaml"
+        space.write_text(SPACE.format(subset=5000, epochs=2, n=n))
+        sweep = load_sweep(space)
+        # 1. the same trials in a plain loop, one thread each (a trial's cpu: 1)
+        torch.set_num_threads(1)
+        times, histories = [], []
+        for spec in sweep.trials:
+            t0 = time.perf_counter()
+            tc = TrainerConfig(**spec.trainer)
+            data = load_dataset("fmnist", spec.data["subset"], spec.data["test_subset"], dtype=tc.torch_dtype)
+            histories.append(train(make_trainer(tc, data.input_dim, data.output_dim), data,
+                                   spec.train["epochs"], spec.train["batch_size"], seed=tc.seed))
+            times.append(time.perf_counter() - t0)
+        torch.set_num_threads(2)
+        concurrency = 2
+        ideal = sum(times) / concurrency
+        # 2. Ray start-up, then the sweep itself
+        os.environ.setdefault("RAY_TMPDIR", str(Path(tmp) / "ray"))
+        t0 = time.perf_counter()
+        tune_runner.connect(None)
+        ray_start = time.perf_counter() - t0
+        watch = _WorkerWatch()
+        watch.start()
+        t0 = time.perf_counter()
+        run_sweep(sweep, Path(tmp) / "results", max_concurrent=concurrency, stream=open(os.devnull, "w"))
+        wall = time.perf_counter() - t0
+        watch.stop.set()
+        watch.join()
+        tune_runner.shutdown()
+        ratio = wall / ideal
+        rows.append((f"sweep wall / (sum of {n} trial times / {concurrency})", f"{ratio:.2f} "
+                     f"({wall:.1f}s vs {ideal:.1f}s; trials {statistics.median(times):.1f}s each; "
+                     f"Ray start-up {ray_start:.1f}s, not counted)", "≤ 1.15", "met" if ratio <= 1.15 else "MISSED"))
+        # 3. tracking: the Recorder's Parquet + MLflow work for one trial, per trial time
+        store = ResultsStore(Path(tmp) / "track" / "bench")
+        tracker = Tracker(f"sqlite:///{Path(tmp) / 'track' / 'mlflow.db'}", "bench",
+                          artifact_root=Path(tmp) / "track" / "art")
+        tracker.start()
+        costs = []
+        for spec, hist in zip(sweep.trials, histories):
+            t0 = time.perf_counter()
+            row = trial_row("bench", spec.to_dict(), hist, "ok", "node", "host", "")
+            store.record([row], {spec.trial_id: hist})
+            tracker.log_trial(row, spec.to_dict(), hist)
+            costs.append(time.perf_counter() - t0)
+        tracker.finish()
+        share = statistics.median(costs) / statistics.median(times)
+        rows.append(("tracking (Parquet + MLflow) / trial time", f"{100 * share:.1f} % "
+                     f"({1e3 * statistics.median(costs):.0f} ms per trial of {len(histories[0])} epochs)",
+                     "≤ 3 %", "met" if share <= 0.03 else "MISSED"))
+        # 4. memory
+        workers = sorted(watch.peaks.values())
+        driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rows.append(("peak RSS per trial worker process", (f"{max(workers):.0f} MB max over {len(workers)} workers"
+                     if workers else "not observed"), "reported", "-"))
+        rows.append(("peak RSS of the driver (this process)", f"{driver:.0f} MB", "reported", "-"))
+    return rows

@@ -1,0 +1,89 @@
+"""Trainer step timings on the 784-1024-1024-10 tanh MLP, batch 128, float32, no biases.
+
+Every figure is a ratio of times measured in the same process, interleaved, so
+that a noisy shared machine moves numerator and denominator together.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from trainers import TrainerConfig, make_trainer
+
+D_IN, WIDTH, D_OUT, BATCH = 784, 1024, 10, 128
+
+
+def _time(fn: Callable[[], object], reps: int) -> float:
+    """Median seconds per call of ``fn`` over ``reps`` calls (after two warm-up calls)."""
+    fn(), fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 5, reps: int = 10) -> dict[str, float]:
+    """Median over ``rounds`` of each function's median time, the functions taking turns."""
+    per = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            per[k].append(_time(fn, reps))
+    return {k: statistics.median(v) for k, v in per.items()}
+
+
+def _batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(BATCH, D_IN, generator=g), torch.randint(0, D_OUT, (BATCH,), generator=g)
+
+
+def _trainer_step(**fields) -> Callable[[], object]:
+    cfg = TrainerConfig(width=WIDTH, base_width=64, depth=3, lr=1e-3, **fields)
+    tr = make_trainer(cfg, D_IN, D_OUT)
+    x, y = _batch()
+    return lambda: tr.step(x, y)
+
+
+def _plain_torch_step() -> Callable[[], object]:
+    """The reference: nn.Linear + nn.Tanh + torch.optim.SGD, the same MSE loss."""
+    net = nn.Sequential(nn.Linear(D_IN, WIDTH, bias=False), nn.Tanh(), nn.Linear(WIDTH, WIDTH, bias=False),
+                        nn.Tanh(), nn.Linear(WIDTH, D_OUT, bias=False))
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    x, y = _batch()
+    target = nn.functional.one_hot(y, D_OUT).float()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = 0.5 * (net(x) - target).pow(2).sum() / BATCH
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+    return step
+
+
+def _two_products() -> Callable[[], object]:
+    """The floor of one PC inference step: two 128×1024×1024 matrix products."""
+    a, w1, w2 = torch.randn(BATCH, WIDTH), torch.randn(WIDTH, WIDTH), torch.randn(WIDTH, WIDTH)
+    return lambda: (a @ w1, a @ w2)
+
+
+def bench_trainers(rounds: int = 5, reps: int = 10, include: tuple[str, ...] = ("pc", "tp")) -> dict[str, float]:
+    """Seconds per step of each variant (medians), measured interleaved in this process."""
+    fns: dict[str, Callable[[], object]] = {
+        "bp_sp": _trainer_step(algorithm="bp", parametrization="sp"),
+        "bp_mup": _trainer_step(algorithm="bp", parametrization="mup"),
+        "plain_torch": _plain_torch_step(),
+        "two_products": _two_products(),
+    }
+    if "pc" in include:
+        for t in (5, 20):
+            fns[f"pc_T{t}"] = _trainer_step(algorithm="pc", parametrization="mup", inference_steps=t)
+    if "tp" in include:
+        fns["tp"] = _trainer_step(algorithm="tp", parametrization="mup")
+    return interleaved(fns, rounds=rounds, reps=reps)
