@@ -155,13 +155,15 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from .cmd_sweep import SMOKE, _add_sweep, _run_sweep
+
     codes = []
     for par in ("mup", "sp"):
         print(f"\n== coordinate check: BP {par}, SGD, widths 64..2048 ==")
         codes.append(_run_coord(build_ns(_add_coord, ["--parametrization", par, "--out",
                                                       f"{args.results}/coord_check/bp_{par}_sgd"])))
-    print("\n== BP muP, width 256, 1 epoch on a 10k Fashion-MNIST subset ==")
-    codes.append(_run_train(build_ns(_add_train, ["algorithm=bp", "parametrization=mup", "width=256", "lr=0.1"])))
+    print(f"\n== sweep {SMOKE.name}: BP under SP and muP, widths 64 and 256, 4 learning rates, on Ray Tune ==")
+    codes.append(_run_sweep(build_ns(_add_sweep, [str(SMOKE), "--results", args.results])))
     return max(codes)
 
 
@@ -177,5 +179,5 @@ COMMANDS = {
     "train": ("Train one network on Fashion-MNIST and print its learning curve.", _add_train, _run_train),
     "fetch-data": ("Find Fashion-MNIST on disk, or download it (checksummed) into the user cache.",
                    _add_fetch, _run_fetch),
-    "demo": ("The demo: coordinate checks and a short BP run.", _add_demo, _run_demo),
+    "demo": ("The demo: coordinate checks, then search_spaces/smoke.yaml swept on Ray Tune.", _add_demo, _run_demo),
 }

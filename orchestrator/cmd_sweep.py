@@ -11,6 +11,8 @@ from pathlib import Path
 
 from .errors import BadInput
 
+SMOKE = Path(__file__).resolve().parent.parent / "search_spaces" / "smoke.yaml"
+
 
 # ---- sweep -----------------------------------------------------------------------
 def _add_sweep(p: argparse.ArgumentParser) -> None:
