@@ -1,0 +1,73 @@
+"""MLflow tracking: nested runs per trial, back-fill from Parquet, and an unreachable server."""
+
+import socket
+import time
+
+import pandas as pd
+import pytest
+
+from orchestrator.results_store import trial_row
+from orchestrator.tracking import Tracker, default_tracking_uri
+
+
+def _spec(tid, lr):
+    return {"trial_id": tid, "trainer": {"algorithm": "bp", "parametrization": "mup", "optimizer": "sgd",
+                                         "model": "mlp", "width": 32, "base_width": 16, "depth": 3, "lr": lr,
+                                         "inference_steps": 20, "seed": 0},
+            "data": {"dataset": "fmnist", "subset": 100}, "train": {"epochs": 2}, "swept": ["lr"]}
+
+
+def _hist(n):
+    return [{"epoch": e, "train_loss": 1.0 / e, "test_loss": 2.0 / e, "test_acc": 0.1 * e, "wall_s": float(e)}
+            for e in range(1, n + 1)]
+
+
+def test_default_uri_prefers_config_then_environment_then_sqlite(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://x:1")
+    assert default_tracking_uri(tmp_path) == "http://x:1"
+    assert default_tracking_uri(tmp_path, "sqlite:///y.db") == "sqlite:///y.db"
+
+
+def test_unreachable_server_turns_tracking_off_quickly(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.time()
+    tr = Tracker(f"http://127.0.0.1:{port}", "s")
+    assert tr.start() is False
+    tr.log_trial(trial_row("s", _spec("a", 0.1), _hist(1), "ok"), _spec("a", 0.1), _hist(1))  # a no-op
+    assert time.time() - t0 < 30
+    err = capsys.readouterr().err
+    assert err.count("unreachable") == 1 and "mutransfer sync" in err
+
+
+@pytest.mark.slow
+def test_nested_runs_back_fill_and_half_logged_runs(tmp_path):
+    """About 10-20 s: creates a SQLite tracking store."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    specs = {t: _spec(t, lr) for t, lr in (("a", 0.1), ("b", 0.2), ("c", 0.4))}
+    tr = Tracker(uri, "s", artifact_root=tmp_path / "art")
+    assert tr.start()
+    tr.log_trial(trial_row("s", specs["a"], _hist(2), "ok"), specs["a"], _hist(2))
+    # a run left RUNNING by a driver that died while logging it
+    half = tr.client.create_run(tr.experiment_id, run_name="b", tags={
+        "mlflow.parentRunId": tr.parent_id, "mutransfer.sweep": "s", "mutransfer.role": "trial",
+        "mutransfer.trial_id": "b"})
+    tr2 = Tracker(uri, "s", artifact_root=tmp_path / "art")
+    assert tr2.start() and tr2._logged == {"a"} and tr2.parent_id == tr.parent_id
+    trials = pd.DataFrame([trial_row("s", specs[t], _hist(2), "ok") for t in "abc"])
+    hist = pd.DataFrame([{"trial_id": t, **h} for t in "abc" for h in _hist(2)])
+    assert tr2.sync(trials, hist, specs) == 2
+    assert tr2.sync(trials, hist, specs) == 0
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([tr.experiment_id], filter_string="tags.`mutransfer.role` = 'trial'")
+    assert sorted(r.info.run_name for r in runs) == ["a", "b", "c"]
+    assert half.info.run_id not in {r.info.run_id for r in runs}
+    b = next(r for r in runs if r.info.run_name == "b")
+    assert b.data.params["trainer.lr"] == "0.2" and b.data.tags["mlflow.parentRunId"] == tr.parent_id
+    assert [m.value for m in sorted(client.get_metric_history(b.info.run_id, "test_loss"), key=lambda m: m.step)] \
+        == [2.0, 1.0]
