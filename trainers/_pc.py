@@ -124,6 +124,14 @@ class PCTrainer(Trainer):
         return hidden + self.gammas[-1] * self.loss_fn(mu_L, target)
 
     # ---- inference ---------------------------------------------------------
+    def _lowest_active(self, t: int) -> int:
+        """Lowest hidden index (0-based) whose activity can change at step t (0-based).
+
+        From the feedforward pass every hidden error starts at exactly 0 and the output error
+        reaches one layer further down per step, so layers below L−2−t are skipped (exact).
+        """
+        return max(0, self.cfg.depth - 2 - t) if self.cfg.pc_init == "forward" else 0
+
     @torch.no_grad()
     def infer(self, x: torch.Tensor, target: torch.Tensor) -> dict:
         """Run inference on a batch.
@@ -154,17 +162,19 @@ class PCTrainer(Trainer):
                     xs[l] = mus[l] + back  # = x_l − (1/γ_l) ∂F/∂x_l, since x_l − e_l = μ_l
             else:
                 beta = self.inference_lr
-                for _ in range(cfg.inference_steps):
-                    errs = [xl - ml for xl, ml in zip(xs, mus)] + [e_L]
-                    for l in range(L - 1):
-                        back = (errs[l + 1] @ Ws[l + 1]).mul_(g[l + 1] * alphas[l + 1]).mul_(dphis[l])
-                        xs[l].sub_(errs[l].mul(g[l]).sub_(back), alpha=beta)
+                for t in range(cfg.inference_steps):
+                    lo = self._lowest_active(t)
+                    errs = [None] * lo + [xl - ml for xl, ml in zip(xs[lo:], mus[lo:-1])] + [e_L]
+                    for l in range(lo, L - 1):
+                        back = errs[l + 1] @ Ws[l + 1]
+                        xs[l].add_(errs[l], alpha=-beta * g[l]).addcmul_(
+                            dphis[l], back, value=beta * g[l + 1] * alphas[l + 1])
             errs = [xl - ml for xl, ml in zip(xs, mus)] + [e_L]
             inputs = [x] + [p[0] for p in pairs]
             mu_L = h[-1]
         else:
             mu1 = h[0]  # W_1 x_0 never changes during inference: cached
-            psis_dphis = pairs if cfg.pc_init == "forward" else [self._pair(xl) for xl in xs]
+            psis_dphis = list(pairs) if cfg.pc_init == "forward" else [self._pair(xl) for xl in xs]
             mus = list(h) if cfg.pc_init == "forward" else (
                 [mu1] + [self._predict(psis_dphis[l - 1][0], Ws[l], bs[l], alphas[l]) for l in range(1, L)])
             if cfg.sequential_inference:
@@ -180,14 +190,17 @@ class PCTrainer(Trainer):
                 mus = [mu1] + [self._predict(psis_dphis[l - 1][0], Ws[l], bs[l], alphas[l]) for l in range(1, L)]
             else:
                 beta = self.inference_lr
-                for _ in range(cfg.inference_steps):
-                    errs = [xl - ml for xl, ml in zip(xs, mus)] + [self._output_error(mus[-1], target)]
-                    for l in range(L - 1):
-                        back = (errs[l + 1] @ Ws[l + 1]).mul_(g[l + 1] * alphas[l + 1]).mul_(psis_dphis[l][1])
-                        xs[l].sub_(errs[l].mul_(g[l]).sub_(back), alpha=beta)
-                    psis_dphis = [self._pair(xl) for xl in xs]
-                    mus = [mu1] + [self._predict(psis_dphis[l - 1][0], Ws[l], bs[l], alphas[l])
-                                   for l in range(1, L)]
+                for t in range(cfg.inference_steps):
+                    lo = self._lowest_active(t)
+                    errs = ([None] * lo + [xl - ml for xl, ml in zip(xs[lo:], mus[lo:-1])]
+                            + [self._output_error(mus[-1], target)])
+                    for l in range(lo, L - 1):
+                        back = errs[l + 1] @ Ws[l + 1]
+                        xs[l].add_(errs[l], alpha=-beta * g[l]).addcmul_(
+                            psis_dphis[l][1], back, value=beta * g[l + 1] * alphas[l + 1])
+                    for l in range(lo, L - 1):
+                        psis_dphis[l] = self._pair(xs[l])
+                        mus[l + 1] = self._predict(psis_dphis[l][0], Ws[l + 1], bs[l + 1], alphas[l + 1])
             errs = [xl - ml for xl, ml in zip(xs, mus)] + [self._output_error(mus[-1], target)]
             inputs = [x] + [p[0] for p in psis_dphis]
             mu_L = mus[-1]

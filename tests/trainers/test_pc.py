@@ -86,6 +86,48 @@ def test_fixed_prediction_converges_to_bp():
     assert _max_rel_err(pc.update_direction(x, y), bp.update_direction(x, y)) < 1e-8
 
 
+def _reference_inference(pc, x, target, steps, beta):
+    """Plain autograd gradient descent on F (the definition), for checking the explicit arithmetic."""
+    model, g = pc.model, pc.gammas
+    h = [t.detach() for t in model.preactivations(x)]
+    xs = [t.clone() if pc.cfg.pc_init == "forward" else torch.zeros_like(t) for t in h[:-1]]
+
+    def energy(xs):
+        inp, total = x, 0.0
+        for l, layer in enumerate(model.layers):
+            mu = layer(inp) * model.multipliers[l]
+            if l < len(xs):
+                total = total + g[l] / 2 * (xs[l] - mu).pow(2).sum()
+                inp = model.phi(xs[l])
+            else:
+                total = total + g[l] * pc.loss_fn(mu, target) * x.shape[0]
+        return total
+
+    for _ in range(steps):
+        xs = [t.detach().requires_grad_(True) for t in xs]
+        with torch.enable_grad():
+            grads = torch.autograd.grad(energy(xs), xs)
+        xs = [t - beta * gr for t, gr in zip(xs, grads)]
+    return [t.detach() for t in xs]
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+@pytest.mark.parametrize("init", ["forward", "zero"])
+def test_explicit_inference_matches_autograd_reference(init, loss):
+    cfg = TrainerConfig(algorithm="pc", dtype="float64", depth=5, width=32, bias=True, loss=loss,
+                        pc_init=init, inference_steps=7, inference_lr=0.15)
+    pc = PCTrainer(cfg, 16, 5, gammas=(0.8, 1.3, 0.6, 1.1, 2.0))
+    with torch.no_grad():
+        for layer in pc.model.layers:
+            layer.bias.normal_(0, 0.1)
+    x, y = _batch(labels=loss == "ce")
+    target = pc.targets(y)
+    got = pc.infer(x, target)["xs"]
+    ref = _reference_inference(pc, x, target, 7, 0.15)
+    for a, b in zip(got, ref):
+        assert float((a - b).norm() / b.norm()) < 1e-12
+
+
 def test_inference_descends_the_energy():
     cfg = TrainerConfig(algorithm="pc", dtype="float64", depth=4, width=64, inference_lr=0.1)
     x, y = _batch()
