@@ -91,6 +91,7 @@ def plot_loss_vs_lr(result: TransferResult, path: str | Path) -> Path:
             if len(best):  # zoom on the basin: up to 3x the base curve's spread above the best loss
                 top = best.max() + 3 * max(float(np.median(vals) - best.min()), 1e-12)
                 hi = min(hi, top) if result.mode == "min" else hi
+                lo, hi = min(lo, best.min()), max(hi, best.max())  # the fitted optimum may lie below the grid
             pad = 0.05 * (hi - lo if hi > lo else 1.0)
             for n, (w, c) in enumerate(cur.groupby("width")):
                 ax.plot(c.lr, sign * c.loss.where(np.isfinite(c.loss)), marker="o", ms=3, color=colors[w],

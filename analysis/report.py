@@ -165,7 +165,8 @@ def _blocks(result: TransferResult, logs: SweepLogs | None, pngs: dict) -> list[
                    ("img", pngs["lr_star"].name, "optimal learning rate against width")]
     cols = [*result.keys, "width", *SUMMARY_COLUMNS, "n_seeds", "n_diverged", "refined", "at_edge"]
     blocks += [("h2", "Per width"),
-               ("p", "regret = (loss at the base width's η* − best loss) / |best loss| at that width; "
+               ("p", "best_loss = lowest mean loss measured at that width; regret = (loss at the base width's η* "
+                     "− best_loss) / |best_loss|, floored at 0; "
                      "refined = quadratic fit used; at_edge = best grid point at the edge of the grid (η* censored)."),
                ("table", summary_table(result)[cols])]
     if "curves" in pngs:

@@ -6,11 +6,15 @@ Per (algorithm, parametrization, inference_steps, width), from the loss L(η) of
     η* = 2^x*,  x* = argmin of the parabola through (log2 η, mean_seeds L) at the best
                 grid point and its two neighbours (the grid point itself when a neighbour
                 is missing or diverged, or the parabola is not convex)
-    regret(w) = (L_w(η*_base) − L_w(η*_w)) / |L_w(η*_w)|
+    regret(w) = max(0, L_w(η*_base) − min_grid L_w) / |min_grid L_w|
     drift k   = slope of log2 η*(w) against log2 w (least squares)
 
 Intervals come from a bootstrap over seeds (resampled with replacement at each width); the
 drift interval is the wider of that bootstrap's and the least-squares 95 % t-interval.
+L_w(η*_base) is measured where η*_base is on the grid (as in a verify run), else read off the
+parabola (inside its three points) or interpolated linearly. The best loss is the lowest one
+measured, not the parabola's minimum: with an asymmetric basin (a cliff next to the optimum)
+the parabola's minimum can lie far below every measurement.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ class TransferResult:
 
     Attributes:
         keys: group columns of a verdict (BASE_KEYS plus every other swept key that varies).
-        per_width: one row per (keys, width): ``lr_star, lr_star_lo, lr_star_hi, best_loss,
-            regret`` and diagnostics (``n_seeds, n_lr, n_diverged, refined, at_edge``).
+        per_width: one row per (keys, width): ``lr_star, lr_star_lo, lr_star_hi, best_loss``
+            (lowest mean loss measured), ``regret`` and diagnostics (``n_seeds, n_lr, n_diverged, refined, at_edge``).
         groups: one row per keys: ``base_width, lr_star_base, drift_exponent, drift_lo,
             drift_hi, max_regret, wider_better_frac, wider_better_rho, verdict, verdict_reason``.
         curves: mean loss over seeds per (keys, width, lr), the data of the plots.
@@ -258,8 +262,10 @@ def _analyze_group(g: pd.DataFrame, base_width: int | None, n_boot: int, rng: np
         finite_reps = boot[w][np.isfinite(boot[w])]
         lo, hi = (np.percentile(finite_reps, [2.5, 97.5]) if len(finite_reps) else (np.nan, np.nan))
         at_base = loss_at(p["x"], p["mean"], base.x, opt)
-        best = opt.loss
-        regret = (at_base - best) / abs(best) if np.isfinite(best) and best != 0 else np.nan
+        finite = p["mean"][np.isfinite(p["mean"])]
+        best = float(finite.min()) if len(finite) else np.inf
+        regret = max(0.0, (at_base - best) / abs(best)) if np.isfinite(best) and best != 0 and not np.isnan(
+            at_base) else np.nan
         if w == base_width:
             regret = 0.0 if np.isfinite(best) else np.nan
         rows.append({"width": int(w), "lr_star": 2 ** opt.x, "lr_star_lo": 2 ** lo, "lr_star_hi": 2 ** hi,
