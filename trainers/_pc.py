@@ -31,6 +31,12 @@ _PAIRS = {
     "linear": lambda h: (h, torch.ones_like(h)),
 }
 
+# loss -> (μ_L, target) ↦ e_L = −∂ℓ/∂μ_L for one sample's ℓ (the trainer's loss_fn times B)
+_OUTPUT_ERRORS = {
+    "mse": lambda mu, y: y - mu,
+    "ce": lambda mu, y: F.one_hot(y, mu.shape[1]).to(mu.dtype).sub_(torch.softmax(mu, dim=1)),
+}
+
 # ---- parametrization tables -------------------------------------------------
 # extras: gamma_hidden / gamma_output (γ_l = m^e), inference_lr (β = inference_lr · m^e).
 
@@ -111,7 +117,7 @@ class PCTrainer(Trainer):
 
     def _output_error(self, mu_L: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """e_L = −∂ℓ/∂μ_L per sample: y − μ_L (MSE) or onehot(y) − softmax(μ_L) (CE)."""
-        return self.loss_grad(mu_L, target).mul_(-mu_L.shape[0])
+        return _OUTPUT_ERRORS[self.cfg.loss](mu_L, target)
 
     @staticmethod
     def _predict(psi: torch.Tensor, w: torch.Tensor, b, alpha: float) -> torch.Tensor:
