@@ -21,3 +21,10 @@ __all__ = [
     "load_dataset", "load_fashion_mnist", "make_teacher_student", "make_trainer", "read_idx",
     "register_table", "resolve_table", "train",
 ]
+
+from ._pc import PC_TABLES, PCTrainer  # noqa: E402
+from ._pc_theory import (direction_cosines, gauss_newton_direction, linear_pc_coupling,  # noqa: E402
+                         linear_pc_direction, linear_pc_fixed_point, output_jacobians)
+
+__all__ += ["PC_TABLES", "PCTrainer", "direction_cosines", "gauss_newton_direction", "linear_pc_coupling",
+            "linear_pc_direction", "linear_pc_fixed_point", "output_jacobians"]

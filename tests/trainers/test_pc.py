@@ -207,7 +207,6 @@ def test_tables_and_gammas():
 @pytest.mark.slow
 def test_two_epochs_fashion_mnist_mup():
     """PC μP (γ̄_L = 0, T = 20, simultaneous inference) on a 10k subset: > 0.75 test accuracy."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     data = load_fashion_mnist(subset=10000)
     cfg = TrainerConfig(algorithm="pc", parametrization="mup", width=256, depth=3, lr=0.1,
                         inference_steps=20, inference_lr=0.1)
