@@ -101,7 +101,7 @@ class TrainerConfig:
             raise ValueError(f"depth={self.depth!r} must be at least 2 (input and output layers)")
         if not float(self.feedback_ridge) >= 0:
             raise ValueError(f"feedback_ridge={self.feedback_ridge!r} must be >= 0")
-        for key in ("lr", "inference_lr", "feedback_lr", "target_step", "diverge_loss"):
+        for key in ("lr", "inference_lr", "feedback_lr", "target_step", "feedback_noise", "diverge_loss"):
             if not float(getattr(self, key)) > 0:
                 raise ValueError(f"{key}={getattr(self, key)!r} must be > 0")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):

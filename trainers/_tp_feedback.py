@@ -8,9 +8,9 @@ Targets travel down with the difference correction (Lee et al., 2015)
     ĥ_{k−1} = g_k(ĥ_k) + h_{k−1} − g_k(h_k),   i.e.   δ_{k−1} = g_k(h_k + δ_k) − g_k(h_k),
 
 and each g_k is trained on the difference reconstruction loss of Meulemans et al. (2020),
-with noise ε ~ N(0, σ²) on the layer's input h_{k−1}:
+with noise ε ~ N(0, σ²) on the layer's input h_{k−1} (per unit noise variance):
 
-    DRL_k = 1/(2S) Σ_s ||g_k(f_k(h_{k−1} + ε_s)) − g_k(f_k(h_{k−1})) − ε_s||²,
+    DRL_k = 1/(2Sσ²) Σ_s ||g_k(f_k(h_{k−1} + ε_s)) − g_k(f_k(h_{k−1})) − ε_s||²,
 
 so that the difference-corrected feedback inverts f_k locally, around the current activities.
 """
@@ -87,15 +87,19 @@ def drl_samples(layer: nn.Linear, multiplier: float, phi, psi, h_in: torch.Tenso
                 h_out: torch.Tensor, noise: float, gen: torch.Generator | None = None):
     """One noise draw of the DRL's regression pairs for forward layer f(h) = α W φ(h) (+ α b).
 
+    Both are divided by σ, so the DRL is per unit noise variance and its gradient (hence the
+    feedback learning rate) does not depend on σ:
+
+        DRL = 1/(2Sσ²) Σ_s ||g(f(h + ε_s)) − g(f(h)) − ε_s||²  =  ½ mean ||u Qᵀ − e||².
+
     Returns:
-        (u, e): e = ε ~ N(0, noise²) shaped like h_in, and
-        u = ψ(f(h_in + ε)) − ψ(h_out), the feedback's input difference; DRL = ½ mean ||u Qᵀ − e||².
+        (u, e): e = ε/σ with ε ~ N(0, σ²) shaped like h_in, and u = (ψ(f(h_in + ε)) − ψ(h_out))/σ.
     """
-    e = torch.randn(h_in.shape, generator=gen, device=h_in.device, dtype=h_in.dtype) * noise
-    out = layer(phi(h_in + e))
+    eps = torch.randn(h_in.shape, generator=gen, device=h_in.device, dtype=h_in.dtype) * noise
+    out = layer(phi(h_in + eps))
     if multiplier != 1.0:
         out = out * multiplier
-    return psi(out) - psi(h_out), e
+    return (psi(out) - psi(h_out)) / noise, eps / noise
 
 
 @torch.no_grad()
