@@ -1,0 +1,84 @@
+"""The optimum of one loss curve L(x), x = log2 η: a quadratic fit around the best grid point.
+
+    x̂ = −b / (2a) of the parabola a x² + b x + c through the best grid point and its two
+    neighbours (the grid point itself when a neighbour is missing or diverged, or the
+    parabola is not convex); diverged points are L = +inf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Optimum:
+    """The optimum of one loss curve L(x), x = log2 η.
+
+    Attributes:
+        x: log2 η* (NaN when every point diverged).
+        loss: the loss at the optimum (the parabola's minimum when refined, else the grid's).
+        refined: the quadratic fit was used.
+        at_edge: the best grid point is the smallest or largest η of the grid (η* is censored).
+        coef: the parabola's coefficients (highest power first) and its x range, when refined.
+    """
+
+    x: float
+    loss: float
+    refined: bool
+    at_edge: bool
+    coef: tuple | None = None
+
+
+def optimum(x: np.ndarray, loss: np.ndarray) -> Optimum:
+    """The optimum of a loss curve by a quadratic fit around its best grid point.
+
+    x̂ = −b / (2a) of the parabola a x² + b x + c through the best point and its two
+    neighbours, kept within their range; the grid point itself when a neighbour is missing,
+    diverged (+inf), or the parabola is not convex.
+
+    Args:
+        x: sorted log2 learning rates.
+        loss: the loss at each, +inf where diverged.
+
+    Returns:
+        The :class:`Optimum`.
+    """
+    x, loss = np.asarray(x, float), np.asarray(loss, float)
+    finite = np.isfinite(loss)
+    if not finite.any():
+        return Optimum(np.nan, np.inf, False, False)
+    i = int(np.argmin(np.where(finite, loss, np.inf)))
+    at_edge = i == 0 or i == len(x) - 1
+    if at_edge or not (finite[i - 1] and finite[i + 1]):
+        return Optimum(float(x[i]), float(loss[i]), False, at_edge)
+    xs, ys = x[i - 1:i + 2], loss[i - 1:i + 2]
+    a, b, c = np.polyfit(xs, ys, 2)
+    if not a > 0:
+        return Optimum(float(x[i]), float(loss[i]), False, False)
+    xv = float(np.clip(-b / (2 * a), xs[0], xs[-1]))
+    return Optimum(xv, float(np.polyval((a, b, c), xv)), True, False, ((a, b, c), xs[0], xs[-1]))
+
+
+def loss_at(x: np.ndarray, loss: np.ndarray, x0: float, opt: Optimum | None = None) -> float:
+    """The loss of a curve at log2 η = x0.
+
+    The optimum's parabola where x0 lies within its fit range, else linear interpolation
+    between the grid points around x0 (+inf if one of them diverged); NaN outside the grid.
+    """
+    x, loss = np.asarray(x, float), np.asarray(loss, float)
+    if not np.isfinite(x0) or len(x) == 0 or x0 < x[0] - 1e-9 or x0 > x[-1] + 1e-9:
+        return np.nan
+    if opt is not None and opt.coef is not None and opt.coef[1] - 1e-9 <= x0 <= opt.coef[2] + 1e-9:
+        return float(np.polyval(opt.coef[0], x0))
+    j = int(np.searchsorted(x, x0))
+    if j < len(x) and abs(x[j] - x0) < 1e-9:
+        return float(loss[j])
+    if j > 0 and abs(x[j - 1] - x0) < 1e-9:
+        return float(loss[j - 1])
+    lo, hi = loss[j - 1], loss[j]
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return np.inf
+    w = (x0 - x[j - 1]) / (x[j] - x[j - 1])
+    return float((1 - w) * lo + w * hi)
