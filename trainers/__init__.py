@@ -28,3 +28,9 @@ from ._pc_theory import (direction_cosines, gauss_newton_direction, linear_pc_co
 
 __all__ += ["PC_TABLES", "PCTrainer", "direction_cosines", "gauss_newton_direction", "linear_pc_coupling",
             "linear_pc_direction", "linear_pc_fixed_point", "output_jacobians"]
+
+from ._alignment import Alignment, alignment_exponent  # noqa: E402
+from ._tp import TP_TABLES, TPTrainer  # noqa: E402
+from ._tp_feedback import FEEDBACK_KINDS  # noqa: E402
+
+__all__ += ["Alignment", "FEEDBACK_KINDS", "TPTrainer", "TP_TABLES", "alignment_exponent"]
