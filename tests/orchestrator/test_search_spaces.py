@@ -1,0 +1,34 @@
+"""Every file in search_spaces/ loads, validates and expands to the study it says it is."""
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import load_sweep
+
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+@pytest.mark.parametrize("name, algorithm, trials", [
+    ("bp_mlp_fmnist", "bp", 390), ("pc_mlp_fmnist", "pc", 390), ("tp_mlp_fmnist", "tp", 390),
+    ("pc_inference_steps", "pc", 880), ("smoke", "bp", 16),
+])
+def test_study_expands(name, algorithm, trials):
+    sweep = load_sweep(SPACES / f"{name}.yaml")
+    assert sweep.name == name and len(sweep.trials) == trials
+    cfgs = [t.trainer for t in sweep.trials]
+    assert {c["algorithm"] for c in cfgs} == {algorithm}
+    assert {c["depth"] for c in cfgs} == {3} and {c["activation"] for c in cfgs} == {"tanh"}
+    assert {c["dataset"] if "dataset" in c else sweep.config.data.dataset for c in cfgs} == {"fmnist"}
+    for c in cfgs:  # learning rates are powers of two
+        assert float(c["lr"]).hex().startswith("0x1.0000000000000p")
+    if name != "smoke":
+        assert {c["parametrization"] for c in cfgs} >= {"mup"}
+        assert max(c["width"] for c in cfgs) == 1024 and min(c["width"] for c in cfgs) == 64
+    if name == "pc_inference_steps":
+        assert sorted({c["inference_steps"] for c in cfgs}) == [1, 5, 20, 50, 100]
+
+
+def test_every_file_is_covered():
+    assert sorted(p.stem for p in SPACES.glob("*.yaml")) == sorted(
+        ["bp_mlp_fmnist", "pc_mlp_fmnist", "tp_mlp_fmnist", "pc_inference_steps", "smoke"])

@@ -1,0 +1,83 @@
+"""`mutransfer ui` over HTTP on 127.0.0.1, and the README's demo through the real sweep path (slow)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from orchestrator.results_store import trial_row
+from orchestrator.tracking import Tracker
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_the_sweeps_runs_on_localhost(tmp_path):
+    """About 20-40 s: a SQLite store with one sweep, then a real MLflow server."""
+    results = tmp_path / "results"
+    spec = {"trial_id": "abc123", "trainer": {"algorithm": "bp", "parametrization": "mup", "optimizer": "sgd",
+                                              "model": "mlp", "width": 32, "base_width": 16, "depth": 3,
+                                              "lr": 0.1, "inference_steps": 20, "seed": 0},
+            "data": {"dataset": "fmnist"}, "train": {"epochs": 1}, "swept": ["lr"]}
+    hist = [{"epoch": 1, "train_loss": 0.5, "test_loss": 0.4, "test_acc": 0.8, "wall_s": 1.0}]
+    tr = Tracker(f"sqlite:///{results.resolve() / 'mlflow.db'}", "uisweep")
+    assert tr.start()
+    tr.log_trial(trial_row("uisweep", spec, hist, "ok"), spec, hist)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "--results", str(results),
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline, up = time.time() + 120, False
+        while time.time() < deadline and proc.poll() is None and not up:
+            try:
+                up = urllib.request.urlopen(base + "/health", timeout=2).status == 200
+            except OSError:
+                time.sleep(0.5)
+        assert up, proc.stdout.read().decode()[-2000:] if proc.poll() is not None else "no answer in 120 s"
+        assert urllib.request.urlopen(base + "/", timeout=10).status == 200  # the UI page
+        req = urllib.request.Request(base + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=uisweep")
+        exp = json.load(urllib.request.urlopen(req, timeout=10))["experiment"]
+        body = json.dumps({"experiment_ids": [exp["experiment_id"]]}).encode()
+        req = urllib.request.Request(base + "/api/2.0/mlflow/runs/search", data=body,
+                                     headers={"Content-Type": "application/json"})
+        runs = json.load(urllib.request.urlopen(req, timeout=10))["runs"]
+        assert sorted(r["info"]["run_name"] for r in runs) == ["abc123", "uisweep"]
+        # bound to 127.0.0.1 only: the listening socket is not on all interfaces
+        listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+        local = [line.split()[3] for line in listening.splitlines() if line.strip()]
+        assert local and all(a == f"127.0.0.1:{port}" for a in local), listening
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_readme_demo_runs_smoke_yaml_through_the_sweep(tmp_path, ray_env):
+    """About 2-4 min on 2 busy CPUs: two coordinate checks and the 16-trial smoke sweep."""
+    results = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "demo", "--results", str(results)],
+                          env=ray_env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    trials = pd.read_parquet(results / "smoke" / "trials.parquet")
+    assert len(trials) == 16 and trials.trial_id.is_unique
+    assert set(trials.parametrization) == {"sp", "mup"} and set(trials.width) == {64, 256}
+    assert (trials.status == "ok").sum() >= 8
+    assert (results / "mlflow.db").exists() and (results / "coord_check" / "bp_mup_sgd" / "coord_check.png").exists()
