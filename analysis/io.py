@@ -24,6 +24,9 @@ def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> Path:
             pq.write_table(pa.Table.from_pandas(df, preserve_index=False), fh)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
