@@ -14,6 +14,7 @@ The output's direction is β × BP's; the rest depends only on the feedback maps
 
 from __future__ import annotations
 
+import math
 from types import MappingProxyType
 
 import torch
@@ -106,17 +107,21 @@ class TPTrainer(Trainer):
         draws: dict[str, list] = {n: [] for n in names}
         first_loss, finite = None, True
         for _ in range(cfg.feedback_steps):
-            losses, grads = 0.0, {}
+            losses, grads, pairs = 0.0, {}, {}
             for k, name in enumerate(names, start=1):
-                u, e = sampler(model.layers[k], model.multipliers[k], model.phi, self.psi,
-                               hs[k - 1], hs[k], cfg.feedback_noise, self.noise_gen)
-                value, grads[f"{name}.weight"] = drl_grad(self.feedback[name].weight, u, e)
-                losses += float(value)
-                draws[name].append((u, e))
+                pairs[name] = u, e = sampler(model.layers[k], model.multipliers[k], model.phi, self.psi,
+                                             hs[k - 1], hs[k], cfg.feedback_noise, self.noise_gen)
+                q = self.feedback[name].weight
+                if self.feedback_optimizer is None:  # the loss only: Q is solved for below
+                    losses += 0.5 * float((u @ q.T - e).pow(2).sum()) / u.shape[0]
+                else:
+                    value, grads[f"{name}.weight"] = drl_grad(q, u, e)
+                    losses += float(value)
             first_loss = losses if first_loss is None else first_loss
             if self.feedback_optimizer is None:
+                for name in names:
+                    draws[name].append(pairs[name])
                 continue
-            draws = {n: [] for n in names}
             if not all(bool(torch.isfinite(g).all()) for g in grads.values()):
                 finite = False
                 break
@@ -182,12 +187,11 @@ class TPTrainer(Trainer):
             return stats
         fb = self.update_feedback(x, hs)
         stats["feedback_loss"] = fb["feedback_loss"]
-        if not fb["feedback_finite"] or self._is_diverged(fb["feedback_loss"]):
+        if not (fb["feedback_finite"] and math.isfinite(fb["feedback_loss"])):
             return stats
         directions = self._local_directions(x, hs, self._deltas(hs, target))
         if not all(bool(torch.isfinite(d).all()) for d in directions.values()):
             return stats
-        with torch.enable_grad():
-            self._apply(directions)
+        self._apply(directions)
         stats["diverged"] = False
         return stats

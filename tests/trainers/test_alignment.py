@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from trainers import TrainerConfig, make_trainer, make_teacher_student
-from trainers._alignment import alignment_exponent
+from trainers import TrainerConfig, alignment_exponent, make_teacher_student, make_trainer
 
 WIDTHS = (64, 128, 256, 512, 1024, 2048)
 

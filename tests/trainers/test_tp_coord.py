@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import trainers._param as param
-from trainers import TrainerConfig, coord_check
-from trainers._alignment import alignment_exponent
+from trainers import TrainerConfig, alignment_exponent, coord_check
 
 WIDTHS = (64, 128, 256, 512, 1024, 2048)
 
