@@ -163,6 +163,36 @@ def gauss_newton_direction(model: MLP, x: torch.Tensor, y: torch.Tensor, per_sam
     return out
 
 
+@torch.no_grad()
+def activity_gauss_newton_direction(model: MLP, x: torch.Tensor, y: torch.Tensor, gammas: Sequence[float],
+                                    damping: float = 0.0) -> dict[str, torch.Tensor]:
+    """Gauss-Newton direction in activity space, weighted by the energy weights, per sample.
+
+    With J_l = ∂f/∂h_l at the feedforward pass and r = y − f(x), for each sample:
+
+        e_L = (λ I + Σ_{l<L} (γ_L/γ_l) J_l J_lᵀ)^{-1} r,   e_l = (γ_L/γ_l) J_lᵀ e_L,
+        direction_{W_l} = (γ_l α_l / B) e_lᵀ φ(h_{l−1}).
+
+    λ = 0 (``damping``) is the minimum-(Σ γ_l‖δh_l‖²) activity change that fits the linearised
+    network; λ = 1 is PC's equilibrium linearised at the feedforward pass (exact in a deep linear
+    network), so PC interpolates between the gradient (C → 0) and this direction (C ≫ I).
+    """
+    Ds, inputs, f = output_jacobians(model, x)
+    r = y.to(f.dtype) - f
+    B, C = r.shape
+    K = damping * torch.eye(C, dtype=f.dtype, device=f.device).expand(B, C, C)
+    for l, D in enumerate(Ds[:-1]):
+        K = K + (gammas[-1] / gammas[l]) * (D @ D.transpose(1, 2))
+    u = torch.linalg.solve(K, r.unsqueeze(2)).squeeze(2)
+    out = {}
+    for l, (layer, a, inp, D) in enumerate(zip(model.layers, model.multipliers, inputs, Ds)):
+        e = gammas[-1] / gammas[l] * torch.einsum("bc,bcn->bn", u, D)
+        out[f"layers.{l}.weight"] = gammas[l] * a / B * e.t() @ inp
+        if layer.bias is not None:
+            out[f"layers.{l}.bias"] = gammas[l] * a / B * e.sum(0)
+    return out
+
+
 def direction_cosines(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Cosine similarity per parameter, and over all parameters together (key ``all``).
 

@@ -6,7 +6,7 @@ from torch.func import functional_call, jvp
 
 from trainers import TrainerConfig, make_teacher_student, make_trainer
 from trainers._pc import PCTrainer
-from trainers._pc_theory import (direction_cosines, gauss_newton_direction, linear_pc_coupling,
+from trainers._pc_theory import (activity_gauss_newton_direction, direction_cosines, gauss_newton_direction, linear_pc_coupling,
                                  linear_pc_direction, linear_pc_fixed_point)
 
 @pytest.fixture(autouse=True)
@@ -75,6 +75,20 @@ def test_gauss_newton_direction_fits_the_linearised_network(per_sample):
     f, jd = jvp(lambda p: functional_call(model, p, (x,)), (params,), (d,))
     assert torch.allclose(jd, y - f, rtol=1e-8, atol=1e-10)
 
+
+def test_activity_gauss_newton_with_unit_damping_is_the_linear_pc_equilibrium():
+    """λ = 1 reproduces the deep-linear equilibrium errors e*_l (paired with feedforward inputs)."""
+    pc, gammas, x, y = _linear_pc(-1.0, 64)
+    closed = linear_pc_fixed_point(pc.model, x, y, gammas)
+    h = pc.model.preactivations(x)
+    inputs = [x] + [t.detach() for t in h[:-1]]
+    ref = {f"layers.{l}.weight": gammas[l] / x.shape[0] * e.t() @ inp
+           for l, (e, inp) in enumerate(zip(closed, inputs))}
+    d = activity_gauss_newton_direction(pc.model, x, y, gammas, damping=1.0)
+    assert max(float((d[k] - ref[k]).norm() / ref[k].norm()) for k in ref) < 1e-10
+    d0 = activity_gauss_newton_direction(pc.model, x, y, gammas, damping=0.0)
+    d0 = {k: d0[k] for k in ref}
+    assert direction_cosines(d0, ref)["all"] < 0.999
 
 def test_direction_cosines():
     a = {"w": torch.tensor([1.0, 0.0]), "v": torch.tensor([0.0, 2.0])}
