@@ -23,11 +23,13 @@ __all__ = [
 ]
 
 from ._pc import PC_TABLES, PCTrainer  # noqa: E402
-from ._pc_theory import (activity_gauss_newton_direction, direction_cosines, gauss_newton_direction, linear_pc_coupling,  # noqa: E402
-                         linear_pc_direction, linear_pc_fixed_point, output_jacobians)
+from ._pc_theory import (activity_gauss_newton_direction, direction_cosines,  # noqa: E402
+                         gauss_newton_direction, linear_pc_coupling, linear_pc_direction,
+                         linear_pc_fixed_point, output_jacobians)
 
-__all__ += ["PC_TABLES", "PCTrainer", "activity_gauss_newton_direction", "direction_cosines", "gauss_newton_direction", "linear_pc_coupling",
-            "linear_pc_direction", "linear_pc_fixed_point", "output_jacobians"]
+__all__ += ["PC_TABLES", "PCTrainer", "activity_gauss_newton_direction", "direction_cosines",
+            "gauss_newton_direction", "linear_pc_coupling", "linear_pc_direction", "linear_pc_fixed_point",
+            "output_jacobians"]
 
 from ._alignment import Alignment, alignment_exponent  # noqa: E402
 from ._tp import TP_TABLES, TPTrainer  # noqa: E402
