@@ -73,6 +73,36 @@ class Tracking:
 
 
 @dataclass
+class Objective:
+    """What "optimal" means for tune-base and the analysis; unset fields follow the top-level metric/mode."""
+
+    metric: Optional[str] = None  # final_train_loss, final_test_loss, final_test_acc (or without final_)
+    mode: Optional[str] = None    # min or max
+
+
+@dataclass
+class VerifySection:
+    """Thresholds of the transfer verdict, and the log2 learning-rate bracket around the base η* (verify)."""
+
+    max_drift: float = 0.2
+    max_regret: float = 0.05
+    bracket: list[float] = field(default_factory=lambda: [-2.0, -1.0, 0.0, 1.0, 2.0])
+
+
+@dataclass
+class SearchSection:
+    """Optuna at the base width (tune-base): ``space`` maps a trainer field to ``{low, high, log}``
+    or ``{choices: [...]}`` (empty: lr over the grid's lr range, log); the study lives in ``storage``
+    (an SQLAlchemy URL; default SQLite at ``<results>/<name>/optuna.db``)."""
+
+    space: dict[str, Any] = field(default_factory=dict)
+    trials: int = 20
+    storage: Optional[str] = None
+    seed: int = 0
+    max_concurrent: int = 0
+
+
+@dataclass
 class SweepConfig:
     """A sweep: fixed trainer fields, a grid over any trainer field, data, loop, and execution."""
 
@@ -87,10 +117,13 @@ class SweepConfig:
     max_concurrent: int = 0
     max_failures: int = 2
     tracking: Tracking = field(default_factory=Tracking)
+    objective: Objective = field(default_factory=Objective)
+    verify: VerifySection = field(default_factory=VerifySection)
+    search: SearchSection = field(default_factory=SearchSection)
 
 
-# Keys that say how a sweep runs, not what it computes: they may change between runs of one sweep.
-EXECUTION_KEYS = ("resources", "max_concurrent", "max_failures", "tracking")
+# Keys that say how a sweep runs (or is judged), not what its trials compute: they may change between runs.
+EXECUTION_KEYS = ("resources", "max_concurrent", "max_failures", "tracking", "objective", "verify", "search")
 
 
 @dataclass(frozen=True)
@@ -203,7 +236,9 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         raise BadInput(f"{src}: {('key ' + repr(key) + ': ') if key else ''}{_exc_line(exc)}") from None
     name = cfg.name or path.stem
     cfg.name = name
-    return Sweep(name=name, source=src, config=cfg, trials=expand(cfg, src))
+    trials = expand(cfg, src)
+    resolve_judging(cfg, src)
+    return Sweep(name=name, source=src, config=cfg, trials=trials)
 
 
 # ---- validation and grid expansion ----------------------------------------------------
@@ -315,3 +350,25 @@ def check_runnable(sweep: Sweep) -> None:
 def to_yaml(sweep: Sweep) -> str:
     """The resolved config as YAML (what goes to ``results/<sweep>/sweep.yaml``)."""
     return OmegaConf.to_yaml(sweep.config)
+
+
+def resolve_judging(cfg: DictConfig, src: str = "<config>") -> None:
+    """Fill and check ``objective`` (default: ``final_<metric>``, ``mode``) and ``verify`` in place.
+
+    Raises:
+        BadInput: an unknown objective metric or mode, a negative threshold, an empty bracket.
+    """
+    metric = cfg.objective.metric if cfg.objective.metric is not None else cfg.metric
+    short = metric.removeprefix("final_")
+    if short not in METRICS:
+        valid = [f"final_{m}" for m in METRICS]
+        raise BadInput(f"{src}: objective.metric={metric!r} is not one of {', '.join(valid)}{_suggest(metric, valid)}")
+    mode = cfg.objective.mode if cfg.objective.mode is not None else cfg.mode
+    if mode not in ("min", "max"):
+        raise BadInput(f"{src}: objective.mode={mode!r} is not one of min, max")
+    cfg.objective.metric, cfg.objective.mode = f"final_{short}", mode
+    for key in ("max_drift", "max_regret"):
+        if not cfg.verify[key] >= 0:
+            raise BadInput(f"{src}: verify.{key}={cfg.verify[key]!r} must be >= 0")
+    if not len(cfg.verify.bracket):
+        raise BadInput(f"{src}: verify.bracket is empty: give log2 offsets, e.g. [-2, -1, 0, 1, 2]")
