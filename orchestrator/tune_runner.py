@@ -92,9 +92,21 @@ class RecordingCallback(tune.Callback):
         self.recorder.completed(self._id(trial))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        err = trial.get_error()
-        text = str(err).strip().splitlines()[-1] if err is not None and str(err).strip() else "trial failed"
-        self.recorder.errored(self._id(trial), text[:500])
+        self.recorder.errored(self._id(trial), _error_text(trial))
+
+
+def _error_text(trial) -> str:
+    """The first line of the trial's last error (Tune writes it to the trial's local error file)."""
+    text = ""
+    try:
+        if trial.error_file and Path(trial.error_file).is_file():
+            text = Path(trial.error_file).read_text().rsplit("Failure #", 1)[-1]
+            text = "\n".join(text.splitlines()[1:])  # drop the "N (occurred at ...)" header
+        text = text or str(trial.get_error() or "")
+    except Exception:  # the message is a courtesy; never let it break the recording
+        pass
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return (lines[0] if lines else "trial failed")[:500]
 
 
 def connect(address: str | None = None) -> bool:
