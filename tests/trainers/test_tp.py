@@ -223,10 +223,12 @@ def test_tp_step_on_cuda_matches_cpu():
 
 @pytest.mark.slow
 def test_two_epochs_of_tp_mup_on_fashion_mnist_subset():
-    """~30 s on 2 CPUs: width 256, lr 0.1, β = 1, learned linear feedback."""
+    """~30-60 s on 2 loaded CPUs: width 256, cross-entropy, lr 0.1, β = 1, learned linear feedback
+    (3 DRL steps per batch at feedback lr 0.1). Measured 0.766 and 0.779 (seeds 0, 1); with MSE
+    and 1 feedback step at lr 0.03 it reaches only 0.67-0.69, lr 0.1 diverges there."""
     data = load_fashion_mnist(subset=10000)
-    cfg = TrainerConfig(algorithm="tp", parametrization="mup", width=256, base_width=64, lr=0.1,
-                        target_step=1.0, feedback="linear", feedback_lr=0.01)
+    cfg = TrainerConfig(algorithm="tp", parametrization="mup", width=256, base_width=64, loss="ce", lr=0.1,
+                        target_step=1.0, feedback="linear", feedback_lr=0.1, feedback_steps=3)
     history = train(make_trainer(cfg, data.input_dim, data.output_dim), data, epochs=2)
-    assert not history[-1]["diverged"]
+    assert len(history) == 2 and not history[-1]["diverged"]
     assert history[-1]["test_acc"] > 0.70, history
