@@ -1,0 +1,117 @@
+"""Datasets for trials on any node: loaded once where the files are, shipped through Ray's object store.
+
+A trial may land on a node with no copy of Fashion-MNIST (a fresh GPU worker, a pod without the
+data volume). The driver loads the sweep's dataset once (float32, on CPU) and puts it into Ray's
+object store; every trial takes it from there and casts it to its own device and dtype, so a
+trial computes exactly what it would with the files on its own disk. If the driver has no copy
+either, the first cluster node that has one loads it. When no node has it, one
+:class:`trainers.DataError` names every place it was looked for. A generated dataset
+(``teacher``) is made from its seed where the trial runs and is not shipped.
+
+Two call sites in ``orchestrator/tune_runner.py`` (the module that owns ``ray.tune``)::
+
+    # run_trials(), before building the Tuner:
+    data_ref = data_shipping.ship(specs[0]["data"]) if specs else None
+    ... tune.with_resources(tune.with_parameters(trainable, data_ref=data_ref), resources) ...
+
+    # trainable(config, data_ref=None), instead of load_dataset(...):
+    data = data_shipping.dataset_for_trial(spec["data"], data_ref, tc.torch_device, tc.torch_dtype, tc.seed)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import ray
+import torch
+
+SHIPPED = ("fmnist",)      # datasets read from files; the others are generated on the trial's node
+
+
+def _load_here(data: Mapping[str, Any]):
+    """The dataset from this process's disk (float32, CPU); DataError if it is not here."""
+    from trainers import load_dataset
+
+    return load_dataset(data["dataset"], data.get("subset") or None, data.get("test_subset") or None,
+                        device="cpu", dtype=torch.float32)
+
+
+@ray.remote(num_cpus=0)
+def _where() -> str:
+    """On one node: the directory that holds Fashion-MNIST there, or why there is none (prefixed ``!``)."""
+    from trainers import DataError, find_fashion_mnist
+
+    try:
+        return str(find_fashion_mnist())
+    except DataError as exc:
+        return f"!{exc}"
+
+
+@ray.remote(num_cpus=0)
+def _load_remote(data: dict):
+    return _load_here(data)
+
+
+def _on(node_id: str) -> dict:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
+
+
+def ship(data: Mapping[str, Any], timeout_s: float = 120.0) -> ray.ObjectRef | None:
+    """Put the sweep's dataset into Ray's object store, once, for every trial to read.
+
+    Args:
+        data: the sweep's ``data`` section (``dataset``, ``subset``, ``test_subset``).
+        timeout_s: how long to wait for the cluster's nodes to say whether they have the files.
+
+    Returns:
+        An ``ObjectRef`` to a :class:`trainers.Dataset` (float32, CPU), or None for a dataset
+        that is generated where the trial runs.
+
+    Raises:
+        trainers.DataError: neither the driver nor any node of the cluster can read the dataset;
+            the message names the driver's reason and each node's.
+    """
+    from trainers import DataError
+
+    if data["dataset"] not in SHIPPED:
+        return None
+    try:
+        return ray.put(_load_here(data))
+    except DataError as here:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        probes = {n["NodeID"]: _where.options(**_on(n["NodeID"])).remote() for n in nodes}
+        ready, _ = ray.wait(list(probes.values()), num_returns=len(probes), timeout=timeout_s)
+        answers = {nid: (ray.get(ref) if ref in ready else f"!no answer in {timeout_s:.0f}s")
+                   for nid, ref in probes.items()}
+        for nid, where in answers.items():
+            if not where.startswith("!"):
+                return _load_remote.options(**_on(nid)).remote(dict(data))
+        ips = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in nodes}
+        reasons = "; ".join(f"node {nid[:8]} ({ips[nid]}): {w[1:]}" for nid, w in answers.items())
+        raise DataError(f"data.dataset={data['dataset']}: no node can read it. Driver: {here}. "
+                        f"Cluster ({len(nodes)} nodes): {reasons or 'no node alive'}") from None
+
+
+def dataset_for_trial(data: Mapping[str, Any], shipped: Any, device: torch.device | str,
+                      dtype: torch.dtype, seed: int = 0):
+    """The trial's dataset: the shipped one (an ``ObjectRef`` or a Dataset) cast to ``device`` and ``dtype``,
+    or, for a generated dataset (``shipped`` None), made here from ``seed``.
+
+    Args:
+        data: the sweep's ``data`` section.
+        shipped: what :func:`ship` returned (or the Dataset itself), or None.
+        device, dtype: the trial's trainer device and float type.
+        seed: the trial's seed (the teacher-student set depends on it).
+
+    Returns:
+        A :class:`trainers.Dataset` on ``device``.
+    """
+    from trainers import load_dataset
+
+    if shipped is None:
+        return load_dataset(data["dataset"], data.get("subset") or None, data.get("test_subset") or None,
+                            device=device, dtype=dtype, seed=seed)
+    ds = ray.get(shipped) if isinstance(shipped, ray.ObjectRef) else shipped
+    return ds.to(device, dtype)

@@ -1,0 +1,349 @@
+"""A real two-node Ray cluster on this machine: `mutransfer sweep --address` uses both nodes,
+survives the worker node's raylet being SIGKILLed mid-sweep, and needs no dataset on the worker.
+
+Everything the test starts lives in a private network namespace whose only interface is
+loopback (``unshare --net``): Ray resolves its node IP to 127.0.0.1 there, so the GCS and the
+raylets bind 127.0.0.1 only, nothing is reachable from outside, and every process the test
+started (Ray's workers included) is found by that namespace, stopped by pid, and checked gone.
+The worker node also has a private mount namespace in which Fashion-MNIST's system directory is
+an empty tmpfs and its cache directory is empty: a trial there cannot read the dataset from disk.
+Each node offers one CPU and trials ask for one, so two trials run at once, one per node.
+
+Needs Linux and root (network and mount namespaces). About 3 minutes on 2 busy CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PORT = 6390                     # the head's GCS port, inside the private namespace
+ADDRESS = f"127.0.0.1:{PORT}"
+FMNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+
+TEACHER = """
+name: {name}
+trainer: {{algorithm: bp, depth: 3, activation: tanh, base_width: 32}}
+data: {{dataset: teacher, subset: {n}, test_subset: 256}}
+train: {{epochs: {epochs}, batch_size: 64}}
+grid:
+  parametrization: [sp, mup]
+  width: {widths}
+  lr: [0.0078125, 0.03125]   # small enough that no trial diverges: every trial runs every epoch
+metric: test_loss
+mode: min
+resources: {{cpu: 1}}
+max_failures: 2
+"""
+
+FMNIST = """
+name: fmnist_two_node
+trainer: {algorithm: bp, depth: 3, activation: tanh, base_width: 32}
+data: {dataset: fmnist, subset: 1000, test_subset: 500}
+train: {epochs: 2, batch_size: 50}
+grid:
+  parametrization: [sp, mup]
+  width: [32, 64]
+  lr: [0.0078125, 0.03125]
+metric: test_loss
+mode: min
+resources: {cpu: 1}
+max_failures: 2
+"""
+
+
+# ---- processes -------------------------------------------------------------------------
+def _netns(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        for c in _children(p):
+            seen.append(c)
+            todo.append(c)
+    return seen
+
+
+class Namespace:
+    """A private network namespace (loopback only), held open by one `sleep` process."""
+
+    def __init__(self) -> None:
+        self.holder = subprocess.Popen(["unshare", "--net", "--", "sh", "-c", "ip link set lo up && exec sleep 3600"])
+        deadline = time.time() + 10
+        while _netns(self.holder.pid) == _netns(os.getpid()):  # not yet unshared
+            assert time.time() < deadline, "unshare --net did not start"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        self.inode = _netns(self.holder.pid)
+
+    def popen(self, argv: list[str], **kw) -> subprocess.Popen:
+        return subprocess.Popen(["nsenter", "-t", str(self.holder.pid), "-n", "--", *argv], **kw)
+
+    def pids(self) -> list[int]:
+        """Every process in the namespace except its holder."""
+        own = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and int(d.name) != self.holder.pid and _netns(int(d.name)) == self.inode:
+                own.append(int(d.name))
+        return own
+
+    def close(self) -> list[str]:
+        """Kill whatever is left in the namespace (by pid), then the holder; returns what had to be killed."""
+        left = [f"{p} {_cmdline(p)[:100]}" for p in self.pids()]
+        for p in self.pids():
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.holder.kill()
+        self.holder.wait()
+        return left
+
+
+class TwoNodeCluster:
+    """`ray start --head` and a second `ray start --address` node, one CPU each, in a namespace."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.ns = Namespace()
+        # Ray 2.60 turns token authentication on when it finds a token (~/.ray/auth_token): give
+        # every process of this cluster its own, so the nodes agree whatever the machine holds.
+        self.env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+                        RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1",
+                        # a dead raylet is noticed within ~3 s instead of ~30 s
+                        RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
+        for k in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MUTRANSFER_DATA"):
+            self.env.pop(k, None)
+        self.procs: list[subprocess.Popen] = []
+        common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=150000000",
+                  "--temp-dir", str(tmp / "ray"), "--disable-usage-stats", "--block"]
+        self.head = self._start("head", [str(BIN / "ray"), "start", "--head", f"--port={PORT}",
+                                         "--include-dashboard=false", *common])
+        self.head_raylet = self._raylet(self.head)
+        (tmp / "empty-cache").mkdir()
+        worker = (f"mount -t tmpfs tmpfs {FMNIST_SYSTEM_DIR} && "
+                  f"exec env XDG_CACHE_HOME={tmp / 'empty-cache'} {BIN / 'ray'} start --address={ADDRESS} "
+                  + " ".join(common))
+        self.worker = self._start("worker", ["unshare", "--mount", "--propagation", "private", "--",
+                                             "sh", "-c", worker])
+        self.worker_raylet = self._raylet(self.worker)
+
+    def _start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "wb")
+        proc = self.ns.popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def _raylet(self, proc: subprocess.Popen, timeout: float = 90) -> int:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert proc.poll() is None, f"ray start exited {proc.returncode}: {self.logs()}"
+            for p in _children(proc.pid):
+                if "/raylet/raylet" in _cmdline(p):
+                    time.sleep(3)  # let it register with the GCS
+                    return p
+            time.sleep(0.5)
+        raise AssertionError(f"no raylet after {timeout}s: {self.logs()}")
+
+    @staticmethod
+    def node_id(raylet: int) -> str:
+        return next(a.split("=", 1)[1] for a in _cmdline(raylet).split() if a.startswith("--node_id="))
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.tmp.glob("*.log"))
+
+    def sweep(self, space: Path, results: Path, **kw) -> subprocess.Popen:
+        argv = [str(BIN / "mutransfer"), "sweep", str(space), "--address", ADDRESS, "--results", str(results)]
+        return self.ns.popen(argv, env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, **kw)
+
+    def stop(self) -> list[str]:
+        """SIGTERM each `ray start --block` (it stops its node), then kill anything left; returns the leftovers."""
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        deadline = time.time() + 15
+        while self.ns.pids() and time.time() < deadline:
+            time.sleep(0.5)
+        return self.ns.close()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("unshare") is None \
+            or shutil.which("nsenter") is None:
+        pytest.skip("needs Linux, root, unshare and nsenter (network and mount namespaces)")
+    tmp = Path(tempfile.mkdtemp(prefix="mtray", dir="/tmp"))  # short: Ray's Unix socket paths
+    c = TwoNodeCluster(tmp)
+    try:
+        yield c
+    finally:
+        leftovers = c.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _netns(int(p.name)) == c.ns.inode]
+        assert not leftovers, f"processes still running after the nodes were stopped: {leftovers}"
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def _finish(proc: subprocess.Popen, timeout: float) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"sweep still running after {timeout}s:\n{out[-3000:]}")
+    assert proc.returncode == 0, f"sweep exited {proc.returncode}:\n{out[-3000:]}"
+    return out
+
+
+def _trial_ids(space: Path) -> set[str]:
+    from orchestrator.config import load_sweep
+
+    return {t.trial_id for t in load_sweep(space).trials}
+
+
+def _check_mlflow(results: Path, name: str, trial_ids: set[str]) -> None:
+    """One FINISHED MLflow run per trial (none RUNNING), and the sweep's parent run FINISHED."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    trial_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    names = sorted(r.info.run_name for r in trial_runs)
+    assert names == sorted(trial_ids), "not exactly one MLflow run per trial"
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+# ---- the tests --------------------------------------------------------------------------
+def test_sweep_uses_both_nodes(cluster, tmp_path):
+    space = _write(tmp_path, "spread", TEACHER.format(name="spread", n=1024, epochs=3, widths="[32, 64]"))
+    ids = _trial_ids(space)
+    assert len(ids) == 8
+    out = _finish(cluster.sweep(space, tmp_path / "results"), timeout=240)
+    trials = pd.read_parquet(tmp_path / "results" / "spread" / "trials.parquet")
+    history = pd.read_parquet(tmp_path / "results" / "spread" / "history.parquet")
+    assert sorted(trials.trial_id) == sorted(ids), out[-2000:]
+    assert set(trials.status) == {"ok"}
+    nodes = {cluster.node_id(cluster.head_raylet), cluster.node_id(cluster.worker_raylet)}
+    assert set(trials.node) == nodes, f"trials ran on {set(trials.node)}, the nodes are {nodes}"
+    assert (trials.epochs_done == 3).all()
+    assert sorted(history.groupby("trial_id").epoch.apply(list).to_dict().items()) == \
+        sorted((t, [1, 2, 3]) for t in ids)
+    _check_mlflow(tmp_path / "results", "spread", ids)
+
+
+def test_worker_without_the_dataset_on_disk(cluster, tmp_path):
+    """Fashion-MNIST trials also run on the worker, whose disk has no Fashion-MNIST: none fails or retries."""
+    probe = cluster.ns.popen(["nsenter", "-t", str(cluster.worker_raylet), "-m", "--", "ls", "-A", FMNIST_SYSTEM_DIR],
+                             stdout=subprocess.PIPE, text=True)
+    assert probe.communicate(timeout=10)[0].strip() == "", "the worker node can see the dataset: the test proves nothing"
+    space = _write(tmp_path, "fmnist_two_node", FMNIST)
+    ids = _trial_ids(space)
+    out = _finish(cluster.sweep(space, tmp_path / "results"), timeout=240)
+    trials = pd.read_parquet(tmp_path / "results" / "fmnist_two_node" / "trials.parquet")
+    assert sorted(trials.trial_id) == sorted(ids), out[-2000:]
+    bad = trials[(trials.status != "ok") | (trials.retries > 0)]
+    assert bad.empty, f"trials failed or were retried:\n{bad[['trial_id', 'status', 'retries', 'error']]}\n{out[-2000:]}"
+    worker = cluster.node_id(cluster.worker_raylet)
+    assert (trials.node == worker).any(), "no trial ran on the worker node"
+
+
+def _running_trial_on(raylet: int, trial_ids: set[str], timeout: float) -> tuple[int, str]:
+    """A trial actor under ``raylet`` that is training one of ``trial_ids``: (pid, trial id from its cwd)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for p in _descendants(raylet):
+            if "ImplicitFunc" not in _cmdline(p):
+                continue
+            try:
+                tid = os.path.basename(os.readlink(f"/proc/{p}/cwd"))
+            except OSError:
+                continue
+            if tid in trial_ids:
+                return p, tid
+        time.sleep(0.2)
+    raise AssertionError(f"no trial started on the worker node within {timeout}s")
+
+
+def test_worker_node_killed_mid_sweep(cluster, tmp_path):
+    space = _write(tmp_path, "node_loss", TEACHER.format(name="node_loss", n=2048, epochs=6, widths="[512, 1024]"))
+    ids = _trial_ids(space)
+    head, worker = cluster.node_id(cluster.head_raylet), cluster.node_id(cluster.worker_raylet)
+    proc = cluster.sweep(space, tmp_path / "results")
+    try:
+        actor, victim = _running_trial_on(cluster.worker_raylet, ids, timeout=120)
+        time.sleep(2.0)  # mid-trial: a few epochs reported
+        assert _cmdline(actor), "the trial on the worker finished before the kill: make trials longer"
+        os.kill(cluster.worker_raylet, signal.SIGKILL)
+        killed_at = time.time()
+        out = _finish(proc, timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # the worker node is gone: its raylet, its `ray start`, the trial it ran
+    deadline = time.time() + 30
+    while (_cmdline(actor) or cluster.worker.poll() is None) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _cmdline(actor) and cluster.worker.poll() is not None
+    trials = pd.read_parquet(tmp_path / "results" / "node_loss" / "trials.parquet")
+    assert sorted(trials.trial_id) == sorted(ids), out[-2000:]          # every trial exactly once
+    assert set(trials.status) == {"ok"}, trials[["trial_id", "status", "error"]]
+    row = trials.set_index("trial_id").loc[victim]
+    assert row.node == head and row.retries >= 1, (row.node, row.retries)  # retried on the survivor
+    assert row.epochs_done == 6
+    assert set(trials.node) <= {head, worker}
+    history = pd.read_parquet(tmp_path / "results" / "node_loss" / "history.parquet")
+    assert sorted(history[history.trial_id == victim].epoch) == list(range(1, 7))  # no epoch twice
+    _check_mlflow(tmp_path / "results", "node_loss", ids)
+    print(f"killed the worker's raylet mid-trial {victim}; sweep done {time.time() - killed_at:.0f}s later")
