@@ -74,3 +74,11 @@ def test_negative_control_bp_lrs_with_gamma_L_m(monkeypatch, T):
     moving = _moving_slopes(cc)
     assert len(moving) > 0 and (moving.slope > 0.4).all(), cc.slopes
     assert moving.slope.max() > 0.8, cc.slopes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gbar", [0.0, -1.0])
+def test_mup_adam_coord_check(gbar):
+    """Adam: BP's Adam μP rows (γ_L drops out of Adam's normalised update)."""
+    cc = coord_check(_cfg(optimizer="adam", lr=0.003, gamma_bar_L=gbar, inference_steps=5), WIDTHS, steps=3)
+    assert cc.slopes.moved.all() and cc.max_abs_slope() < 0.2, cc.slopes
