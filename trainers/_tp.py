@@ -40,8 +40,10 @@ def _extras(**kw) -> MappingProxyType:
 # Exponents of m = width / base_width (see _param). Forward rows, then TP's extras:
 # target_step (β), and per feedback role its init variance, learning rate and ridge λ.
 # feedback_output inverts the output layer (C -> n, fan_in C, like an input layer);
-# feedback_hidden inverts a hidden layer (n -> n). SGD and Adam share the exponents:
-# every TP direction is an outer product δ φᵀ whose entries are Θ(1)·Θ(1), as Adam's are.
+# feedback_hidden inverts a hidden layer (n -> n). SGD and Adam share the exponents: TP's
+# targets δ_k are Θ(1) per unit, so every direction δ φᵀ already has Θ(1) entries, as
+# Adam's normalised ones do (both checked by tests/trainers/test_tp_coord.py). The hidden
+# maps' ridge grows like m because the Gram of n-dim activities does.
 TP_TABLES: dict[tuple[str, str], Table] = {}
 for _opt in ("sgd", "adam"):
     TP_TABLES[("sp", _opt)] = Table(f"tp/sp/{_opt}", LayerRule(), LayerRule(), LayerRule(), _extras())

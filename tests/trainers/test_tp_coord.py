@@ -21,25 +21,26 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _cfg(parametrization, feedback):
-    return TrainerConfig(algorithm="tp", parametrization=parametrization, lr=0.1, target_step=1.0,
-                         feedback=feedback, feedback_lr=0.01, dtype="float64")
+def _cfg(parametrization, feedback, optimizer="sgd"):
+    lr, feedback_lr = (0.1, 0.01) if optimizer == "sgd" else (0.003, 0.001)
+    return TrainerConfig(algorithm="tp", parametrization=parametrization, optimizer=optimizer, lr=lr,
+                         target_step=1.0, feedback=feedback, feedback_lr=feedback_lr, dtype="float64")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("feedback", ["linear", "regression"])
-def test_tp_mup_slopes_are_flat(feedback):
+@pytest.mark.parametrize("feedback, optimizer", [("linear", "sgd"), ("regression", "sgd"), ("linear", "adam")])
+def test_tp_mup_slopes_are_flat(feedback, optimizer):
     """~25 s each on 2 CPUs (6 widths up to 2048, 3 steps, initial error equalised)."""
-    cc = coord_check(_cfg("mup", feedback), widths=WIDTHS, steps=3)
+    cc = coord_check(_cfg("mup", feedback, optimizer), widths=WIDTHS, steps=3)
     assert cc.slopes.moved.all()
     assert cc.max_abs_slope() < 0.15, cc.slopes
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("feedback", ["linear", "regression"])
-def test_tp_sp_output_grows_with_width(feedback):
-    """~10 s each."""
-    cc = coord_check(_cfg("sp", feedback), widths=WIDTHS, steps=1)
+@pytest.mark.parametrize("feedback, optimizer", [("linear", "sgd"), ("regression", "sgd"), ("linear", "adam")])
+def test_tp_sp_output_grows_with_width(feedback, optimizer):
+    """~8 s each."""
+    cc = coord_check(_cfg("sp", feedback, optimizer), widths=WIDTHS, steps=1)
     assert cc.slope("layers.2", 1) > 0.5, cc.slopes
 
 
