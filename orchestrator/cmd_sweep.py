@@ -44,9 +44,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
           f"skipped {res.skipped} already done")
     print(f"in {res.sweep_dir / 'trials.parquet'}: {len(table)} trials "
           f"({', '.join(f'{k} {v}' for k, v in sorted(totals.items()))})")
-    best = best_row(table, sweep.config.metric, sweep.config.mode)
+    metric = sweep.config.objective.metric
+    best = best_row(table, metric, sweep.config.objective.mode)
     if best is not None:
-        print(f"best {sweep.config.metric}: {best['final_' + sweep.config.metric]:.4g} "
+        print(f"best {metric}: {best[metric]:.4g} "
               f"({best['algorithm']}/{best['parametrization']} width {best['width']} lr {best['lr']:.4g})")
     print(f"MLflow: {res.tracking_uri}" + ("" if res.tracked or not res.tracking_uri
                                            else " (unreachable: run `mutransfer sync` later)"))

@@ -11,9 +11,10 @@ A sweep file looks like::
       width: [64, 128, 256, 512, 1024]
       lr: {log2: [-10, 2, 1]}          # 2^-10, 2^-9, ..., 2^2
       seed: [0, 1]
-    metric: test_loss
-    mode: min
+    objective: {metric: final_train_loss, mode: min}   # what "optimal" means
+    verify: {max_drift: 0.2, max_regret: 0.05}        # the transfer verdict's thresholds
     resources: {cpu: 1, gpu: 0}
+    tracking: {uri: null, experiment: null}           # MLflow; default sqlite:///<results>/mlflow.db
 
 Every problem is a :class:`BadInput` naming the file and key, raised before anything is written.
 """
@@ -44,8 +45,8 @@ class DataSection:
     """Which dataset, and how much of it (first N/10 per class for Fashion-MNIST; 0 = all)."""
 
     dataset: str = "fmnist"
-    subset: int = 10000
-    test_subset: int = 2000
+    subset: Optional[int] = 10000
+    test_subset: Optional[int] = 2000
 
 
 @dataclass
@@ -292,7 +293,7 @@ def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
         if cfg.train[key] <= 0:
             raise BadInput(f"{src}: train.{key}={cfg.train[key]!r} must be a positive integer")
     for key in ("subset", "test_subset"):
-        if cfg.data[key] < 0:
+        if cfg.data[key] is not None and cfg.data[key] < 0:
             raise BadInput(f"{src}: data.{key}={cfg.data[key]!r} must be >= 0 (0 = all)")
     if cfg.resources.cpu < 0 or cfg.resources.gpu < 0 or (cfg.resources.cpu == 0 and cfg.resources.gpu == 0):
         raise BadInput(f"{src}: resources cpu={cfg.resources.cpu!r} gpu={cfg.resources.gpu!r}: need >= 0, not both 0")

@@ -13,11 +13,11 @@ class Progress:
 
     Args:
         total: trials in the sweep; skipped: those already done in an earlier run.
-        metric, mode: what "best" means (``test_loss``/``min``, ``test_acc``/``max``, ...).
+        metric, mode: what "best" means: a ``final_*`` column of trials.parquet and ``min``/``max``.
         stream: where to write (stderr by default); min_interval: seconds between redraws.
     """
 
-    def __init__(self, total: int, skipped: int = 0, metric: str = "test_loss", mode: str = "min",
+    def __init__(self, total: int, skipped: int = 0, metric: str = "final_train_loss", mode: str = "min",
                  stream: TextIO | None = None, min_interval: float = 1.0) -> None:
         self.total, self.skipped, self.metric, self.mode = total, skipped, metric, mode
         self.stream = stream or sys.stderr
@@ -37,7 +37,7 @@ class Progress:
         """A trial ended with ``status`` (ok, diverged or failed); ``row`` is its trials row."""
         self.running.discard(trial_id)
         self.counts[status] = self.counts.get(status, 0) + 1
-        value = row.get(f"final_{self.metric}", math.nan)
+        value = row.get(self.metric, math.nan)
         if status == "ok" and isinstance(value, float) and math.isfinite(value):
             better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
             if better:

@@ -35,7 +35,9 @@ def trial_row(sweep: str, spec: dict[str, Any], history: list[dict], status: str
               hostname: str = "", error: str = "") -> dict[str, Any]:
     """One ``trials.parquet`` row from a trial spec (``TrialSpec.to_dict()``) and its history."""
     tc = spec["trainer"]
-    last = history[-1] if history else {}
+    last = dict(history[-1]) if history else {}
+    if status == "diverged":  # the contract: a diverged trial's final losses are +inf, its accuracy NaN
+        last.update(train_loss=math.inf, test_loss=math.inf, test_acc=math.nan)
     row = {"trial_id": spec["trial_id"], "sweep": sweep, "algorithm": tc["algorithm"],
            "parametrization": tc["parametrization"], "optimizer": tc["optimizer"],
            "dataset": spec["data"]["dataset"], "model": tc["model"], "width": int(tc["width"]),

@@ -112,7 +112,8 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
         if tracker is not None and tracker.start():
             specs = {t.trial_id: t.to_dict() for t in sweep.trials}
             tracker.sync(store.trials(), store.history(), specs)  # back-fill what an earlier run missed
-        progress = Progress(len(sweep.trials), len(sweep.trials) - len(todo), cfg.metric, cfg.mode, stream)
+        progress = Progress(len(sweep.trials), len(sweep.trials) - len(todo), cfg.objective.metric,
+                            cfg.objective.mode, stream)
         recorder = Recorder(sweep, store, tracker, progress)
         progress.render(force=True)
         if todo:
@@ -134,12 +135,12 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
                        tracker.uri if tracker else "", bool(tracker and tracker.enabled))
 
 
-def best_row(trials, metric: str = "test_loss", mode: str = "min") -> dict[str, Any] | None:
-    """The best ``ok`` trial by ``final_<metric>`` (None if there is none)."""
+def best_row(trials, metric: str = "final_train_loss", mode: str = "min") -> dict[str, Any] | None:
+    """The best ``ok`` trial by the ``final_*`` column ``metric`` (None if there is none)."""
     if trials.empty:
         return None
-    ok = trials[(trials.status == "ok") & trials[f"final_{metric}"].map(lambda v: math.isfinite(v))]
+    ok = trials[(trials.status == "ok") & trials[metric].map(lambda v: math.isfinite(v))]
     if ok.empty:
         return None
-    idx = ok[f"final_{metric}"].idxmin() if mode == "min" else ok[f"final_{metric}"].idxmax()
+    idx = ok[metric].idxmin() if mode == "min" else ok[metric].idxmax()
     return ok.loc[idx].to_dict()

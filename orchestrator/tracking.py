@@ -1,5 +1,13 @@
 """MLflow tracking: one parent run per sweep, one nested run per trial (named by its trial id).
 
+Layout (the contract the analysis reads): experiment = sweep name (or ``tracking.experiment``);
+parent run named after the sweep, tags ``mutransfer.role=sweep``, ``mutransfer.sweep``; one nested
+run per trial (``mlflow.parentRunId``), named by its trial id, tags ``mutransfer.role=trial``,
+``mutransfer.sweep``, ``mutransfer.trial_id``, ``mutransfer.status``; params = the config columns
+of its trials.parquet row; metrics ``train_loss, test_loss, test_acc`` per epoch (step = epoch) and
+``final_train_loss, final_test_loss, final_test_acc, epochs_done, wall_s``; non-finite values are
+not logged. End status FINISHED (ok, diverged) or FAILED.
+
 MLflow is for looking; Parquet is the truth. A :class:`Tracker` that cannot reach its
 tracking store switches itself off with one warning, and the sweep goes on;
 :meth:`Tracker.sync` back-fills every trial that Parquet has and MLflow lacks.
@@ -19,7 +27,11 @@ import pandas as pd
 # Fail fast when a tracking server is down (MLflow's defaults retry for minutes).
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
                   "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-TAG_SWEEP, TAG_ROLE, TAG_TRIAL = "mutransfer.sweep", "mutransfer.role", "mutransfer.trial_id"
+TAG_SWEEP, TAG_ROLE, TAG_TRIAL, TAG_STATUS = ("mutransfer.sweep", "mutransfer.role", "mutransfer.trial_id",
+                                              "mutransfer.status")
+EPOCH_METRICS = ("train_loss", "test_loss", "test_acc")
+FINAL_METRICS = ("final_train_loss", "final_test_loss", "final_test_acc", "epochs_done", "wall_s")
+NOT_PARAMS = {"status", "epochs_done", "wall_s", "node", "hostname", "error", "retries"}
 
 
 def default_tracking_uri(results_dir: str | Path, configured: str | None = None) -> str:
@@ -31,11 +43,16 @@ def default_tracking_uri(results_dir: str | Path, configured: str | None = None)
     return f"sqlite:///{(Path(results_dir).resolve() / 'mlflow.db')}"
 
 
-def _params(spec: dict[str, Any]) -> dict[str, str]:
-    out = {f"trainer.{k}": v for k, v in spec["trainer"].items()}
-    out.update({f"data.{k}": v for k, v in spec["data"].items()})
-    out.update({f"train.{k}": v for k, v in spec["train"].items()})
-    return {k: str(v) for k, v in out.items()}
+def _params(row: dict[str, Any]) -> dict[str, str]:
+    """The config columns of a trials.parquet row (not status, final metrics or where it ran)."""
+    return {k: str(v) for k, v in row.items() if k not in NOT_PARAMS and not k.startswith("final_")}
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 class Tracker:
@@ -50,7 +67,7 @@ class Tracker:
         self.client = None
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
-        self._logged: set[str] = set()
+        self._logged: dict[str, tuple[str, str]] = {}  # trial id -> (run id, status)
 
     def _off(self, exc: BaseException) -> None:
         if self.enabled:
@@ -77,30 +94,30 @@ class Tracker:
                     self.client.restore_experiment(exp.experiment_id)
             parents = self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep}' and tags.`{TAG_ROLE}` = 'parent'",
+                filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep}' and tags.`{TAG_ROLE}` = 'sweep'",
                 max_results=1)
             if parents:
                 self.parent_id = parents[0].info.run_id
             else:
                 self.parent_id = self.client.create_run(
                     self.experiment_id, run_name=self.sweep,
-                    tags={TAG_SWEEP: self.sweep, TAG_ROLE: "parent"}).info.run_id
+                    tags={TAG_SWEEP: self.sweep, TAG_ROLE: "sweep"}).info.run_id
             self._logged = self.logged_trials()
         except Exception as exc:  # any failure of the store: tracking off, sweep on
             self._off(exc)
         return self.enabled
 
-    def logged_trials(self) -> set[str]:
-        """Trial ids with a FINISHED nested run under this sweep's parent."""
-        ids, token = set(), None
+    def logged_trials(self) -> dict[str, tuple[str, str]]:
+        """``{trial id: (run id, status)}`` of the sweep's finished nested runs; half-logged ones are deleted."""
+        ids, token = {}, None
         while True:
             page = self.client.search_runs(
                 [self.experiment_id],
                 filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep}' and tags.`{TAG_ROLE}` = 'trial'",
                 max_results=1000, page_token=token)
             for run in page:
-                if run.info.status == "FINISHED":
-                    ids.add(run.data.tags.get(TAG_TRIAL))
+                if run.info.status in ("FINISHED", "FAILED"):
+                    ids[run.data.tags.get(TAG_TRIAL)] = (run.info.run_id, run.data.tags.get(TAG_STATUS, ""))
                 else:  # half-logged by a driver that died: log it again
                     self.client.delete_run(run.info.run_id)
             token = page.token
@@ -109,27 +126,29 @@ class Tracker:
 
     def log_trial(self, row: dict[str, Any], spec: dict[str, Any], history: list[dict]) -> None:
         """One nested run: params once, metrics per epoch (step = epoch), status as a tag."""
-        if not self.enabled or row["trial_id"] in self._logged:
+        tid = row["trial_id"]
+        if not self.enabled or self._logged.get(tid, ("", None))[1] == row["status"]:
             return
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         try:
-            tid = row["trial_id"]
+            if tid in self._logged:  # an earlier run of this trial failed; this one replaces it
+                self.client.delete_run(self._logged.pop(tid)[0])
             run = self.client.create_run(
                 self.experiment_id, run_name=tid,
                 tags={"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.sweep, TAG_ROLE: "trial",
-                      TAG_TRIAL: tid, "status": row["status"], "node": str(row.get("node", ""))})
+                      TAG_TRIAL: tid, TAG_STATUS: row["status"], "node": str(row.get("node", ""))})
             rid = run.info.run_id
             now = int(time.time() * 1000)
             metrics = [Metric(k, float(h[k]), now, int(h["epoch"]))
-                       for h in history for k in ("train_loss", "test_loss", "test_acc", "wall_s")
-                       if h.get(k) is not None and not (isinstance(h[k], float) and math.isnan(h[k]))]
-            params = [Param(k, v) for k, v in _params(spec).items()]
+                       for h in history for k in EPOCH_METRICS if _finite(h.get(k))]
+            last = max((int(h["epoch"]) for h in history), default=0)
+            metrics += [Metric(k, float(row[k]), now, last) for k in FINAL_METRICS if _finite(row.get(k))]
+            params = [Param(k, v) for k, v in _params(row).items()]
             for i in range(0, max(len(metrics), 1), 900):
-                self.client.log_batch(rid, metrics=metrics[i:i + 900], params=params if i == 0 else [],
-                                      tags=[RunTag("trial_status", row["status"])] if i == 0 else [])
+                self.client.log_batch(rid, metrics=metrics[i:i + 900], params=params if i == 0 else [])
             self.client.set_terminated(rid, "FINISHED" if row["status"] != "failed" else "FAILED")
-            self._logged.add(tid)
+            self._logged[tid] = (rid, row["status"])
         except Exception as exc:
             self._off(exc)
 
@@ -142,10 +161,10 @@ class Tracker:
             if not history.empty else {}
         for row in trials.to_dict("records"):
             tid = row["trial_id"]
-            if tid in self._logged or tid not in specs:
+            if self._logged.get(tid, ("", None))[1] == row["status"] or tid not in specs:
                 continue
             self.log_trial(row, specs[tid], groups.get(tid, []))
-            n += tid in self._logged
+            n += self._logged.get(tid, ("", None))[1] == row["status"]
         return n
 
     def finish(self, summary: dict[str, Any] | None = None) -> None:

@@ -26,7 +26,7 @@ def _mlflow_trials(uri, sweep):
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(sweep)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("mutransfer.role") == "parent"]
+    parents = [r for r in runs if r.data.tags.get("mutransfer.role") == "sweep"]
     nested = [r for r in runs if r.data.tags.get("mutransfer.role") == "trial"]
     return client, parents, nested
 
@@ -90,7 +90,10 @@ def test_sweep_writes_parquet_and_mlflow_retries_a_dead_worker_and_marks_diverge
     one = next(r for r in nested if r.info.run_name == small.trial_id.iloc[0])
     steps = client.get_metric_history(one.info.run_id, "test_loss")
     assert [m.step for m in sorted(steps, key=lambda m: m.step)] == [1, 2]
-    assert one.data.params["trainer.lr"] == str(small.lr.iloc[0])
+    assert one.data.params["lr"] == str(small.lr.iloc[0]) and one.data.params["width"] == str(small.width.iloc[0])
+    assert one.data.tags["mutransfer.status"] == "ok" and parents[0].info.run_name == "tiny"
+    div = next(r for r in nested if r.info.run_name == big.trial_id.iloc[0])
+    assert div.data.tags["mutransfer.status"] == "diverged" and "final_test_loss" not in div.data.metrics
 
     # the live view printed counts and the best so far
     assert "done 8" in proc.stderr and "best test_loss" in proc.stderr

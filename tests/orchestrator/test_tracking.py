@@ -58,7 +58,7 @@ def test_nested_runs_back_fill_and_half_logged_runs(tmp_path):
         "mlflow.parentRunId": tr.parent_id, "mutransfer.sweep": "s", "mutransfer.role": "trial",
         "mutransfer.trial_id": "b"})
     tr2 = Tracker(uri, "s", artifact_root=tmp_path / "art")
-    assert tr2.start() and tr2._logged == {"a"} and tr2.parent_id == tr.parent_id
+    assert tr2.start() and set(tr2._logged) == {"a"} and tr2.parent_id == tr.parent_id
     trials = pd.DataFrame([trial_row("s", specs[t], _hist(2), "ok") for t in "abc"])
     hist = pd.DataFrame([{"trial_id": t, **h} for t in "abc" for h in _hist(2)])
     assert tr2.sync(trials, hist, specs) == 2
@@ -68,6 +68,19 @@ def test_nested_runs_back_fill_and_half_logged_runs(tmp_path):
     assert sorted(r.info.run_name for r in runs) == ["a", "b", "c"]
     assert half.info.run_id not in {r.info.run_id for r in runs}
     b = next(r for r in runs if r.info.run_name == "b")
-    assert b.data.params["trainer.lr"] == "0.2" and b.data.tags["mlflow.parentRunId"] == tr.parent_id
+    assert b.data.params["lr"] == "0.2" and b.data.tags["mlflow.parentRunId"] == tr.parent_id
+    assert b.data.tags["mutransfer.status"] == "ok" and "status" not in b.data.params
+    assert b.data.metrics["final_test_loss"] == 1.0 and b.data.metrics["epochs_done"] == 2
+    # a trial that failed and later succeeded: its FAILED run is replaced, not duplicated
+    specs["d"] = _spec("d", 0.8)
+    tr2.log_trial(trial_row("s", specs["d"], _hist(1), "failed", error="died"), specs["d"], _hist(1))
+    tr3 = Tracker(uri, "s")
+    assert tr3.start() and tr3._logged["d"][1] == "failed"
+    trials = pd.concat([trials, pd.DataFrame([trial_row("s", specs["d"], _hist(2), "ok")])])
+    hist = pd.concat([hist, pd.DataFrame([{"trial_id": "d", **h} for h in _hist(2)])])
+    assert tr3.sync(trials, hist, specs) == 1
+    runs = client.search_runs([tr.experiment_id], filter_string="tags.`mutransfer.role` = 'trial'")
+    assert sorted(r.info.run_name for r in runs) == ["a", "b", "c", "d"]
+    assert {r.data.tags["mutransfer.status"] for r in runs} == {"ok"}
     assert [m.value for m in sorted(client.get_metric_history(b.info.run_id, "test_loss"), key=lambda m: m.step)] \
         == [2.0, 1.0]
