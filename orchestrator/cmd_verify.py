@@ -1,0 +1,119 @@
+"""Sub-commands `tune-base` (Optuna at the base width) and `verify` (does its learning rate transfer?)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from .errors import BadInput
+
+VERIFY_HELP = (
+    "Tune the learning rate at the base width (Optuna), run it and a bracket lr*2^k (verify.bracket) at every "
+    "width and parametrization, and judge the transfer. Transfer holds when every muP group's verdict is "
+    "'transfers': |drift exponent| <= verify.max_drift (default 0.2) and max regret <= verify.max_regret "
+    "(default 0.05). SP groups are the control: reported, expected to drift, not judged (with no muP group, "
+    "every group is judged). Exit 0 transfer holds, 1 it fails, 2 bad input.")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("space", help="sweep definition (YAML) with optional search:, objective:, verify: sections")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="OmegaConf dotlist overrides, e.g. search.trials=10 'grid.width=[64,256]'")
+    p.add_argument("--trials", type=int, default=None,
+                   help="COMPLETE Optuna trials per study (default search.trials); a rerun runs only the remainder")
+    p.add_argument("--results", default="results", help="results directory (default results)")
+    p.add_argument("--storage", default=None, help="Optuna storage, any SQLAlchemy URL "
+                                                   "(default search.storage, else sqlite:///RESULTS/NAME/optuna.db)")
+    p.add_argument("--address", default=None, help="join the Ray cluster at ADDR (default: embedded Ray here)")
+    p.add_argument("--no-mlflow", action="store_true", help="Parquet only")
+
+
+def _load(args: argparse.Namespace):
+    from .config import load_sweep
+
+    if args.trials is not None and args.trials <= 0:
+        raise BadInput(f"--trials={args.trials} must be a positive integer")
+    return load_sweep(args.space, args.overrides)
+
+
+def _fmt_params(params: dict | None) -> str:
+    if not params:
+        return "none (no finite trial)"
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def print_base(res) -> None:
+    """One line per study: group, trials, best params and value."""
+    for g in res.groups:
+        label = ", ".join(f"{k}={v}" for k, v in g["group"].items()) or "all"
+        extra = []
+        if g["recovered"]:
+            extra.append(f"{g['recovered']} recovered from Parquet")
+        if g["marked_failed"]:
+            extra.append(f"{g['marked_failed']} stale RUNNING marked FAIL")
+        value = g["best_value"]
+        shown = f"{g['metric']} {value:.4g}" if value is not None and math.isfinite(value) else "-"
+        print(f"  [{label}] width {g['base_width']}: {g['trials_complete']} trials ({g['ran']} this run"
+              f"{'; ' + '; '.join(extra) if extra else ''}); best {_fmt_params(g['best'])} ({shown})")
+
+
+def _run_tune_base(args: argparse.Namespace) -> int:
+    from .tune_base import tune_base
+
+    sweep = _load(args)
+    print(f"tune-base {sweep.name}: Optuna TPE at the base width -> {Path(args.results).resolve() / sweep.name}",
+          flush=True)
+    res = tune_base(sweep, args.results, trials=args.trials, storage=args.storage, address=args.address,
+                    track=not args.no_mlflow)
+    print_base(res)
+    print(f"best learning rates: {res.path}")
+    print(f"study storage: {res.storage}; trials: {res.base_dir / 'trials.parquet'}")
+    if res.tracking_uri:
+        print(f"MLflow: {res.tracking_uri}" + ("" if res.tracked else " (unreachable: run `mutransfer sync` later)"))
+    return 0 if all(g["best"] for g in res.groups) else 1
+
+
+def _add_verify(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+    p.add_argument("--bootstrap", type=int, default=200, help="seed-bootstrap replicates (default 200)")
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from analysis.report import verdict_table
+
+    from .verify import run_verify
+
+    if args.bootstrap < 0:
+        raise BadInput(f"--bootstrap={args.bootstrap} must be >= 0")
+    sweep = _load(args)
+    results = Path(args.results).resolve()
+    print(f"verify {sweep.name} -> {results / sweep.name}", flush=True)
+    res = run_verify(sweep, args.results, trials=args.trials, storage=args.storage, address=args.address,
+                     track=not args.no_mlflow, n_boot=args.bootstrap)
+    print("tune-base (Optuna at the base width):")
+    print_base(res.base)
+    tr = res.transfer
+    print(f"\ntransfer runs: {', '.join(f'{k} {v}' for k, v in res.run_counts.items()) or 'all done before'}; "
+          f"{tr.mode} {tr.metric}; transfers when |k| <= {tr.max_drift:g} and max regret <= {tr.max_regret:.0%}")
+    print(verdict_table(tr).to_string(index=False))
+    for note in tr.notes:
+        print(f"  note: {note}")
+    print(f"\nreport: {res.report_dir / 'report.md'} (and report.html, summary.parquet, summary.json)")
+    if res.tracking_uri:
+        print(f"MLflow: {res.tracking_uri}; browse with `mutransfer ui --results {args.results}` "
+              f"(http://127.0.0.1:5000)")
+    if res.code == 0:
+        print("VERDICT: transfer holds for every muP group")
+    else:
+        print("VERDICT: transfer fails")
+        for line in res.failures:
+            print(f"  {line}")
+    return res.code
+
+
+COMMANDS = {
+    "tune-base": ("Optuna (TPE) search of the learning rate at the base width, per group, on Ray Tune; "
+                  "resumable from its RDB storage; writes RESULTS/NAME/base_lr.json.", _add_common, _run_tune_base),
+    "verify": (VERIFY_HELP, _add_verify, _run_verify),
+}

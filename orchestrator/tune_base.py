@@ -1,0 +1,415 @@
+"""tune-base: Optuna (TPE) at the base width, one study per group, trials run in parallel on Ray Tune.
+
+A sweep file's ``search:`` section says what is searched (default: lr, log-uniform over the
+grid's lr range) and how::
+
+    search: {space: {lr: {low: 1.0e-4, high: 1.0, log: true}}, trials: 20, storage: null, seed: 0}
+
+Groups: one study per combination of the grid keys that change the network at the base width
+(e.g. algorithm, inference_steps), every trial at ``width = base_width``. Width, seed and
+parametrization are not group keys: at the base width SP and μP are the same network with the
+same learning rate (m = 1), so one search serves both (its trials run as ``mup``, or the grid's
+only parametrization), and the search uses the grid's first seed.
+
+Resume: the studies live in an RDB storage (default SQLite ``results/<name>/optuna.db``). A
+rerun counts each study's COMPLETE trials and runs only the remainder to reach ``trials``; a
+RUNNING trial left by a killed driver is told COMPLETE with its recorded value when Parquet
+holds it (the driver records before it tells Optuna), else FAIL.
+
+Layout::
+
+    results/<name>/optuna.db       the studies
+    results/<name>/base_lr.json    the best learning rate (and other searched keys) per group
+    results/<name>/base/           the search trials as the sweep "<name>-base": sweep.yaml,
+                                   trials.parquet, history.parquet, tune/ (MLflow: the sweep's
+                                   experiment, parent run "<name>-base")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from omegaconf import OmegaConf
+
+from .config import Sweep, _suggest, _trainer_fields, check_runnable, to_yaml, trial_id
+from .errors import BadInput
+from .results_store import DONE_STATUSES, ResultsStore
+from .sweep import Recorder
+
+NOT_SEARCHABLE = ("width", "base_width", "parametrization", "seed", "algorithm", "device", "dtype")
+NOT_GROUPED = ("width", "parametrization", "seed", "lr")
+DEFAULT_LR_RANGE = (1.0e-4, 1.0)
+
+
+# ---- the search space and the groups --------------------------------------------------
+def search_space(sweep: Sweep) -> list[dict[str, Any]]:
+    """The checked search space: one ``{name, type, low, high, log}`` or ``{name, type, choices}`` per key.
+
+    ``lr`` is always searched (default: log-uniform over the grid's lr range, else 1e-4..1).
+
+    Raises:
+        BadInput: an unknown or unsearchable key, a bad range, or a key that is also a grid axis.
+    """
+    src, cfg = sweep.source, sweep.config
+    raw = OmegaConf.to_container(cfg.search.space, resolve=True) or {}
+    fields = _trainer_fields()
+    if "lr" not in raw:
+        lrs = [t.trainer["lr"] for t in sweep.trials] if "lr" in cfg.grid else []
+        low, high = (min(lrs), max(lrs)) if len(set(lrs)) > 1 else DEFAULT_LR_RANGE
+        raw = {"lr": {"low": low, "high": high, "log": True}, **raw}
+    out = []
+    for name, spec in raw.items():
+        where = f"{src}: search.space.{name}"
+        if name not in fields:
+            raise BadInput(f"{where}: not a TrainerConfig field{_suggest(str(name), fields)}")
+        if name in NOT_SEARCHABLE:
+            raise BadInput(f"{where}: {name} cannot be searched (searchable: any other TrainerConfig field)")
+        if name != "lr" and name in cfg.grid:
+            raise BadInput(f"{where}: {name} is also a grid axis; keep one")
+        ftype = str(fields[name].type)
+        kind = "int" if ftype in ("int", "<class 'int'>") else "float" if ftype in ("float", "<class 'float'>") \
+            else "other"
+        if not isinstance(spec, dict):
+            raise BadInput(f"{where}: expected {{low, high, log}} or {{choices: [...]}}, got {spec!r}")
+        if "choices" in spec:
+            if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
+                raise BadInput(f"{where}: choices must be a non-empty list and alone, got {spec!r}")
+            out.append({"name": name, "type": kind, "choices": spec["choices"]})
+            continue
+        extra = set(spec) - {"low", "high", "log"}
+        if extra or not {"low", "high"} <= set(spec):
+            raise BadInput(f"{where}: expected keys low, high (and log), got {sorted(spec)}")
+        if kind == "other":
+            raise BadInput(f"{where}: {name} is a {ftype} field: give choices: [...]")
+        low, high, log = spec["low"], spec["high"], spec.get("log", name == "lr")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) \
+                or not isinstance(log, bool):
+            raise BadInput(f"{where}: low and high must be numbers and log a boolean, got {spec!r}")
+        if not (math.isfinite(low) and math.isfinite(high) and low < high) or (log and low <= 0):
+            raise BadInput(f"{where}: need finite low < high{' and low > 0 (log)' if log else ''}, got {spec!r}")
+        out.append({"name": name, "type": kind, "low": low, "high": high, "log": log})
+    return out
+
+
+@dataclass
+class SearchGroup:
+    """One study: its group values, the template trial (base width, searched keys unset), its study name."""
+
+    label: dict[str, Any]
+    template: dict[str, Any]
+    study: str
+
+    @property
+    def text(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.label.items()) or "all"
+
+
+def _short_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def search_groups(sweep: Sweep, space: list[dict[str, Any]]) -> list[SearchGroup]:
+    """One :class:`SearchGroup` per combination of the grid keys that matter at the base width."""
+    searched = {p["name"] for p in space}
+    keys = [k for k in sweep.swept_keys if k not in NOT_GROUPED and k not in searched]
+    pars = {t.trainer["parametrization"] for t in sweep.trials}
+    par = "mup" if "mup" in pars else sorted(pars)[0]
+    groups: dict[tuple, SearchGroup] = {}
+    for t in sweep.trials:
+        values = tuple(t.trainer[k] for k in keys)
+        if values in groups:
+            continue
+        trainer = {**t.trainer, "width": t.trainer["base_width"], "parametrization": par}
+        template = {"trainer": trainer, "data": dict(t.data), "train": dict(t.train),
+                    "swept": [*keys, *sorted(searched)]}
+        ident = {"template": {**template, "trainer": {k: v for k, v in trainer.items() if k not in searched}},
+                 "space": space, "objective": OmegaConf.to_container(sweep.config.objective)}
+        label = dict(zip(keys, values))
+        name = "-".join(str(v) for v in values) or "all"
+        groups[values] = SearchGroup(label, template, f"{sweep.name}:{name}:{_short_hash(ident)}")
+    return list(groups.values())
+
+
+def searched_spec(template: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The trial (``TrialSpec.to_dict()`` form) of ``template`` with ``params`` set; its id hashes its config.
+
+    Computed identically in the worker and the driver, so both name the trial the same.
+    """
+    from trainers import TrainerConfig
+
+    trainer = dataclasses.asdict(TrainerConfig(**{**template["trainer"], **params}))
+    return {"trial_id": trial_id(trainer, template["data"], template["train"]), "trainer": trainer,
+            "data": dict(template["data"]), "train": dict(template["train"]), "swept": list(template["swept"])}
+
+
+# ---- the study -----------------------------------------------------------------------
+def check_storage_url(url: str) -> None:
+    """BadInput unless ``url`` parses as an SQLAlchemy URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise BadInput(f"--storage={url!r}: not an SQLAlchemy URL ({exc})") from None
+
+
+def open_storage(url: str):
+    """The Optuna RDB storage at ``url`` (BadInput when it cannot be opened)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # sqlalchemy and drivers raise many kinds
+        raise BadInput(f"storage {url}: cannot open ({str(exc).strip().splitlines()[0][:200]})") from None
+
+
+def _params(trial) -> dict[str, Any]:
+    """An Optuna trial's params as trainer fields (OptunaSearch flattens ``params/lr``)."""
+    return {k.split("/", 1)[-1]: v for k, v in trial.params.items()}
+
+
+def objective_value(row: dict[str, Any], metric: str, mode: str) -> float:
+    """The value Optuna sees for a recorded trial: its objective, ±inf when diverged or not finite."""
+    v = float(row.get(metric, math.nan))
+    if row.get("status") == "diverged" or not math.isfinite(v):
+        return math.inf if mode == "min" else -math.inf
+    return v
+
+
+def resume_study(storage, group: SearchGroup, mode: str, metric: str, done: dict[str, dict]) -> dict[str, int]:
+    """Open (or create) the group's study and settle the RUNNING trials a killed driver left.
+
+    A RUNNING trial whose trial id Parquet holds as done is told COMPLETE with its recorded
+    value; any other is told FAIL (``skip_if_finished``). Returns counts ``complete, recovered, failed``.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(storage=storage, study_name=group.study, load_if_exists=True,
+                                direction="minimize" if mode == "min" else "maximize")
+    recovered = failed = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        tid = None
+        try:
+            tid = searched_spec(group.template, _params(t))["trial_id"]
+        except (TypeError, ValueError):
+            pass
+        if tid in done:
+            study.tell(t.number, objective_value(done[tid], metric, mode), skip_if_finished=True)
+            recovered += 1
+        else:
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            failed += 1
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return {"complete": complete, "recovered": recovered, "failed": failed}
+
+
+def study_best(storage, group: SearchGroup, metric: str, mode: str) -> dict[str, Any]:
+    """The group's best COMPLETE trial: params, value, trial id (``best`` None when no finite value)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=group.study, storage=storage)
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.value is not None and math.isfinite(t.value)]
+    out = {"group": group.label, "study": group.study, "base_width": group.template["trainer"]["base_width"],
+           "parametrization_run": group.template["trainer"]["parametrization"],
+           "trials_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+           "trial_ids": sorted(searched_spec(group.template, _params(t))["trial_id"]
+                               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+           "metric": metric, "mode": mode, "best": None, "best_value": None, "best_trial_id": None}
+    if trials:
+        best = (min if mode == "min" else max)(trials, key=lambda t: t.value)
+        params = _params(best)
+        out.update(best=params, best_value=best.value,
+                   best_trial_id=searched_spec(group.template, params)["trial_id"])
+    return out
+
+
+class SearchRecorder(Recorder):
+    """The sweep's Recorder for trials whose specs arrive as Optuna suggests them; records each once."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.finished: set[str] = set()
+
+    def register(self, spec: dict[str, Any]) -> None:
+        self.specs[spec["trial_id"]] = spec
+
+    def completed(self, trial_id: str) -> None:
+        if trial_id not in self.finished:
+            self.finished.add(trial_id)
+            super().completed(trial_id)
+
+    def errored(self, trial_id: str, error: str) -> None:
+        if trial_id not in self.finished:
+            self.finished.add(trial_id)
+            super().errored(trial_id, error)
+
+
+# ---- the command's engine ------------------------------------------------------------
+@dataclass
+class BaseResult:
+    """What tune-base did: per group the study's state and best; where everything is."""
+
+    sweep_dir: Path
+    base_dir: Path
+    storage: str
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    path: Path | None = None
+    tracking_uri: str = ""
+    tracked: bool = False
+
+
+def _write_json_atomic(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2, default=str)
+        fh.write("\n")
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def storage_url(sweep: Sweep, results_dir: str | Path, storage: str | None = None) -> str:
+    """``--storage``, else ``search.storage``, else SQLite at ``<results>/<name>/optuna.db``."""
+    url = storage or sweep.config.search.storage
+    if not url:
+        url = f"sqlite:///{Path(results_dir).resolve() / sweep.name / 'optuna.db'}"
+    check_storage_url(url)
+    return url
+
+
+def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | None = None,
+              storage: str | None = None, address: str | None = None, track: bool = True,
+              stream: TextIO | None = None) -> BaseResult:
+    """Run each group's study up to ``trials`` COMPLETE trials at the base width; write base_lr.json.
+
+    Args:
+        sweep: the loaded sweep (its ``search`` and ``objective`` sections).
+        results_dir: the results root; this sweep's files go under ``<results_dir>/<name>/``.
+        trials: COMPLETE trials per study (default ``search.trials``).
+        storage: SQLAlchemy URL of the studies (default: ``search.storage`` or SQLite optuna.db).
+        address: Ray cluster address (default: embedded Ray).
+        track: log the trials to MLflow.
+        stream: where progress lines go (default stderr).
+
+    Returns:
+        The :class:`BaseResult` (``groups[i]["best"]`` holds the best params, None if none finite).
+
+    Raises:
+        BadInput: bad search space, trials, storage URL, missing data; nothing is written then.
+    """
+    from .progress import Progress
+    from .tracking import Tracker, default_tracking_uri
+
+    cfg = sweep.config
+    n = cfg.search.trials if trials is None else trials
+    if not isinstance(n, int) or n <= 0:
+        raise BadInput(f"{'--trials' if trials is not None else sweep.source + ': search.trials'}={n!r} "
+                       "must be a positive integer")
+    if cfg.search.max_concurrent < 0:
+        raise BadInput(f"{sweep.source}: search.max_concurrent={cfg.search.max_concurrent!r} must be >= 0")
+    space = search_space(sweep)
+    groups = search_groups(sweep, space)
+    url = storage_url(sweep, results_dir, storage)
+    check_runnable(sweep)
+    results_dir = Path(results_dir).resolve()
+    sweep_dir = results_dir / sweep.name
+    store = ResultsStore(sweep_dir / "base")
+    metric, mode = cfg.objective.metric, cfg.objective.mode
+    if not url.startswith("sqlite:///"):
+        st = open_storage(url)  # a server that is down: BadInput before anything is written
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if url.startswith("sqlite:///"):
+        st = open_storage(url)
+    table = store.trials()
+    done = {r["trial_id"]: r for r in table.to_dict("records") if r["status"] in DONE_STATUSES} \
+        if not table.empty else {}
+    states = [resume_study(st, g, mode, metric, done) for g in groups]
+    todo = [max(0, n - s["complete"]) for s in states]
+    base_sweep = Sweep(name=f"{sweep.name}-base", source=sweep.source, config=cfg, trials=[])
+    from . import tune_runner
+
+    started_ray = False
+    if any(todo):
+        try:
+            started_ray = tune_runner.connect(address)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise BadInput(f"--address {address}: cannot connect to Ray ({str(exc).splitlines()[0]})") from None
+    tracker = None
+    try:
+        store.write_config(to_yaml(sweep))
+        uri = default_tracking_uri(results_dir, cfg.tracking.uri)
+        if track:
+            tracker = Tracker(uri, base_sweep.name, cfg.tracking.experiment or sweep.name,
+                              artifact_root=results_dir / "mlartifacts")
+            tracker.start()
+        progress = Progress(n * len(groups), sum(min(n, s["complete"]) for s in states),
+                            metric.removeprefix("final_"), mode, stream)
+        recorder = SearchRecorder(base_sweep, store, tracker, progress)
+        progress.render(force=True)
+        for g, k in zip(groups, todo):
+            if k:
+                tune_runner.run_search(
+                    g.template, space, searched_spec, recorder, store.dir / "tune", f"{sweep.name}-base",
+                    g.study, st, k, metric=metric.removeprefix("final_"), mode=mode, seed=cfg.search.seed,
+                    cpu=cfg.resources.cpu, gpu=cfg.resources.gpu,
+                    max_concurrent=cfg.search.max_concurrent or cfg.max_concurrent,
+                    max_failures=cfg.max_failures)
+        progress.close()
+    finally:
+        if started_ray:
+            tune_runner.shutdown()
+    result = BaseResult(sweep_dir, store.dir, url, tracking_uri=tracker.uri if tracker else "")
+    for g, s in zip(groups, states):
+        best = study_best(st, g, metric, mode)
+        best.update(ran=best["trials_complete"] - s["complete"], recovered=s["recovered"], marked_failed=s["failed"], complete_before=s["complete"])
+        result.groups.append(best)
+    if tracker is not None:
+        specs = {}
+        for g, b in zip(groups, result.groups):
+            import optuna
+
+            study = optuna.load_study(study_name=g.study, storage=st)
+            for t in study.get_trials(deepcopy=False):
+                try:
+                    spec = searched_spec(g.template, _params(t))
+                except (TypeError, ValueError):
+                    continue
+                specs[spec["trial_id"]] = spec
+        tracker.sync(store.trials(), store.history(), specs)
+        tracker.finish()
+        result.tracked = tracker.enabled
+    result.path = sweep_dir / "base_lr.json"
+    _write_json_atomic({"sweep": sweep.name, "storage": url, "metric": metric, "mode": mode,
+                        "trials_per_study": n, "space": space, "groups": result.groups}, result.path)
+    return result
+
+
+def group_of(trainer: dict[str, Any], result_groups: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The tune-base group (a ``BaseResult.groups`` entry) whose label matches ``trainer``."""
+    for g in result_groups:
+        if all(trainer.get(k) == v for k, v in g["group"].items()):
+            return g
+    return None
+
+
+__all__ = ["search_space", "search_groups", "searched_spec", "resume_study", "study_best", "tune_base",
+           "BaseResult", "SearchGroup", "SearchRecorder", "storage_url", "group_of", "objective_value"]
+
