@@ -150,3 +150,112 @@ def run_trials(specs: list[dict[str, Any]], recorder: Recorder, storage_dir: str
             verbose=0),
     )
     tuner.fit()
+
+
+# ---- Optuna through Ray Tune (tune-base) --------------------------------------------------
+def search_trainable(config: dict[str, Any]) -> None:
+    """One Optuna trial: ``config["template"]`` with the suggested ``config["params"]`` set, run as a sweep trial."""
+    import math
+
+    import torch
+
+    from trainers import TrainerConfig, load_dataset, make_trainer, train
+
+    from .tune_base import searched_spec
+
+    spec = searched_spec(config["template"], config["params"])
+    metric, mode = config["objective"]["metric"], config["objective"]["mode"]
+    worst = math.inf if mode == "min" else -math.inf
+    tc = TrainerConfig(**spec["trainer"])
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    data = load_dataset(spec["data"]["dataset"], spec["data"]["subset"] or None,
+                        spec["data"]["test_subset"] or None, device=tc.torch_device, dtype=tc.torch_dtype,
+                        seed=tc.seed)
+    torch.manual_seed(tc.seed)
+    trainer = make_trainer(tc, data.input_dim, data.output_dim)
+    where = {"trial_id": spec["trial_id"], "node": ray.get_runtime_context().get_node_id(),
+             "hostname": socket.gethostname()}
+
+    def report(row: dict) -> None:
+        value = float(row.get(metric, math.nan))
+        objective = worst if row.get("diverged") or not math.isfinite(value) else value
+        tune.report({**row, **where, "objective": objective})
+
+    train(trainer, data, spec["train"]["epochs"], spec["train"]["batch_size"], seed=tc.seed, on_epoch=report)
+
+
+def _domain(p: dict[str, Any]):
+    """A Tune domain from a checked search-space entry (``tune_base.search_space``)."""
+    if "choices" in p:
+        return tune.choice(list(p["choices"]))
+    if p["type"] == "int":
+        return (tune.lograndint if p["log"] else tune.randint)(int(p["low"]), int(p["high"]) + 1)
+    return (tune.loguniform if p["log"] else tune.uniform)(float(p["low"]), float(p["high"]))
+
+
+class SearchCallback(RecordingCallback):
+    """RecordingCallback for searched trials: the trial's spec is known only once Optuna suggested it."""
+
+    def __init__(self, recorder, make_spec) -> None:
+        super().__init__(recorder)
+        self.make_spec = make_spec
+        self.ids: dict[str, str] = {}  # Tune's trial id -> our trial id
+
+    def _id(self, trial) -> str:
+        if trial.trial_id not in self.ids:
+            spec = self.make_spec(trial.config["template"], trial.config["params"])
+            self.recorder.register(spec)
+            self.ids[trial.trial_id] = spec["trial_id"]
+        return self.ids[trial.trial_id]
+
+
+def run_search(template: dict[str, Any], space: list[dict[str, Any]], make_spec, recorder: Recorder,
+               storage_dir: str | Path, name: str, study_name: str, study_storage, num_samples: int,
+               metric: str = "test_loss", mode: str = "min", seed: int = 0, cpu: float = 1.0, gpu: float = 0.0, max_concurrent: int = 0,
+               max_failures: int = 2) -> None:
+    """Run ``num_samples`` Optuna (TPE) trials through Ray Tune's ``OptunaSearch`` on the study
+    ``study_name`` in ``study_storage`` (an ``optuna.storages.BaseStorage``; created if absent).
+
+    Each trial is ``template`` with the searched keys set; Optuna sees the trial's last
+    ``objective`` report (``metric``, a history column, or ±inf when the trial diverged). The driver records
+    a finished trial (Parquet, then MLflow) before Optuna is told, so a driver killed in between
+    leaves a RUNNING Optuna trial that ``tune_base`` can match to its Parquet row.
+    """
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    storage = Path(storage_dir).resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    callback = SearchCallback(recorder, make_spec)
+
+    class RecordFirst(OptunaSearch):
+        def on_trial_result(self, trial_id, result):
+            pass  # no pruner: Optuna needs only the final value
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            if result and not error and trial_id in callback.ids:
+                recorder.completed(callback.ids[trial_id])  # Parquet before the study: see above
+            super().on_trial_complete(trial_id, result=result, error=error)
+
+    startup = min(10, max(2, num_samples // 3))
+    searcher = RecordFirst(metric="objective", mode=mode, study_name=study_name, storage=study_storage,
+                           sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup))
+    if max_concurrent:
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
+    threads = max(1, int(cpu))
+    resources = {"cpu": cpu, "gpu": gpu} if gpu else {"cpu": cpu}
+    tuner = tune.Tuner(
+        tune.with_resources(search_trainable, resources),
+        param_space={"params": {p["name"]: _domain(p) for p in space}, "template": template,
+                     "threads": threads, "objective": {"metric": metric, "mode": mode}},
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples, reuse_actors=True,
+                                    max_concurrent_trials=max_concurrent or None),
+        run_config=tune.RunConfig(
+            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", storage_path=str(storage),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), callback], verbose=0),
+    )
+    tuner.fit()
