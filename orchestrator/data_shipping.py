@@ -44,12 +44,17 @@ def _where() -> str:
     try:
         return str(find_fashion_mnist())
     except DataError as exc:
-        return f"!{exc}"
+        return f"!{_reason(exc)}"
 
 
 @ray.remote(num_cpus=0)
 def _load_remote(data: dict):
     return _load_here(data)
+
+
+def _reason(exc: Exception) -> str:
+    """The first clause of a DataError (what is missing and where it looked), without the advice."""
+    return str(exc).split(";")[0]
 
 
 def _on(node_id: str) -> dict:
@@ -90,8 +95,10 @@ def ship(data: Mapping[str, Any], timeout_s: float = 120.0) -> ray.ObjectRef | N
                 return _load_remote.options(**_on(nid)).remote(dict(data))
         ips = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in nodes}
         reasons = "; ".join(f"node {nid[:8]} ({ips[nid]}): {w[1:]}" for nid, w in answers.items())
-        raise DataError(f"data.dataset={data['dataset']}: no node can read it. Driver: {here}. "
-                        f"Cluster ({len(nodes)} nodes): {reasons or 'no node alive'}") from None
+        raise DataError(f"data.dataset={data['dataset']}: no node can read it. Driver: {_reason(here)}. "
+                        f"Cluster ({len(nodes)} nodes): {reasons or 'no node alive'}. Put the four IDX files "
+                        f"on one node (MUTRANSFER_DATA, `mutransfer fetch-data`, or Debian's "
+                        f"dataset-fashion-mnist)") from None
 
 
 def dataset_for_trial(data: Mapping[str, Any], shipped: Any, device: torch.device | str,

@@ -298,6 +298,41 @@ def test_worker_without_the_dataset_on_disk(cluster, tmp_path):
     assert (trials.node == worker).any(), "no trial ran on the worker node"
 
 
+SHIP_FROM_A_NODE = """
+import ray
+from orchestrator.data_shipping import ship
+from trainers import DataError, find_fashion_mnist
+try:
+    print("DRIVER HAS THE DATA:", find_fashion_mnist())
+except DataError:
+    pass
+ray.init(address="{address}", log_to_driver=False)
+ref = ship({{"dataset": "fmnist", "subset": 500, "test_subset": 200}})
+ds = ray.get(ref)
+where = ray.experimental.get_object_locations([ref])[ref]["node_ids"]
+print("SHIPPED", "x".join(map(str, ds.x_train.shape)), ",".join(where))
+ray.shutdown()
+"""
+
+
+def test_driver_without_the_dataset_ships_it_from_a_node_that_has_it(cluster, tmp_path):
+    """The driver's disk and the worker's have no Fashion-MNIST, the head's has: ship() loads it there."""
+    script = tmp_path / "ship.py"
+    script.write_text(textwrap.dedent(SHIP_FROM_A_NODE.format(address=ADDRESS)))
+    (tmp_path / "empty").mkdir()
+    cmd = (f"mount -t tmpfs tmpfs {FMNIST_SYSTEM_DIR} && "
+           f"exec env XDG_CACHE_HOME={tmp_path / 'empty'} {sys.executable} {script}")
+    proc = cluster.ns.popen(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", cmd],
+                            env=cluster.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = _finish(proc, timeout=120)
+    line = next((x for x in out.splitlines() if x.startswith("SHIPPED")), None)
+    assert line is not None, out[-2000:]
+    assert "DRIVER HAS THE DATA" not in out, "the driver can read the dataset: the test proves nothing"
+    _, shape, where = line.split(" ", 2)
+    assert shape == "500x784"
+    assert cluster.node_id(cluster.head_raylet) in where.split(","), (where, out[-1000:])
+
+
 def _running_trial_on(raylet: int, trial_ids: set[str], timeout: float) -> tuple[int, str]:
     """A trial actor under ``raylet`` that is training one of ``trial_ids``: (pid, trial id from its cwd)."""
     deadline = time.time() + timeout
