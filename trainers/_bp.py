@@ -17,3 +17,19 @@ class BPTrainer(Trainer):
             loss = self.loss_fn(self.model(x), target)
             grads = torch.autograd.grad(loss, params)
         return {n: -g for n, g in zip(names, grads)}, {"loss": loss.detach()}
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        """One SGD/Adam step on the batch loss, the plain PyTorch way (``backward``, ``optimizer.step``).
+
+        Same update as applying :meth:`update_direction` with the per-layer learning
+        rates; a non-finite or too large loss is reported as diverged and not applied.
+        """
+        x = x.to(device=self.device, dtype=self.dtype)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(x), self.targets(y))
+        loss.backward()
+        value = float(loss.detach())
+        diverged = self._is_diverged(value)
+        if not diverged:
+            self.optimizer.step()
+        return {"loss": value, "diverged": diverged}
