@@ -150,21 +150,25 @@ def _run_fetch(args: argparse.Namespace) -> int:
 
 
 # ---- demo ----------------------------------------------------------------------
+DEMO = Path(__file__).resolve().parent.parent / "search_spaces" / "demo.yaml"
+
+
 def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default="results", help="results directory (default results)")
+    p.add_argument("--no-mlflow", action="store_true", help="Parquet only")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .cmd_sweep import SMOKE, _add_sweep, _run_sweep
+    """`mutransfer verify search_spaces/demo.yaml`: BP, PC and TP under SP and muP on embedded Ray."""
+    from .cmd_verify import _add_verify, _run_verify
 
-    codes = []
-    for par in ("mup", "sp"):
-        print(f"\n== coordinate check: BP {par}, SGD, widths 64..2048 ==")
-        codes.append(_run_coord(build_ns(_add_coord, ["--parametrization", par, "--out",
-                                                      f"{args.results}/coord_check/bp_{par}_sgd"])))
-    print(f"\n== sweep {SMOKE.name}: BP under SP and muP, widths 64 and 256, 4 learning rates, on Ray Tune ==")
-    codes.append(_run_sweep(build_ns(_add_sweep, [str(SMOKE), "--results", args.results])))
-    return max(codes)
+    print(f"== demo: verify {DEMO.name}: BP, PC and TP under SP and muP, lr tuned at width 64 (Optuna), "
+          f"transferred to widths 128 and 256, on Ray Tune ==", flush=True)
+    t0 = time.perf_counter()
+    argv = [str(DEMO), "--results", args.results] + (["--no-mlflow"] if args.no_mlflow else [])
+    code = _run_verify(build_ns(_add_verify, argv))
+    print(f"demo finished in {time.perf_counter() - t0:.0f}s (exit code {code})")
+    return code
 
 
 def build_ns(add, argv: list[str]) -> argparse.Namespace:
@@ -179,5 +183,6 @@ COMMANDS = {
     "train": ("Train one network on Fashion-MNIST and print its learning curve.", _add_train, _run_train),
     "fetch-data": ("Find Fashion-MNIST on disk, or download it (checksummed) into the user cache.",
                    _add_fetch, _run_fetch),
-    "demo": ("The demo: coordinate checks, then search_spaces/smoke.yaml swept on Ray Tune.", _add_demo, _run_demo),
+    "demo": ("The demo: `mutransfer verify search_spaces/demo.yaml` (BP, PC, TP under SP and muP, embedded Ray).",
+             _add_demo, _run_demo),
 }

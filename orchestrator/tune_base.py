@@ -361,7 +361,7 @@ def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | N
                               artifact_root=results_dir / "mlartifacts")
             tracker.start()
         progress = Progress(n * len(groups), sum(min(n, s["complete"]) for s in states),
-                            metric.removeprefix("final_"), mode, stream)
+                            metric, mode, stream)
         recorder = SearchRecorder(base_sweep, store, tracker, progress)
         progress.render(force=True)
         for g, k in zip(groups, todo):
