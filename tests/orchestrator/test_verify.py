@@ -1,0 +1,122 @@
+"""verify: the bracket trials, the exit-code rule, bad input; a real BP/SGD verify on Fashion-MNIST (slow)."""
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.config import load_sweep, trial_id
+from orchestrator.errors import BadInput
+from orchestrator.verify import decide, transfer_trials
+
+ROOT = Path(__file__).resolve().parents[2]
+SPACE = """
+name: vf
+trainer: {optimizer: sgd, depth: 3, activation: tanh, base_width: 16}
+data: {dataset: fmnist, subset: 300, test_subset: 200}
+train: {epochs: 1, batch_size: 50}
+grid:
+  algorithm: [bp, pc]
+  parametrization: [sp, mup]
+  width: [16, 32, 64]
+  seed: [0, 1]
+verify: {bracket: [-1, 0, 1]}
+resources: {cpu: 1}
+"""
+
+
+@pytest.fixture
+def space(tmp_path):
+    p = tmp_path / "vf.yaml"
+    p.write_text(textwrap.dedent(SPACE))
+    return p
+
+
+def _base(bp=0.01, pc=0.1):
+    return [{"group": {"algorithm": "bp"}, "best": {"lr": bp}}, {"group": {"algorithm": "pc"}, "best": {"lr": pc}}]
+
+
+def test_bracket_around_the_base_optimum_at_every_width_parametrization_and_seed(space):
+    sw = load_sweep(space)
+    specs = transfer_trials(sw, _base(), [-1.0, 0.0, 1.0])
+    assert len(specs) == 2 * 2 * 3 * 2 * 3 and len({s.trial_id for s in specs}) == len(specs)
+    for s in specs:
+        assert s.trial_id == trial_id(s.trainer, s.data, s.train) and "lr" in s.swept
+    df = pd.DataFrame([s.trainer for s in specs])
+    for algo, lr in (("bp", 0.01), ("pc", 0.1)):
+        sub = df[df.algorithm == algo]
+        assert sorted(sub.lr.unique()) == pytest.approx([lr / 2, lr, lr * 2])
+        assert sub.groupby(["parametrization", "width", "seed"]).size().eq(3).all()
+    assert set(df.width) == {16, 32, 64} and set(df.parametrization) == {"sp", "mup"}
+
+
+def test_no_finite_base_optimum_is_bad_input(space):
+    with pytest.raises(BadInput, match="algorithm=pc"):
+        transfer_trials(load_sweep(space), [{"group": {"algorithm": "bp"}, "best": {"lr": 0.01}},
+                                            {"group": {"algorithm": "pc"}, "best": None}], [0.0])
+
+
+def _groups(rows):
+    return pd.DataFrame([{"algorithm": a, "parametrization": p, "inference_steps": 20, "verdict": v,
+                          "verdict_reason": f"reason {a}/{p}"} for a, p, v in rows])
+
+
+def test_mup_groups_decide_sp_is_the_control():
+    assert decide(_groups([("bp", "mup", "transfers"), ("bp", "sp", "drifts")]))[0] == 0
+    code, lines = decide(_groups([("bp", "mup", "transfers"), ("pc", "mup", "drifts"), ("pc", "sp", "transfers")]))
+    assert code == 1 and lines == ["pc/mup/20: reason pc/mup"]
+    # no muP group at all: every group is judged
+    assert decide(_groups([("bp", "sp", "drifts")]))[0] == 1
+    assert decide(_groups([("bp", "sp", "transfers")]))[0] == 0
+    assert decide(pd.DataFrame())[0] == 1
+
+
+@pytest.mark.parametrize("args", [
+    ["verify.bracket=[-1, 1]"],
+    ["grid.width=[16]"],
+    ["verify.max_drift=-0.1"],
+    ["verify.bracket=[]"],
+    ["--bootstrap", "-1"],
+    ["--trials", "0"],
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(space, tmp_path, capsys, args):
+    results = tmp_path / "results"
+    overrides = [a for a in args if "=" in a]
+    options = [a for a in args if a not in overrides]
+    code = main(["verify", str(space), *overrides, "--results", str(results), *options])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "error" in err, err
+    assert not results.exists()
+
+
+@pytest.mark.slow
+def test_real_bp_sgd_verify_mup_transfers_sp_drifts(tmp_path, ray_env):
+    """search_spaces/verify_bp_sgd.yaml (62 trials: 8 Optuna at width 64, then lr* x 2^k, k = -3..1 by 1/2,
+    at widths 64, 256, 1024 under SP and muP; 2 epochs on 2000 images). See the report for its running time."""
+    results = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "verify",
+                           str(ROOT / "search_spaces" / "verify_bp_sgd.yaml"), "--results", str(results)],
+                          env=ray_env, capture_output=True, text=True, timeout=3000)
+    assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((results / "verify_bp_sgd" / "report" / "summary.json").read_text())
+    k = {g["parametrization"]: g["drift_exponent"] for g in summary["groups"]}
+    assert abs(k["mup"]) < 0.25, (k, proc.stdout[-3000:])
+    assert k["sp"] < -0.5, (k, proc.stdout[-3000:])
+    trials = pd.read_parquet(results / "verify_bp_sgd" / "trials.parquet")
+    assert trials.trial_id.is_unique and len(trials) == 2 * 3 * 9
+    base = json.loads((results / "verify_bp_sgd" / "base_lr.json").read_text())
+    lr = base["groups"][0]["best"]["lr"]
+    assert np.allclose(sorted(trials.lr.unique()), sorted(lr * 2.0 ** np.arange(-3, 1.5, 0.5)))
+    assert "VERDICT" in proc.stdout and "mutransfer ui" in proc.stdout
+    assert (results / "verify_bp_sgd" / "report" / "report.md").exists()
+    assert proc.returncode == (0 if [g for g in summary["groups"] if g["parametrization"] == "mup"][0]["verdict"]
+                               == "transfers" else 1)
+    assert math.isfinite(lr)
