@@ -39,7 +39,7 @@ from typing import Any, TextIO
 
 from omegaconf import OmegaConf
 
-from .config import Sweep, _suggest, _trainer_fields, check_runnable, to_yaml, trial_id
+from .config import Sweep, _suggest, _trainer_fields, check_runnable, trial_id
 from .errors import BadInput
 from .results_store import DONE_STATUSES, ResultsStore
 from .sweep import Recorder
@@ -354,7 +354,9 @@ def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | N
             raise BadInput(f"--address {address}: cannot connect to Ray ({str(exc).splitlines()[0]})") from None
     tracker = None
     try:
-        store.write_config(to_yaml(sweep))
+        base_cfg = cfg.copy()
+        base_cfg.name = base_sweep.name  # base/ reads as the sweep "<name>-base"
+        store.write_config(OmegaConf.to_yaml(base_cfg))
         uri = default_tracking_uri(results_dir, cfg.tracking.uri)
         if track:
             tracker = Tracker(uri, base_sweep.name, cfg.tracking.experiment or sweep.name,
