@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "orchestrator.cmd_analyze",
     "orchestrator.cmd_sweep",
     "orchestrator.cmd_verify",
+    "orchestrator.cmd_theory",
 ]
 
 

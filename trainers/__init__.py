@@ -36,3 +36,7 @@ from ._tp import TP_TABLES, TPTrainer  # noqa: E402
 from ._tp_feedback import FEEDBACK_KINDS  # noqa: E402
 
 __all__ += ["Alignment", "FEEDBACK_KINDS", "TPTrainer", "TP_TABLES", "alignment_exponent"]
+
+from ._geometry import pc_geometry  # noqa: E402
+
+__all__ += ["pc_geometry"]

@@ -1,0 +1,196 @@
+"""Theory measurements as commands: `mutransfer pc-geometry` and `mutransfer alignment`.
+
+Both run in this process (no Ray), write Parquet and a PNG under ``--out`` and print a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadInput
+
+NETWORK_CHOICES = {"linear": ("linear",), "tanh": ("tanh",), "both": ("linear", "tanh")}
+GAMMA_BARS = (0.0, -1.0)  # the PC tables that exist
+ALIGNMENT_SETTINGS = (("bp", "sp"), ("bp", "mup"), ("tp", "sp"), ("tp", "mup"))
+
+
+def _list(text: str, kind, what: str) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BadInput(f"{what}={text!r} is not a comma-separated list") from None
+    if not values:
+        raise BadInput(f"{what}={text!r} is empty")
+    return values
+
+
+def _widths(text: str, what: str = "--widths") -> list[int]:
+    values = _list(text, int, what)
+    if min(values) <= 0:
+        raise BadInput(f"{what}={text!r}: widths must be positive integers")
+    return values
+
+
+def _slope(x, y) -> float:
+    x, y = np.log2(np.asarray(x, float)), np.log2(np.asarray(y, float))
+    ok = np.isfinite(x) & np.isfinite(y)
+    return float(np.polyfit(x[ok], y[ok], 1)[0]) if ok.sum() >= 2 else float("nan")
+
+
+def _prepare_out(out: str) -> Path:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"--out={out!r} exists and is not a directory")
+    return path
+
+
+# ---- pc-geometry --------------------------------------------------------------------
+def _add_geometry(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated widths (default 64,...,1024)")
+    p.add_argument("--gamma-bar-L", default="0,-1", dest="gamma_bar_L",
+                   help="output energy weight exponents γ̄_L, γ_L = m^(−γ̄_L): 0 and/or -1 (default 0,-1)")
+    p.add_argument("--steps", default="1,5,20,100,inf",
+                   help="inference step counts T; 'inf' = converged inference (default 1,5,20,100,inf)")
+    p.add_argument("--network", default="both", help="linear, tanh or both (default both)")
+    p.add_argument("--parametrization", default="mup", help="mup or sp (default mup)")
+    p.add_argument("--seeds", default="0", help="comma-separated initialisation seeds (default 0)")
+    p.add_argument("--batch-size", type=int, default=32, help="teacher-student batch size (default 32)")
+    p.add_argument("--converged-steps", type=int, default=600,
+                   help="inference steps that stand for 'inf' in the tanh MLP (default 600)")
+    p.add_argument("--out", default="results/theory/pc_geometry", help="output directory")
+
+
+def _run_geometry(args: argparse.Namespace) -> int:
+    from trainers import pc_geometry
+    from trainers._geometry import _check_steps
+
+    widths = _widths(args.widths)
+    gbars = _list(args.gamma_bar_L, float, "--gamma-bar-L")
+    bad = [g for g in gbars if g not in GAMMA_BARS]
+    if bad:
+        raise BadInput(f"--gamma-bar-L={bad[0]:g} is not one of 0, -1 (the PC tables that exist)")
+    try:
+        steps = _check_steps(args.steps.split(","))
+    except ValueError as exc:
+        raise BadInput(f"--steps: {exc}") from None
+    if args.network not in NETWORK_CHOICES:
+        raise BadInput(f"--network={args.network!r} is not one of {', '.join(NETWORK_CHOICES)}")
+    if args.parametrization not in ("mup", "sp"):
+        raise BadInput(f"--parametrization={args.parametrization!r} is not one of mup, sp")
+    seeds = _list(args.seeds, int, "--seeds")
+    if args.batch_size <= 0 or args.converged_steps <= 1:
+        raise BadInput("--batch-size must be > 0 and --converged-steps > 1")
+    out = _prepare_out(args.out)
+
+    import torch
+
+    from analysis.io import write_parquet_atomic
+    from analysis.theory_plots import plot_pc_geometry
+
+    torch.set_num_threads(1)  # small matrices: one thread is faster on a shared machine
+    start = time.perf_counter()
+    table = pc_geometry(widths=widths, gamma_bar_Ls=gbars, steps=steps, networks=NETWORK_CHOICES[args.network],
+                        seeds=seeds, batch_size=args.batch_size, converged_steps=args.converged_steps,
+                        parametrization=args.parametrization)
+    wall = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(table, out / "pc_geometry.parquet")
+    png = plot_pc_geometry(table, out / "pc_geometry.png")
+    _print_geometry(table, args.parametrization)
+    print(f"{len(table)} rows in {wall:.1f} s -> {out / 'pc_geometry.parquet'}, {png}")
+    return 0
+
+
+def _print_geometry(table, parametrization: str) -> None:
+    import pandas as pd
+
+    allp = table[table.layer == "all"]
+    mean = allp.groupby(["network", "gamma_bar_L", "steps", "width"])[["cos_bp", "cos_gn", "cos_gn_param"]].mean()
+    print(f"PC update vs BP's gradient (cos_bp) and vs the activity-space Gauss-Newton direction "
+          f"(cos_gn: e_L = (Σ_l<L γ_L/γ_l J_l J_lᵀ)^-1 r per sample, e_l = γ_L/γ_l J_lᵀ e_L), all layers, "
+          f"{parametrization}; slope = d log2(1 − cos_bp) / d log2 width")
+    rows = []
+    for (net, g, s), grp in mean.groupby(level=[0, 1, 2], sort=False):
+        grp = grp.droplevel([0, 1, 2])
+        row = {"network": net, "gamma_bar_L": g, "T": "converged" if s == "inf" else s}
+        for w, r in grp.iterrows():
+            row[f"cos_bp@{w}"] = round(r.cos_bp, 4)
+        for w, r in grp.iterrows():
+            row[f"cos_gn@{w}"] = round(r.cos_gn, 4)
+        row["slope"] = round(_slope(grp.index, 1 - grp.cos_bp), 2)
+        rows.append(row)
+    order = {"converged": 1e9}
+    df = pd.DataFrame(rows)
+    df["_k"] = [order.get(t, float(t) if t != "converged" else 1e9) for t in df["T"]]
+    df = df.sort_values(["network", "gamma_bar_L", "_k"], ascending=[True, False, True]).drop(columns="_k")
+    print(df.to_string(index=False))
+    lin = table[(table.network == "linear") & (table.layer == "all")]
+    if not lin.empty:
+        c = lin.groupby(["gamma_bar_L", "width"]).coupling_norm.mean().unstack()
+        print("deep linear network, ‖C‖₂ (coupling; → 0 means PC → gradient):")
+        print(c.round(3).to_string())
+
+
+# ---- alignment ------------------------------------------------------------------------
+def _add_alignment(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--widths", default="64,128,256,512,1024,2048", help="comma-separated widths (default 64,...,2048)")
+    p.add_argument("--seeds", default="0", help="comma-separated initialisation seeds (default 0)")
+    p.add_argument("--steps", type=int, default=1, help="training steps before Δφ is taken (default 1)")
+    p.add_argument("--lr", type=float, default=0.1, help="learning rate η (default 0.1)")
+    p.add_argument("--out", default="results/theory/alignment", help="output directory")
+
+
+def _run_alignment(args: argparse.Namespace) -> int:
+    from trainers import TrainerConfig, alignment_exponent
+
+    widths = _widths(args.widths)
+    if len(widths) < 2:
+        raise BadInput(f"--widths={args.widths!r}: need at least two widths to fit ω_L")
+    seeds = _list(args.seeds, int, "--seeds")
+    if args.steps <= 0 or not args.lr > 0:
+        raise BadInput("--steps must be a positive integer and --lr > 0")
+    out = _prepare_out(args.out)
+
+    import pandas as pd
+    import torch
+
+    from analysis.io import write_parquet_atomic
+    from analysis.theory_plots import plot_alignment
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    tables, fits = [], []
+    for alg, par in ALIGNMENT_SETTINGS:
+        extra = {"target_step": 1.0, "feedback": "linear", "feedback_lr": 0.01} if alg == "tp" else {}
+        cfg = TrainerConfig(algorithm=alg, parametrization=par, lr=args.lr, dtype="float64", **extra)
+        a = alignment_exponent(cfg, widths=widths, steps=args.steps, seeds=seeds)
+        tables.append(a.table.assign(algorithm=alg, parametrization=par))
+        fits.append({"algorithm": alg, "parametrization": par, "omega": a.omega,
+                     "product_slope": a.product_slope, "widths": ",".join(map(str, widths)),
+                     "seeds": len(seeds), "steps": args.steps, "lr": args.lr})
+    wall = time.perf_counter() - start
+    table, fits = pd.concat(tables, ignore_index=True), pd.DataFrame(fits)
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(table, out / "alignment.parquet")
+    write_parquet_atomic(fits, out / "alignment_fits.parquet")
+    png = plot_alignment(table, fits, out / "alignment.png")
+    ratio = table.groupby(["algorithm", "parametrization", "width"]).ratio.mean().unstack().round(2)
+    print("last-layer alignment r(n) = RMS(W_L Δφ) / (RMS W_L · RMS Δφ) after "
+          f"{args.steps} step(s); ω_L = d log r / d log n (LLN: 1, CLT: 1/2)")
+    print(ratio.to_string())
+    print(fits[["algorithm", "parametrization", "omega", "product_slope"]].round(3).to_string(index=False))
+    print(f"{len(table)} rows in {wall:.1f} s -> {out / 'alignment.parquet'}, {out / 'alignment_fits.parquet'}, {png}")
+    return 0
+
+
+COMMANDS = {
+    "pc-geometry": ("Cosine of PC's update with BP's gradient and with a Gauss-Newton direction against width "
+                    "(deep linear network and tanh MLP; γ̄_L = 0, -1; several T). Parquet + PNG.",
+                    _add_geometry, _run_geometry),
+    "alignment": ("Last-layer alignment exponent ω_L against width for BP and TP under SP and muP. "
+                  "Parquet + PNG.", _add_alignment, _run_alignment),
+}
