@@ -157,14 +157,14 @@ class TwoNodeCluster:
                   "--temp-dir", str(tmp / "ray"), "--disable-usage-stats", "--block"]
         self.head = self._start("head", [str(BIN / "ray"), "start", "--head", f"--port={PORT}",
                                          "--include-dashboard=false", *common])
-        self.head_raylet = self._raylet(self.head)
+        self.head_raylet = self._raylet(self.head, "head")
         (tmp / "empty-cache").mkdir()
         worker = (f"mount -t tmpfs tmpfs {FMNIST_SYSTEM_DIR} && "
                   f"exec env XDG_CACHE_HOME={tmp / 'empty-cache'} {BIN / 'ray'} start --address={ADDRESS} "
                   + " ".join(common))
         self.worker = self._start("worker", ["unshare", "--mount", "--propagation", "private", "--",
                                              "sh", "-c", worker])
-        self.worker_raylet = self._raylet(self.worker)
+        self.worker_raylet = self._raylet(self.worker, "worker")
 
     def _start(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "wb")
@@ -172,16 +172,17 @@ class TwoNodeCluster:
         self.procs.append(proc)
         return proc
 
-    def _raylet(self, proc: subprocess.Popen, timeout: float = 90) -> int:
+    def _raylet(self, proc: subprocess.Popen, name: str, timeout: float = 120) -> int:
+        """The node's raylet pid, once `ray start` has said the node is up."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             assert proc.poll() is None, f"ray start exited {proc.returncode}: {self.logs()}"
-            for p in _children(proc.pid):
-                if "/raylet/raylet" in _cmdline(p):
-                    time.sleep(3)  # let it register with the GCS
-                    return p
+            if "Ray runtime started" in (self.tmp / f"{name}.log").read_text(errors="replace"):
+                raylets = [p for p in _children(proc.pid) if "/raylet/raylet" in _cmdline(p)]
+                assert len(raylets) == 1, raylets
+                return raylets[0]
             time.sleep(0.5)
-        raise AssertionError(f"no raylet after {timeout}s: {self.logs()}")
+        raise AssertionError(f"{name} node not up after {timeout}s: {self.logs()}")
 
     @staticmethod
     def node_id(raylet: int) -> str:
@@ -202,7 +203,7 @@ class TwoNodeCluster:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs:
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=45)  # a node drains for up to 30 s
             except subprocess.TimeoutExpired:
                 pass
         deadline = time.time() + 15
@@ -222,9 +223,16 @@ def cluster():
         yield c
     finally:
         leftovers = c.stop()
+        deadline = time.time() + 10
+        while c.ns.inode in {_netns(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit()} \
+                and time.time() < deadline:
+            time.sleep(0.2)  # killed, not yet gone
+        still = [f"{p.name} {_cmdline(int(p.name))[:100]}" for p in Path("/proc").iterdir()
+                 if p.name.isdigit() and _netns(int(p.name)) == c.ns.inode]
+        logs = c.logs()
         shutil.rmtree(tmp, ignore_errors=True)
-        assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _netns(int(p.name)) == c.ns.inode]
-        assert not leftovers, f"processes still running after the nodes were stopped: {leftovers}"
+        assert not still, f"processes of the test's namespace survived SIGKILL: {still}"
+        assert not leftovers, f"processes still running 60 s after SIGTERM to the nodes: {leftovers}\n{logs}"
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -265,6 +273,14 @@ def _check_mlflow(results: Path, name: str, trial_ids: set[str]) -> None:
 
 
 # ---- the tests --------------------------------------------------------------------------
+def test_ray_listens_on_loopback_only(cluster):
+    """Inside the namespace Ray's node IP is 127.0.0.1: every listening socket is bound to it."""
+    out = cluster.ns.popen(["ss", "-ltnpH"], stdout=subprocess.PIPE, text=True).communicate(timeout=10)[0]
+    local = [line.split()[3] for line in out.splitlines() if line.strip()]
+    assert len(local) >= 4, out  # the GCS and at least a raylet's two ports per node
+    assert all(a.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]") for a in local), out
+
+
 def test_sweep_uses_both_nodes(cluster, tmp_path):
     space = _write(tmp_path, "spread", TEACHER.format(name="spread", n=1024, epochs=3, widths="[32, 64]"))
     ids = _trial_ids(space)
