@@ -1,0 +1,103 @@
+"""`mutransfer pc-geometry` and `mutransfer alignment`: files, tables, agreement with direct computations, bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from orchestrator.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)  # the commands set one thread
+
+
+def test_pc_geometry_writes_parquet_png_and_table(tmp_path, capsys):
+    out = tmp_path / "geo"
+    code = main(["pc-geometry", "--widths", "64,256", "--steps", "1,inf", "--network", "linear",
+                 "--batch-size", "8", "--out", str(out)])
+    assert code == 0
+    t = pd.read_parquet(out / "pc_geometry.parquet")
+    assert (out / "pc_geometry.png").stat().st_size > 10_000
+    assert set(t.steps) == {"1", "inf"} and set(t.width) == {64, 256} and set(t.gamma_bar_L) == {0.0, -1.0}
+    assert ((t.cos_bp.abs() <= 1 + 1e-12) & (t.cos_gn.abs() <= 1 + 1e-12)).all()
+    # ‖C‖ falls like 1/m at γ̄_L = 0 only; converged PC moves towards the gradient there
+    c = t[(t.steps == "inf") & (t.layer == "all")].set_index(["gamma_bar_L", "width"])
+    assert c.coupling_norm[0.0, 256] < c.coupling_norm[0.0, 64] / 3
+    assert c.coupling_norm[-1.0, 256] > c.coupling_norm[-1.0, 64] / 2
+    assert 1 - c.cos_bp[0.0, 256] < (1 - c.cos_bp[0.0, 64]) / 2
+    text = capsys.readouterr().out
+    assert "cos_bp@256" in text and "converged" in text and "Gauss-Newton" in text
+
+
+def test_pc_geometry_many_steps_reach_the_closed_form(tmp_path):
+    """2000 gradient steps of inference in the linear network give the closed-form equilibrium's cosines."""
+    out = tmp_path / "geo"
+    assert main(["pc-geometry", "--widths", "64", "--steps", "2000,inf", "--network", "linear",
+                 "--gamma-bar-L", "0", "--batch-size", "8", "--out", str(out)]) == 0
+    t = pd.read_parquet(out / "pc_geometry.parquet")
+    num = t[t.steps == "2000"].set_index("layer").sort_index()
+    closed = t[t.steps == "inf"].set_index("layer").sort_index()
+    assert np.allclose(num.cos_bp, closed.cos_bp, atol=1e-6) and np.allclose(num.cos_gn, closed.cos_gn, atol=1e-6)
+    assert (closed.cos_bp < 0.999).any()  # not trivially equal to the gradient at width 64
+
+
+def test_pc_geometry_tanh_converged_gap_is_small(tmp_path):
+    out = tmp_path / "geo"
+    assert main(["pc-geometry", "--widths", "64,128", "--steps", "inf", "--network", "tanh",
+                 "--gamma-bar-L", "0", "--batch-size", "8", "--out", str(out)]) == 0
+    t = pd.read_parquet(out / "pc_geometry.parquet")
+    assert set(t.network) == {"tanh"} and t.coupling_norm.isna().all()
+    assert t.conv_gap.max() < 1e-4  # 600 vs 300 inference steps: converged
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["--network", "relu"], "--network='relu'"),
+    (["--steps", "0,5"], "--steps"),
+    (["--gamma-bar-L", "0.5"], "--gamma-bar-L=0.5"),
+    (["--widths", "64,x"], "--widths"),
+    (["--parametrization", "ntk"], "--parametrization='ntk'"),
+])
+def test_pc_geometry_bad_input(tmp_path, capsys, argv, word):
+    out = tmp_path / "geo"
+    assert main(["pc-geometry", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert word in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_alignment_writes_fits_that_match_the_table(tmp_path, capsys):
+    out = tmp_path / "al"
+    assert main(["alignment", "--widths", "64,128,256", "--out", str(out)]) == 0
+    table = pd.read_parquet(out / "alignment.parquet")
+    fits = pd.read_parquet(out / "alignment_fits.parquet")
+    assert (out / "alignment.png").stat().st_size > 10_000
+    assert len(fits) == 4 and set(zip(fits.algorithm, fits.parametrization)) == {
+        ("bp", "sp"), ("bp", "mup"), ("tp", "sp"), ("tp", "mup")}
+    for f in fits.itertuples():
+        g = table[(table.algorithm == f.algorithm) & (table.parametrization == f.parametrization)]
+        slope = np.polyfit(np.log2(g.width), np.log2(g.ratio), 1)[0]
+        assert f.omega == pytest.approx(slope, rel=1e-9)
+    om = fits.set_index(["algorithm", "parametrization"]).omega
+    assert om["tp", "mup"] < om["bp", "mup"] - 0.2  # CLT vs LLN, already at widths 64..256
+    assert "omega" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, word", [(["--widths", "64"], "at least two"), (["--lr", "-1"], "--lr"),
+                                        (["--seeds", ""], "--seeds")])
+def test_alignment_bad_input(tmp_path, capsys, argv, word):
+    out = tmp_path / "al"
+    assert main(["alignment", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert word in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["alignment", "--out", str(f)]) == 2
+    assert "not a directory" in capsys.readouterr().err and f.read_text() == "x"
