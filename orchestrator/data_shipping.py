@@ -8,14 +8,14 @@ either, the first cluster node that has one loads it. When no node has it, one
 :class:`trainers.DataError` names every place it was looked for. A generated dataset
 (``teacher``) is made from its seed where the trial runs and is not shipped.
 
-Two call sites in ``orchestrator/tune_runner.py`` (the module that owns ``ray.tune``)::
+Call sites in ``orchestrator/tune_runner.py`` (the module that owns ``ray.tune``), for
+``trainable``/``run_trials`` and likewise ``search_trainable``/``run_search``::
 
-    # run_trials(), before building the Tuner:
-    data_ref = data_shipping.ship(specs[0]["data"]) if specs else None
-    ... tune.with_resources(tune.with_parameters(trainable, data_ref=data_ref), resources) ...
+    # building the Tuner:
+    tune.with_resources(tune.with_parameters(trainable, data_ref=ship(specs[0]["data"])), resources)
 
-    # trainable(config, data_ref=None), instead of load_dataset(...):
-    data = data_shipping.dataset_for_trial(spec["data"], data_ref, tc.torch_device, tc.torch_dtype, tc.seed)
+    # in trainable(config, data_ref=None), instead of load_dataset(...):
+    data = dataset_for_trial(spec["data"], data_ref, tc.torch_device, tc.torch_dtype, tc.seed)
 """
 
 from __future__ import annotations
