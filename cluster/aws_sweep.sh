@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A sweep on the `ray up` cluster of cluster/aws.yaml, run on its head node:
-#   ray exec cluster/aws.yaml --tmux "bash ~/mutransfer/cluster/aws_sweep.sh search_spaces/smoke.yaml"
+#   ray exec cluster/aws.yaml --tmux "bash ~/mutransfer/cluster/aws_sweep.sh search_spaces/paper_mlp.yaml"
 # Trials go to the GPU workers (4 per A10G), the driver on the head writes Parquet under
 # /mnt/shared/results (EFS) and logs to the head's MLflow server.
 # Extra key=value overrides are passed on to `mutransfer sweep`.
