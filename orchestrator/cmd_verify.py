@@ -94,6 +94,11 @@ def _run_verify(args: argparse.Namespace) -> int:
     print("tune-base (Optuna at the base width):")
     print_base(res.base)
     tr = res.transfer
+    if tr is None:
+        print("VERDICT: transfer not checked")
+        for line in res.failures:
+            print(f"  {line}")
+        return res.code
     print(f"\ntransfer runs: {', '.join(f'{k} {v}' for k, v in res.run_counts.items()) or 'all done before'}; "
           f"{tr.mode} {tr.metric}; transfers when |k| <= {tr.max_drift:g} and max regret <= {tr.max_regret:.0%}")
     print(verdict_table(tr).to_string(index=False))

@@ -24,19 +24,23 @@ from .tune_base import BaseResult, group_of, tune_base
 JUDGED = "mup"
 
 
+class NoOptimum(ValueError):
+    """tune-base found no finite optimum for a group: the check ran and cannot go on (exit 1)."""
+
+
 def transfer_trials(sweep: Sweep, base: list[dict[str, Any]], bracket: list[float]) -> list[TrialSpec]:
     """The ground-truth trials: every grid point but lr, with lr = η*_base · 2^k for k in ``bracket``.
 
     Raises:
-        BadInput: a group without a finite optimum at the base width.
+        NoOptimum: a group without a finite optimum at the base width.
     """
     out: dict[str, TrialSpec] = {}
     for t in sweep.trials:
         g = group_of(t.trainer, base)
         if g is None or not g["best"]:
             label = ", ".join(f"{k}={t.trainer[k]}" for k in (g["group"] if g else {})) or "all"
-            raise BadInput(f"{sweep.source}: tune-base found no finite optimum for group {label}: "
-                           "widen search.space.lr or add search.trials")
+            raise NoOptimum(f"tune-base found no finite optimum for group {label} (every trial diverged?): "
+                            "widen search.space.lr or add search.trials")
         for k in bracket:
             trainer = {**t.trainer, **g["best"], "lr": float(g["best"]["lr"]) * 2.0 ** float(k)}
             tid = trial_id(trainer, t.data, t.train)
@@ -84,7 +88,7 @@ def run_verify(sweep: Sweep, results_dir: str | Path = "results", trials: int | 
         The :class:`VerifyResult` (``code``: 0 transfer holds, 1 it fails).
 
     Raises:
-        BadInput: bad input (before anything is written), or no finite optimum at the base width.
+        BadInput: bad input (before anything is written).
     """
     from analysis.load import LogError, load_sweep
     from analysis.report import log_report, write_report
@@ -99,7 +103,10 @@ def run_verify(sweep: Sweep, results_dir: str | Path = "results", trials: int | 
         raise BadInput(f"{sweep.source}: grid.width needs at least two widths to verify a transfer")
     base = tune_base(sweep, results_dir, trials=trials, storage=storage, address=address, track=track,
                      stream=stream)
-    specs = transfer_trials(sweep, base.groups, bracket)
+    try:
+        specs = transfer_trials(sweep, base.groups, bracket)
+    except NoOptimum as exc:
+        return VerifyResult(base, base.sweep_dir, base.sweep_dir / "report", None, 1, [str(exc)])
     run = run_sweep(Sweep(sweep.name, sweep.source, sweep.config, specs), results_dir, address=address,
                     track=track, stream=stream)
     try:

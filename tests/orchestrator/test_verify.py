@@ -13,8 +13,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.config import load_sweep, trial_id
-from orchestrator.errors import BadInput
-from orchestrator.verify import decide, transfer_trials
+from orchestrator.verify import NoOptimum, decide, transfer_trials
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE = """
@@ -57,8 +56,8 @@ def test_bracket_around_the_base_optimum_at_every_width_parametrization_and_seed
     assert set(df.width) == {16, 32, 64} and set(df.parametrization) == {"sp", "mup"}
 
 
-def test_no_finite_base_optimum_is_bad_input(space):
-    with pytest.raises(BadInput, match="algorithm=pc"):
+def test_no_finite_base_optimum_stops_verify(space):
+    with pytest.raises(NoOptimum, match="algorithm=pc"):
         transfer_trials(load_sweep(space), [{"group": {"algorithm": "bp"}, "best": {"lr": 0.01}},
                                             {"group": {"algorithm": "pc"}, "best": None}], [0.0])
 
