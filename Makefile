@@ -16,13 +16,17 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q -c requirements.lock -e '.[test]'
 	touch $(STAMP)
 
-# Fashion-MNIST: Debian's package where apt and root are available,
-# otherwise `mutransfer fetch-data` (checksummed download, or one clear error).
+# System packages where apt and root are available (as in CI): Fashion-MNIST (Debian's
+# dataset-fashion-mnist) and iproute2 (the two-node cluster test's network namespace).
+# Elsewhere `mutransfer fetch-data` finds the data, downloads it (checksummed), or says how to get it.
 data: $(STAMP)
-	@if [ ! -e $(FMNIST)/train-images-idx3-ubyte.gz ] && [ -z "$$MUTRANSFER_DATA" ] \
-	    && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
-	    || echo "apt-get could not install dataset-fashion-mnist; trying a download"; \
+	@missing=""; \
+	[ -e $(FMNIST)/train-images-idx3-ubyte.gz ] || [ -n "$$MUTRANSFER_DATA" ] || missing="dataset-fashion-mnist"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "apt-get install $$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null \
+	    || echo "apt-get could not install $$missing"; \
 	fi
 	$(VENV)/bin/mutransfer fetch-data
 

@@ -17,6 +17,8 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from .data_shipping import ship
+
 # Test hook: a trial dies (os._exit) once after its first epoch if this names a marker file
 # that does not exist yet; the marker is created atomically, so exactly one trial dies once.
 CRASH_ONCE_ENV = "MUTRANSFER_TEST_CRASH_ONCE"
@@ -35,18 +37,18 @@ def _maybe_crash() -> None:
     os._exit(17)
 
 
-def trainable(config: dict[str, Any]) -> None:
+def trainable(config: dict[str, Any], data_ref: Any = None) -> None:
     """One trial: ``config["trial"]`` is a ``TrialSpec.to_dict()``; reports each epoch's history row."""
     import torch
 
-    from trainers import TrainerConfig, load_dataset, make_trainer, train
+    from trainers import TrainerConfig, make_trainer, train
+
+    from .data_shipping import dataset_for_trial
 
     spec = config["trial"]
     tc = TrainerConfig(**spec["trainer"])
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    data = load_dataset(spec["data"]["dataset"], spec["data"]["subset"] or None,
-                        spec["data"]["test_subset"] or None, device=tc.torch_device, dtype=tc.torch_dtype,
-                        seed=tc.seed)
+    data = dataset_for_trial(spec["data"], data_ref, tc.torch_device, tc.torch_dtype, tc.seed)
     torch.manual_seed(tc.seed)
     trainer = make_trainer(tc, data.input_dim, data.output_dim)
     where = {"trial_id": spec["trial_id"], "node": ray.get_runtime_context().get_node_id(),
@@ -135,7 +137,8 @@ def run_trials(specs: list[dict[str, Any]], recorder: Recorder, storage_dir: str
     threads = max(1, int(cpu))
     resources = {"cpu": cpu, "gpu": gpu} if gpu else {"cpu": cpu}
     tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
+        tune.with_resources(tune.with_parameters(trainable, data_ref=ship(specs[0]["data"]) if specs else None),
+                            resources),
         param_space={"trial": tune.grid_search(specs), "threads": threads},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=max_concurrent or None,
@@ -153,14 +156,15 @@ def run_trials(specs: list[dict[str, Any]], recorder: Recorder, storage_dir: str
 
 
 # ---- Optuna through Ray Tune (tune-base) --------------------------------------------------
-def search_trainable(config: dict[str, Any]) -> None:
+def search_trainable(config: dict[str, Any], data_ref: Any = None) -> None:
     """One Optuna trial: ``config["template"]`` with the suggested ``config["params"]`` set, run as a sweep trial."""
     import math
 
     import torch
 
-    from trainers import TrainerConfig, load_dataset, make_trainer, train
+    from trainers import TrainerConfig, make_trainer, train
 
+    from .data_shipping import dataset_for_trial
     from .tune_base import searched_spec
 
     spec = searched_spec(config["template"], config["params"])
@@ -168,9 +172,7 @@ def search_trainable(config: dict[str, Any]) -> None:
     worst = math.inf if mode == "min" else -math.inf
     tc = TrainerConfig(**spec["trainer"])
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    data = load_dataset(spec["data"]["dataset"], spec["data"]["subset"] or None,
-                        spec["data"]["test_subset"] or None, device=tc.torch_device, dtype=tc.torch_dtype,
-                        seed=tc.seed)
+    data = dataset_for_trial(spec["data"], data_ref, tc.torch_device, tc.torch_dtype, tc.seed)
     torch.manual_seed(tc.seed)
     trainer = make_trainer(tc, data.input_dim, data.output_dim)
     where = {"trial_id": spec["trial_id"], "node": ray.get_runtime_context().get_node_id(),
@@ -248,7 +250,7 @@ def run_search(template: dict[str, Any], space: list[dict[str, Any]], make_spec,
     threads = max(1, int(cpu))
     resources = {"cpu": cpu, "gpu": gpu} if gpu else {"cpu": cpu}
     tuner = tune.Tuner(
-        tune.with_resources(search_trainable, resources),
+        tune.with_resources(tune.with_parameters(search_trainable, data_ref=ship(template["data"])), resources),
         param_space={"params": {p["name"]: _domain(p) for p in space}, "template": template,
                      "threads": threads, "objective": {"metric": metric, "mode": mode}},
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples, reuse_actors=True,

@@ -215,8 +215,8 @@ class TwoNodeCluster:
 @pytest.fixture(scope="module")
 def cluster():
     if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("unshare") is None \
-            or shutil.which("nsenter") is None:
-        pytest.skip("needs Linux, root, unshare and nsenter (network and mount namespaces)")
+            or shutil.which("nsenter") is None or shutil.which("ip") is None:
+        pytest.skip("needs Linux, root, unshare, nsenter and ip (network and mount namespaces)")
     tmp = Path(tempfile.mkdtemp(prefix="mtray", dir="/tmp"))  # short: Ray's Unix socket paths
     c = TwoNodeCluster(tmp)
     try:
