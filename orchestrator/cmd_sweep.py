@@ -49,8 +49,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if best is not None:
         print(f"best {metric}: {best[metric]:.4g} "
               f"({best['algorithm']}/{best['parametrization']} width {best['width']} lr {best['lr']:.4g})")
-    print(f"MLflow: {res.tracking_uri}" + ("" if res.tracked or not res.tracking_uri
-                                           else " (unreachable: run `mutransfer sync` later)"))
+    if not res.tracking_uri:
+        print("MLflow: off (--no-mlflow); `mutransfer sync` logs this sweep later")
+    else:
+        print(f"MLflow: {res.tracking_uri}" + ("" if res.tracked else " (unreachable: run `mutransfer sync` later)"))
     return 1 if totals.get("failed", 0) else 0
 
 
