@@ -8,15 +8,6 @@ from trainers import TrainerConfig, alignment_exponent, make_teacher_student, ma
 WIDTHS = (64, 128, 256, 512, 1024, 2048)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread (two spin-wait badly on a loaded 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_ratio_matches_a_direct_computation():
     cfg = TrainerConfig(algorithm="bp", parametrization="mup", lr=0.1, dtype="float64", depth=4)
     a = alignment_exponent(cfg, widths=(64, 128), layer=2, equalize_error=False)

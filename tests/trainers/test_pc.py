@@ -10,15 +10,6 @@ from trainers._pc import PCTrainer
 
 EXACT = dict(pc_init="forward", fixed_prediction=True, sequential_inference=True)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one thread is faster than two on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 
 def _pair(cfg, d=16, c=5):
     pc = make_trainer(cfg, d, c)

@@ -1,20 +1,11 @@
 """Coordinate checks of the PC tables (initial error equalised, float64, 3-layer tanh, d = 32, C = 10)."""
 
 import pytest
-import torch
 
 from trainers import LayerRule, Table, TrainerConfig, coord_check
 from trainers import _param
 
 WIDTHS = (64, 128, 256, 512, 1024, 2048)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(**kw):

@@ -9,15 +9,6 @@ from trainers._pc import PCTrainer
 from trainers._pc_theory import (activity_gauss_newton_direction, direction_cosines, gauss_newton_direction, linear_pc_coupling,
                                  linear_pc_direction, linear_pc_fixed_point)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one thread is faster than two on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 
 def _linear_pc(gbar, width, steps=1800):
     cfg = TrainerConfig(algorithm="pc", parametrization="mup", dtype="float64", depth=3, width=width,

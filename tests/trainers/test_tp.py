@@ -9,15 +9,6 @@ from trainers import TrainerConfig, load_fashion_mnist, make_trainer, train
 from trainers._tp_feedback import drl_grad, ridge_solution
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread (two spin-wait badly on a loaded 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _batch(n=32, d=12, c=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, d, generator=g, dtype=torch.float64), torch.randint(0, c, (n,), generator=g)

@@ -4,21 +4,11 @@ BP's μP output init inside TP loses the output's feature-learning term (the neg
 import dataclasses
 
 import pytest
-import torch
 
 import trainers._param as param
 from trainers import TrainerConfig, alignment_exponent, coord_check
 
 WIDTHS = (64, 128, 256, 512, 1024, 2048)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread (two spin-wait badly on a loaded 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(parametrization, feedback, optimizer="sgd"):
