@@ -1,0 +1,61 @@
+"""docs/: the smallest study's committed material reruns to the committed verdicts, and RESULTS.md quotes them."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.load import load_sweep
+from analysis.transfer import analyze
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+STUDY = DOCS / "paper_mlp_cpu"
+
+
+def _summary() -> dict:
+    return json.loads((STUDY / "report" / "summary.json").read_text())
+
+
+def _label(group: dict) -> tuple[str, str]:
+    return str(group["algorithm"]), str(group["parametrization"])
+
+
+def test_rerun_of_the_committed_trials_gives_the_committed_verdicts(tmp_path):
+    """The analysis from docs/paper_mlp_cpu/{sweep.yaml,trials.parquet,history.parquet} alone."""
+    work = tmp_path / "paper_mlp_cpu"
+    work.mkdir()
+    for name in ("sweep.yaml", "trials.parquet", "history.parquet"):
+        shutil.copy(STUDY / name, work / name)
+    logs = load_sweep(work)
+    result = analyze(logs.trials, metric=logs.objective["metric"], mode=logs.objective["mode"],
+                     max_drift=logs.verify["max_drift"], max_regret=logs.verify["max_regret"], n_boot=0)
+    committed = {_label(g): g for g in _summary()["groups"]}
+    rerun = {(str(r.algorithm), str(r.parametrization)): r for r in result.groups.itertuples()}
+    assert set(rerun) == set(committed) and len(committed) == 6
+    for key, g in committed.items():
+        r = rerun[key]
+        assert r.verdict == g["verdict"], key
+        assert r.drift_exponent == pytest.approx(g["drift_exponent"], abs=1e-9), key
+        regret = float(g["max_regret"]) if g["max_regret"] is not None else np.nan
+        assert (np.isnan(r.max_regret) and np.isnan(regret)) or r.max_regret == pytest.approx(regret, abs=1e-9), key
+
+
+def test_results_md_quotes_the_committed_verdicts():
+    """Every group's row in RESULTS.md's paper_mlp_cpu verdict table has summary.json's verdict and drift."""
+    text = (DOCS / "RESULTS.md").read_text()
+    section = text.split("<!-- paper_mlp_cpu verdicts -->")[1].split("<!-- end -->")[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 5 and cells[0] in ("bp", "pc", "tp"):
+            rows[cells[0], cells[1]] = cells
+    groups = _summary()["groups"]
+    assert len(rows) == len(groups) == 6
+    for g in groups:
+        cells = rows[_label(g)]
+        assert g["verdict"] in cells, (g, cells)
+        drift = float(re.match(r"\s*([-+]?[0-9.]+)", cells[2].replace("−", "-")).group(1))  # "k [lo, hi]"
+        assert drift == pytest.approx(g["drift_exponent"], abs=0.006), (g, cells)
