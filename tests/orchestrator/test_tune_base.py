@@ -190,7 +190,7 @@ resources: {cpu: 1}
 
 @pytest.mark.slow
 def test_sigkilled_tune_base_resumes_without_repeating_trials(tmp_path, ray_env):
-    """About 3-5 min on 2 busy CPUs: SIGKILL a 7-trial search after 2 recorded trials, run it again."""
+    """277 s on 2 CPUs at load 15-30: SIGKILL a 7-trial search after 2 recorded trials, run it again."""
     space = tmp_path / "killme.yaml"
     space.write_text(textwrap.dedent(KILL))
     results = tmp_path / "results"
