@@ -88,6 +88,9 @@ class VerifySection:
     max_drift: float = 0.2
     max_regret: float = 0.05
     bracket: list[float] = field(default_factory=lambda: [-2.0, -1.0, 0.0, 1.0, 2.0])
+    # When a width's best lr is at an end of its bracket (and the next point is not known to
+    # diverge), extend the bracket there by one spacing, at most this many times per side.
+    max_extend: int = 4
 
 
 @dataclass
@@ -371,5 +374,7 @@ def resolve_judging(cfg: DictConfig, src: str = "<config>") -> None:
     for key in ("max_drift", "max_regret"):
         if not cfg.verify[key] >= 0:
             raise BadInput(f"{src}: verify.{key}={cfg.verify[key]!r} must be >= 0")
+    if int(cfg.verify.max_extend) < 0:
+        raise BadInput(f"{src}: verify.max_extend={cfg.verify.max_extend} must be >= 0")
     if not len(cfg.verify.bracket):
         raise BadInput(f"{src}: verify.bracket is empty: give log2 offsets, e.g. [-2, -1, 0, 1, 2]")

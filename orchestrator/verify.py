@@ -28,25 +28,69 @@ class NoOptimum(ValueError):
     """tune-base found no finite optimum for a group: the check ran and cannot go on (exit 1)."""
 
 
-def transfer_trials(sweep: Sweep, base: list[dict[str, Any]], bracket: list[float]) -> list[TrialSpec]:
+def transfer_trials(sweep: Sweep, base: list[dict[str, Any]], bracket: list[float],
+                    extra: dict[int, set[float]] | None = None) -> list[TrialSpec]:
     """The ground-truth trials: every grid point but lr, with lr = η*_base · 2^k for k in ``bracket``.
+
+    ``extra`` maps the index of a grid point (in ``sweep.trials``) to more offsets k for it alone.
 
     Raises:
         NoOptimum: a group without a finite optimum at the base width.
     """
     out: dict[str, TrialSpec] = {}
-    for t in sweep.trials:
+    for i, t in enumerate(sweep.trials):
         g = group_of(t.trainer, base)
         if g is None or not g["best"]:
             label = ", ".join(f"{k}={t.trainer[k]}" for k in (g["group"] if g else {})) or "all"
             raise NoOptimum(f"tune-base found no finite optimum for group {label} (every trial diverged?): "
                             "widen search.space.lr or add search.trials")
-        for k in bracket:
+        for k in sorted(set(bracket) | (extra or {}).get(i, set())):
             trainer = {**t.trainer, **g["best"], "lr": float(g["best"]["lr"]) * 2.0 ** float(k)}
             tid = trial_id(trainer, t.data, t.train)
             swept = tuple(dict.fromkeys([*t.swept, "lr", *g["best"]]))
             out.setdefault(tid, TrialSpec(tid, trainer, t.data, t.train, swept))
     return list(out.values())
+
+
+def edge_extensions(sweep: Sweep, base: list[dict[str, Any]], trials, ks: dict[int, set[float]],
+                    step: float, metric: str, mode: str, max_extend: int) -> dict[int, set[float]]:
+    """New offsets for grid points whose best lr sits at an end of their bracket.
+
+    For grid point i with offsets ``ks[i]`` (lr = η*_base · 2^k): if its best finite
+    ``metric`` is at the lowest k, add k_min − ``step``; at the highest k (which did not
+    diverge), add k_max + ``step``; never past ``max_extend`` spacings beyond ``bracket``'s
+    ends. Without this the ground truth cannot see an optimum that moved further than the
+    bracket (SP's drift at large widths), and the drift exponent would be bounded by it.
+    """
+    import math
+
+    import numpy as np
+
+    lo0, hi0 = min(ks[0]) if ks else 0.0, max(ks[0]) if ks else 0.0
+    new: dict[int, set[float]] = {}
+    sign = 1.0 if mode == "min" else -1.0
+    for i, t in enumerate(sweep.trials):
+        g = group_of(t.trainer, base)
+        if g is None or not g["best"] or trials.empty:
+            continue
+        rows = trials
+        for key in t.swept:
+            if key != "lr" and key in rows.columns:
+                rows = rows[rows[key] == t.trainer[key]]
+        if rows.empty:
+            continue
+        k = np.round(np.log2(rows.lr.to_numpy(float) / float(g["best"]["lr"])), 6)
+        value = rows[metric].to_numpy(float) * sign
+        bad = (rows.status != "ok").to_numpy() | ~np.isfinite(value)
+        if bad.all():
+            continue
+        value = np.where(bad, math.inf, value)
+        best_k, k_min, k_max = k[int(np.argmin(value))], k.min(), k.max()
+        if best_k == k_min and k_min - step >= lo0 - max_extend * step - 1e-9:
+            new.setdefault(i, set()).add(float(k_min - step))
+        if best_k == k_max and not bad[int(np.argmax(k))] and k_max + step <= hi0 + max_extend * step + 1e-9:
+            new.setdefault(i, set()).add(float(k_max + step))
+    return new
 
 
 def decide(groups) -> tuple[int, list[str]]:
@@ -107,8 +151,25 @@ def run_verify(sweep: Sweep, results_dir: str | Path = "results", trials: int | 
         specs = transfer_trials(sweep, base.groups, bracket)
     except NoOptimum as exc:
         return VerifyResult(base, base.sweep_dir, base.sweep_dir / "report", None, 1, [str(exc)])
-    run = run_sweep(Sweep(sweep.name, sweep.source, sweep.config, specs), results_dir, address=address,
-                    track=track, stream=stream)
+    step = min((b - a for a, b in zip(sorted(bracket), sorted(bracket)[1:])), default=1.0)
+    extra: dict[int, set[float]] = {i: set() for i in range(len(sweep.trials))}
+    from .results_store import ResultsStore
+
+    metric = sweep.config.objective.metric
+    for round_ in range(int(sweep.config.verify.max_extend) + 1):
+        run = run_sweep(Sweep(sweep.name, sweep.source, sweep.config, specs), results_dir, address=address,
+                        track=track, stream=stream)
+        ks = {i: set(bracket) | extra[i] for i in extra}
+        more = edge_extensions(sweep, base.groups, ResultsStore(run.sweep_dir).trials(), ks, step, metric,
+                               sweep.config.objective.mode, int(sweep.config.verify.max_extend))
+        more = {i: v - ks[i] for i, v in more.items() if v - ks[i]}
+        if not more:
+            break
+        for i, v in more.items():
+            extra[i] |= v
+        if stream is not None:
+            stream.write(f"bracket extended at {len(more)} grid point(s) whose best lr was at an end\n")
+        specs = transfer_trials(sweep, base.groups, bracket, extra)
     try:
         logs = load_sweep(run.sweep_dir)
     except LogError as exc:
