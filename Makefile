@@ -34,7 +34,7 @@ demo: data
 	$(VENV)/bin/mutransfer demo
 
 test: data
-	$(PY) -m pytest -o addopts='--import-mode=importlib' -m 'not gpu or gpu' -q -rs
+	$(PY) -m pytest -o addopts='--import-mode=importlib' -m 'not gpu or gpu' -q -rsx
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q

@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import ray
 from ray import tune
@@ -37,17 +37,16 @@ def _maybe_crash() -> None:
     os._exit(17)
 
 
-def trainable(config: dict[str, Any], data_ref: Any = None) -> None:
-    """One trial: ``config["trial"]`` is a ``TrialSpec.to_dict()``; reports each epoch's history row."""
+def _run_spec(spec: dict[str, Any], threads: int, data_ref: Any, extra: Callable[[dict], dict] | None = None) -> None:
+    """Train one trial spec, ``tune.report`` each epoch's history row (plus where it ran, plus ``extra(row)``)."""
     import torch
 
     from trainers import TrainerConfig, make_trainer, train
 
     from .data_shipping import dataset_for_trial
 
-    spec = config["trial"]
     tc = TrainerConfig(**spec["trainer"])
-    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    torch.set_num_threads(max(1, int(threads)))
     data = dataset_for_trial(spec["data"], data_ref, tc.torch_device, tc.torch_dtype, tc.seed)
     torch.manual_seed(tc.seed)
     trainer = make_trainer(tc, data.input_dim, data.output_dim)
@@ -55,10 +54,15 @@ def trainable(config: dict[str, Any], data_ref: Any = None) -> None:
              "hostname": socket.gethostname()}
 
     def report(row: dict) -> None:
-        tune.report({**row, **where})
+        tune.report({**row, **where, **(extra(row) if extra else {})})
         _maybe_crash()
 
     train(trainer, data, spec["train"]["epochs"], spec["train"]["batch_size"], seed=tc.seed, on_epoch=report)
+
+
+def trainable(config: dict[str, Any], data_ref: Any = None) -> None:
+    """One trial: ``config["trial"]`` is a ``TrialSpec.to_dict()``; reports each epoch's history row."""
+    _run_spec(config["trial"], config.get("threads", 1), data_ref)
 
 
 class Recorder(Protocol):
@@ -160,30 +164,17 @@ def search_trainable(config: dict[str, Any], data_ref: Any = None) -> None:
     """One Optuna trial: ``config["template"]`` with the suggested ``config["params"]`` set, run as a sweep trial."""
     import math
 
-    import torch
-
-    from trainers import TrainerConfig, make_trainer, train
-
-    from .data_shipping import dataset_for_trial
     from .tune_base import searched_spec
 
     spec = searched_spec(config["template"], config["params"])
     metric, mode = config["objective"]["metric"], config["objective"]["mode"]
     worst = math.inf if mode == "min" else -math.inf
-    tc = TrainerConfig(**spec["trainer"])
-    torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    data = dataset_for_trial(spec["data"], data_ref, tc.torch_device, tc.torch_dtype, tc.seed)
-    torch.manual_seed(tc.seed)
-    trainer = make_trainer(tc, data.input_dim, data.output_dim)
-    where = {"trial_id": spec["trial_id"], "node": ray.get_runtime_context().get_node_id(),
-             "hostname": socket.gethostname()}
 
-    def report(row: dict) -> None:
+    def objective(row: dict) -> dict:
         value = float(row.get(metric, math.nan))
-        objective = worst if row.get("diverged") or not math.isfinite(value) else value
-        tune.report({**row, **where, "objective": objective})
+        return {"objective": worst if row.get("diverged") or not math.isfinite(value) else value}
 
-    train(trainer, data, spec["train"]["epochs"], spec["train"]["batch_size"], seed=tc.seed, on_epoch=report)
+    _run_spec(spec, config.get("threads", 1), data_ref, objective)
 
 
 def _domain(p: dict[str, Any]):
