@@ -59,3 +59,20 @@ def test_results_md_quotes_the_committed_verdicts():
         assert g["verdict"] in cells, (g, cells)
         drift = float(re.match(r"\s*([-+]?[0-9.]+)", cells[2].replace("−", "-")).group(1))  # "k [lo, hi]"
         assert drift == pytest.approx(g["drift_exponent"], abs=0.006), (g, cells)
+
+
+def test_results_md_quotes_the_pc_steps_verdicts():
+    """The PC study's table in RESULTS.md: one row per (T, γ̄_L, fixed prediction) with summary.json's verdict."""
+    summary = json.loads((DOCS / "paper_pc_steps_cpu" / "report" / "summary.json").read_text())
+    section = (DOCS / "RESULTS.md").read_text().split("<!-- paper_pc_steps_cpu verdicts -->")[1].split("<!-- end -->")[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0].isdigit():
+            rows[int(cells[0]), float(cells[1]), cells[2] == "True"] = cells
+    assert len(rows) == len(summary["groups"]) == 16
+    for g in summary["groups"]:
+        cells = rows[int(g["inference_steps"]), float(g["gamma_bar_L"]), bool(g["fixed_prediction"])]
+        assert cells[6] == g["verdict"], (g, cells)
+        drift = float(re.match(r"\s*([-+]?[0-9.]+)", cells[3]).group(1))
+        assert drift == pytest.approx(g["drift_exponent"], abs=0.0006), (g, cells)
