@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.load import load_sweep
@@ -76,3 +77,14 @@ def test_results_md_quotes_the_pc_steps_verdicts():
         assert cells[6] == g["verdict"], (g, cells)
         drift = float(re.match(r"\s*([-+]?[0-9.]+)", cells[3]).group(1))
         assert drift == pytest.approx(g["drift_exponent"], abs=0.0006), (g, cells)
+
+
+@pytest.mark.parametrize("study", ["paper_mlp_cpu", "paper_pc_steps_cpu"])
+def test_committed_trials_are_the_search_space_files_trials(study):
+    """docs/<study>/trials.parquet holds exactly the trials search_spaces/<study>.yaml defines (same ids)."""
+    from orchestrator.config import load_sweep as load_space
+
+    trials = pd.read_parquet(DOCS / study / "trials.parquet")
+    ids = {t.trial_id for t in load_space(DOCS.parent / "search_spaces" / f"{study}.yaml").trials}
+    assert set(trials.trial_id) == ids and len(trials) == len(ids)
+    assert (trials.status != "failed").all()
