@@ -96,18 +96,23 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(space, tmp_path, cap
     assert not results.exists()
 
 
+def _real_verify(name: str, tmp_path, env):
+    """Run ``mutransfer verify search_spaces/NAME.yaml``; (results dir, process, summary, drift by parametrization)."""
+    results = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "verify",
+                           str(ROOT / "search_spaces" / f"{name}.yaml"), "--results", str(results)],
+                          env=env, capture_output=True, text=True, timeout=3000)
+    assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((results / name / "report" / "summary.json").read_text())
+    return results, proc, summary, {g["parametrization"]: g["drift_exponent"] for g in summary["groups"]}
+
+
 @pytest.mark.slow
 def test_real_bp_sgd_verify_mup_transfers_sp_drifts(tmp_path, ray_env):
     """search_spaces/verify_bp_sgd.yaml (62 trials: 8 Optuna at width 64, then lr* x 2^k, k = -3..1 by 1/2,
     at widths 64, 256, 1024 under SP and muP; 2 epochs on 2000 images). 170 s on 2 CPUs at load 5-8, 671 s at
     load 8-30. Measured 2026-11-28: muP k = -0.17, -0.18 (passes); SP k = -0.39 both times (fails < -0.5)."""
-    results = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "verify",
-                           str(ROOT / "search_spaces" / "verify_bp_sgd.yaml"), "--results", str(results)],
-                          env=ray_env, capture_output=True, text=True, timeout=3000)
-    assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-2000:]
-    summary = json.loads((results / "verify_bp_sgd" / "report" / "summary.json").read_text())
-    k = {g["parametrization"]: g["drift_exponent"] for g in summary["groups"]}
+    results, proc, summary, k = _real_verify("verify_bp_sgd", tmp_path, ray_env)
     assert abs(k["mup"]) < 0.25, (k, proc.stdout[-3000:])
     trials = pd.read_parquet(results / "verify_bp_sgd" / "trials.parquet")
     assert trials.trial_id.is_unique and len(trials) == 2 * 3 * 9
@@ -133,13 +138,7 @@ def test_real_bp_sgd_verify_sp_drifts_on_teacher_student(tmp_path, ray_env):
     """The same verify on the teacher-student set (d = 32): the hidden layers dominate SP's NTK, so SP's
     optimum (at its divergence cliff) drifts like width^-1/2 or faster; muP's does not. Measured
     2026-11-28: SP k = -0.55, muP k = -0.03 (about 3 minutes on 2 CPUs)."""
-    results = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "verify",
-                           str(ROOT / "search_spaces" / "verify_bp_sgd_teacher.yaml"), "--results", str(results)],
-                          env=ray_env, capture_output=True, text=True, timeout=3000)
-    assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-2000:]
-    summary = json.loads((results / "verify_bp_sgd_teacher" / "report" / "summary.json").read_text())
-    k = {g["parametrization"]: g["drift_exponent"] for g in summary["groups"]}
+    _, proc, _, k = _real_verify("verify_bp_sgd_teacher", tmp_path, ray_env)
     assert abs(k["mup"]) < 0.25, (k, proc.stdout[-3000:])
     assert k["sp"] < -0.5, (k, proc.stdout[-3000:])
 
