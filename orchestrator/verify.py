@@ -156,9 +156,12 @@ def run_verify(sweep: Sweep, results_dir: str | Path = "results", trials: int | 
     from .results_store import ResultsStore
 
     metric = sweep.config.objective.metric
-    for round_ in range(int(sweep.config.verify.max_extend) + 1):
+    counts: dict[str, int] = {}
+    for _ in range(int(sweep.config.verify.max_extend) + 1):
         run = run_sweep(Sweep(sweep.name, sweep.source, sweep.config, specs), results_dir, address=address,
                         track=track, stream=stream)
+        for status, n in run.counts.items():  # this round's trials (the sweep skips those already done)
+            counts[status] = counts.get(status, 0) + n
         ks = {i: set(bracket) | extra[i] for i in extra}
         more = edge_extensions(sweep, base.groups, ResultsStore(run.sweep_dir).trials(), ks, step, metric,
                                sweep.config.objective.mode, int(sweep.config.verify.max_extend))
@@ -167,8 +170,10 @@ def run_verify(sweep: Sweep, results_dir: str | Path = "results", trials: int | 
             break
         for i, v in more.items():
             extra[i] |= v
-        if stream is not None:
-            stream.write(f"bracket extended at {len(more)} grid point(s) whose best lr was at an end\n")
+        import sys
+
+        (stream or sys.stdout).write(f"bracket extended by one step at {len(more)} grid point(s) "
+                                     "whose best lr was at an end of the bracket\n")
         specs = transfer_trials(sweep, base.groups, bracket, extra)
     try:
         logs = load_sweep(run.sweep_dir)
@@ -179,7 +184,7 @@ def run_verify(sweep: Sweep, results_dir: str | Path = "results", trials: int | 
     out = run.sweep_dir / "report"
     write_report(result, out, logs)
     code, failures = decide(result.groups)
-    res = VerifyResult(base, run.sweep_dir, out, result, code, failures, dict(run.counts), run.tracking_uri)
+    res = VerifyResult(base, run.sweep_dir, out, result, code, failures, counts, run.tracking_uri)
     if track and logs.tracking_uri:
         try:
             res.report_run = log_report(out, logs.tracking_uri, logs.experiment, logs.name)
