@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .plots import _save as save_figure  # noqa: E402
+
 
 def plot_coord_check(table: pd.DataFrame, slopes: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     """Write a PNG of RMS(h_l(t) − h_l(0)) against width, one panel per step; returns the path."""
@@ -29,9 +31,4 @@ def plot_coord_check(table: pd.DataFrame, slopes: pd.DataFrame, path: str | Path
     axes[0][0].set_ylabel("RMS of h_l(t) - h_l(0)")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
