@@ -11,14 +11,15 @@ from ._data import (DataError, Dataset, download_fashion_mnist, ensure_fashion_m
                     find_fashion_mnist, load_dataset, load_fashion_mnist, make_teacher_student,
                     read_idx)
 from ._loop import train
-from ._model import ACTIVATIONS, MLP, init_mlp
+from ._layers import Conv, Dense
+from ._model import ACTIVATIONS, CNN, MLP, MODELS, Net, init_mlp, init_net, make_model
 from ._param import LayerRule, Table, layer_roles, register_table, resolve_table
 
 __all__ = [
-    "ACTIVATIONS", "CHOICES", "CoordCheck", "DEFAULT_WIDTHS", "DataError", "Dataset", "LayerRule",
-    "MLP", "TRAINERS", "Table", "Trainer", "TrainerConfig", "coord_check", "download_fashion_mnist",
-    "ensure_fashion_mnist", "find_fashion_mnist", "fit_slopes", "init_mlp", "layer_roles",
-    "load_dataset", "load_fashion_mnist", "make_teacher_student", "make_trainer", "read_idx",
+    "ACTIVATIONS", "CHOICES", "CNN", "Conv", "CoordCheck", "DEFAULT_WIDTHS", "DataError", "Dataset",
+    "Dense", "LayerRule", "MLP", "MODELS", "Net", "TRAINERS", "Table", "Trainer", "TrainerConfig", "coord_check", "download_fashion_mnist",
+    "ensure_fashion_mnist", "find_fashion_mnist", "fit_slopes", "init_mlp", "init_net", "layer_roles",
+    "load_dataset", "load_fashion_mnist", "make_model", "make_teacher_student", "make_trainer", "read_idx",
     "register_table", "resolve_table", "train",
 ]
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ._config import TrainerConfig
-from ._model import MLP, init_mlp
+from ._model import init_net, make_model
 from ._param import Table, resolve_table
 
 TRAINERS: dict[str, type["Trainer"]] = {}
@@ -44,8 +44,8 @@ class Trainer:
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
         self.table: Table = resolve_table(cfg)
         m = cfg.width_mult
-        self.model = MLP(input_dim, output_dim, cfg.width, cfg.depth, cfg.activation, cfg.bias)
-        init_mlp(self.model, self.table, m, cfg.seed)
+        self.model = make_model(cfg.model, input_dim, output_dim, cfg.width, cfg.depth, cfg.activation, cfg.bias)
+        init_net(self.model, self.table, m, cfg.seed)
         self.model.to(device=self.device, dtype=self.dtype)
         self.lr_multipliers: dict[str, float] = {}
         for name, _ in self.model.named_parameters():

@@ -15,7 +15,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "activation": ("tanh", "relu", "linear"),
     "dtype": ("float32", "float64"),
     "pc_init": ("forward", "zero"),
-    "model": ("mlp",),
+    "model": ("mlp", "cnn"),
     "feedback": ("linear", "tanh", "regression", "regression_drl"),
 }
 
@@ -30,6 +30,8 @@ class TrainerConfig:
         parametrization: ``sp`` (standard) or ``mup`` (maximal update).
         optimizer: ``sgd`` or ``adam``.
         loss: ``mse`` (0.5·||f − y||², mean over the batch) or ``ce``.
+        model: ``mlp`` (fully connected) or ``cnn`` (3×3 convolutions with ``width`` channels and a
+            linear readout, on square one-channel images).
         width: hidden width n.
         base_width: width at which every parametrization equals SP (m = width / base_width).
         depth: number of weight layers L (``layers.0 .. layers.{L-1}``).

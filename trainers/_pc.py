@@ -112,17 +112,21 @@ class PCTrainer(Trainer):
     # ---- pieces ----------------------------------------------------------
     def _params(self):
         layers = self.model.layers
-        return ([layer.weight for layer in layers], [layer.bias for layer in layers],
-                list(self.model.multipliers))
+        return list(layers), [layer.bias for layer in layers], list(self.model.multipliers)
 
     def _output_error(self, mu_L: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """e_L = −∂ℓ/∂μ_L per sample: y − μ_L (MSE) or onehot(y) − softmax(μ_L) (CE)."""
         return _OUTPUT_ERRORS[self.cfg.loss](mu_L, target)
 
     @staticmethod
-    def _predict(psi: torch.Tensor, w: torch.Tensor, b, alpha: float) -> torch.Tensor:
-        mu = F.linear(psi, w, b)
+    def _predict(psi: torch.Tensor, layer, b, alpha: float) -> torch.Tensor:
+        mu = layer(psi)
         return mu.mul_(alpha) if alpha != 1.0 else mu
+
+    @staticmethod
+    def _back(e_up: torch.Tensor, layer, like: torch.Tensor) -> torch.Tensor:
+        """W_{l+1}ᵀ e_{l+1} (the layer's adjoint), shaped like the activity x_l."""
+        return layer.transpose(e_up, layer.weight, like.shape)
 
     def _energy(self, errs: list[torch.Tensor], mu_L: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         B = mu_L.shape[0]
@@ -164,7 +168,7 @@ class PCTrainer(Trainer):
             if cfg.sequential_inference:
                 for l in range(L - 2, -1, -1):  # x_{l+1} in 1-based terms, top down, step 1/γ
                     e_up = e_L if l == L - 2 else xs[l + 1] - mus[l + 1]
-                    back = (e_up @ Ws[l + 1]).mul_(g[l + 1] * alphas[l + 1] / g[l]).mul_(dphis[l])
+                    back = self._back(e_up, Ws[l + 1], xs[l]).mul_(g[l + 1] * alphas[l + 1] / g[l]).mul_(dphis[l])
                     xs[l] = mus[l] + back  # = x_l − (1/γ_l) ∂F/∂x_l, since x_l − e_l = μ_l
             else:
                 beta = self.inference_lr
@@ -172,11 +176,11 @@ class PCTrainer(Trainer):
                     lo = self._lowest_active(t)
                     errs = [None] * lo + [xl - ml for xl, ml in zip(xs[lo:], mus[lo:-1])] + [e_L]
                     for l in range(lo, L - 1):
-                        back = errs[l + 1] @ Ws[l + 1]
+                        back = self._back(errs[l + 1], Ws[l + 1], xs[l])
                         xs[l].add_(errs[l], alpha=-beta * g[l]).addcmul_(
                             dphis[l], back, value=beta * g[l + 1] * alphas[l + 1])
             errs = [xl - ml for xl, ml in zip(xs, mus)] + [e_L]
-            inputs = [x] + [p[0] for p in pairs]
+            inputs = [self.model.shape_input(x)] + [p[0] for p in pairs]
             mu_L = h[-1]
         else:
             mu1 = h[0]  # W_1 x_0 never changes during inference: cached
@@ -189,7 +193,7 @@ class PCTrainer(Trainer):
                     mu_up = self._predict(psi_l, Ws[l + 1], bs[l + 1], alphas[l + 1])
                     e_up = self._output_error(mu_up, target) if l == L - 2 else xs[l + 1] - mu_up
                     mu_l = mu1 if l == 0 else self._predict(psis_dphis[l - 1][0], Ws[l], bs[l], alphas[l])
-                    back = (e_up @ Ws[l + 1]).mul_(g[l + 1] * alphas[l + 1]).mul_(dphi_l)
+                    back = self._back(e_up, Ws[l + 1], xs[l]).mul_(g[l + 1] * alphas[l + 1]).mul_(dphi_l)
                     grad = (xs[l] - mu_l).mul_(g[l]).sub_(back)
                     xs[l] = xs[l].sub(grad, alpha=1.0 / g[l])
                     psis_dphis[l] = self._pair(xs[l])
@@ -201,14 +205,14 @@ class PCTrainer(Trainer):
                     errs = ([None] * lo + [xl - ml for xl, ml in zip(xs[lo:], mus[lo:-1])]
                             + [self._output_error(mus[-1], target)])
                     for l in range(lo, L - 1):
-                        back = errs[l + 1] @ Ws[l + 1]
+                        back = self._back(errs[l + 1], Ws[l + 1], xs[l])
                         xs[l].add_(errs[l], alpha=-beta * g[l]).addcmul_(
                             psis_dphis[l][1], back, value=beta * g[l + 1] * alphas[l + 1])
                     for l in range(lo, L - 1):
                         psis_dphis[l] = self._pair(xs[l])
                         mus[l + 1] = self._predict(psis_dphis[l][0], Ws[l + 1], bs[l + 1], alphas[l + 1])
             errs = [xl - ml for xl, ml in zip(xs, mus)] + [self._output_error(mus[-1], target)]
-            inputs = [x] + [p[0] for p in psis_dphis]
+            inputs = [self.model.shape_input(x)] + [p[0] for p in psis_dphis]
             mu_L = mus[-1]
         return {"h": h, "xs": xs, "errors": errs, "inputs": inputs, "loss": loss,
                 "energy": self._energy(errs, mu_L, target)}
@@ -219,14 +223,14 @@ class PCTrainer(Trainer):
 
         direction_{W_l} = (γ_l α_l / B) e_lᵀ φ(x_{l−1}),  direction_{b_l} = (γ_l α_l / B) Σ_samples e_l.
         """
-        _, bs, alphas = self._params()
+        layers, bs, alphas = self._params()
         B = state["inputs"][0].shape[0]
         directions = {}
-        for l, (e, inp) in enumerate(zip(state["errors"], state["inputs"])):
+        for l, (layer, e, inp) in enumerate(zip(layers, state["errors"], state["inputs"])):
             scale = self.gammas[l] * alphas[l] / B
-            directions[f"layers.{l}.weight"] = torch.mm(e.t(), inp).mul_(scale)
+            directions[f"layers.{l}.weight"] = layer.weight_grad(e, inp).mul_(scale)
             if bs[l] is not None:
-                directions[f"layers.{l}.bias"] = e.sum(0).mul_(scale)
+                directions[f"layers.{l}.bias"] = layer.bias_grad(e).mul_(scale)
         return directions
 
     def _direction(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:

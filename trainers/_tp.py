@@ -21,10 +21,11 @@ import torch
 
 from ._base import Trainer, register_trainer
 from ._config import TrainerConfig
+from ._layers import Dense
 from ._param import LayerRule, Table, register_table
-from ._tp_feedback import (REGRESSION_KINDS, drl_grad, drl_samples, feedback_psi, feedback_role,
-                           init_feedback, make_feedback, propagate_targets, reconstruction_samples,
-                           ridge_solution)
+from ._tp_feedback import (REGRESSION_KINDS, apply_feedback, drl_grad, drl_samples, feedback_psi,
+                           feedback_role, init_feedback, make_feedback, propagate_targets,
+                           reconstruction_samples, ridge_solution)
 
 FEEDBACK_ROLES = ("feedback_output", "feedback_hidden")
 
@@ -72,7 +73,10 @@ class TPTrainer(Trainer):
         self.kind = cfg.feedback
         self.psi = feedback_psi(self.kind)
         self.beta = cfg.target_step * m ** self.table.extra("target_step")
-        self.feedback = make_feedback(self.model.dims)
+        if self.kind in REGRESSION_KINDS and not all(isinstance(layer, Dense) for layer in self.model.layers[1:]):
+            raise ValueError(f"feedback={self.kind!r} (a closed-form dense solution) needs model='mlp'; "
+                             f"with model={cfg.model!r} use feedback='linear' or 'tanh'")
+        self.feedback = make_feedback(self.model.layers)
         init_feedback(self.feedback, depth, {r: self.table.extra(f"{r}_init_var") for r in FEEDBACK_ROLES},
                       m, cfg.seed)
         self.feedback.to(device=self.device, dtype=self.dtype)
@@ -115,9 +119,10 @@ class TPTrainer(Trainer):
                                              hs[k - 1], hs[k], cfg.feedback_noise, self.noise_gen)
                 q = self.feedback[name].weight
                 if self.feedback_optimizer is None:  # the loss only: Q is solved for below
-                    losses += 0.5 * float((u @ q.T - e).pow(2).sum()) / u.shape[0]
+                    r = apply_feedback(model.layers[k], q, u, e.shape) - e
+                    losses += 0.5 * float(r.pow(2).sum()) / u.shape[0]
                 else:
-                    value, grads[f"{name}.weight"] = drl_grad(q, u, e)
+                    value, grads[f"{name}.weight"] = drl_grad(model.layers[k], q, u, e)
                     losses += float(value)
             first_loss = losses if first_loss is None else first_loss
             if self.feedback_optimizer is None:
@@ -149,7 +154,7 @@ class TPTrainer(Trainer):
 
     def _deltas(self, hs: list[torch.Tensor], target: torch.Tensor) -> list[torch.Tensor]:
         delta_out = -self.beta * self.loss_grad(hs[-1], target)
-        return propagate_targets(self.feedback, self.psi, hs, delta_out)
+        return propagate_targets(self.feedback, self.model.layers, self.psi, hs, delta_out)
 
     @torch.no_grad()
     def _local_directions(self, x: torch.Tensor, hs: list[torch.Tensor],
@@ -158,11 +163,11 @@ class TPTrainer(Trainer):
         model = self.model
         out = {}
         for k, layer in enumerate(model.layers):
-            inp = x if k == 0 else model.phi(hs[k - 1])
+            inp = model.shape_input(x) if k == 0 else model.phi(hs[k - 1])
             d = deltas[k] * model.multipliers[k] if model.multipliers[k] != 1.0 else deltas[k]
-            out[f"layers.{k}.weight"] = d.T @ inp
+            out[f"layers.{k}.weight"] = layer.weight_grad(d, inp)
             if layer.bias is not None:
-                out[f"layers.{k}.bias"] = d.sum(0)
+                out[f"layers.{k}.bias"] = layer.bias_grad(d)
         return out
 
     # ---- Trainer API -----------------------------------------------------

@@ -2,7 +2,9 @@
 reconstruction loss (DRL) that trains them, and its closed-form ridge solution.
 
 Feedback ``g{k}`` inverts forward layer ``layers.{k}`` (k = 1 .. L−1): it maps h_k back to
-h_{k−1} as g_k(h) = Q_k ψ(h), with ψ the identity (``linear``) or tanh (``tanh``).
+h_{k−1} as g_k(h) = Q_k ψ(h), with ψ the identity (``linear``) or tanh (``tanh``). Q_k has
+W_k's shape and acts through the layer's adjoint (``_layers``): g_k(h) = ψ(h) Q_k for a dense
+layer, the transposed convolution of ψ(h) with Q_k for a convolution.
 Targets travel down with the difference correction (Lee et al., 2015)
 
     ĥ_{k−1} = g_k(ĥ_k) + h_{k−1} − g_k(h_k),   i.e.   δ_{k−1} = g_k(h_k + δ_k) − g_k(h_k),
@@ -30,6 +32,8 @@ import math
 import torch
 from torch import nn
 
+from ._layers import Dense
+
 FEEDBACK_KINDS = ("linear", "tanh", "regression", "regression_drl")
 REGRESSION_KINDS = ("regression", "regression_drl")
 
@@ -48,17 +52,34 @@ def feedback_psi(kind: str):
     return _PSI[kind]
 
 
-def make_feedback(dims: list[int]) -> nn.ModuleDict:
-    """Feedback maps ``g1 .. g{L−1}``: ``g{k}`` is a bias-free Linear from dims[k+1] to dims[k].
+class Feedback(nn.Module):
+    """One feedback map's weight Q, shaped like the forward weight it inverts."""
+
+    def __init__(self, shape: torch.Size) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(shape))
+
+    @property
+    def fan_in(self) -> int:
+        """Inputs per output unit of u ↦ u Q (dense) or of the transposed convolution (≈ out · k²)."""
+        return self.weight.shape[0] * math.prod(self.weight.shape[2:])
+
+
+def make_feedback(layers: nn.ModuleList) -> nn.ModuleDict:
+    """Feedback maps ``g1 .. g{L−1}``: ``g{k}.weight`` is shaped like ``layers[k].weight``.
 
     Args:
-        dims: the forward MLP's sizes [d, n, ..., n, C] (``MLP.dims``).
+        layers: the forward network's layers (``Net.layers``).
 
     Returns:
         ``nn.ModuleDict`` whose parameters are named ``g{k}.weight`` (never ``layers.*``).
     """
-    depth = len(dims) - 1
-    return nn.ModuleDict({f"g{k}": nn.Linear(dims[k + 1], dims[k], bias=False) for k in range(1, depth)})
+    return nn.ModuleDict({f"g{k}": Feedback(layers[k].weight.shape) for k in range(1, len(layers))})
+
+
+def apply_feedback(layer: nn.Module, q: torch.Tensor, u: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Q acting on u through ``layer``'s adjoint, shaped like the layer's input (``shape``)."""
+    return layer.transpose(u, q, shape)
 
 
 def feedback_role(k: int, depth: int) -> str:
@@ -67,7 +88,7 @@ def feedback_role(k: int, depth: int) -> str:
 
 
 @torch.no_grad()
-def propagate_targets(feedback: nn.ModuleDict, psi, hs: list[torch.Tensor],
+def propagate_targets(feedback: nn.ModuleDict, layers: nn.ModuleList, psi, hs: list[torch.Tensor],
                       delta_out: torch.Tensor) -> list[torch.Tensor]:
     """Difference-corrected target differences δ_k = ĥ_k − h_k for every layer.
 
@@ -75,6 +96,7 @@ def propagate_targets(feedback: nn.ModuleDict, psi, hs: list[torch.Tensor],
 
     Args:
         feedback: the maps from :func:`make_feedback`.
+        layers: the forward layers (their adjoints carry Q_k).
         psi: the feedback nonlinearity ψ.
         hs: forward preactivations [h_0 .. h_{L−1}] (``MLP.preactivations``, 0-based).
         delta_out: the output target difference ĥ_{L−1} − h_{L−1}.
@@ -84,21 +106,20 @@ def propagate_targets(feedback: nn.ModuleDict, psi, hs: list[torch.Tensor],
     """
     deltas = [delta_out]
     for k in range(len(hs) - 1, 0, -1):
-        q = feedback[f"g{k}"].weight
         u = psi(hs[k] + deltas[0]) - psi(hs[k])
-        deltas.insert(0, u @ q.T)
+        deltas.insert(0, apply_feedback(layers[k], feedback[f"g{k}"].weight, u, hs[k - 1].shape))
     return deltas
 
 
 @torch.no_grad()
-def drl_samples(layer: nn.Linear, multiplier: float, phi, psi, h_in: torch.Tensor,
+def drl_samples(layer: nn.Module, multiplier: float, phi, psi, h_in: torch.Tensor,
                 h_out: torch.Tensor, noise: float, gen: torch.Generator | None = None):
     """One noise draw of the DRL's regression pairs for forward layer f(h) = α W φ(h) (+ α b).
 
     Both are divided by σ, so the DRL is per unit noise variance and its gradient (hence the
     feedback learning rate) does not depend on σ:
 
-        DRL = 1/(2Sσ²) Σ_s ||g(f(h + ε_s)) − g(f(h)) − ε_s||²  =  ½ mean ||u Qᵀ − e||².
+        DRL = 1/(2Sσ²) Σ_s ||g(f(h + ε_s)) − g(f(h)) − ε_s||²  =  ½ mean ||Q u − e||².
 
     Returns:
         (u, e): e = ε/σ with ε ~ N(0, σ²) shaped like h_in, and u = (ψ(f(h_in + ε)) − ψ(h_out))/σ.
@@ -111,12 +132,12 @@ def drl_samples(layer: nn.Linear, multiplier: float, phi, psi, h_in: torch.Tenso
 
 
 @torch.no_grad()
-def reconstruction_samples(layer: nn.Linear, multiplier: float, phi, psi, h_in: torch.Tensor,
+def reconstruction_samples(layer: nn.Module, multiplier: float, phi, psi, h_in: torch.Tensor,
                            h_out: torch.Tensor, noise: float, gen: torch.Generator | None = None):
     """One noise draw of the classic DTP reconstruction loss's pairs (Lee et al., 2015).
 
     Returns:
-        (u, e): e = h_in + ε and u = ψ(f(h_in + ε)); the loss is ½ mean ||u Qᵀ − e||²,
+        (u, e): e = h_in + ε and u = ψ(f(h_in + ε)); the loss is ½ mean ||Q u − e||²,
         a regression of the noise-perturbed activities on their images.
     """
     e = h_in + torch.randn(h_in.shape, generator=gen, device=h_in.device, dtype=h_in.dtype) * noise
@@ -126,36 +147,42 @@ def reconstruction_samples(layer: nn.Linear, multiplier: float, phi, psi, h_in: 
     return psi(out), e
 
 
-def drl_grad(q: torch.Tensor, u: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(DRL, ∂DRL/∂Q) for DRL = 1/(2S) Σ_s ||Q u_s − e_s||²: the gradient is rᵀu / S, r = uQᵀ − e."""
-    r = u @ q.T - e
+def drl_grad(layer: nn.Module, q: torch.Tensor, u: torch.Tensor,
+             e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(DRL, ∂DRL/∂Q) for DRL = 1/(2S) Σ_s ||Q u_s − e_s||², Q acting through ``layer``'s adjoint.
+
+    With r = Q u − e the gradient is the layer's weight gradient with u as the output error and
+    r as the input: uᵀ r / S for a dense layer (W-shaped, like Q).
+    """
+    r = apply_feedback(layer, q, u, e.shape) - e
     s = u.shape[0]
-    return 0.5 * r.pow(2).sum() / s, r.T @ u / s
+    return 0.5 * r.pow(2).sum() / s, layer.weight_grad(u, r).div_(s)
 
 
 def ridge_solution(u: torch.Tensor, e: torch.Tensor, ridge: float) -> torch.Tensor:
-    """Linear feedback at its regularised regression solution, in closed form.
+    """Dense linear feedback at its regularised regression solution, in closed form.
 
-    Q* = argmin_Q 1/(2S) Σ_s ||Q u_s − e_s||² + λ/2 ||Q||_F²  =  eᵀu (uᵀu + Sλ I)^{-1}
-       = eᵀ (u uᵀ + Sλ I)^{-1} u   (the S×S form, used when S < dim u).
+    Q* = argmin_Q 1/(2S) Σ_s ||Q u_s − e_s||² + λ/2 ||Q||_F²  =  (uᵀu + Sλ I)^{-1} uᵀe
+       = uᵀ (u uᵀ + Sλ I)^{-1} e   (the S×S form, used when S < dim u).
 
     Args:
-        u: S × n_out feedback inputs (``drl_samples``), e: S × n_in noise, ridge: λ ≥ 0
-            (λ = 0 gives the minimum-norm least-squares solution).
+        u: S × n_out feedback inputs (``drl_samples``), e: S × n_in noise (each flattened per
+            sample), ridge: λ ≥ 0 (λ = 0 gives the minimum-norm least-squares solution).
 
     Returns:
-        Q*, n_in × n_out.
+        Q*, n_out × n_in: shaped like the dense forward weight it inverts (``g(u) = u Q``).
     """
+    u, e = u.flatten(1), e.flatten(1)
     s, n_out = u.shape
     if ridge <= 0:
-        return e.T @ torch.linalg.pinv(u).T
+        return torch.linalg.pinv(u) @ e
     if s < n_out:
         gram = u @ u.T
         gram.diagonal().add_(s * ridge)
-        return e.T @ torch.linalg.solve(gram, u)
+        return u.T @ torch.linalg.solve(gram, e)
     gram = u.T @ u
     gram.diagonal().add_(s * ridge)
-    return torch.linalg.solve(gram, u.T @ e).T
+    return torch.linalg.solve(gram, u.T @ e)
 
 
 def init_feedback(feedback: nn.ModuleDict, depth: int, init_exponents: dict[str, float],
@@ -168,6 +195,7 @@ def init_feedback(feedback: nn.ModuleDict, depth: int, init_exponents: dict[str,
     gen = torch.Generator().manual_seed(int(seed) * 7919 + 104729)
     with torch.no_grad():
         for k in range(1, depth):
-            w = feedback[f"g{k}"].weight
-            std = math.sqrt(width_mult ** init_exponents[feedback_role(k, depth)] / w.shape[1])
+            fb = feedback[f"g{k}"]
+            w = fb.weight
+            std = math.sqrt(width_mult ** init_exponents[feedback_role(k, depth)] / fb.fan_in)
             w.copy_((torch.randn(w.shape, generator=gen, dtype=torch.float64) * std).to(w))

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from trainers import TrainerConfig, load_fashion_mnist, make_trainer, train
+from trainers._layers import Dense
 from trainers._tp_feedback import drl_grad, ridge_solution
 
 
@@ -27,7 +28,7 @@ def test_dtp_targets_are_gauss_newton_in_a_linear_invertible_network():
     model = tr.model
     with torch.no_grad():
         for k in range(1, depth):
-            tr.feedback[f"g{k}"].weight.copy_(torch.linalg.inv(model.layers[k].weight * model.multipliers[k]))
+            tr.feedback[f"g{k}"].weight.copy_(torch.linalg.inv(model.layers[k].weight * model.multipliers[k]).T)
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(16, n, generator=g, dtype=torch.float64), torch.randn(16, n, generator=g, dtype=torch.float64)
     deltas = tr.target_differences(x, y)
@@ -141,10 +142,11 @@ def test_ridge_solution_is_the_penalised_minimiser(s, n_out, ridge):
     g = torch.Generator().manual_seed(0)
     u, e = torch.randn(s, n_out, generator=g, dtype=torch.float64), torch.randn(s, 7, generator=g, dtype=torch.float64)
     q = ridge_solution(u, e, ridge)
-    grad = drl_grad(q, u, e)[1] + ridge * q
+    assert q.shape == (n_out, 7)  # shaped like the dense forward weight 7 -> n_out it inverts
+    grad = drl_grad(Dense(7, n_out).double(), q, u, e)[1] + ridge * q
     assert float(grad.abs().max()) < 1e-10
     if ridge == 0 and s < n_out:  # interpolation: the minimum-norm exact fit
-        torch.testing.assert_close(u @ q.T, e)
+        torch.testing.assert_close(u @ q, e)
 
 
 @pytest.mark.parametrize("kind", ["regression", "regression_drl"])
