@@ -14,6 +14,19 @@ from ._param import Table, resolve_table
 TRAINERS: dict[str, type["Trainer"]] = {}
 
 
+def all_finite(tensors) -> bool:
+    """True if no entry of any tensor is NaN or ±inf: one reduction pass per tensor, one host sync.
+
+    A NaN or inf entry makes the tensor's sum NaN or inf (inf − inf = NaN), so the sum of sums is
+    finite exactly when every entry is finite, unless finite entries add up past the float range,
+    which an update or loss of a healthy run never does.
+    """
+    total = None
+    for t in tensors:
+        total = t.sum() if total is None else total + t.sum()
+    return total is None or bool(torch.isfinite(total))
+
+
 def register_trainer(algorithm: str):
     """Class decorator: make ``make_trainer`` build this class for ``algorithm``."""
     def deco(cls):
@@ -30,11 +43,13 @@ def make_trainer(cfg: TrainerConfig, input_dim: int, output_dim: int) -> "Traine
 
 
 class Trainer:
-    """Base class. Subclasses implement :meth:`_direction` (and may override :meth:`step`).
+    """Base class. Subclasses implement :meth:`_gradient` (and may override :meth:`step`).
 
     ``model`` is the feedforward network; its weights are ``layers.{l}.weight``.
     Each parameter p has a learning rate η · m^{lr exponent of its role}
-    (``lr_multipliers``); ``update_direction`` is given before those.
+    (``lr_multipliers``); ``update_direction`` is given before those. Internally a
+    trainer computes the quantity its optimizer descends, g = −direction (BP: ∂loss/∂θ;
+    PC: ∂F/∂θ at the relaxed activities; TP: ∂(local loss)/∂θ), so a step never negates.
     """
 
     def __init__(self, cfg: TrainerConfig, input_dim: int, output_dim: int) -> None:
@@ -56,6 +71,7 @@ class Trainer:
 
     # ---- helpers -------------------------------------------------------
     def _make_optimizer(self, named_params, multipliers: dict[str, float], lr: float):
+        """SGD or Adam with one group per parameter (its own lr)."""
         groups = [{"params": [p], "lr": lr * multipliers[n], "name": n} for n, p in named_params]
         if self.cfg.optimizer == "adam":
             return torch.optim.Adam(groups, lr=lr)
@@ -88,15 +104,15 @@ class Trainer:
         return not math.isfinite(loss) or loss > self.cfg.diverge_loss
 
     # ---- API -----------------------------------------------------------
-    def _direction(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
-        """(descent direction per parameter, stats with at least ``loss``)."""
+    def _gradient(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
+        """(g = −update direction per parameter, what the optimizer descends; stats with at least ``loss``)."""
         raise NotImplementedError
 
     def update_direction(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """The update this algorithm would make on (x, y), before learning rates; not applied."""
         x = x.to(device=self.device, dtype=self.dtype)
-        directions, _ = self._direction(x, self.targets(y))
-        return directions
+        grads, _ = self._gradient(x, self.targets(y))
+        return {n: g.neg_() for n, g in grads.items()}
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         """One training step. Returns ``{"loss": float, "diverged": bool, ...}``.
@@ -105,19 +121,20 @@ class Trainer:
         ``diverged=True`` and the weights are left untouched.
         """
         x = x.to(device=self.device, dtype=self.dtype)
-        directions, stats = self._direction(x, self.targets(y))
+        grads, stats = self._gradient(x, self.targets(y))
         loss = float(stats["loss"])
-        finite = not self._is_diverged(loss) and all(bool(torch.isfinite(d).all()) for d in directions.values())
+        finite = not self._is_diverged(loss) and all_finite(grads.values())
         stats = {k: (float(v) if torch.is_tensor(v) else v) for k, v in stats.items()}
         stats["loss"] = loss
         stats["diverged"] = not finite
         if finite:
-            self._apply(directions)
+            self._apply(grads)
         return stats
 
-    def _apply(self, directions: dict[str, torch.Tensor]) -> None:
+    def _apply(self, grads: dict[str, torch.Tensor]) -> None:
+        """One optimizer step descending ``grads`` (g = −direction, per parameter name)."""
         for name, p in self.model.named_parameters():
-            p.grad = -directions[name]
+            p.grad = grads[name]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 

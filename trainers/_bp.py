@@ -11,12 +11,12 @@ from ._base import Trainer, register_trainer
 class BPTrainer(Trainer):
     """Backpropagation: direction_p = −∂loss/∂p for every parameter p."""
 
-    def _direction(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
+    def _gradient(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
         names, params = zip(*self.model.named_parameters())
         with torch.enable_grad():
             loss = self.loss_fn(self.model(x), target)
             grads = torch.autograd.grad(loss, params)
-        return {n: -g for n, g in zip(names, grads)}, {"loss": loss.detach()}
+        return dict(zip(names, grads)), {"loss": loss.detach()}
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         """One SGD/Adam step on the batch loss, the plain PyTorch way (``backward``, ``optimizer.step``).

@@ -5,8 +5,8 @@ The local learning rules need two more linear maps of the same W, written out he
 PC's inference and TP's feedback work on any layer without an autograd graph:
 
     transpose(e, W, shape)   = (∂(W ⋆ a)/∂a)ᵀ e        (the adjoint in the input: e W for Dense)
-    weight_grad(e, a)        = ∂⟨e, W ⋆ a⟩/∂W           (eᵀ a for Dense)
-    bias_grad(e)             = ∂⟨e, W ⋆ a + b⟩/∂b       (e summed over the batch and positions)
+    weight_grad(e, a, s)     = s · ∂⟨e, W ⋆ a⟩/∂W       (s · eᵀ a for Dense)
+    bias_grad(e, s)          = s · ∂⟨e, W ⋆ a + b⟩/∂b   (e summed over the batch and positions)
 
 ``Dense`` flattens its input, so it is both an MLP layer and a CNN's readout.
 ``Conv`` is a square 2-d convolution (stride, zero padding); its adjoints are torch's
@@ -42,13 +42,16 @@ class Dense(nn.Module):
         """(e W) reshaped to the input's ``shape``; ``weight`` is W or any tensor shaped like it."""
         return (e @ weight).view(shape)
 
-    def weight_grad(self, e: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """eᵀ vec(a): the gradient of ⟨e, forward(a)⟩ in W."""
-        return torch.mm(e.t(), a.flatten(1))
+    def weight_grad(self, e: torch.Tensor, a: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """scale · eᵀ vec(a): the gradient of ⟨e, forward(a)⟩ in W (the scale rides in the GEMM)."""
+        if scale == 1.0:
+            return torch.mm(e.t(), a.flatten(1))
+        return torch.addmm(e.new_zeros(()), e.t(), a.flatten(1), beta=0.0, alpha=scale)
 
     @staticmethod
-    def bias_grad(e: torch.Tensor) -> torch.Tensor:
-        return e.sum(0)
+    def bias_grad(e: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        g = e.sum(0)
+        return g.mul_(scale) if scale != 1.0 else g
 
 
 class Conv(nn.Module):
@@ -76,10 +79,12 @@ class Conv(nn.Module):
         """The transposed convolution of e with ``weight`` (shaped like W), to the input's ``shape``."""
         return conv2d_input(shape, weight, e, self.stride, self.padding)
 
-    def weight_grad(self, e: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """The gradient of ⟨e, conv2d(a, W)⟩ in W."""
-        return conv2d_weight(a, self.weight.shape, e, self.stride, self.padding)
+    def weight_grad(self, e: torch.Tensor, a: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """scale × the gradient of ⟨e, conv2d(a, W)⟩ in W."""
+        g = conv2d_weight(a, self.weight.shape, e, self.stride, self.padding)
+        return g.mul_(scale) if scale != 1.0 else g
 
     @staticmethod
-    def bias_grad(e: torch.Tensor) -> torch.Tensor:
-        return e.sum((0, 2, 3))
+    def bias_grad(e: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        g = e.sum((0, 2, 3))
+        return g.mul_(scale) if scale != 1.0 else g

@@ -21,7 +21,7 @@ from ._param import LayerRule, Table, register_table
 
 def _tanh_pair(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     t = torch.tanh(h)
-    return t, 1.0 - t * t
+    return t, torch.addcmul(h.new_ones(()), t, t, value=-1.0)  # 1 − t², one pass
 
 
 # activation -> h ↦ (φ(h), φ'(h)), computed together (tanh' reuses tanh)
@@ -134,6 +134,18 @@ class PCTrainer(Trainer):
         return hidden + self.gammas[-1] * self.loss_fn(mu_L, target)
 
     # ---- inference ---------------------------------------------------------
+    def _forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The feedforward pass: [h_1..h_L] and [(φ(h_l), φ'(h_l)) for l < L], each φ computed once."""
+        model = self.model
+        inp, hs, pairs = model.shape_input(x), [], []
+        for l, (layer, alpha) in enumerate(zip(model.layers, model.multipliers)):
+            h = layer(inp)
+            hs.append(h.mul_(alpha) if alpha != 1.0 else h)
+            if l < len(model.layers) - 1:
+                pairs.append(self._pair(h))
+                inp = pairs[-1][0]
+        return hs, pairs
+
     def _lowest_active(self, t: int) -> int:
         """Lowest hidden index (0-based) whose activity can change at step t (0-based).
 
@@ -154,9 +166,8 @@ class PCTrainer(Trainer):
         cfg = self.cfg
         Ws, bs, alphas = self._params()
         L, g = len(Ws), self.gammas
-        h = self.model.preactivations(x)
+        h, pairs = self._forward(x)  # h_1..h_L and the feedforward (φ(h_l), φ'(h_l)), l = 1..L−1
         loss = self.loss_fn(h[-1], target)
-        pairs = [self._pair(hl) for hl in h[:-1]]  # feedforward (φ(h_l), φ'(h_l)), l = 1..L−1
         if cfg.pc_init == "forward":
             xs = [hl.clone() for hl in h[:-1]]
         else:
@@ -218,21 +229,29 @@ class PCTrainer(Trainer):
                 "energy": self._energy(errs, mu_L, target)}
 
     # ---- learning ----------------------------------------------------------
+    def energy_gradient(self, state: dict) -> dict[str, torch.Tensor]:
+        """∂F/∂θ at relaxed activities (``state`` from :meth:`infer`): what the optimizer descends.
+
+        ∂F/∂W_l = −(γ_l α_l / B) e_lᵀ φ(x_{l−1}),  ∂F/∂b_l = −(γ_l α_l / B) Σ_samples e_l
+        (the scale is applied inside the product, not as a pass over the result).
+        """
+        layers, bs, alphas = self._params()
+        B = state["inputs"][0].shape[0]
+        grads = {}
+        for l, (layer, e, inp) in enumerate(zip(layers, state["errors"], state["inputs"])):
+            scale = -self.gammas[l] * alphas[l] / B
+            grads[f"layers.{l}.weight"] = layer.weight_grad(e, inp, scale)
+            if bs[l] is not None:
+                grads[f"layers.{l}.bias"] = layer.bias_grad(e, scale)
+        return grads
+
     def weight_direction(self, state: dict) -> dict[str, torch.Tensor]:
         """−∂F/∂θ at relaxed activities (``state`` from :meth:`infer`).
 
         direction_{W_l} = (γ_l α_l / B) e_lᵀ φ(x_{l−1}),  direction_{b_l} = (γ_l α_l / B) Σ_samples e_l.
         """
-        layers, bs, alphas = self._params()
-        B = state["inputs"][0].shape[0]
-        directions = {}
-        for l, (layer, e, inp) in enumerate(zip(layers, state["errors"], state["inputs"])):
-            scale = self.gammas[l] * alphas[l] / B
-            directions[f"layers.{l}.weight"] = layer.weight_grad(e, inp).mul_(scale)
-            if bs[l] is not None:
-                directions[f"layers.{l}.bias"] = layer.bias_grad(e).mul_(scale)
-        return directions
+        return {n: g.neg_() for n, g in self.energy_gradient(state).items()}
 
-    def _direction(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
+    def _gradient(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
         state = self.infer(x, target)
-        return self.weight_direction(state), {"loss": state["loss"], "energy": state["energy"]}
+        return self.energy_gradient(state), {"loss": state["loss"], "energy": state["energy"]}

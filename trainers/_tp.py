@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 import torch
 
-from ._base import Trainer, register_trainer
+from ._base import Trainer, all_finite, register_trainer
 from ._config import TrainerConfig
 from ._layers import Dense
 from ._param import LayerRule, Table, register_table
@@ -129,7 +129,7 @@ class TPTrainer(Trainer):
                 for name in names:
                     draws[name].append(pairs[name])
                 continue
-            if not all(bool(torch.isfinite(g).all()) for g in grads.values()):
+            if not all_finite(grads.values()):
                 finite = False
                 break
             for n, p in self.feedback.named_parameters():
@@ -139,7 +139,7 @@ class TPTrainer(Trainer):
         if self.feedback_optimizer is None:
             solved = {n: ridge_solution(torch.cat([u for u, _ in d]), torch.cat([e for _, e in d]),
                                         self.ridge[n]) for n, d in draws.items()}
-            finite = all(bool(torch.isfinite(q).all()) for q in solved.values())
+            finite = all_finite(solved.values())
             if finite:
                 for n, q in solved.items():
                     self.feedback[n].weight.copy_(q)
@@ -157,25 +157,24 @@ class TPTrainer(Trainer):
         return propagate_targets(self.feedback, self.model.layers, self.psi, hs, delta_out)
 
     @torch.no_grad()
-    def _local_directions(self, x: torch.Tensor, hs: list[torch.Tensor],
-                          deltas: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """−∂/∂θ of ½ Σ ||h_k − ĥ_k||² with φ(h_{k−1}) detached: α_k δ_kᵀ φ(h_{k−1}), α_k Σ δ_k."""
+    def _local_gradients(self, x: torch.Tensor, hs: list[torch.Tensor],
+                         deltas: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """∂/∂θ of ½ Σ ||h_k − ĥ_k||² with φ(h_{k−1}) detached: −α_k δ_kᵀ φ(h_{k−1}), −α_k Σ δ_k."""
         model = self.model
         out = {}
         for k, layer in enumerate(model.layers):
             inp = model.shape_input(x) if k == 0 else model.phi(hs[k - 1])
-            d = deltas[k] * model.multipliers[k] if model.multipliers[k] != 1.0 else deltas[k]
-            out[f"layers.{k}.weight"] = layer.weight_grad(d, inp)
+            out[f"layers.{k}.weight"] = layer.weight_grad(deltas[k], inp, -model.multipliers[k])
             if layer.bias is not None:
-                out[f"layers.{k}.bias"] = layer.bias_grad(d)
+                out[f"layers.{k}.bias"] = layer.bias_grad(deltas[k], -model.multipliers[k])
         return out
 
     # ---- Trainer API -----------------------------------------------------
     @torch.no_grad()
-    def _direction(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
+    def _gradient(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
         hs = self.model.preactivations(x)
         deltas = self._deltas(hs, target)
-        return self._local_directions(x, hs, deltas), {"loss": self.loss_fn(hs[-1], target)}
+        return self._local_gradients(x, hs, deltas), {"loss": self.loss_fn(hs[-1], target)}
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
@@ -196,9 +195,9 @@ class TPTrainer(Trainer):
         stats["feedback_loss"] = fb["feedback_loss"]
         if not (fb["feedback_finite"] and math.isfinite(fb["feedback_loss"])):
             return stats
-        directions = self._local_directions(x, hs, self._deltas(hs, target))
-        if not all(bool(torch.isfinite(d).all()) for d in directions.values()):
+        grads = self._local_gradients(x, hs, self._deltas(hs, target))
+        if not all_finite(grads.values()):
             return stats
-        self._apply(directions)
+        self._apply(grads)
         stats["diverged"] = False
         return stats
