@@ -13,27 +13,22 @@ from analysis.load import load_sweep
 from analysis.transfer import analyze
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-STUDY = DOCS / "paper_mlp_cpu"
-
-
-def _summary() -> dict:
-    return json.loads((STUDY / "report" / "summary.json").read_text())
-
-
 def _label(group: dict) -> tuple[str, str]:
     return str(group["algorithm"]), str(group["parametrization"])
 
 
-def test_rerun_of_the_committed_trials_gives_the_committed_verdicts(tmp_path):
-    """The analysis from docs/paper_mlp_cpu/{sweep.yaml,trials.parquet,history.parquet} alone."""
-    work = tmp_path / "paper_mlp_cpu"
+@pytest.mark.parametrize("study", ["paper_mlp_cpu", "paper_cnn_cpu"])
+def test_rerun_of_the_committed_trials_gives_the_committed_verdicts(tmp_path, study):
+    """The analysis from docs/<study>/{sweep.yaml,trials.parquet,history.parquet} alone."""
+    work = tmp_path / study
     work.mkdir()
     for name in ("sweep.yaml", "trials.parquet", "history.parquet"):
-        shutil.copy(STUDY / name, work / name)
+        shutil.copy(DOCS / study / name, work / name)
     logs = load_sweep(work)
     result = analyze(logs.trials, metric=logs.objective["metric"], mode=logs.objective["mode"],
                      max_drift=logs.verify["max_drift"], max_regret=logs.verify["max_regret"], n_boot=0)
-    committed = {_label(g): g for g in _summary()["groups"]}
+    summary = json.loads((DOCS / study / "report" / "summary.json").read_text())
+    committed = {_label(g): g for g in summary["groups"]}
     rerun = {(str(r.algorithm), str(r.parametrization)): r for r in result.groups.itertuples()}
     assert set(rerun) == set(committed) and len(committed) == 6
     for key, g in committed.items():
@@ -44,16 +39,17 @@ def test_rerun_of_the_committed_trials_gives_the_committed_verdicts(tmp_path):
         assert (np.isnan(r.max_regret) and np.isnan(regret)) or r.max_regret == pytest.approx(regret, abs=1e-9), key
 
 
-def test_results_md_quotes_the_committed_verdicts():
-    """Every group's row in RESULTS.md's paper_mlp_cpu verdict table has summary.json's verdict and drift."""
+@pytest.mark.parametrize("study", ["paper_mlp_cpu", "paper_cnn_cpu"])
+def test_results_md_quotes_the_committed_verdicts(study):
+    """Every group's row in RESULTS.md's verdict table of the study has summary.json's verdict and drift."""
     text = (DOCS / "RESULTS.md").read_text()
-    section = text.split("<!-- paper_mlp_cpu verdicts -->")[1].split("<!-- end -->")[0]
+    section = text.split(f"<!-- {study} verdicts -->")[1].split("<!-- end -->")[0]
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 5 and cells[0] in ("bp", "pc", "tp"):
             rows[cells[0], cells[1]] = cells
-    groups = _summary()["groups"]
+    groups = json.loads((DOCS / study / "report" / "summary.json").read_text())["groups"]
     assert len(rows) == len(groups) == 6
     for g in groups:
         cells = rows[_label(g)]
@@ -79,7 +75,7 @@ def test_results_md_quotes_the_pc_steps_verdicts():
         assert drift == pytest.approx(g["drift_exponent"], abs=0.0006), (g, cells)
 
 
-@pytest.mark.parametrize("study", ["paper_mlp_cpu", "paper_pc_steps_cpu"])
+@pytest.mark.parametrize("study", ["paper_mlp_cpu", "paper_pc_steps_cpu", "paper_cnn_cpu"])
 def test_committed_trials_are_the_search_space_files_trials(study):
     """docs/<study>/trials.parquet holds exactly the trials search_spaces/<study>.yaml defines (same ids)."""
     from orchestrator.config import load_sweep as load_space

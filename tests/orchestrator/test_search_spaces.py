@@ -35,7 +35,7 @@ def test_every_file_loads(path):
 
 
 @pytest.mark.parametrize("name, widths, trials, steps", [
-    ("paper_cnn_cpu", [16, 32, 64, 128], 240, 5), ("paper_cnn", [16, 32, 64, 128, 256, 512, 1024, 2048, 4096], 2754, 20),
+    ("paper_cnn_cpu", [16, 32, 64, 128], 288, 5), ("paper_cnn", [16, 32, 64, 128, 256, 512, 1024, 2048, 4096], 2754, 20),
 ])
 def test_cnn_studies_expand(name, widths, trials, steps):
     sweep = load_sweep(SPACES / f"{name}.yaml")
