@@ -3,7 +3,7 @@
 All figures are ratios of times measured in this same run (never absolute
 thresholds): the machines are shared and noisy.
 
-    python benchmarks/run.py [--quick] [--skip-sweep]
+    python benchmarks/run.py [--quick] [--skip-sweep] [--smoke] [--out FILE]
 """
 
 from __future__ import annotations
@@ -40,10 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
     p.add_argument("--skip-sweep", action="store_true", help="skip the sweep and tracking overhead parts")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny sizes (width 64, batch 16, 2 one-epoch trials of 500 images), one round: checks that "
+                        "the harness runs, its figures mean nothing (tests/benchmarks)")
     p.add_argument("--out", default=str(HERE / "RESULTS.md"), help="where to write the markdown table")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    rounds, reps = (2, 4) if args.quick else (5, 10)
+    rounds, reps = (1, 2) if args.smoke else (2, 4) if args.quick else (5, 10)
+    sizes = {"width": 64, "batch": 16} if args.smoke else {}
     started = time.time()
 
     rows: list[tuple[str, str, str, str]] = []  # (goal, measured, target, verdict)
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((goal, fmt.format(value) + (f" ({note})" if note else ""),
                      ("≤ " if le else "≥ ") + fmt.format(target), "met" if ok else "MISSED"))
 
-    t = bench_trainers(rounds=rounds, reps=reps)
+    t = bench_trainers(rounds=rounds, reps=reps, **sizes)
     bp = t["bp_mup"]
     print("seconds per step (medians):", {k: f"{v * 1e3:.2f} ms" for k, v in t.items()})
     if "pc_T5" in t:
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_sweep:
         from sweep_bench import bench_sweep  # noqa: E402
 
-        for row in bench_sweep(quick=args.quick):
+        for row in bench_sweep(quick=args.quick, smoke=args.smoke):
             rows.append(row)
 
     header = ["goal", "measured", "target", "verdict"]
@@ -83,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text(
         "# Benchmark results\n\n"
         f"Measured by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {machine}; "
-        f"784-1024-1024-10 tanh MLP, batch 128, float32, no biases. Every ratio's numerator and denominator "
+        + ("SMOKE RUN at tiny sizes (784-64-64-10, batch 16): the figures mean nothing. " if args.smoke else "")
+        + f"784-1024-1024-10 tanh MLP, batch 128, float32, no biases. Every ratio's numerator and denominator "
         f"come from this same run, measured interleaved (median of medians).\n\n"
         f"Seconds per step: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in t.items()) + "\n\n" + table + "\n")
     print(f"wrote {args.out} ({time.time() - started:.0f}s)")

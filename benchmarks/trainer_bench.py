@@ -38,52 +38,53 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 5, reps: int
     return {k: statistics.median(v) for k, v in per.items()}
 
 
-def _batch(seed: int = 0):
+def _batch(batch: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(BATCH, D_IN, generator=g), torch.randint(0, D_OUT, (BATCH,), generator=g)
+    return torch.randn(batch, D_IN, generator=g), torch.randint(0, D_OUT, (batch,), generator=g)
 
 
-def _trainer_step(**fields) -> Callable[[], object]:
-    cfg = TrainerConfig(width=WIDTH, base_width=64, depth=3, lr=1e-3, **fields)
+def _trainer_step(width: int, batch: int, **fields) -> Callable[[], object]:
+    cfg = TrainerConfig(width=width, base_width=64, depth=3, lr=1e-3, **fields)
     tr = make_trainer(cfg, D_IN, D_OUT)
-    x, y = _batch()
+    x, y = _batch(batch)
     return lambda: tr.step(x, y)
 
 
-def _plain_torch_step() -> Callable[[], object]:
+def _plain_torch_step(width: int, batch: int) -> Callable[[], object]:
     """The reference: nn.Linear + nn.Tanh + torch.optim.SGD, the same MSE loss."""
-    net = nn.Sequential(nn.Linear(D_IN, WIDTH, bias=False), nn.Tanh(), nn.Linear(WIDTH, WIDTH, bias=False),
-                        nn.Tanh(), nn.Linear(WIDTH, D_OUT, bias=False))
+    net = nn.Sequential(nn.Linear(D_IN, width, bias=False), nn.Tanh(), nn.Linear(width, width, bias=False),
+                        nn.Tanh(), nn.Linear(width, D_OUT, bias=False))
     opt = torch.optim.SGD(net.parameters(), lr=1e-3)
-    x, y = _batch()
+    x, y = _batch(batch)
     target = nn.functional.one_hot(y, D_OUT).float()
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = 0.5 * (net(x) - target).pow(2).sum() / BATCH
+        loss = 0.5 * (net(x) - target).pow(2).sum() / batch
         loss.backward()
         opt.step()
         return float(loss.detach())
     return step
 
 
-def _two_products() -> Callable[[], object]:
-    """The floor of one PC inference step: two 128×1024×1024 matrix products."""
-    a, w1, w2 = torch.randn(BATCH, WIDTH), torch.randn(WIDTH, WIDTH), torch.randn(WIDTH, WIDTH)
+def _two_products(width: int, batch: int) -> Callable[[], object]:
+    """The floor of one PC inference step: two batch×width×width matrix products."""
+    a, w1, w2 = torch.randn(batch, width), torch.randn(width, width), torch.randn(width, width)
     return lambda: (a @ w1, a @ w2)
 
 
-def bench_trainers(rounds: int = 5, reps: int = 10, include: tuple[str, ...] = ("pc", "tp")) -> dict[str, float]:
+def bench_trainers(rounds: int = 5, reps: int = 10, include: tuple[str, ...] = ("pc", "tp"),
+                   width: int = WIDTH, batch: int = BATCH) -> dict[str, float]:
     """Seconds per step of each variant (medians), measured interleaved in this process."""
     fns: dict[str, Callable[[], object]] = {
-        "bp_sp": _trainer_step(algorithm="bp", parametrization="sp"),
-        "bp_mup": _trainer_step(algorithm="bp", parametrization="mup"),
-        "plain_torch": _plain_torch_step(),
-        "two_products": _two_products(),
+        "bp_sp": _trainer_step(width, batch, algorithm="bp", parametrization="sp"),
+        "bp_mup": _trainer_step(width, batch, algorithm="bp", parametrization="mup"),
+        "plain_torch": _plain_torch_step(width, batch),
+        "two_products": _two_products(width, batch),
     }
     if "pc" in include:
         for t in (5, 20):
-            fns[f"pc_T{t}"] = _trainer_step(algorithm="pc", parametrization="mup", inference_steps=t)
+            fns[f"pc_T{t}"] = _trainer_step(width, batch, algorithm="pc", parametrization="mup", inference_steps=t)
     if "tp" in include:
-        fns["tp"] = _trainer_step(algorithm="tp", parametrization="mup")
+        fns["tp"] = _trainer_step(width, batch, algorithm="tp", parametrization="mup")
     return interleaved(fns, rounds=rounds, reps=reps)
