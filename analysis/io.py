@@ -36,8 +36,16 @@ def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def read_parquet(path: str | Path) -> pd.DataFrame:
-    """Read a Parquet table (an empty frame if the file does not exist)."""
+    """Read a Parquet table (an empty frame if the file does not exist).
+
+    The file is opened once and read through that handle: a writer that renames a new table
+    over the path meanwhile (a live sweep) cannot mix the old file's footer with the new one's
+    pages, as reading by path (which opens it more than once) can.
+    """
     path = Path(path)
-    if not path.exists():
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
         return pd.DataFrame()
-    return pq.read_table(path).to_pandas()
+    with fh:
+        return pq.read_table(fh).to_pandas()

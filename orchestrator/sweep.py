@@ -38,7 +38,11 @@ class SweepResult:
 
 
 class Recorder:
-    """Receives trial events in the driver; writes each finished trial to Parquet, then MLflow."""
+    """Receives trial events in the driver; writes each finished trial to Parquet, then MLflow.
+
+    A trial is written once: from its result marked ``last`` (so before Tune tells a searcher
+    such as Optuna that it completed), or on Tune's complete/error event if no such result came.
+    """
 
     def __init__(self, sweep: Sweep, store: ResultsStore, tracker: Tracker | None, progress: Progress) -> None:
         self.sweep, self.store, self.tracker, self.progress = sweep, store, tracker, progress
@@ -46,6 +50,7 @@ class Recorder:
         self.history: dict[str, dict[int, dict]] = {}
         self.where: dict[str, tuple[str, str]] = {}
         self.retries: dict[str, int] = {}
+        self.finished: set[str] = set()
 
     def started(self, trial_id: str) -> None:
         self.history[trial_id] = {}
@@ -57,13 +62,19 @@ class Recorder:
         keep = ("epoch", "train_loss", "test_loss", "test_acc", "wall_s", "diverged")
         self.history.setdefault(trial_id, {})[int(result["epoch"])] = {k: result.get(k) for k in keep}
         self.where[trial_id] = (str(result.get("node", "")), str(result.get("hostname", "")))
-        self.progress.render()
+        if result.get("last"):
+            self._finish(trial_id, None)
+        else:
+            self.progress.render()
 
     def restarted(self, trial_id: str) -> None:
         self.history[trial_id] = {}  # the retried trial starts again from epoch 1
         self.retries[trial_id] = self.retries.get(trial_id, 0) + 1
 
     def _finish(self, trial_id: str, status: str | None, error: str = "") -> None:
+        if trial_id in self.finished:
+            return
+        self.finished.add(trial_id)
         rows = [self.history.get(trial_id, {})[e] for e in sorted(self.history.get(trial_id, {}))]
         if status is None:
             status = "diverged" if rows and rows[-1].get("diverged") else "ok"

@@ -14,7 +14,8 @@ only parametrization), and the search uses the grid's first seed.
 Resume: the studies live in an RDB storage (default SQLite ``results/<name>/optuna.db``). A
 rerun counts each study's COMPLETE trials and runs only the remainder to reach ``trials``; a
 RUNNING trial left by a killed driver is told COMPLETE with its recorded value when Parquet
-holds it (the driver records before it tells Optuna), else FAIL.
+holds it (the driver records a trial from its result marked ``last``, which Tune hands to its
+callbacks before it tells the searcher), else FAIL.
 
 Layout::
 
@@ -239,22 +240,8 @@ def study_best(storage, group: SearchGroup, metric: str, mode: str) -> dict[str,
 class SearchRecorder(Recorder):
     """The sweep's Recorder for trials whose specs arrive as Optuna suggests them; records each once."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.finished: set[str] = set()
-
     def register(self, spec: dict[str, Any]) -> None:
         self.specs[spec["trial_id"]] = spec
-
-    def completed(self, trial_id: str) -> None:
-        if trial_id not in self.finished:
-            self.finished.add(trial_id)
-            super().completed(trial_id)
-
-    def errored(self, trial_id: str, error: str) -> None:
-        if trial_id not in self.finished:
-            self.finished.add(trial_id)
-            super().errored(trial_id, error)
 
 
 # ---- the command's engine ------------------------------------------------------------

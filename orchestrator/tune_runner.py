@@ -53,11 +53,16 @@ def _run_spec(spec: dict[str, Any], threads: int, data_ref: Any, extra: Callable
     where = {"trial_id": spec["trial_id"], "node": ray.get_runtime_context().get_node_id(),
              "hostname": socket.gethostname()}
 
+    epochs = int(spec["train"]["epochs"])
+
     def report(row: dict) -> None:
-        tune.report({**row, **where, **(extra(row) if extra else {})})
+        # "last" lets the driver record the trial from this result, before Tune tells a searcher
+        # (Optuna) that the trial completed: Tune calls the searcher before its callbacks.
+        last = bool(row.get("diverged")) or int(row["epoch"]) >= epochs
+        tune.report({**row, **where, **(extra(row) if extra else {}), "last": last})
         _maybe_crash()
 
-    train(trainer, data, spec["train"]["epochs"], spec["train"]["batch_size"], seed=tc.seed, on_epoch=report)
+    train(trainer, data, epochs, spec["train"]["batch_size"], seed=tc.seed, on_epoch=report)
 
 
 def trainable(config: dict[str, Any], data_ref: Any = None) -> None:
