@@ -56,17 +56,28 @@ class Net(nn.Module):
         """The first layer's input for a batch of flat rows x (a view)."""
         return x
 
-    def preactivations(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """[h_1, ..., h_L] for a batch x."""
-        hs = []
+    def forward_pairs(self, x: torch.Tensor, pair: Callable[[torch.Tensor], tuple]) -> tuple[list, list]:
+        """The feedforward pass keeping more than h: ([h_1..h_L], [pair(h_l) for l < L]).
+
+        ``pair(h)`` returns a tuple whose first entry is φ(h), the next layer's input (PC asks
+        for (φ(h), φ'(h)) in one pass); each φ is computed once.
+        """
+        hs, pairs = [], []
         inp = self.shape_input(x)
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             h = layer(inp)
             if self.multipliers[i] != 1.0:
                 h = h * self.multipliers[i]
             hs.append(h)
-            inp = self.phi(h)
-        return hs
+            if i < last:
+                pairs.append(pair(h))
+                inp = pairs[-1][0]
+        return hs, pairs
+
+    def preactivations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[h_1, ..., h_L] for a batch x."""
+        return self.forward_pairs(x, lambda h: (self.phi(h),))[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.preactivations(x)[-1]

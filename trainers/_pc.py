@@ -119,15 +119,14 @@ class PCTrainer(Trainer):
 
     # ---- pieces ----------------------------------------------------------
     def _params(self):
-        layers = self.model.layers
-        return list(layers), [layer.bias for layer in layers], list(self.model.multipliers)
+        return list(self.model.layers), list(self.model.multipliers)
 
     def _output_error(self, mu_L: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """e_L = −∂ℓ/∂μ_L per sample: y − μ_L (MSE) or onehot(y) − softmax(μ_L) (CE)."""
         return _OUTPUT_ERRORS[self.cfg.loss](mu_L, target)
 
     @staticmethod
-    def _predict(psi: torch.Tensor, layer, b, alpha: float) -> torch.Tensor:
+    def _predict(psi: torch.Tensor, layer, alpha: float) -> torch.Tensor:
         mu = layer(psi)
         return mu.mul_(alpha) if alpha != 1.0 else mu
 
@@ -142,18 +141,6 @@ class PCTrainer(Trainer):
         return hidden + self.gammas[-1] * self.loss_fn(mu_L, target)
 
     # ---- inference ---------------------------------------------------------
-    def _forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
-        """The feedforward pass: [h_1..h_L] and [(φ(h_l), φ'(h_l)) for l < L], each φ computed once."""
-        model = self.model
-        inp, hs, pairs = model.shape_input(x), [], []
-        for l, (layer, alpha) in enumerate(zip(model.layers, model.multipliers)):
-            h = layer(inp)
-            hs.append(h.mul_(alpha) if alpha != 1.0 else h)
-            if l < len(model.layers) - 1:
-                pairs.append(self._pair(h))
-                inp = pairs[-1][0]
-        return hs, pairs
-
     def _lowest_active(self, t: int) -> int:
         """Lowest hidden index (0-based) whose activity can change at step t (0-based).
 
@@ -172,9 +159,9 @@ class PCTrainer(Trainer):
         and ``energy`` (F at the final activities); tensors only, no host synchronisation.
         """
         cfg = self.cfg
-        Ws, bs, alphas = self._params()
+        Ws, alphas = self._params()
         L, g = len(Ws), self.gammas
-        h, pairs = self._forward(x)  # h_1..h_L and the feedforward (φ(h_l), φ'(h_l)), l = 1..L−1
+        h, pairs = self.model.forward_pairs(x, self._pair)  # h_1..h_L, (φ(h_l), φ'(h_l)) for l < L
         loss = self.loss_fn(h[-1], target)
         if cfg.pc_init == "forward":
             xs = [hl.clone() for hl in h[:-1]]
@@ -205,18 +192,18 @@ class PCTrainer(Trainer):
             mu1 = h[0]  # W_1 x_0 never changes during inference: cached
             psis_dphis = list(pairs) if cfg.pc_init == "forward" else [self._pair(xl) for xl in xs]
             mus = list(h) if cfg.pc_init == "forward" else (
-                [mu1] + [self._predict(psis_dphis[l - 1][0], Ws[l], bs[l], alphas[l]) for l in range(1, L)])
+                [mu1] + [self._predict(psis_dphis[l - 1][0], Ws[l], alphas[l]) for l in range(1, L)])
             if cfg.sequential_inference:
                 for l in range(L - 2, -1, -1):
                     psi_l, dphi_l = psis_dphis[l]
-                    mu_up = self._predict(psi_l, Ws[l + 1], bs[l + 1], alphas[l + 1])
+                    mu_up = self._predict(psi_l, Ws[l + 1], alphas[l + 1])
                     e_up = self._output_error(mu_up, target) if l == L - 2 else xs[l + 1] - mu_up
-                    mu_l = mu1 if l == 0 else self._predict(psis_dphis[l - 1][0], Ws[l], bs[l], alphas[l])
+                    mu_l = mu1 if l == 0 else self._predict(psis_dphis[l - 1][0], Ws[l], alphas[l])
                     back = self._back(e_up, Ws[l + 1], xs[l]).mul_(g[l + 1] * alphas[l + 1]).mul_(dphi_l)
                     grad = (xs[l] - mu_l).mul_(g[l]).sub_(back)
                     xs[l] = xs[l].sub(grad, alpha=1.0 / g[l])
                     psis_dphis[l] = self._pair(xs[l])
-                mus = [mu1] + [self._predict(psis_dphis[l - 1][0], Ws[l], bs[l], alphas[l]) for l in range(1, L)]
+                mus = [mu1] + [self._predict(psis_dphis[l - 1][0], Ws[l], alphas[l]) for l in range(1, L)]
             else:
                 beta = self.inference_lr
                 for t in range(cfg.inference_steps):
@@ -229,7 +216,7 @@ class PCTrainer(Trainer):
                             psis_dphis[l][1], back, value=beta * g[l + 1] * alphas[l + 1])
                     for l in range(lo, L - 1):
                         psis_dphis[l] = self._pair(xs[l])
-                        mus[l + 1] = self._predict(psis_dphis[l][0], Ws[l + 1], bs[l + 1], alphas[l + 1])
+                        mus[l + 1] = self._predict(psis_dphis[l][0], Ws[l + 1], alphas[l + 1])
             errs = [xl - ml for xl, ml in zip(xs, mus)] + [self._output_error(mus[-1], target)]
             inputs = [self.model.shape_input(x)] + [p[0] for p in psis_dphis]
             mu_L = mus[-1]
@@ -243,13 +230,13 @@ class PCTrainer(Trainer):
         ∂F/∂W_l = −(γ_l α_l / B) e_lᵀ φ(x_{l−1}),  ∂F/∂b_l = −(γ_l α_l / B) Σ_samples e_l
         (the scale is applied inside the product, not as a pass over the result).
         """
-        layers, bs, alphas = self._params()
+        layers, alphas = self._params()
         B = state["inputs"][0].shape[0]
         grads = {}
         for l, (layer, e, inp) in enumerate(zip(layers, state["errors"], state["inputs"])):
             scale = -self.gammas[l] * alphas[l] / B
             grads[f"layers.{l}.weight"] = layer.weight_grad(e, inp, scale)
-            if bs[l] is not None:
+            if layer.bias is not None:
                 grads[f"layers.{l}.bias"] = layer.bias_grad(e, scale)
         return grads
 
