@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         marginal = (t["pc_T20"] - t["pc_T5"]) / 15
         add("marginal inference step / two 128×1024×1024 products", marginal / t["two_products"], 1.15,
             note=f"{marginal * 1e3:.2f} ms vs {t['two_products'] * 1e3:.2f} ms")
+        floor = (t["pc_T5"] + 15 * t["two_products"]) / bp
+        rows.append(("PC step / BP step, T = 20, were each of the 15 extra inference steps exactly its two products",
+                     f"{floor:.2f}", "(diagnostic)", "-"))
     if "tp" in t:
         units, text = tp_products()
         add(f"TP step / BP step, against its product count {units:.2f}", (t["tp"] / bp) / units, 1.3,
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Measured by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {machine}; "
         + ("SMOKE RUN at tiny sizes (784-64-64-10, batch 16): the figures mean nothing. " if args.smoke else "")
         + f"784-1024-1024-10 tanh MLP, batch 128, float32, no biases. Every ratio's numerator and denominator "
-        f"come from this same run, measured interleaved (median of medians).\n\n"
+        f"come from this same run, measured round-robin, call by call "
+        f"(medians of {rounds * reps} calls each).\n\n"
         f"Seconds per step: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in t.items()) + "\n\n" + table + "\n")
     print(f"wrote {args.out} ({time.time() - started:.0f}s)")
     return 0

@@ -18,23 +18,21 @@ from trainers import TrainerConfig, make_trainer
 D_IN, WIDTH, D_OUT, BATCH = 784, 1024, 10, 128
 
 
-def _time(fn: Callable[[], object], reps: int) -> float:
-    """Median seconds per call of ``fn`` over ``reps`` calls (after two warm-up calls)."""
-    fn(), fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 5, reps: int = 10) -> dict[str, float]:
-    """Median over ``rounds`` of each function's median time, the functions taking turns."""
-    per = {k: [] for k in fns}
-    for _ in range(rounds):
+    """Median seconds per call of each function over ``rounds × reps`` calls made round-robin.
+
+    The functions take turns call by call (after two warm-up calls each), so a slow phase of a
+    shared machine, which lasts about a second here, falls on all of them alike; timing a block of
+    calls per function instead let a 180 ms and a 7 ms function see different phases.
+    """
+    for fn in fns.values():
+        fn(), fn()
+    per: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds * reps):
         for k, fn in fns.items():
-            per[k].append(_time(fn, reps))
+            t0 = time.perf_counter()
+            fn()
+            per[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in per.items()}
 
 

@@ -6,6 +6,7 @@ PC's inference and TP's feedback work on any layer without an autograd graph:
 
     transpose(e, W, shape)   = (∂(W ⋆ a)/∂a)ᵀ e        (the adjoint in the input: e W for Dense)
     weight_grad(e, a, s)     = s · ∂⟨e, W ⋆ a⟩/∂W       (s · eᵀ a for Dense)
+    residual(x, a, α)        = x − α · forward(a)       (PC's error; one addmm for Dense)
     bias_grad(e, s)          = s · ∂⟨e, W ⋆ a + b⟩/∂b   (e summed over the batch and positions)
 
 ``Dense`` flattens its input, so it is both an MLP layer and a CNN's readout.
@@ -41,6 +42,11 @@ class Dense(nn.Module):
     def transpose(self, e: torch.Tensor, weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """(e W) reshaped to the input's ``shape``; ``weight`` is W or any tensor shaped like it."""
         return (e @ weight).view(shape)
+
+    def residual(self, x: torch.Tensor, a: torch.Tensor, alpha: float) -> torch.Tensor:
+        """x − α·forward(a), the subtraction riding in the GEMM (one ``addmm``, no extra pass)."""
+        r = torch.addmm(x, a.flatten(1), self.weight.t(), alpha=-alpha)
+        return r.sub_(self.bias, alpha=alpha) if self.bias is not None else r
 
     def weight_grad(self, e: torch.Tensor, a: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         """scale · eᵀ vec(a): the gradient of ⟨e, forward(a)⟩ in W (the scale rides in the GEMM)."""
@@ -78,6 +84,10 @@ class Conv(nn.Module):
     def transpose(self, e: torch.Tensor, weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """The transposed convolution of e with ``weight`` (shaped like W), to the input's ``shape``."""
         return conv2d_input(shape, weight, e, self.stride, self.padding)
+
+    def residual(self, x: torch.Tensor, a: torch.Tensor, alpha: float) -> torch.Tensor:
+        """x − α·forward(a)."""
+        return torch.sub(x, self.forward(a), alpha=alpha)
 
     def weight_grad(self, e: torch.Tensor, a: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         """scale × the gradient of ⟨e, conv2d(a, W)⟩ in W."""

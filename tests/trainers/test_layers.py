@@ -38,6 +38,18 @@ def test_adjoints_match_autograd(kind, bias):
 
 
 @pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_residual_is_x_minus_alpha_forward(kind, bias):
+    layer, a, g = _layer_and_input(kind, bias)
+    with torch.no_grad():
+        out = layer(a)
+        x = torch.randn(out.shape, generator=g, dtype=torch.float64)
+        got = layer.residual(x, a, 0.37)
+        torch.testing.assert_close(got, x - 0.37 * out, rtol=1e-12, atol=1e-12)
+        assert not torch.equal(got, x - out)  # α is applied
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
 def test_transpose_is_linear_in_its_weight(kind):
     """TP's feedback uses the adjoint with a weight Q of W's shape: <Q ⋆ᵀ u, r> = <Q, weight_grad(u, r)>."""
     layer, a, g = _layer_and_input(kind, False)
