@@ -3,7 +3,7 @@
 All figures are ratios of times measured in this same run (never absolute
 thresholds): the machines are shared and noisy.
 
-    python benchmarks/run.py [--quick] [--skip-sweep] [--smoke] [--out FILE]
+    python benchmarks/run.py [--quick] [--skip-sweep] [--smoke] [--repeats N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,45 @@ def tp_products() -> tuple[float, str]:
     return 1.664, "14 products vs BP's 8, FLOP-weighted 1.664 BP steps"
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--repeats {text!r}: a whole number ≥ 1")
+    return int(text)
+
+
+def trainer_goals(runs: list[dict[str, float]]) -> list[tuple[str, list[float], float | None, str]]:
+    """(goal, its value in each repeat, target or None for a diagnostic, note from the median run)."""
+    def each(f):
+        return [f(t) for t in runs]
+
+    mid = {k: statistics.median(t[k] for t in runs) for k in runs[0]}
+    goals = []
+    if "pc_T5" in mid:
+        marginal = (mid["pc_T20"] - mid["pc_T5"]) / 15
+        goals += [
+            ("PC step / BP step, T = 5", each(lambda t: t["pc_T5"] / t["bp_mup"]), 2.5, ""),
+            ("PC step / BP step, T = 20", each(lambda t: t["pc_T20"] / t["bp_mup"]), 8.0, ""),
+            ("marginal inference step / two 128×1024×1024 products",
+             each(lambda t: (t["pc_T20"] - t["pc_T5"]) / 15 / t["two_products"]), 1.15,
+             f"{marginal * 1e3:.2f} ms vs {mid['two_products'] * 1e3:.2f} ms, medians"),
+            ("PC step / BP step, T = 20, were each of the 15 extra inference steps exactly its two products",
+             each(lambda t: (t["pc_T5"] + 15 * t["two_products"]) / t["bp_mup"]), None, ""),
+        ]
+    if "jax_pc_T5" in mid:
+        for T in (5, 20):
+            goals.append((f"plain-JAX peer's PC step / BP step, T = {T} (benchmarks/jax_peer.py)",
+                          each(lambda t: t[f"jax_pc_T{T}"] / t["bp_mup"]), None, ""))
+            goals.append((f"our PC step / the plain-JAX peer's, T = {T} (below 1: ours is ahead)",
+                          each(lambda t: t[f"pc_T{T}"] / t[f"jax_pc_T{T}"]), None, ""))
+    if "tp" in mid:
+        units, text = tp_products()
+        goals.append((f"TP step / BP step, against its product count {units:.2f}",
+                      each(lambda t: t["tp"] / t["bp_mup"] / units), 1.3,
+                      f"{mid['tp'] / mid['bp_mup']:.2f} BP steps; {text}"))
+    goals.append(("BP μP step / plain nn.Linear + SGD step", each(lambda t: t["bp_mup"] / t["plain_torch"]), 1.05, ""))
+    return goals
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
@@ -43,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes (width 64, batch 16, 2 one-epoch trials of 500 images), one round: checks that "
                         "the harness runs, its figures mean nothing (tests/benchmarks)")
+    p.add_argument("--repeats", type=_positive, default=3,
+                   help="measure the trainer figures this many times (each a full round-robin); the table gives "
+                        "the median and the range, the verdict goes by the median (default 3)")
     p.add_argument("--out", default=str(HERE / "RESULTS.md"), help="where to write the markdown table")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
@@ -51,29 +94,22 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
 
     rows: list[tuple[str, str, str, str]] = []  # (goal, measured, target, verdict)
-
-    def add(goal: str, value: float, target: float, fmt: str = "{:.2f}", le: bool = True, note: str = ""):
-        ok = value <= target if le else value >= target
-        rows.append((goal, fmt.format(value) + (f" ({note})" if note else ""),
-                     ("≤ " if le else "≥ ") + fmt.format(target), "met" if ok else "MISSED"))
-
-    t = bench_trainers(rounds=rounds, reps=reps, **sizes)
-    bp = t["bp_mup"]
-    print("seconds per step (medians):", {k: f"{v * 1e3:.2f} ms" for k, v in t.items()})
-    if "pc_T5" in t:
-        add("PC step / BP step, T = 5", t["pc_T5"] / bp, 2.5)
-        add("PC step / BP step, T = 20", t["pc_T20"] / bp, 8.0)
-        marginal = (t["pc_T20"] - t["pc_T5"]) / 15
-        add("marginal inference step / two 128×1024×1024 products", marginal / t["two_products"], 1.15,
-            note=f"{marginal * 1e3:.2f} ms vs {t['two_products'] * 1e3:.2f} ms")
-        floor = (t["pc_T5"] + 15 * t["two_products"]) / bp
-        rows.append(("PC step / BP step, T = 20, were each of the 15 extra inference steps exactly its two products",
-                     f"{floor:.2f}", "(diagnostic)", "-"))
-    if "tp" in t:
-        units, text = tp_products()
-        add(f"TP step / BP step, against its product count {units:.2f}", (t["tp"] / bp) / units, 1.3,
-            note=f"{t['tp'] / bp:.2f} BP steps; {text}")
-    add("BP μP step / plain nn.Linear + SGD step", bp / t["plain_torch"], 1.05)
+    repeats = 1 if args.smoke or args.quick else args.repeats
+    runs = []
+    for i in range(repeats):
+        runs.append(bench_trainers(rounds=rounds, reps=reps, **sizes))
+        print(f"repeat {i + 1}/{repeats}, seconds per step (medians):",
+              {k: f"{v * 1e3:.2f} ms" for k, v in runs[-1].items()}, flush=True)
+    if "pc_T5" in runs[0] and "jax_pc_T5" not in runs[0]:
+        rows.append(("plain-JAX peer's PC step", "not measured: JAX is not installed (pip install -e '.[bench]')",
+                     "(diagnostic)", "-"))
+    for goal, values, target, note in trainer_goals(runs):
+        value = statistics.median(values)
+        spread = f" [{min(values):.2f}–{max(values):.2f} over {len(values)} repeats]" if len(values) > 1 else ""
+        verdict = "-" if target is None else "met" if value <= target else "MISSED"
+        rows.append((goal, f"{value:.2f}{spread}" + (f" ({note})" if note else ""),
+                     "(diagnostic)" if target is None else f"≤ {target:.2f}", verdict))
+    t = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
     if not args.skip_sweep:
         from sweep_bench import bench_sweep  # noqa: E402
@@ -92,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Measured by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {machine}; "
         + ("SMOKE RUN at tiny sizes (784-64-64-10, batch 16): the figures mean nothing. " if args.smoke else "")
         + f"784-1024-1024-10 tanh MLP, batch 128, float32, no biases. Every ratio's numerator and denominator "
-        f"come from this same run, measured round-robin, call by call "
-        f"(medians of {rounds * reps} calls each).\n\n"
-        f"Seconds per step: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in t.items()) + "\n\n" + table + "\n")
+        f"come from the same repeat of this run, measured round-robin, call by call (medians of {rounds * reps} "
+        f"calls each); the trainer figures were measured {repeats} time(s): the median, the range in brackets.\n\n"
+        f"Seconds per step (medians over the repeats): " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in t.items())
+        + "\n\n" + table + "\n\nWhat was profiled and tried, with before/after figures: [NOTES.md](NOTES.md).\n")
     print(f"wrote {args.out} ({time.time() - started:.0f}s)")
     return 0
 

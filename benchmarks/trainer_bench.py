@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+import jax_peer
 from trainers import TrainerConfig, make_trainer
 
 D_IN, WIDTH, D_OUT, BATCH = 784, 1024, 10, 128
@@ -71,7 +72,7 @@ def _two_products(width: int, batch: int) -> Callable[[], object]:
     return lambda: (a @ w1, a @ w2)
 
 
-def bench_trainers(rounds: int = 5, reps: int = 10, include: tuple[str, ...] = ("pc", "tp"),
+def bench_trainers(rounds: int = 5, reps: int = 10, include: tuple[str, ...] = ("pc", "tp", "jax"),
                    width: int = WIDTH, batch: int = BATCH) -> dict[str, float]:
     """Seconds per step of each variant (medians), measured interleaved in this process."""
     fns: dict[str, Callable[[], object]] = {
@@ -85,4 +86,7 @@ def bench_trainers(rounds: int = 5, reps: int = 10, include: tuple[str, ...] = (
             fns[f"pc_T{t}"] = _trainer_step(width, batch, algorithm="pc", parametrization="mup", inference_steps=t)
     if "tp" in include:
         fns["tp"] = _trainer_step(width, batch, algorithm="tp", parametrization="mup")
+    if "jax" in include and jax_peer.available():
+        for t in (5, 20):
+            fns[f"jax_pc_T{t}"] = jax_peer.pc_step_fn(width, batch, t)
     return interleaved(fns, rounds=rounds, reps=reps)

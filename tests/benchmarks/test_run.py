@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -32,6 +33,14 @@ def test_trainer_benchmarks_smoke(tmp_path):
         assert row is not None, goal
         verdict = row.strip().strip("|").split("|")[-1].strip()
         assert verdict in ("met", "MISSED"), row
+    # the plain-JAX peer (the `bench` extra, which `make test` installs) is timed in the same run
+    jax_rows = [line for line in text.splitlines() if "plain-JAX peer" in line]
+    if importlib.util.find_spec("jax") is not None:
+        assert len(jax_rows) == 4, jax_rows
+        for row in jax_rows:
+            float(row.strip("|").split("|")[1].split()[0])  # a measured number
+    else:
+        assert len(jax_rows) == 1 and "not installed" in jax_rows[0], jax_rows
 
 
 @pytest.mark.slow
