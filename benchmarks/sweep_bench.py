@@ -65,6 +65,24 @@ class _WorkerWatch(threading.Thread):
             self.stop.wait(0.5)
 
 
+def _trial_times(results: Path) -> list[float]:
+    """Each trial's own run time inside the sweep: time_total_s of its last result in Tune's result.json."""
+    import json
+
+    out = []
+    for f in results.glob("tune/*/*/result.json"):
+        lines = f.read_text().splitlines()
+        if lines:
+            out.append(float(json.loads(lines[-1])["time_total_s"]))
+    return out
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all its threads) so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _first_trial_start(results: Path) -> float:
     """Earliest trial start (epoch seconds, ±1 s) from Tune's result.json: timestamp − time_total_s."""
     import json
@@ -122,8 +140,10 @@ def bench_sweep(quick: bool = False, smoke: bool = False) -> list[tuple[str, str
         watch.start()
         t0 = time.perf_counter()
         t0_wall = time.time()
+        cpu0 = _cpu_seconds()
         run_sweep(sweep, Path(tmp) / "results", max_concurrent=concurrency)  # progress on stdout
         wall = time.perf_counter() - t0
+        driver_cpu = _cpu_seconds() - cpu0
         first_start = _first_trial_start(Path(tmp) / "results" / "bench") - t0_wall
         watch.stop.set()
         watch.join()
@@ -136,6 +156,15 @@ def bench_sweep(quick: bool = False, smoke: bool = False) -> list[tuple[str, str
                      f"and Ray Tune)", "≤ 1.15", "met" if ratio <= 1.15 else "MISSED"))
         steady = (wall - first_start) / ideal
         rows.append(("the same, from the first trial's start", f"{steady:.2f}", "(diagnostic)", "-"))
+        inside = _trial_times(Path(tmp) / "results" / "bench")
+        if inside:
+            rows.append(("trial time inside the sweep (2 at once) / alone in the plain loop",
+                         f"{statistics.median(inside) / statistics.median(times):.2f} (medians, {len(inside)} trials: "
+                         f"{statistics.median(inside):.2f}s vs {statistics.median(times):.2f}s; Tune's time_total_s)",
+                         "(diagnostic)", "-"))
+        rows.append(("driver CPU time during the sweep / sweep wall", f"{100 * driver_cpu / wall:.0f} % of one core "
+                     f"({driver_cpu:.1f}s: Tune's control loop, the Recorder's Parquet and MLflow writes, progress)",
+                     "(diagnostic)", "-"))
         # 3. tracking: the Recorder's Parquet + MLflow work for one trial, per trial time
         store = ResultsStore(Path(tmp) / "track" / "bench")
         tracker = Tracker(f"sqlite:///{Path(tmp) / 'track' / 'mlflow.db'}", "bench",

@@ -6,6 +6,7 @@ that a noisy shared machine moves numerator and denominator together.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from typing import Callable
@@ -22,17 +23,20 @@ D_IN, WIDTH, D_OUT, BATCH = 784, 1024, 10, 128
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 5, reps: int = 10) -> dict[str, float]:
     """Median seconds per call of each function over ``rounds × reps`` calls made round-robin.
 
-    The functions take turns call by call (after two warm-up calls each), so a slow phase of a
-    shared machine, which lasts about a second here, falls on all of them alike; timing a block of
-    calls per function instead let a 180 ms and a 7 ms function see different phases.
+    The functions take turns call by call, in a new random order each round (after two warm-up
+    calls each), so a slow phase of a shared machine, which lasts about a second here, falls on
+    all of them alike; timing a block of calls per function instead let a 180 ms and a 7 ms
+    function see different phases.
     """
     for fn in fns.values():
         fn(), fn()
     per: dict[str, list[float]] = {k: [] for k in fns}
+    order, shuffle = list(fns), random.Random(0).shuffle
     for _ in range(rounds * reps):
-        for k, fn in fns.items():
+        shuffle(order)  # no function always follows the same one (a long step leaves the caches cold)
+        for k in order:
             t0 = time.perf_counter()
-            fn()
+            fns[k]()
             per[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in per.items()}
 
