@@ -45,13 +45,14 @@ def _run_spec(spec: dict[str, Any], threads: int, data_ref: Any, extra: Callable
 
     from .data_shipping import dataset_for_trial
 
+    started_at = time.time()  # epoch seconds (Tune's own timestamps are whole seconds): for benchmarks
     tc = TrainerConfig(**spec["trainer"])
     torch.set_num_threads(max(1, int(threads)))
     data = dataset_for_trial(spec["data"], data_ref, tc.torch_device, tc.torch_dtype, tc.seed)
     torch.manual_seed(tc.seed)
     trainer = make_trainer(tc, data.input_dim, data.output_dim)
     where = {"trial_id": spec["trial_id"], "node": ray.get_runtime_context().get_node_id(),
-             "hostname": socket.gethostname()}
+             "hostname": socket.gethostname(), "started_at": started_at}
 
     epochs = int(spec["train"]["epochs"])
 
@@ -59,7 +60,7 @@ def _run_spec(spec: dict[str, Any], threads: int, data_ref: Any, extra: Callable
         # "last" lets the driver record the trial from this result, before Tune tells a searcher
         # (Optuna) that the trial completed: Tune calls the searcher before its callbacks.
         last = bool(row.get("diverged")) or int(row["epoch"]) >= epochs
-        tune.report({**row, **where, **(extra(row) if extra else {}), "last": last})
+        tune.report({**row, **where, **(extra(row) if extra else {}), "last": last, "reported_at": time.time()})
         _maybe_crash()
 
     train(trainer, data, epochs, spec["train"]["batch_size"], seed=tc.seed, on_epoch=report)
