@@ -15,7 +15,10 @@ Resume: the studies live in an RDB storage (default SQLite ``results/<name>/optu
 rerun counts each study's COMPLETE trials and runs only the remainder to reach ``trials``; a
 RUNNING trial left by a killed driver is told COMPLETE with its recorded value when Parquet
 holds it (the driver records a trial from its result marked ``last``, which Tune hands to its
-callbacks before it tells the searcher), else FAIL.
+callbacks before it tells the searcher), else FAIL. A rerun's TPE sampler is seeded with
+``search.seed`` plus the number of trials the study already holds: with the bare seed, a fresh
+sampler replays the first run's random draws and suggested a finished trial's lr again, bit for
+bit (the same trial id, so Parquet held one row for two COMPLETE Optuna trials; seen in CI).
 
 Layout::
 
@@ -191,7 +194,8 @@ def resume_study(storage, group: SearchGroup, mode: str, metric: str, done: dict
     """Open (or create) the group's study and settle the RUNNING trials a killed driver left.
 
     A RUNNING trial whose trial id Parquet holds as done is told COMPLETE with its recorded
-    value; any other is told FAIL (``skip_if_finished``). Returns counts ``complete, recovered, failed``.
+    value; any other is told FAIL (``skip_if_finished``). Returns counts ``complete, recovered, failed``
+and ``trials`` (all the study's trials, whatever their state).
     """
     import optuna
     from optuna.trial import TrialState
@@ -212,7 +216,17 @@ def resume_study(storage, group: SearchGroup, mode: str, metric: str, done: dict
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             failed += 1
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    return {"complete": complete, "recovered": recovered, "failed": failed}
+    return {"complete": complete, "recovered": recovered, "failed": failed,
+            "trials": len(study.get_trials(deepcopy=False))}
+
+
+def sampler_seed(seed: int, trials_in_study: int) -> int:
+    """The TPE sampler's seed for a run that finds ``trials_in_study`` trials already in its study.
+
+    seed + trials_in_study: the first run keeps ``search.seed``; a rerun's fresh sampler does not
+    replay the first run's draws, which re-suggested a finished trial's lr bit for bit.
+    """
+    return int(seed) + int(trials_in_study)
 
 
 def study_best(storage, group: SearchGroup, metric: str, mode: str) -> dict[str, Any]:
@@ -353,11 +367,12 @@ def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | N
                             metric, mode, stream)
         recorder = SearchRecorder(base_sweep, store, tracker, progress)
         progress.render(force=True)
-        for g, k in zip(groups, todo):
+        for g, k, s in zip(groups, todo, states):
             if k:
                 tune_runner.run_search(
                     g.template, space, searched_spec, recorder, store.dir / "tune", f"{sweep.name}-base",
-                    g.study, st, k, metric=metric.removeprefix("final_"), mode=mode, seed=cfg.search.seed,
+                    g.study, st, k, metric=metric.removeprefix("final_"), mode=mode,
+                    seed=sampler_seed(cfg.search.seed, s["trials"]),
                     cpu=cfg.resources.cpu, gpu=cfg.resources.gpu,
                     max_concurrent=cfg.search.max_concurrent or cfg.max_concurrent,
                     max_failures=cfg.max_failures)

@@ -159,7 +159,8 @@ class PCTrainer(Trainer):
 
         Layer 1's term is a lerp towards the fixed μ_1 (x − βγ(x − μ_1)), so e_1 is only formed at
         the end. While the layers below it are still (the first steps from the forward pass), the
-        lowest moving layer's μ is fixed too, and its error moves with its activity. Two width×width products per step and a few fused elementwise passes.
+        lowest moving layer's μ is fixed too, and its error moves with its activity. Per step: two
+        width×width products and a few elementwise passes (benchmarks/NOTES.md).
         """
         layers, alphas = self._params()
         L, g, beta = len(layers), self.gammas, self.inference_lr

@@ -1,6 +1,7 @@
 """tune-base: search space, groups, trial ids, resuming a study, bad input; a SIGKILLed search resumed (slow)."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,8 +17,8 @@ import torch
 from orchestrator.cli import main
 from orchestrator.config import load_sweep, trial_id
 from orchestrator.errors import BadInput
-from orchestrator.tune_base import (objective_value, resume_study, search_groups, search_space, searched_spec,
-                                    study_best)
+from orchestrator.tune_base import (objective_value, resume_study, sampler_seed, search_groups, search_space,
+                                    searched_spec, study_best)
 from trainers import TrainerConfig, make_trainer
 
 SPACE = """
@@ -124,18 +125,41 @@ def test_searched_spec_id_is_the_hash_of_the_resolved_config(space):
 
 
 # ---- resuming a study ---------------------------------------------------------------------
+def test_rerun_sampler_seed_does_not_replay_the_first_runs_suggestion():
+    """CI saw a rerun's TPE suggest lr 0.46798123196500063 again, a trial the first run had finished:
+    a fresh sampler with the same seed replays the first run's draws. sampler_seed shifts it."""
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-3, 0.5, log=True)}
+    history = [(0.013351494520010323, 0.381), (0.08792941852492908, 0.342), (0.46798123196500063, math.inf),
+               (0.0021258856913179604, 0.707)]  # the first run's 2 random and first 2 TPE trials (seed 1)
+
+    def first_suggestion(seed: int, n: int) -> float:
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=2))
+        for lr, v in history[:n]:
+            study.add_trial(optuna.trial.create_trial(params={"lr": lr}, distributions=dist, value=v))
+        return study.ask(dist).params["lr"]
+
+    first_run = first_suggestion(sampler_seed(1, 0), 2)  # the first run started on an empty study
+    assert first_run == history[2][0]
+    assert first_suggestion(1, 4) == first_run  # the bare seed replays it (the CI failure)
+    rerun = first_suggestion(sampler_seed(1, 5), 4)  # 4 finished + 1 killed trial in the study
+    assert rerun not in [lr for lr, _ in history]
+
+
+
 def test_resume_recovers_recorded_running_trials_and_fails_the_rest(space, tmp_path):
     sw = load_sweep(space)
     g = search_groups(sw, search_space(sw))[0]
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    assert resume_study(storage, g, "min", "final_train_loss", {}) == {"complete": 0, "recovered": 0, "failed": 0}
+    assert resume_study(storage, g, "min", "final_train_loss", {}) == {
+        "complete": 0, "recovered": 0, "failed": 0, "trials": 0}
     study = optuna.load_study(study_name=g.study, storage=storage)
     dist = {"params/lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
     done_t, recorded_t, lost_t = (study.ask(fixed_distributions=dist) for _ in range(3))
     study.tell(done_t, 0.5)
     rec = searched_spec(g.template, {"lr": recorded_t.params["params/lr"]})["trial_id"]
     done = {rec: {"trial_id": rec, "status": "ok", "final_train_loss": 0.25}}
-    assert resume_study(storage, g, "min", "final_train_loss", done) == {"complete": 2, "recovered": 1, "failed": 1}
+    assert resume_study(storage, g, "min", "final_train_loss", done) == {
+        "complete": 2, "recovered": 1, "failed": 1, "trials": 3}
     states = {t.number: (t.state, t.value) for t in study.get_trials()}
     assert states[recorded_t.number] == (optuna.trial.TrialState.COMPLETE, 0.25)
     assert states[lost_t.number][0] == optuna.trial.TrialState.FAIL
@@ -143,7 +167,8 @@ def test_resume_recovers_recorded_running_trials_and_fails_the_rest(space, tmp_p
     assert best["best"] == {"lr": recorded_t.params["params/lr"]} and best["best_trial_id"] == rec
     assert best["trials_complete"] == 2 and rec in best["trial_ids"]
     # a second resume changes nothing
-    assert resume_study(storage, g, "min", "final_train_loss", done) == {"complete": 2, "recovered": 0, "failed": 0}
+    assert resume_study(storage, g, "min", "final_train_loss", done) == {
+        "complete": 2, "recovered": 0, "failed": 0, "trials": 3}
 
 
 def test_objective_of_a_diverged_trial_is_worst():
