@@ -65,28 +65,26 @@ class _WorkerWatch(threading.Thread):
             self.stop.wait(0.5)
 
 
-def _trial_times(results: Path) -> list[float]:
-    """Each trial's own run time inside the sweep: time_total_s of its last result in Tune's result.json."""
+def _trial_records(results: Path) -> list[dict]:
+    """One record per trial from Tune's result.json (read once): ``pid``, ``started_at`` and
+    ``reported_at`` (epoch seconds of its start and last report), ``time_total_s`` (Tune's own)."""
     import json
 
     out = []
     for f in results.glob("tune/*/*/result.json"):
         lines = f.read_text().splitlines()
         if lines:
-            out.append(float(json.loads(lines[-1])["time_total_s"]))
+            first, last = json.loads(lines[0]), json.loads(lines[-1])
+            out.append({"pid": int(first["pid"]), "started_at": first["started_at"],
+                        "reported_at": last["reported_at"], "time_total_s": float(last["time_total_s"])})
     return out
 
 
-def _spans(results: Path) -> dict[int, list[tuple[float, float]]]:
-    """Per worker process: (start, last report) of each trial it ran, epoch seconds, from result.json."""
-    import json
-
+def _spans(records: list[dict]) -> dict[int, list[tuple[float, float]]]:
+    """Per worker process: (start, last report) of each trial it ran, in time order."""
     spans: dict[int, list[tuple[float, float]]] = {}
-    for f in results.glob("tune/*/*/result.json"):
-        lines = f.read_text().splitlines()
-        if lines:
-            first, last = json.loads(lines[0]), json.loads(lines[-1])
-            spans.setdefault(int(first["pid"]), []).append((first["started_at"], last["reported_at"]))
+    for r in records:
+        spans.setdefault(r["pid"], []).append((r["started_at"], r["reported_at"]))
     return {pid: sorted(runs) for pid, runs in spans.items()}
 
 
@@ -153,7 +151,8 @@ def bench_sweep(quick: bool = False, smoke: bool = False) -> list[tuple[str, str
         run_sweep(sweep, Path(tmp) / "results", max_concurrent=concurrency)  # progress on stdout
         wall = time.perf_counter() - t0
         driver_cpu = _cpu_seconds() - cpu0
-        spans = _spans(Path(tmp) / "results" / "bench")
+        records = _trial_records(Path(tmp) / "results" / "bench")
+        spans = _spans(records)
         first_start = min(begin for runs in spans.values() for begin, _ in runs) - t0_wall
         watch.stop.set()
         watch.join()
@@ -168,7 +167,7 @@ def bench_sweep(quick: bool = False, smoke: bool = False) -> list[tuple[str, str
                      f"processes importing Ray Tune and torch)", "≤ 1.15", "met" if ratio <= 1.15 else "MISSED"))
         steady = (wall - first_start) / ideal
         rows.append(("the same, from the first trial's start", f"{steady:.2f}", "(diagnostic)", "-"))
-        inside = _trial_times(Path(tmp) / "results" / "bench")
+        inside = [r["time_total_s"] for r in records]
         if inside:
             rows.append(("trial time inside the sweep (2 at once) / alone in the plain loop",
                          f"{statistics.median(inside) / statistics.median(times):.2f} (medians, {len(inside)} trials: "

@@ -195,7 +195,7 @@ def resume_study(storage, group: SearchGroup, mode: str, metric: str, done: dict
 
     A RUNNING trial whose trial id Parquet holds as done is told COMPLETE with its recorded
     value; any other is told FAIL (``skip_if_finished``). Returns counts ``complete, recovered, failed``
-and ``trials`` (all the study's trials, whatever their state).
+    and ``trials`` (all the study's trials, whatever their state).
     """
     import optuna
     from optuna.trial import TrialState

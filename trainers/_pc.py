@@ -243,11 +243,8 @@ class PCTrainer(Trainer):
                     xs[l] = xs[l].sub(grad, alpha=1.0 / g[l])
                     pairs[l] = self._pair(xs[l])
                 mus = [mu1] + [self._predict(pairs[l - 1][0], Ws[l], alphas[l]) for l in range(1, L)]
-                errs = [xl - ml for xl, ml in zip(xs, mus)] + [self._output_error(mus[-1], target)]
-                mu_L = mus[-1]
-            else:
-                errs = [xl - ml for xl, ml in zip(xs, mus)] + [self._output_error(mus[-1], target)]
-                mu_L = self._relax(xs, pairs, errs, mu1, mus[-1], target)
+            errs = [xl - ml for xl, ml in zip(xs, mus)] + [self._output_error(mus[-1], target)]
+            mu_L = mus[-1] if cfg.sequential_inference else self._relax(xs, pairs, errs, mu1, mus[-1], target)
             inputs = [self.model.shape_input(x)] + [p[0] for p in pairs]
         return {"h": h, "xs": xs, "errors": errs, "inputs": inputs, "loss": loss,
                 "energy": self._energy(errs, mu_L, target)}
