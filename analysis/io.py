@@ -35,17 +35,30 @@ def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
+class ParquetError(ValueError):
+    """A Parquet file that exists but cannot be read (corrupt or truncated); the message names it."""
+
+
 def read_parquet(path: str | Path) -> pd.DataFrame:
     """Read a Parquet table (an empty frame if the file does not exist).
 
     The file is opened once and read through that handle: a writer that renames a new table
     over the path meanwhile (a live sweep) cannot mix the old file's footer with the new one's
     pages, as reading by path (which opens it more than once) can.
+
+    Raises:
+        ParquetError: the file is not a readable Parquet table (corrupt, truncated, a directory).
     """
     path = Path(path)
     try:
         fh = open(path, "rb")
     except FileNotFoundError:
         return pd.DataFrame()
+    except OSError as exc:
+        raise ParquetError(f"{path}: cannot read ({exc.strerror or exc})") from None
     with fh:
-        return pq.read_table(fh).to_pandas()
+        try:
+            return pq.read_table(fh).to_pandas()
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise ParquetError(f"{path}: not a readable Parquet table, corrupt or truncated ({first})") from None

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import read_parquet
+from .io import ParquetError, read_parquet
 
 # Columns of trials.parquet that are results, not configuration (the MLflow params are the rest).
 RESULT_COLUMNS = ("status", "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done",
-                  "wall_s", "node", "hostname", "error", "retries")  # the last three: written by the sweep too
+                  "wall_s", "node", "hostname", "error", "retries", "device_used")  # the last four: written by the sweep too
 # Configuration columns that stay strings even when every value looks like a number.
 STRING_COLUMNS = ("trial_id", "sweep", "algorithm", "parametrization", "optimizer", "dataset", "model",
                   "activation", "dtype", "device", "loss", "pc_init")
@@ -162,8 +162,12 @@ def load_sweep(results_dir: str | Path) -> SweepLogs:
             raise LogError(f"{results_dir}: no trials.parquet here; it holds the sweeps {', '.join(inside)}: "
                            f"pass {results_dir / inside[0]}")
     if trials_path.exists():
-        trials = read_parquet(trials_path)
-        history = read_parquet(results_dir / "history.parquet")
+        try:
+            trials = read_parquet(trials_path)
+            history = read_parquet(results_dir / "history.parquet")
+        except ParquetError as exc:
+            raise LogError(f"{exc}; rerun the sweep (`mutransfer sweep` with the same config and --results) "
+                           "after moving it aside: it runs again the trials it no longer holds") from None
         source = "parquet"
     else:
         if uri is None:

@@ -25,6 +25,8 @@ class Progress:
         self.min_interval = min_interval
         self.running: set[str] = set()
         self.counts = {"ok": 0, "diverged": 0, "failed": 0}
+        self.retries = 0
+        self.waiting: str | None = None  # set when trials can start only once resources are added
         self.best: tuple[float, str] | None = None
         self.start = time.monotonic()
         self._last = 0.0
@@ -32,6 +34,11 @@ class Progress:
     def started(self, trial_id: str) -> None:
         self.running.add(trial_id)
         self.render()
+
+    def retried(self, trial_id: str) -> None:
+        """Tune restarts a trial whose worker (or node) was lost."""
+        self.retries += 1
+        self.render(force=True)
 
     def finished(self, trial_id: str, status: str, row: dict[str, Any]) -> None:
         """A trial ended with ``status`` (ok, diverged or failed); ``row`` is its trials row."""
@@ -52,9 +59,10 @@ class Progress:
     def line(self) -> str:
         best = f"best {self.metric} {self.best[0]:.4g} ({self.best[1]})" if self.best else "best -"
         c = self.counts
+        wait = f" | {self.waiting}" if self.waiting and not self.running and self.done < self.total else ""
         return (f"[{self.done}/{self.total}] done {self.done} (ok {c['ok']}, diverged {c['diverged']}, "
-                f"skipped {self.skipped}) running {len(self.running)} failed {c['failed']} | {best} | "
-                f"{time.monotonic() - self.start:.0f}s")
+                f"skipped {self.skipped}) running {len(self.running)} failed {c['failed']} "
+                f"retries {self.retries} | {best}{wait} | {time.monotonic() - self.start:.0f}s")
 
     def render(self, force: bool = False) -> None:
         now = time.monotonic()

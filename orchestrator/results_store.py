@@ -18,7 +18,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from analysis.io import read_parquet, write_parquet_atomic
+from analysis.io import ParquetError, read_parquet, write_parquet_atomic
 
 from .config import EXECUTION_KEYS
 from .errors import BadInput
@@ -86,10 +86,20 @@ class ResultsStore:
 
     # ---- tables ------------------------------------------------------------
     def trials(self) -> pd.DataFrame:
-        return read_parquet(self.trials_path)
+        """trials.parquet (empty when absent); BadInput when it is corrupt."""
+        return self._read(self.trials_path)
 
     def history(self) -> pd.DataFrame:
-        return read_parquet(self.history_path)
+        """history.parquet (empty when absent); BadInput when it is corrupt."""
+        return self._read(self.history_path)
+
+    @staticmethod
+    def _read(path: Path) -> pd.DataFrame:
+        try:
+            return read_parquet(path)
+        except ParquetError as exc:
+            raise BadInput(f"{exc}; move it aside (e.g. to {path.name}.bad) and rerun: the sweep runs "
+                           "again the trials it no longer holds") from None
 
     def done_ids(self) -> set[str]:
         """Trial ids recorded as ``ok`` or ``diverged`` (a sweep re-run skips these)."""

@@ -16,6 +16,8 @@ from typing import Any, TextIO
 
 from .config import Sweep, check_runnable, to_yaml
 from .errors import BadInput
+from .paths import check_results_dir, inside
+from .preflight import check_fit, check_local_device, check_local_gpus, probe_address
 from .progress import Progress
 from .results_store import ResultsStore, trial_row
 from .tracking import Tracker, default_tracking_uri
@@ -50,6 +52,7 @@ class Recorder:
         self.history: dict[str, dict[int, dict]] = {}
         self.where: dict[str, tuple[str, str]] = {}
         self.retries: dict[str, int] = {}
+        self.devices: dict[str, str] = {}
         self.finished: set[str] = set()
 
     def started(self, trial_id: str) -> None:
@@ -57,8 +60,14 @@ class Recorder:
         self.progress.started(trial_id)
 
     def result(self, trial_id: str, result: dict) -> None:
+        if result.get("failed"):  # set-up failed in the worker: recorded once, not retried
+            self.where[trial_id] = (str(result.get("node", "")), str(result.get("hostname", "")))
+            self._finish(trial_id, "failed", str(result.get("error", "")))
+            return
         if "epoch" not in result:
             return
+        if result.get("device_used"):
+            self.devices[trial_id] = str(result["device_used"])
         keep = ("epoch", "train_loss", "test_loss", "test_acc", "wall_s", "diverged")
         self.history.setdefault(trial_id, {})[int(result["epoch"])] = {k: result.get(k) for k in keep}
         self.where[trial_id] = (str(result.get("node", "")), str(result.get("hostname", "")))
@@ -70,6 +79,7 @@ class Recorder:
     def restarted(self, trial_id: str) -> None:
         self.history[trial_id] = {}  # the retried trial starts again from epoch 1
         self.retries[trial_id] = self.retries.get(trial_id, 0) + 1
+        self.progress.retried(trial_id)
 
     def _finish(self, trial_id: str, status: str | None, error: str = "") -> None:
         if trial_id in self.finished:
@@ -81,6 +91,7 @@ class Recorder:
         node, host = self.where.get(trial_id, ("", ""))
         row = trial_row(self.sweep.name, self.specs[trial_id], rows, status, node, host, error)
         row["retries"] = self.retries.get(trial_id, 0)
+        row["device_used"] = self.devices.get(trial_id, "")
         self.store.record([row], {trial_id: rows})          # Parquet first: the truth
         if self.tracker is not None:
             self.tracker.log_trial(row, self.specs[trial_id], rows)
@@ -93,6 +104,54 @@ class Recorder:
         self._finish(trial_id, "failed", error)
 
 
+def embedded(address: str | None) -> bool:
+    """True when ``ray.init(address)`` starts Ray here rather than joining a cluster."""
+    import os
+
+    return (address or os.environ.get("RAY_ADDRESS") or "local") == "local"
+
+
+def preflight(sweep: Sweep, results_dir: str | Path, address: str | None) -> Path:
+    """Checks that answer in seconds, before Ray starts or anything is written; the resolved results dir.
+
+    Raises:
+        BadInput: ``--results`` is a file; a path built from the sweep's name or experiment would
+            lie outside it; nothing listens at ``address``; this machine cannot give the device
+            or the GPUs asked for (embedded Ray).
+    """
+    results_dir = check_results_dir(results_dir)
+    inside(results_dir / sweep.name / "tune", results_dir, f"{sweep.source}: name={sweep.name!r}:")
+    experiment = sweep.config.tracking.experiment or sweep.name
+    inside(results_dir / "mlartifacts" / experiment, results_dir, f"{sweep.source}: tracking.experiment:")
+    probe_address(address)
+    if embedded(address):
+        check_local_device({t.trainer["device"] for t in sweep.trials}, f"{sweep.source}: trainer.device")
+        check_local_gpus(float(sweep.config.resources.gpu), sweep.source)
+    return results_dir
+
+
+def start_ray(address: str | None, cpu: float, gpu: float, src: str) -> tuple[bool, str | None]:
+    """Connect (or start embedded Ray) and check that a trial's resources can be met.
+
+    Returns:
+        ``(started, note)``: whether this call started Ray, and a note when trials must wait for
+        nodes that the autoscaler may add (None when some node can run a trial now).
+    """
+    from . import tune_runner  # imports Ray: only once the input is known to be good
+
+    shown = f"--address {address}" if address else "embedded Ray"
+    try:
+        started = tune_runner.connect(address)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise BadInput(f"{shown}: cannot connect to Ray ({(str(exc).strip() or type(exc).__name__).splitlines()[0]})") from None
+    try:
+        return started, check_fit(cpu, gpu, tune_runner.cluster_offer(), src, embedded(address))
+    except BadInput:
+        if started:
+            tune_runner.shutdown()
+        raise
+
+
 def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | None = None,
               max_concurrent: int | None = None, track: bool = True, stream: TextIO | None = None) -> SweepResult:
     """Run the trials of ``sweep`` that ``results_dir/<name>/trials.parquet`` does not hold yet.
@@ -100,21 +159,19 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
     Validation (a different sweep in the directory, no trainer for an algorithm, no dataset,
     an unreachable ``address``) happens before anything is written and raises :class:`BadInput`.
     """
-    results_dir = Path(results_dir).resolve()
+    results_dir = preflight(sweep, results_dir, address)
     store = ResultsStore(results_dir / sweep.name)
     store.check_owner(sweep.identity())
     check_runnable(sweep)
     done = store.done_ids()
+    store.history()  # a corrupt table: BadInput now, not after the trials ran
     todo = [t for t in sweep.trials if t.trial_id not in done]
     cfg = sweep.config
-    started_ray = False
-    from . import tune_runner  # imports Ray: only once the input is known to be good
+    started_ray, waiting = False, None
+    from . import tune_runner
 
     if todo:
-        try:
-            started_ray = tune_runner.connect(address)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise BadInput(f"--address {address}: cannot connect to Ray ({str(exc).splitlines()[0]})") from None
+        started_ray, waiting = start_ray(address, cfg.resources.cpu, cfg.resources.gpu, sweep.source)
     try:
         store.write_config(to_yaml(sweep))
         uri = default_tracking_uri(results_dir, cfg.tracking.uri)
@@ -125,6 +182,7 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
             tracker.sync(store.trials(), store.history(), specs)  # back-fill what an earlier run missed
         progress = Progress(len(sweep.trials), len(sweep.trials) - len(todo), cfg.objective.metric,
                             cfg.objective.mode, stream)
+        progress.waiting = waiting
         recorder = Recorder(sweep, store, tracker, progress)
         progress.render(force=True)
         if todo:

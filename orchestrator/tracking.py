@@ -31,7 +31,7 @@ TAG_SWEEP, TAG_ROLE, TAG_TRIAL, TAG_STATUS = ("mutransfer.sweep", "mutransfer.ro
                                               "mutransfer.status")
 EPOCH_METRICS = ("train_loss", "test_loss", "test_acc")
 FINAL_METRICS = ("final_train_loss", "final_test_loss", "final_test_acc", "epochs_done", "wall_s")
-NOT_PARAMS = {"status", "epochs_done", "wall_s", "node", "hostname", "error", "retries"}
+NOT_PARAMS = {"status", "epochs_done", "wall_s", "node", "hostname", "error", "retries", "device_used"}
 
 
 def default_tracking_uri(results_dir: str | Path, configured: str | None = None) -> str:

@@ -22,6 +22,8 @@ from .data_shipping import ship
 # Test hook: a trial dies (os._exit) once after its first epoch if this names a marker file
 # that does not exist yet; the marker is created atomically, so exactly one trial dies once.
 CRASH_ONCE_ENV = "MUTRANSFER_TEST_CRASH_ONCE"
+# Test hook: "LR:FILE": a trial whose lr is LR raises in its set-up (and appends a line to FILE each time).
+SETUP_ERROR_ENV = "MUTRANSFER_TEST_SETUP_ERROR"
 
 
 def _maybe_crash() -> None:
@@ -37,23 +39,74 @@ def _maybe_crash() -> None:
     os._exit(17)
 
 
-def _run_spec(spec: dict[str, Any], threads: int, data_ref: Any, extra: Callable[[dict], dict] | None = None) -> None:
-    """Train one trial spec, ``tune.report`` each epoch's history row (plus where it ran, plus ``extra(row)``)."""
+class SetupError(Exception):
+    """A trial's set-up failed (bad config reaching a worker, a trainer that cannot be built): it would
+    fail the same way on every attempt, so it is reported once as ``failed`` and not retried."""
+
+
+def _device(tc) -> str:
+    """The torch device of a trial: ``auto`` is CUDA when Ray assigned the trial a GPU, else CPU."""
+    if tc.device != "auto":
+        return tc.device
+    return "cuda" if ray.get_gpu_ids() else "cpu"
+
+
+def _setup(spec: dict[str, Any], threads: int, data_ref: Any):
+    """The trial's config (device resolved), data and trainer; any exception is a :class:`SetupError`."""
     import torch
 
-    from trainers import TrainerConfig, make_trainer, train
+    from trainers import TrainerConfig, make_trainer
 
     from .data_shipping import dataset_for_trial
 
+    try:
+        tc = TrainerConfig(**spec["trainer"])
+        _maybe_fail_setup(tc.lr)
+        tc = tc.replace(device=_device(tc))
+        torch.set_num_threads(max(1, int(threads)))
+        data = dataset_for_trial(spec["data"], data_ref, tc.torch_device, tc.torch_dtype, tc.seed)
+        torch.manual_seed(tc.seed)
+        trainer = make_trainer(tc, data.input_dim, data.output_dim)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda: may pass on another attempt
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise SetupError(f"{type(exc).__name__}: {first}"[:500]) from exc
+    return tc, data, trainer
+
+
+def _maybe_fail_setup(lr: float) -> None:
+    hook = os.environ.get(SETUP_ERROR_ENV)
+    if not hook:
+        return
+    value, _, log = hook.partition(":")
+    if float(value) == float(lr):
+        if log:
+            with open(log, "a") as fh:
+                fh.write(f"{os.getpid()}\n")
+        raise RuntimeError(f"test hook: set-up of the trial with lr={lr} fails")
+
+
+def _run_spec(spec: dict[str, Any], threads: int, data_ref: Any, extra: Callable[[dict], dict] | None = None) -> None:
+    """Train one trial spec, ``tune.report`` each epoch's history row (plus where it ran, plus ``extra(row)``).
+
+    A set-up error is reported once as a last result ``{"failed": True, "error": ...}`` and the
+    trial returns: Tune sees it complete and does not retry it (``max_failures`` is for lost workers).
+    """
+    from trainers import train
+
     started_at = time.time()  # epoch seconds (Tune's own timestamps are whole seconds): for benchmarks
-    tc = TrainerConfig(**spec["trainer"])
-    torch.set_num_threads(max(1, int(threads)))
-    data = dataset_for_trial(spec["data"], data_ref, tc.torch_device, tc.torch_dtype, tc.seed)
-    torch.manual_seed(tc.seed)
-    trainer = make_trainer(tc, data.input_dim, data.output_dim)
     where = {"trial_id": spec["trial_id"], "node": ray.get_runtime_context().get_node_id(),
              "hostname": socket.gethostname(), "started_at": started_at}
-
+    try:
+        tc, data, trainer = _setup(spec, threads, data_ref)
+    except SetupError as exc:
+        tune.report({**where, **(extra({}) if extra else {}), "failed": True, "error": str(exc),
+                     "last": True, "reported_at": time.time()})
+        return
+    where["device_used"] = str(tc.torch_device)
     epochs = int(spec["train"]["epochs"])
 
     def report(row: dict) -> None:
@@ -128,6 +181,27 @@ def connect(address: str | None = None) -> bool:
     ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
              logging_level="WARNING", configure_logging=True)
     return True
+
+
+def cluster_offer():
+    """What the connected cluster offers a trial (:class:`orchestrator.preflight.ClusterOffer`): the alive
+    nodes' resources and, from the autoscaler's cluster config, the node types it may still add."""
+    from .preflight import ClusterOffer
+
+    nodes = [{k: float(v) for k, v in n.get("Resources", {}).items()} for n in ray.nodes() if n.get("Alive")]
+    offer = ClusterOffer(nodes=nodes)
+    try:
+        from ray._private.state import state
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        config = state.get_cluster_config()  # autoscaler v2 reports its node types here
+        if config is not None and config.node_group_configs:
+            offer.node_types = [{k: float(v) for k, v in g.resources.items()}
+                                for g in config.node_group_configs if g.max_count != 0]
+        offer.autoscaling = bool(_internal_kv_get("__autoscaling_status"))  # autoscaler v1 is running
+    except Exception:  # private APIs: without them, only the nodes there are count
+        pass
+    return offer
 
 
 def shutdown() -> None:
@@ -235,6 +309,8 @@ def run_search(template: dict[str, Any], space: list[dict[str, Any]], make_spec,
             pass  # no pruner: Optuna needs only the final value
 
         def on_trial_complete(self, trial_id, result=None, error=False):
+            if result and result.get("failed"):  # a set-up error, reported once: FAIL in the study
+                result, error = None, True
             if result and not error and trial_id in callback.ids:
                 recorder.completed(callback.ids[trial_id])  # Parquet before the study: see above
             super().on_trial_complete(trial_id, result=result, error=error)
