@@ -18,16 +18,20 @@ def _trainer_config(overrides: list[str], **defaults):
     """TrainerConfig from ``key=value`` overrides (unknown keys and bad values are BadInput)."""
     from trainers import TrainerConfig
 
+    from .preflight import check_local_device
+
     try:
         base = OmegaConf.structured(TrainerConfig())
         merged = OmegaConf.merge(base, defaults, OmegaConf.from_dotlist(list(overrides)))
-        return TrainerConfig(**OmegaConf.to_container(merged))
+        cfg = TrainerConfig(**OmegaConf.to_container(merged))
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         msg = str(exc).splitlines()[0]
         raise BadInput(f"{key}: {msg}" if key else msg) from None
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
+    except (ValueError, TypeError) as exc:
+        raise BadInput(str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+    check_local_device([cfg.device], "device")
+    return cfg
 
 
 def _int_list(text: str) -> list[int]:

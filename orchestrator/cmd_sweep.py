@@ -32,6 +32,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if args.max_concurrent is not None and args.max_concurrent < 0:
         raise BadInput(f"--max-concurrent={args.max_concurrent} must be >= 0")
     sweep = load_sweep(args.space, args.overrides)
+    from .paths import check_results_dir
+
+    check_results_dir(args.results)
     print(f"sweep {sweep.name}: {len(sweep.trials)} trials over {', '.join(sweep.swept_keys)} "
           f"-> {Path(args.results).resolve() / sweep.name}", flush=True)
     res = run_sweep(sweep, args.results, address=args.address, max_concurrent=args.max_concurrent,

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import BadInput
+from .paths import check_name
 
 METRICS = ("test_loss", "train_loss", "test_acc")
 
@@ -238,10 +239,14 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     except (OmegaConfBaseException, TypeError) as exc:
         key = getattr(exc, "full_key", None)
         raise BadInput(f"{src}: {('key ' + repr(key) + ': ') if key else ''}{_exc_line(exc)}") from None
-    name = cfg.name or path.stem
+    name = check_name(cfg.name, f"{src}: name") if cfg.name is not None else \
+        check_name(path.stem, f"{src}: name (from the file name; set name=...)")
     cfg.name = name
     trials = expand(cfg, src)
     resolve_judging(cfg, src)
+    from .preflight import check_device_request
+
+    check_device_request((t.trainer["device"] for t in trials), float(cfg.resources.gpu), src)
     return Sweep(name=name, source=src, config=cfg, trials=trials)
 
 
@@ -279,7 +284,13 @@ def _coerce(key: str, value: Any, where: str, src: str) -> Any:
 
 
 def trial_id(trainer: dict, data: dict, train: dict) -> str:
-    """Deterministic id: the first 12 hex digits of the SHA-256 of the resolved trial config."""
+    """Deterministic id: the first 12 hex digits of the SHA-256 of the resolved trial config.
+
+    ``device: auto`` (the default) hashes as ``cpu``, the default before it: results recorded
+    then keep their ids (auto computes the same trial wherever it runs; ``device_used`` says where).
+    """
+    if trainer.get("device") == "auto":
+        trainer = {**trainer, "device": "cpu"}
     blob = json.dumps({"trainer": trainer, "data": data, "train": train}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -318,7 +329,7 @@ def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
     data = dict(OmegaConf.to_container(cfg.data))
     train = dict(OmegaConf.to_container(cfg.train))
     swept = tuple(k for k, _ in axes)
-    trials = []
+    trials: dict[str, TrialSpec] = {}  # by id: grid.device [cpu, auto] names one trial
     for combo in itertools.product(*(v for _, v in axes)):
         values = {**fixed, **dict(zip(swept, combo))}
         try:
@@ -327,8 +338,9 @@ def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
             bad = next((f"grid.{k}" for k in swept if f"{k}=" in str(exc)), "trainer")
             raise BadInput(f"{src}: {bad}: {exc}") from None
         trainer = dataclasses.asdict(tc)
-        trials.append(TrialSpec(trial_id(trainer, data, train), trainer, data, train, swept))
-    return trials
+        tid = trial_id(trainer, data, train)
+        trials.setdefault(tid, TrialSpec(tid, trainer, data, train, swept))
+    return list(trials.values())
 
 
 def check_runnable(sweep: Sweep) -> None:

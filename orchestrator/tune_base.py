@@ -45,6 +45,7 @@ from omegaconf import OmegaConf
 
 from .config import Sweep, _suggest, _trainer_fields, check_runnable, trial_id
 from .errors import BadInput
+from .paths import inside, sqlite_file
 from .results_store import DONE_STATUSES, ResultsStore
 from .sweep import Recorder
 
@@ -316,9 +317,6 @@ def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | N
     Raises:
         BadInput: bad search space, trials, storage URL, missing data; nothing is written then.
     """
-    from .progress import Progress
-    from .tracking import Tracker, default_tracking_uri
-
     cfg = sweep.config
     n = cfg.search.trials if trials is None else trials
     if not isinstance(n, int) or n <= 0:
@@ -330,29 +328,52 @@ def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | N
     groups = search_groups(sweep, space)
     url = storage_url(sweep, results_dir, storage)
     check_runnable(sweep)
-    results_dir = Path(results_dir).resolve()
+    from .sweep import preflight, start_ray
+
+    results_dir = preflight(sweep, results_dir, address)
     sweep_dir = results_dir / sweep.name
     store = ResultsStore(sweep_dir / "base")
-    metric, mode = cfg.objective.metric, cfg.objective.mode
-    if not url.startswith("sqlite:///"):
-        st = open_storage(url)  # a server that is down: BadInput before anything is written
+    store.trials()  # a corrupt table: BadInput before anything is written
+    store.history()
+    db = sqlite_file(url)
+    if db is not None and not (storage or cfg.search.storage):
+        inside(db, results_dir, f"{sweep.source}: name={sweep.name!r}: study storage")
+    if db is None:
+        open_storage(url)  # a server that is down: BadInput before anything is written
+    from . import tune_runner
+
+    started_ray, waiting = False, None
+    if db is not None and not db.exists():  # a new study: trials will run; check Ray before writing
+        started_ray, waiting = start_ray(address, cfg.resources.cpu, cfg.resources.gpu, sweep.source)
+    try:
+        return _search(sweep, store, url, n, groups, space, address, track, stream, started_ray, waiting)
+    finally:
+        if started_ray:
+            tune_runner.shutdown()
+
+
+def _search(sweep: Sweep, store: ResultsStore, url: str, n: int, groups: list[SearchGroup],
+            space: list[dict[str, Any]], address: str | None, track: bool, stream: TextIO | None,
+            started_ray: bool, waiting: str | None) -> BaseResult:
+    """tune_base once its input is checked: settle the studies, run what is missing, write base_lr.json."""
+    from . import tune_runner
+    from .progress import Progress
+    from .sweep import start_ray
+    from .tracking import Tracker, default_tracking_uri
+
+    cfg, metric, mode = sweep.config, sweep.config.objective.metric, sweep.config.objective.mode
+    sweep_dir, results_dir = store.dir.parent, store.dir.parent.parent
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    if url.startswith("sqlite:///"):
-        st = open_storage(url)
+    st = open_storage(url)
     table = store.trials()
     done = {r["trial_id"]: r for r in table.to_dict("records") if r["status"] in DONE_STATUSES} \
         if not table.empty else {}
     states = [resume_study(st, g, mode, metric, done) for g in groups]
     todo = [max(0, n - s["complete"]) for s in states]
     base_sweep = Sweep(name=f"{sweep.name}-base", source=sweep.source, config=cfg, trials=[])
-    from . import tune_runner
-
-    started_ray = False
-    if any(todo):
-        try:
-            started_ray = tune_runner.connect(address)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise BadInput(f"--address {address}: cannot connect to Ray ({str(exc).splitlines()[0]})") from None
+    connected = started_ray
+    if any(todo) and not started_ray:
+        connected, waiting = start_ray(address, cfg.resources.cpu, cfg.resources.gpu, sweep.source)
     tracker = None
     try:
         base_cfg = cfg.copy()
@@ -365,6 +386,7 @@ def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | N
             tracker.start()
         progress = Progress(n * len(groups), sum(min(n, s["complete"]) for s in states),
                             metric, mode, stream)
+        progress.waiting = waiting
         recorder = SearchRecorder(base_sweep, store, tracker, progress)
         progress.render(force=True)
         for g, k, s in zip(groups, todo, states):
@@ -378,7 +400,7 @@ def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | N
                     max_failures=cfg.max_failures)
         progress.close()
     finally:
-        if started_ray:
+        if connected and not started_ray:  # started here; the caller stops what it started
             tune_runner.shutdown()
     result = BaseResult(sweep_dir, store.dir, url, tracking_uri=tracker.uri if tracker else "")
     for g, s in zip(groups, states):

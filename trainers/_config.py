@@ -40,7 +40,8 @@ class TrainerConfig:
         lr: global learning rate η.
         seed: seed of the initialisation.
         dtype: ``float32`` or ``float64``.
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when present).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (the default: CUDA when present; in a Ray
+            trial, when Ray assigned the trial a GPU).
         inference_steps: PC: number T of inference steps.
         inference_lr: PC: step size of gradient descent on the activities.
         gamma_bar_L: PC: the output energy weight scales as γ_L = m^(−γ̄_L).
@@ -73,7 +74,7 @@ class TrainerConfig:
     lr: float = 0.1
     seed: int = 0
     dtype: str = "float32"
-    device: str = "cpu"
+    device: str = "auto"
     # predictive coding
     inference_steps: int = 20
     inference_lr: float = 0.1
