@@ -50,8 +50,8 @@ def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_S) -> None
     except socket.gaierror as exc:
         raise BadInput(f"{shown}: unknown host {host!r} ({exc.strerror or exc})") from None
     except OSError as exc:
-        why = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
-        raise BadInput(f"{shown}: nothing answers at {host}:{port} ({why} after at most {timeout:g}s); "
+        why = f"no answer within {timeout:g}s" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
+        raise BadInput(f"{shown}: nothing answers at {host}:{port} ({why}); "
                        "is the Ray head running there?") from None
 
 
@@ -79,8 +79,13 @@ def check_local_device(devices: Iterable[str], where: str) -> None:
                            "use device=cpu or auto")
 
 
-def check_local_gpus(gpu: float, src: str) -> None:
-    """Embedded Ray: BadInput when a trial asks for GPUs that torch on this machine cannot see."""
+def check_local_resources(cpu: float, gpu: float, src: str) -> None:
+    """Embedded Ray: BadInput when a trial asks for more CPUs than this machine has, or for GPUs
+    that torch here cannot see (Tune would wait for them forever)."""
+    have = os.cpu_count() or 1
+    if cpu > have:
+        raise BadInput(f"{src}: resources.cpu={cpu:g} per trial, but this machine has {have} CPU(s) "
+                       "(embedded Ray); lower resources.cpu or give --address of a cluster")
     if not gpu > 0:
         return
     import torch

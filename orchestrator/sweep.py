@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from .config import Sweep, check_runnable, to_yaml
 from .errors import BadInput
 from .paths import check_results_dir, inside
-from .preflight import check_fit, check_local_device, check_local_gpus, probe_address
+from .preflight import check_fit, check_local_device, check_local_resources, probe_address
 from .progress import Progress
 from .results_store import ResultsStore, trial_row
 from .tracking import Tracker, default_tracking_uri
@@ -126,7 +126,7 @@ def preflight(sweep: Sweep, results_dir: str | Path, address: str | None) -> Pat
     probe_address(address)
     if embedded(address):
         check_local_device({t.trainer["device"] for t in sweep.trials}, f"{sweep.source}: trainer.device")
-        check_local_gpus(float(sweep.config.resources.gpu), sweep.source)
+        check_local_resources(float(sweep.config.resources.cpu), float(sweep.config.resources.gpu), sweep.source)
     return results_dir
 
 
