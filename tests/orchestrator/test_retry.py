@@ -40,4 +40,5 @@ def test_setup_error_fails_once_while_a_killed_worker_is_retried(tmp_path, ray_e
     assert sorted(good.retries) == [0, 1]  # ... and that trial was run again, to the end
     assert set(good.device_used) == {"cpu"}  # device auto, no GPU given: the record says CPU
     assert "retries 1" in proc.stderr and "failed 1" in proc.stderr
-    assert proc.stderr.count("Traceback") == 0, proc.stderr[-3000:]
+    # Tune prints the lost worker's traceback (a retriable error), never one for the set-up error
+    assert "RuntimeError: test hook" not in proc.stderr and proc.stderr.count("Traceback") <= 1
