@@ -198,10 +198,23 @@ def cluster_offer():
         if config is not None and config.node_group_configs:
             offer.node_types = [{k: float(v) for k, v in g.resources.items()}
                                 for g in config.node_group_configs if g.max_count != 0]
-        offer.autoscaling = bool(_internal_kv_get("__autoscaling_status"))  # autoscaler v1 is running
+        offer.autoscaling = _v1_autoscaler_may_add_nodes(_internal_kv_get("__autoscaling_status"))
     except Exception:  # private APIs: without them, only the nodes there are count
         pass
     return offer
+
+
+def _v1_autoscaler_may_add_nodes(status: bytes | None) -> bool:
+    """Whether autoscaler v1's status names a node type of its own: `ray start` runs it read-only
+    (every node typed ``node_<id>``), which adds no node."""
+    import json
+
+    from ray.autoscaler._private.util import format_readonly_node_type
+
+    if not status:
+        return False
+    mapping = (json.loads(status).get("autoscaler_report") or {}).get("node_type_mapping") or {}
+    return any(t != format_readonly_node_type(n) for n, t in mapping.items())
 
 
 def shutdown() -> None:

@@ -93,3 +93,16 @@ def test_progress_line_counts_retries_and_shows_the_wait_until_a_trial_starts():
     p.retried("a")
     p.finished("a", "failed", {})
     assert "retries 1" in p.line() and "failed 1" in p.line()
+
+
+def test_autoscaler_v1_of_ray_start_is_read_only():
+    import json
+
+    from orchestrator.tune_runner import _v1_autoscaler_may_add_nodes
+
+    def status(mapping):
+        return json.dumps({"autoscaler_report": {"node_type_mapping": mapping}}).encode()
+
+    assert not _v1_autoscaler_may_add_nodes(None)
+    assert not _v1_autoscaler_may_add_nodes(status({"abc": "node_abc"}))  # `ray start`: read-only
+    assert _v1_autoscaler_may_add_nodes(status({"abc": "head", "def": "gpu_worker"}))
