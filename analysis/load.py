@@ -17,9 +17,10 @@ import pandas as pd
 
 from .io import ParquetError, read_parquet
 
-# Columns of trials.parquet that are results, not configuration (the MLflow params are the rest).
+# Columns of trials.parquet that are results, not configuration (the MLflow params are the rest);
+# the last four are written by the sweep too.
 RESULT_COLUMNS = ("status", "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done",
-                  "wall_s", "node", "hostname", "error", "retries", "device_used")  # the last four: written by the sweep too
+                  "wall_s", "node", "hostname", "error", "retries", "device_used")
 # Configuration columns that stay strings even when every value looks like a number.
 STRING_COLUMNS = ("trial_id", "sweep", "algorithm", "parametrization", "optimizer", "dataset", "model",
                   "activation", "dtype", "device", "loss", "pc_init")

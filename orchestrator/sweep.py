@@ -143,7 +143,8 @@ def start_ray(address: str | None, cpu: float, gpu: float, src: str) -> tuple[bo
     try:
         started = tune_runner.connect(address)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise BadInput(f"{shown}: cannot connect to Ray ({(str(exc).strip() or type(exc).__name__).splitlines()[0]})") from None
+        why = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise BadInput(f"{shown}: cannot connect to Ray ({why})") from None
     try:
         return started, check_fit(cpu, gpu, tune_runner.cluster_offer(), src, embedded(address))
     except BadInput:
