@@ -30,6 +30,13 @@ def _run(args: argparse.Namespace) -> int:
         raise BadInput(f"--bootstrap={args.bootstrap} must be >= 0")
     if args.mode is not None and args.mode not in MODES:
         raise BadInput(f"--mode={args.mode!r} is not one of {', '.join(MODES)}")
+    if args.out:
+        out = Path(args.out)  # the user's choice of place
+    else:  # the default lies in the sweep's directory, even where report/ is a symbolic link
+        from .paths import inside
+
+        out = Path(args.results) / "report"
+        inside(out, args.results, "report directory")
     try:
         logs = load_sweep(args.results)
     except LogError as exc:
@@ -46,7 +53,6 @@ def _run(args: argparse.Namespace) -> int:
                          max_regret=logs.verify["max_regret"], n_boot=args.bootstrap)
     except ValueError as exc:
         raise BadInput(f"{args.results}: {exc}") from None
-    out = Path(args.out) if args.out else Path(args.results) / "report"
     write_report(result, out, logs)
     print(f"{logs.name}: {len(logs.trials)} trials from {logs.source}; {mode} {metric}; "
           f"transfers when |k| <= {result.max_drift:g} and max regret <= {result.max_regret:.0%}")

@@ -137,7 +137,8 @@ class Tracker:
             run = self.client.create_run(
                 self.experiment_id, run_name=tid,
                 tags={"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.sweep, TAG_ROLE: "trial",
-                      TAG_TRIAL: tid, TAG_STATUS: row["status"], "node": str(row.get("node", ""))})
+                      TAG_TRIAL: tid, TAG_STATUS: row["status"], "node": str(row.get("node", "")),
+                      "device_used": str(row.get("device_used", "") or "")})
             rid = run.info.run_id
             now = int(time.time() * 1000)
             metrics = [Metric(k, float(h[k]), now, int(h["epoch"]))

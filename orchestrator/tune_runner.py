@@ -22,7 +22,7 @@ from .data_shipping import ship
 # Test hook: a trial dies (os._exit) once after its first epoch if this names a marker file
 # that does not exist yet; the marker is created atomically, so exactly one trial dies once.
 CRASH_ONCE_ENV = "MUTRANSFER_TEST_CRASH_ONCE"
-# Test hook: "LR:FILE": a trial whose lr is LR raises in its set-up (and appends a line to FILE each time).
+# Test hook: "LR:FILE": a trial whose lr is LR (any, for "*") raises in its set-up (and appends a line to FILE each time).
 SETUP_ERROR_ENV = "MUTRANSFER_TEST_SETUP_ERROR"
 
 
@@ -82,7 +82,7 @@ def _maybe_fail_setup(lr: float) -> None:
     if not hook:
         return
     value, _, log = hook.partition(":")
-    if float(value) == float(lr):
+    if value == "*" or float(value) == float(lr):
         if log:
             with open(log, "a") as fh:
                 fh.write(f"{os.getpid()}\n")

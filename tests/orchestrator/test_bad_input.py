@@ -68,6 +68,7 @@ CASES = [
     ("sweep", ["resources.cpu=100000"], None, "resources.cpu=100000 per trial"),
     ("sweep", [], "corrupt_trials", "t/trials.parquet: not a readable Parquet table"),
     ("sweep", [], "truncated_history", "t/history.parquet: not a readable Parquet table"),
+    ("sweep", [], "link_sweep", "outside the results directory"),
     ("tune-base", ["name=../x"], None, "name='../x': not a valid name"),
     ("tune-base", ["--results", "{T}/a/file"], "file", "is a file"),
     ("tune-base", ["--address", "127.0.0.1:1"], None, "nothing answers at 127.0.0.1:1"),
@@ -81,6 +82,7 @@ CASES = [
     ("analyze", [], "truncated_trials", "trials.parquet: not a readable Parquet table"),
     ("analyze", [], "truncated_history", "history.parquet: not a readable Parquet table"),
     ("analyze", ["{T}/a/file"], "file", "no such directory"),
+    ("analyze", [], "link_report", "report directory {T}/a/results/t/report: resolves to {T}/outside"),
     pytest.param("coord-check", ["device=cuda"], None, "device=cuda: this machine has", marks=NO_CUDA),
     ("coord-check", ["device=cuda:99"], None, "device=cuda:99: this machine has"),
     ("coord-check", ["device=tpu"], None, "device='tpu' is not one of"),
@@ -100,6 +102,13 @@ def _prepare(setup, tmp_path, results, monkeypatch):
             pd.DataFrame({"trial_id": ["a"], "width": [16], "lr": [0.1], "status": ["ok"]}).to_parquet(
                 sweep_dir / "trials.parquet")
             _truncated_parquet(sweep_dir / "history.parquet")
+    elif setup in ("link_sweep", "link_report"):  # a symbolic link that leads out of the results dir
+        (tmp_path / "outside").mkdir()
+        if setup == "link_sweep":
+            sweep_dir.symlink_to(tmp_path / "outside")
+        else:
+            sweep_dir.mkdir()
+            (sweep_dir / "report").symlink_to(tmp_path / "outside")
     elif setup == "corrupt_base":
         (sweep_dir / "base").mkdir(parents=True)
         _garbage(sweep_dir / "base" / "trials.parquet")
