@@ -167,8 +167,8 @@ def load_sweep(results_dir: str | Path) -> SweepLogs:
             trials = read_parquet(trials_path)
             history = read_parquet(results_dir / "history.parquet")
         except ParquetError as exc:
-            raise LogError(f"{exc}; rerun the sweep (`mutransfer sweep` with the same config and --results) "
-                           "after moving it aside: it runs again the trials it no longer holds") from None
+            raise LogError(f"{exc}; move trials.parquet and history.parquet aside and rerun the sweep (same "
+                           "config and --results): it rebuilds them from Tune's storage where it can") from None
         source = "parquet"
     else:
         if uri is None:

@@ -98,8 +98,8 @@ class ResultsStore:
         try:
             return read_parquet(path)
         except ParquetError as exc:
-            raise BadInput(f"{exc}; move it aside (e.g. to {path.name}.bad) and rerun: the sweep runs "
-                           "again the trials it no longer holds") from None
+            raise BadInput(f"{exc}; move trials.parquet and history.parquet aside and rerun the sweep: it "
+                           "rebuilds them from Tune's storage (tune/) where it can and runs the rest again") from None
 
     def done_ids(self) -> set[str]:
         """Trial ids recorded as ``ok`` or ``diverged`` (a sweep re-run skips these)."""

@@ -10,6 +10,7 @@ Usable from Python as well as from ``mutransfer sweep``::
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -166,6 +167,12 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
     check_runnable(sweep)
     done = store.done_ids()
     store.history()  # a corrupt table: BadInput now, not after the trials ran
+    rebuilt: tuple[list, dict] = ([], {})
+    if not store.trials_path.exists():  # moved aside (corrupt) or never written: Tune's storage may hold trials
+        from .recover import tune_records
+
+        rebuilt = tune_records(store.dir, sweep.name, {t.trial_id: t.to_dict() for t in sweep.trials})
+        done |= {r["trial_id"] for r in rebuilt[0]}
     todo = [t for t in sweep.trials if t.trial_id not in done]
     cfg = sweep.config
     started_ray, waiting = False, None
@@ -175,6 +182,10 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
         started_ray, waiting = start_ray(address, cfg.resources.cpu, cfg.resources.gpu, sweep.source)
     try:
         store.write_config(to_yaml(sweep))
+        if rebuilt[0]:
+            store.record(*rebuilt)
+            (stream or sys.stderr).write(f"rebuilt {len(rebuilt[0])} finished trial(s) of {store.trials_path} "
+                                         f"from Tune's storage {store.dir / 'tune'}\n")
         uri = default_tracking_uri(results_dir, cfg.tracking.uri)
         tracker = Tracker(uri, sweep.name, cfg.tracking.experiment, artifact_root=results_dir / "mlartifacts") \
             if track else None

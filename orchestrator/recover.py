@@ -1,0 +1,60 @@
+"""Rebuild a sweep's Parquet rows from Tune's storage (``<results>/<name>/tune/``), without Ray.
+
+Tune's JSON logger writes every result a trial reported to ``tune/<run>/<trial_id>/result.json``
+(the folder is named by our trial id). When ``trials.parquet`` is gone (moved aside because it
+was corrupt or truncated), a rerun of the sweep records again, from there, every trial whose
+last attempt reported its last epoch, and runs only the others.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .results_store import trial_row
+
+KEEP = ("epoch", "train_loss", "test_loss", "test_acc", "wall_s", "diverged")
+
+
+def _results(path: Path) -> list[dict[str, Any]]:
+    """The results in one result.json (a torn last line, from a killed driver, ends the list)."""
+    out = []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            break
+    return out
+
+
+def tune_records(sweep_dir: str | Path, sweep_name: str, specs: dict[str, dict]
+                 ) -> tuple[list[dict[str, Any]], dict[str, list[dict]]]:
+    """``(rows, histories)`` of the trials in ``specs`` that Tune's storage holds as finished (ok or diverged).
+
+    Later runs (their folders sort by start time) replace earlier ones; within a result.json,
+    a retried trial's last attempt starts at its last epoch-1 result.
+    """
+    found: dict[str, tuple[dict, list[dict]]] = {}
+    for path in sorted(Path(sweep_dir).glob("tune/*/*/result.json")):
+        tid = path.parent.name
+        results = [r for r in _results(path) if (r.get("config") or {}).get("trial", {}).get("trial_id", tid) == tid]
+        if tid not in specs or not results or not results[-1].get("last") or results[-1].get("failed"):
+            continue
+        starts = [i for i, r in enumerate(results) if r.get("epoch") == 1]
+        history = [{k: r.get(k) for k in KEEP} for r in results[starts[-1] if starts else 0:] if "epoch" in r]
+        if history:
+            found[tid] = (results[-1], history)
+    rows, histories = [], {}
+    for tid, (last, history) in found.items():
+        status = "diverged" if history[-1].get("diverged") else "ok"
+        row = trial_row(sweep_name, specs[tid], history, status, str(last.get("node", "")),
+                        str(last.get("hostname", "")))
+        row.update(retries=0, device_used=str(last.get("device_used", "")))
+        rows.append(row)
+        histories[tid] = history
+    return rows, histories

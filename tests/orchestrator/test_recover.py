@@ -1,0 +1,69 @@
+"""A sweep whose trials.parquet was moved aside rebuilds it from Tune's result.json files (no Ray)."""
+
+import io
+import json
+import math
+
+from orchestrator.config import load_sweep
+from orchestrator.recover import tune_records
+from orchestrator.results_store import ResultsStore
+from orchestrator.sweep import run_sweep
+
+SPACE = """
+name: rec
+trainer: {algorithm: bp, depth: 3, base_width: 16, width: 16}
+data: {dataset: teacher, subset: 64, test_subset: 32}
+train: {epochs: 2, batch_size: 32}
+grid: {lr: [0.01, 0.1, 1.0, 10.0]}
+"""
+
+
+def _result(tid, epoch, last, **kw):
+    # as Tune's JSON logger writes it: Tune's own trial_id replaces ours; the config holds ours
+    row = {"epoch": epoch, "train_loss": 1.0 / epoch, "test_loss": 2.0 / epoch, "test_acc": 0.5, "wall_s": 0.1 * epoch,
+           "diverged": False, "trial_id": "7944c_00001", "node": "n1", "hostname": "h", "device_used": "cpu",
+           "last": last, "config": {"trial": {"trial_id": tid}}}
+    row.update(kw)
+    return json.dumps(row)
+
+
+def _write(sweep_dir, run, tid, lines):
+    d = sweep_dir / "tune" / run / tid
+    d.mkdir(parents=True)
+    (d / "result.json").write_text("\n".join(lines) + "\n")
+
+
+def test_finished_trials_are_rebuilt_unfinished_and_failed_ones_are_not(tmp_path):
+    space = tmp_path / "rec.yaml"
+    space.write_text(SPACE)
+    sweep = load_sweep(space)
+    a, b, c, d = (t.trial_id for t in sweep.trials)
+    sd = tmp_path / "results" / "rec"
+    _write(sd, "rec-20260101-000000-1", a, [_result(a, 1, False), _result(a, 2, True)])
+    _write(sd, "rec-20260101-000000-1", b, [_result(b, 1, False)])  # the driver died mid-trial
+    _write(sd, "rec-20260101-000000-1", c, [json.dumps({"failed": True, "last": True, "error": "x",
+                                                        "config": {"trial": {"trial_id": c}}})])
+    # retried after its worker died: the second attempt is the record; a torn line at the end
+    _write(sd, "rec-20260101-000000-1", d, [_result(d, 1, False), _result(d, 1, False),
+                                            _result(d, 2, True, diverged=True, train_loss=math.inf), '{"epoch": 3'])
+    rows, hist = tune_records(sd, "rec", {t.trial_id: t.to_dict() for t in sweep.trials})
+    by_id = {r["trial_id"]: r for r in rows}
+    assert sorted(by_id) == sorted([a, d])
+    assert by_id[a]["status"] == "ok" and by_id[a]["epochs_done"] == 2 and by_id[a]["final_test_loss"] == 1.0
+    assert by_id[d]["status"] == "diverged" and [h["epoch"] for h in hist[d]] == [1, 2]
+    assert by_id[a]["device_used"] == "cpu" and by_id[a]["node"] == "n1"
+
+
+def test_rerun_with_every_trial_in_tune_storage_rebuilds_the_table_without_running(tmp_path):
+    space = tmp_path / "rec.yaml"
+    space.write_text(SPACE)
+    sweep = load_sweep(space)
+    sd = tmp_path / "results" / "rec"
+    for t in sweep.trials:
+        _write(sd, "rec-20260101-000000-1", t.trial_id, [_result(t.trial_id, 1, False), _result(t.trial_id, 2, True)])
+    out = io.StringIO()
+    res = run_sweep(sweep, tmp_path / "results", track=False, stream=out)  # nothing to run: Ray never starts
+    assert res.skipped == 4 and "rebuilt 4 finished trial(s)" in out.getvalue()
+    store = ResultsStore(sd)
+    assert sorted(store.trials().trial_id) == sorted(t.trial_id for t in sweep.trials)
+    assert len(store.history()) == 8
