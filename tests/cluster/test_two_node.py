@@ -411,3 +411,41 @@ def test_worker_node_killed_mid_sweep(cluster, tmp_path):
     assert sorted(history[history.trial_id == victim].epoch) == list(range(1, epochs + 1))  # no epoch twice
     _check_mlflow(tmp_path / "results", "node_loss", ids)
     print(f"killed the worker's raylet mid-trial {victim}; sweep done {time.time() - killed_at:.0f}s later")
+
+
+def test_gpu_request_is_refused_in_seconds_unless_the_autoscaler_may_add_gpu_nodes(cluster, tmp_path):
+    """No node has a GPU and `ray start` runs no autoscaler that adds nodes: exit 2 at once, nothing
+    written. Once the cluster's autoscaler config (v2, in the GCS) offers a GPU node type, the same
+    sweep is not refused: its progress line says that trials wait for resources."""
+    space = _write(tmp_path, "gpu", TEACHER.format(name="gpu", n=256, epochs=1, widths="[32]")
+                   .replace("resources: {cpu: 1}", "resources: {cpu: 1, gpu: 1}"))
+    results = tmp_path / "results"
+    t0 = time.time()
+    out = cluster.sweep(space, results).communicate(timeout=60)[0]
+    lines = [ln for ln in out.splitlines() if "error:" in ln]
+    assert time.time() - t0 < 30 and len(lines) == 1 and "Traceback" not in out, out[-3000:]
+    assert "gpu=1 per trial, but no node of the cluster has them" in lines[0], out[-3000:]
+    assert not results.exists()
+
+    put = textwrap.dedent(f"""
+        import ray
+        from ray.core.generated import autoscaler_pb2
+        from ray.experimental.internal_kv import _internal_kv_put
+        ray.init(address="{ADDRESS}")
+        c = autoscaler_pb2.ClusterConfig()
+        g = c.node_group_configs.add(); g.name = "gpu"; g.max_count = 2
+        g.resources["CPU"] = 4; g.resources["GPU"] = 1
+        _internal_kv_put(ray._raylet.GCS_AUTOSCALER_CLUSTER_CONFIG_KEY.encode(), c.SerializeToString(),
+                         namespace=ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE.encode())
+    """)
+    assert cluster.ns.popen([sys.executable, "-c", put], env=cluster.env).wait(timeout=60) == 0
+    proc = cluster.sweep(space, results)
+    seen, deadline = [], time.time() + 60
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        seen.append(line)
+        if "trials wait for resources" in line or not line:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert any("trials wait for resources" in ln and "autoscaler may add" in ln for ln in seen), "".join(seen)[-3000:]
