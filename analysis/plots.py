@@ -101,13 +101,15 @@ def plot_loss_vs_lr(result: TransferResult, path: str | Path) -> Path:
                         clip_on=False)
                 p = pw[pw.width == w]
                 if len(p) and np.isfinite(p.lr_star.iloc[0]):
-                    ax.plot(p.lr_star, sign * p.best_loss, "*", color=colors[w], ms=11, mec="k", mew=0.5)
+                    limited = bool(p.edge_limited.iloc[0]) if "edge_limited" in p else False
+                    ax.plot(p.lr_star, sign * p.best_loss, "*", color=colors[w], ms=11,
+                            mec="red" if limited else "k", mew=1.2 if limited else 0.5)
             ax.set_xscale("log", base=2)
             ax.set_ylim(lo - pad, hi + pad * (1.5 + 0.5 * cur.width.nunique()))
             ax.set_xlabel("learning rate η")
             ax.set_ylabel(result.metric)
             ax.set_title(_title(row_keys, row, par), fontsize=10)
-            ax.legend(title="width (× diverged, ★ η*)", fontsize=7, title_fontsize=7)
+            ax.legend(title="width (× diverged, ★ η*, red: edge-limited)", fontsize=7, title_fontsize=7)
     return _save(fig, path)
 
 
@@ -131,16 +133,36 @@ def plot_lr_star_vs_width(result: TransferResult, path: str | Path) -> Path:
                              for k in others)
             yerr = np.array([pw.lr_star - pw.lr_star_lo, pw.lr_star_hi - pw.lr_star]).clip(min=0)
             dashed = str(g.get("parametrization")) == "sp"
-            ax.errorbar(pw.width, pw.lr_star, yerr=np.nan_to_num(yerr), marker="o", capsize=3,
-                        ls="--" if dashed else "-",
-                        label=f"{label}: k={g.drift_exponent:+.2f} [{g.drift_lo:+.2f}, {g.drift_hi:+.2f}]")
+            line = ax.errorbar(pw.width, pw.lr_star, yerr=np.nan_to_num(yerr), marker="o", capsize=3,
+                               ls="--" if dashed else "-",
+                               label=f"{label}: k={g.drift_exponent:+.2f} [{g.drift_lo:+.2f}, {g.drift_hi:+.2f}]"
+                                     f" ({g.verdict})")
+            color = line[0].get_color()
+            limited = pw[pw.edge_limited.astype(bool)] if "edge_limited" in pw else pw.iloc[:0]
+            ax.plot(limited.width, limited.lr_star, "o", ms=11, mfc="none", mec="red", mew=1.2)
+            if "lr_max" in pw and np.isfinite(pw.lr_max).any():
+                ax.plot(pw.width, pw.lr_max, "v:", color=color, ms=5, alpha=0.7,
+                        label=f"{label}: η_max, k_edge={g.edge_exponent:+.2f}")
+        _reference_slopes(ax, result.per_width[result.per_width.algorithm.astype(str) == algo])
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_xlabel("width")
-        ax.set_ylabel("η* (quadratic fit)")
-        ax.set_title(f"{algo.upper()}: η* ∝ width^k", fontsize=10)
-        ax.legend(fontsize=7)
+        ax.set_ylabel("η* (mean over seeds)")
+        ax.set_title(f"{algo.upper()}: η* ∝ width^k (red ring: edge-limited)", fontsize=10)
+        ax.legend(fontsize=6, loc="best", framealpha=0.6)
     return _save(fig, path)
+
+
+def _reference_slopes(ax, pw: pd.DataFrame) -> None:
+    """Grey guides through the base width's η*: k = 0 (μP's prediction) and k = −1 (SP with SGD)."""
+    pw = pw[np.isfinite(pw.lr_star)]
+    if pw.empty:
+        return
+    w0 = float(pw.width.min())
+    y0 = float(np.exp(np.log(pw[pw.width == w0].lr_star).mean()))
+    w = np.array([w0, float(pw.width.max())])
+    ax.plot(w, [y0, y0], color="0.6", lw=0.8, ls="-", zorder=0, label="k = 0")
+    ax.plot(w, y0 * w0 / w, color="0.6", lw=0.8, ls="-.", zorder=0, label="k = −1")
 
 
 def plot_learning_curves(result: TransferResult, history: pd.DataFrame, path: str | Path,

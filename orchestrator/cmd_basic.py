@@ -162,13 +162,14 @@ def _run_demo(args: argparse.Namespace) -> int:
     """`mutransfer verify search_spaces/demo.yaml`: BP, PC and TP under SP and muP on embedded Ray."""
     from .cmd_verify import _add_verify, _run_verify
 
-    print(f"== demo: verify {DEMO.name}: BP, PC and TP under SP and muP, lr tuned at width 64 (Optuna), "
-          f"transferred to widths 128 and 256, on Ray Tune ==", flush=True)
+    print(f"== demo: verify {DEMO.name}: BP, PC and TP under SP and muP on 7x7 pooled Fashion-MNIST, lr tuned "
+          f"at width 64 (Optuna), checked at widths 64-512 with 3 seeds, on Ray Tune ==", flush=True)
     t0 = time.perf_counter()
     argv = [str(DEMO), "--results", args.results] + (["--no-mlflow"] if args.no_mlflow else [])
     code = _run_verify(build_ns(_add_verify, argv))
-    print(f"demo finished in {time.perf_counter() - t0:.0f}s (exit code {code})")
-    return code
+    print(f"demo finished in {time.perf_counter() - t0:.0f}s (verify's exit code {code}: 0 transfers, 1 drifts, "
+          "3 inconclusive; the demo exits 0 because it completed)")
+    return 0 if code in (0, 1, 3) else code
 
 
 def build_ns(add, argv: list[str]) -> argparse.Namespace:
