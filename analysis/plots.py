@@ -47,17 +47,25 @@ def _colors(widths) -> dict:
 def _grid(result: TransferResult, panel_w: float = 4.6, panel_h: float = 3.4):
     row_keys, rows, pars = _layout(result)
     fig, axes = plt.subplots(len(rows), len(pars), figsize=(panel_w * len(pars), panel_h * len(rows)),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     return fig, axes, row_keys, rows, pars
 
 
+# Keys that only some algorithms read: a BP or TP panel is not labelled with PC's inference steps.
+ONLY_FOR = {"inference_steps": ("pc",), "inference_lr": ("pc",), "gamma_bar_L": ("pc",), "pc_init": ("pc",),
+            "sequential_inference": ("pc",), "feedback_lr": ("tp",), "target_step": ("tp",), "feedback": ("tp",)}
+
+
 def _title(row_keys, row, par) -> str:
-    parts = [f"{v}" if k == "algorithm" else f"{k}={v}" for k, v in zip(row_keys, row)]
+    algo = dict(zip(row_keys, row)).get("algorithm")
+    parts = [f"{v}" if k == "algorithm" else f"{k}={v}" for k, v in zip(row_keys, row)
+             if k == "algorithm" or algo is None or algo in ONLY_FOR.get(k, (algo,))]
     return f"{parts[0].upper() if parts else ''} {PAR_LABEL.get(par, par)}  " + " ".join(parts[1:])
 
 
 def _save(fig, path: str | Path) -> Path:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -68,7 +76,9 @@ def _save(fig, path: str | Path) -> Path:
 def plot_loss_vs_lr(result: TransferResult, path: str | Path) -> Path:
     """Mean loss over seeds against learning rate, one curve per width, η* marked (★).
 
-    Diverged learning rates are drawn as × on the top edge of the panel.
+    The line joins the learning rates every seed measured; the sub-octave points that only some
+    seeds measured (each seed is refined around its own optimum) are dots. Diverged learning
+    rates are drawn as × on the top edge of the panel.
 
     Returns:
         The PNG's path.
@@ -94,11 +104,14 @@ def plot_loss_vs_lr(result: TransferResult, path: str | Path) -> Path:
                 lo, hi = min(lo, best.min()), max(hi, best.max())  # the fitted optimum may lie below the grid
             pad = 0.05 * (hi - lo if hi > lo else 1.0)
             for n, (w, c) in enumerate(cur.groupby("width")):
-                ax.plot(c.lr, sign * c.loss.where(np.isfinite(c.loss)), marker="o", ms=3, color=colors[w],
-                        label=f"{w}")
+                full = c[c.n_finite_seeds == c.n_seeds] if "n_finite_seeds" in c else c
+                ax.plot(full.lr, sign * full.loss, marker="o", ms=3, color=colors[w], label=f"{w}")
+                part = c[np.isfinite(c.loss) & ~c.index.isin(full.index)]  # refined: some seeds only
+                ax.plot(part.lr, sign * part.loss, ".", ms=3, color=colors[w], alpha=0.5)
                 div = c[~np.isfinite(c.loss)]  # one row of × per width along the top edge
-                ax.plot(div.lr, np.full(len(div), hi + pad * (1 + 0.5 * n)), "x", color=colors[w], ms=5,
-                        clip_on=False)
+                marks, = ax.plot(div.lr, np.full(len(div), hi + pad * (1 + 0.5 * n)), "x", color=colors[w], ms=5,
+                                 clip_on=False)
+                marks.set_in_layout(False)
                 p = pw[pw.width == w]
                 if len(p) and np.isfinite(p.lr_star.iloc[0]):
                     limited = bool(p.edge_limited.iloc[0]) if "edge_limited" in p else False
@@ -109,7 +122,11 @@ def plot_loss_vs_lr(result: TransferResult, path: str | Path) -> Path:
             ax.set_xlabel("learning rate η")
             ax.set_ylabel(result.metric)
             ax.set_title(_title(row_keys, row, par), fontsize=10)
-            ax.legend(title="width (× diverged, ★ η*, red: edge-limited)", fontsize=7, title_fontsize=7)
+    handles, labels = next(((h, lab) for h, lab in (a.get_legend_handles_labels() for a in axes.flat) if h),
+                           ([], []))
+    if handles:
+        fig.legend(handles, labels, title="width (× diverged, ★ η*, red ★: edge-limited, dots: some seeds only)",
+                   loc="outside lower center", ncol=len(handles), fontsize=8, title_fontsize=8)
     return _save(fig, path)
 
 
@@ -120,7 +137,7 @@ def plot_lr_star_vs_width(result: TransferResult, path: str | Path) -> Path:
         The PNG's path.
     """
     algos = sorted(result.groups.algorithm.astype(str).unique())
-    fig, axes = plt.subplots(1, len(algos), figsize=(5 * len(algos), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(algos), figsize=(5 * len(algos), 4.2), squeeze=False, layout="constrained")
     others = [k for k in result.keys if k != "algorithm"]
     for ax, algo in zip(axes[0], algos):
         groups = result.groups[result.groups.algorithm.astype(str) == algo]
@@ -130,7 +147,7 @@ def plot_lr_star_vs_width(result: TransferResult, path: str | Path) -> Path:
                 mask &= result.per_width[k].astype(str) == str(g[k])
             pw = result.per_width[mask].sort_values("width")
             label = " ".join(PAR_LABEL.get(str(g[k]), str(g[k])) if k == "parametrization" else f"{k}={g[k]}"
-                             for k in others)
+                             for k in others if algo in ONLY_FOR.get(k, (algo,)))
             yerr = np.array([pw.lr_star - pw.lr_star_lo, pw.lr_star_hi - pw.lr_star]).clip(min=0)
             dashed = str(g.get("parametrization")) == "sp"
             line = ax.errorbar(pw.width, pw.lr_star, yerr=np.nan_to_num(yerr), marker="o", capsize=3,
@@ -141,15 +158,15 @@ def plot_lr_star_vs_width(result: TransferResult, path: str | Path) -> Path:
             limited = pw[pw.edge_limited.astype(bool)] if "edge_limited" in pw else pw.iloc[:0]
             ax.plot(limited.width, limited.lr_star, "o", ms=11, mfc="none", mec="red", mew=1.2)
             if "lr_max" in pw and np.isfinite(pw.lr_max).any():
-                ax.plot(pw.width, pw.lr_max, "v:", color=color, ms=5, alpha=0.7,
-                        label=f"{label}: η_max, k_edge={g.edge_exponent:+.2f}")
+                k_edge = f"k_edge={g.edge_exponent:+.2f}" if np.isfinite(g.edge_exponent) else "edge not at every width"
+                ax.plot(pw.width, pw.lr_max, "v:", color=color, ms=5, alpha=0.7, label=f"{label}: η_max, {k_edge}")
         _reference_slopes(ax, result.per_width[result.per_width.algorithm.astype(str) == algo])
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_xlabel("width")
         ax.set_ylabel("η* (mean over seeds)")
         ax.set_title(f"{algo.upper()}: η* ∝ width^k (red ring: edge-limited)", fontsize=10)
-        ax.legend(fontsize=6, loc="best", framealpha=0.6)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     return _save(fig, path)
 
 
