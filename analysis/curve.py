@@ -1,9 +1,10 @@
 """The optimum of one loss curve L(x), x = log2 η: a quadratic fit around the best grid point.
 
     x̂ = −b / (2a) of the least-squares parabola a x² + b x + c through the best grid point and
-    its two neighbours on each side (one on each side when the second is missing or diverged;
+    its two neighbours on each side when those five span at most an octave (else, or when a
+    second neighbour is missing or diverged, one on each side;
     the grid point itself when a first neighbour is missing or diverged, or the parabola is not
-    convex), kept within the points fitted; diverged points are L = +inf.
+    convex), kept between the best point's neighbours; diverged points are L = +inf.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+
+# Five points are fitted only when they span at most one octave (sub-octave refinement): over a wider
+# span the loss is not a parabola (a cliff two octaves away would drag the fit).
+FIVE_POINT_SPAN = 1.0 + 1e-9
 
 
 @dataclass
@@ -42,7 +48,7 @@ def optimum(x: np.ndarray, loss: np.ndarray) -> Optimum:
     """The optimum of a loss curve by a quadratic fit around its best grid point.
 
     x̂ = −b / (2a) of the least-squares parabola a x² + b x + c through the best point and up
-    to two neighbours on each side, kept within their range; the grid point itself when a first
+    to two neighbours on each side, kept between its first neighbours; the grid point itself when a first
     neighbour is missing, diverged (+inf), or the parabola is not convex.
 
     Args:
@@ -65,15 +71,15 @@ def optimum(x: np.ndarray, loss: np.ndarray) -> Optimum:
     if at_edge or not (finite[i - 1] and finite[i + 1]):
         return Optimum(float(x[i]), float(loss[i]), False, at_edge, None, edge_limited, spacing)
     lo, hi = i - 1, i + 2
-    if i >= 2 and finite[i - 2] and i + 2 < len(x) and finite[i + 2]:
-        lo, hi = i - 2, i + 3  # five points: a least-squares parabola, less at the mercy of one noisy point
+    if i >= 2 and i + 2 < len(x) and finite[i - 2] and finite[i + 2] and x[i + 2] - x[i - 2] <= FIVE_POINT_SPAN:
+        lo, hi = i - 2, i + 3  # five close points: a least-squares parabola, less at the mercy of one noisy point
     xs, ys = x[lo:hi], loss[lo:hi]
     a, b, c = np.polyfit(xs, ys, 2)
     if not a > 0:
         return Optimum(float(x[i]), float(loss[i]), False, False, None, edge_limited, spacing)
-    xv = float(np.clip(-b / (2 * a), xs[0], xs[-1]))
-    return Optimum(xv, float(np.polyval((a, b, c), xv)), True, False, ((a, b, c), xs[0], xs[-1]),
-                   edge_limited, spacing)
+    near = (x[i - 1], x[i + 1])  # the parabola is trusted between the best point's neighbours only
+    xv = float(np.clip(-b / (2 * a), *near))
+    return Optimum(xv, float(np.polyval((a, b, c), xv)), True, False, ((a, b, c), *near), edge_limited, spacing)
 
 
 def stability_edge(x: np.ndarray, loss: np.ndarray) -> tuple[float, float]:

@@ -236,7 +236,8 @@ def _width_row(w: int, s: dict, x_base: float, is_base: bool, n_boot: int, rng: 
     br = _boot_means(reg, n_boot, rng) if np.isfinite(regret) else np.full(n_boot, np.nan)
     lo, hi = _interval(bx) if multi and n_boot else (x, x)
     elo, ehi = _interval(be) if multi and n_boot and s["edge_known"] else (edge, edge)
-    rlo, rhi = _interval(br) if multi and n_boot and np.isfinite(regret) else (regret, regret)
+    rlo, rhi = _interval(br) if multi and n_boot and np.isfinite(regret) else (regret, regret) if multi else (
+        np.nan, np.nan)
     opts = list(s["opts"].values())
     n_limited = sum(o.edge_limited for o in opts)
     row = {"width": w, "lr_star": 2 ** x, "lr_star_lo": 2 ** lo, "lr_star_hi": 2 ** hi,
@@ -280,7 +281,7 @@ def _analyze_group(g: pd.DataFrame, base_width: int | None, n_boot: int, rng: np
                         else (np.nan, np.nan, np.nan))
     regrets = np.array([r["regret"] for r in rows if r["width"] != base_width], float)
     max_regret = float(regrets.max()) if len(regrets) and not np.isnan(regrets).any() else np.nan
-    rlo = rhi = max_regret
+    rlo = rhi = max_regret if n_seeds >= 2 else np.nan  # one seed: a regret without an interval
     if n_seeds >= 2 and n_boot and boot_regret and np.isfinite(max_regret):
         rlo, rhi = _interval(np.array(boot_regret).max(axis=0))
         rlo, rhi = min(rlo, max_regret), max(rhi, max_regret)
@@ -300,7 +301,8 @@ def _analyze_group(g: pd.DataFrame, base_width: int | None, n_boot: int, rng: np
 def _group_notes(rows: list[dict], n_seeds: int, n_widths: int) -> list[str]:
     notes = []
     if n_seeds < 2:
-        notes.append("one seed: the intervals are least-squares ones (k) or points (η*, regret)"
+        notes.append("one seed: k's interval is the least-squares one, η* has none, and regret has none, so "
+                     "regret can decide neither 'transfers' nor 'drifts'"
                      + (" (undefined with 2 widths)" if n_widths < 3 else ""))
     limited = [r["width"] for r in rows if r["edge_limited"]]
     if limited:

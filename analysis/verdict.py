@@ -20,7 +20,7 @@ CONTROL, JUDGED = "sp", "mup"
 
 
 def _pct(v: float) -> str:
-    return f"{v:.2%}" if math.isfinite(v) else ("inf" if v > 0 else "n/a")
+    return f"{v:.2%}" if math.isfinite(v) else ("inf" if v > 0 else "n/a")  # NaN > 0 is False: n/a
 
 
 def verdict(drift: float, drift_lo: float, drift_hi: float, regret: float, regret_lo: float, regret_hi: float,
@@ -44,7 +44,12 @@ def verdict(drift: float, drift_lo: float, drift_hi: float, regret: float, regre
     if not (drift_lo >= -max_drift and drift_hi <= max_drift):
         why.append(f"{k} straddles ±{max_drift:g}")
     if not regret_hi <= max_regret:
-        why.append(f"{r} straddles {max_regret:.0%}" if math.isfinite(regret_lo) else f"{r} not computable")
+        if math.isnan(regret_lo) and math.isnan(regret_hi) and not math.isnan(regret):
+            why.append(f"max regret {_pct(regret)} has no interval (one seed)")
+        elif math.isnan(regret):
+            why.append("max regret not computable (base η* outside another width's learning rates)")
+        else:
+            why.append(f"{r} straddles {max_regret:.0%}")
     return "inconclusive", "; ".join(why)
 
 
