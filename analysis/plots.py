@@ -25,10 +25,21 @@ PAR_LABEL = {"sp": "SP", "mup": "μP"}
 def _layout(result: TransferResult) -> tuple[list[str], list[tuple], list[str]]:
     """(row keys, row values, parametrizations) of the panel grid."""
     row_keys = [k for k in result.keys if k != "parametrization"]
-    rows = sorted({tuple(r) for r in result.groups[row_keys].astype(str).itertuples(index=False)})
+    rows = sorted({tuple(r) for r in result.groups[row_keys].astype(str).itertuples(index=False)}, key=_natural)
     pars = sorted(result.groups.parametrization.astype(str).unique(),
                   key=lambda p: (PAR_ORDER.index(p) if p in PAR_ORDER else len(PAR_ORDER), p))
     return row_keys, rows, pars
+
+
+def _natural(values: tuple) -> tuple:
+    """Sort key: numbers by value (T = 5 before T = 20), other strings alphabetically."""
+    out = []
+    for v in values:
+        try:
+            out.append((0, float(v), ""))
+        except ValueError:
+            out.append((1, 0.0, str(v)))
+    return tuple(out)
 
 
 def _select(df: pd.DataFrame, row_keys: list[str], row: tuple, par: str) -> pd.DataFrame:
@@ -45,19 +56,50 @@ def _colors(widths) -> dict:
 
 
 def _grid(result: TransferResult, panel_w: float = 4.6, panel_h: float = 3.4):
+    """A figure with one panel per (row, parametrization); ``axes[i][j]`` is row i, parametrization j.
+
+    With a single parametrization and many rows the panels wrap into up to four columns, so that a
+    sixteen-setting study is a 4 × 4 grid, not one tall column.
+    """
     row_keys, rows, pars = _layout(result)
+    if len(pars) == 1 and len(rows) > 4:
+        ncols = 4
+        nrows = -(-len(rows) // ncols)
+        fig, flat = plt.subplots(nrows, ncols, figsize=(panel_w * ncols, panel_h * nrows), squeeze=False,
+                                 layout="constrained")
+        for ax in flat.flat[len(rows):]:
+            ax.set_visible(False)
+        axes = np.empty((len(rows), 1), dtype=object)
+        axes[:, 0] = list(flat.flat[:len(rows)])
+        return fig, axes, row_keys, rows, pars
     fig, axes = plt.subplots(len(rows), len(pars), figsize=(panel_w * len(pars), panel_h * len(rows)),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     return fig, axes, row_keys, rows, pars
 
 
+# Keys that only some algorithms read: a BP or TP panel is not labelled with PC's inference steps.
+ONLY_FOR = {"inference_steps": ("pc",), "inference_lr": ("pc",), "gamma_bar_L": ("pc",), "pc_init": ("pc",),
+            "sequential_inference": ("pc",), "feedback_lr": ("tp",), "target_step": ("tp",), "feedback": ("tp",)}
+
+
+# Short names in panel titles and legends.
+SHORT = {"inference_steps": "T", "gamma_bar_L": "γ̄_L", "fixed_prediction": "fixed pred."}
+
+
+def _kv(key: str, value) -> str:
+    return f"{SHORT.get(key, key)}={value}"
+
+
 def _title(row_keys, row, par) -> str:
-    parts = [f"{v}" if k == "algorithm" else f"{k}={v}" for k, v in zip(row_keys, row)]
+    algo = dict(zip(row_keys, row)).get("algorithm")
+    parts = [f"{v}" if k == "algorithm" else _kv(k, v) for k, v in zip(row_keys, row)
+             if k == "algorithm" or algo is None or algo in ONLY_FOR.get(k, (algo,))]
     return f"{parts[0].upper() if parts else ''} {PAR_LABEL.get(par, par)}  " + " ".join(parts[1:])
 
 
 def _save(fig, path: str | Path) -> Path:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -68,7 +110,9 @@ def _save(fig, path: str | Path) -> Path:
 def plot_loss_vs_lr(result: TransferResult, path: str | Path) -> Path:
     """Mean loss over seeds against learning rate, one curve per width, η* marked (★).
 
-    Diverged learning rates are drawn as × on the top edge of the panel.
+    The line joins the learning rates every seed measured; the sub-octave points that only some
+    seeds measured (each seed is refined around its own optimum) are dots. Diverged learning
+    rates are drawn as × on the top edge of the panel.
 
     Returns:
         The PNG's path.
@@ -94,53 +138,100 @@ def plot_loss_vs_lr(result: TransferResult, path: str | Path) -> Path:
                 lo, hi = min(lo, best.min()), max(hi, best.max())  # the fitted optimum may lie below the grid
             pad = 0.05 * (hi - lo if hi > lo else 1.0)
             for n, (w, c) in enumerate(cur.groupby("width")):
-                ax.plot(c.lr, sign * c.loss.where(np.isfinite(c.loss)), marker="o", ms=3, color=colors[w],
-                        label=f"{w}")
+                full = c[c.n_finite_seeds == c.n_seeds] if "n_finite_seeds" in c else c
+                ax.plot(full.lr, sign * full.loss, marker="o", ms=3, color=colors[w], label=f"{w}")
+                part = c[np.isfinite(c.loss) & ~c.index.isin(full.index)]  # refined: some seeds only
+                ax.plot(part.lr, sign * part.loss, ".", ms=3, color=colors[w], alpha=0.5)
                 div = c[~np.isfinite(c.loss)]  # one row of × per width along the top edge
-                ax.plot(div.lr, np.full(len(div), hi + pad * (1 + 0.5 * n)), "x", color=colors[w], ms=5,
-                        clip_on=False)
+                marks, = ax.plot(div.lr, np.full(len(div), hi + pad * (1 + 0.5 * n)), "x", color=colors[w], ms=5,
+                                 clip_on=False)
+                marks.set_in_layout(False)
                 p = pw[pw.width == w]
                 if len(p) and np.isfinite(p.lr_star.iloc[0]):
-                    ax.plot(p.lr_star, sign * p.best_loss, "*", color=colors[w], ms=11, mec="k", mew=0.5)
+                    limited = bool(p.edge_limited.iloc[0]) if "edge_limited" in p else False
+                    ax.plot(p.lr_star, sign * p.best_loss, "*", color=colors[w], ms=11,
+                            mec="red" if limited else "k", mew=1.2 if limited else 0.5)
             ax.set_xscale("log", base=2)
             ax.set_ylim(lo - pad, hi + pad * (1.5 + 0.5 * cur.width.nunique()))
             ax.set_xlabel("learning rate η")
             ax.set_ylabel(result.metric)
             ax.set_title(_title(row_keys, row, par), fontsize=10)
-            ax.legend(title="width (× diverged, ★ η*)", fontsize=7, title_fontsize=7)
+    handles, labels = next(((h, lab) for h, lab in (a.get_legend_handles_labels() for a in axes.flat) if h),
+                           ([], []))
+    if handles:
+        fig.legend(handles, labels, title="width (× diverged, ★ η*, red ★: edge-limited, dots: some seeds only)",
+                   loc="outside lower center", ncol=len(handles), fontsize=8, title_fontsize=8)
     return _save(fig, path)
 
 
+MAX_LINES = 6  # groups per η* panel before the panels are split by the next key
+
+
+def _panels(result: TransferResult) -> tuple[list[str], list[tuple]]:
+    """Keys and values of the η* panels: per algorithm, split by further keys while a panel has too many lines."""
+    keys = ["algorithm"]
+    rest = [k for k in result.keys if k not in ("algorithm", "parametrization")]
+    g = result.groups.astype({k: str for k in result.keys})
+    while rest and g.groupby(keys).size().max() > MAX_LINES:
+        keys.append(rest.pop(0))
+    return keys, sorted({tuple(r) for r in g[keys].itertuples(index=False)}, key=_natural)
+
+
 def plot_lr_star_vs_width(result: TransferResult, path: str | Path) -> Path:
-    """η* against width on log2 axes, one line per group, bootstrap intervals as error bars.
+    """η* against width on log2 axes, one line per group (bootstrap intervals as error bars), the
+    stability edge η_max dotted in the same colour, edge-limited η* ringed in red, k = 0 and k = −1 guides.
 
     Returns:
         The PNG's path.
     """
-    algos = sorted(result.groups.algorithm.astype(str).unique())
-    fig, axes = plt.subplots(1, len(algos), figsize=(5 * len(algos), 3.8), squeeze=False)
-    others = [k for k in result.keys if k != "algorithm"]
-    for ax, algo in zip(axes[0], algos):
-        groups = result.groups[result.groups.algorithm.astype(str) == algo]
-        for _, g in groups.iterrows():
-            mask = result.per_width.algorithm.astype(str) == algo
-            for k in others:
-                mask &= result.per_width[k].astype(str) == str(g[k])
+    keys, panels = _panels(result)
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.6 * nrows), squeeze=False, layout="constrained")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    g_all = result.groups.astype({k: str for k in result.keys})
+    pw_all = result.per_width.astype({k: str for k in result.keys})
+    for ax, panel in zip(axes.flat, panels):
+        algo = panel[0]
+        sel = (g_all[keys] == pd.Series(panel, index=keys)).all(axis=1)
+        line_keys = [k for k in result.keys if k not in keys and algo in ONLY_FOR.get(k, (algo,))]
+        for i, g in result.groups[sel.to_numpy()].iterrows():
+            mask = (pw_all[result.keys] == g_all.loc[i, result.keys]).all(axis=1).to_numpy()
             pw = result.per_width[mask].sort_values("width")
-            label = " ".join(PAR_LABEL.get(str(g[k]), str(g[k])) if k == "parametrization" else f"{k}={g[k]}"
-                             for k in others)
+            label = " ".join(PAR_LABEL.get(str(g[k]), str(g[k])) if k == "parametrization" else _kv(k, g[k])
+                             for k in line_keys)
             yerr = np.array([pw.lr_star - pw.lr_star_lo, pw.lr_star_hi - pw.lr_star]).clip(min=0)
-            dashed = str(g.get("parametrization")) == "sp"
-            ax.errorbar(pw.width, pw.lr_star, yerr=np.nan_to_num(yerr), marker="o", capsize=3,
-                        ls="--" if dashed else "-",
-                        label=f"{label}: k={g.drift_exponent:+.2f} [{g.drift_lo:+.2f}, {g.drift_hi:+.2f}]")
+            line = ax.errorbar(pw.width, pw.lr_star, yerr=np.nan_to_num(yerr), marker="o", capsize=3,
+                               ls="--" if str(g.get("parametrization")) == "sp" else "-",
+                               label=f"{label}: k={g.drift_exponent:+.2f} [{g.drift_lo:+.2f}, {g.drift_hi:+.2f}]"
+                                     f" ({g.verdict})")
+            limited = pw[pw.edge_limited.astype(bool)] if "edge_limited" in pw else pw.iloc[:0]
+            ax.plot(limited.width, limited.lr_star, "o", ms=11, mfc="none", mec="red", mew=1.2)
+            if "lr_max" in pw and np.isfinite(pw.lr_max).any():
+                ax.plot(pw.width, pw.lr_max, "v:", color=line[0].get_color(), ms=5, alpha=0.7)
+        _reference_slopes(ax, result.per_width[(pw_all[keys] == pd.Series(panel, index=keys)).all(axis=1).to_numpy()])
+        ax.plot([], [], "v:", color="0.4", label="η_max (stability edge), same colour")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_xlabel("width")
-        ax.set_ylabel("η* (quadratic fit)")
-        ax.set_title(f"{algo.upper()}: η* ∝ width^k", fontsize=10)
-        ax.legend(fontsize=7)
+        ax.set_ylabel("η* (mean over seeds)")
+        title = " ".join([algo.upper()] + [_kv(k, v) for k, v in zip(keys[1:], panel[1:])])
+        ax.set_title(f"{title}: η* ∝ width^k (red ring: edge-limited)", fontsize=10)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     return _save(fig, path)
+
+
+def _reference_slopes(ax, pw: pd.DataFrame) -> None:
+    """Grey guides through the base width's η*: k = 0 (μP's prediction) and k = −1 (SP with SGD)."""
+    pw = pw[np.isfinite(pw.lr_star)]
+    if pw.empty:
+        return
+    w0 = float(pw.width.min())
+    y0 = float(np.exp(np.log(pw[pw.width == w0].lr_star).mean()))
+    w = np.array([w0, float(pw.width.max())])
+    ax.plot(w, [y0, y0], color="0.6", lw=0.8, ls="-", zorder=0, label="k = 0")
+    ax.plot(w, y0 * w0 / w, color="0.6", lw=0.8, ls="-.", zorder=0, label="k = −1")
 
 
 def plot_learning_curves(result: TransferResult, history: pd.DataFrame, path: str | Path,

@@ -21,8 +21,10 @@ from .load import SweepLogs
 from .plots import plot_learning_curves, plot_loss_vs_lr, plot_lr_star_vs_width
 from .transfer import TransferResult
 
-SUMMARY_COLUMNS = ("lr_star", "lr_star_lo", "lr_star_hi", "best_loss", "regret")
-GROUP_FIELDS = ("drift_exponent", "drift_lo", "drift_hi", "max_regret", "verdict")
+SUMMARY_COLUMNS = ("lr_star", "lr_star_lo", "lr_star_hi", "best_loss", "regret", "regret_lo", "regret_hi",
+                   "lr_max", "edge_limited")
+GROUP_FIELDS = ("drift_exponent", "drift_lo", "drift_hi", "max_regret", "regret_lo", "regret_hi",
+                "edge_exponent", "edge_limited_widths", "verdict")
 
 
 def summary_table(result: TransferResult) -> pd.DataFrame:
@@ -52,7 +54,9 @@ def _json_value(v):
 
 def summary_json(result: TransferResult, logs: SweepLogs | None = None) -> dict:
     """summary.json: ``groups``, one per (algorithm, parametrization, inference_steps[, other
-    varying keys]) with ``drift_exponent, drift_lo, drift_hi, max_regret, verdict`` and more.
+    varying keys]) with ``drift_exponent, drift_lo, drift_hi, max_regret, regret_lo, regret_hi,
+    edge_exponent, edge_lo, edge_hi, edge_limited_widths, verdict, control_verdict`` and more, and
+    ``per_width``: η*, η_max, regret with intervals and ``edge_limited`` at each width.
 
     NaN is written as null and an infinite regret (the base η* diverges at some width) as "inf".
     """
@@ -60,7 +64,9 @@ def summary_json(result: TransferResult, logs: SweepLogs | None = None) -> dict:
     return {"sweep": logs.name if logs else None, "source": logs.source if logs else None,
             "metric": result.metric, "mode": result.mode, "group_keys": result.keys,
             "thresholds": {"max_drift": result.max_drift, "max_regret": result.max_regret},
-            "groups": groups, "notes": result.notes + (logs.notes if logs else [])}
+            "groups": groups, "per_width": [{k: _json_value(v) for k, v in row.items()}
+                                             for row in result.per_width.to_dict("records")],
+            "notes": result.notes + (logs.notes if logs else [])}
 
 
 # ---- rendering: one list of blocks, two formats ------------------------------------------
@@ -132,10 +138,17 @@ def verdict_table(result: TransferResult) -> pd.DataFrame:
     out["base η*"] = [_fmt(v) for v in g.lr_star_base]
     out["drift k"] = [_fmt(v) for v in g.drift_exponent]
     out["k 95% interval"] = [f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(g.drift_lo, g.drift_hi)]
-    out["max regret"] = [(_fmt(100 * r) + " %") if np.isfinite(r) else _fmt(r) for r in g.max_regret]
-    out["wider better"] = [_fmt(f) for f in g.wider_better_frac]
+    out["max regret [95%]"] = [f"{_pct(r)} [{_pct(a)}, {_pct(b)}]" for r, a, b in zip(g.max_regret, g.regret_lo,
+                                                                                    g.regret_hi)]
+    out["k_edge"] = [_fmt(v) for v in g.edge_exponent]
+    out["edge-limited at"] = [v or "-" for v in g.edge_limited_widths]
+    out["seeds"] = g.n_seeds
     out["verdict"] = g.verdict
     return out
+
+
+def _pct(v) -> str:
+    return (f"{100 * v:.3g}%" if np.isfinite(v) else _fmt(v)) if v is not None else "–"
 
 
 def _blocks(result: TransferResult, logs: SweepLogs | None, pngs: dict) -> list[tuple]:
@@ -147,8 +160,14 @@ def _blocks(result: TransferResult, logs: SweepLogs | None, pngs: dict) -> list[
         ("p", f"Source: {logs.source if logs else 'in memory'}. Objective: {result.mode} {result.metric} "
               f"(diverged trials count as +inf loss). {len(t)} trials: "
               + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + "."),
-        ("p", f"Verdict `transfers` when |drift k| ≤ {result.max_drift:g} and max regret ≤ "
-              f"{result.max_regret:.0%}; otherwise `drifts`."),
+        ("p", f"Verdict `transfers` when the drift exponent k's 95 % interval lies within ±{result.max_drift:g} "
+              f"and the max regret's upper bound is ≤ {result.max_regret:.0%}; `drifts` when k's interval lies "
+              f"outside ±{result.max_drift:g} or the regret's lower bound is > {result.max_regret:.0%}; otherwise "
+              "`inconclusive`. A μP group `transfers` only if its SP control `drifts` in the same sweep "
+              "(otherwise the setup cannot tell transfer from drift). Intervals: bootstrap over seeds at each "
+              "width (one seed: least-squares). k_edge: the exponent of the stability edge η_max (the largest "
+              "learning rate that did not diverge); edge-limited: widths where the next larger learning rate "
+              "diverged, so η* marks the edge rather than the bottom of the loss."),
         ("h2", "Verdicts"),
         ("table", verdict_table(result)),
         ("table", result.groups[[*result.keys, "verdict_reason"]]),
@@ -163,11 +182,15 @@ def _blocks(result: TransferResult, logs: SweepLogs | None, pngs: dict) -> list[
                    ("p", "η*(width) with its seed-bootstrap 95 % interval; k is the slope of log2 η* against "
                          "log2 width (μP: near 0; SP with SGD: about −1)."),
                    ("img", pngs["lr_star"].name, "optimal learning rate against width")]
-    cols = [*result.keys, "width", *SUMMARY_COLUMNS, "n_seeds", "n_diverged", "refined", "at_edge"]
+    cols = [*result.keys, "width", *SUMMARY_COLUMNS, "spacing", "n_seeds", "n_lr", "n_diverged", "refined", "at_edge"]
     blocks += [("h2", "Per width"),
-               ("p", "best_loss = lowest mean loss measured at that width; regret = (loss at the base width's η* "
-                     "− best_loss) / |best_loss|, floored at 0; "
-                     "refined = quadratic fit used; at_edge = best grid point at the edge of the grid (η* censored)."),
+               ("p", "η* = 2^(mean over seeds of each seed's optimum in log2 η); best_loss = mean over seeds of "
+                     "the lowest loss measured; regret = mean over seeds of (loss at the base width's η* − "
+                     "best_loss) / |best_loss|, floored at 0; lr_max = the stability edge (largest learning rate "
+                     "that did not diverge, – when nothing diverged); edge_limited = the next larger learning rate "
+                     "diverged at most seeds; spacing = log2 distance from the best point to its nearest "
+                     "neighbour (the resolution of η*); refined = quadratic fit used at every seed; at_edge = best "
+                     "point at an end of the learning rates tried (η* censored)."),
                ("table", summary_table(result)[cols])]
     if "curves" in pngs:
         blocks += [("h2", "Learning curves at the base width's η*"),

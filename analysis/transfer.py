@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .curve import Optimum, loss_at, optimum  # noqa: F401  (re-exported)
+from .curve import Optimum, loss_at, optimum, stability_edge  # noqa: F401  (re-exported)
 from .load import MODES, RESULT_COLUMNS
+from .verdict import VERDICTS, apply_controls, verdict  # noqa: F401  (re-exported)
 
 BASE_KEYS = ("algorithm", "parametrization", "inference_steps")
 AXES = ("width", "lr", "seed")
 NOT_KEYS = frozenset({"trial_id", "sweep", *AXES, *RESULT_COLUMNS})
-VERDICTS = ("transfers", "drifts")
 # two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom (1.96 beyond)
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
          2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
@@ -159,102 +159,182 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ---- one group -------------------------------------------------------------------------
+def _seed_curves(gw: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each seed's own curve at one width: sorted log2 η and the loss (+inf where diverged)."""
+    out = {}
+    for s, gs in gw.groupby("seed"):
+        c = gs.groupby("log2_lr").loss.mean()
+        out[s] = (c.index.to_numpy(float), c.to_numpy(float))
+    return out
+
+
+def _boot_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of ``n_boot`` resamples (with replacement) of the finite ``values`` (NaN if none)."""
+    v = values[np.isfinite(values)]
+    if not len(v) or n_boot <= 0:
+        return np.full(max(n_boot, 0), np.nan)
+    return v[rng.integers(0, len(v), (n_boot, len(v)))].mean(axis=1)
+
+
+def _interval(reps: np.ndarray) -> tuple[float, float]:
+    reps = reps[np.isfinite(reps)]
+    return tuple(float(v) for v in np.percentile(reps, [2.5, 97.5])) if len(reps) else (np.nan, np.nan)
+
+
+def _exponent(lw: np.ndarray, point: np.ndarray, reps: np.ndarray, n_seeds: int) -> tuple[float, float, float]:
+    """Slope of log2 η against log2 width, with its 95 % interval.
+
+    The interval is the bootstrap's over seeds (``reps``: replicates × widths) when every width
+    has at least two seeds, else the least-squares t-interval of the point estimates.
+    """
+    k, half = _slope(lw, point)
+    if n_seeds >= 2 and reps.ndim == 2 and len(reps):
+        ok = np.isfinite(reps).all(axis=1)
+        if ok.sum() >= 10:
+            xc = lw - lw.mean()
+            slopes = (reps[ok] - reps[ok].mean(axis=1, keepdims=True)) @ xc / (xc ** 2).sum()
+            lo, hi = np.percentile(slopes, [2.5, 97.5])
+            return k, float(min(lo, k)), float(max(hi, k))
+    return k, k - half, k + half
+
+
+def _regrets(curves: dict, opts: dict, x_base: float) -> np.ndarray:
+    """Per seed: (L(η*_base) − min L) / |min L| on that seed's curve (NaN where not measurable)."""
+    out = []
+    for s, (x, loss) in curves.items():
+        finite = loss[np.isfinite(loss)]
+        best = float(finite.min()) if len(finite) else np.inf
+        at = loss_at(x, loss, x_base, opts[s])
+        ok = np.isfinite(best) and best != 0 and not np.isnan(at)
+        out.append(max(0.0, (at - best) / abs(best)) if ok else np.nan)
+    return np.array(out, float)
+
+
+def _width_stats(gw: pd.DataFrame) -> dict:
+    """Per-seed optima and stability edges at one width."""
+    curves = _seed_curves(gw)
+    opts = {s: optimum(x, loss) for s, (x, loss) in curves.items()}
+    edges = [stability_edge(x, loss) for x, loss in curves.values()]
+    best = [float(loss[np.isfinite(loss)].min()) for _, loss in curves.values() if np.isfinite(loss).any()]
+    return {"curves": curves, "opts": opts, "x": np.array([o.x for o in opts.values()], float),
+            "stable": np.array([e[0] if np.isfinite(e[1]) else np.nan for e in edges], float),
+            "edge_known": all(np.isfinite(e[1]) for e in edges), "n_seeds": len(curves),
+            "best_loss": float(np.mean(best)) if best else np.inf, "n_diverged": int(gw.diverged.sum()),
+            "n_lr": int(gw.log2_lr.nunique())}
+
+
+def _width_row(w: int, s: dict, x_base: float, is_base: bool, n_boot: int, rng: np.random.Generator
+               ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """The per-width row, and the bootstrap replicates of log2 η*, log2 η_max and regret."""
+    multi = s["n_seeds"] >= 2
+    bx = _boot_means(s["x"], n_boot, rng)
+    be = _boot_means(s["stable"], n_boot, rng) if s["edge_known"] else np.full(n_boot, np.nan)
+    x = float(np.nanmean(s["x"])) if np.isfinite(s["x"]).any() else np.nan
+    edge = float(np.mean(s["stable"])) if s["edge_known"] and len(s["stable"]) else np.nan
+    reg = np.zeros(s["n_seeds"]) if is_base else _regrets(s["curves"], s["opts"], x_base)
+    regret = float(np.mean(reg)) if len(reg) and not np.isnan(reg).any() else np.nan
+    br = _boot_means(reg, n_boot, rng) if np.isfinite(regret) else np.full(n_boot, np.nan)
+    lo, hi = _interval(bx) if multi and n_boot else (x, x)
+    elo, ehi = _interval(be) if multi and n_boot and s["edge_known"] else (edge, edge)
+    rlo, rhi = _interval(br) if multi and n_boot and np.isfinite(regret) else (regret, regret) if multi else (
+        np.nan, np.nan)
+    opts = list(s["opts"].values())
+    n_limited = sum(o.edge_limited for o in opts)
+    row = {"width": w, "lr_star": 2 ** x, "lr_star_lo": 2 ** lo, "lr_star_hi": 2 ** hi,
+           "best_loss": s["best_loss"], "regret": regret, "regret_lo": rlo, "regret_hi": rhi,
+           "lr_max": 2 ** edge, "lr_max_lo": 2 ** elo, "lr_max_hi": 2 ** ehi,
+           "edge_limited": bool(2 * n_limited > len(opts)), "n_edge_limited": int(n_limited),
+           "spacing": float(np.nanmax([o.spacing for o in opts])) if opts else np.nan,
+           "n_seeds": s["n_seeds"], "n_lr": s["n_lr"], "n_diverged": s["n_diverged"],
+           "refined": bool(opts) and all(o.refined for o in opts), "at_edge": any(o.at_edge for o in opts)}
+    return row, bx, be, br
+
+
 def _analyze_group(g: pd.DataFrame, base_width: int | None, n_boot: int, rng: np.random.Generator
                    ) -> tuple[list[dict], dict, list[dict], list[str]]:
-    widths = sorted(g.width.unique())
+    """Per width: η* (the mean of the seeds' optima), η_max and regret; per group: k, k_edge, max regret.
+
+    Each seed's optimum comes from its own curve (each seed can be refined around its own best
+    point); intervals are percentiles of a bootstrap over seeds, resampled at each width.
+    """
+    widths = [int(w) for w in sorted(g.width.unique())]
     notes = []
     if base_width is None or base_width not in widths:
         if base_width is not None:
             notes.append(f"base_width {base_width} is not among the widths {widths}: the smallest is the base")
-        base_width = int(widths[0])
-    per, curves, boot = {}, [], {}
+        base_width = widths[0]
+    st = {w: _width_stats(g[g.width == w]) for w in widths}
+    x_base = float(np.nanmean(st[base_width]["x"])) if np.isfinite(st[base_width]["x"]).any() else np.nan
+    n_seeds = min(st[w]["n_seeds"] for w in widths)
+    rows, boot_x, boot_edge, boot_regret = [], [], [], []
     for w in widths:
-        gw = g[g.width == w]
-        grid = gw.pivot_table(index="log2_lr", columns="seed", values="loss", aggfunc="mean", dropna=False)
-        x, cells = grid.index.to_numpy(float), grid.to_numpy(float)
-        mean = _mean_curve(cells)
-        opt = optimum(x, mean)
-        n_seeds = cells.shape[1]
-        reps = np.full(n_boot, np.nan)
-        for b in range(n_boot):
-            reps[b] = optimum(x, _mean_curve(cells[:, rng.integers(0, n_seeds, n_seeds)])).x
-        boot[w] = reps
-        per[w] = dict(x=x, mean=mean, opt=opt, n_seeds=n_seeds, n_diverged=int(gw.diverged.sum()))
-        for xi, li, ni in zip(x, mean, np.isfinite(cells).sum(axis=1)):
-            curves.append({"width": int(w), "lr": float(2 ** xi), "loss": float(li),
-                           "n_finite_seeds": int(ni), "n_seeds": n_seeds})
-    base = per[base_width]["opt"]
-    rows = []
-    for w in widths:
-        p, opt = per[w], per[w]["opt"]
-        finite_reps = boot[w][np.isfinite(boot[w])]
-        lo, hi = (np.percentile(finite_reps, [2.5, 97.5]) if len(finite_reps) else (np.nan, np.nan))
-        at_base = loss_at(p["x"], p["mean"], base.x, opt)
-        finite = p["mean"][np.isfinite(p["mean"])]
-        best = float(finite.min()) if len(finite) else np.inf
-        regret = max(0.0, (at_base - best) / abs(best)) if np.isfinite(best) and best != 0 and not np.isnan(
-            at_base) else np.nan
-        if w == base_width:
-            regret = 0.0 if np.isfinite(best) else np.nan
-        rows.append({"width": int(w), "lr_star": 2 ** opt.x, "lr_star_lo": 2 ** lo, "lr_star_hi": 2 ** hi,
-                     "best_loss": best, "regret": regret, "base_width": base_width, "n_seeds": p["n_seeds"],
-                     "n_lr": len(p["x"]), "n_diverged": p["n_diverged"], "refined": opt.refined,
-                     "at_edge": opt.at_edge})
+        row, bx, be, br = _width_row(w, st[w], x_base, w == base_width, n_boot, rng)
+        rows.append({**row, "base_width": base_width})
+        boot_x.append(bx)
+        boot_edge.append(be)
+        if w != base_width:
+            boot_regret.append(br)
     lw = np.log2(np.array(widths, float))
-    xs = np.array([per[w]["opt"].x for w in widths])
-    k, half = _slope(lw, xs)
-    slopes = np.array([_slope(lw, np.array([boot[w][b] for w in widths]))[0] for b in range(n_boot)])
-    slopes = slopes[np.isfinite(slopes)]
-    blo, bhi = np.percentile(slopes, [2.5, 97.5]) if len(slopes) else (np.nan, np.nan)
-    lo = np.nanmin([blo, k - half]) if np.isfinite(half) or np.isfinite(blo) else np.nan
-    hi = np.nanmax([bhi, k + half]) if np.isfinite(half) or np.isfinite(bhi) else np.nan
+    k, lo, hi = _exponent(lw, np.log2([r["lr_star"] for r in rows]), np.array(boot_x).T, n_seeds)
+    edge = np.log2([r["lr_max"] for r in rows])
+    k_edge, elo, ehi = (_exponent(lw, edge, np.array(boot_edge).T, n_seeds) if np.isfinite(edge).all()
+                        else (np.nan, np.nan, np.nan))
     regrets = np.array([r["regret"] for r in rows if r["width"] != base_width], float)
     max_regret = float(regrets.max()) if len(regrets) and not np.isnan(regrets).any() else np.nan
-    # wider is better: at each learning rate, is loss rank-anticorrelated with width?
-    cdf = pd.DataFrame(curves)
-    rhos = {}
-    for lr, c in cdf.groupby("lr"):
-        if len(c) >= 2 and np.isfinite(c.loss).any():
-            rhos[lr] = _spearman(c.width.to_numpy(float), c.loss.to_numpy(float))
-    rho_vals = np.array([v for v in rhos.values() if np.isfinite(v)])
-    frac = float((rho_vals < 0).mean()) if len(rho_vals) else np.nan
-    rho_base = np.nan
-    if rhos and np.isfinite(base.x):
-        near = min(rhos, key=lambda lr: abs(np.log2(lr) - base.x))
-        rho_base = rhos[near]
-    if max(r["n_seeds"] for r in rows) < 2:
-        notes.append("one seed: the bootstrap intervals are points; the drift interval is the least-squares one"
-                     + (" (undefined with 2 widths)" if len(widths) < 3 else ""))
-    edges = [r["width"] for r in rows if r["at_edge"]]
-    if edges:
-        notes.append(f"best learning rate at the edge of the grid at width(s) {edges}: η* is censored there")
-    group = {"base_width": base_width, "lr_star_base": 2 ** base.x, "drift_exponent": k, "drift_lo": lo,
-             "drift_hi": hi, "max_regret": max_regret, "wider_better_frac": frac, "wider_better_rho": rho_base,
-             "n_widths": len(widths)}
+    rlo = rhi = max_regret if n_seeds >= 2 else np.nan  # one seed: a regret without an interval
+    if n_seeds >= 2 and n_boot and boot_regret and np.isfinite(max_regret):
+        rlo, rhi = _interval(np.array(boot_regret).max(axis=0))
+        rlo, rhi = min(rlo, max_regret), max(rhi, max_regret)
+    frac, rho_base = _wider_better(st, widths, x_base)
+    notes += _group_notes(rows, n_seeds, len(widths))
+    limited = [r["width"] for r in rows if r["edge_limited"]]
+    group = {"base_width": base_width, "lr_star_base": 2 ** x_base, "drift_exponent": k, "drift_lo": lo,
+             "drift_hi": hi, "max_regret": max_regret, "regret_lo": rlo, "regret_hi": rhi,
+             "edge_exponent": k_edge, "edge_lo": elo, "edge_hi": ehi,
+             "edge_limited_widths": ",".join(map(str, limited)), "n_seeds": n_seeds,
+             "wider_better_frac": frac, "wider_better_rho": rho_base, "n_widths": len(widths)}
+    curves = [{"width": w, "lr": float(2 ** xi), "loss": float(li), "n_finite_seeds": int(nf),
+               "n_seeds": st[w]["n_seeds"]} for w in widths for xi, li, nf in _mean_curve_rows(g[g.width == w])]
     return rows, group, curves, notes
 
 
-def verdict(drift: float, max_regret: float, max_drift: float = 0.2, max_regret_allowed: float = 0.05
-            ) -> tuple[str, str]:
-    """``transfers`` when |drift| ≤ max_drift and max regret ≤ the allowed regret, else ``drifts``.
+def _group_notes(rows: list[dict], n_seeds: int, n_widths: int) -> list[str]:
+    notes = []
+    if n_seeds < 2:
+        notes.append("one seed: k's interval is the least-squares one, η* has none, and regret has none, so "
+                     "regret can decide neither 'transfers' nor 'drifts'"
+                     + (" (undefined with 2 widths)" if n_widths < 3 else ""))
+    limited = [r["width"] for r in rows if r["edge_limited"]]
+    if limited:
+        notes.append(f"η* is edge-limited at width(s) {limited}: the next larger lr diverged, so η* there "
+                     "marks the stability edge rather than the bottom of the loss")
+    ends = [r["width"] for r in rows if r["at_edge"]]
+    if ends:
+        notes.append(f"best learning rate at the end of the grid at width(s) {ends}: η* is censored there")
+    return notes
 
-    Returns:
-        ``(verdict, reason)``; a group whose drift or regret cannot be computed (one width,
-        every trial diverged, base η* outside another width's grid) is ``drifts`` with that reason.
-    """
-    if not np.isfinite(drift):
-        return "drifts", "undetermined: drift exponent not computable (fewer than 2 widths with an optimum)"
-    if np.isnan(max_regret):
-        return "drifts", "undetermined: regret not computable at some width (base η* outside its grid or no optimum)"
-    fails = []
-    if abs(drift) > max_drift:
-        fails.append(f"|drift| {abs(drift):.3f} > {max_drift:g}")
-    if max_regret > max_regret_allowed:
-        shown = f"{max_regret:.2%}" if np.isfinite(max_regret) else "inf (base η* diverges at some width)"
-        fails.append(f"max regret {shown} > {max_regret_allowed:.2%}")
-    if fails:
-        return "drifts", "; ".join(fails)
-    return "transfers", f"|drift| {abs(drift):.3f} <= {max_drift:g} and max regret {max_regret:.2%} <= {max_regret_allowed:.2%}"
+
+def _mean_curve_rows(gw: pd.DataFrame):
+    """(log2 η, mean loss over the seeds measured there, finite seeds) at one width."""
+    grid = gw.pivot_table(index="log2_lr", columns="seed", values="loss", aggfunc="mean", dropna=False)
+    cells = grid.to_numpy(float)
+    return zip(grid.index.to_numpy(float), _mean_curve(cells), np.isfinite(cells).sum(axis=1))
+
+
+def _wider_better(st: dict, widths: list[int], x_base: float) -> tuple[float, float]:
+    """At each lr measured at two widths or more: is the mean loss rank-anticorrelated with width?"""
+    means: dict[float, dict[int, float]] = {}
+    for w in widths:
+        frame = pd.concat([pd.DataFrame({"log2_lr": x, "seed": s, "loss": loss})
+                           for s, (x, loss) in st[w]["curves"].items()])
+        for xi, li, _ in _mean_curve_rows(frame):
+            means.setdefault(round(float(xi), 6), {})[w] = li
+    rhos = {xi: _spearman(np.array(list(m), float), np.array(list(m.values()), float))
+            for xi, m in means.items() if len(m) >= 2 and np.isfinite(list(m.values())).any()}
+    vals = np.array([v for v in rhos.values() if np.isfinite(v)])
+    frac = float((vals < 0).mean()) if len(vals) else np.nan
+    rho_base = rhos[min(rhos, key=lambda xi: abs(xi - x_base))] if rhos and np.isfinite(x_base) else np.nan
+    return frac, rho_base
 
 
 def analyze(trials: pd.DataFrame, metric: str = "final_train_loss", mode: str = "min", max_drift: float = 0.2,
@@ -289,10 +369,12 @@ def analyze(trials: pd.DataFrame, metric: str = "final_train_loss", mode: str = 
         rows, group, curves, gnotes = _analyze_group(g, bw, n_boot, rng)
         per_rows += [{**label, **r} for r in rows]
         curve_rows += [{**label, **c} for c in curves]
-        v, why = verdict(group["drift_exponent"], group["max_regret"], max_drift, max_regret)
+        v, why = verdict(group["drift_exponent"], group["drift_lo"], group["drift_hi"], group["max_regret"],
+                         group["regret_lo"], group["regret_hi"], max_drift, max_regret)
         group_rows.append({**label, **group, "verdict": v, "verdict_reason": why})
         name = "/".join(str(v) for v in gkey)
         notes += [f"{name}: {n}" for n in gnotes]
-    return TransferResult(keys=keys, per_width=pd.DataFrame(per_rows), groups=pd.DataFrame(group_rows),
+    groups = apply_controls(pd.DataFrame(group_rows), keys)
+    return TransferResult(keys=keys, per_width=pd.DataFrame(per_rows), groups=groups,
                           curves=pd.DataFrame(curve_rows), table=table, metric=metric, mode=mode,
                           max_drift=max_drift, max_regret=max_regret, notes=notes)

@@ -55,7 +55,9 @@ def _run(args: argparse.Namespace) -> int:
         raise BadInput(f"{args.results}: {exc}") from None
     write_report(result, out, logs)
     print(f"{logs.name}: {len(logs.trials)} trials from {logs.source}; {mode} {metric}; "
-          f"transfers when |k| <= {result.max_drift:g} and max regret <= {result.max_regret:.0%}")
+          f"transfers when k's 95% interval lies within +-{result.max_drift:g} and max regret's upper bound "
+          f"<= {result.max_regret:.0%} (and, for muP, the SP control drifts); drifts when k's interval lies "
+          f"outside or regret's lower bound is above; else inconclusive")
     print(verdict_table(result).to_string(index=False))
     for note in result.notes + logs.notes:
         print(f"  note: {note}")

@@ -10,10 +10,14 @@ from .errors import BadInput
 
 VERIFY_HELP = (
     "Tune the learning rate at the base width (Optuna), run it and a bracket lr*2^k (verify.bracket) at every "
-    "width and parametrization, and judge the transfer. Transfer holds when every muP group's verdict is "
-    "'transfers': |drift exponent| <= verify.max_drift (default 0.2) and max regret <= verify.max_regret "
-    "(default 0.05). SP groups are the control: reported, expected to drift, not judged (with no muP group, "
-    "every group is judged). Exit 0 transfer holds, 1 it fails, 2 bad input.")
+    "width, parametrization and seed (grid.seed, else verify.seeds, default 3), refine each seed's optimum and "
+    "stability edge to verify.resolution octaves (default 0.25), and judge the transfer. Each group "
+    "'transfers' when its drift exponent's 95 percent interval lies within +-verify.max_drift (default 0.2) and its "
+    "max regret's upper bound is <= verify.max_regret (default 0.05); 'drifts' when the interval lies outside "
+    "+-max_drift or the regret's lower bound is above max_regret; otherwise 'inconclusive'. A muP group "
+    "transfers only if its SP control drifts in the same run (else the setup cannot tell transfer from "
+    "drift). SP groups are the control and are not judged (with no muP group, every group is judged). "
+    "Exit 0 every muP group transfers, 1 one drifts, 2 bad input, 3 inconclusive.")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -100,7 +104,8 @@ def _run_verify(args: argparse.Namespace) -> int:
             print(f"  {line}")
         return res.code
     print(f"\ntransfer runs: {', '.join(f'{k} {v}' for k, v in res.run_counts.items()) or 'all done before'}; "
-          f"{tr.mode} {tr.metric}; transfers when |k| <= {tr.max_drift:g} and max regret <= {tr.max_regret:.0%}")
+          f"{tr.mode} {tr.metric}; transfers when k's interval lies within +-{tr.max_drift:g} and max regret's "
+          f"upper bound <= {tr.max_regret:.0%} (and the SP control drifts)")
     print(verdict_table(tr).to_string(index=False))
     for note in tr.notes:
         print(f"  note: {note}")
@@ -108,13 +113,15 @@ def _run_verify(args: argparse.Namespace) -> int:
     if res.tracking_uri:
         print(f"MLflow: {res.tracking_uri}; browse with `mutransfer ui --results {args.results}` "
               f"(http://127.0.0.1:5000)")
-    if res.code == 0:
-        print("VERDICT: transfer holds for every muP group")
-    else:
-        print("VERDICT: transfer fails")
-        for line in res.failures:
-            print(f"  {line}")
+    print(VERDICT_LINES[res.code])
+    for line in res.failures:
+        print(f"  {line}")
     return res.code
+
+
+VERDICT_LINES = {0: "VERDICT: transfer holds for every muP group (exit 0)",
+                 1: "VERDICT: transfer fails: a muP group drifts (exit 1)",
+                 3: "VERDICT: inconclusive: no muP group drifts, but not every one is shown to transfer (exit 3)"}
 
 
 COMMANDS = {

@@ -92,6 +92,12 @@ class VerifySection:
     # When a width's best lr is at an end of its bracket (and the next point is not known to
     # diverge), extend the bracket there by one spacing, at most this many times per side.
     max_extend: int = 4
+    # Halve the log2 spacing around each (width, seed) optimum and stability edge down to this.
+    resolution: float = 0.25
+    # Seeds per grid point when the grid has no seed axis (0, 1, ..., seeds - 1).
+    seeds: int = 3
+    # Extend upwards until a learning rate diverges, so the stability edge η_max can be located.
+    find_edge: bool = True
 
 
 @dataclass
@@ -345,7 +351,7 @@ def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
 
 def check_runnable(sweep: Sweep) -> None:
     """Checks that need the trainers and the data: an algorithm with no trainer, a missing dataset."""
-    from trainers import TRAINERS, DataError, find_fashion_mnist
+    from trainers import DATASETS, FMNIST_DATASETS, TRAINERS, DataError, find_fashion_mnist
 
     algos = sorted({t.trainer["algorithm"] for t in sweep.trials})
     missing = [a for a in algos if a not in TRAINERS]
@@ -353,14 +359,14 @@ def check_runnable(sweep: Sweep) -> None:
         raise BadInput(f"{sweep.source}: algorithm={missing[0]!r} has no trainer yet "
                        f"(available: {', '.join(sorted(TRAINERS))})")
     name = sweep.config.data.dataset
-    if name == "fmnist":
+    if name in FMNIST_DATASETS:
         try:
             find_fashion_mnist()
         except DataError as exc:
-            raise BadInput(f"{sweep.source}: data.dataset=fmnist: {exc}") from None
-    elif name != "teacher":
-        raise BadInput(f"{sweep.source}: data.dataset={name!r} is not one of fmnist, teacher"
-                       f"{_suggest(name, ('fmnist', 'teacher'))}")
+            raise BadInput(f"{sweep.source}: data.dataset={name}: {exc}") from None
+    elif name not in DATASETS:
+        raise BadInput(f"{sweep.source}: data.dataset={name!r} is not one of {', '.join(DATASETS)}"
+                       f"{_suggest(name, DATASETS)}")
 
 
 def to_yaml(sweep: Sweep) -> str:
@@ -388,5 +394,9 @@ def resolve_judging(cfg: DictConfig, src: str = "<config>") -> None:
             raise BadInput(f"{src}: verify.{key}={cfg.verify[key]!r} must be >= 0")
     if int(cfg.verify.max_extend) < 0:
         raise BadInput(f"{src}: verify.max_extend={cfg.verify.max_extend} must be >= 0")
+    if not 0 < float(cfg.verify.resolution) <= 4:
+        raise BadInput(f"{src}: verify.resolution={cfg.verify.resolution!r} must be in (0, 4] octaves, e.g. 0.25")
+    if int(cfg.verify.seeds) < 1:
+        raise BadInput(f"{src}: verify.seeds={cfg.verify.seeds!r} must be >= 1")
     if not len(cfg.verify.bracket):
         raise BadInput(f"{src}: verify.bracket is empty: give log2 offsets, e.g. [-2, -1, 0, 1, 2]")

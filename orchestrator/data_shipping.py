@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import ray
 import torch
 
-SHIPPED = ("fmnist",)      # datasets read from files; the others are generated on the trial's node
+SHIPPED = ("fmnist", "fmnist14", "fmnist7", "fmnist4")  # datasets read from files; the others are generated on the trial's node
 
 
 def _load_here(data: Mapping[str, Any]):

@@ -1,38 +1,57 @@
 """verify: tune at the base width, run the base η* and a bracket around it at every width, judge.
 
-For each tune-base group, each width of the grid, each parametrization and seed, the trials are
+For each tune-base group, each width of the grid, each parametrization and seed (grid.seed,
+else ``verify.seeds`` seeds 0, 1, ...), the trials are
 
     lr = η*_base · 2^k,  k ∈ verify.bracket   (default −2, −1, 0, 1, 2)
 
 (other searched keys at their base optimum), run through the sweep path into
-``results/<name>/`` and judged by :func:`analysis.transfer.analyze` with the ``verify:``
-thresholds. "Transfer holds" when every μP group's verdict is ``transfers``
-(|drift exponent| ≤ max_drift and max regret ≤ max_regret); SP groups are the control and are
-reported, not judged (SP is expected to drift). With no μP group, every group is judged.
+``results/<name>/``. Then, round after round, each (group, width, seed) curve is extended
+where its best point is at an end, and refined by halving the spacing around its best point
+and between its last stable and first diverged point, down to ``verify.resolution`` octaves
+(:mod:`orchestrator.refine`). :func:`analysis.transfer.analyze` judges the result with the
+``verify:`` thresholds (:mod:`analysis.verdict`): each μP group ``transfers``, ``drifts`` or is
+``inconclusive``, and transfers only if its SP control drifts. Exit code: 0 every μP group
+transfers, 1 one drifts, 3 none drifts but one is inconclusive (2 is bad input). With no μP
+group, every group is judged.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .config import Sweep, TrialSpec, trial_id
+import numpy as np
+import pandas as pd
+
+from .config import Sweep, TrialSpec, expand, trial_id
 from .errors import BadInput
+from .refine import next_offsets
+from .results_store import ResultsStore
 from .tune_base import BaseResult, group_of, tune_base
 
 JUDGED = "mup"
+TRANSFERS, DRIFTS, INCONCLUSIVE = 0, 1, 3  # verify's exit codes (2 is bad input)
 
 
 class NoOptimum(ValueError):
     """tune-base found no finite optimum for a group: the check ran and cannot go on (exit 1)."""
 
 
-def transfer_trials(sweep: Sweep, base: list[dict[str, Any]], bracket: list[float],
-                    extra: dict[int, set[float]] | None = None) -> list[TrialSpec]:
-    """The ground-truth trials: every grid point but lr, with lr = η*_base · 2^k for k in ``bracket``.
+def with_seeds(sweep: Sweep) -> Sweep:
+    """``sweep`` with ``grid.seed = [0 .. verify.seeds − 1]`` when its grid has no seed axis."""
+    if "seed" in sweep.swept_keys or int(sweep.config.verify.seeds) <= 1:
+        return sweep
+    cfg = sweep.config.copy()
+    cfg.grid.seed = list(range(int(sweep.config.verify.seeds)))
+    return Sweep(sweep.name, sweep.source, cfg, expand(cfg, sweep.source))
 
-    ``extra`` maps the index of a grid point (in ``sweep.trials``) to more offsets k for it alone.
+
+def transfer_trials(sweep: Sweep, base: list[dict[str, Any]], offsets: dict[int, set[float]]) -> list[TrialSpec]:
+    """The ground-truth trials: grid point i at lr = η*_base · 2^k for each k in ``offsets[i]``.
 
     Raises:
         NoOptimum: a group without a finite optimum at the base width.
@@ -44,7 +63,7 @@ def transfer_trials(sweep: Sweep, base: list[dict[str, Any]], bracket: list[floa
             label = ", ".join(f"{k}={t.trainer[k]}" for k in (g["group"] if g else {})) or "all"
             raise NoOptimum(f"tune-base found no finite optimum for group {label} (every trial diverged?): "
                             "widen search.space.lr or add search.trials")
-        for k in sorted(set(bracket) | (extra or {}).get(i, set())):
+        for k in sorted(offsets.get(i, ())):
             trainer = {**t.trainer, **g["best"], "lr": float(g["best"]["lr"]) * 2.0 ** float(k)}
             tid = trial_id(trainer, t.data, t.train)
             swept = tuple(dict.fromkeys([*t.swept, "lr", *g["best"]]))
@@ -52,60 +71,101 @@ def transfer_trials(sweep: Sweep, base: list[dict[str, Any]], bracket: list[floa
     return list(out.values())
 
 
-def edge_extensions(sweep: Sweep, base: list[dict[str, Any]], trials, ks: dict[int, set[float]],
-                    step: float, metric: str, mode: str, max_extend: int) -> dict[int, set[float]]:
-    """New offsets for grid points whose best lr sits at an end of their bracket.
+def curve_of(t: TrialSpec, base_lr: float, trials: pd.DataFrame, metric: str, mode: str
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Grid point ``t``'s measured curve: offsets k = log2(lr / η*_base) and the loss (+inf: diverged)."""
+    rows = trials
+    for key in t.swept:
+        if key != "lr" and key in rows.columns:
+            rows = rows[rows[key] == t.trainer[key]]
+    rows = rows[rows.status != "failed"] if "status" in rows.columns else rows
+    if rows.empty:
+        return np.array([]), np.array([])
+    k = np.round(np.log2(rows.lr.to_numpy(float) / base_lr), 6)
+    value = rows[metric].to_numpy(float) * (1.0 if mode == "min" else -1.0)
+    bad = (rows.status != "ok").to_numpy() | ~np.isfinite(value)
+    return k, np.where(bad, np.inf, value)
 
-    For grid point i with offsets ``ks[i]`` (lr = η*_base · 2^k): if its best finite
-    ``metric`` is at the lowest k, add k_min − ``step``; at the highest k (which did not
-    diverge), add k_max + ``step``; never past ``max_extend`` spacings beyond ``bracket``'s
-    ends. Without this the ground truth cannot see an optimum that moved further than the
-    bracket (SP's drift at large widths), and the drift exponent would be bounded by it.
-    """
-    import math
 
-    import numpy as np
-
-    lo0, hi0 = min(ks[0]) if ks else 0.0, max(ks[0]) if ks else 0.0
-    new: dict[int, set[float]] = {}
-    sign = 1.0 if mode == "min" else -1.0
+def refinements(sweep: Sweep, base: list[dict[str, Any]], trials: pd.DataFrame, offsets: dict[int, set[float]]
+                ) -> dict[int, set[float]]:
+    """The offsets each grid point needs next (extension, sub-octave refinement, stability edge)."""
+    v, obj = sweep.config.verify, sweep.config.objective
+    bracket = sorted(float(k) for k in v.bracket)
+    step = min((b - a for a, b in zip(bracket, bracket[1:])), default=1.0)
+    limits = (bracket[0] - int(v.max_extend) * step, bracket[-1] + int(v.max_extend) * step)
+    more = {}
     for i, t in enumerate(sweep.trials):
         g = group_of(t.trainer, base)
         if g is None or not g["best"] or trials.empty:
             continue
-        rows = trials
-        for key in t.swept:
-            if key != "lr" and key in rows.columns:
-                rows = rows[rows[key] == t.trainer[key]]
-        if rows.empty:
-            continue
-        k = np.round(np.log2(rows.lr.to_numpy(float) / float(g["best"]["lr"])), 6)
-        value = rows[metric].to_numpy(float) * sign
-        bad = (rows.status != "ok").to_numpy() | ~np.isfinite(value)
-        if bad.all():
-            continue
-        value = np.where(bad, math.inf, value)
-        best_k, k_min, k_max = k[int(np.argmin(value))], k.min(), k.max()
-        if best_k == k_min and k_min - step >= lo0 - max_extend * step - 1e-9:
-            new.setdefault(i, set()).add(float(k_min - step))
-        if best_k == k_max and not bad[int(np.argmax(k))] and k_max + step <= hi0 + max_extend * step + 1e-9:
-            new.setdefault(i, set()).add(float(k_max + step))
-    return new
+        k, loss = curve_of(t, float(g["best"]["lr"]), trials, obj.metric, obj.mode)
+        new = next_offsets(k, loss, float(v.resolution), step, limits, bool(v.find_edge)) - offsets.get(i, set())
+        if new:
+            more[i] = new
+    return more
+
+
+def max_rounds(v) -> int:
+    """Rounds of verify: the bracket, its extensions, and the halvings down to ``resolution``."""
+    halvings = max(0, math.ceil(math.log2(1.0 / float(v.resolution)))) if float(v.resolution) < 1 else 0
+    return 1 + int(v.max_extend) + halvings + 2
 
 
 def decide(groups) -> tuple[int, list[str]]:
-    """Exit code from the verdicts: 0 when every judged group (μP, else all) ``transfers``, else 1.
+    """Exit code from the judged groups (μP, else all): 1 if one ``drifts``, else 3 if one is
+    ``inconclusive``, else 0 (every one ``transfers``).
 
     Returns:
-        ``(code, lines)``: one line per judged group that failed.
+        ``(code, lines)``: one line per judged group that did not transfer.
     """
     if groups.empty:
-        return 1, ["no group could be analysed"]
+        return INCONCLUSIVE, ["no group could be analysed"]
     judged = groups[groups.parametrization == JUDGED] if (groups.parametrization == JUDGED).any() else groups
     bad = judged[judged.verdict != "transfers"]
     lines = [f"{'/'.join(str(r[k]) for k in ('algorithm', 'parametrization', 'inference_steps'))}: "
-             f"{r['verdict_reason']}" for _, r in bad.iterrows()]
-    return (1 if len(bad) else 0), lines
+             f"{r['verdict']}: {r['verdict_reason']}" for _, r in bad.iterrows()]
+    if (judged.verdict == "drifts").any():
+        return DRIFTS, lines
+    return (INCONCLUSIVE if len(bad) else TRANSFERS), lines
+
+
+def _measure(sweep: Sweep, base: list[dict[str, Any]], offsets: dict[int, set[float]], specs: list[TrialSpec],
+             results_dir, address: str | None, track: bool, stream: TextIO | None):
+    """Run the bracket, then round after round of :func:`refinements`, on one Ray connection.
+
+    Returns:
+        ``(last SweepResult, trials run per status)``.
+    """
+    from . import tune_runner
+    from .sweep import run_sweep
+
+    try:
+        started = tune_runner.connect(address)  # held across rounds: each run_sweep would start its own
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise BadInput(f"--address {address}: cannot connect to Ray ({str(exc).splitlines()[0]})") from None
+    counts: dict[str, int] = {}
+    out = stream or sys.stdout
+    try:
+        for round_ in range(1, max_rounds(sweep.config.verify) + 1):
+            run = run_sweep(Sweep(sweep.name, sweep.source, sweep.config, specs), results_dir, address=address,
+                            track=track, stream=stream)
+            for status, n in run.counts.items():  # this round's trials (the sweep skips those already done)
+                counts[status] = counts.get(status, 0) + n
+            more = refinements(sweep, base, ResultsStore(run.sweep_dir).trials(), offsets)
+            if not more:
+                break
+            for i, v in more.items():
+                offsets[i] |= v
+            out.write(f"refine (round {round_}): {sum(map(len, more.values()))} more learning rate(s) at "
+                      f"{len(more)} of {len(sweep.trials)} (group, width, seed) points, towards "
+                      f"{float(sweep.config.verify.resolution):g}-octave spacing around η* and the stability edge\n")
+            out.flush()
+            specs = transfer_trials(sweep, base, offsets)
+    finally:
+        if started:
+            tune_runner.shutdown()
+    return run, counts
 
 
 @dataclass
@@ -138,43 +198,20 @@ def run_verify(sweep: Sweep, results_dir: str | Path = "results", trials: int | 
     from analysis.report import log_report, write_report
     from analysis.transfer import analyze
 
-    from .sweep import run_sweep
-
     bracket = [float(k) for k in sweep.config.verify.bracket]
     if 0.0 not in bracket:
         raise BadInput(f"{sweep.source}: verify.bracket={bracket} must contain 0 (the base η* itself)")
     if "width" not in sweep.swept_keys or len({t.trainer["width"] for t in sweep.trials}) < 2:
         raise BadInput(f"{sweep.source}: grid.width needs at least two widths to verify a transfer")
+    sweep = with_seeds(sweep)
     base = tune_base(sweep, results_dir, trials=trials, storage=storage, address=address, track=track,
                      stream=stream)
+    offsets = {i: set(bracket) for i in range(len(sweep.trials))}
     try:
-        specs = transfer_trials(sweep, base.groups, bracket)
+        specs = transfer_trials(sweep, base.groups, offsets)
     except NoOptimum as exc:
         return VerifyResult(base, base.sweep_dir, base.sweep_dir / "report", None, 1, [str(exc)])
-    step = min((b - a for a, b in zip(sorted(bracket), sorted(bracket)[1:])), default=1.0)
-    extra: dict[int, set[float]] = {i: set() for i in range(len(sweep.trials))}
-    from .results_store import ResultsStore
-
-    metric = sweep.config.objective.metric
-    counts: dict[str, int] = {}
-    for _ in range(int(sweep.config.verify.max_extend) + 1):
-        run = run_sweep(Sweep(sweep.name, sweep.source, sweep.config, specs), results_dir, address=address,
-                        track=track, stream=stream)
-        for status, n in run.counts.items():  # this round's trials (the sweep skips those already done)
-            counts[status] = counts.get(status, 0) + n
-        ks = {i: set(bracket) | extra[i] for i in extra}
-        more = edge_extensions(sweep, base.groups, ResultsStore(run.sweep_dir).trials(), ks, step, metric,
-                               sweep.config.objective.mode, int(sweep.config.verify.max_extend))
-        more = {i: v - ks[i] for i, v in more.items() if v - ks[i]}
-        if not more:
-            break
-        for i, v in more.items():
-            extra[i] |= v
-        import sys
-
-        (stream or sys.stdout).write(f"bracket extended by one step at {len(more)} grid point(s) "
-                                     "whose best lr was at an end of the bracket\n")
-        specs = transfer_trials(sweep, base.groups, bracket, extra)
+    run, counts = _measure(sweep, base.groups, offsets, specs, results_dir, address, track, stream)
     try:
         logs = load_sweep(run.sweep_dir)
     except LogError as exc:
@@ -189,7 +226,5 @@ def run_verify(sweep: Sweep, results_dir: str | Path = "results", trials: int | 
         try:
             res.report_run = log_report(out, logs.tracking_uri, logs.experiment, logs.name)
         except Exception as exc:  # the report is written; MLflow is for looking
-            import sys
-
             sys.stderr.write(f"mutransfer verify: warning: report not logged to MLflow ({exc})\n")
     return res
