@@ -138,12 +138,11 @@ def _measure(sweep: Sweep, base: list[dict[str, Any]], offsets: dict[int, set[fl
         ``(last SweepResult, trials run per status)``.
     """
     from . import tune_runner
-    from .sweep import run_sweep
+    from .sweep import run_sweep, start_ray
 
-    try:
-        started = tune_runner.connect(address)  # held across rounds: each run_sweep would start its own
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise BadInput(f"--address {address}: cannot connect to Ray ({str(exc).splitlines()[0]})") from None
+    cfg = sweep.config
+    # held across rounds: each run_sweep would otherwise start (and stop) its own embedded Ray
+    started, _ = start_ray(address, cfg.resources.cpu, cfg.resources.gpu, sweep.source)
     counts: dict[str, int] = {}
     out = stream or sys.stdout
     try:

@@ -10,10 +10,10 @@ from orchestrator.cli import main
 
 @pytest.fixture
 def sweep_dir(tmp_path, monkeypatch):
-    """results/small/: BP μP (k = 0) and BP SP (k = −1), three widths, one seed, no MLflow store."""
+    """results/small/: BP μP (k = 0) and BP SP (k = −1), three widths, three seeds, no MLflow store."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     d = tmp_path / "results" / "small"
-    parts = [planted_trials(k, parametrization=p, widths=(64, 128, 256), log2_lrs=range(-9, 1), seeds=(0,),
+    parts = [planted_trials(k, parametrization=p, widths=(64, 128, 256), log2_lrs=range(-9, 1), seeds=(0, 1, 2),
                             name="small", rng_seed=i) for i, (p, k) in enumerate((("mup", 0.0), ("sp", -1.0)))]
     write_parquet_atomic(pd.concat([t for t, _ in parts]), d / "trials.parquet")
     write_parquet_atomic(pd.concat([h for _, h in parts]), d / "history.parquet")

@@ -54,7 +54,7 @@ def _bad(tmp_path, results, capsys, text, *extra):
     (GOOD, ["trainer.algorithm=xp"], "algorithm='xp' is not one of bp, pc, tp"),
     (GOOD, ["trainer.parametrization=ntk"], "parametrization='ntk' is not one of sp, mup"),
     (GOOD, ["grid.width=[]"], "grid.width is empty"),
-    (GOOD, ["data.dataset=cifar"], "dataset='cifar' is not one of fmnist, teacher"),
+    (GOOD, ["data.dataset=cifar"], "dataset='cifar' is not one of fmnist, fmnist14, fmnist7, fmnist4, teacher"),
     (GOOD, ["--max-concurrent", "-1"], "--max-concurrent=-1"),
 ])
 def test_bad_sweep_input(tmp_path, results, capsys, text, extra, needle):
