@@ -112,9 +112,13 @@ def max_rounds(v) -> int:
     return 1 + int(v.max_extend) + halvings + 2
 
 
-def decide(groups) -> tuple[int, list[str]]:
+def decide(groups, keys: list[str] | None = None) -> tuple[int, list[str]]:
     """Exit code from the judged groups (μP, else all): 1 if one ``drifts``, else 3 if one is
     ``inconclusive``, else 0 (every one ``transfers``).
+
+    Args:
+        groups: the analysis's groups (``TransferResult.groups``).
+        keys: the group keys that name a group in the lines (default: algorithm, parametrization, T).
 
     Returns:
         ``(code, lines)``: one line per judged group that did not transfer.
@@ -123,8 +127,9 @@ def decide(groups) -> tuple[int, list[str]]:
         return INCONCLUSIVE, ["no group could be analysed"]
     judged = groups[groups.parametrization == JUDGED] if (groups.parametrization == JUDGED).any() else groups
     bad = judged[judged.verdict != "transfers"]
-    lines = [f"{'/'.join(str(r[k]) for k in ('algorithm', 'parametrization', 'inference_steps'))}: "
-             f"{r['verdict']}: {r['verdict_reason']}" for _, r in bad.iterrows()]
+    keys = keys or [k for k in ("algorithm", "parametrization", "inference_steps") if k in groups.columns]
+    lines = [f"{'/'.join(str(r[k]) for k in keys)}: {r['verdict']}: {r['verdict_reason']}"
+             for _, r in bad.iterrows()]
     if (judged.verdict == "drifts").any():
         return DRIFTS, lines
     return (INCONCLUSIVE if len(bad) else TRANSFERS), lines
@@ -219,7 +224,7 @@ def run_verify(sweep: Sweep, results_dir: str | Path = "results", trials: int | 
                      max_drift=logs.verify["max_drift"], max_regret=logs.verify["max_regret"], n_boot=n_boot)
     out = run.sweep_dir / "report"
     write_report(result, out, logs)
-    code, failures = decide(result.groups)
+    code, failures = decide(result.groups, result.keys)
     res = VerifyResult(base, run.sweep_dir, out, result, code, failures, counts, run.tracking_uri)
     if track and logs.tracking_uri:
         try:
