@@ -31,9 +31,10 @@ def _picks(trials: pd.DataFrame) -> list[dict]:
     return out
 
 
-def _retrain(row: dict, data_cfg: dict, train_cfg: dict) -> float:
+def _retrain(row: dict, fixed: dict, data_cfg: dict, train_cfg: dict) -> float:
+    """The trial's final train loss, retrained: the sweep's fixed trainer keys, then the row's swept ones."""
     fields = {f.name for f in dataclasses.fields(TrainerConfig)}
-    tc = TrainerConfig(**{k: v for k, v in row.items() if k in fields and not pd.isna(v)})
+    tc = TrainerConfig(**{**(fixed or {}), **{k: v for k, v in row.items() if k in fields and not pd.isna(v)}})
     torch.set_num_threads(1)
     data = load_dataset(data_cfg["dataset"], data_cfg.get("subset") or None, data_cfg.get("test_subset") or None,
                         dtype=torch.float32, seed=tc.seed).to(tc.torch_device, tc.torch_dtype)
@@ -51,7 +52,7 @@ def test_committed_trials_retrain_to_their_committed_losses(study):
     picks = _picks(trials)
     assert len(picks) >= 2 * trials.algorithm.nunique()
     for row in picks:
-        got = _retrain(row, cfg["data"], cfg["train"])
+        got = _retrain(row, cfg.get("trainer"), cfg["data"], cfg["train"])
         assert got == pytest.approx(row["final_train_loss"], rel=REL_TOL), (
             f"{study}: trial {row['trial_id']} ({row['algorithm']}/{row['parametrization']} width {row['width']} "
             f"lr {row['lr']:.4g}) retrains to {got:.6g}, committed {row['final_train_loss']:.6g}")
