@@ -1,7 +1,7 @@
 """Read a sweep's logs (Parquet, or MLflow runs when Parquet is absent) into one tidy table.
 
 ``results/<sweep>/`` holds ``sweep.yaml``, ``trials.parquet`` and ``history.parquet``
-(DESIGN.md, "Contracts other tools read"). Parquet is the source of truth; MLflow is
+(docs/ARCHITECTURE.md, "The results contract"). Parquet is the source of truth; MLflow is
 read only when ``trials.parquet`` is missing.
 """
 

@@ -1,5 +1,5 @@
 """The transfer report: report.md and report.html with the plots and tables, summary.parquet,
-summary.json (DESIGN.md, "Contracts other tools read"), and logging it to the sweep's MLflow run.
+summary.json (docs/ARCHITECTURE.md, "The results contract"), and logging it to the sweep's MLflow run.
 """
 
 from __future__ import annotations

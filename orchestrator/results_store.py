@@ -23,7 +23,7 @@ from analysis.io import ParquetError, read_parquet, write_parquet_atomic
 from .config import EXECUTION_KEYS
 from .errors import BadInput
 
-# The contract (DESIGN.md): these columns first, then one per other swept key, then extras.
+# The contract (docs/ARCHITECTURE.md, "The results contract"): these columns first, then one per other swept key, then extras.
 TRIAL_COLUMNS = ["trial_id", "sweep", "algorithm", "parametrization", "optimizer", "dataset", "model",
                  "width", "base_width", "depth", "lr", "inference_steps", "seed", "status",
                  "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done", "wall_s", "node"]
