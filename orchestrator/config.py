@@ -35,10 +35,13 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from analysis.schema import DEFAULT_METRIC, DEFAULT_MODE, EPOCH_METRICS, MODES, final
+
 from .errors import BadInput
 from .paths import check_name
 
-METRICS = ("test_loss", "train_loss", "test_acc")
+# The per-epoch metrics a sweep may optimise (the results contract's EPOCH_METRICS), test loss first.
+METRICS = tuple(sorted(EPOCH_METRICS, key=lambda m: m != DEFAULT_METRIC))
 
 
 @dataclass
@@ -122,8 +125,8 @@ class SweepConfig:
     grid: dict[str, Any] = field(default_factory=dict)
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
-    metric: str = "test_loss"
-    mode: str = "min"
+    metric: str = DEFAULT_METRIC
+    mode: str = DEFAULT_MODE
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int = 0
     max_failures: int = 2
@@ -305,7 +308,7 @@ def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
     """All trials of the grid (cartesian product), each validated as a TrainerConfig."""
     from trainers import TrainerConfig
 
-    if cfg.mode not in ("min", "max"):
+    if cfg.mode not in MODES:
         raise BadInput(f"{src}: mode={cfg.mode!r} is not one of min, max")
     if cfg.metric not in METRICS:
         raise BadInput(f"{src}: metric={cfg.metric!r} is not one of {', '.join(METRICS)}{_suggest(cfg.metric, METRICS)}")
@@ -386,9 +389,9 @@ def resolve_judging(cfg: DictConfig, src: str = "<config>") -> None:
         valid = [f"final_{m}" for m in METRICS]
         raise BadInput(f"{src}: objective.metric={metric!r} is not one of {', '.join(valid)}{_suggest(metric, valid)}")
     mode = cfg.objective.mode if cfg.objective.mode is not None else cfg.mode
-    if mode not in ("min", "max"):
+    if mode not in MODES:
         raise BadInput(f"{src}: objective.mode={mode!r} is not one of min, max")
-    cfg.objective.metric, cfg.objective.mode = f"final_{short}", mode
+    cfg.objective.metric, cfg.objective.mode = final(short), mode
     for key in ("max_drift", "max_regret"):
         if not cfg.verify[key] >= 0:
             raise BadInput(f"{src}: verify.{key}={cfg.verify[key]!r} must be >= 0")

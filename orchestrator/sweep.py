@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from analysis.schema import DEFAULT_MODE, DEFAULT_OBJECTIVE_METRIC, STATUS_OK
+
 from .config import Sweep, check_runnable, to_yaml
 from .errors import BadInput
 from .paths import check_results_dir, inside
@@ -216,11 +218,11 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
                        tracker.uri if tracker else "", bool(tracker and tracker.enabled))
 
 
-def best_row(trials, metric: str = "final_train_loss", mode: str = "min") -> dict[str, Any] | None:
+def best_row(trials, metric: str = DEFAULT_OBJECTIVE_METRIC, mode: str = DEFAULT_MODE) -> dict[str, Any] | None:
     """The best ``ok`` trial by the ``final_*`` column ``metric`` (None if there is none)."""
     if trials.empty:
         return None
-    ok = trials[(trials.status == "ok") & trials[metric].map(lambda v: math.isfinite(v))]
+    ok = trials[(trials.status == STATUS_OK) & trials[metric].map(lambda v: math.isfinite(v))]
     if ok.empty:
         return None
     idx = ok[metric].idxmin() if mode == "min" else ok[metric].idxmax()

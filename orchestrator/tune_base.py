@@ -35,13 +35,13 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from omegaconf import OmegaConf
+
+from analysis.io import write_json_atomic
 
 from .config import Sweep, _suggest, _trainer_fields, check_runnable, trial_id
 from .errors import BadInput
@@ -273,21 +273,6 @@ class BaseResult:
     tracked: bool = False
 
 
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, default=str)
-        fh.write("\n")
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def storage_url(sweep: Sweep, results_dir: str | Path, storage: str | None = None) -> str:
     """``--storage``, else ``search.storage``, else SQLite at ``<results>/<name>/optuna.db``."""
     url = storage or sweep.config.search.storage
@@ -423,7 +408,7 @@ def _search(sweep: Sweep, store: ResultsStore, url: str, n: int, groups: list[Se
         tracker.finish()
         result.tracked = tracker.enabled
     result.path = sweep_dir / "base_lr.json"
-    _write_json_atomic({"sweep": sweep.name, "storage": url, "metric": metric, "mode": mode,
+    write_json_atomic({"sweep": sweep.name, "storage": url, "metric": metric, "mode": mode,
                         "trials_per_study": n, "space": space, "groups": result.groups}, result.path)
     return result
 

@@ -17,6 +17,8 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from analysis.schema import DEFAULT_METRIC, DEFAULT_MODE
+
 from .data_shipping import ship
 
 # Test hook: a trial dies (os._exit) once after its first epoch if this names a marker file
@@ -297,7 +299,7 @@ class SearchCallback(RecordingCallback):
 
 def run_search(template: dict[str, Any], space: list[dict[str, Any]], make_spec, recorder: Recorder,
                storage_dir: str | Path, name: str, study_name: str, study_storage, num_samples: int,
-               metric: str = "test_loss", mode: str = "min", seed: int = 0, cpu: float = 1.0, gpu: float = 0.0, max_concurrent: int = 0,
+               metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE, seed: int = 0, cpu: float = 1.0, gpu: float = 0.0, max_concurrent: int = 0,
                max_failures: int = 2) -> None:
     """Run ``num_samples`` Optuna (TPE) trials through Ray Tune's ``OptunaSearch`` on the study
     ``study_name`` in ``study_storage`` (an ``optuna.storages.BaseStorage``; created if absent).
