@@ -59,7 +59,7 @@ def _add_geometry(p: argparse.ArgumentParser) -> None:
 
 def _run_geometry(args: argparse.Namespace) -> int:
     from trainers import pc_geometry
-    from trainers._geometry import _check_steps
+    from trainers._geometry import check_steps
 
     widths = _widths(args.widths)
     gbars = _list(args.gamma_bar_L, float, "--gamma-bar-L")
@@ -67,7 +67,7 @@ def _run_geometry(args: argparse.Namespace) -> int:
     if bad:
         raise BadInput(f"--gamma-bar-L={bad[0]:g} is not one of 0, -1 (the PC tables that exist)")
     try:
-        steps = _check_steps(args.steps.split(","))
+        steps = check_steps(args.steps.split(","))
     except ValueError as exc:
         raise BadInput(f"--steps: {exc}") from None
     if args.network not in NETWORK_CHOICES:

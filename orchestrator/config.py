@@ -175,13 +175,15 @@ class Sweep:
 
 
 # ---- loading -----------------------------------------------------------------------
-def _trainer_fields() -> dict[str, dataclasses.Field]:
+def trainer_fields() -> dict[str, dataclasses.Field]:
+    """The fields of ``trainers.TrainerConfig`` by name (the keys a sweep may fix, sweep or search)."""
     from trainers import TrainerConfig
 
     return {f.name: f for f in dataclasses.fields(TrainerConfig)}
 
 
-def _suggest(key: str, valid) -> str:
+def suggest(key: str, valid) -> str:
+    """`` (did you mean 'x'?)`` naming the valid key nearest to ``key``, or an empty string."""
     near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
     return f" (did you mean {near[0]!r}?)" if near else ""
 
@@ -194,7 +196,7 @@ def _check_keys(raw: dict, schema: type, where: str, src: str) -> None:
     for key, value in raw.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise BadInput(f"{src}: unknown key {path!r}{_suggest(str(key), names)}")
+            raise BadInput(f"{src}: unknown key {path!r}{suggest(str(key), names)}")
         sub = names[key].default_factory if names[key].default_factory is not dataclasses.MISSING else None
         if sub is not None and dataclasses.is_dataclass(sub) and value is not None:
             _check_keys(value, sub, path, src)
@@ -202,11 +204,11 @@ def _check_keys(raw: dict, schema: type, where: str, src: str) -> None:
         if section in raw and raw[section] is not None and not where:
             if not isinstance(raw[section], dict):
                 raise BadInput(f"{src}: {section} must be a mapping of trainer fields, got {raw[section]!r}")
-            tf = _trainer_fields()
+            tf = trainer_fields()
             for key in raw[section]:
                 if key not in tf:
                     raise BadInput(f"{src}: unknown key '{section}.{key}' (not a TrainerConfig field)"
-                                   f"{_suggest(str(key), tf)}")
+                                   f"{suggest(str(key), tf)}")
 
 
 def _exc_line(exc: Exception) -> str:
@@ -288,7 +290,7 @@ def _coerce(key: str, value: Any, where: str, src: str) -> Any:
         node = OmegaConf.merge(OmegaConf.structured(TrainerConfig), {key: value})
         return node[key]
     except OmegaConfBaseException:
-        ftype = _trainer_fields()[key].type
+        ftype = trainer_fields()[key].type
         raise BadInput(f"{src}: {where}: {value!r} is not a valid {ftype}") from None
 
 
@@ -304,6 +306,18 @@ def trial_id(trainer: dict, data: dict, train: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def searched_spec(template: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The trial (``TrialSpec.to_dict()`` form) of ``template`` with ``params`` set; its id hashes its config.
+
+    Computed identically in the worker and the driver, so both name the trial the same.
+    """
+    from trainers import TrainerConfig
+
+    trainer = dataclasses.asdict(TrainerConfig(**{**template["trainer"], **params}))
+    return {"trial_id": trial_id(trainer, template["data"], template["train"]), "trainer": trainer,
+            "data": dict(template["data"]), "train": dict(template["train"]), "swept": list(template["swept"])}
+
+
 def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
     """All trials of the grid (cartesian product), each validated as a TrainerConfig."""
     from trainers import TrainerConfig
@@ -311,7 +325,7 @@ def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
     if cfg.mode not in MODES:
         raise BadInput(f"{src}: mode={cfg.mode!r} is not one of min, max")
     if cfg.metric not in METRICS:
-        raise BadInput(f"{src}: metric={cfg.metric!r} is not one of {', '.join(METRICS)}{_suggest(cfg.metric, METRICS)}")
+        raise BadInput(f"{src}: metric={cfg.metric!r} is not one of {', '.join(METRICS)}{suggest(cfg.metric, METRICS)}")
     for key in ("epochs", "batch_size"):
         if cfg.train[key] <= 0:
             raise BadInput(f"{src}: train.{key}={cfg.train[key]!r} must be a positive integer")
@@ -369,7 +383,7 @@ def check_runnable(sweep: Sweep) -> None:
             raise BadInput(f"{sweep.source}: data.dataset={name}: {exc}") from None
     elif name not in DATASETS:
         raise BadInput(f"{sweep.source}: data.dataset={name!r} is not one of {', '.join(DATASETS)}"
-                       f"{_suggest(name, DATASETS)}")
+                       f"{suggest(name, DATASETS)}")
 
 
 def to_yaml(sweep: Sweep) -> str:
@@ -387,7 +401,7 @@ def resolve_judging(cfg: DictConfig, src: str = "<config>") -> None:
     short = metric.removeprefix("final_")
     if short not in METRICS:
         valid = [f"final_{m}" for m in METRICS]
-        raise BadInput(f"{src}: objective.metric={metric!r} is not one of {', '.join(valid)}{_suggest(metric, valid)}")
+        raise BadInput(f"{src}: objective.metric={metric!r} is not one of {', '.join(valid)}{suggest(metric, valid)}")
     mode = cfg.objective.mode if cfg.objective.mode is not None else cfg.mode
     if mode not in MODES:
         raise BadInput(f"{src}: objective.mode={mode!r} is not one of min, max")

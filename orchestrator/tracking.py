@@ -65,6 +65,11 @@ class Tracker:
         self.parent_id: str | None = None
         self._logged: dict[str, tuple[str, str]] = {}  # trial id -> (run id, status)
 
+    @property
+    def logged(self) -> int:
+        """How many of the sweep's trials MLflow holds (as far as this tracker knows)."""
+        return len(self._logged)
+
     def _off(self, exc: BaseException) -> None:
         if self.enabled:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__

@@ -31,7 +31,6 @@ Layout::
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -43,11 +42,13 @@ from omegaconf import OmegaConf
 
 from analysis.io import write_json_atomic
 
-from .config import Sweep, _suggest, _trainer_fields, check_runnable, trial_id
+from .config import Sweep, check_runnable, searched_spec, suggest, trainer_fields, trial_id  # noqa: F401
 from .errors import BadInput
 from .paths import inside, sqlite_file
 from .results_store import DONE_STATUSES, ResultsStore
-from .sweep import Recorder
+from .progress import Progress
+from .sweep import Recorder, preflight, start_ray
+from .tracking import Tracker, default_tracking_uri
 
 NOT_SEARCHABLE = ("width", "base_width", "parametrization", "seed", "algorithm", "device", "dtype")
 NOT_GROUPED = ("width", "parametrization", "seed", "lr")
@@ -65,7 +66,7 @@ def search_space(sweep: Sweep) -> list[dict[str, Any]]:
     """
     src, cfg = sweep.source, sweep.config
     raw = OmegaConf.to_container(cfg.search.space, resolve=True) or {}
-    fields = _trainer_fields()
+    fields = trainer_fields()
     if "lr" not in raw:
         lrs = [t.trainer["lr"] for t in sweep.trials] if "lr" in cfg.grid else []
         low, high = (min(lrs), max(lrs)) if len(set(lrs)) > 1 else DEFAULT_LR_RANGE
@@ -74,7 +75,7 @@ def search_space(sweep: Sweep) -> list[dict[str, Any]]:
     for name, spec in raw.items():
         where = f"{src}: search.space.{name}"
         if name not in fields:
-            raise BadInput(f"{where}: not a TrainerConfig field{_suggest(str(name), fields)}")
+            raise BadInput(f"{where}: not a TrainerConfig field{suggest(str(name), fields)}")
         if name in NOT_SEARCHABLE:
             raise BadInput(f"{where}: {name} cannot be searched (searchable: any other TrainerConfig field)")
         if name != "lr" and name in cfg.grid:
@@ -141,18 +142,6 @@ def search_groups(sweep: Sweep, space: list[dict[str, Any]]) -> list[SearchGroup
         name = "-".join(str(v) for v in values) or "all"
         groups[values] = SearchGroup(label, template, f"{sweep.name}:{name}:{_short_hash(ident)}")
     return list(groups.values())
-
-
-def searched_spec(template: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """The trial (``TrialSpec.to_dict()`` form) of ``template`` with ``params`` set; its id hashes its config.
-
-    Computed identically in the worker and the driver, so both name the trial the same.
-    """
-    from trainers import TrainerConfig
-
-    trainer = dataclasses.asdict(TrainerConfig(**{**template["trainer"], **params}))
-    return {"trial_id": trial_id(trainer, template["data"], template["train"]), "trainer": trainer,
-            "data": dict(template["data"]), "train": dict(template["train"]), "swept": list(template["swept"])}
 
 
 # ---- the study -----------------------------------------------------------------------
@@ -313,8 +302,6 @@ def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | N
     groups = search_groups(sweep, space)
     url = storage_url(sweep, results_dir, storage)
     check_runnable(sweep)
-    from .sweep import preflight, start_ray
-
     results_dir = preflight(sweep, results_dir, address)
     sweep_dir = results_dir / sweep.name
     store = ResultsStore(sweep_dir / "base")
@@ -342,9 +329,6 @@ def _search(sweep: Sweep, store: ResultsStore, url: str, n: int, groups: list[Se
             started_ray: bool, waiting: str | None) -> BaseResult:
     """tune_base once its input is checked: settle the studies, run what is missing, write base_lr.json."""
     from . import tune_runner
-    from .progress import Progress
-    from .sweep import start_ray
-    from .tracking import Tracker, default_tracking_uri
 
     cfg, metric, mode = sweep.config, sweep.config.objective.metric, sweep.config.objective.mode
     sweep_dir, results_dir = store.dir.parent, store.dir.parent.parent

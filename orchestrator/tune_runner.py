@@ -259,7 +259,7 @@ def search_trainable(config: dict[str, Any], data_ref: Any = None) -> None:
     """One Optuna trial: ``config["template"]`` with the suggested ``config["params"]`` set, run as a sweep trial."""
     import math
 
-    from .tune_base import searched_spec
+    from .config import searched_spec
 
     spec = searched_spec(config["template"], config["params"])
     metric, mode = config["objective"]["metric"], config["objective"]["mode"]
