@@ -1,38 +1,62 @@
-"""Parquet I/O: atomic writes (temporary file in the same directory, then rename)."""
+"""File I/O of results: atomic writes (temporary file in the same directory, then rename), Parquet reads."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any, BinaryIO, Callable
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``df`` to ``path`` so that readers see either the old table or the new one, never half.
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
-    The table goes to a temporary file beside ``path``, is fsynced, then renamed over it.
+
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write ``path`` so that readers see either the old file or the new one, never half of it.
+
+    ``write`` fills a temporary file beside ``path``, which is fsynced, given the usual mode
+    and renamed over ``path``; on any error the temporary file is removed. The one atomic
+    writer of the package: Parquet tables, sweep.yaml and JSON files all go through it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` to ``path`` atomically (:func:`write_atomic`)."""
+    return write_atomic(path, lambda fh: pq.write_table(pa.Table.from_pandas(df, preserve_index=False), fh))
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`write_atomic`)."""
+    return write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def write_json_atomic(obj: Any, path: str | Path) -> Path:
+    """Write ``obj`` as indented JSON (non-JSON values as ``str``) to ``path`` atomically."""
+    return write_text_atomic(json.dumps(obj, indent=2, default=str) + "\n", path)
 
 
 class ParquetError(ValueError):

@@ -1,14 +1,13 @@
 """Read a sweep's logs (Parquet, or MLflow runs when Parquet is absent) into one tidy table.
 
 ``results/<sweep>/`` holds ``sweep.yaml``, ``trials.parquet`` and ``history.parquet``
-(DESIGN.md, "Contracts other tools read"). Parquet is the source of truth; MLflow is
+(docs/ARCHITECTURE.md, "The results contract"). Parquet is the source of truth; MLflow is
 read only when ``trials.parquet`` is missing.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,20 +15,12 @@ import numpy as np
 import pandas as pd
 
 from .io import ParquetError, read_parquet
+from .schema import (DEFAULT_OBJECTIVE, DEFAULT_VERIFY, FINAL_METRICS, MODES,  # noqa: F401 (re-exported)
+                     RESULT_COLUMNS, ROLE_TRIAL, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, STRING_COLUMNS,
+                     TAG_ROLE, TAG_STATUS, TAG_SWEEP, TAG_TRIAL, final, tracking_uri)
+from .schema import EPOCH_METRICS as HISTORY_METRICS
 
-# Columns of trials.parquet that are results, not configuration (the MLflow params are the rest);
-# the last four are written by the sweep too.
-RESULT_COLUMNS = ("status", "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done",
-                  "wall_s", "node", "hostname", "error", "retries", "device_used")
-# Configuration columns that stay strings even when every value looks like a number.
-STRING_COLUMNS = ("trial_id", "sweep", "algorithm", "parametrization", "optimizer", "dataset", "model",
-                  "activation", "dtype", "device", "loss", "pc_init")
-HISTORY_METRICS = ("train_loss", "test_loss", "test_acc")
-FINAL_METRICS = ("final_train_loss", "final_test_loss", "final_test_acc", "epochs_done", "wall_s")
-MODES = ("min", "max")
 _MLFLOW_INF = 1.7976931348623157e308  # MLflow stores ±inf as ±(largest float)
-DEFAULT_VERIFY = {"max_drift": 0.2, "max_regret": 0.05}
-DEFAULT_OBJECTIVE = {"metric": "final_train_loss", "mode": "min"}
 
 
 class LogError(ValueError):
@@ -112,19 +103,10 @@ def thresholds(cfg: dict, path: Path = Path("sweep.yaml")) -> tuple[dict, dict]:
     return objective, verify
 
 
-def default_tracking_uri(results_dir: str | Path, cfg: dict) -> str | None:
+def find_tracking_uri(results_dir: str | Path, cfg: dict) -> str | None:
     """The sweep's MLflow store: ``tracking.uri``, else $MLFLOW_TRACKING_URI, else an existing
     ``mlflow.db`` in the sweep directory or its parent (``results/mlflow.db``); None if none."""
-    uri = (cfg.get("tracking") or {}).get("uri")
-    if uri:
-        return str(uri)
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    results_dir = Path(results_dir).resolve()
-    for cand in (results_dir / "mlflow.db", results_dir.parent / "mlflow.db"):
-        if cand.exists():
-            return f"sqlite:///{cand}"
-    return None
+    return tracking_uri(results_dir, (cfg.get("tracking") or {}).get("uri"), existing_only=True)
 
 
 def load_sweep(results_dir: str | Path) -> SweepLogs:
@@ -146,8 +128,7 @@ def load_sweep(results_dir: str | Path) -> SweepLogs:
     cfg = read_sweep_yaml(results_dir)
     notes = [] if cfg else [f"{yaml_path} not found: defaults objective {DEFAULT_OBJECTIVE}, verify {DEFAULT_VERIFY}"]
     if cfg and "objective" not in cfg and ("metric" in cfg or "mode" in cfg):
-        metric = str(cfg.get("metric", DEFAULT_OBJECTIVE["metric"]))
-        metric = metric if metric.startswith("final_") else f"final_{metric}"
+        metric = final(str(cfg.get("metric", DEFAULT_OBJECTIVE["metric"])))
         cfg = {**cfg, "objective": {"metric": metric, "mode": cfg.get("mode", DEFAULT_OBJECTIVE["mode"])}}
         notes.append(f"{yaml_path} has top-level metric/mode instead of objective: used {cfg['objective']}")
     if cfg and "verify" not in cfg:
@@ -155,7 +136,7 @@ def load_sweep(results_dir: str | Path) -> SweepLogs:
     objective, verify = thresholds(cfg, yaml_path)
     name = str(cfg.get("name") or results_dir.resolve().name)
     experiment = str((cfg.get("tracking") or {}).get("experiment") or name)
-    uri = default_tracking_uri(results_dir, cfg)
+    uri = find_tracking_uri(results_dir, cfg)
     trials_path = results_dir / "trials.parquet"
     if not trials_path.exists():
         inside = sorted(p.parent.name for p in results_dir.glob("*/trials.parquet"))
@@ -240,9 +221,9 @@ def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bo
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return pd.DataFrame(), pd.DataFrame()
-    filt = "tags.`mutransfer.role` = 'trial'"
+    filt = f"tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'"
     if sweep is not None:
-        filt += f" and tags.`mutransfer.sweep` = '{sweep}'"
+        filt += f" and tags.`{TAG_SWEEP}` = '{sweep}'"
     runs, token = [], None
     while True:
         page = client.search_runs([exp.experiment_id], filter_string=filt, max_results=1000, page_token=token)
@@ -253,13 +234,13 @@ def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bo
     rows, hist_rows, fallbacks = [], [], set()
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
-        status = tags.get("mutransfer.status") or tags.get("status") or (
-            "failed" if run.info.status == "FAILED" else "ok")
+        status = tags.get(TAG_STATUS) or tags.get("status") or (
+            STATUS_FAILED if run.info.status == "FAILED" else STATUS_OK)
         row: dict = {_strip_prefix(k): v for k, v in run.data.params.items()}
-        row["trial_id"] = tags.get("mutransfer.trial_id", run.info.run_name)
+        row["trial_id"] = tags.get(TAG_TRIAL, run.info.run_name)
         row["status"] = status
         for key in FINAL_METRICS:
-            default = math.inf if (status == "diverged" and key.endswith("_loss")) else math.nan
+            default = math.inf if (status == STATUS_DIVERGED and key.endswith("_loss")) else math.nan
             value = metrics.get(key)
             if value is None and key.startswith("final_") and key[6:] in metrics:
                 value = metrics[key[6:]]  # not logged as final_*: the last epoch's value
@@ -269,7 +250,7 @@ def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bo
         row["node"] = None
         rows.append(row)
         if history:
-            hist_rows.extend(_run_history(client, run.info.run_id, row["trial_id"], status == "diverged",
+            hist_rows.extend(_run_history(client, run.info.run_id, row["trial_id"], status == STATUS_DIVERGED,
                                           row["epochs_done"]))
     if not rows:
         return pd.DataFrame(), pd.DataFrame()

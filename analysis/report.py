@@ -1,5 +1,5 @@
 """The transfer report: report.md and report.html with the plots and tables, summary.parquet,
-summary.json (DESIGN.md, "Contracts other tools read"), and logging it to the sweep's MLflow run.
+summary.json (docs/ARCHITECTURE.md, "The results contract"), and logging it to the sweep's MLflow run.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import write_parquet_atomic
+from .io import current_umask, write_parquet_atomic
 from .load import SweepLogs
+from .schema import ROLE_SWEEP, TAG_ROLE, TAG_SWEEP
 from .plots import plot_learning_curves, plot_loss_vs_lr, plot_lr_star_vs_width
 from .transfer import TransferResult
 
@@ -231,8 +232,7 @@ def write_report(result: TransferResult, out_dir: str | Path, logs: SweepLogs | 
             if old.exists():
                 shutil.rmtree(old)
             os.replace(out_dir, old)
-        umask = os.umask(0)
-        os.umask(umask)
+        umask = current_umask()
         tmp.chmod(0o777 & ~umask)  # mkdtemp/mkstemp make 0700/0600: give the usual modes
         for f in tmp.iterdir():
             f.chmod(0o666 & ~umask)
@@ -261,8 +261,8 @@ def log_report(report_dir: str | Path, tracking_uri: str, experiment: str, sweep
     if exp is None:
         return None
     runs = client.search_runs([exp.experiment_id], max_results=1000, order_by=["attributes.start_time DESC"],
-                              filter_string=f"tags.`mutransfer.sweep` = '{sweep}'")
-    parents = [r for r in runs if r.data.tags.get("mutransfer.role") in ("sweep", "parent")
+                              filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}'")
+    parents = [r for r in runs if r.data.tags.get(TAG_ROLE) in (ROLE_SWEEP, "parent")
                and "mlflow.parentRunId" not in r.data.tags]  # "parent": an older spelling of the role tag
     if not parents:
         return None

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .curve import Optimum, loss_at, optimum, stability_edge  # noqa: F401  (re-exported)
-from .load import MODES, RESULT_COLUMNS
+from .schema import DEFAULT_MODE, DEFAULT_OBJECTIVE_METRIC, MODES, RESULT_COLUMNS
 from .verdict import VERDICTS, apply_controls, verdict  # noqa: F401  (re-exported)
 
 BASE_KEYS = ("algorithm", "parametrization", "inference_steps")
@@ -86,7 +86,7 @@ def group_keys(trials: pd.DataFrame) -> tuple[list[str], list[str]]:
     return keys, notes
 
 
-def tidy(trials: pd.DataFrame, metric: str = "final_train_loss", mode: str = "min"
+def tidy(trials: pd.DataFrame, metric: str = DEFAULT_OBJECTIVE_METRIC, mode: str = DEFAULT_MODE
          ) -> tuple[pd.DataFrame, list[str], list[str]]:
     """One row per usable trial: group keys, width, lr, seed, status and ``loss`` (to minimise).
 
@@ -337,7 +337,7 @@ def _wider_better(st: dict, widths: list[int], x_base: float) -> tuple[float, fl
     return frac, rho_base
 
 
-def analyze(trials: pd.DataFrame, metric: str = "final_train_loss", mode: str = "min", max_drift: float = 0.2,
+def analyze(trials: pd.DataFrame, metric: str = DEFAULT_OBJECTIVE_METRIC, mode: str = DEFAULT_MODE, max_drift: float = 0.2,
             max_regret: float = 0.05, n_boot: int = 200, seed: int = 0) -> TransferResult:
     """The transfer analysis of a sweep's trials.
 

@@ -80,7 +80,7 @@ def _run_sync(args: argparse.Namespace) -> int:
                       artifact_root=store.dir.parent / "mlartifacts")
     if not tracker.start():
         return 1
-    before = len(tracker._logged)
+    before = tracker.logged
     n = tracker.sync(store.trials(), store.history(), {t.trial_id: t.to_dict() for t in sweep.trials})
     tracker.finish()
     print(f"MLflow {uri}: {before} trials were there, back-filled {n}")

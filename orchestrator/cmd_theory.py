@@ -9,7 +9,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 
 from .errors import BadInput
 
@@ -33,12 +32,6 @@ def _widths(text: str, what: str = "--widths") -> list[int]:
     if min(values) <= 0:
         raise BadInput(f"{what}={text!r}: widths must be positive integers")
     return values
-
-
-def _slope(x, y) -> float:
-    x, y = np.log2(np.asarray(x, float)), np.log2(np.asarray(y, float))
-    ok = np.isfinite(x) & np.isfinite(y)
-    return float(np.polyfit(x[ok], y[ok], 1)[0]) if ok.sum() >= 2 else float("nan")
 
 
 def _prepare_out(out: str) -> Path:
@@ -66,7 +59,7 @@ def _add_geometry(p: argparse.ArgumentParser) -> None:
 
 def _run_geometry(args: argparse.Namespace) -> int:
     from trainers import pc_geometry
-    from trainers._geometry import _check_steps
+    from trainers._geometry import check_steps
 
     widths = _widths(args.widths)
     gbars = _list(args.gamma_bar_L, float, "--gamma-bar-L")
@@ -74,7 +67,7 @@ def _run_geometry(args: argparse.Namespace) -> int:
     if bad:
         raise BadInput(f"--gamma-bar-L={bad[0]:g} is not one of 0, -1 (the PC tables that exist)")
     try:
-        steps = _check_steps(args.steps.split(","))
+        steps = check_steps(args.steps.split(","))
     except ValueError as exc:
         raise BadInput(f"--steps: {exc}") from None
     if args.network not in NETWORK_CHOICES:
@@ -108,6 +101,8 @@ def _run_geometry(args: argparse.Namespace) -> int:
 def _print_geometry(table, parametrization: str) -> None:
     import pandas as pd
 
+    from trainers import loglog_slope
+
     allp = table[table.layer == "all"]
     mean = allp.groupby(["network", "gamma_bar_L", "steps", "width"])[["cos_bp", "cos_gn", "cos_gn_param"]].mean()
     print(f"PC update vs BP's gradient (cos_bp) and vs the activity-space Gauss-Newton direction "
@@ -121,7 +116,7 @@ def _print_geometry(table, parametrization: str) -> None:
             row[f"cos_bp@{w}"] = round(r.cos_bp, 4)
         for w, r in grp.iterrows():
             row[f"cos_gn@{w}"] = round(r.cos_gn, 4)
-        row["slope"] = round(_slope(grp.index, 1 - grp.cos_bp), 2)
+        row["slope"] = round(loglog_slope(grp.index, 1 - grp.cos_bp), 2)
         rows.append(row)
     order = {"converged": 1e9}
     df = pd.DataFrame(rows)

@@ -35,10 +35,13 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from analysis.schema import DEFAULT_METRIC, DEFAULT_MODE, EPOCH_METRICS, MODES, final
+
 from .errors import BadInput
 from .paths import check_name
 
-METRICS = ("test_loss", "train_loss", "test_acc")
+# The per-epoch metrics a sweep may optimise (the results contract's EPOCH_METRICS), test loss first.
+METRICS = tuple(sorted(EPOCH_METRICS, key=lambda m: m != DEFAULT_METRIC))
 
 
 @dataclass
@@ -122,8 +125,8 @@ class SweepConfig:
     grid: dict[str, Any] = field(default_factory=dict)
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
-    metric: str = "test_loss"
-    mode: str = "min"
+    metric: str = DEFAULT_METRIC
+    mode: str = DEFAULT_MODE
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int = 0
     max_failures: int = 2
@@ -172,13 +175,15 @@ class Sweep:
 
 
 # ---- loading -----------------------------------------------------------------------
-def _trainer_fields() -> dict[str, dataclasses.Field]:
+def trainer_fields() -> dict[str, dataclasses.Field]:
+    """The fields of ``trainers.TrainerConfig`` by name (the keys a sweep may fix, sweep or search)."""
     from trainers import TrainerConfig
 
     return {f.name: f for f in dataclasses.fields(TrainerConfig)}
 
 
-def _suggest(key: str, valid) -> str:
+def suggest(key: str, valid) -> str:
+    """`` (did you mean 'x'?)`` naming the valid key nearest to ``key``, or an empty string."""
     near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
     return f" (did you mean {near[0]!r}?)" if near else ""
 
@@ -191,7 +196,7 @@ def _check_keys(raw: dict, schema: type, where: str, src: str) -> None:
     for key, value in raw.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise BadInput(f"{src}: unknown key {path!r}{_suggest(str(key), names)}")
+            raise BadInput(f"{src}: unknown key {path!r}{suggest(str(key), names)}")
         sub = names[key].default_factory if names[key].default_factory is not dataclasses.MISSING else None
         if sub is not None and dataclasses.is_dataclass(sub) and value is not None:
             _check_keys(value, sub, path, src)
@@ -199,11 +204,11 @@ def _check_keys(raw: dict, schema: type, where: str, src: str) -> None:
         if section in raw and raw[section] is not None and not where:
             if not isinstance(raw[section], dict):
                 raise BadInput(f"{src}: {section} must be a mapping of trainer fields, got {raw[section]!r}")
-            tf = _trainer_fields()
+            tf = trainer_fields()
             for key in raw[section]:
                 if key not in tf:
                     raise BadInput(f"{src}: unknown key '{section}.{key}' (not a TrainerConfig field)"
-                                   f"{_suggest(str(key), tf)}")
+                                   f"{suggest(str(key), tf)}")
 
 
 def _exc_line(exc: Exception) -> str:
@@ -285,7 +290,7 @@ def _coerce(key: str, value: Any, where: str, src: str) -> Any:
         node = OmegaConf.merge(OmegaConf.structured(TrainerConfig), {key: value})
         return node[key]
     except OmegaConfBaseException:
-        ftype = _trainer_fields()[key].type
+        ftype = trainer_fields()[key].type
         raise BadInput(f"{src}: {where}: {value!r} is not a valid {ftype}") from None
 
 
@@ -301,14 +306,26 @@ def trial_id(trainer: dict, data: dict, train: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def searched_spec(template: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The trial (``TrialSpec.to_dict()`` form) of ``template`` with ``params`` set; its id hashes its config.
+
+    Computed identically in the worker and the driver, so both name the trial the same.
+    """
+    from trainers import TrainerConfig
+
+    trainer = dataclasses.asdict(TrainerConfig(**{**template["trainer"], **params}))
+    return {"trial_id": trial_id(trainer, template["data"], template["train"]), "trainer": trainer,
+            "data": dict(template["data"]), "train": dict(template["train"]), "swept": list(template["swept"])}
+
+
 def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
     """All trials of the grid (cartesian product), each validated as a TrainerConfig."""
     from trainers import TrainerConfig
 
-    if cfg.mode not in ("min", "max"):
+    if cfg.mode not in MODES:
         raise BadInput(f"{src}: mode={cfg.mode!r} is not one of min, max")
     if cfg.metric not in METRICS:
-        raise BadInput(f"{src}: metric={cfg.metric!r} is not one of {', '.join(METRICS)}{_suggest(cfg.metric, METRICS)}")
+        raise BadInput(f"{src}: metric={cfg.metric!r} is not one of {', '.join(METRICS)}{suggest(cfg.metric, METRICS)}")
     for key in ("epochs", "batch_size"):
         if cfg.train[key] <= 0:
             raise BadInput(f"{src}: train.{key}={cfg.train[key]!r} must be a positive integer")
@@ -366,7 +383,7 @@ def check_runnable(sweep: Sweep) -> None:
             raise BadInput(f"{sweep.source}: data.dataset={name}: {exc}") from None
     elif name not in DATASETS:
         raise BadInput(f"{sweep.source}: data.dataset={name!r} is not one of {', '.join(DATASETS)}"
-                       f"{_suggest(name, DATASETS)}")
+                       f"{suggest(name, DATASETS)}")
 
 
 def to_yaml(sweep: Sweep) -> str:
@@ -384,11 +401,11 @@ def resolve_judging(cfg: DictConfig, src: str = "<config>") -> None:
     short = metric.removeprefix("final_")
     if short not in METRICS:
         valid = [f"final_{m}" for m in METRICS]
-        raise BadInput(f"{src}: objective.metric={metric!r} is not one of {', '.join(valid)}{_suggest(metric, valid)}")
+        raise BadInput(f"{src}: objective.metric={metric!r} is not one of {', '.join(valid)}{suggest(metric, valid)}")
     mode = cfg.objective.mode if cfg.objective.mode is not None else cfg.mode
-    if mode not in ("min", "max"):
+    if mode not in MODES:
         raise BadInput(f"{src}: objective.mode={mode!r} is not one of min, max")
-    cfg.objective.metric, cfg.objective.mode = f"final_{short}", mode
+    cfg.objective.metric, cfg.objective.mode = final(short), mode
     for key in ("max_drift", "max_regret"):
         if not cfg.verify[key] >= 0:
             raise BadInput(f"{src}: verify.{key}={cfg.verify[key]!r} must be >= 0")

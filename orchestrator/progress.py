@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from analysis.schema import DEFAULT_MODE, DEFAULT_OBJECTIVE_METRIC
+
 
 class Progress:
     """Counts trial events and prints one status line (redrawn in place on a terminal).
@@ -17,7 +19,7 @@ class Progress:
         stream: where to write (stderr by default); min_interval: seconds between redraws.
     """
 
-    def __init__(self, total: int, skipped: int = 0, metric: str = "final_train_loss", mode: str = "min",
+    def __init__(self, total: int, skipped: int = 0, metric: str = DEFAULT_OBJECTIVE_METRIC, mode: str = DEFAULT_MODE,
                  stream: TextIO | None = None, min_interval: float = 1.0) -> None:
         self.total, self.skipped, self.metric, self.mode = total, skipped, metric, mode
         self.stream = stream or sys.stderr

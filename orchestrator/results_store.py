@@ -18,17 +18,15 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from analysis.io import ParquetError, read_parquet, write_parquet_atomic
+from analysis.io import ParquetError, read_parquet, write_parquet_atomic, write_text_atomic
+from analysis.schema import DONE_STATUSES, HISTORY_COLUMNS, STATUS_DIVERGED, TRIAL_COLUMNS
 
 from .config import EXECUTION_KEYS
 from .errors import BadInput
 
-# The contract (DESIGN.md): these columns first, then one per other swept key, then extras.
-TRIAL_COLUMNS = ["trial_id", "sweep", "algorithm", "parametrization", "optimizer", "dataset", "model",
-                 "width", "base_width", "depth", "lr", "inference_steps", "seed", "status",
-                 "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done", "wall_s", "node"]
-HISTORY_COLUMNS = ["trial_id", "epoch", "train_loss", "test_loss", "test_acc", "wall_s"]
-DONE_STATUSES = ("ok", "diverged")  # a "failed" trial is run again by the next sweep
+# The columns and statuses are the results contract (analysis/schema.py, docs/ARCHITECTURE.md);
+# re-exported here for the callers that import them from the writer.
+__all__ = ["TRIAL_COLUMNS", "HISTORY_COLUMNS", "DONE_STATUSES", "trial_row", "ResultsStore"]
 
 
 def trial_row(sweep: str, spec: dict[str, Any], history: list[dict], status: str, node: str = "",
@@ -36,7 +34,7 @@ def trial_row(sweep: str, spec: dict[str, Any], history: list[dict], status: str
     """One ``trials.parquet`` row from a trial spec (``TrialSpec.to_dict()``) and its history."""
     tc = spec["trainer"]
     last = dict(history[-1]) if history else {}
-    if status == "diverged":  # the contract: a diverged trial's final losses are +inf, its accuracy NaN
+    if status == STATUS_DIVERGED:  # the contract: a diverged trial's final losses are +inf, its accuracy NaN
         last.update(train_loss=math.inf, test_loss=math.inf, test_acc=math.nan)
     row = {"trial_id": spec["trial_id"], "sweep": sweep, "algorithm": tc["algorithm"],
            "parametrization": tc["parametrization"], "optimizer": tc["optimizer"],
@@ -79,10 +77,7 @@ class ResultsStore:
                            f"{self.config_path.name}); use another --results or name=")
 
     def write_config(self, text: str) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.config_path.with_name(".sweep.yaml.tmp")
-        tmp.write_text(text)
-        tmp.replace(self.config_path)
+        write_text_atomic(text, self.config_path)
 
     # ---- tables ------------------------------------------------------------
     def trials(self) -> pd.DataFrame:

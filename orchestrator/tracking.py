@@ -24,23 +24,19 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.schema import (EPOCH_METRICS, FINAL_METRICS, RESULT_COLUMNS, ROLE_SWEEP,  # noqa: F401
+                             ROLE_TRIAL, STATUS_FAILED, TAG_ROLE, TAG_STATUS, TAG_SWEEP, TAG_TRIAL, tracking_uri)
+
 # Fail fast when a tracking server is down (MLflow's defaults retry for minutes).
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
                   "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-TAG_SWEEP, TAG_ROLE, TAG_TRIAL, TAG_STATUS = ("mutransfer.sweep", "mutransfer.role", "mutransfer.trial_id",
-                                              "mutransfer.status")
-EPOCH_METRICS = ("train_loss", "test_loss", "test_acc")
-FINAL_METRICS = ("final_train_loss", "final_test_loss", "final_test_acc", "epochs_done", "wall_s")
-NOT_PARAMS = {"status", "epochs_done", "wall_s", "node", "hostname", "error", "retries", "device_used"}
+# Columns of a trials.parquet row that are not logged as params.
+NOT_PARAMS = set(RESULT_COLUMNS)
 
 
 def default_tracking_uri(results_dir: str | Path, configured: str | None = None) -> str:
     """The config's URI, else ``$MLFLOW_TRACKING_URI``, else SQLite at ``<results>/mlflow.db``."""
-    if configured:
-        return configured
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{(Path(results_dir).resolve() / 'mlflow.db')}"
+    return tracking_uri(results_dir, configured)
 
 
 def _params(row: dict[str, Any]) -> dict[str, str]:
@@ -69,6 +65,11 @@ class Tracker:
         self.parent_id: str | None = None
         self._logged: dict[str, tuple[str, str]] = {}  # trial id -> (run id, status)
 
+    @property
+    def logged(self) -> int:
+        """How many of the sweep's trials MLflow holds (as far as this tracker knows)."""
+        return len(self._logged)
+
     def _off(self, exc: BaseException) -> None:
         if self.enabled:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -94,14 +95,14 @@ class Tracker:
                     self.client.restore_experiment(exp.experiment_id)
             parents = self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep}' and tags.`{TAG_ROLE}` = 'sweep'",
+                filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep}' and tags.`{TAG_ROLE}` = '{ROLE_SWEEP}'",
                 max_results=1)
             if parents:
                 self.parent_id = parents[0].info.run_id
             else:
                 self.parent_id = self.client.create_run(
                     self.experiment_id, run_name=self.sweep,
-                    tags={TAG_SWEEP: self.sweep, TAG_ROLE: "sweep"}).info.run_id
+                    tags={TAG_SWEEP: self.sweep, TAG_ROLE: ROLE_SWEEP}).info.run_id
             self._logged = self.logged_trials()
         except Exception as exc:  # any failure of the store: tracking off, sweep on
             self._off(exc)
@@ -113,7 +114,7 @@ class Tracker:
         while True:
             page = self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep}' and tags.`{TAG_ROLE}` = 'trial'",
+                filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep}' and tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'",
                 max_results=1000, page_token=token)
             for run in page:
                 if run.info.status in ("FINISHED", "FAILED"):
@@ -136,7 +137,7 @@ class Tracker:
                 self.client.delete_run(self._logged.pop(tid)[0])
             run = self.client.create_run(
                 self.experiment_id, run_name=tid,
-                tags={"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.sweep, TAG_ROLE: "trial",
+                tags={"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.sweep, TAG_ROLE: ROLE_TRIAL,
                       TAG_TRIAL: tid, TAG_STATUS: row["status"], "node": str(row.get("node", "")),
                       "device_used": str(row.get("device_used", "") or "")})
             rid = run.info.run_id
@@ -148,7 +149,7 @@ class Tracker:
             params = [Param(k, v) for k, v in _params(row).items()]
             for i in range(0, max(len(metrics), 1), 900):
                 self.client.log_batch(rid, metrics=metrics[i:i + 900], params=params if i == 0 else [])
-            self.client.set_terminated(rid, "FINISHED" if row["status"] != "failed" else "FAILED")
+            self.client.set_terminated(rid, "FINISHED" if row["status"] != STATUS_FAILED else "FAILED")
             self._logged[tid] = (rid, row["status"])
         except Exception as exc:
             self._off(exc)

@@ -31,23 +31,23 @@ Layout::
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from omegaconf import OmegaConf
 
-from .config import Sweep, _suggest, _trainer_fields, check_runnable, trial_id
+from analysis.io import write_json_atomic
+
+from .config import Sweep, check_runnable, searched_spec, suggest, trainer_fields, trial_id  # noqa: F401
 from .errors import BadInput
 from .paths import inside, sqlite_file
 from .results_store import DONE_STATUSES, ResultsStore
-from .sweep import Recorder
+from .driver import driver_session, preflight, ray_held
+from .recorder import SearchRecorder  # noqa: F401  (re-exported)
 
 NOT_SEARCHABLE = ("width", "base_width", "parametrization", "seed", "algorithm", "device", "dtype")
 NOT_GROUPED = ("width", "parametrization", "seed", "lr")
@@ -65,7 +65,7 @@ def search_space(sweep: Sweep) -> list[dict[str, Any]]:
     """
     src, cfg = sweep.source, sweep.config
     raw = OmegaConf.to_container(cfg.search.space, resolve=True) or {}
-    fields = _trainer_fields()
+    fields = trainer_fields()
     if "lr" not in raw:
         lrs = [t.trainer["lr"] for t in sweep.trials] if "lr" in cfg.grid else []
         low, high = (min(lrs), max(lrs)) if len(set(lrs)) > 1 else DEFAULT_LR_RANGE
@@ -74,7 +74,7 @@ def search_space(sweep: Sweep) -> list[dict[str, Any]]:
     for name, spec in raw.items():
         where = f"{src}: search.space.{name}"
         if name not in fields:
-            raise BadInput(f"{where}: not a TrainerConfig field{_suggest(str(name), fields)}")
+            raise BadInput(f"{where}: not a TrainerConfig field{suggest(str(name), fields)}")
         if name in NOT_SEARCHABLE:
             raise BadInput(f"{where}: {name} cannot be searched (searchable: any other TrainerConfig field)")
         if name != "lr" and name in cfg.grid:
@@ -141,18 +141,6 @@ def search_groups(sweep: Sweep, space: list[dict[str, Any]]) -> list[SearchGroup
         name = "-".join(str(v) for v in values) or "all"
         groups[values] = SearchGroup(label, template, f"{sweep.name}:{name}:{_short_hash(ident)}")
     return list(groups.values())
-
-
-def searched_spec(template: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """The trial (``TrialSpec.to_dict()`` form) of ``template`` with ``params`` set; its id hashes its config.
-
-    Computed identically in the worker and the driver, so both name the trial the same.
-    """
-    from trainers import TrainerConfig
-
-    trainer = dataclasses.asdict(TrainerConfig(**{**template["trainer"], **params}))
-    return {"trial_id": trial_id(trainer, template["data"], template["train"]), "trainer": trainer,
-            "data": dict(template["data"]), "train": dict(template["train"]), "swept": list(template["swept"])}
 
 
 # ---- the study -----------------------------------------------------------------------
@@ -252,13 +240,6 @@ def study_best(storage, group: SearchGroup, metric: str, mode: str) -> dict[str,
     return out
 
 
-class SearchRecorder(Recorder):
-    """The sweep's Recorder for trials whose specs arrive as Optuna suggests them; records each once."""
-
-    def register(self, spec: dict[str, Any]) -> None:
-        self.specs[spec["trial_id"]] = spec
-
-
 # ---- the command's engine ------------------------------------------------------------
 @dataclass
 class BaseResult:
@@ -271,21 +252,6 @@ class BaseResult:
     path: Path | None = None
     tracking_uri: str = ""
     tracked: bool = False
-
-
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, default=str)
-        fh.write("\n")
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def storage_url(sweep: Sweep, results_dir: str | Path, storage: str | None = None) -> str:
@@ -328,11 +294,8 @@ def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | N
     groups = search_groups(sweep, space)
     url = storage_url(sweep, results_dir, storage)
     check_runnable(sweep)
-    from .sweep import preflight, start_ray
-
     results_dir = preflight(sweep, results_dir, address)
-    sweep_dir = results_dir / sweep.name
-    store = ResultsStore(sweep_dir / "base")
+    store = ResultsStore(results_dir / sweep.name / "base")
     store.trials()  # a corrupt table: BadInput before anything is written
     store.history()
     db = sqlite_file(url)
@@ -340,27 +303,14 @@ def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | N
         inside(db, results_dir, f"{sweep.source}: name={sweep.name!r}: study storage")
     if db is None:
         open_storage(url)  # a server that is down: BadInput before anything is written
-    from . import tune_runner
-
-    started_ray, waiting = False, None
-    if db is not None and not db.exists():  # a new study: trials will run; check Ray before writing
-        started_ray, waiting = start_ray(address, cfg.resources.cpu, cfg.resources.gpu, sweep.source)
-    try:
-        return _search(sweep, store, url, n, groups, space, address, track, stream, started_ray, waiting)
-    finally:
-        if started_ray:
-            tune_runner.shutdown()
+    # a new study: trials will run; check Ray before writing
+    with ray_held(sweep, address, needed=db is not None and not db.exists()):
+        return _search(sweep, store, url, n, groups, space, address, track, stream)
 
 
 def _search(sweep: Sweep, store: ResultsStore, url: str, n: int, groups: list[SearchGroup],
-            space: list[dict[str, Any]], address: str | None, track: bool, stream: TextIO | None,
-            started_ray: bool, waiting: str | None) -> BaseResult:
+            space: list[dict[str, Any]], address: str | None, track: bool, stream: TextIO | None) -> BaseResult:
     """tune_base once its input is checked: settle the studies, run what is missing, write base_lr.json."""
-    from . import tune_runner
-    from .progress import Progress
-    from .sweep import start_ray
-    from .tracking import Tracker, default_tracking_uri
-
     cfg, metric, mode = sweep.config, sweep.config.objective.metric, sweep.config.objective.mode
     sweep_dir, results_dir = store.dir.parent, store.dir.parent.parent
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -371,61 +321,59 @@ def _search(sweep: Sweep, store: ResultsStore, url: str, n: int, groups: list[Se
     states = [resume_study(st, g, mode, metric, done) for g in groups]
     todo = [max(0, n - s["complete"]) for s in states]
     base_sweep = Sweep(name=f"{sweep.name}-base", source=sweep.source, config=cfg, trials=[])
-    connected = started_ray
-    if any(todo) and not started_ray:
-        connected, waiting = start_ray(address, cfg.resources.cpu, cfg.resources.gpu, sweep.source)
-    tracker = None
-    try:
-        base_cfg = cfg.copy()
-        base_cfg.name = base_sweep.name  # base/ reads as the sweep "<name>-base"
-        store.write_config(OmegaConf.to_yaml(base_cfg))
-        uri = default_tracking_uri(results_dir, cfg.tracking.uri)
-        if track:
-            tracker = Tracker(uri, base_sweep.name, cfg.tracking.experiment or sweep.name,
-                              artifact_root=results_dir / "mlartifacts")
-            tracker.start()
-        progress = Progress(n * len(groups), sum(min(n, s["complete"]) for s in states),
-                            metric, mode, stream)
-        progress.waiting = waiting
-        recorder = SearchRecorder(base_sweep, store, tracker, progress)
-        progress.render(force=True)
+    base_cfg = cfg.copy()
+    base_cfg.name = base_sweep.name  # base/ reads as the sweep "<name>-base"
+    with driver_session(sweep, results_dir, store, OmegaConf.to_yaml(base_cfg), address=address,
+                        needs_ray=any(todo), track=track, tracked_name=base_sweep.name,
+                        experiment=cfg.tracking.experiment or sweep.name, total=n * len(groups),
+                        skipped=sum(min(n, s["complete"]) for s in states), stream=stream) as session:
+        recorder = SearchRecorder(base_sweep, store, session.tracker, session.progress)
         for g, k, s in zip(groups, todo, states):
             if k:
-                tune_runner.run_search(
-                    g.template, space, searched_spec, recorder, store.dir / "tune", f"{sweep.name}-base",
-                    g.study, st, k, metric=metric.removeprefix("final_"), mode=mode,
-                    seed=sampler_seed(cfg.search.seed, s["trials"]),
-                    cpu=cfg.resources.cpu, gpu=cfg.resources.gpu,
-                    max_concurrent=cfg.search.max_concurrent or cfg.max_concurrent,
-                    max_failures=cfg.max_failures)
-        progress.close()
-    finally:
-        if connected and not started_ray:  # started here; the caller stops what it started
-            tune_runner.shutdown()
-    result = BaseResult(sweep_dir, store.dir, url, tracking_uri=tracker.uri if tracker else "")
+                _run_study(sweep, g, k, s, space, st, recorder, store)
+    result = BaseResult(sweep_dir, store.dir, url, tracking_uri=session.tracking_uri)
     for g, s in zip(groups, states):
         best = study_best(st, g, metric, mode)
-        best.update(ran=best["trials_complete"] - s["complete"], recovered=s["recovered"], marked_failed=s["failed"], complete_before=s["complete"])
+        best.update(ran=best["trials_complete"] - s["complete"], recovered=s["recovered"], marked_failed=s["failed"],
+                    complete_before=s["complete"])
         result.groups.append(best)
-    if tracker is not None:
-        specs = {}
-        for g, b in zip(groups, result.groups):
-            import optuna
-
-            study = optuna.load_study(study_name=g.study, storage=st)
-            for t in study.get_trials(deepcopy=False):
-                try:
-                    spec = searched_spec(g.template, _params(t))
-                except (TypeError, ValueError):
-                    continue
-                specs[spec["trial_id"]] = spec
-        tracker.sync(store.trials(), store.history(), specs)
-        tracker.finish()
-        result.tracked = tracker.enabled
+    if session.tracker is not None:
+        session.tracker.sync(store.trials(), store.history(), _study_specs(groups, st))
+        session.tracker.finish()
+        result.tracked = session.tracker.enabled
     result.path = sweep_dir / "base_lr.json"
-    _write_json_atomic({"sweep": sweep.name, "storage": url, "metric": metric, "mode": mode,
-                        "trials_per_study": n, "space": space, "groups": result.groups}, result.path)
+    write_json_atomic({"sweep": sweep.name, "storage": url, "metric": metric, "mode": mode,
+                       "trials_per_study": n, "space": space, "groups": result.groups}, result.path)
     return result
+
+
+def _run_study(sweep: Sweep, group: SearchGroup, k: int, state: dict[str, int], space: list[dict[str, Any]],
+               st, recorder: SearchRecorder, store: ResultsStore) -> None:
+    """``k`` more trials of ``group``'s study through Ray Tune (Optuna's TPE, seeded by how far the study is)."""
+    from . import tune_runner
+
+    cfg = sweep.config
+    tune_runner.run_search(
+        group.template, space, searched_spec, recorder, store.dir / "tune", f"{sweep.name}-base",
+        group.study, st, k, metric=cfg.objective.metric.removeprefix("final_"), mode=cfg.objective.mode,
+        seed=sampler_seed(cfg.search.seed, state["trials"]), cpu=cfg.resources.cpu, gpu=cfg.resources.gpu,
+        max_concurrent=cfg.search.max_concurrent or cfg.max_concurrent, max_failures=cfg.max_failures)
+
+
+def _study_specs(groups: list[SearchGroup], st) -> dict[str, dict[str, Any]]:
+    """``{trial id: spec}`` of every trial in the groups' studies (for MLflow's back-fill)."""
+    import optuna
+
+    specs = {}
+    for g in groups:
+        study = optuna.load_study(study_name=g.study, storage=st)
+        for t in study.get_trials(deepcopy=False):
+            try:
+                spec = searched_spec(g.template, _params(t))
+            except (TypeError, ValueError):
+                continue
+            specs[spec["trial_id"]] = spec
+    return specs
 
 
 def group_of(trainer: dict[str, Any], result_groups: list[dict[str, Any]]) -> dict[str, Any] | None:

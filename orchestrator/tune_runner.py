@@ -17,6 +17,8 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from analysis.schema import DEFAULT_METRIC, DEFAULT_MODE
+
 from .data_shipping import ship
 
 # Test hook: a trial dies (os._exit) once after its first epoch if this names a marker file
@@ -223,33 +225,36 @@ def shutdown() -> None:
         ray.shutdown()
 
 
-def run_trials(specs: list[dict[str, Any]], recorder: Recorder, storage_dir: str | Path, name: str,
-               cpu: float = 1.0, gpu: float = 0.0, max_concurrent: int = 0, max_failures: int = 2) -> None:
-    """Run ``specs`` (``TrialSpec.to_dict()``) on Ray Tune, one trial each, recording through ``recorder``."""
+def _fit(trainable, data: dict[str, Any] | None, param_space: dict[str, Any], storage_dir: str | Path, name: str,
+         cpu: float, gpu: float, max_failures: int, callbacks: list, **tune_config: Any) -> None:
+    """Build and run one Tuner: ``trainable`` with the dataset shipped once, ``cpu``/``gpu`` per trial,
+    Tune's JSON/CSV logs under ``storage_dir``, ``max_failures`` retries, ``callbacks`` after them."""
     # Tune's own JSON/CSV logs (which its ResultGrid reads) but not TensorBoard's, which warns at every inf.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables; progress.py reports
     storage = Path(storage_dir).resolve()
     storage.mkdir(parents=True, exist_ok=True)
-    threads = max(1, int(cpu))
     resources = {"cpu": cpu, "gpu": gpu} if gpu else {"cpu": cpu}
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trainable, data_ref=ship(specs[0]["data"]) if specs else None),
+        tune.with_resources(tune.with_parameters(trainable, data_ref=ship(data) if data is not None else None),
                             resources),
-        param_space={"trial": tune.grid_search(specs), "threads": threads},
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=max_concurrent or None,
-            trial_name_creator=lambda t: t.config["trial"]["trial_id"],
-            trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
-            reuse_actors=True),  # one worker process runs many trials: torch is imported once
+        param_space={**param_space, "threads": max(1, int(cpu))},
+        tune_config=tune.TuneConfig(reuse_actors=True, **tune_config),  # one worker runs many trials
         run_config=tune.RunConfig(
-            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-            storage_path=str(storage),
+            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", storage_path=str(storage),
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), RecordingCallback(recorder)],
-            verbose=0),
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *callbacks], verbose=0),
     )
     tuner.fit()
+
+
+def run_trials(specs: list[dict[str, Any]], recorder: Recorder, storage_dir: str | Path, name: str,
+               cpu: float = 1.0, gpu: float = 0.0, max_concurrent: int = 0, max_failures: int = 2) -> None:
+    """Run ``specs`` (``TrialSpec.to_dict()``) on Ray Tune, one trial each, recording through ``recorder``."""
+    _fit(trainable, specs[0]["data"] if specs else None, {"trial": tune.grid_search(specs)}, storage_dir, name,
+         cpu, gpu, max_failures, [RecordingCallback(recorder)], max_concurrent_trials=max_concurrent or None,
+         trial_name_creator=lambda t: t.config["trial"]["trial_id"],
+         trial_dirname_creator=lambda t: t.config["trial"]["trial_id"])
 
 
 # ---- Optuna through Ray Tune (tune-base) --------------------------------------------------
@@ -257,7 +262,7 @@ def search_trainable(config: dict[str, Any], data_ref: Any = None) -> None:
     """One Optuna trial: ``config["template"]`` with the suggested ``config["params"]`` set, run as a sweep trial."""
     import math
 
-    from .tune_base import searched_spec
+    from .config import searched_spec
 
     spec = searched_spec(config["template"], config["params"])
     metric, mode = config["objective"]["metric"], config["objective"]["mode"]
@@ -297,8 +302,8 @@ class SearchCallback(RecordingCallback):
 
 def run_search(template: dict[str, Any], space: list[dict[str, Any]], make_spec, recorder: Recorder,
                storage_dir: str | Path, name: str, study_name: str, study_storage, num_samples: int,
-               metric: str = "test_loss", mode: str = "min", seed: int = 0, cpu: float = 1.0, gpu: float = 0.0, max_concurrent: int = 0,
-               max_failures: int = 2) -> None:
+               metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE, seed: int = 0, cpu: float = 1.0,
+               gpu: float = 0.0, max_concurrent: int = 0, max_failures: int = 2) -> None:
     """Run ``num_samples`` Optuna (TPE) trials through Ray Tune's ``OptunaSearch`` on the study
     ``study_name`` in ``study_storage`` (an ``optuna.storages.BaseStorage``; created if absent).
 
@@ -311,10 +316,6 @@ def run_search(template: dict[str, Any], space: list[dict[str, Any]], make_spec,
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    storage = Path(storage_dir).resolve()
-    storage.mkdir(parents=True, exist_ok=True)
     callback = SearchCallback(recorder, make_spec)
 
     class RecordFirst(OptunaSearch):
@@ -333,17 +334,7 @@ def run_search(template: dict[str, Any], space: list[dict[str, Any]], make_spec,
                            sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup))
     if max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
-    threads = max(1, int(cpu))
-    resources = {"cpu": cpu, "gpu": gpu} if gpu else {"cpu": cpu}
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(search_trainable, data_ref=ship(template["data"])), resources),
-        param_space={"params": {p["name"]: _domain(p) for p in space}, "template": template,
-                     "threads": threads, "objective": {"metric": metric, "mode": mode}},
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples, reuse_actors=True,
-                                    max_concurrent_trials=max_concurrent or None),
-        run_config=tune.RunConfig(
-            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", storage_path=str(storage),
-            failure_config=tune.FailureConfig(max_failures=max_failures),
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), callback], verbose=0),
-    )
-    tuner.fit()
+    space_of_trial = {"params": {p["name"]: _domain(p) for p in space}, "template": template,
+                      "objective": {"metric": metric, "mode": mode}}
+    _fit(search_trainable, template["data"], space_of_trial, storage_dir, name, cpu, gpu, max_failures, [callback], search_alg=searcher, num_samples=num_samples,
+         max_concurrent_trials=max_concurrent or None)

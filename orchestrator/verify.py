@@ -28,9 +28,11 @@ import numpy as np
 import pandas as pd
 
 from .config import Sweep, TrialSpec, expand, trial_id
+from .driver import ray_held
 from .errors import BadInput
 from .refine import next_offsets
 from .results_store import ResultsStore
+from .sweep import run_sweep
 from .tune_base import BaseResult, group_of, tune_base
 
 JUDGED = "mup"
@@ -142,15 +144,10 @@ def _measure(sweep: Sweep, base: list[dict[str, Any]], offsets: dict[int, set[fl
     Returns:
         ``(last SweepResult, trials run per status)``.
     """
-    from . import tune_runner
-    from .sweep import run_sweep, start_ray
-
-    cfg = sweep.config
-    # held across rounds: each run_sweep would otherwise start (and stop) its own embedded Ray
-    started, _ = start_ray(address, cfg.resources.cpu, cfg.resources.gpu, sweep.source)
     counts: dict[str, int] = {}
     out = stream or sys.stdout
-    try:
+    # held across rounds: each run_sweep would otherwise start (and stop) its own embedded Ray
+    with ray_held(sweep, address):
         for round_ in range(1, max_rounds(sweep.config.verify) + 1):
             run = run_sweep(Sweep(sweep.name, sweep.source, sweep.config, specs), results_dir, address=address,
                             track=track, stream=stream)
@@ -166,9 +163,6 @@ def _measure(sweep: Sweep, base: list[dict[str, Any]], offsets: dict[int, set[fl
                       f"{float(sweep.config.verify.resolution):g}-octave spacing around η* and the stability edge\n")
             out.flush()
             specs = transfer_trials(sweep, base, offsets)
-    finally:
-        if started:
-            tune_runner.shutdown()
     return run, counts
 
 

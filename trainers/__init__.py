@@ -7,6 +7,7 @@ from . import _bp, _pc, _tp  # noqa: F401  (register the trainers and their tabl
 from ._base import TRAINERS, Trainer, make_trainer
 from ._config import CHOICES, TrainerConfig
 from ._coord import DEFAULT_WIDTHS, CoordCheck, coord_check, fit_slopes
+from ._fit import loglog_slope
 from ._data import (DATASETS, FMNIST_DATASETS, DataError, Dataset, download_fashion_mnist, ensure_fashion_mnist,
                     find_fashion_mnist, load_dataset, load_fashion_mnist, make_teacher_student,
                     read_idx)
@@ -18,7 +19,7 @@ from ._param import LayerRule, Table, layer_roles, register_table, resolve_table
 __all__ = [
     "ACTIVATIONS", "CHOICES", "DATASETS", "FMNIST_DATASETS", "CNN", "Conv", "CoordCheck", "DEFAULT_WIDTHS", "DataError", "Dataset",
     "Dense", "LayerRule", "MLP", "MODELS", "Net", "TRAINERS", "Table", "Trainer", "TrainerConfig", "coord_check", "download_fashion_mnist",
-    "ensure_fashion_mnist", "find_fashion_mnist", "fit_slopes", "init_mlp", "init_net", "layer_roles",
+    "ensure_fashion_mnist", "find_fashion_mnist", "fit_slopes", "loglog_slope", "init_mlp", "init_net", "layer_roles",
     "load_dataset", "load_fashion_mnist", "make_model", "make_teacher_student", "make_trainer", "read_idx",
     "register_table", "resolve_table", "train",
 ]

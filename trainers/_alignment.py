@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -22,6 +21,7 @@ from ._base import make_trainer
 from ._config import TrainerConfig
 from ._coord import DEFAULT_WIDTHS
 from ._data import Dataset, make_teacher_student
+from ._fit import loglog_slope
 
 
 @dataclass
@@ -35,10 +35,6 @@ class Alignment:
     table: pd.DataFrame
     omega: float
     product_slope: float
-
-
-def _slope(widths, values) -> float:
-    return float(np.polyfit(np.log2(np.asarray(widths, float)), np.log2(np.asarray(values, float)), 1)[0])
 
 
 def alignment_exponent(base: TrainerConfig, widths=DEFAULT_WIDTHS, layer: int | None = None,
@@ -91,4 +87,4 @@ def alignment_exponent(base: TrainerConfig, widths=DEFAULT_WIDTHS, layer: int | 
                          "rms_dphi": rd, "ratio": prod / (rw * rd)})
     table = pd.DataFrame(rows)
     g = table.groupby("width", sort=True)[["ratio", "rms_product"]].mean()
-    return Alignment(table, _slope(g.index, g.ratio), _slope(g.index, g.rms_product))
+    return Alignment(table, loglog_slope(g.index, g.ratio), loglog_slope(g.index, g.rms_product))

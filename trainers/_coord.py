@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 
 from ._base import make_trainer
 from ._config import TrainerConfig
 from ._data import Dataset, make_teacher_student
+from ._fit import loglog_slope
 
 DEFAULT_WIDTHS = (64, 128, 256, 512, 1024, 2048)
 
@@ -54,7 +54,7 @@ def fit_slopes(table: pd.DataFrame, still_tol: float = 1e-10) -> pd.DataFrame:
     g = table.groupby(["layer", "step", "width"], sort=True)[["delta_rms", "rms"]].mean().reset_index()
     for (layer, step), grp in g.groupby(["layer", "step"], sort=False):
         moved = bool((grp.delta_rms > still_tol * grp.rms.clip(lower=1e-300)).all())
-        slope = float(np.polyfit(np.log2(grp.width), np.log2(grp.delta_rms), 1)[0]) if moved else float("nan")
+        slope = loglog_slope(grp.width, grp.delta_rms) if moved else float("nan")
         rows.append({"layer": layer, "step": int(step), "slope": slope, "moved": moved})
     return pd.DataFrame(rows)
 

@@ -29,7 +29,8 @@ NETWORKS = ("linear", "tanh")
 CONVERGED = "inf"  # label of converged inference in the ``steps`` column
 
 
-def _check_steps(steps: Iterable) -> list[str]:
+def check_steps(steps: Iterable) -> list[str]:
+    """The inference-step labels of ``steps`` (positive integers or ``inf``); ValueError names a bad one."""
     out = []
     for s in steps:
         label = str(s).strip().lower()
@@ -80,7 +81,7 @@ def pc_geometry(widths: Sequence[int] = (64, 128, 256, 512, 1024), gamma_bar_Ls:
     bad = [n for n in networks if n not in NETWORKS]
     if bad:
         raise ValueError(f"network={bad[0]!r} is not one of {', '.join(NETWORKS)}")
-    labels = _check_steps(steps)
+    labels = check_steps(steps)
     data = make_teacher_student(n_train=batch_size, n_test=1, seed=7)
     rows = []
     for net in networks:

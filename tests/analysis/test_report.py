@@ -1,4 +1,4 @@
-"""analysis.report and analysis.plots: files as DESIGN.md names them, PNGs that open and show curves."""
+"""analysis.report and analysis.plots: files as docs/ARCHITECTURE.md names them, PNGs that open and show curves."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""BP trainer: the library API of DESIGN.md."""
+"""BP trainer: the library API of docs/ARCHITECTURE.md (trainers/ layer)."""
 
 import math
 

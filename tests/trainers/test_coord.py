@@ -42,3 +42,14 @@ def test_a_layer_that_does_not_move_is_not_fitted():
     s = fit_slopes(pd.DataFrame(rows)).set_index("layer")
     assert not s.loc["layers.0", "moved"] and s.loc["layers.0", "slope"] != s.loc["layers.0", "slope"]
     assert s.loc["layers.1", "slope"] == pytest.approx(0.5)
+
+
+def test_loglog_slope_is_the_exponent_and_skips_points_without_a_logarithm():
+    import math
+
+    from trainers import loglog_slope
+
+    widths = [64, 128, 256, 512]
+    assert loglog_slope(widths, [w ** -0.5 for w in widths]) == pytest.approx(-0.5)
+    assert loglog_slope(widths, [0.0, 2.0, 4.0, 8.0]) == pytest.approx(1.0)  # log2(0) is left out
+    assert math.isnan(loglog_slope(widths, [0.0, 0.0, 0.0, 1.0]))

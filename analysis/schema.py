@@ -1,0 +1,80 @@
+"""The results contract: the names every writer and reader of a sweep's results agree on.
+
+``results/<sweep>/trials.parquet`` and ``history.parquet`` (their columns and statuses), the
+MLflow layout (tags, metrics) and the objective's defaults. The driver
+(``orchestrator.results_store``, ``orchestrator.tracking``) writes by these names, the analysis
+(``analysis.load``, ``analysis.report``) reads by them. See docs/ARCHITECTURE.md, "The results
+contract". Plain data and two small functions; it imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# ---- trials.parquet and history.parquet ----------------------------------------------
+# trials.parquet: these columns first, then one per other swept key, then extras.
+TRIAL_COLUMNS = ["trial_id", "sweep", "algorithm", "parametrization", "optimizer", "dataset", "model",
+                 "width", "base_width", "depth", "lr", "inference_steps", "seed", "status",
+                 "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done", "wall_s", "node"]
+# history.parquet: these columns first, then ``diverged``.
+HISTORY_COLUMNS = ["trial_id", "epoch", "train_loss", "test_loss", "test_acc", "wall_s"]
+
+# ---- statuses ------------------------------------------------------------------------
+STATUS_OK, STATUS_DIVERGED, STATUS_FAILED = "ok", "diverged", "failed"
+STATUSES = (STATUS_OK, STATUS_DIVERGED, STATUS_FAILED)
+DONE_STATUSES = (STATUS_OK, STATUS_DIVERGED)  # a "failed" trial is run again by the next sweep
+
+# ---- metrics -------------------------------------------------------------------------
+# Per epoch (history.parquet columns, MLflow metrics with step = epoch).
+EPOCH_METRICS = ("train_loss", "test_loss", "test_acc")
+# Per trial (trials.parquet columns, MLflow metrics at the last epoch).
+FINAL_METRICS = ("final_train_loss", "final_test_loss", "final_test_acc", "epochs_done", "wall_s")
+# Columns of trials.parquet that are results or where a trial ran, not configuration
+# (the MLflow params are the rest).
+RESULT_COLUMNS = ("status", "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done",
+                  "wall_s", "node", "hostname", "error", "retries", "device_used")
+# Configuration columns that stay strings even when every value looks like a number.
+STRING_COLUMNS = ("trial_id", "sweep", "algorithm", "parametrization", "optimizer", "dataset", "model",
+                  "activation", "dtype", "device", "loss", "pc_init")
+
+# ---- MLflow --------------------------------------------------------------------------
+TAG_SWEEP, TAG_ROLE, TAG_TRIAL, TAG_STATUS = ("mutransfer.sweep", "mutransfer.role", "mutransfer.trial_id",
+                                              "mutransfer.status")
+ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
+MLFLOW_DB = "mlflow.db"  # the default SQLite store, in the results root
+
+
+def tracking_uri(results_dir: str | Path, configured: str | None = None, existing_only: bool = False) -> str | None:
+    """The MLflow store of a sweep: ``configured`` (``tracking.uri``), else ``$MLFLOW_TRACKING_URI``,
+    else SQLite at ``<results_dir>/mlflow.db``.
+
+    With ``existing_only`` (a reader looking for a sweep's store) the SQLite file must exist,
+    in ``results_dir`` or its parent (``results/mlflow.db`` of ``results/<sweep>``); None if neither.
+    """
+    if configured:
+        return str(configured)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    results_dir = Path(results_dir).resolve()
+    if not existing_only:
+        return f"sqlite:///{results_dir / MLFLOW_DB}"
+    for cand in (results_dir / MLFLOW_DB, results_dir.parent / MLFLOW_DB):
+        if cand.exists():
+            return f"sqlite:///{cand}"
+    return None
+
+# ---- the objective -------------------------------------------------------------------
+MODES = ("min", "max")
+# A sweep file's top-level ``metric`` (the trainable's reported value); ``objective.metric``
+# defaults to ``final_<metric>`` and sweep.yaml always holds the resolved objective.
+DEFAULT_METRIC, DEFAULT_MODE = "test_loss", "min"
+# What a results directory without sweep.yaml (or without ``objective:``) is judged by.
+DEFAULT_OBJECTIVE_METRIC = "final_train_loss"
+DEFAULT_OBJECTIVE = {"metric": DEFAULT_OBJECTIVE_METRIC, "mode": DEFAULT_MODE}
+DEFAULT_VERIFY = {"max_drift": 0.2, "max_regret": 0.05}
+
+
+def final(metric: str) -> str:
+    """``test_loss`` -> ``final_test_loss`` (a ``final_*`` name is returned as it is)."""
+    return metric if metric.startswith("final_") else f"final_{metric}"
