@@ -4,7 +4,7 @@ No Ray, Optuna or MLflow here: a trainer runs in a Python loop, a notebook or a 
 """
 
 from . import _bp, _pc, _tp  # noqa: F401  (register the trainers and their tables)
-from ._base import TRAINERS, Trainer, make_trainer
+from ._base import TRAINERS, Trainer, make_trainer, register_trainer
 from ._config import CHOICES, TrainerConfig
 from ._coord import DEFAULT_WIDTHS, CoordCheck, coord_check, fit_slopes
 from ._fit import loglog_slope
@@ -21,7 +21,7 @@ __all__ = [
     "Dense", "LayerRule", "MLP", "MODELS", "Net", "TRAINERS", "Table", "Trainer", "TrainerConfig", "coord_check", "download_fashion_mnist",
     "ensure_fashion_mnist", "find_fashion_mnist", "fit_slopes", "loglog_slope", "init_mlp", "init_net", "layer_roles",
     "load_dataset", "load_fashion_mnist", "make_model", "make_teacher_student", "make_trainer", "read_idx",
-    "register_table", "resolve_table", "train",
+    "register_table", "register_trainer", "resolve_table", "train",
 ]
 
 from ._pc import PC_TABLES, PCTrainer  # noqa: E402

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from ._config import TrainerConfig
 from ._model import init_net, make_model
 from ._param import Table, resolve_table
+from ._registry import TRAINERS, register_trainer  # noqa: F401  (re-exported)
 
-TRAINERS: dict[str, type["Trainer"]] = {}
 
 
 def all_finite(tensors) -> bool:
@@ -25,14 +25,6 @@ def all_finite(tensors) -> bool:
     for t in tensors:
         total = t.sum() if total is None else total + t.sum()
     return total is None or bool(torch.isfinite(total))
-
-
-def register_trainer(algorithm: str):
-    """Class decorator: make ``make_trainer`` build this class for ``algorithm``."""
-    def deco(cls):
-        TRAINERS[algorithm] = cls
-        return cls
-    return deco
 
 
 def make_trainer(cfg: TrainerConfig, input_dim: int, output_dim: int) -> "Trainer":

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ._registry import TRAINERS
+
+# "algorithm" lists the built-in rules; a config is checked against the registry
+# (``trainers._base.TRAINERS``), which a plugin's ``register_trainer`` extends.
 CHOICES: dict[str, tuple[str, ...]] = {
     "algorithm": ("bp", "pc", "tp"),
     "parametrization": ("sp", "mup"),
@@ -20,13 +24,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def registered_algorithms() -> tuple[str, ...]:
+    """The algorithms with a trainer: the built-ins and any registered with ``register_trainer``."""
+    return tuple(TRAINERS)
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     """Configuration of one trainer.
 
     Args:
-        algorithm: ``bp`` (backpropagation), ``pc`` (predictive coding) or
-            ``tp`` (difference target propagation).
+        algorithm: ``bp`` (backpropagation), ``pc`` (predictive coding),
+            ``tp`` (difference target propagation), or one added with ``register_trainer``.
         parametrization: ``sp`` (standard) or ``mup`` (maximal update).
         optimizer: ``sgd`` or ``adam``.
         loss: ``mse`` (0.5·||f − y||², mean over the batch) or ``ce``.
@@ -93,7 +102,7 @@ class TrainerConfig:
     diverge_loss: float = 1e4
 
     def __post_init__(self) -> None:
-        for key, valid in CHOICES.items():
+        for key, valid in {**CHOICES, "algorithm": registered_algorithms()}.items():
             value = getattr(self, key)
             if value not in valid:
                 raise ValueError(f"{key}={value!r} is not one of {', '.join(valid)}")

@@ -82,15 +82,21 @@ BP_TABLES: dict[tuple[str, str], Table] = {
 
 # (algorithm) -> function(cfg) -> key, and key -> Table
 _TABLES: dict[str, dict[tuple, Table]] = {"bp": {}}
-_KEYS: dict[str, callable] = {"bp": lambda cfg: (cfg.parametrization, cfg.optimizer)}
+_KEYS: dict[str, callable] = {}
 for _key, _table in BP_TABLES.items():
     _TABLES["bp"][_key] = _table
+
+
+def default_key(cfg: TrainerConfig) -> tuple[str, str]:
+    """The table key of an algorithm that registered no ``key_of``: (parametrization, optimizer)."""
+    return (cfg.parametrization, cfg.optimizer)
 
 
 def register_table(algorithm: str, key: tuple, table: Table, key_of=None) -> None:
     """Register ``table`` for ``algorithm`` under ``key``.
 
-    ``key_of(cfg)`` (given once per algorithm) maps a config to its key.
+    ``key_of(cfg)`` (given once per algorithm) maps a config to its key; without one the key is
+    ``(parametrization, optimizer)`` (:func:`default_key`).
     """
     _TABLES.setdefault(algorithm, {})[key] = table
     if key_of is not None:
@@ -100,8 +106,9 @@ def register_table(algorithm: str, key: tuple, table: Table, key_of=None) -> Non
 def resolve_table(cfg: TrainerConfig) -> Table:
     """The parametrization table of a config; the error lists the valid keys."""
     if cfg.algorithm not in _TABLES:
-        raise ValueError(f"algorithm={cfg.algorithm!r} has no parametrization tables")
-    key = _KEYS[cfg.algorithm](cfg)
+        raise ValueError(f"algorithm={cfg.algorithm!r} has no parametrization tables; "
+                         f"give them with register_table({cfg.algorithm!r}, (parametrization, optimizer), table)")
+    key = _KEYS.get(cfg.algorithm, default_key)(cfg)
     tables = _TABLES[cfg.algorithm]
     if key not in tables:
         valid = ", ".join(str(k) for k in tables)
