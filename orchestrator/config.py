@@ -367,8 +367,9 @@ def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
 
 
 def check_runnable(sweep: Sweep) -> None:
-    """Checks that need the trainers and the data: an algorithm with no trainer, a missing dataset."""
-    from trainers import DATASETS, FMNIST_DATASETS, TRAINERS, DataError, find_fashion_mnist
+    """Checks that need the trainers and the data: an algorithm with no trainer, an unknown dataset,
+    a dataset read from files whose files are missing (its registered ``check``)."""
+    from trainers import DATASETS, TRAINERS, DataError, dataset_entry
 
     algos = sorted({t.trainer["algorithm"] for t in sweep.trials})
     missing = [a for a in algos if a not in TRAINERS]
@@ -376,14 +377,15 @@ def check_runnable(sweep: Sweep) -> None:
         raise BadInput(f"{sweep.source}: algorithm={missing[0]!r} has no trainer yet "
                        f"(available: {', '.join(sorted(TRAINERS))})")
     name = sweep.config.data.dataset
-    if name in FMNIST_DATASETS:
+    if name not in DATASETS:
+        raise BadInput(f"{sweep.source}: data.dataset={name!r} is not one of {', '.join(DATASETS)}"
+                       f"{suggest(name, list(DATASETS))}")
+    entry = dataset_entry(name)
+    if entry.from_files and entry.check is not None:
         try:
-            find_fashion_mnist()
+            entry.check()
         except DataError as exc:
             raise BadInput(f"{sweep.source}: data.dataset={name}: {exc}") from None
-    elif name not in DATASETS:
-        raise BadInput(f"{sweep.source}: data.dataset={name!r} is not one of {', '.join(DATASETS)}"
-                       f"{suggest(name, DATASETS)}")
 
 
 def to_yaml(sweep: Sweep) -> str:

@@ -25,7 +25,20 @@ from typing import Any, Mapping
 import ray
 import torch
 
-SHIPPED = ("fmnist", "fmnist14", "fmnist7", "fmnist4")  # datasets read from files; the others are generated on the trial's node
+
+
+def shipped() -> tuple[str, ...]:
+    """The registered datasets read from files (``from_files``); the others are generated on the trial's node."""
+    from trainers import DATASET_REGISTRY
+
+    return tuple(name for name, entry in DATASET_REGISTRY.items() if entry.from_files)
+
+
+def __getattr__(name: str):
+    """``SHIPPED``, kept importable: :func:`shipped` at the time of reading."""
+    if name == "SHIPPED":
+        return shipped()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _load_here(data: Mapping[str, Any]):
@@ -37,12 +50,16 @@ def _load_here(data: Mapping[str, Any]):
 
 
 @ray.remote(num_cpus=0)
-def _where() -> str:
-    """On one node: the directory that holds Fashion-MNIST there, or why there is none (prefixed ``!``)."""
-    from trainers import DataError, find_fashion_mnist
+def _where(data: dict) -> str:
+    """On one node: where the dataset's files are there (its registered ``check``), or why not (prefixed ``!``)."""
+    from trainers import DataError, dataset_entry
 
+    entry = dataset_entry(data["dataset"])
     try:
-        return str(find_fashion_mnist())
+        if entry.check is None:
+            _load_here(data)
+            return "loadable"
+        return entry.check()
     except DataError as exc:
         return f"!{_reason(exc)}"
 
@@ -80,13 +97,13 @@ def ship(data: Mapping[str, Any], timeout_s: float = 120.0) -> ray.ObjectRef | N
     """
     from trainers import DataError
 
-    if data["dataset"] not in SHIPPED:
+    if data["dataset"] not in shipped():
         return None
     try:
         return ray.put(_load_here(data))
     except DataError as here:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        probes = {n["NodeID"]: _where.options(**_on(n["NodeID"])).remote() for n in nodes}
+        probes = {n["NodeID"]: _where.options(**_on(n["NodeID"])).remote(dict(data)) for n in nodes}
         ready, _ = ray.wait(list(probes.values()), num_returns=len(probes), timeout=timeout_s)
         answers = {nid: (ray.get(ref) if ref in ready else f"!no answer in {timeout_s:.0f}s")
                    for nid, ref in probes.items()}

@@ -8,9 +8,9 @@ from ._base import TRAINERS, Trainer, make_trainer, register_trainer
 from ._config import CHOICES, TrainerConfig
 from ._coord import DEFAULT_WIDTHS, CoordCheck, coord_check, fit_slopes
 from ._fit import loglog_slope
-from ._data import (DATASETS, FMNIST_DATASETS, DataError, Dataset, download_fashion_mnist, ensure_fashion_mnist,
-                    find_fashion_mnist, load_dataset, load_fashion_mnist, make_teacher_student,
-                    read_idx)
+from ._data import (DATASET_REGISTRY, DATASETS, FMNIST_DATASETS, DataError, Dataset, DatasetEntry,
+                    dataset_entry, download_fashion_mnist, ensure_fashion_mnist, find_fashion_mnist,
+                    load_dataset, load_fashion_mnist, make_teacher_student, read_idx, register_dataset)
 from ._loop import train
 from ._layers import Conv, Dense
 from ._model import ACTIVATIONS, CNN, MLP, MODELS, Net, init_mlp, init_net, make_model
@@ -21,7 +21,7 @@ __all__ = [
     "Dense", "LayerRule", "MLP", "MODELS", "Net", "TRAINERS", "Table", "Trainer", "TrainerConfig", "coord_check", "download_fashion_mnist",
     "ensure_fashion_mnist", "find_fashion_mnist", "fit_slopes", "loglog_slope", "init_mlp", "init_net", "layer_roles",
     "load_dataset", "load_fashion_mnist", "make_model", "make_teacher_student", "make_trainer", "read_idx",
-    "register_table", "register_trainer", "resolve_table", "train",
+    "register_table", "register_trainer", "register_dataset", "DATASET_REGISTRY", "DatasetEntry", "dataset_entry", "resolve_table", "train",
 ]
 
 from ._pc import PC_TABLES, PCTrainer  # noqa: E402

@@ -8,6 +8,7 @@ import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -25,7 +26,6 @@ FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
 POOLS = (1, 2, 4, 7, 14)
 # Fashion-MNIST by name: the pooling block of each (fmnist14: 14 × 14 = 196 inputs, fmnist7: 49, fmnist4: 16).
 FMNIST_DATASETS = {"fmnist": 1, "fmnist14": 2, "fmnist7": 4, "fmnist4": 7}
-DATASETS = (*FMNIST_DATASETS, "teacher")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -233,13 +233,88 @@ def make_teacher_student(n_train: int = 1024, n_test: int = 1024, input_dim: int
     return Dataset("teacher", x[:n_train], y[:n_train], x[n_train:], y[n_train:], None).to(device, dtype)
 
 
+class DatasetLoader(Protocol):
+    """``load(subset, test_subset, device, dtype, seed) -> Dataset`` (subset None: the loader's default)."""
+
+    def __call__(self, subset: int | None, test_subset: int | None, device: str | torch.device,
+                 dtype: torch.dtype, seed: int) -> Dataset: ...
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One registered dataset.
+
+    Attributes:
+        name: what ``data.dataset`` says.
+        load: builds the :class:`Dataset` (see :class:`DatasetLoader`).
+        from_files: read from files (loaded once by the driver and shipped to the trials through
+            Ray's object store) rather than generated from the seed where the trial runs.
+        check: for a dataset read from files: returns where its files are, or raises
+            :class:`DataError` saying what is missing (None: loading it is the check).
+    """
+
+    name: str
+    load: DatasetLoader
+    from_files: bool
+    check: Callable[[], str] | None = None
+
+
+DATASET_REGISTRY: dict[str, DatasetEntry] = {}
+# The names of the registered datasets (a live view: a plugin's register_dataset shows here).
+DATASETS = DATASET_REGISTRY.keys()
+
+
+def register_dataset(name: str, load: DatasetLoader, *, from_files: bool,
+                     check: Callable[[], str] | None = None) -> DatasetEntry:
+    """Make ``load_dataset(name, ...)`` (and ``data.dataset: name`` in a sweep file) use ``load``.
+
+    Args:
+        name: the dataset's name.
+        load: ``load(subset, test_subset, device, dtype, seed) -> Dataset``.
+        from_files: True if it reads files (shipped once through Ray's object store), False if it
+            is generated (made on each trial's node from the trial's seed).
+        check: optional, for ``from_files``: returns where the files are, raises :class:`DataError`
+            if they are missing (a sweep checks it before it starts).
+
+    Returns:
+        The registered :class:`DatasetEntry`.
+    """
+    entry = DatasetEntry(name, load, bool(from_files), check)
+    DATASET_REGISTRY[name] = entry
+    return entry
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    """The registered entry of ``name``; ValueError listing the registered names if none."""
+    if name not in DATASET_REGISTRY:
+        raise ValueError(f"dataset={name!r} is not one of {', '.join(DATASET_REGISTRY)}")
+    return DATASET_REGISTRY[name]
+
+
 def load_dataset(name: str, subset: int | None = None, test_subset: int | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                  seed: int = 0) -> Dataset:
-    """A dataset of :data:`DATASETS` by name (the error lists the valid ones)."""
-    if name in FMNIST_DATASETS:
-        return load_fashion_mnist(subset, test_subset, device=device, dtype=dtype, pool=FMNIST_DATASETS[name])
-    if name == "teacher":
-        return make_teacher_student(n_train=subset or 1024, n_test=test_subset or 1024,
-                                    seed=seed, device=device, dtype=dtype)
-    raise ValueError(f"dataset={name!r} is not one of {', '.join(DATASETS)}")
+    """A registered dataset by name (:data:`DATASETS`; the error lists the valid ones)."""
+    return dataset_entry(name).load(subset, test_subset, device, dtype, seed)
+
+
+def _fmnist_loader(pool: int) -> DatasetLoader:
+    """The loader of Fashion-MNIST pooled over ``pool`` × ``pool`` blocks (the seed plays no part)."""
+    def load(subset, test_subset, device, dtype, seed):
+        return load_fashion_mnist(subset, test_subset, device=device, dtype=dtype, pool=pool)
+    return load
+
+
+def _load_teacher(subset, test_subset, device, dtype, seed) -> Dataset:
+    """The teacher-student set (1024 train and test points unless ``subset``/``test_subset``)."""
+    return make_teacher_student(n_train=subset or 1024, n_test=test_subset or 1024,
+                                seed=seed, device=device, dtype=dtype)
+
+
+def _where_fashion_mnist() -> str:
+    return str(find_fashion_mnist())
+
+
+for _name, _pool in FMNIST_DATASETS.items():
+    register_dataset(_name, _fmnist_loader(_pool), from_files=True, check=_where_fashion_mnist)
+register_dataset("teacher", _load_teacher, from_files=False)

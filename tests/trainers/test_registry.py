@@ -43,3 +43,40 @@ def test_registered_algorithm_without_its_table_says_which(scratch_algorithm):
     register_table(scratch_algorithm, ("mup", "sgd"), BP_TABLES[("mup", "sgd")])
     with pytest.raises(ValueError, match=r"no scratch table for \('sp', 'sgd'\)"):
         make_trainer(cfg.replace(parametrization="sp"), 5, 3)
+
+
+@pytest.fixture
+def scratch_dataset():
+    """A generated dataset registered as ``scratch`` for one test, then removed."""
+    from trainers import DATASET_REGISTRY, register_dataset
+    from trainers._data import make_teacher_student
+
+    def load(subset, test_subset, device, dtype, seed):
+        return make_teacher_student(subset or 8, test_subset or 4, input_dim=3, output_dim=2, seed=seed,
+                                    device=device, dtype=dtype)
+    register_dataset("scratch", load, from_files=False)
+    yield "scratch"
+    DATASET_REGISTRY.pop("scratch", None)
+
+
+def test_builtin_datasets_are_registered_with_how_they_ship():
+    from trainers import DATASET_REGISTRY, DATASETS
+
+    assert tuple(DATASETS) == ("fmnist", "fmnist14", "fmnist7", "fmnist4", "teacher")
+    assert [n for n, e in DATASET_REGISTRY.items() if e.from_files] == ["fmnist", "fmnist14", "fmnist7", "fmnist4"]
+
+
+def test_registered_dataset_loads_by_name_and_ships_as_generated(scratch_dataset):
+    from orchestrator.data_shipping import SHIPPED
+    from trainers import DATASETS, load_dataset
+
+    ds = load_dataset(scratch_dataset, 6, 2, seed=1)
+    assert (ds.x_train.shape, ds.x_test.shape, ds.output_dim) == ((6, 3), (2, 3), 2)
+    assert scratch_dataset in DATASETS and scratch_dataset not in SHIPPED
+
+
+def test_unknown_dataset_lists_the_registered_ones(scratch_dataset):
+    from trainers import load_dataset
+
+    with pytest.raises(ValueError, match="is not one of fmnist, fmnist14, fmnist7, fmnist4, teacher, scratch"):
+        load_dataset("nope")
