@@ -29,7 +29,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -134,10 +134,12 @@ class SweepConfig:
     objective: Objective = field(default_factory=Objective)
     verify: VerifySection = field(default_factory=VerifySection)
     search: SearchSection = field(default_factory=SearchSection)
+    plugins: List[str] = field(default_factory=list)  # modules that register algorithms/datasets (plugins.py)
 
 
 # Keys that say how a sweep runs (or is judged), not what its trials compute: they may change between runs.
-EXECUTION_KEYS = ("resources", "max_concurrent", "max_failures", "tracking", "objective", "verify", "search")
+EXECUTION_KEYS = ("resources", "max_concurrent", "max_failures", "tracking", "objective", "verify", "search",
+                  "plugins")
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,9 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     name = check_name(cfg.name, f"{src}: name") if cfg.name is not None else \
         check_name(path.stem, f"{src}: name (from the file name; set name=...)")
     cfg.name = name
+    from .plugins import import_plugins
+
+    import_plugins(cfg.plugins, f"{src}: plugins")  # before expansion: their algorithms and datasets validate
     trials = expand(cfg, src)
     resolve_judging(cfg, src)
     from .preflight import check_device_request

@@ -20,7 +20,7 @@ Call sites in ``orchestrator/tune_runner.py`` (the module that owns ``ray.tune``
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import ray
 import torch
@@ -50,10 +50,13 @@ def _load_here(data: Mapping[str, Any]):
 
 
 @ray.remote(num_cpus=0)
-def _where(data: dict) -> str:
+def _where(data: dict, plugins: list) -> str:
     """On one node: where the dataset's files are there (its registered ``check``), or why not (prefixed ``!``)."""
     from trainers import DataError, dataset_entry
 
+    from .plugins import import_all
+
+    import_all(plugins)
     entry = dataset_entry(data["dataset"])
     try:
         if entry.check is None:
@@ -65,7 +68,10 @@ def _where(data: dict) -> str:
 
 
 @ray.remote(num_cpus=0)
-def _load_remote(data: dict):
+def _load_remote(data: dict, plugins: list):
+    from .plugins import import_all
+
+    import_all(plugins)
     return _load_here(data)
 
 
@@ -80,12 +86,13 @@ def _on(node_id: str) -> dict:
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
 
 
-def ship(data: Mapping[str, Any], timeout_s: float = 120.0) -> ray.ObjectRef | None:
+def ship(data: Mapping[str, Any], timeout_s: float = 120.0, plugins: Sequence[str] = ()) -> ray.ObjectRef | None:
     """Put the sweep's dataset into Ray's object store, once, for every trial to read.
 
     Args:
         data: the sweep's ``data`` section (``dataset``, ``subset``, ``test_subset``).
         timeout_s: how long to wait for the cluster's nodes to say whether they have the files.
+        plugins: modules the node probes import first (a plugin's dataset is registered there).
 
     Returns:
         An ``ObjectRef`` to a :class:`trainers.Dataset` (float32, CPU), or None for a dataset
@@ -103,13 +110,13 @@ def ship(data: Mapping[str, Any], timeout_s: float = 120.0) -> ray.ObjectRef | N
         return ray.put(_load_here(data))
     except DataError as here:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        probes = {n["NodeID"]: _where.options(**_on(n["NodeID"])).remote(dict(data)) for n in nodes}
+        probes = {n["NodeID"]: _where.options(**_on(n["NodeID"])).remote(dict(data), list(plugins)) for n in nodes}
         ready, _ = ray.wait(list(probes.values()), num_returns=len(probes), timeout=timeout_s)
         answers = {nid: (ray.get(ref) if ref in ready else f"!no answer in {timeout_s:.0f}s")
                    for nid, ref in probes.items()}
         for nid, where in answers.items():
             if not where.startswith("!"):
-                return _load_remote.options(**_on(nid)).remote(dict(data))
+                return _load_remote.options(**_on(nid)).remote(dict(data), list(plugins))
         ips = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in nodes}
         reasons = "; ".join(f"node {nid[:8]} ({ips[nid]}): {w[1:]}" for nid, w in answers.items())
         raise DataError(f"data.dataset={data['dataset']}: no node can read it. Driver: {_reason(here)}. "

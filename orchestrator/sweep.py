@@ -77,7 +77,7 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
             tune_runner.run_trials([t.to_dict() for t in todo], Recorder(sweep, store, tracker, session.progress),
                                    store.dir / "tune", sweep.name, cpu=cfg.resources.cpu, gpu=cfg.resources.gpu,
                                    max_concurrent=cfg.max_concurrent if max_concurrent is None else max_concurrent,
-                                   max_failures=cfg.max_failures)
+                                   max_failures=cfg.max_failures, plugins=list(cfg.plugins))
     counts = dict(session.progress.counts)
     table = store.trials()
     totals = table.status.value_counts().to_dict() if not table.empty else {}

@@ -357,7 +357,8 @@ def _run_study(sweep: Sweep, group: SearchGroup, k: int, state: dict[str, int], 
         group.template, space, searched_spec, recorder, store.dir / "tune", f"{sweep.name}-base",
         group.study, st, k, metric=cfg.objective.metric.removeprefix("final_"), mode=cfg.objective.mode,
         seed=sampler_seed(cfg.search.seed, state["trials"]), cpu=cfg.resources.cpu, gpu=cfg.resources.gpu,
-        max_concurrent=cfg.search.max_concurrent or cfg.max_concurrent, max_failures=cfg.max_failures)
+        max_concurrent=cfg.search.max_concurrent or cfg.max_concurrent, max_failures=cfg.max_failures,
+        plugins=list(cfg.plugins))
 
 
 def _study_specs(groups: list[SearchGroup], st) -> dict[str, dict[str, Any]]:

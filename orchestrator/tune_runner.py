@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import ray
 from ray import tune
@@ -122,7 +122,13 @@ def _run_spec(spec: dict[str, Any], threads: int, data_ref: Any, extra: Callable
 
 
 def trainable(config: dict[str, Any], data_ref: Any = None) -> None:
-    """One trial: ``config["trial"]`` is a ``TrialSpec.to_dict()``; reports each epoch's history row."""
+    """One trial: ``config["trial"]`` is a ``TrialSpec.to_dict()``; reports each epoch's history row.
+
+    ``config["plugins"]`` (the sweep's ``plugins``) are imported first, then ``$MUTRANSFER_PLUGINS``.
+    """
+    from .plugins import import_all
+
+    import_all(config.get("plugins", ()))
     _run_spec(config["trial"], config.get("threads", 1), data_ref)
 
 
@@ -226,9 +232,11 @@ def shutdown() -> None:
 
 
 def _fit(trainable, data: dict[str, Any] | None, param_space: dict[str, Any], storage_dir: str | Path, name: str,
-         cpu: float, gpu: float, max_failures: int, callbacks: list, **tune_config: Any) -> None:
+         cpu: float, gpu: float, max_failures: int, callbacks: list, plugins: Sequence[str] = (),
+         **tune_config: Any) -> None:
     """Build and run one Tuner: ``trainable`` with the dataset shipped once, ``cpu``/``gpu`` per trial,
-    Tune's JSON/CSV logs under ``storage_dir``, ``max_failures`` retries, ``callbacks`` after them."""
+    Tune's JSON/CSV logs under ``storage_dir``, ``max_failures`` retries, ``callbacks`` after them;
+    ``plugins`` (modules) go to every trial in its config, imported there before anything else."""
     # Tune's own JSON/CSV logs (which its ResultGrid reads) but not TensorBoard's, which warns at every inf.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables; progress.py reports
@@ -236,9 +244,9 @@ def _fit(trainable, data: dict[str, Any] | None, param_space: dict[str, Any], st
     storage.mkdir(parents=True, exist_ok=True)
     resources = {"cpu": cpu, "gpu": gpu} if gpu else {"cpu": cpu}
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trainable, data_ref=ship(data) if data is not None else None),
-                            resources),
-        param_space={**param_space, "threads": max(1, int(cpu))},
+        tune.with_resources(tune.with_parameters(
+            trainable, data_ref=ship(data, plugins=plugins) if data is not None else None), resources),
+        param_space={**param_space, "threads": max(1, int(cpu)), "plugins": list(plugins)},
         tune_config=tune.TuneConfig(reuse_actors=True, **tune_config),  # one worker runs many trials
         run_config=tune.RunConfig(
             name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", storage_path=str(storage),
@@ -249,10 +257,13 @@ def _fit(trainable, data: dict[str, Any] | None, param_space: dict[str, Any], st
 
 
 def run_trials(specs: list[dict[str, Any]], recorder: Recorder, storage_dir: str | Path, name: str,
-               cpu: float = 1.0, gpu: float = 0.0, max_concurrent: int = 0, max_failures: int = 2) -> None:
-    """Run ``specs`` (``TrialSpec.to_dict()``) on Ray Tune, one trial each, recording through ``recorder``."""
+               cpu: float = 1.0, gpu: float = 0.0, max_concurrent: int = 0, max_failures: int = 2,
+               plugins: Sequence[str] = ()) -> None:
+    """Run ``specs`` (``TrialSpec.to_dict()``) on Ray Tune, one trial each, recording through ``recorder``;
+    every worker imports ``plugins`` first."""
     _fit(trainable, specs[0]["data"] if specs else None, {"trial": tune.grid_search(specs)}, storage_dir, name,
-         cpu, gpu, max_failures, [RecordingCallback(recorder)], max_concurrent_trials=max_concurrent or None,
+         cpu, gpu, max_failures, [RecordingCallback(recorder)], plugins=plugins,
+         max_concurrent_trials=max_concurrent or None,
          trial_name_creator=lambda t: t.config["trial"]["trial_id"],
          trial_dirname_creator=lambda t: t.config["trial"]["trial_id"])
 
@@ -263,7 +274,9 @@ def search_trainable(config: dict[str, Any], data_ref: Any = None) -> None:
     import math
 
     from .config import searched_spec
+    from .plugins import import_all
 
+    import_all(config.get("plugins", ()))  # before searched_spec builds a TrainerConfig
     spec = searched_spec(config["template"], config["params"])
     metric, mode = config["objective"]["metric"], config["objective"]["mode"]
     worst = math.inf if mode == "min" else -math.inf
@@ -303,7 +316,8 @@ class SearchCallback(RecordingCallback):
 def run_search(template: dict[str, Any], space: list[dict[str, Any]], make_spec, recorder: Recorder,
                storage_dir: str | Path, name: str, study_name: str, study_storage, num_samples: int,
                metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE, seed: int = 0, cpu: float = 1.0,
-               gpu: float = 0.0, max_concurrent: int = 0, max_failures: int = 2) -> None:
+               gpu: float = 0.0, max_concurrent: int = 0, max_failures: int = 2,
+               plugins: Sequence[str] = ()) -> None:
     """Run ``num_samples`` Optuna (TPE) trials through Ray Tune's ``OptunaSearch`` on the study
     ``study_name`` in ``study_storage`` (an ``optuna.storages.BaseStorage``; created if absent).
 
@@ -336,5 +350,6 @@ def run_search(template: dict[str, Any], space: list[dict[str, Any]], make_spec,
         searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
     space_of_trial = {"params": {p["name"]: _domain(p) for p in space}, "template": template,
                       "objective": {"metric": metric, "mode": mode}}
-    _fit(search_trainable, template["data"], space_of_trial, storage_dir, name, cpu, gpu, max_failures, [callback], search_alg=searcher, num_samples=num_samples,
+    _fit(search_trainable, template["data"], space_of_trial, storage_dir, name, cpu, gpu, max_failures, [callback], plugins=plugins,
+         search_alg=searcher, num_samples=num_samples,
          max_concurrent_trials=max_concurrent or None)

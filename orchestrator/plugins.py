@@ -1,0 +1,45 @@
+"""Plugins: modules that register algorithms and datasets from outside this package.
+
+A sweep file's ``plugins: [module, ...]`` and the environment variable ``MUTRANSFER_PLUGINS``
+(comma-separated modules) name them; the driver imports them before it checks a config, and every
+Ray worker imports them before it builds a trial. A plugin module must be importable on every
+node (on PYTHONPATH or installed); the embedded Ray's workers inherit the driver's environment.
+See docs/EXTENDING.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Iterable
+
+from .errors import BadInput
+
+PLUGINS_ENV = "MUTRANSFER_PLUGINS"
+
+
+def env_plugins() -> list[str]:
+    """The modules named by ``$MUTRANSFER_PLUGINS`` (comma-separated; blanks ignored)."""
+    return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+
+
+def import_plugins(modules: Iterable[str], where: str) -> list[str]:
+    """Import each module (which registers its trainers, tables, datasets); returns their names.
+
+    Raises:
+        BadInput: one line naming ``where`` (the key or variable), the module and why it failed.
+    """
+    names = [str(m) for m in modules]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a plugin's own error is bad input too, reported on one line
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise BadInput(f"{where}: cannot import {name!r} ({type(exc).__name__}: {why}); a plugin must be "
+                           f"importable on every node (PYTHONPATH or an installed package)") from None
+    return names
+
+
+def import_all(modules: Iterable[str] = ()) -> list[str]:
+    """What a Ray worker runs first: ``modules`` (a sweep's ``plugins``), then ``$MUTRANSFER_PLUGINS``."""
+    return import_plugins(modules, "plugins") + import_plugins(env_plugins(), PLUGINS_ENV)
