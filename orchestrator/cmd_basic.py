@@ -46,7 +46,7 @@ def _int_list(text: str) -> list[int]:
 
 # ---- coord-check -------------------------------------------------------------
 def _add_coord(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--algorithm", default="bp", help="bp, pc or tp (default bp)")
+    p.add_argument("--algorithm", default="bp", help="bp, pc, tp or one a plugin registers (default bp)")
     p.add_argument("--parametrization", default="mup", help="sp or mup (default mup)")
     p.add_argument("--optimizer", default="sgd", help="sgd or adam (default sgd)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.1 for SGD, 0.003 for Adam)")

@@ -1,5 +1,5 @@
 """A learning rule and a dataset from a module outside the package, registered the documented way
-(docs/EXTENDING.md), run through `coord-check` and a two-width sweep on the embedded Ray."""
+(docs/EXTENDING.md), run through `coord-check` and a two-width sweep on the embedded Ray (workers included), then `analyze`."""
 
 from __future__ import annotations
 
@@ -146,3 +146,7 @@ def test_two_width_sweep_of_a_plugin_rule_on_a_plugin_dataset_runs_in_ray_worker
     assert set(trials.width) == {16, 64}
     assert set(trials.status) <= {"ok", "diverged"}, trials[["status", "error"]].to_string()
     assert (trials.status == "ok").any()
+    report = run_cli(["analyze", str(results / "fa_toy")], env, timeout=300)  # the analysis reads it as any sweep
+    assert report.returncode == 0, report.stdout + report.stderr
+    summary = pd.read_parquet(results / "fa_toy" / "report" / "summary.parquet")
+    assert set(summary.algorithm) == {"fa"}
