@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        from .plugins import PLUGINS_ENV, env_plugins, import_plugins
+        from .plugins import import_installed_and_env
 
-        import_plugins(env_plugins(), PLUGINS_ENV)  # their algorithms and datasets, for every command
+        import_installed_and_env()  # plugins' algorithms and datasets, for every command
         code = args._run(args)
     except BadInput as exc:
         sys.stderr.write(f"mutransfer {args.command}: error: {exc}\n")

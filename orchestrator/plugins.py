@@ -1,7 +1,8 @@
 """Plugins: modules that register algorithms and datasets from outside this package.
 
-A sweep file's ``plugins: [module, ...]`` and the environment variable ``MUTRANSFER_PLUGINS``
-(comma-separated modules) name them; the driver imports them before it checks a config, and every
+A sweep file's ``plugins: [module, ...]``, the environment variable ``MUTRANSFER_PLUGINS``
+(comma-separated modules) and installed packages' entry points in the group ``mutransfer.plugins``
+name them; the driver imports them before it checks a config, and every
 Ray worker imports them before it builds a trial. A plugin module must be importable on every
 node (on PYTHONPATH or installed); the embedded Ray's workers inherit the driver's environment.
 See docs/EXTENDING.md.
@@ -16,6 +17,7 @@ from typing import Iterable
 from .errors import BadInput
 
 PLUGINS_ENV = "MUTRANSFER_PLUGINS"
+ENTRY_POINT_GROUP = "mutransfer.plugins"  # [project.entry-points."mutransfer.plugins"] name = "module"
 
 
 def env_plugins() -> list[str]:
@@ -40,6 +42,19 @@ def import_plugins(modules: Iterable[str], where: str) -> list[str]:
     return names
 
 
+def entry_point_plugins() -> list[str]:
+    """The modules installed packages name in the entry-point group ``mutransfer.plugins``."""
+    from importlib.metadata import entry_points
+
+    return [ep.module for ep in entry_points(group=ENTRY_POINT_GROUP)]
+
+
+def import_installed_and_env() -> list[str]:
+    """Import the installed packages' plugins (entry points), then ``$MUTRANSFER_PLUGINS``'s."""
+    return (import_plugins(entry_point_plugins(), f"entry point {ENTRY_POINT_GROUP}")
+            + import_plugins(env_plugins(), PLUGINS_ENV))
+
+
 def import_all(modules: Iterable[str] = ()) -> list[str]:
-    """What a Ray worker runs first: ``modules`` (a sweep's ``plugins``), then ``$MUTRANSFER_PLUGINS``."""
-    return import_plugins(modules, "plugins") + import_plugins(env_plugins(), PLUGINS_ENV)
+    """What a Ray worker runs first: ``modules`` (a sweep's ``plugins``), the entry points, ``$MUTRANSFER_PLUGINS``."""
+    return import_plugins(modules, "plugins") + import_installed_and_env()

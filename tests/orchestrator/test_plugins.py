@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-import textwrap
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator.config import load_sweep
 from orchestrator.errors import BadInput
+from trainers import DATASET_REGISTRY
 
 # Feedback alignment (Lillicrap et al. 2016): the output error travels down through fixed random
 # matrices B_l, drawn like W_l at initialisation (so μP's scales hold), instead of W_lᵀ.
@@ -128,6 +129,27 @@ def test_an_unimportable_plugin_in_the_environment_is_exit_2(plugin_dir, run_cli
     proc = run_cli(["coord-check", "--algorithm", "fa", "--widths", "64,128"], env, timeout=120)
     assert proc.returncode == 2
     assert "MUTRANSFER_PLUGINS: cannot import 'no_such_plugin_module'" in proc.stderr
+
+
+def test_an_installed_package_registers_through_its_entry_point(tmp_path, plugin_dir, monkeypatch):
+    """A package's ``[project.entry-points."mutransfer.plugins"]`` is imported without being named."""
+    from orchestrator.plugins import entry_point_plugins, import_installed_and_env
+    from trainers import DATASETS, TRAINERS
+
+    dist = plugin_dir / "fa_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fa-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[mutransfer.plugins]\nfa = fa_plugin\n")
+    monkeypatch.syspath_prepend(str(plugin_dir))
+    monkeypatch.delenv("MUTRANSFER_PLUGINS", raising=False)
+    assert entry_point_plugins() == ["fa_plugin"]
+    try:
+        assert import_installed_and_env() == ["fa_plugin"]
+        assert "fa" in TRAINERS and "toy" in DATASETS
+    finally:  # leave the registries as the other tests expect them
+        TRAINERS.pop("fa", None)
+        DATASET_REGISTRY.pop("toy", None)
+        sys.modules.pop("fa_plugin", None)
 
 
 @pytest.mark.slow
