@@ -55,10 +55,10 @@ class Trainer:
         init_net(self.model, self.table, m, cfg.seed)
         self.model.to(device=self.device, dtype=self.dtype)
         self.lr_multipliers: dict[str, float] = {}
-        for name, _ in self.model.named_parameters():
-            idx = int(name.split(".")[1])
-            role = "input" if name.endswith("bias") else self.model.roles[idx]
-            self.lr_multipliers[name] = float(m ** self.table.rule(role).lr)
+        for idx, (layer, layer_role) in enumerate(zip(self.model.layers, self.model.roles)):
+            for pname, _ in layer.named_parameters():  # biases follow the input row (Tensor Programs V)
+                role = "input" if pname == "bias" else layer_role
+                self.lr_multipliers[f"layers.{idx}.{pname}"] = float(m ** self.table.rule(role).lr)
         self.optimizer = self._make_optimizer(self.model.named_parameters(), self.lr_multipliers, cfg.lr)
 
     # ---- helpers -------------------------------------------------------

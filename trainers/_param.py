@@ -60,31 +60,10 @@ def layer_roles(depth: int) -> list[str]:
 
 
 SP = LayerRule()
-_FANIN_OVER_M = LayerRule(init_var=-1.0)
-
-# Tensor Programs V, Table 3 (relative to the base width); biases follow the input row.
-BP_TABLES: dict[tuple[str, str], Table] = {
-    ("sp", "sgd"): Table("bp/sp/sgd", SP, SP, SP),
-    ("sp", "adam"): Table("bp/sp/adam", SP, SP, SP),
-    ("mup", "sgd"): Table(
-        "bp/mup/sgd",
-        input=LayerRule(lr=1.0),  # η·m
-        hidden=LayerRule(lr=0.0),  # η
-        output=LayerRule(init_var=-1.0, lr=-1.0),  # 1/(fan_in·m), η/m
-    ),
-    ("mup", "adam"): Table(
-        "bp/mup/adam",
-        input=LayerRule(lr=0.0),  # η
-        hidden=LayerRule(lr=-1.0),  # η/m
-        output=LayerRule(init_var=-1.0, lr=-1.0),  # 1/(fan_in·m), η/m
-    ),
-}
 
 # (algorithm) -> function(cfg) -> key, and key -> Table
-_TABLES: dict[str, dict[tuple, Table]] = {"bp": {}}
+_TABLES: dict[str, dict[tuple, Table]] = {}
 _KEYS: dict[str, callable] = {}
-for _key, _table in BP_TABLES.items():
-    _TABLES["bp"][_key] = _table
 
 
 def default_key(cfg: TrainerConfig) -> tuple[str, str]:

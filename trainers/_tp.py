@@ -105,30 +105,28 @@ class TPTrainer(Trainer):
             ``feedback_loss`` (the loss summed over maps, before the update, first draw) and
             ``feedback_finite``; a non-finite gradient or solution is not applied.
         """
-        model, cfg = self.model, self.cfg
         if hs is None:
-            hs = model.preactivations(x.to(device=self.device, dtype=self.dtype))
+            hs = self.model.preactivations(x.to(device=self.device, dtype=self.dtype))
+        if self.feedback_optimizer is None:
+            return self._solve_feedback(hs)
+        return self._train_feedback(hs)
+
+    def _draw(self, hs: list[torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """One noise draw per feedback map g_k: its (input, target) pair for the map's loss."""
+        model, cfg = self.model, self.cfg
         sampler = reconstruction_samples if self.kind == "regression" else drl_samples
-        names = [f"g{k}" for k in range(1, model.depth)]
-        draws: dict[str, list] = {n: [] for n in names}
+        return {f"g{k}": sampler(model.layers[k], model.multipliers[k], model.phi, self.psi, hs[k - 1], hs[k],
+                                 cfg.feedback_noise, self.noise_gen) for k in range(1, model.depth)}
+
+    def _train_feedback(self, hs: list[torch.Tensor]) -> dict:
+        """``feedback_steps`` optimizer steps on the DRL, a fresh draw each; stops at a non-finite gradient."""
         first_loss, finite = None, True
-        for _ in range(cfg.feedback_steps):
-            losses, grads, pairs = 0.0, {}, {}
-            for k, name in enumerate(names, start=1):
-                pairs[name] = u, e = sampler(model.layers[k], model.multipliers[k], model.phi, self.psi,
-                                             hs[k - 1], hs[k], cfg.feedback_noise, self.noise_gen)
-                q = self.feedback[name].weight
-                if self.feedback_optimizer is None:  # the loss only: Q is solved for below
-                    r = apply_feedback(model.layers[k], q, u, e.shape) - e
-                    losses += 0.5 * float(r.pow(2).sum()) / u.shape[0]
-                else:
-                    value, grads[f"{name}.weight"] = drl_grad(model.layers[k], q, u, e)
-                    losses += float(value)
+        for _ in range(self.cfg.feedback_steps):
+            losses, grads = 0.0, {}
+            for k, (name, (u, e)) in enumerate(self._draw(hs).items(), start=1):
+                value, grads[f"{name}.weight"] = drl_grad(self.model.layers[k], self.feedback[name].weight, u, e)
+                losses += float(value)
             first_loss = losses if first_loss is None else first_loss
-            if self.feedback_optimizer is None:
-                for name in names:
-                    draws[name].append(pairs[name])
-                continue
             if not all_finite(grads.values()):
                 finite = False
                 break
@@ -136,13 +134,20 @@ class TPTrainer(Trainer):
                 p.grad = grads[n]
             self.feedback_optimizer.step()
             self.feedback_optimizer.zero_grad(set_to_none=True)
-        if self.feedback_optimizer is None:
-            solved = {n: ridge_solution(torch.cat([u for u, _ in d]), torch.cat([e for _, e in d]),
-                                        self.ridge[n]) for n, d in draws.items()}
-            finite = all_finite(solved.values())
-            if finite:
-                for n, q in solved.items():
-                    self.feedback[n].weight.copy_(q)
+        return {"feedback_loss": first_loss, "feedback_finite": finite}
+
+    def _solve_feedback(self, hs: list[torch.Tensor]) -> dict:
+        """Q_k = the ridge solution over ``feedback_steps`` draws (the loss reported: before, first draw)."""
+        draws = [self._draw(hs) for _ in range(self.cfg.feedback_steps)]
+        first_loss = sum(0.5 * float((apply_feedback(self.model.layers[k], self.feedback[name].weight, u, e.shape)
+                                      - e).pow(2).sum()) / u.shape[0]
+                         for k, (name, (u, e)) in enumerate(draws[0].items(), start=1)) if draws else None
+        solved = {n: ridge_solution(torch.cat([d[n][0] for d in draws]), torch.cat([d[n][1] for d in draws]),
+                                    self.ridge[n]) for n in (draws[0] if draws else {})}
+        finite = all_finite(solved.values())
+        if finite:
+            for n, q in solved.items():
+                self.feedback[n].weight.copy_(q)
         return {"feedback_loss": first_loss, "feedback_finite": finite}
 
     @torch.no_grad()

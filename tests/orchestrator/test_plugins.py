@@ -22,7 +22,7 @@ PLUGIN = '''
 import torch
 
 from trainers import Dataset, Trainer, init_net, make_model, register_dataset, register_table, register_trainer
-from trainers._param import BP_TABLES
+from trainers._bp import BP_TABLES
 
 
 @register_trainer("fa")

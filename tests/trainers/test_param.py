@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from trainers import TrainerConfig, make_trainer, resolve_table
-from trainers._param import BP_TABLES
+from trainers._bp import BP_TABLES
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])

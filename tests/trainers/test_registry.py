@@ -6,7 +6,7 @@ import pytest
 
 from trainers import CHOICES, TRAINERS, TrainerConfig, make_trainer, register_table, register_trainer
 from trainers._bp import BPTrainer
-from trainers._param import BP_TABLES
+from trainers._bp import BP_TABLES
 
 
 @pytest.fixture
