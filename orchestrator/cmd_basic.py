@@ -1,4 +1,4 @@
-"""Sub-commands that need no Ray: coord-check, train, fetch-data, demo."""
+"""Sub-commands that need no Ray: coord-check, train, fetch-data."""
 
 from __future__ import annotations
 
@@ -153,43 +153,10 @@ def _run_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- demo ----------------------------------------------------------------------
-DEMO = Path(__file__).resolve().parent.parent / "search_spaces" / "demo.yaml"
-
-
-def _add_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", default="results", help="results directory (default results)")
-    p.add_argument("--no-mlflow", action="store_true", help="Parquet only")
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    """`mutransfer verify search_spaces/demo.yaml`: BP, PC and TP under SP and muP on embedded Ray."""
-    from .cmd_verify import _add_verify, _run_verify
-
-    print(f"== demo: verify {DEMO.name}: BP, PC and TP under SP and muP on 7x7 pooled Fashion-MNIST, lr tuned "
-          f"at width 64 (Optuna), checked at widths 64-512 with 3 seeds, on Ray Tune ==", flush=True)
-    t0 = time.perf_counter()
-    argv = [str(DEMO), "--results", args.results] + (["--no-mlflow"] if args.no_mlflow else [])
-    code = _run_verify(build_ns(_add_verify, argv))
-    print(f"demo finished in {time.perf_counter() - t0:.0f}s (verify's exit code {code}: 0 transfers, 1 drifts, "
-          "3 inconclusive; the demo exits 0 because it completed)")
-    return 0 if code in (0, 1, 3) else code
-
-
-def build_ns(add, argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser()
-    add(p)
-    return p.parse_args(argv)
-
-
 COMMANDS = {
     "coord-check": ("Coordinate check: per-layer feature change against width (slopes near 0 under muP).",
                     _add_coord, _run_coord),
     "train": ("Train one network on Fashion-MNIST and print its learning curve.", _add_train, _run_train),
     "fetch-data": ("Find Fashion-MNIST on disk, or download it (checksummed) into the user cache.",
                    _add_fetch, _run_fetch),
-    "demo": ("The demo: `mutransfer verify search_spaces/demo.yaml` on embedded Ray: BP, PC and TP under SP and "
-             "muP, 7x7-pooled Fashion-MNIST, widths 64-512, 3 seeds, quarter-octave optima (about 4 minutes on "
-             "2 CPUs). Prints the verdict table, the report and the MLflow UI command; exits 0 when it completed "
-             "(the table says what it found).", _add_demo, _run_demo),
 }
