@@ -224,33 +224,12 @@ def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bo
     filt = f"tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'"
     if sweep is not None:
         filt += f" and tags.`{TAG_SWEEP}` = '{sweep}'"
-    runs, token = [], None
-    while True:
-        page = client.search_runs([exp.experiment_id], filter_string=filt, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
     rows, hist_rows, fallbacks = [], [], set()
-    for run in runs:
-        tags, metrics = run.data.tags, run.data.metrics
-        status = tags.get(TAG_STATUS) or tags.get("status") or (
-            STATUS_FAILED if run.info.status == "FAILED" else STATUS_OK)
-        row: dict = {_strip_prefix(k): v for k, v in run.data.params.items()}
-        row["trial_id"] = tags.get(TAG_TRIAL, run.info.run_name)
-        row["status"] = status
-        for key in FINAL_METRICS:
-            default = math.inf if (status == STATUS_DIVERGED and key.endswith("_loss")) else math.nan
-            value = metrics.get(key)
-            if value is None and key.startswith("final_") and key[6:] in metrics:
-                value = metrics[key[6:]]  # not logged as final_*: the last epoch's value
-                fallbacks.add(key)
-            value = default if value is None else float(value)
-            row[key] = math.copysign(math.inf, value) if abs(value) >= _MLFLOW_INF else value
-        row["node"] = None
+    for run in _search_all(client, exp.experiment_id, filt):
+        row = _trial_row(run, fallbacks)
         rows.append(row)
         if history:
-            hist_rows.extend(_run_history(client, run.info.run_id, row["trial_id"], status == STATUS_DIVERGED,
+            hist_rows.extend(_run_history(client, run.info.run_id, row["trial_id"], row["status"] == STATUS_DIVERGED,
                                           row["epochs_done"]))
     if not rows:
         return pd.DataFrame(), pd.DataFrame()
@@ -268,6 +247,37 @@ def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bo
     if not hist.empty:
         hist = hist.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
     return trials.sort_values("trial_id").reset_index(drop=True), hist
+
+
+def _search_all(client, experiment_id: str, filter_string: str) -> list:
+    """Every run of the experiment that matches ``filter_string`` (all result pages)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _trial_row(run, fallbacks: set[str]) -> dict:
+    """One trials.parquet row from an MLflow trial run; final metrics it lacks are added to ``fallbacks``."""
+    tags, metrics = run.data.tags, run.data.metrics
+    status = tags.get(TAG_STATUS) or tags.get("status") or (
+        STATUS_FAILED if run.info.status == "FAILED" else STATUS_OK)
+    row: dict = {_strip_prefix(k): v for k, v in run.data.params.items()}
+    row["trial_id"] = tags.get(TAG_TRIAL, run.info.run_name)
+    row["status"] = status
+    for key in FINAL_METRICS:
+        default = math.inf if (status == STATUS_DIVERGED and key.endswith("_loss")) else math.nan
+        value = metrics.get(key)
+        if value is None and key.startswith("final_") and key[6:] in metrics:
+            value = metrics[key[6:]]  # not logged as final_*: the last epoch's value
+            fallbacks.add(key)
+        value = default if value is None else float(value)
+        row[key] = math.copysign(math.inf, value) if abs(value) >= _MLFLOW_INF else value
+    row["node"] = None
+    return row
 
 
 def _run_history(client, run_id: str, trial_id: str, diverged: bool, epochs_done: float) -> list[dict]:
