@@ -50,6 +50,35 @@ def _pc_update(pc, steps: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, to
     return other.update_direction(x, y)
 
 
+def _cosines(cfg: TrainerConfig, data, labels: list, converged_steps: int) -> list[dict]:
+    """One network's rows: per inference schedule and layer, PC's cosines with BP's and the GN directions."""
+    net = cfg.activation
+    pc = make_trainer(cfg, data.input_dim, data.output_dim)
+    bp = make_trainer(cfg.replace(algorithm="bp"), data.input_dim, data.output_dim)
+    bp.model.load_state_dict(pc.model.state_dict())
+    x, y = data.x_train, pc.targets(data.y_train)
+    refs = (bp.update_direction(x, y), activity_gauss_newton_direction(pc.model, x, y, pc.gammas),
+            gauss_newton_direction(pc.model, x, y, per_sample=True))
+    cnorm = (float(torch.linalg.matrix_norm(linear_pc_coupling(pc.model, pc.gammas), 2))
+             if net == "linear" else float("nan"))
+    rows = []
+    for label in labels:
+        gap = float("nan")
+        if label == CONVERGED and net == "linear":
+            d = linear_pc_direction(pc.model, x, y, pc.gammas)
+        elif label == CONVERGED:
+            d = _pc_update(pc, converged_steps, x, y)
+            half = _pc_update(pc, max(1, converged_steps // 2), x, y)
+            gap = (sum(float((d[k] - half[k]).pow(2).sum()) for k in d)
+                   / sum(float(d[k].pow(2).sum()) for k in d)) ** 0.5
+        else:
+            d = _pc_update(pc, int(label), x, y)
+        c_bp, c_gn, c_gnp = (direction_cosines(d, ref) for ref in refs)
+        rows += [{"steps": label, "layer": layer, "cos_bp": c_bp[layer], "cos_gn": c_gn[layer],
+                  "cos_gn_param": c_gnp[layer], "coupling_norm": cnorm, "conv_gap": gap} for layer in c_bp]
+    return rows
+
+
 def pc_geometry(widths: Sequence[int] = (64, 128, 256, 512, 1024), gamma_bar_Ls: Sequence[float] = (0.0, -1.0),
                 steps: Sequence = (1, 5, 20, 100, CONVERGED), networks: Sequence[str] = NETWORKS,
                 seeds: Sequence[int] = (0,), batch_size: int = 64, depth: int = 3, inference_lr: float = 0.1,
@@ -91,31 +120,7 @@ def pc_geometry(widths: Sequence[int] = (64, 128, 256, 512, 1024), gamma_bar_Ls:
                     cfg = TrainerConfig(algorithm="pc", parametrization=parametrization, dtype="float64",
                                         depth=depth, width=int(width), activation=net, seed=int(seed),
                                         gamma_bar_L=float(gbar), inference_lr=inference_lr)
-                    pc = make_trainer(cfg, data.input_dim, data.output_dim)
-                    bp = make_trainer(cfg.replace(algorithm="bp"), data.input_dim, data.output_dim)
-                    bp.model.load_state_dict(pc.model.state_dict())
-                    x, y = data.x_train, pc.targets(data.y_train)
-                    grad = bp.update_direction(x, y)
-                    gn = activity_gauss_newton_direction(pc.model, x, y, pc.gammas)
-                    gnp = gauss_newton_direction(pc.model, x, y, per_sample=True)
-                    cnorm = (float(torch.linalg.matrix_norm(linear_pc_coupling(pc.model, pc.gammas), 2))
-                             if net == "linear" else float("nan"))
-                    for label in labels:
-                        gap = float("nan")
-                        if label == CONVERGED and net == "linear":
-                            d = linear_pc_direction(pc.model, x, y, pc.gammas)
-                        elif label == CONVERGED:
-                            d = _pc_update(pc, converged_steps, x, y)
-                            half = _pc_update(pc, max(1, converged_steps // 2), x, y)
-                            gap = (sum(float((d[k] - half[k]).pow(2).sum()) for k in d)
-                                   / sum(float(d[k].pow(2).sum()) for k in d)) ** 0.5
-                        else:
-                            d = _pc_update(pc, int(label), x, y)
-                        c_bp, c_gn, c_gnp = (direction_cosines(d, ref) for ref in (grad, gn, gnp))
-                        for layer in c_bp:
-                            rows.append({"network": net, "gamma_bar_L": float(gbar), "steps": label,
-                                         "width": int(width), "seed": int(seed), "layer": layer,
-                                         "cos_bp": c_bp[layer], "cos_gn": c_gn[layer],
-                                         "cos_gn_param": c_gnp[layer], "coupling_norm": cnorm,
-                                         "conv_gap": gap})
-    return pd.DataFrame(rows)
+                    key = {"network": net, "gamma_bar_L": float(gbar), "width": int(width), "seed": int(seed)}
+                    rows += [{**key, **r} for r in _cosines(cfg, data, labels, converged_steps)]
+    return pd.DataFrame(rows, columns=["network", "gamma_bar_L", "steps", "width", "seed", "layer", "cos_bp",
+                                       "cos_gn", "cos_gn_param", "coupling_norm", "conv_gap"])
