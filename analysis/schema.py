@@ -66,10 +66,11 @@ def tracking_uri(results_dir: str | Path, configured: str | None = None, existin
 
 # ---- the objective -------------------------------------------------------------------
 MODES = ("min", "max")
-# A sweep file's top-level ``metric`` (the trainable's reported value); ``objective.metric``
-# defaults to ``final_<metric>`` and sweep.yaml always holds the resolved objective.
-DEFAULT_METRIC, DEFAULT_MODE = "test_loss", "min"
-# What a results directory without sweep.yaml (or without ``objective:``) is judged by.
+# One default objective: the final training loss, minimised. A sweep file's top-level ``metric``
+# (the trainable's reported value) defaults to it, ``objective.metric`` to ``final_<metric>``, and a
+# results directory without sweep.yaml (or without ``objective:``) is judged by it; sweep.yaml always
+# holds the resolved objective.
+DEFAULT_METRIC, DEFAULT_MODE = "train_loss", "min"
 DEFAULT_OBJECTIVE_METRIC = "final_train_loss"
 DEFAULT_OBJECTIVE = {"metric": DEFAULT_OBJECTIVE_METRIC, "mode": DEFAULT_MODE}
 DEFAULT_VERIFY = {"max_drift": 0.2, "max_regret": 0.05}

@@ -138,8 +138,10 @@ class SweepConfig:
 
 
 # Keys that say how a sweep runs (or is judged), not what its trials compute: they may change between runs.
+# (``metric``/``mode`` say how trials are judged, not what they compute: a sweep recorded before the
+# default objective became the training loss still resumes.)
 EXECUTION_KEYS = ("resources", "max_concurrent", "max_failures", "tracking", "objective", "verify", "search",
-                  "plugins")
+                  "plugins", "metric", "mode")
 
 
 @dataclass(frozen=True)
