@@ -192,62 +192,78 @@ class PCTrainer(Trainer):
     def infer(self, x: torch.Tensor, target: torch.Tensor) -> dict:
         """Run inference on a batch.
 
+        One inference rule, on two schedules (``sequential_inference``: one top-down sweep with
+        step 1/γ_l, the paper's single-shot schedule; else ``inference_steps`` parallel steps of
+        ``inference_lr``), with the predictions μ either moving with the activities or frozen at
+        the feedforward pass (``fixed_prediction``).
+
         Returns a dict with ``h`` (feedforward pre-activations h_1..h_L), ``xs`` (final hidden
         activities x_1..x_{L−1}), ``errors`` (e_1..e_L at the final activities), ``inputs``
         (φ(x_{l−1}) used by each layer's weight update, φ(x_0) = x), ``loss`` (feedforward loss)
         and ``energy`` (F at the final activities); tensors only, no host synchronisation.
         """
-        cfg = self.cfg
-        Ws, alphas = self._params()
-        L, g = len(Ws), self.gammas
         h, pairs = self.model.forward_pairs(x, self._pair)  # h_1..h_L, (φ(h_l), φ'(h_l)) for l < L
         loss = self.loss_fn(h[-1], target)
-        if cfg.pc_init == "forward":
-            xs = [hl.clone() for hl in h[:-1]]
-        else:
-            xs = [torch.zeros_like(hl) for hl in h[:-1]]
-        if cfg.fixed_prediction:
-            mus = list(h)  # predictions frozen at the feedforward pass
-            e_L = self._output_error(h[-1], target)
-            dphis = [p[1] for p in pairs]
-            if cfg.sequential_inference:
-                for l in range(L - 2, -1, -1):  # x_{l+1} in 1-based terms, top down, step 1/γ
-                    e_up = e_L if l == L - 2 else xs[l + 1] - mus[l + 1]
-                    back = self._back(e_up, Ws[l + 1], xs[l]).mul_(g[l + 1] * alphas[l + 1] / g[l]).mul_(dphis[l])
-                    xs[l] = mus[l] + back  # = x_l − (1/γ_l) ∂F/∂x_l, since x_l − e_l = μ_l
-            else:
-                beta = self.inference_lr
-                for t in range(cfg.inference_steps):
-                    lo = self._lowest_active(t)
-                    errs = [None] * lo + [xl - ml for xl, ml in zip(xs[lo:], mus[lo:-1])] + [e_L]
-                    for l in range(lo, L - 1):
-                        back = self._back(errs[l + 1], Ws[l + 1], xs[l])
-                        xs[l].add_(errs[l], alpha=-beta * g[l]).addcmul_(
-                            dphis[l], back, value=beta * g[l + 1] * alphas[l + 1])
-            errs = [xl - ml for xl, ml in zip(xs, mus)] + [e_L]
-            inputs = [self.model.shape_input(x)] + [p[0] for p in pairs]
-            mu_L = h[-1]
-        else:
-            mu1 = h[0]  # W_1 x_0 never changes during inference: cached
-            pairs = list(pairs) if cfg.pc_init == "forward" else [self._pair(xl) for xl in xs]
-            mus = list(h) if cfg.pc_init == "forward" else (
-                [mu1] + [self._predict(pairs[l - 1][0], Ws[l], alphas[l]) for l in range(1, L)])
-            if cfg.sequential_inference:
-                for l in range(L - 2, -1, -1):
-                    psi_l, dphi_l = pairs[l]
-                    mu_up = self._predict(psi_l, Ws[l + 1], alphas[l + 1])
-                    e_up = self._output_error(mu_up, target) if l == L - 2 else xs[l + 1] - mu_up
-                    mu_l = mu1 if l == 0 else self._predict(pairs[l - 1][0], Ws[l], alphas[l])
-                    back = self._back(e_up, Ws[l + 1], xs[l]).mul_(g[l + 1] * alphas[l + 1]).mul_(dphi_l)
-                    grad = (xs[l] - mu_l).mul_(g[l]).sub_(back)
-                    xs[l] = xs[l].sub(grad, alpha=1.0 / g[l])
-                    pairs[l] = self._pair(xs[l])
-                mus = [mu1] + [self._predict(pairs[l - 1][0], Ws[l], alphas[l]) for l in range(1, L)]
-            errs = [xl - ml for xl, ml in zip(xs, mus)] + [self._output_error(mus[-1], target)]
-            mu_L = mus[-1] if cfg.sequential_inference else self._relax(xs, pairs, errs, mu1, mus[-1], target)
-            inputs = [self.model.shape_input(x)] + [p[0] for p in pairs]
+        xs = ([hl.clone() for hl in h[:-1]] if self.cfg.pc_init == "forward"
+              else [torch.zeros_like(hl) for hl in h[:-1]])
+        relax = self._infer_fixed if self.cfg.fixed_prediction else self._infer_moving
+        errs, pairs, mu_L = relax(h, pairs, xs, target)
+        inputs = [self.model.shape_input(x)] + [p[0] for p in pairs]
         return {"h": h, "xs": xs, "errors": errs, "inputs": inputs, "loss": loss,
                 "energy": self._energy(errs, mu_L, target)}
+
+    def _infer_fixed(self, h: list, pairs: list, xs: list, target: torch.Tensor) -> tuple[list, list, torch.Tensor]:
+        """Fixed prediction: μ_l = h_l throughout; ``xs`` relaxed in place. Returns (errors, pairs, μ_L)."""
+        Ws, alphas = self._params()
+        L, g = len(Ws), self.gammas
+        mus = list(h)  # predictions frozen at the feedforward pass
+        e_L = self._output_error(h[-1], target)
+        dphis = [p[1] for p in pairs]
+        if self.cfg.sequential_inference:
+            for l in range(L - 2, -1, -1):  # x_{l+1} in 1-based terms, top down, step 1/γ
+                e_up = e_L if l == L - 2 else xs[l + 1] - mus[l + 1]
+                back = self._back(e_up, Ws[l + 1], xs[l]).mul_(g[l + 1] * alphas[l + 1] / g[l]).mul_(dphis[l])
+                xs[l] = mus[l] + back  # = x_l − (1/γ_l) ∂F/∂x_l, since x_l − e_l = μ_l
+        else:
+            beta = self.inference_lr
+            for t in range(self.cfg.inference_steps):
+                lo = self._lowest_active(t)
+                errs = [None] * lo + [xl - ml for xl, ml in zip(xs[lo:], mus[lo:-1])] + [e_L]
+                for l in range(lo, L - 1):
+                    back = self._back(errs[l + 1], Ws[l + 1], xs[l])
+                    xs[l].add_(errs[l], alpha=-beta * g[l]).addcmul_(
+                        dphis[l], back, value=beta * g[l + 1] * alphas[l + 1])
+        return [xl - ml for xl, ml in zip(xs, mus)] + [e_L], pairs, h[-1]
+
+    def _infer_moving(self, h: list, pairs: list, xs: list, target: torch.Tensor) -> tuple[list, list, torch.Tensor]:
+        """Predictions move with the activities; ``xs`` relaxed in place. Returns (errors, pairs, μ_L)."""
+        Ws, alphas = self._params()
+        L = len(Ws)
+        mu1 = h[0]  # W_1 x_0 never changes during inference: cached
+        forward = self.cfg.pc_init == "forward"
+        pairs = list(pairs) if forward else [self._pair(xl) for xl in xs]
+        mus = list(h) if forward else (
+            [mu1] + [self._predict(pairs[l - 1][0], Ws[l], alphas[l]) for l in range(1, L)])
+        if self.cfg.sequential_inference:
+            mus = self._sweep_down(xs, pairs, mu1, target)
+        errs = [xl - ml for xl, ml in zip(xs, mus)] + [self._output_error(mus[-1], target)]
+        mu_L = mus[-1] if self.cfg.sequential_inference else self._relax(xs, pairs, errs, mu1, mus[-1], target)
+        return errs, pairs, mu_L
+
+    def _sweep_down(self, xs: list, pairs: list, mu1: torch.Tensor, target: torch.Tensor) -> list:
+        """The single-shot schedule: one top-down sweep, each x_l stepped by 1/γ_l; returns the new μ."""
+        Ws, alphas = self._params()
+        L, g = len(Ws), self.gammas
+        for l in range(L - 2, -1, -1):
+            psi_l, dphi_l = pairs[l]
+            mu_up = self._predict(psi_l, Ws[l + 1], alphas[l + 1])
+            e_up = self._output_error(mu_up, target) if l == L - 2 else xs[l + 1] - mu_up
+            mu_l = mu1 if l == 0 else self._predict(pairs[l - 1][0], Ws[l], alphas[l])
+            back = self._back(e_up, Ws[l + 1], xs[l]).mul_(g[l + 1] * alphas[l + 1]).mul_(dphi_l)
+            grad = (xs[l] - mu_l).mul_(g[l]).sub_(back)
+            xs[l] = xs[l].sub(grad, alpha=1.0 / g[l])
+            pairs[l] = self._pair(xs[l])
+        return [mu1] + [self._predict(pairs[l - 1][0], Ws[l], alphas[l]) for l in range(1, L)]
 
     # ---- learning ----------------------------------------------------------
     def energy_gradient(self, state: dict) -> dict[str, torch.Tensor]:
