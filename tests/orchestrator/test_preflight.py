@@ -49,9 +49,24 @@ def test_probe_accepts_a_listening_port_and_names_a_closed_one():
 
 
 def test_probe_leaves_auto_and_embedded_to_ray(monkeypatch):
+    """No address, ``auto`` and ``local`` are not probed (Ray answers them itself); $RAY_ADDRESS is."""
+    import orchestrator.preflight as preflight
+
+    tried = []
+
+    def refuse(addr, timeout=None):
+        tried.append(addr)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(preflight.socket, "create_connection", refuse)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    probe_address(None)
-    probe_address("auto")
+    for address in (None, "auto", "local"):
+        assert probe_address(address) is None
+    assert tried == []
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    with pytest.raises(BadInput, match="RAY_ADDRESS=127.0.0.1:6379: nothing answers"):
+        probe_address(None)
+    assert tried == [("127.0.0.1", 6379)]
 
 
 def test_fit_now_on_a_node_that_has_the_resources():
