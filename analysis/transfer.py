@@ -1,20 +1,21 @@
-"""Did the optimal learning rate transfer across widths? η*, drift exponent, regret, verdict.
+"""Did the optimal learning rate transfer across widths? η*, the stability edge, drift, regret, verdict.
 
-Per (algorithm, parametrization, inference_steps, width), from the loss L(η) of each trial
-(diverged trials count as L = +inf):
+Per group (algorithm, parametrization, inference_steps and every other varying key) and width,
+from each seed's own loss curve L(η) (diverged trials count as L = +inf):
 
-    η* = 2^x*,  x* = argmin of the parabola through (log2 η, mean_seeds L) at the best
-                grid point and its two neighbours (the grid point itself when a neighbour
-                is missing or diverged, or the parabola is not convex)
-    regret(w) = max(0, L_w(η*_base) − min_grid L_w) / |min_grid L_w|
-    drift k   = slope of log2 η*(w) against log2 w (least squares)
+    x*_s       = argmin of a parabola in log2 η around the seed's best point (analysis.curve.optimum)
+    η*(w)      = 2^mean_s x*_s
+    η_max(w)   = 2^mean_s (last stable log2 η below the first diverged one), when every seed diverged
+    edge-limited: the next larger η of the best point diverged at most seeds
+    regret(w)  = mean_s max(0, L_ws(η*_base) − min L_ws) / |min L_ws|
+    drift k    = slope of log2 η*(w) against log2 w (least squares); k_edge the same for η_max
 
-Intervals come from a bootstrap over seeds (resampled with replacement at each width); the
-drift interval is the wider of that bootstrap's and the least-squares 95 % t-interval.
-L_w(η*_base) is measured where η*_base is on the grid (as in a verify run), else read off the
-parabola (inside its three points) or interpolated linearly. The best loss is the lowest one
-measured, not the parabola's minimum: with an asymmetric basin (a cliff next to the optimum)
-the parabola's minimum can lie far below every measurement.
+Intervals are percentiles of a bootstrap over seeds, resampled at each width; with one seed, k's
+interval is the least-squares 95 % t-interval and η* and regret have none. L_ws(η*_base) is read
+off the seed's parabola between the best point's neighbours, else interpolated linearly. The best
+loss is the lowest one measured, not the parabola's minimum: with an asymmetric basin (a cliff
+next to the optimum) the parabola's minimum can lie far below every measurement. The verdict is
+:mod:`analysis.verdict`'s.
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ class TransferResult:
     Attributes:
         keys: group columns of a verdict (BASE_KEYS plus every other swept key that varies).
         per_width: one row per (keys, width): ``lr_star, lr_star_lo, lr_star_hi, best_loss``
-            (lowest mean loss measured), ``regret`` and diagnostics (``n_seeds, n_lr, n_diverged, refined, at_edge``).
-        groups: one row per keys: ``base_width, lr_star_base, drift_exponent, drift_lo,
-            drift_hi, max_regret, wider_better_frac, wider_better_rho, verdict, verdict_reason``.
+            (mean over seeds of the lowest loss measured), ``regret, regret_lo, regret_hi``,
+            ``lr_max, lr_max_lo, lr_max_hi, edge_limited, n_edge_limited`` and diagnostics
+            (``spacing, n_seeds, n_lr, n_diverged, refined, at_edge``).
+        groups: one row per keys: ``base_width, lr_star_base, drift_exponent, drift_lo, drift_hi,
+            max_regret, regret_lo, regret_hi, edge_exponent, edge_lo, edge_hi, edge_limited_widths,
+            n_seeds, wider_better_frac, wider_better_rho, verdict, verdict_reason, control_verdict``.
         curves: mean loss over seeds per (keys, width, lr), the data of the plots.
         table: the tidy per-trial table the numbers came from.
         metric, mode: the objective; ``loss`` in ``table`` is the metric (``min``) or its
@@ -285,7 +289,9 @@ def _analyze_group(g: pd.DataFrame, base_width: int | None, n_boot: int, rng: np
     if n_seeds >= 2 and n_boot and boot_regret and np.isfinite(max_regret):
         rlo, rhi = _interval(np.array(boot_regret).max(axis=0))
         rlo, rhi = min(rlo, max_regret), max(rhi, max_regret)
-    frac, rho_base = _wider_better(st, widths, x_base)
+    curves = [{"width": w, "lr": float(2 ** xi), "loss": float(li), "n_finite_seeds": int(nf),
+               "n_seeds": st[w]["n_seeds"]} for w in widths for xi, li, nf in _mean_curve_rows(g[g.width == w])]
+    frac, rho_base = _wider_better(curves, x_base)
     notes += _group_notes(rows, n_seeds, len(widths))
     limited = [r["width"] for r in rows if r["edge_limited"]]
     group = {"base_width": base_width, "lr_star_base": 2 ** x_base, "drift_exponent": k, "drift_lo": lo,
@@ -293,8 +299,6 @@ def _analyze_group(g: pd.DataFrame, base_width: int | None, n_boot: int, rng: np
              "edge_exponent": k_edge, "edge_lo": elo, "edge_hi": ehi,
              "edge_limited_widths": ",".join(map(str, limited)), "n_seeds": n_seeds,
              "wider_better_frac": frac, "wider_better_rho": rho_base, "n_widths": len(widths)}
-    curves = [{"width": w, "lr": float(2 ** xi), "loss": float(li), "n_finite_seeds": int(nf),
-               "n_seeds": st[w]["n_seeds"]} for w in widths for xi, li, nf in _mean_curve_rows(g[g.width == w])]
     return rows, group, curves, notes
 
 
@@ -321,14 +325,14 @@ def _mean_curve_rows(gw: pd.DataFrame):
     return zip(grid.index.to_numpy(float), _mean_curve(cells), np.isfinite(cells).sum(axis=1))
 
 
-def _wider_better(st: dict, widths: list[int], x_base: float) -> tuple[float, float]:
-    """At each lr measured at two widths or more: is the mean loss rank-anticorrelated with width?"""
+def _wider_better(curves: list[dict], x_base: float) -> tuple[float, float]:
+    """At each lr measured at two widths or more: is the mean loss rank-anticorrelated with width?
+
+    Returns the fraction of such lrs where it is, and the rank correlation at the lr nearest η*_base.
+    """
     means: dict[float, dict[int, float]] = {}
-    for w in widths:
-        frame = pd.concat([pd.DataFrame({"log2_lr": x, "seed": s, "loss": loss})
-                           for s, (x, loss) in st[w]["curves"].items()])
-        for xi, li, _ in _mean_curve_rows(frame):
-            means.setdefault(round(float(xi), 6), {})[w] = li
+    for c in curves:
+        means.setdefault(round(float(np.log2(c["lr"])), 6), {})[c["width"]] = c["loss"]
     rhos = {xi: _spearman(np.array(list(m), float), np.array(list(m.values()), float))
             for xi, m in means.items() if len(m) >= 2 and np.isfinite(list(m.values())).any()}
     vals = np.array([v for v in rhos.values() if np.isfinite(v)])

@@ -27,6 +27,8 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
+from analysis.transfer import tidy
+
 from .config import Sweep, TrialSpec, expand, trial_id
 from .driver import ray_held
 from .errors import BadInput
@@ -73,20 +75,17 @@ def transfer_trials(sweep: Sweep, base: list[dict[str, Any]], offsets: dict[int,
     return list(out.values())
 
 
-def curve_of(t: TrialSpec, base_lr: float, trials: pd.DataFrame, metric: str, mode: str
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Grid point ``t``'s measured curve: offsets k = log2(lr / η*_base) and the loss (+inf: diverged)."""
-    rows = trials
+def curve_of(t: TrialSpec, base_lr: float, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Grid point ``t``'s measured curve: offsets k = log2(lr / η*_base) and the loss (+inf: diverged).
+
+    ``table`` is :func:`analysis.transfer.tidy`'s (failed trials left out, ``loss`` to minimise);
+    a swept key with one value is not a column there and needs no filter.
+    """
+    rows = table
     for key in t.swept:
         if key != "lr" and key in rows.columns:
             rows = rows[rows[key] == t.trainer[key]]
-    rows = rows[rows.status != "failed"] if "status" in rows.columns else rows
-    if rows.empty:
-        return np.array([]), np.array([])
-    k = np.round(np.log2(rows.lr.to_numpy(float) / base_lr), 6)
-    value = rows[metric].to_numpy(float) * (1.0 if mode == "min" else -1.0)
-    bad = (rows.status != "ok").to_numpy() | ~np.isfinite(value)
-    return k, np.where(bad, np.inf, value)
+    return np.round(rows.log2_lr.to_numpy(float) - np.log2(base_lr), 6), rows.loss.to_numpy(float)
 
 
 def refinements(sweep: Sweep, base: list[dict[str, Any]], trials: pd.DataFrame, offsets: dict[int, set[float]]
@@ -96,12 +95,15 @@ def refinements(sweep: Sweep, base: list[dict[str, Any]], trials: pd.DataFrame, 
     bracket = sorted(float(k) for k in v.bracket)
     step = min((b - a for a, b in zip(bracket, bracket[1:])), default=1.0)
     limits = (bracket[0] - int(v.max_extend) * step, bracket[-1] + int(v.max_extend) * step)
-    more = {}
+    more: dict[int, set[float]] = {}
+    if trials.empty:
+        return more
+    table = tidy(trials, obj.metric, obj.mode)[0]
     for i, t in enumerate(sweep.trials):
         g = group_of(t.trainer, base)
-        if g is None or not g["best"] or trials.empty:
+        if g is None or not g["best"]:
             continue
-        k, loss = curve_of(t, float(g["best"]["lr"]), trials, obj.metric, obj.mode)
+        k, loss = curve_of(t, float(g["best"]["lr"]), table)
         new = next_offsets(k, loss, float(v.resolution), step, limits, bool(v.find_edge)) - offsets.get(i, set())
         if new:
             more[i] = new

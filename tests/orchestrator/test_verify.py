@@ -167,7 +167,8 @@ def _planted(sweep, best_lr, best_k_by_width, ks):
     for t in sweep.trials:
         for kk in ks:
             lr = best_lr * 2.0 ** kk
-            rows.append({**t.trainer, "lr": lr, "status": "ok",
+            trainer = {**t.trainer, "lr": lr}
+            rows.append({**trainer, "trial_id": trial_id(trainer, t.data, t.train), "status": "ok",
                          "final_train_loss": 1.0 + (kk - best_k_by_width[t.trainer["width"]]) ** 2})
     return pd.DataFrame(rows)
 
