@@ -199,16 +199,18 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(space, tmp_path, cap
 
 
 # ---- a real search, killed and resumed (slow) ---------------------------------------------
+# Trials of about a second (25 epochs, lr below the divergence edge) and a 0.1 s poll: on an idle
+# machine 3-epoch trials finished all 7 between two polls of 0.5 s, before the kill.
 KILL = """
 name: killme
 trainer: {algorithm: bp, optimizer: sgd, depth: 3, activation: tanh, base_width: 16}
 data: {dataset: fmnist, subset: 600, test_subset: 200}
-train: {epochs: 3, batch_size: 30}
+train: {epochs: 25, batch_size: 30}
 grid:
   parametrization: [sp, mup]
   width: [16, 32]
 objective: {metric: final_train_loss, mode: min}
-search: {space: {lr: {low: 1.0e-3, high: 0.5, log: true}}, trials: 7, seed: 1, max_concurrent: 1}
+search: {space: {lr: {low: 1.0e-3, high: 0.05, log: true}}, trials: 7, seed: 1, max_concurrent: 1}
 resources: {cpu: 1}
 """
 
@@ -229,7 +231,7 @@ def test_sigkilled_tune_base_resumes_without_repeating_trials(tmp_path, ray_env)
             if trials_pq.exists() and len(pd.read_parquet(trials_pq)) >= 2:
                 break
             assert proc.poll() is None, "tune-base ended before it could be killed"
-            time.sleep(0.5)
+            time.sleep(0.1)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
