@@ -81,6 +81,10 @@ def _run_tune_base(args: argparse.Namespace) -> int:
 def _add_verify(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument("--bootstrap", type=int, default=200, help="seed-bootstrap replicates (default 200)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config, tune-base's and the bracket's trial counts, how many are already "
+                        "recorded, a bound on the refinement rounds, resources per trial and an estimated cost; run "
+                        "and write nothing")
 
 
 def _run_verify(args: argparse.Namespace) -> int:
@@ -91,6 +95,11 @@ def _run_verify(args: argparse.Namespace) -> int:
     if args.bootstrap < 0:
         raise BadInput(f"--bootstrap={args.bootstrap} must be >= 0")
     sweep = _load(args)
+    if args.dry_run:
+        from .plan import verify_plan
+
+        print("\n".join(verify_plan(sweep, args.results, args.trials, args.address)))
+        return 0
     results = Path(args.results).resolve()
     print(f"verify {sweep.name} -> {results / sweep.name}", flush=True)
     res = run_verify(sweep, args.results, trials=args.trials, storage=args.storage, address=args.address,
