@@ -27,8 +27,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=None,
                    help="COMPLETE Optuna trials per study (default search.trials); a rerun runs only the remainder")
     p.add_argument("--results", default="results", help="results directory (default results)")
-    p.add_argument("--storage", default=None, help="Optuna storage, any SQLAlchemy URL "
-                                                   "(default search.storage, else sqlite:///RESULTS/NAME/optuna.db)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage: an SQLAlchemy URL, journal:PATH (a journal file, for NFS and other shared "
+                        "file systems) or journal (RESULTS/NAME/optuna.journal); default search.storage, else "
+                        "sqlite:///RESULTS/NAME/optuna.db")
     p.add_argument("--address", default=None, help="join the Ray cluster at ADDR (default: embedded Ray here)")
     p.add_argument("--no-mlflow", action="store_true", help="Parquet only")
 
@@ -160,7 +162,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "tune-base": ("Optuna (TPE) search of the learning rate at the base width, per group, on Ray Tune; "
-                  "resumable from its RDB storage; writes RESULTS/NAME/base_lr.json.", _add_common, _run_tune_base),
+                  "resumable from its storage (SQLite, PostgreSQL or a journal file); writes RESULTS/NAME/base_lr.json.", _add_common, _run_tune_base),
     "verify": (VERIFY_HELP, _add_verify, _run_verify),
     "demo": ("The demo: `mutransfer verify search_spaces/demo.yaml` on embedded Ray: BP, PC and TP under SP and "
              "muP, 7x7-pooled Fashion-MNIST, widths 64-512, 3 seeds, quarter-octave optima (about 4 minutes on "
