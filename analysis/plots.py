@@ -119,7 +119,8 @@ def _title(row_keys, row, par) -> str:
     algo = dict(zip(row_keys, row)).get("algorithm")
     parts = [f"{v}" if k == "algorithm" else _kv(k, v) for k, v in zip(row_keys, row)
              if k == "algorithm" or algo is None or algo in ONLY_FOR.get(k, (algo,))]
-    return f"{parts[0].upper() if parts else ''} {PAR_LABEL.get(par, par)}  " + " ".join(parts[1:])
+    head, keys = f"{parts[0].upper() if parts else ''} {PAR_LABEL.get(par, par)}", " ".join(parts[1:])
+    return f"{head}  {keys}".rstrip() if len(head) + len(keys) <= 24 else f"{head}\n{keys}"
 
 
 def _save(fig, path: str | Path, dpi: int = 110, formats: tuple[str, ...] = ("png",)) -> Path:
@@ -332,9 +333,11 @@ def plot_learning_curves(result: TransferResult, history: pd.DataFrame, path: st
             ax.plot(curve.index, curve.where(np.isfinite(curve)), marker="o", ms=3, color=colors[w],
                     label=f"{w} (η={2 ** near:.3g}){diverged}")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_xlim(0.7, float(history.epoch.max()) + 0.3)  # whole epochs, also when one point is left
         ax.set_xlabel("epoch")
         ax.set_ylabel(column)
-        ax.set_title(_title(row_keys, row, par) + " at base η*", fontsize=10)
+        ax.set_title(_title(row_keys, row, par) + (" at base η*" if len(_title(row_keys, row, par)) < 16 else
+                                                   "\nat base η*"), fontsize=9)
         ax.legend(title="width", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                   frameon=False)
     return _save(fig, path, dpi, formats)

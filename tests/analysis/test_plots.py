@@ -86,7 +86,7 @@ def test_facets_put_the_first_extra_key_across_and_the_others_down(pc_study, fig
     axes = np.array(fig.axes).reshape(nrows, ncols)
     assert len(_visible_axes(fig)) == 8
     titles = [[ax.get_title() for ax in row] for row in axes]
-    for j, want in enumerate(["SP  T=1", "SP  T=5", "μP  T=1", "μP  T=5"]):
+    for j, want in enumerate(["SP  T=1", "SP  T=5", "μP  T=1", "μP  T=5"]):  # short titles: one line
         assert all(want in titles[i][j] for i in range(nrows)), titles
     for i, want in enumerate(["γ̄_L=-1.0", "γ̄_L=0.0"]):
         assert all(want in t for t in titles[i]), titles
@@ -119,7 +119,7 @@ def test_titles_carry_only_the_keys_a_group_has(mixed_study, figures, tmp_path):
     plots.plot_loss_vs_lr(mixed_study, tmp_path / "f.png")
     (fig,) = figures
     titles = {ax.get_title() for ax in _visible_axes(fig)}
-    assert {"BP SP  ", "BP μP  ", "PC SP  T=20", "PC μP  T=20"} == titles
+    assert {"BP SP", "BP μP", "PC SP  T=20", "PC μP  T=20"} == titles
 
 
 def test_lr_star_has_reference_slopes_edge_rings_and_a_seed_band(pc_study, mixed_study, figures, tmp_path):
