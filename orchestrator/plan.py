@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from .config import Sweep, TrialSpec
+from .progress import duration
 from .results_store import ResultsStore
 
 FREE_KEYS = ("lr", "seed", "parametrization")  # cost the same whatever their value
@@ -145,13 +146,6 @@ def slots(sweep: Sweep, address: str | None, max_concurrent: int | None = None) 
     n = int((os.cpu_count() or 1) // cpu) if cpu > 0 else (os.cpu_count() or 1)
     cap = sweep.config.max_concurrent if max_concurrent is None else max_concurrent
     return max(1, min(n, cap) if cap else n)
-
-
-def duration(seconds: float) -> str:
-    """Seconds as a short human duration (``3m05s``)."""
-    from .progress import duration as short
-
-    return short(seconds)
 
 
 def cost_line(label: str, seconds: float | None, n_slots: int | None) -> str:
