@@ -1,7 +1,10 @@
-"""Plots of a transfer analysis (PNG): loss against learning rate, η* against width, learning curves.
+"""Plots of a transfer analysis: loss against learning rate, η* against width, learning curves.
 
-Panels: one row per group without its parametrization (algorithm, inference steps, other
-swept keys), one column per parametrization (SP left, μP right), one curve per width.
+Facets (loss and learning curves): columns are the parametrizations (SP left, μP right) times the
+first further key that varies (e.g. the inference steps T across); rows are the algorithms times
+the other varying keys (e.g. γ̄_L × fixed prediction down); one curve per width. A panel is
+titled with the keys its group has (BP and TP panels carry no T). Legends lie outside the data.
+Every figure is written as PNG (``dpi``, default :data:`DPI`) and, per ``formats``, as SVG or PDF.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from .transfer import TransferResult  # noqa: E402
 
 PAR_ORDER = ("sp", "mup")
 PAR_LABEL = {"sp": "SP", "mup": "μP"}
+DPI = 150
+FORMATS = ("png", "svg")  # the report's figures: PNG (embedded in report.html) and a vector copy
 
 
 def _layout(result: TransferResult) -> tuple[list[str], list[tuple], list[str]]:
@@ -55,26 +60,46 @@ def _colors(widths) -> dict:
     return {w: cmap(i / max(len(widths) - 1, 1) * 0.9) for i, w in enumerate(widths)}
 
 
-def _grid(result: TransferResult, panel_w: float = 4.6, panel_h: float = 3.4):
-    """A figure with one panel per (row, parametrization); ``axes[i][j]`` is row i, parametrization j.
+def _facets(result: TransferResult) -> tuple[dict[tuple[int, int], tuple[tuple, str]], int, int, list[str]]:
+    """The panel grid: ``{(row, column): (group values without parametrization, parametrization)}``,
+    the numbers of rows and columns, and the keys of the group values.
 
-    With a single parametrization and many rows the panels wrap into up to four columns, so that a
-    sixteen-setting study is a 4 × 4 grid, not one tall column.
+    Columns: parametrization × the first varying key other than algorithm; rows: algorithm × the others.
     """
     row_keys, rows, pars = _layout(result)
-    if len(pars) == 1 and len(rows) > 4:
-        ncols = 4
-        nrows = -(-len(rows) // ncols)
-        fig, flat = plt.subplots(nrows, ncols, figsize=(panel_w * ncols, panel_h * nrows), squeeze=False,
-                                 layout="constrained")
-        for ax in flat.flat[len(rows):]:
+    g = result.groups.astype({k: str for k in result.keys})
+    varying = [k for k in row_keys if k != "algorithm" and g[k].nunique() > 1]
+    across = varying[:1]
+
+    def part(row: tuple, keys) -> tuple:
+        return tuple(v for k, v in zip(row_keys, row) if k in keys)
+
+    down = [k for k in row_keys if k not in across]
+    col_vals = sorted({part(r, across) for r in rows}, key=_natural)
+    row_vals = sorted({part(r, down) for r in rows}, key=_natural)
+    cols = [(p, c) for p in pars for c in col_vals]
+    cells = {}
+    for r in rows:
+        for p in pars:
+            if not _select(g, row_keys, r, p).empty:
+                cells[(row_vals.index(part(r, down)), cols.index((p, part(r, across))))] = (r, p)
+    return cells, len(row_vals), len(cols), row_keys
+
+
+def _grid(result: TransferResult):
+    """A figure with one panel per group (:func:`_facets`); unused cells are hidden.
+
+    Returns:
+        ``(fig, axes, cells, row_keys)``: ``axes[i][j]`` is the panel of ``cells[(i, j)]``.
+    """
+    cells, nrows, ncols, row_keys = _facets(result)
+    panel_w, panel_h = (4.6, 3.4) if ncols <= 2 else (3.6, 2.9)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_w * ncols, panel_h * nrows), squeeze=False,
+                             layout="constrained")
+    for (i, j), ax in np.ndenumerate(axes):
+        if (i, j) not in cells:
             ax.set_visible(False)
-        axes = np.empty((len(rows), 1), dtype=object)
-        axes[:, 0] = list(flat.flat[:len(rows)])
-        return fig, axes, row_keys, rows, pars
-    fig, axes = plt.subplots(len(rows), len(pars), figsize=(panel_w * len(pars), panel_h * len(rows)),
-                             squeeze=False, layout="constrained")
-    return fig, axes, row_keys, rows, pars
+    return fig, axes, cells, row_keys
 
 
 # Keys that only some algorithms read: a BP or TP panel is not labelled with PC's inference steps.
@@ -94,20 +119,31 @@ def _title(row_keys, row, par) -> str:
     algo = dict(zip(row_keys, row)).get("algorithm")
     parts = [f"{v}" if k == "algorithm" else _kv(k, v) for k, v in zip(row_keys, row)
              if k == "algorithm" or algo is None or algo in ONLY_FOR.get(k, (algo,))]
-    return f"{parts[0].upper() if parts else ''} {PAR_LABEL.get(par, par)}  " + " ".join(parts[1:])
+    head, keys = f"{parts[0].upper() if parts else ''} {PAR_LABEL.get(par, par)}", " ".join(parts[1:])
+    return f"{head}  {keys}".rstrip() if len(head) + len(keys) <= 24 else f"{head}\n{keys}"
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig, path: str | Path, dpi: int = 110, formats: tuple[str, ...] = ("png",)) -> Path:
+    """Write ``fig`` to ``path`` (PNG at ``dpi``) and beside it in the other ``formats`` (svg, pdf); close it."""
     if fig.get_layout_engine() is None:
         fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
+    with plt.rc_context({"svg.hashsalt": "mutransfer"}):  # stable element ids in SVG
+        for fmt in formats:
+            if fmt != path.suffix.lstrip("."):
+                fig.savefig(path.with_suffix(f".{fmt}"), dpi=dpi, metadata=_NO_DATE.get(fmt))
     plt.close(fig)
     return path
 
 
-def plot_loss_vs_lr(result: TransferResult, path: str | Path) -> Path:
+# No creation date in vector files: the same analysis writes the same bytes (committed figures diff cleanly).
+_NO_DATE = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}
+
+
+def plot_loss_vs_lr(result: TransferResult, path: str | Path, dpi: int = DPI, formats: tuple[str, ...] = FORMATS
+                    ) -> Path:
     """Mean loss over seeds against learning rate, one curve per width, η* marked (★).
 
     The line joins the learning rates every seed measured; the sub-octave points that only some
@@ -117,51 +153,63 @@ def plot_loss_vs_lr(result: TransferResult, path: str | Path) -> Path:
     Returns:
         The PNG's path.
     """
-    fig, axes, row_keys, rows, pars = _grid(result)
+    fig, axes, cells, row_keys = _grid(result)
     sign = 1.0 if result.mode == "min" else -1.0
     colors = _colors(result.curves.width.unique())
-    for i, row in enumerate(rows):
-        for j, par in enumerate(pars):
-            ax = axes[i][j]
-            cur = _select(result.curves, row_keys, row, par)
-            pw = _select(result.per_width, row_keys, row, par)
-            finite = cur[np.isfinite(cur.loss)]
-            if finite.empty:
-                ax.set_title(_title(row_keys, row, par) + " (no data)")
-                continue
-            vals = sign * finite.loss
-            lo, hi = vals.min(), vals.max()
-            best = sign * pw.best_loss[np.isfinite(pw.best_loss)]
-            if len(best):  # zoom on the basin: up to 3x the base curve's spread above the best loss
-                top = best.max() + 3 * max(float(np.median(vals) - best.min()), 1e-12)
-                hi = min(hi, top) if result.mode == "min" else hi
-                lo, hi = min(lo, best.min()), max(hi, best.max())  # the fitted optimum may lie below the grid
-            pad = 0.05 * (hi - lo if hi > lo else 1.0)
-            for n, (w, c) in enumerate(cur.groupby("width")):
-                full = c[c.n_finite_seeds == c.n_seeds] if "n_finite_seeds" in c else c
-                ax.plot(full.lr, sign * full.loss, marker="o", ms=3, color=colors[w], label=f"{w}")
-                part = c[np.isfinite(c.loss) & ~c.index.isin(full.index)]  # refined: some seeds only
-                ax.plot(part.lr, sign * part.loss, ".", ms=3, color=colors[w], alpha=0.5)
-                div = c[~np.isfinite(c.loss)]  # one row of × per width along the top edge
-                marks, = ax.plot(div.lr, np.full(len(div), hi + pad * (1 + 0.5 * n)), "x", color=colors[w], ms=5,
-                                 clip_on=False)
-                marks.set_in_layout(False)
-                p = pw[pw.width == w]
-                if len(p) and np.isfinite(p.lr_star.iloc[0]):
-                    limited = bool(p.edge_limited.iloc[0]) if "edge_limited" in p else False
-                    ax.plot(p.lr_star, sign * p.best_loss, "*", color=colors[w], ms=11,
-                            mec="red" if limited else "k", mew=1.2 if limited else 0.5)
-            ax.set_xscale("log", base=2)
-            ax.set_ylim(lo - pad, hi + pad * (1.5 + 0.5 * cur.width.nunique()))
-            ax.set_xlabel("learning rate η")
-            ax.set_ylabel(result.metric)
-            ax.set_title(_title(row_keys, row, par), fontsize=10)
+    for (i, j), (row, par) in cells.items():
+        ax = axes[i][j]
+        cur = _select(result.curves, row_keys, row, par)
+        pw = _select(result.per_width, row_keys, row, par)
+        seeds = _select(result.table, row_keys, row, par)
+        finite = cur[np.isfinite(cur.loss)]
+        if finite.empty:
+            ax.set_title(_title(row_keys, row, par) + " (no data)")
+            continue
+        vals = sign * finite.loss
+        lo, hi = vals.min(), vals.max()
+        best = sign * pw.best_loss[np.isfinite(pw.best_loss)]
+        if len(best):  # zoom on the basin: up to 3x the base curve's spread above the best loss
+            top = best.max() + 3 * max(float(np.median(vals) - best.min()), 1e-12)
+            hi = min(hi, top) if result.mode == "min" else hi
+            lo, hi = min(lo, best.min()), max(hi, best.max())  # the fitted optimum may lie below the grid
+        pad = 0.05 * (hi - lo if hi > lo else 1.0)
+        for n, (w, c) in enumerate(cur.groupby("width")):
+            full = c[c.n_finite_seeds == c.n_seeds] if "n_finite_seeds" in c else c
+            ax.plot(full.lr, sign * full.loss, marker="o", ms=3, color=colors[w], label=f"{w}")
+            _seed_band(ax, seeds[seeds.width == w], sign, colors[w])
+            part = c[np.isfinite(c.loss) & ~c.index.isin(full.index)]  # refined: some seeds only
+            ax.plot(part.lr, sign * part.loss, ".", ms=3, color=colors[w], alpha=0.5)
+            div = c[~np.isfinite(c.loss)]  # one row of × per width along the top edge
+            marks, = ax.plot(div.lr, np.full(len(div), hi + pad * (1 + 0.5 * n)), "x", color=colors[w], ms=5,
+                             clip_on=False)
+            marks.set_in_layout(False)
+            p = pw[pw.width == w]
+            if len(p) and np.isfinite(p.lr_star.iloc[0]):
+                limited = bool(p.edge_limited.iloc[0]) if "edge_limited" in p else False
+                ax.plot(p.lr_star, sign * p.best_loss, "*", color=colors[w], ms=11,
+                        mec="red" if limited else "k", mew=1.2 if limited else 0.5)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(lo - pad, hi + pad * (1.5 + 0.5 * cur.width.nunique()))
+        ax.set_xlabel("learning rate η")
+        ax.set_ylabel(result.metric)
+        ax.set_title(_title(row_keys, row, par), fontsize=10)
     handles, labels = next(((h, lab) for h, lab in (a.get_legend_handles_labels() for a in axes.flat) if h),
                            ([], []))
     if handles:
-        fig.legend(handles, labels, title="width (× diverged, ★ η*, red ★: edge-limited, dots: some seeds only)",
+        fig.legend(handles, labels, title="width (× diverged, ★ η*, red ★: edge-limited, dots: some seeds only, "
+                                          "band: range over seeds)",
                    loc="outside lower center", ncol=len(handles), fontsize=8, title_fontsize=8)
-    return _save(fig, path)
+    return _save(fig, path, dpi, formats)
+
+
+def _seed_band(ax, trials: pd.DataFrame, sign: float, color) -> None:
+    """Shade the range over seeds of the loss at the learning rates every seed measured (the solid line's)."""
+    n = trials.seed.nunique()
+    t = trials[np.isfinite(trials.loss)]
+    spread = t.groupby("lr").loss.agg(["min", "max", "count"])
+    spread = spread[spread["count"] == n] if n > 1 else spread.iloc[:0]
+    if len(spread) > 1:
+        ax.fill_between(spread.index, sign * spread["min"], sign * spread["max"], color=color, alpha=0.15, lw=0)
 
 
 MAX_LINES = 6  # groups per η* panel before the panels are split by the next key
@@ -177,15 +225,17 @@ def _panels(result: TransferResult) -> tuple[list[str], list[tuple]]:
     return keys, sorted({tuple(r) for r in g[keys].itertuples(index=False)}, key=_natural)
 
 
-def plot_lr_star_vs_width(result: TransferResult, path: str | Path) -> Path:
-    """η* against width on log2 axes, one line per group (bootstrap intervals as error bars), the
-    stability edge η_max dotted in the same colour, edge-limited η* ringed in red, k = 0 and k = −1 guides.
+def plot_lr_star_vs_width(result: TransferResult, path: str | Path, dpi: int = DPI,
+                          formats: tuple[str, ...] = FORMATS) -> Path:
+    """η* against width on log2 axes, one line per group (its seed-bootstrap interval as a band where
+    there are seeds), the stability edge η_max dotted in the same colour, edge-limited η* ringed in
+    red, k = 0 and k = −1 guides through the base width's η*.
 
     Returns:
         The PNG's path.
     """
     keys, panels = _panels(result)
-    ncols = min(3, len(panels))
+    ncols = 2 if len(panels) == 4 else min(3, len(panels))
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.6 * nrows), squeeze=False, layout="constrained")
     for ax in axes.flat[len(panels):]:
@@ -201,11 +251,12 @@ def plot_lr_star_vs_width(result: TransferResult, path: str | Path) -> Path:
             pw = result.per_width[mask].sort_values("width")
             label = " ".join(PAR_LABEL.get(str(g[k]), str(g[k])) if k == "parametrization" else _kv(k, g[k])
                              for k in line_keys)
-            yerr = np.array([pw.lr_star - pw.lr_star_lo, pw.lr_star_hi - pw.lr_star]).clip(min=0)
-            line = ax.errorbar(pw.width, pw.lr_star, yerr=np.nan_to_num(yerr), marker="o", capsize=3,
-                               ls="--" if str(g.get("parametrization")) == "sp" else "-",
-                               label=f"{label}: k={g.drift_exponent:+.2f} [{g.drift_lo:+.2f}, {g.drift_hi:+.2f}]"
-                                     f" ({g.verdict})")
+            line = ax.plot(pw.width, pw.lr_star, marker="o", ls="--" if str(g.get("parametrization")) == "sp" else "-",
+                           label=f"{label}: {_k_text(g)} ({g.verdict})")
+            if int(g.n_seeds) > 1:
+                band = np.isfinite(pw.lr_star_lo) & np.isfinite(pw.lr_star_hi)
+                ax.fill_between(pw.width[band], pw.lr_star_lo[band], pw.lr_star_hi[band], color=line[0].get_color(),
+                                alpha=0.15, lw=0)
             limited = pw[pw.edge_limited.astype(bool)] if "edge_limited" in pw else pw.iloc[:0]
             ax.plot(limited.width, limited.lr_star, "o", ms=11, mfc="none", mec="red", mew=1.2)
             if "lr_max" in pw and np.isfinite(pw.lr_max).any():
@@ -217,9 +268,20 @@ def plot_lr_star_vs_width(result: TransferResult, path: str | Path) -> Path:
         ax.set_xlabel("width")
         ax.set_ylabel("η* (mean over seeds)")
         title = " ".join([algo.upper()] + [_kv(k, v) for k, v in zip(keys[1:], panel[1:])])
-        ax.set_title(f"{title}: η* ∝ width^k (red ring: edge-limited)", fontsize=10)
+        seeds = "band: 95 % interval over seeds; " if (result.groups[sel.to_numpy()].n_seeds > 1).any() else ""
+        ax.set_title(f"{title}: η* ∝ width^k\n({seeds}red ring: edge-limited)", fontsize=9)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
-    return _save(fig, path)
+    return _save(fig, path, dpi, formats)
+
+
+def _k_text(g) -> str:
+    """``k=+0.12 [−0.05, +0.30]``; one seed, or an interval of zero width, says so instead of [k, k]."""
+    k = f"k={g.drift_exponent:+.2f}"
+    if not (np.isfinite(g.drift_lo) and np.isfinite(g.drift_hi)):
+        return f"{k} (no interval)"
+    if g.drift_hi - g.drift_lo < 5e-3:
+        return f"{k} ({'1 seed, ' if int(g.n_seeds) == 1 else ''}points on a line: no spread)"
+    return f"{k} [{g.drift_lo:+.2f}, {g.drift_hi:+.2f}]" + (" (1 seed, least squares)" if int(g.n_seeds) == 1 else "")
 
 
 def _reference_slopes(ax, pw: pd.DataFrame) -> None:
@@ -235,7 +297,7 @@ def _reference_slopes(ax, pw: pd.DataFrame) -> None:
 
 
 def plot_learning_curves(result: TransferResult, history: pd.DataFrame, path: str | Path,
-                         column: str = "train_loss") -> Path | None:
+                         column: str = "train_loss", dpi: int = DPI, formats: tuple[str, ...] = FORMATS) -> Path | None:
     """Learning curves at the base width's η* (nearest grid learning rate), one curve per width.
 
     Args:
@@ -249,31 +311,33 @@ def plot_learning_curves(result: TransferResult, history: pd.DataFrame, path: st
     """
     if history is None or history.empty or column not in history.columns:
         return None
-    fig, axes, row_keys, rows, pars = _grid(result)
+    fig, axes, cells, row_keys = _grid(result)
     colors = _colors(result.curves.width.unique())
     table = result.table
-    for i, row in enumerate(rows):
-        for j, par in enumerate(pars):
-            ax = axes[i][j]
-            grp = _select(result.groups, row_keys, row, par)
-            t = _select(table, row_keys, row, par)
-            if grp.empty or not np.isfinite(grp.lr_star_base.iloc[0]):
-                ax.set_title(_title(row_keys, row, par) + " (no η*)")
+    for (i, j), (row, par) in cells.items():
+        ax = axes[i][j]
+        grp = _select(result.groups, row_keys, row, par)
+        t = _select(table, row_keys, row, par)
+        if grp.empty or not np.isfinite(grp.lr_star_base.iloc[0]):
+            ax.set_title(_title(row_keys, row, par) + " (no η*)")
+            continue
+        x0 = np.log2(grp.lr_star_base.iloc[0])
+        for w, tw in t.groupby("width"):
+            near = tw.log2_lr.iloc[int(np.argmin(np.abs(tw.log2_lr.to_numpy() - x0)))]
+            ids = tw[np.isclose(tw.log2_lr, near)].trial_id
+            h = history[history.trial_id.isin(ids)]
+            if h.empty:
                 continue
-            x0 = np.log2(grp.lr_star_base.iloc[0])
-            for w, tw in t.groupby("width"):
-                near = tw.log2_lr.iloc[int(np.argmin(np.abs(tw.log2_lr.to_numpy() - x0)))]
-                ids = tw[np.isclose(tw.log2_lr, near)].trial_id
-                h = history[history.trial_id.isin(ids)]
-                if h.empty:
-                    continue
-                curve = h.groupby("epoch")[column].mean()
-                diverged = " diverged" if not np.isfinite(curve).all() else ""
-                ax.plot(curve.index, curve.where(np.isfinite(curve)), marker="o", ms=3, color=colors[w],
-                        label=f"{w} (η={2 ** near:.3g}){diverged}")
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(column)
-            ax.set_title(_title(row_keys, row, par) + " at base η*", fontsize=10)
-            ax.legend(title="width", fontsize=7, title_fontsize=7)
-    return _save(fig, path)
+            curve = h.groupby("epoch")[column].mean()
+            diverged = " diverged" if not np.isfinite(curve).all() else ""
+            ax.plot(curve.index, curve.where(np.isfinite(curve)), marker="o", ms=3, color=colors[w],
+                    label=f"{w} (η={2 ** near:.3g}){diverged}")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_xlim(0.7, float(history.epoch.max()) + 0.3)  # whole epochs, also when one point is left
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(column)
+        ax.set_title(_title(row_keys, row, par) + (" at base η*" if len(_title(row_keys, row, par)) < 16 else
+                                                   "\nat base η*"), fontsize=9)
+        ax.legend(title="width", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  frameon=False)
+    return _save(fig, path, dpi, formats)

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ import pandas as pd
 from .io import current_umask, write_parquet_atomic
 from .load import SweepLogs
 from .schema import ROLE_SWEEP, TAG_ROLE, TAG_SWEEP
-from .plots import plot_learning_curves, plot_loss_vs_lr, plot_lr_star_vs_width
+from .plots import DPI, FORMATS, plot_learning_curves, plot_loss_vs_lr, plot_lr_star_vs_width
 from .transfer import TransferResult
 
 SUMMARY_COLUMNS = ("lr_star", "lr_star_lo", "lr_star_hi", "best_loss", "regret", "regret_lo", "regret_hi",
@@ -152,7 +153,13 @@ def _pct(v) -> str:
     return (f"{100 * v:.3g}%" if np.isfinite(v) else _fmt(v)) if v is not None else "–"
 
 
-def _blocks(result: TransferResult, logs: SweepLogs | None, pngs: dict) -> list[tuple]:
+# A figure maker for the report: called with the report's directory, it writes its PNGs there and
+# returns ``(file name, heading, caption)`` for each (e.g. tune-base's Optuna plots, orchestrator/base_plots.py).
+FigureMaker = Callable[[Path], list[tuple[str, str, str]]]
+
+
+def _blocks(result: TransferResult, logs: SweepLogs | None, pngs: dict,
+            extra: list[tuple[str, str, str]] = (), formats: tuple[str, ...] = ()) -> list[tuple]:
     t = result.table
     counts = t.status.value_counts().to_dict()
     name = logs.name if logs else "sweep"
@@ -196,15 +203,23 @@ def _blocks(result: TransferResult, logs: SweepLogs | None, pngs: dict) -> list[
     if "curves" in pngs:
         blocks += [("h2", "Learning curves at the base width's η*"),
                    ("img", pngs["curves"].name, "learning curves at the base width's optimal learning rate")]
+    for name, heading, caption in extra:
+        blocks += [("h2", heading), ("p", caption), ("img", name, heading)]
+    vector = [f for f in formats if f != "png"]
+    if vector:
+        blocks += [("p", f"Each figure is also written as {' and '.join(f.upper() for f in vector)} beside its PNG "
+                         f"(same name), for print.")]
     notes = result.notes + (logs.notes if logs else [])
     if notes:
         blocks += [("h2", "Notes"), ("ul", notes)]
     return blocks
 
 
-def write_report(result: TransferResult, out_dir: str | Path, logs: SweepLogs | None = None) -> Path:
+def write_report(result: TransferResult, out_dir: str | Path, logs: SweepLogs | None = None, dpi: int = DPI,
+                 formats: tuple[str, ...] = FORMATS, figures: FigureMaker | None = None) -> Path:
     """Write ``out_dir``: report.md, report.html, loss_vs_lr.png, lr_star_vs_width.png,
-    learning_curves.png (when there is history), summary.parquet, summary.json.
+    learning_curves.png (when there is history), summary.parquet, summary.json; each figure also
+    in the other ``formats`` (``svg``, ``pdf``), PNGs at ``dpi``; ``figures`` adds more (its PNGs).
 
     The files are written to a temporary directory beside ``out_dir`` that then replaces it,
     so a crash leaves the previous report whole.
@@ -216,14 +231,16 @@ def write_report(result: TransferResult, out_dir: str | Path, logs: SweepLogs | 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        pngs = {"loss": plot_loss_vs_lr(result, tmp / "loss_vs_lr.png"),
-                "lr_star": plot_lr_star_vs_width(result, tmp / "lr_star_vs_width.png")}
-        curves = plot_learning_curves(result, logs.history if logs else None, tmp / "learning_curves.png")
+        pngs = {"loss": plot_loss_vs_lr(result, tmp / "loss_vs_lr.png", dpi, formats),
+                "lr_star": plot_lr_star_vs_width(result, tmp / "lr_star_vs_width.png", dpi, formats)}
+        curves = plot_learning_curves(result, logs.history if logs else None, tmp / "learning_curves.png",
+                                      dpi=dpi, formats=formats)
         if curves is not None:
             pngs["curves"] = curves
+        extra = figures(tmp) if figures is not None else []
         write_parquet_atomic(summary_table(result), tmp / "summary.parquet")
         (tmp / "summary.json").write_text(json.dumps(summary_json(result, logs), indent=2, allow_nan=False) + "\n")
-        md, page = render(_blocks(result, logs, pngs), tmp)
+        md, page = render(_blocks(result, logs, pngs, extra, formats), tmp)
         (tmp / "report.md").write_text(md)
         (tmp / "report.html").write_text(page)
         old = None

@@ -19,6 +19,26 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="report directory (default RESULTS/report)")
     p.add_argument("--bootstrap", type=int, default=200, help="seed-bootstrap replicates (default 200)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the report to the sweep's MLflow run")
+    p.add_argument("--dpi", type=int, default=None, help="resolution of the PNG figures (default 150)")
+    p.add_argument("--formats", default="png,svg",
+                   help="figure formats, comma-separated, png first: png, svg, pdf (default png,svg)")
+
+
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def figure_options(args: argparse.Namespace) -> tuple[int, tuple[str, ...]]:
+    """``(dpi, formats)`` from --dpi and --formats (BadInput naming the option when bad)."""
+    from analysis.plots import DPI
+
+    dpi = DPI if args.dpi is None else args.dpi
+    if not 30 <= dpi <= 1200:
+        raise BadInput(f"--dpi={dpi} must be between 30 and 1200")
+    formats = tuple(f.strip().lower() for f in str(args.formats).split(",") if f.strip())
+    bad = [f for f in formats if f not in FIGURE_FORMATS]
+    if bad or not formats or formats[0] != "png":
+        raise BadInput(f"--formats={args.formats!r}: give png first, then any of svg, pdf (e.g. png,svg)")
+    return dpi, formats
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -28,6 +48,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 0:
         raise BadInput(f"--bootstrap={args.bootstrap} must be >= 0")
+    dpi, formats = figure_options(args)
     if args.mode is not None and args.mode not in MODES:
         raise BadInput(f"--mode={args.mode!r} is not one of {', '.join(MODES)}")
     if args.out:
@@ -53,7 +74,9 @@ def _run(args: argparse.Namespace) -> int:
                          max_regret=logs.verify["max_regret"], n_boot=args.bootstrap)
     except ValueError as exc:
         raise BadInput(f"{args.results}: {exc}") from None
-    write_report(result, out, logs)
+    from .base_plots import base_figures
+
+    write_report(result, out, logs, dpi=dpi, formats=formats, figures=base_figures(args.results, dpi))
     print(f"{logs.name}: {len(logs.trials)} trials from {logs.source}; {mode} {metric}; "
           f"transfers when k's 95% interval lies within +-{result.max_drift:g} and max regret's upper bound "
           f"<= {result.max_regret:.0%} (and, for muP, the SP control drifts); drifts when k's interval lies "

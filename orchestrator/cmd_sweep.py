@@ -23,6 +23,10 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default="results", help="results directory (default results)")
     p.add_argument("--max-concurrent", type=int, default=None, help="at most N trials at once (default: as the YAML)")
     p.add_argument("--no-mlflow", action="store_true", help="Parquet only")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config, trial counts per axis, how many are already recorded, resources "
+                        "per trial and an estimated cost (recorded trials of this machine, else a few timed steps); "
+                        "run and write nothing")
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
@@ -35,6 +39,11 @@ def _run_sweep(args: argparse.Namespace) -> int:
     from .paths import check_results_dir
 
     check_results_dir(args.results)
+    if args.dry_run:
+        from .plan import sweep_plan
+
+        print("\n".join(sweep_plan(sweep, args.results, args.address, args.max_concurrent)))
+        return 0
     print(f"sweep {sweep.name}: {len(sweep.trials)} trials over {', '.join(sweep.swept_keys)} "
           f"-> {Path(args.results).resolve() / sweep.name}", flush=True)
     res = run_sweep(sweep, args.results, address=args.address, max_concurrent=args.max_concurrent,

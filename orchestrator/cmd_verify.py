@@ -27,8 +27,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=None,
                    help="COMPLETE Optuna trials per study (default search.trials); a rerun runs only the remainder")
     p.add_argument("--results", default="results", help="results directory (default results)")
-    p.add_argument("--storage", default=None, help="Optuna storage, any SQLAlchemy URL "
-                                                   "(default search.storage, else sqlite:///RESULTS/NAME/optuna.db)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage: an SQLAlchemy URL, journal:PATH (a journal file, for NFS and other shared "
+                        "file systems) or journal (RESULTS/NAME/optuna.journal); default search.storage, else "
+                        "sqlite:///RESULTS/NAME/optuna.db")
     p.add_argument("--address", default=None, help="join the Ray cluster at ADDR (default: embedded Ray here)")
     p.add_argument("--no-mlflow", action="store_true", help="Parquet only")
 
@@ -81,6 +83,10 @@ def _run_tune_base(args: argparse.Namespace) -> int:
 def _add_verify(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument("--bootstrap", type=int, default=200, help="seed-bootstrap replicates (default 200)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config, tune-base's and the bracket's trial counts, how many are already "
+                        "recorded, a bound on the refinement rounds, resources per trial and an estimated cost; run "
+                        "and write nothing")
 
 
 def _run_verify(args: argparse.Namespace) -> int:
@@ -91,6 +97,11 @@ def _run_verify(args: argparse.Namespace) -> int:
     if args.bootstrap < 0:
         raise BadInput(f"--bootstrap={args.bootstrap} must be >= 0")
     sweep = _load(args)
+    if args.dry_run:
+        from .plan import verify_plan
+
+        print("\n".join(verify_plan(sweep, args.results, args.trials, args.address)))
+        return 0
     results = Path(args.results).resolve()
     print(f"verify {sweep.name} -> {results / sweep.name}", flush=True)
     res = run_verify(sweep, args.results, trials=args.trials, storage=args.storage, address=args.address,
@@ -151,7 +162,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "tune-base": ("Optuna (TPE) search of the learning rate at the base width, per group, on Ray Tune; "
-                  "resumable from its RDB storage; writes RESULTS/NAME/base_lr.json.", _add_common, _run_tune_base),
+                  "resumable from its storage (SQLite, PostgreSQL or a journal file); writes RESULTS/NAME/base_lr.json.", _add_common, _run_tune_base),
     "verify": (VERIFY_HELP, _add_verify, _run_verify),
     "demo": ("The demo: `mutransfer verify search_spaces/demo.yaml` on embedded Ray: BP, PC and TP under SP and "
              "muP, 7x7-pooled Fashion-MNIST, widths 64-512, 3 seeds, quarter-octave optima (about 4 minutes on "

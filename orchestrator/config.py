@@ -107,7 +107,8 @@ class VerifySection:
 class SearchSection:
     """Optuna at the base width (tune-base): ``space`` maps a trainer field to ``{low, high, log}``
     or ``{choices: [...]}`` (empty: lr over the grid's lr range, log); the study lives in ``storage``
-    (an SQLAlchemy URL; default SQLite at ``<results>/<name>/optuna.db``)."""
+    (an SQLAlchemy URL, default SQLite at ``<results>/<name>/optuna.db``; ``journal:PATH`` or ``journal``
+    for Optuna's journal file on a shared file system: :mod:`orchestrator.study_storage`)."""
 
     space: dict[str, Any] = field(default_factory=dict)
     trials: int = 20

@@ -1,8 +1,14 @@
-"""A live view of a sweep: trials done / running / diverged / failed, and the best so far."""
+"""A live view of a sweep: counts by status, throughput, ETA, retries and the best trial so far.
+
+On a terminal one line is redrawn in place (cut to the terminal's width, so a redraw never
+wraps); elsewhere (a log file, CI) plain mode writes whole lines, no carriage returns: one every
+``every`` finished trials or ``interval`` seconds, at once for a failure or a retry, and at the end.
+"""
 
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import time
 from typing import Any, TextIO
@@ -10,28 +16,47 @@ from typing import Any, TextIO
 from analysis.schema import DEFAULT_MODE, DEFAULT_OBJECTIVE_METRIC
 
 
+def duration(seconds: float) -> str:
+    """``seconds`` as ``42s``, ``3m05s``, ``2h07m`` or ``3d04h`` (at most six characters)."""
+    s = int(round(max(seconds, 0.0)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
 class Progress:
-    """Counts trial events and prints one status line (redrawn in place on a terminal).
+    """Counts trial events and prints one status line.
 
     Args:
         total: trials in the sweep; skipped: those already done in an earlier run.
         metric, mode: what "best" means: a ``final_*`` column of trials.parquet and ``min``/``max``.
-        stream: where to write (stderr by default); min_interval: seconds between redraws.
+        stream: where to write (stderr by default); min_interval: seconds between terminal redraws.
+        every, interval: plain mode writes a line every ``every`` finished trials (default: about
+            1 % of the trials, at least 1) or ``interval`` seconds, whichever comes first.
+        tty: redraw in place (default: whether ``stream`` is a terminal).
     """
 
     def __init__(self, total: int, skipped: int = 0, metric: str = DEFAULT_OBJECTIVE_METRIC, mode: str = DEFAULT_MODE,
-                 stream: TextIO | None = None, min_interval: float = 1.0) -> None:
+                 stream: TextIO | None = None, min_interval: float = 1.0, every: int | None = None,
+                 interval: float = 30.0, tty: bool | None = None) -> None:
         self.total, self.skipped, self.metric, self.mode = total, skipped, metric, mode
         self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
         self.min_interval = min_interval
+        self.every = every if every is not None else max(1, (total - skipped) // 100)
+        self.interval = interval
         self.running: set[str] = set()
         self.counts = {"ok": 0, "diverged": 0, "failed": 0}
         self.retries = 0
         self.waiting: str | None = None  # set when trials can start only once resources are added
         self.best: tuple[float, str] | None = None
         self.start = time.monotonic()
-        self._last = 0.0
+        self._last = -math.inf
+        self._last_done = -1
 
     def started(self, trial_id: str) -> None:
         self.running.add(trial_id)
@@ -52,32 +77,62 @@ class Progress:
             if better:
                 label = f"width={row.get('width')} lr={row.get('lr'):.4g} [{trial_id}]"
                 self.best = (value, label)
-        self.render(force=True)
+        self.render(force=status == "failed" or self.tty)
 
     @property
     def done(self) -> int:
         return self.skipped + sum(self.counts.values())
 
-    def line(self) -> str:
-        best = f"best {self.metric} {self.best[0]:.4g} ({self.best[1]})" if self.best else "best -"
+    @property
+    def ran(self) -> int:
+        """Trials finished in this run (not the skipped ones)."""
+        return sum(self.counts.values())
+
+    def rate(self, now: float | None = None) -> float:
+        """Trials finished per minute in this run (0 before the first)."""
+        elapsed = (time.monotonic() if now is None else now) - self.start
+        return 60.0 * self.ran / elapsed if self.ran and elapsed > 0 else 0.0
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds until the last trial ends at the rate so far (None before the first trial ends)."""
+        rate = self.rate(now)
+        return 60.0 * max(self.total - self.done, 0) / rate if rate > 0 else None
+
+    def line(self, now: float | None = None) -> str:
+        """The status line: counts, throughput and ETA, elapsed time, the best trial."""
+        now = time.monotonic() if now is None else now
         c = self.counts
+        pct = f" {100.0 * self.done / self.total:.0f}%" if self.total else ""
+        eta = self.eta(now)
+        speed = f"{self.rate(now):.3g}/min ETA {duration(eta)}" if eta is not None else "-/min ETA -"
+        best = f"best {self.metric} {self.best[0]:.4g} ({self.best[1]})" if self.best else "best -"
         wait = f" | {self.waiting}" if self.waiting and not self.running and self.done < self.total else ""
-        return (f"[{self.done}/{self.total}] done {self.done} (ok {c['ok']}, diverged {c['diverged']}, "
-                f"skipped {self.skipped}) running {len(self.running)} failed {c['failed']} "
-                f"retries {self.retries} | {best}{wait} | {time.monotonic() - self.start:.0f}s")
+        return (f"[{self.done}/{self.total}{pct}] ok {c['ok']} diverged {c['diverged']} failed {c['failed']} "
+                f"skipped {self.skipped} | running {len(self.running)} retries {self.retries} | {speed} "
+                f"elapsed {duration(now - self.start)}{wait} | {best}")
 
     def render(self, force: bool = False) -> None:
+        """Redraw (terminal) or, in plain mode, write a line when one is due."""
         now = time.monotonic()
-        if not force and now - self._last < self.min_interval:
-            return
-        self._last = now
         if self.tty:
-            self.stream.write("\r\033[K" + self.line())
+            if not force and now - self._last < self.min_interval:
+                return
+            width = shutil.get_terminal_size((160, 24)).columns - 1
+            self.stream.write("\r\033[K" + self.line(now)[:width])
         else:
-            self.stream.write(self.line() + "\n")
+            due = (self._last_done < 0 or self.done - self._last_done >= self.every
+                   or now - self._last >= self.interval)
+            if not (force or due):
+                return
+            self._last_done = self.done
+            self.stream.write(self.line(now) + "\n")
+        self._last = now
         self.stream.flush()
 
     def close(self) -> None:
+        """End the line (terminal) or write the final counts (plain mode)."""
         if self.tty:
             self.stream.write("\n")
+        elif self._last_done != self.done:
+            self.stream.write(self.line() + "\n")
         self.stream.flush()

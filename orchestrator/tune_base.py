@@ -11,7 +11,8 @@ parametrization are not group keys: at the base width SP and μP are the same ne
 same learning rate (m = 1), so one search serves both (its trials run as ``mup``, or the grid's
 only parametrization), and the search uses the grid's first seed.
 
-Resume: the studies live in an RDB storage (default SQLite ``results/<name>/optuna.db``). A
+Resume: the studies live in an RDB storage (default SQLite ``results/<name>/optuna.db``) or a
+journal file (``search.storage: journal``, for shared file systems; :mod:`.study_storage`). A
 rerun counts each study's COMPLETE trials and runs only the remainder to reach ``trials``; a
 RUNNING trial left by a killed driver is told COMPLETE with its recorded value when Parquet
 holds it (the driver records a trial from its result marked ``last``, which Tune hands to its
@@ -44,7 +45,8 @@ from analysis.io import write_json_atomic
 
 from .config import Sweep, check_runnable, searched_spec, suggest, trainer_fields, trial_id  # noqa: F401
 from .errors import BadInput
-from .paths import inside, sqlite_file
+from .paths import inside
+from .study_storage import check_storage_url, default_url, open_storage, storage_file  # noqa: F401
 from .results_store import DONE_STATUSES, ResultsStore
 from .driver import driver_session, preflight, ray_held
 from .recorder import SearchRecorder  # noqa: F401  (re-exported)
@@ -144,28 +146,6 @@ def search_groups(sweep: Sweep, space: list[dict[str, Any]]) -> list[SearchGroup
 
 
 # ---- the study -----------------------------------------------------------------------
-def check_storage_url(url: str) -> None:
-    """BadInput unless ``url`` parses as an SQLAlchemy URL."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        make_url(url)
-    except (ArgumentError, ValueError) as exc:
-        raise BadInput(f"--storage={url!r}: not an SQLAlchemy URL ({exc})") from None
-
-
-def open_storage(url: str):
-    """The Optuna RDB storage at ``url`` (BadInput when it cannot be opened)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as exc:  # sqlalchemy and drivers raise many kinds
-        raise BadInput(f"storage {url}: cannot open ({str(exc).strip().splitlines()[0][:200]})") from None
-
-
 def _params(trial) -> dict[str, Any]:
     """An Optuna trial's params as trainer fields (OptunaSearch flattens ``params/lr``)."""
     return {k.split("/", 1)[-1]: v for k, v in trial.params.items()}
@@ -255,11 +235,11 @@ class BaseResult:
 
 
 def storage_url(sweep: Sweep, results_dir: str | Path, storage: str | None = None) -> str:
-    """``--storage``, else ``search.storage``, else SQLite at ``<results>/<name>/optuna.db``."""
-    url = storage or sweep.config.search.storage
-    if not url:
-        url = f"sqlite:///{Path(results_dir).resolve() / sweep.name / 'optuna.db'}"
-    check_storage_url(url)
+    """``--storage``, else ``search.storage``, else SQLite at ``<results>/<name>/optuna.db``
+    (``journal``: a journal file at ``<results>/<name>/optuna.journal``; see :mod:`.study_storage`)."""
+    given = storage or sweep.config.search.storage
+    url = default_url(given, Path(results_dir).resolve() / sweep.name)
+    check_storage_url(url, "--storage" if storage else f"{sweep.source}: search.storage")
     return url
 
 
@@ -272,7 +252,7 @@ def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | N
         sweep: the loaded sweep (its ``search`` and ``objective`` sections).
         results_dir: the results root; this sweep's files go under ``<results_dir>/<name>/``.
         trials: COMPLETE trials per study (default ``search.trials``).
-        storage: SQLAlchemy URL of the studies (default: ``search.storage`` or SQLite optuna.db).
+        storage: SQLAlchemy URL or ``journal:PATH`` of the studies (default: ``search.storage`` or SQLite optuna.db).
         address: Ray cluster address (default: embedded Ray).
         track: log the trials to MLflow.
         stream: where progress lines go (default stderr).
@@ -298,8 +278,8 @@ def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | N
     store = ResultsStore(results_dir / sweep.name / "base")
     store.trials()  # a corrupt table: BadInput before anything is written
     store.history()
-    db = sqlite_file(url)
-    if db is not None and not (storage or cfg.search.storage):
+    db = storage_file(url)
+    if db is not None and (storage or cfg.search.storage) in (None, "", "journal"):
         inside(db, results_dir, f"{sweep.source}: name={sweep.name!r}: study storage")
     if db is None:
         open_storage(url)  # a server that is down: BadInput before anything is written

@@ -219,7 +219,9 @@ def run_verify(sweep: Sweep, results_dir: str | Path = "results", trials: int | 
     result = analyze(logs.trials, metric=logs.objective["metric"], mode=logs.objective["mode"],
                      max_drift=logs.verify["max_drift"], max_regret=logs.verify["max_regret"], n_boot=n_boot)
     out = run.sweep_dir / "report"
-    write_report(result, out, logs)
+    from .base_plots import base_figures
+
+    write_report(result, out, logs, figures=base_figures(run.sweep_dir))
     code, failures = decide(result.groups, result.keys)
     res = VerifyResult(base, run.sweep_dir, out, result, code, failures, counts, run.tracking_uri)
     if track and logs.tracking_uri:

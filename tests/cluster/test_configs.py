@@ -28,7 +28,7 @@ IMAGE_ROOT = "/home/ray/mutransfer/"      # where cluster/Dockerfile puts the ch
 RAYCLUSTER_SPEC = {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling",
                    "autoscalerOptions", "headServiceAnnotations", "suspend", "managedBy",
                    "gcsFaultToleranceOptions", "upgradeStrategy", "historyServerOptions", "networkPolicy",
-                   "tlsOptions"}
+                   "tlsOptions", "authOptions"}
 HEAD_GROUP = {"serviceType", "headService", "enableIngress", "rayStartParams", "template"}
 WORKER_GROUP = {"groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts", "rayStartParams",
                 "template", "scaleStrategy"}
@@ -103,6 +103,7 @@ def _check_raycluster_spec(spec: dict) -> None:
     assert containers and all(c["name"] and c["image"] for c in containers)
     assert "nvidia.com/gpu" not in containers[0].get("resources", {}).get("limits", {})  # a CPU head
     assert spec["enableInTreeAutoscaling"] is True
+    assert spec["authOptions"] == {"mode": "token"}  # Ray token authentication, the operator makes the token
     groups = spec["workerGroupSpecs"]
     assert groups
     for g in groups:
@@ -186,7 +187,7 @@ def _mutransfer_argv(line: str, where: str) -> list[str] | None:
     m = re.search(r"(?:^|[\s;&|(])(?:exec\s+)?mutransfer\s+(?=[a-z])(.*)$", line)
     if m is None:
         return None
-    rest = m.group(1).split("||")[0]
+    rest = m.group(1).split("||")[0].rstrip().removesuffix("&")  # a command run in the background
     for var, value in SHELL_VALUES.items():
         rest = rest.replace(var, value)
     assert "$" not in rest, f"{where}: unexpanded shell variable in `mutransfer {rest}`"
@@ -259,3 +260,99 @@ def test_command_check_rejects_a_bad_command():
 
     with pytest.raises(BadInput):
         load_sweep(ROOT / "search_spaces" / "smoke.yaml", ["resources.gpus=0.25"])
+
+
+# ---- versions, token authentication, requeue ------------------------------------------------
+# The KubeRay release that introduced each ray.io/v1 field the manifests use (older operators drop it).
+KUBERAY_SINCE = {"backoffLimit": (1, 2, 0), "authOptions": (1, 5, 1)}
+
+
+def _keys(doc) -> set[str]:
+    if isinstance(doc, dict):
+        return set(doc) | {k for v in doc.values() for k in _keys(v)}
+    if isinstance(doc, list):
+        return {k for v in doc for k in _keys(v)}
+    return set()
+
+
+def test_kuberay_minimum_in_the_readme_covers_every_field_used():
+    m = re.search(r"KubeRay operator \((\d+)\.(\d+)(?:\.(\d+))? or later", (CLUSTER / "README.md").read_text())
+    assert m, "cluster/README.md does not state the KubeRay operator's minimum version"
+    stated = tuple(int(g or 0) for g in m.groups())
+    used = set()
+    for name in ("raycluster.yaml", "rayjob.yaml"):
+        used |= _keys(_load(CLUSTER / "kuberay" / name)) & set(KUBERAY_SINCE)
+    assert used == set(KUBERAY_SINCE)
+    need = max(KUBERAY_SINCE[k] for k in used)
+    assert stated >= need, f"README says KubeRay {stated}, the manifests use fields from {need}"
+
+
+def test_token_authentication_in_every_recipe():
+    aws = _load(CLUSTER / "aws.yaml")
+    assert aws["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in aws[key] if "ray start" in c]
+        assert starts and all("export RAY_AUTH_MODE=token;" in c.split("ray start")[0] for c in starts), key
+    env = (CLUSTER / "mutransfer.env.example").read_text()
+    assert re.search(r"^RAY_AUTH_MODE=token$", env, re.M)  # sourced by aws_sweep.sh: the driver joins with it
+    assert ". ~/mutransfer.env" in (CLUSTER / "aws_sweep.sh").read_text()
+    sbatch = (CLUSTER / "slurm" / "sweep.sbatch").read_text()
+    assert "export RAY_AUTH_MODE=token" in sbatch and "export RAY_AUTH_TOKEN=" in sbatch
+    readme = (CLUSTER / "README.md").read_text()
+    for step in ("ray get-auth-token --generate", "authOptions", "RAY_AUTH_TOKEN"):
+        assert step in readme, step
+
+
+STUBS = {
+    "scontrol": 'if [ "$1" = show ]; then echo n1; else echo "scontrol $*" >> "$LOG"; fi',
+    "srun": 'while [ "${1#-}" != "$1" ]; do case "$1" in -w) shift 2;; *) shift;; esac; done\n'
+            'if [ "$1" = hostname ]; then echo 127.0.0.1; else exec /bin/sleep 60; fi',
+    "sleep": "exit 0",  # the script's waits for Ray to start
+    "mutransfer": 'echo "mutransfer $*" >> "$LOG"\n/bin/sleep 60 &\n'
+                  'trap "kill $!; echo \'driver got TERM\' >> $LOG; exit 143" TERM\nwait',
+}
+
+
+def _job(tmp_path):
+    """The sbatch script run by bash with srun, scontrol, sleep and mutransfer replaced by stubs."""
+    import os
+    import time
+
+    stubs = tmp_path / ".venv" / "bin"
+    stubs.mkdir(parents=True)
+    for name, body in STUBS.items():
+        (stubs / name).write_text("#!/bin/bash\n" + body + "\n")
+        (stubs / name).chmod(0o755)
+    (stubs / "activate").write_text(f'export PATH="{stubs}:$PATH"\n')
+    log = tmp_path / "log"
+    env = dict(os.environ, SLURM_SUBMIT_DIR=str(tmp_path), SLURM_JOB_NODELIST="n1", SLURM_JOB_ID="42",
+               SLURM_CPUS_PER_TASK="2", LOG=str(log))
+    proc = subprocess.Popen(["bash", str(CLUSTER / "slurm" / "sweep.sbatch"), "search_spaces/smoke.yaml"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 30
+    while not (log.exists() and "mutransfer sweep" in log.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    return proc, log
+
+
+def test_sbatch_requeues_at_the_time_limit_and_stops_the_driver_on_preemption(tmp_path):
+    import signal
+
+    text = (CLUSTER / "slurm" / "sweep.sbatch").read_text()
+    assert re.search(r"^#SBATCH --requeue$", text, re.M)
+    m = re.search(r"^#SBATCH --signal=B:USR1@(\d+)$", text, re.M)
+    assert m and int(m.group(1)) >= 60
+    assert "resumes" in text  # the note that a requeued job resumes
+    proc, log = _job(tmp_path)
+    assert "mutransfer sweep search_spaces/smoke.yaml" in log.read_text()
+    proc.send_signal(signal.SIGUSR1)  # the time limit is near: the job asks to be requeued, the driver runs on
+    import time
+
+    deadline = time.time() + 10
+    while "scontrol requeue 42" not in log.read_text() and time.time() < deadline:
+        time.sleep(0.05)
+    assert "scontrol requeue 42" in log.read_text() and proc.poll() is None
+    proc.send_signal(signal.SIGTERM)  # preemption: the driver is stopped, the job ends with its status
+    out, _ = proc.communicate(timeout=30)
+    assert "driver got TERM" in log.read_text()
+    assert proc.returncode == 143, out

@@ -36,6 +36,9 @@ def test_analyze_prints_the_verdicts_and_writes_the_report(sweep_dir, capsys):
     (["--metric", "final_trian_loss"], "final_train_loss"),
     (["--mode", "biggest"], "--mode"),
     (["--bootstrap", "-1"], "--bootstrap"),
+    (["--dpi", "5"], "--dpi"),
+    (["--formats", "svg,png"], "--formats"),
+    (["--formats", "png,jpeg"], "--formats"),
 ])
 def test_bad_options_exit_2_and_write_nothing(sweep_dir, capsys, argv, match):
     assert main(["analyze", str(sweep_dir), *argv]) == 2
