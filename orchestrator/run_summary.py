@@ -71,7 +71,7 @@ def config_params(config: dict[str, Any]) -> dict[str, str]:
         if isinstance(value, dict) and value:
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
-        else:
+        elif prefix:
             out[prefix] = json.dumps(value)[:MAX_PARAM] if isinstance(value, (list, dict)) else str(value)
 
     walk("", {k: v for k, v in config.items() if k != "name"})
