@@ -79,9 +79,10 @@ def config_params(config: dict[str, Any]) -> dict[str, str]:
 
 
 def view_state() -> str:
-    """The JSON of the runs-table view (selected columns) stored as the experiment tag
-    ``mlflow.sharedViewState.<VIEW_KEY>``."""
-    return json.dumps({"selectedColumns": [f"{kind}.`{name}`" for kind, name in VIEW_COLUMNS]})
+    """The JSON of the runs-table view stored as the experiment tag ``mlflow.sharedViewState.<VIEW_KEY>``:
+    the study's columns, and the trial runs listed flat (filtered by role; clear the filter for the parents)."""
+    return json.dumps({"selectedColumns": [f"{kind}.`{name}`" for kind, name in VIEW_COLUMNS],
+                       "searchFilter": "tags.`mutransfer.role` = 'trial'"})
 
 
 def runs_url(base: str, experiment_id: str) -> str:

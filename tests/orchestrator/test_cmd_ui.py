@@ -20,6 +20,7 @@ import textwrap
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -214,3 +215,32 @@ def test_sync_repairs_a_store_in_the_older_layout(swept):
     assert new_parent.data.tags["mlflow.note.content"].count("| pc-") == 2
     art = results / "mlartifacts" / "uisweep" / new_parent.info.run_id / "artifacts"
     assert (art / "sweep.yaml").is_file() and (art / "report" / "loss_vs_lr.png").is_file()
+
+
+@pytest.mark.ui
+def test_browser_screenshots_of_the_runs_table_a_trial_and_the_report(swept, server):
+    """Opt-in (`make ui-check`): headless Chromium opens what `mutransfer ui` printed, a trial run, the
+    parent run and report.md in the artifact viewer, and saves PNGs to $MUTRANSFER_UI_SHOTS (default tmp)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if not chromium or os.environ.get("MUTRANSFER_UI_CHECK") != "1":
+        pytest.skip("browser check: set MUTRANSFER_UI_CHECK=1 (make ui-check) with Chromium installed")
+    base = server["base"]
+    exp = json.loads(_get(base, "api/2.0/mlflow/experiments/get-by-name", experiment_name="uisweep"))["experiment"]
+    eid = exp["experiment_id"]
+    runs = _runs(base, eid)
+    parent = next(r for r in runs if _kv(r["data"].get("tags")).get("mutransfer.role") == "sweep")["info"]["run_id"]
+    trial = next(r for r in runs if r["info"]["status"] == "FINISHED" and r["info"]["run_id"] != parent)
+    out = Path(os.environ.get("MUTRANSFER_UI_SHOTS") or swept["tmp"] / "shots")
+    out.mkdir(parents=True, exist_ok=True)
+    pages = {"runs_table": re.search(r"uisweep: (\S+)", server["printed"]).group(1),
+             "trial_run": f"{base}/#/experiments/{eid}/runs/{trial['info']['run_id']}",
+             "parent_run": f"{base}/#/experiments/{eid}/runs/{parent}",
+             "report_md": f"{base}/#/experiments/{eid}/runs/{parent}/artifacts/report/report.md"}
+    for name, url in pages.items():
+        profile = swept["tmp"] / f"profile-{name}"
+        subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        f"--user-data-dir={profile}", "--window-size=1600,1100", "--virtual-time-budget=25000",
+                        f"--screenshot={out / (name + '.png')}", url], capture_output=True, timeout=180)
+        png = out / f"{name}.png"
+        assert png.is_file() and png.stat().st_size > 20_000, name  # a rendered page, not a blank one
+    print(f"screenshots in {out}")
