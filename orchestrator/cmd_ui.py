@@ -91,20 +91,34 @@ def ui_command(uri: str, host: str, port: int, artifacts: str | Path | None = No
     return cmd
 
 
-def sweep_urls(uri: str, base: str) -> list[tuple[str, str]]:
-    """``(experiment name, runs-table URL)`` of every experiment in ``uri`` that holds a sweep's runs."""
+def sweep_urls(uri: str, base: str, artifacts: Path | None = None) -> list[tuple[str, str]]:
+    """``(experiment name, runs-table URL)`` of every experiment in ``uri`` that holds a sweep's runs.
+
+    With ``artifacts`` (the proxied artifacts' root), each logged ``report/report.md`` gets its image
+    links absolute on ``base`` (:func:`orchestrator.run_summary.md_served_at`), so that MLflow's
+    markdown viewer shows the plots where this server runs.
+    """
+    from urllib.parse import urlparse
+
     from mlflow.tracking import MlflowClient
 
     from analysis.schema import ROLE_SWEEP, TAG_ROLE
 
-    from .run_summary import runs_url
+    from .run_summary import md_served_at, runs_url
+    from .tracking import TAG_REPORT
 
     client = MlflowClient(tracking_uri=uri)
     out = []
     for exp in client.search_experiments():
-        if client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_SWEEP}'",
-                              max_results=1):
+        parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_SWEEP}'",
+                                     max_results=1000)
+        if parents:
             out.append((exp.name, runs_url(base, exp.experiment_id)))
+        for run in parents if artifacts is not None else []:
+            if TAG_REPORT in run.data.tags and run.info.artifact_uri.startswith("mlflow-artifacts:"):
+                md = artifacts / urlparse(run.info.artifact_uri).path.lstrip("/") / "report" / "report.md"
+                if md.is_file() and (text := md.read_text()) != (new := md_served_at(text, base)):
+                    md.write_text(new)
     return out
 
 
@@ -122,7 +136,7 @@ def _run_ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI on {base} for {uri} (Ctrl-C stops it)", flush=True)
     if not is_remote(uri):
         try:
-            for name, url in sweep_urls(uri, base):
+            for name, url in sweep_urls(uri, base, artifacts):
                 print(f"  {name}: {url}", flush=True)
         except Exception as exc:  # the listing is a courtesy; the server shows everything
             print(f"  (could not list the sweeps: {str(exc).splitlines()[0][:200] if str(exc) else exc!r})")

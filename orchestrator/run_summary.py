@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +25,7 @@ VIEW_COLUMNS = [("params", k) for k in ("algorithm", "parametrization", "width",
                                         "seed")] + \
                [("metrics", k) for k in ("final_train_loss", "final_test_loss", "final_test_acc", "diverged",
                                          "wall_s")] + [("tags", "mutransfer.status")]
+VIEW_GROUPS = ("algorithm", "parametrization")
 
 
 def log2_lr(lr: float) -> float:
@@ -80,14 +82,17 @@ def config_params(config: dict[str, Any]) -> dict[str, str]:
 
 def view_state() -> str:
     """The JSON of the runs-table view stored as the experiment tag ``mlflow.sharedViewState.<VIEW_KEY>``:
-    the study's columns, and the trial runs listed flat (filtered by role; clear the filter for the parents)."""
+    the study's columns, the trial runs grouped by algorithm and parametrization (groups open, so the
+    trials are listed rather than folded under their parent; the parent runs under "Additional runs")."""
     return json.dumps({"selectedColumns": [f"{kind}.`{name}`" for kind, name in VIEW_COLUMNS],
-                       "searchFilter": "tags.`mutransfer.role` = 'trial'"})
+                       "groupBy": {"aggregateFunction": "min",
+                                   "groupByKeys": [{"mode": "param", "groupByData": k} for k in VIEW_GROUPS]}})
 
 
 def runs_url(base: str, experiment_id: str) -> str:
     """The experiment's runs table, machine-learning view, with the study's columns."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={VIEW_KEY}")
 
 
 def artifact_link(run_id: str, path: str) -> str:
@@ -196,8 +201,14 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def md_for_mlflow(md: str, run_id: str, folder: str = "report") -> str:
-    """``report.md`` with its relative image links made links that MLflow's viewer resolves."""
-    import re
-
+    """``report.md`` with its relative image links pointed at the server's ``get-artifact`` route."""
     return re.sub(r"!\[([^\]]*)\]\(([^):/?#]+\.(?:png|svg|jpg))\)",
                   lambda m: f"![{m.group(1)}]({artifact_link(run_id, f'{folder}/{m.group(2)}')})", md)
+
+
+def md_served_at(md: str, base: str) -> str:
+    """``report.md`` (as :func:`md_for_mlflow` wrote it) with its image links absolute on ``base``:
+    MLflow's markdown viewer (3.17) shows an image only when its URL has a scheme, and writes a
+    relative one out as text (its run descriptions show relative ones)."""
+    return re.sub(r"!\[([^\]]*)\]\((?:https?://[^/)\s]+/)?(get-artifact\?[^)\s]+)\)",
+                  lambda m: f"![{m.group(1)}]({base.rstrip('/')}/{m.group(2)})", md)

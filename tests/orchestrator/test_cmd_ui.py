@@ -125,8 +125,8 @@ def _runs(base, exp_id):
 def test_trial_runs_through_the_rest_api(swept, server):
     base = server["base"]
     exp = json.loads(_get(base, "api/2.0/mlflow/experiments/get-by-name", experiment_name="uisweep"))["experiment"]
-    assert f"uisweep: {base}/#/experiments/{exp['experiment_id']}/runs?viewStateShareKey=mutransfer" \
-        in server["printed"]
+    assert f"uisweep: {base}/#/experiments/{exp['experiment_id']}/runs?workflowType=machine_learning" \
+        "&viewStateShareKey=mutransfer" in server["printed"]
     tags = _kv(exp.get("tags"))
     assert tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs table
     assert "params.`log2_lr`" in json.loads(tags["mlflow.sharedViewState.mutransfer"])["selectedColumns"]
@@ -176,9 +176,11 @@ def test_parent_run_params_verdicts_and_artifacts_of_the_copied_directory(swept,
     assert _get(base, "get-artifact", path="sweep.yaml", run_uuid=rid) == \
         (swept["results"] / "uisweep" / "sweep.yaml").read_bytes()
     md = _get(base, "get-artifact", path="report/report.md", run_uuid=rid).decode()
-    links = re.findall(r"!\[[^\]]*\]\((get-artifact\?[^)]+)\)", md)
-    assert len(links) >= 2 and not re.search(r"!\[[^\]]*\]\([^)/:?]+\.png\)", md)  # no bare relative image
-    for link in links + re.findall(r"\((get-artifact\?[^)]+\.png[^)]*)\)", note):
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)  # absolute on this server (its viewer needs a scheme)
+    assert len(images) >= 2 and all(i.startswith(f"{base}/get-artifact?") for i in images), images
+    described = re.findall(r"!\[[^\]]*\]\((get-artifact\?[^)]+)\)", note)  # relative: the description shows them
+    assert len(described) == 2
+    for link in [i.removeprefix(base + "/") for i in images] + described:
         assert _get(base, link).startswith(b"\x89PNG")  # as the UI's page resolves it, relative to /
 
 
@@ -232,14 +234,17 @@ def test_browser_screenshots_of_the_runs_table_a_trial_and_the_report(swept, ser
     trial = next(r for r in runs if r["info"]["status"] == "FINISHED" and r["info"]["run_id"] != parent)
     out = Path(os.environ.get("MUTRANSFER_UI_SHOTS") or swept["tmp"] / "shots")
     out.mkdir(parents=True, exist_ok=True)
+    ml = "?workflowType=machine_learning"
     pages = {"runs_table": re.search(r"uisweep: (\S+)", server["printed"]).group(1),
-             "trial_run": f"{base}/#/experiments/{eid}/runs/{trial['info']['run_id']}",
-             "parent_run": f"{base}/#/experiments/{eid}/runs/{parent}",
-             "report_md": f"{base}/#/experiments/{eid}/runs/{parent}/artifacts/report/report.md"}
+             "trial_run": f"{base}/#/experiments/{eid}/runs/{trial['info']['run_id']}{ml}",
+             "parent_run": f"{base}/#/experiments/{eid}/runs/{parent}{ml}",
+             "report_md": f"{base}/#/experiments/{eid}/runs/{parent}/artifacts/report/report.md{ml}",
+             "trial_charts": f"{base}/#/experiments/{eid}/runs/{trial['info']['run_id']}/model-metrics{ml}"}
     for name, url in pages.items():
         profile = swept["tmp"] / f"profile-{name}"
         subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        f"--user-data-dir={profile}", "--window-size=1600,1100", "--virtual-time-budget=25000",
+                        f"--user-data-dir={profile}", f"--window-size=1600,{2600 if name == 'report_md' else 1100}",
+                        "--virtual-time-budget=25000",
                         f"--screenshot={out / (name + '.png')}", url], capture_output=True, timeout=180)
         png = out / f"{name}.png"
         assert png.is_file() and png.stat().st_size > 20_000, name  # a rendered page, not a blank one

@@ -3,7 +3,8 @@
 import json
 import re
 
-from orchestrator.run_summary import (base_summary, config_params, group_label, lr_label, md_for_mlflow, run_name,
+from orchestrator.run_summary import (base_summary, config_params, group_label, lr_label, md_for_mlflow, md_served_at,
+                                      run_name,
                                       runs_url, verdict_summary, view_state)
 
 
@@ -36,8 +37,10 @@ def test_group_labels_and_config_params():
 def test_view_state_selects_the_studys_columns_and_the_url_opens_it():
     cols = json.loads(view_state())["selectedColumns"]
     assert "params.`log2_lr`" in cols and "metrics.`final_train_loss`" in cols and "metrics.`diverged`" in cols
+    assert json.loads(view_state())["groupBy"]["groupByKeys"] == [
+        {"mode": "param", "groupByData": "algorithm"}, {"mode": "param", "groupByData": "parametrization"}]
     assert runs_url("http://127.0.0.1:5000/", "7") == \
-        "http://127.0.0.1:5000/#/experiments/7/runs?viewStateShareKey=mutransfer"
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=mutransfer"
 
 
 def test_report_markdown_images_point_at_the_servers_artifacts():
@@ -48,6 +51,10 @@ def test_report_markdown_images_point_at_the_servers_artifacts():
     # MLflow's markdown viewer drops URLs with a scheme other than http(s)/mailto (react-markdown's
     # default urlTransform): the link must have no colon at all
     assert ":" not in re.search(r"\]\((get-artifact[^)]*)\)", out).group(1)
+    # ... but its artifact viewer shows an image only with a scheme: `mutransfer ui` makes them absolute
+    served = md_served_at(out, "http://127.0.0.1:5001/")
+    assert "![loss](http://127.0.0.1:5001/get-artifact?path=report%2Floss_vs_lr.png&run_uuid=abc)" in served
+    assert md_served_at(served, "http://h:9") == md_served_at(out, "http://h:9")  # served elsewhere later
 
 
 def test_verdict_and_base_summaries():
