@@ -154,6 +154,19 @@ def test_trial_runs_through_the_rest_api(swept, server):
             assert all(start * 1000 <= m["timestamp"] <= end * 1000 for m in hist)
 
 
+def test_the_analysis_reads_the_same_trials_from_mlflow(swept):
+    """Parquet is the truth; without it the analysis reads MLflow: same rows, no derived column."""
+    from analysis.load import read_mlflow
+    from analysis.transfer import analyze
+
+    parquet = pd.read_parquet(swept["results"] / "uisweep" / "trials.parquet").sort_values("trial_id")
+    trials, history = read_mlflow(f"sqlite:///{swept['results'] / 'mlflow.db'}", "uisweep", sweep="uisweep")
+    assert "log2_lr" not in trials and set(trials.sweep) == {"uisweep"} and len(history) > 0
+    assert list(trials.trial_id) == list(parquet.trial_id) and list(trials.status) == list(parquet.status)
+    a, b = analyze(trials, n_boot=0), analyze(parquet, n_boot=0)
+    assert a.keys == b.keys and list(a.groups.lr_star_base) == list(b.groups.lr_star_base)
+
+
 def test_parent_run_params_verdicts_and_artifacts_of_the_copied_directory(swept, server):
     base = server["base"]
     exp = json.loads(_get(base, "api/2.0/mlflow/experiments/get-by-name", experiment_name="uisweep"))["experiment"]
