@@ -34,6 +34,8 @@ FINAL_METRICS = ("final_train_loss", "final_test_loss", "final_test_acc", "epoch
 # (the MLflow params are the rest).
 RESULT_COLUMNS = ("status", "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done",
                   "wall_s", "node", "hostname", "error", "retries", "device_used", "started_at", "finished_at")
+# Columns logged to MLflow as tags of the trial run, not params (mutransfer.trial_id, mutransfer.sweep).
+TAG_COLUMNS = ("trial_id", "sweep")
 # Configuration columns that stay strings even when every value looks like a number.
 STRING_COLUMNS = ("trial_id", "sweep", "algorithm", "parametrization", "optimizer", "dataset", "model",
                   "activation", "dtype", "device", "loss", "pc_init")

@@ -32,7 +32,8 @@ import pandas as pd
 
 from analysis.schema import (EPOCH_METRICS, FINAL_METRICS, RESULT_COLUMNS, ROLE_SWEEP,  # noqa: F401
                              ROLE_TRIAL, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, TAG_FORMAT, TAG_ROLE,
-                             TAG_STATUS, TAG_SWEEP, TAG_TRIAL, TRACKING_FORMAT, tracking_uri)
+                             TAG_COLUMNS, TAG_STATUS, TAG_SWEEP, TAG_TRIAL, TRACKING_FORMAT,
+                             tracking_uri)
 
 from . import run_summary as rs
 
@@ -40,7 +41,7 @@ from . import run_summary as rs
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
                   "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 # Columns of a trials.parquet row that are not logged as params (trial_id and sweep are tags).
-NOT_PARAMS = set(RESULT_COLUMNS) | {"trial_id", "sweep"}
+NOT_PARAMS = set(RESULT_COLUMNS) | set(TAG_COLUMNS)
 # MLflow run status per trial status: a diverged trial was stopped early by the divergence check.
 RUN_STATUS = {STATUS_OK: "FINISHED", STATUS_DIVERGED: "KILLED", STATUS_FAILED: "FAILED"}
 DONE_RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
