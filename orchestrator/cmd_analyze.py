@@ -24,9 +24,9 @@ def _add(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from analysis.load import MODES, LogError, load_sweep
     from analysis.report import verdict_table, write_report
+    from analysis.transfer import analyze
 
     from .tracking import log_report
-    from analysis.transfer import analyze
 
     if args.bootstrap < 0:
         raise BadInput(f"--bootstrap={args.bootstrap} must be >= 0")

@@ -155,8 +155,8 @@ def _run_ui(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "sync": ("Write a sweep's MLflow runs from its results directory: back-fill after the tracking server was "
-             "down, re-log runs and artifacts of a store written by an older version.", _add_sync, _run_sync),
+    "sync": (("Write a sweep's MLflow runs from its results directory: back-fill after the tracking server was "
+              "down, re-log runs and artifacts of a store written by an older version."), _add_sync, _run_sync),
     "ui": ("The MLflow UI on the sweep's tracking store, bound to 127.0.0.1; prints each sweep's runs table.",
            _add_ui, _run_ui),
 }

@@ -173,8 +173,8 @@ def base_summary(base: dict[str, Any]) -> tuple[str, dict[str, float], dict[str,
     """From ``base_lr.json``: the base search's description (best lr per group), metrics
     ``best_lr/<group>``, ``best_log2_lr/<group>``, ``best_value/<group>``, ``trials/<group>``."""
     metrics: dict[str, float] = {}
-    lines = [f"Optuna search at the base width ({base.get('mode')} {base.get('metric')}, "
-             f"{base.get('trials_per_study')} trials per group).", "",
+    lines = [(f"Optuna search at the base width ({base.get('mode')} {base.get('metric')}, "
+              f"{base.get('trials_per_study')} trials per group)."), "",
              "| group | best lr | log2 | best value | trials | best trial |", "|---|---|---|---|---|---|"]
     for g in base.get("groups", []):
         label = group_label(g.get("group") or {})

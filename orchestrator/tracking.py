@@ -24,16 +24,31 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlparse
 
 import pandas as pd
 
-from analysis.schema import (EPOCH_METRICS, FINAL_METRICS, RESULT_COLUMNS, ROLE_SWEEP,  # noqa: F401
-                             ROLE_TRIAL, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, TAG_FORMAT, TAG_ROLE,
-                             TAG_COLUMNS, TAG_STATUS, TAG_SWEEP, TAG_TRIAL, TRACKING_FORMAT,
-                             tracking_uri)
+from analysis.schema import (  # noqa: F401
+    EPOCH_METRICS,
+    FINAL_METRICS,
+    RESULT_COLUMNS,
+    ROLE_SWEEP,
+    ROLE_TRIAL,
+    STATUS_DIVERGED,
+    STATUS_FAILED,
+    STATUS_OK,
+    TAG_COLUMNS,
+    TAG_FORMAT,
+    TAG_ROLE,
+    TAG_STATUS,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    TRACKING_FORMAT,
+    tracking_uri,
+)
 
 from . import run_summary as rs
 

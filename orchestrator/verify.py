@@ -35,8 +35,8 @@ from .errors import BadInput
 from .refine import next_offsets
 from .results_store import ResultsStore
 from .sweep import run_sweep
-from .tune_base import BaseResult, group_of, tune_base
 from .tracking import log_report
+from .tune_base import BaseResult, group_of, tune_base
 
 JUDGED = "mup"
 TRANSFERS, DRIFTS, INCONCLUSIVE = 0, 1, 3  # verify's exit codes (2 is bad input)

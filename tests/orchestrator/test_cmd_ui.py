@@ -78,11 +78,11 @@ def swept(tmp_path_factory):
     first = tmp / "a" / "results"
     t0 = time.time()
     run = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", str(tmp / "space.yaml"), "--results",
-                          str(first)], env=env, capture_output=True, text=True, timeout=900)
+                          str(first)], env=env, capture_output=True, text=True, timeout=900, check=False)
     t1 = time.time()
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     ana = subprocess.run([sys.executable, "-m", "orchestrator.cli", "analyze", str(first / "uisweep"),
-                          "--bootstrap", "20"], env=env, capture_output=True, text=True, timeout=600)
+                          "--bootstrap", "20"], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert ana.returncode == 0 and "report logged to run" in ana.stdout, ana.stdout[-2000:] + ana.stderr[-2000:]
     copy = tmp / "b" / "results"
     shutil.copytree(first, copy)
@@ -216,7 +216,7 @@ def test_sync_repairs_a_store_in_the_older_layout(swept):
         client.log_param(run.info.run_id, "trial_id", t["trial_id"])
         client.set_terminated(run.info.run_id, "FINISHED")
     proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sync", str(results / "uisweep")],
-                          env=swept["env"], capture_output=True, text=True, timeout=600)
+                          env=swept["env"], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "stored its artifacts by absolute path" in proc.stdout and "logged 12" in proc.stdout
     exp = client.get_experiment_by_name("uisweep")
@@ -258,7 +258,7 @@ def test_browser_screenshots_of_the_runs_table_a_trial_and_the_report(swept, ser
         subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                         f"--user-data-dir={profile}", f"--window-size=1600,{2600 if name == 'report_md' else 1100}",
                         "--virtual-time-budget=25000",
-                        f"--screenshot={out / (name + '.png')}", url], capture_output=True, timeout=180)
+                        f"--screenshot={out / (name + '.png')}", url], capture_output=True, timeout=180, check=False)
         png = out / f"{name}.png"
         assert png.is_file() and png.stat().st_size > 20_000, name  # a rendered page, not a blank one
     print(f"screenshots in {out}")

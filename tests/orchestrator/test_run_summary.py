@@ -3,9 +3,18 @@
 import json
 import re
 
-from orchestrator.run_summary import (base_summary, config_params, group_label, lr_label, md_for_mlflow, md_served_at,
-                                      run_name,
-                                      runs_url, verdict_summary, view_state)
+from orchestrator.run_summary import (
+    base_summary,
+    config_params,
+    group_label,
+    lr_label,
+    md_for_mlflow,
+    md_served_at,
+    run_name,
+    runs_url,
+    verdict_summary,
+    view_state,
+)
 
 
 def _row(**kw):
