@@ -257,7 +257,7 @@ def test_browser_screenshots_of_the_runs_table_a_trial_and_the_report(swept, ser
         profile = swept["tmp"] / f"profile-{name}"
         subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                         f"--user-data-dir={profile}", f"--window-size=1600,{2600 if name == 'report_md' else 1100}",
-                        "--virtual-time-budget=25000",
+                        "--virtual-time-budget=90000",
                         f"--screenshot={out / (name + '.png')}", url], capture_output=True, timeout=180, check=False)
         png = out / f"{name}.png"
         assert png.is_file() and png.stat().st_size > 20_000, name  # a rendered page, not a blank one
