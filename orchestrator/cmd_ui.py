@@ -54,7 +54,7 @@ def _run_sync(args: argparse.Namespace) -> int:
     config = OmegaConf.to_container(sweep.config, resolve=True)
     before, n = _sync_one(tracker, store, list(sweep.swept_keys), [store.config_path, store.dir / "base_lr.json"],
                           config)
-    print(f"MLflow {uri}: sweep {sweep.name}: {before} trials were there, logged {n}")
+    print(f"MLflow {uri}: sweep {sweep.name}: {before} trials were there, back-filled {n}")
     base = ResultsStore(store.dir / "base")
     if tracker.enabled and base.trials_path.is_file():
         summary = read_json(store.dir / "base_lr.json") or {}
@@ -65,7 +65,7 @@ def _run_sync(args: argparse.Namespace) -> int:
             if summary:
                 text, metrics, _ = base_summary(summary)
                 btr.describe(metrics=metrics, description=text)
-            print(f"MLflow {uri}: base search {sweep.name}-base: {b_before} trials were there, logged {b_n}")
+            print(f"MLflow {uri}: base search {sweep.name}-base: {b_before} trials were there, back-filled {b_n}")
         tracker.enabled = tracker.enabled and btr.enabled
     if tracker.enabled and (store.dir / "report" / "summary.json").is_file():
         log_report(store.dir / "report", uri, experiment, sweep.name, artifact_root=root)

@@ -218,7 +218,7 @@ def test_sync_repairs_a_store_in_the_older_layout(swept):
     proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sync", str(results / "uisweep")],
                           env=swept["env"], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "stored its artifacts by absolute path" in proc.stdout and "logged 12" in proc.stdout
+    assert "stored its artifacts by absolute path" in proc.stdout and "back-filled 12" in proc.stdout
     exp = client.get_experiment_by_name("uisweep")
     assert exp.experiment_id != eid and exp.artifact_location == "mlflow-artifacts:/uisweep"
     assert client.get_experiment(eid).lifecycle_stage == "deleted"  # kept, restorable
