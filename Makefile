@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-fast bench data install clean
+.PHONY: demo test test-fast bench data install clean ui-check
 
 install: $(STAMP)
 
@@ -35,6 +35,12 @@ demo: data
 
 test: data
 	$(PY) -m pytest -o addopts='--import-mode=importlib' -m 'not gpu or gpu' -q -rsx
+
+# The MLflow UI in headless Chromium (Debian's `chromium`; no Python browser package): a small sweep,
+# `mutransfer ui`, screenshots of the runs table, a trial, the parent run and report.md in ui-shots/.
+ui-check: $(STAMP)
+	MUTRANSFER_UI_CHECK=1 MUTRANSFER_UI_SHOTS=$(CURDIR)/ui-shots $(PY) -m pytest -o addopts='--import-mode=importlib' \
+	  -m ui -q -rsx -s tests/orchestrator/test_cmd_ui.py
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q

@@ -265,8 +265,9 @@ def _trial_row(run, fallbacks: set[str]) -> dict:
     tags, metrics = run.data.tags, run.data.metrics
     status = tags.get(TAG_STATUS) or tags.get("status") or (
         STATUS_FAILED if run.info.status == "FAILED" else STATUS_OK)
-    row: dict = {_strip_prefix(k): v for k, v in run.data.params.items()}
+    row: dict = {_strip_prefix(k): v for k, v in run.data.params.items() if k != "log2_lr"}  # log2_lr: derived
     row["trial_id"] = tags.get(TAG_TRIAL, run.info.run_name)
+    row.setdefault("sweep", tags.get(TAG_SWEEP))  # a tag since tracking format 2
     row["status"] = status
     for key in FINAL_METRICS:
         default = math.inf if (status == STATUS_DIVERGED and key.endswith("_loss")) else math.nan

@@ -1,5 +1,6 @@
 """The transfer report: report.md and report.html with the plots and tables, summary.parquet,
-summary.json (docs/ARCHITECTURE.md, "The results contract"), and logging it to the sweep's MLflow run.
+summary.json (docs/ARCHITECTURE.md, "The results contract"); `orchestrator.tracking.log_report`
+logs it to the sweep's MLflow run.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import pandas as pd
 
 from .io import current_umask, write_parquet_atomic
 from .load import SweepLogs
-from .schema import ROLE_SWEEP, TAG_ROLE, TAG_SWEEP
 from .plots import DPI, FORMATS, plot_learning_curves, plot_loss_vs_lr, plot_lr_star_vs_width
 from .transfer import TransferResult
 
@@ -260,29 +260,3 @@ def write_report(result: TransferResult, out_dir: str | Path, logs: SweepLogs | 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-def log_report(report_dir: str | Path, tracking_uri: str, experiment: str, sweep: str) -> str | None:
-    """Log ``report_dir`` as artifacts (under ``report/``) of the sweep's MLflow parent run.
-
-    The parent run is the one tagged ``mutransfer.role = sweep`` and ``mutransfer.sweep = sweep``
-    in ``experiment`` (the newest, if several).
-
-    Returns:
-        The parent run's id, or None when the experiment or the run does not exist.
-    """
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
-    runs = client.search_runs([exp.experiment_id], max_results=1000, order_by=["attributes.start_time DESC"],
-                              filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}'")
-    parents = [r for r in runs if r.data.tags.get(TAG_ROLE) in (ROLE_SWEEP, "parent")
-               and "mlflow.parentRunId" not in r.data.tags]  # "parent": an older spelling of the role tag
-    if not parents:
-        return None
-    run_id = parents[0].info.run_id
-    client.log_artifacts(run_id, str(report_dir), artifact_path="report")
-    return run_id

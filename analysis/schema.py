@@ -33,7 +33,9 @@ FINAL_METRICS = ("final_train_loss", "final_test_loss", "final_test_acc", "epoch
 # Columns of trials.parquet that are results or where a trial ran, not configuration
 # (the MLflow params are the rest).
 RESULT_COLUMNS = ("status", "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done",
-                  "wall_s", "node", "hostname", "error", "retries", "device_used")
+                  "wall_s", "node", "hostname", "error", "retries", "device_used", "started_at", "finished_at")
+# Columns logged to MLflow as tags of the trial run, not params (mutransfer.trial_id, mutransfer.sweep).
+TAG_COLUMNS = ("trial_id", "sweep")
 # Configuration columns that stay strings even when every value looks like a number.
 STRING_COLUMNS = ("trial_id", "sweep", "algorithm", "parametrization", "optimizer", "dataset", "model",
                   "activation", "dtype", "device", "loss", "pc_init")
@@ -42,6 +44,8 @@ STRING_COLUMNS = ("trial_id", "sweep", "algorithm", "parametrization", "optimize
 TAG_SWEEP, TAG_ROLE, TAG_TRIAL, TAG_STATUS = ("mutransfer.sweep", "mutransfer.role", "mutransfer.trial_id",
                                               "mutransfer.status")
 ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
+# Runs logged in the current layout carry TAG_FORMAT = TRACKING_FORMAT; `mutransfer sync` re-logs older ones.
+TAG_FORMAT, TRACKING_FORMAT = "mutransfer.format", "2"
 MLFLOW_DB = "mlflow.db"  # the default SQLite store, in the results root
 
 

@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "orchestrator.cmd_basic",
     "orchestrator.cmd_analyze",
     "orchestrator.cmd_sweep",
+    "orchestrator.cmd_ui",
     "orchestrator.cmd_verify",
     "orchestrator.cmd_theory",
 ]

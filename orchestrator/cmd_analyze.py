@@ -43,8 +43,10 @@ def figure_options(args: argparse.Namespace) -> tuple[int, tuple[str, ...]]:
 
 def _run(args: argparse.Namespace) -> int:
     from analysis.load import MODES, LogError, load_sweep
-    from analysis.report import log_report, verdict_table, write_report
+    from analysis.report import verdict_table, write_report
     from analysis.transfer import analyze
+
+    from .tracking import log_report
 
     if args.bootstrap < 0:
         raise BadInput(f"--bootstrap={args.bootstrap} must be >= 0")

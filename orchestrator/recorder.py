@@ -7,6 +7,8 @@ Parquet first (:class:`orchestrator.results_store.ResultsStore`), then MLflow
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 from analysis.schema import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK
@@ -32,12 +34,15 @@ class Recorder:
         self.retries: dict[str, int] = {}
         self.devices: dict[str, str] = {}
         self.finished: set[str] = set()
+        self.times: dict[str, tuple[float, float]] = {}  # the trial's own start and last report (epoch s)
 
     def started(self, trial_id: str) -> None:
         self.history[trial_id] = {}
         self.progress.started(trial_id)
 
     def result(self, trial_id: str, result: dict) -> None:
+        if result.get("started_at") is not None:
+            self.times[trial_id] = (float(result["started_at"]), float(result.get("reported_at") or time.time()))
         if result.get("failed"):  # set-up failed in the worker: recorded once, not retried
             self.where[trial_id] = (str(result.get("node", "")), str(result.get("hostname", "")))
             self._finish(trial_id, STATUS_FAILED, str(result.get("error", "")))
@@ -70,6 +75,7 @@ class Recorder:
         row = trial_row(self.sweep.name, self.specs[trial_id], rows, status, node, host, error)
         row["retries"] = self.retries.get(trial_id, 0)
         row["device_used"] = self.devices.get(trial_id, "")
+        row["started_at"], row["finished_at"] = self.times.get(trial_id, (math.nan, time.time()))
         self.store.record([row], {trial_id: rows})          # Parquet first: the truth
         if self.tracker is not None:
             self.tracker.log_trial(row, self.specs[trial_id], rows)

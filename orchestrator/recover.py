@@ -58,3 +58,16 @@ def tune_records(sweep_dir: str | Path, sweep_name: str, specs: dict[str, dict]
         rows.append(row)
         histories[tid] = history
     return rows, histories
+
+
+def tune_times(tune_dir: str | Path) -> dict[str, tuple[float, float]]:
+    """``{trial id: (start, end)}`` in epoch seconds from Tune's storage: the last attempt's
+    ``started_at`` and its last ``reported_at`` (what the trainable reports with every epoch)."""
+    out: dict[str, tuple[float, float]] = {}
+    for path in sorted(Path(tune_dir).glob("*/*/result.json")):
+        results = [r for r in _results(path) if r.get("started_at") is not None]
+        if results:
+            last = results[-1]
+            out[path.parent.name] = (float(last["started_at"]),
+                                     float(last.get("reported_at") or last.get("timestamp") or last["started_at"]))
+    return out

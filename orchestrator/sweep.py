@@ -70,7 +70,7 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
                                          f"from Tune's storage {store.dir / 'tune'}\n")
         tracker = session.tracker
         if tracker is not None and tracker.enabled:
-            tracker.sync(store.trials(), store.history(), specs)  # back-fill what an earlier run missed
+            tracker.sync(store.trials(), store.history(), specs, tune_dir=store.dir / "tune")  # back-fill what an earlier run missed
         if todo:
             from . import tune_runner
 
@@ -82,8 +82,12 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
     table = store.trials()
     totals = table.status.value_counts().to_dict() if not table.empty else {}
     if tracker is not None:
-        tracker.sync(table, store.history(), specs)
-        tracker.finish({f"trials_{k}": float(v) for k, v in totals.items()})
+        from omegaconf import OmegaConf
+
+        tracker.sync(table, store.history(), specs, tune_dir=store.dir / "tune")
+        tracker.finish({f"trials_{k}": float(v) for k, v in totals.items()},
+                       files=[store.config_path, store.dir / "base_lr.json"],
+                       config=OmegaConf.to_container(cfg, resolve=True))
     return SweepResult(store.dir, len(sweep.trials), len(sweep.trials) - len(todo), counts,
                        session.tracking_uri, bool(tracker and tracker.enabled))
 

@@ -1,16 +1,21 @@
-"""MLflow tracking: one parent run per sweep, one nested run per trial (named by its trial id).
+"""MLflow tracking: one parent run per sweep, one nested run per trial.
 
-Layout (the contract the analysis reads): experiment = sweep name (or ``tracking.experiment``);
-parent run named after the sweep, tags ``mutransfer.role=sweep``, ``mutransfer.sweep``; one nested
-run per trial (``mlflow.parentRunId``), named by its trial id, tags ``mutransfer.role=trial``,
-``mutransfer.sweep``, ``mutransfer.trial_id``, ``mutransfer.status``; params = the config columns
-of its trials.parquet row; metrics ``train_loss, test_loss, test_acc`` per epoch (step = epoch) and
-``final_train_loss, final_test_loss, final_test_acc, epochs_done, wall_s``; non-finite values are
-not logged. End status FINISHED (ok, diverged) or FAILED.
+Layout (docs/ARCHITECTURE.md, "The results contract"): experiment = sweep name (or
+``tracking.experiment``), tagged ``mlflow.experimentKind=custom_model_development`` (the UI opens
+the runs table, not GenAI traces) and carrying the runs-table view ``mlflow.sharedViewState.mutransfer``.
+Parent run named after the sweep: params = the resolved config, artifacts ``sweep.yaml`` (and
+``base_lr.json``), the description a summary (:mod:`orchestrator.run_summary`). One nested run per
+trial, named readably (``pc-mup-w256-lr2^-6-T20-s0``), started and ended at the trial's own times,
+status FINISHED (ok), KILLED (diverged: stopped early by the divergence check) or FAILED; tags
+``mutransfer.*`` (trial id, sweep, status, format), params = the config columns plus ``log2_lr``,
+metrics per epoch (step = epoch, timestamp = when the epoch ended) and final ones plus ``diverged``.
 
-MLflow is for looking; Parquet is the truth. A :class:`Tracker` that cannot reach its
-tracking store switches itself off with one warning, and the sweep goes on;
-:meth:`Tracker.sync` back-fills every trial that Parquet has and MLflow lacks.
+With the default store (SQLite in the results directory) the experiment's artifact location is
+``mlflow-artifacts:/<experiment>``, written here under ``<results>/mlartifacts/<experiment>`` and
+served by ``mutransfer ui`` (``--artifacts-destination <results>/mlartifacts``): a results
+directory copied elsewhere keeps every artifact. MLflow is for looking; Parquet is the truth. A
+:class:`Tracker` that cannot reach its store switches itself off with one warning, and the sweep
+goes on; :meth:`Tracker.sync` back-fills (or re-logs in this format) every trial that Parquet has.
 """
 
 from __future__ import annotations
@@ -19,19 +24,45 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pandas as pd
 
-from analysis.schema import (EPOCH_METRICS, FINAL_METRICS, RESULT_COLUMNS, ROLE_SWEEP,  # noqa: F401
-                             ROLE_TRIAL, STATUS_FAILED, TAG_ROLE, TAG_STATUS, TAG_SWEEP, TAG_TRIAL, tracking_uri)
+from analysis.schema import (  # noqa: F401
+    EPOCH_METRICS,
+    FINAL_METRICS,
+    RESULT_COLUMNS,
+    ROLE_SWEEP,
+    ROLE_TRIAL,
+    STATUS_DIVERGED,
+    STATUS_FAILED,
+    STATUS_OK,
+    TAG_COLUMNS,
+    TAG_FORMAT,
+    TAG_ROLE,
+    TAG_STATUS,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    TRACKING_FORMAT,
+    tracking_uri,
+)
+
+from . import run_summary as rs
 
 # Fail fast when a tracking server is down (MLflow's defaults retry for minutes).
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
                   "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-# Columns of a trials.parquet row that are not logged as params.
-NOT_PARAMS = set(RESULT_COLUMNS)
+# Columns of a trials.parquet row that are not logged as params (trial_id and sweep are tags).
+NOT_PARAMS = set(RESULT_COLUMNS) | set(TAG_COLUMNS)
+# MLflow run status per trial status: a diverged trial was stopped early by the divergence check.
+RUN_STATUS = {STATUS_OK: "FINISHED", STATUS_DIVERGED: "KILLED", STATUS_FAILED: "FAILED"}
+DONE_RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+NOTE = "mlflow.note.content"  # a run's description (markdown) in MLflow's UI
+TAG_REPORT = "mutransfer.report"  # on a parent run whose description is the verdict table
 
 
 def default_tracking_uri(results_dir: str | Path, configured: str | None = None) -> str:
@@ -39,9 +70,16 @@ def default_tracking_uri(results_dir: str | Path, configured: str | None = None)
     return tracking_uri(results_dir, configured)
 
 
+def is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://", "databricks"))
+
+
 def _params(row: dict[str, Any]) -> dict[str, str]:
-    """The config columns of a trials.parquet row (not status, final metrics or where it ran)."""
-    return {k: str(v) for k, v in row.items() if k not in NOT_PARAMS and not k.startswith("final_")}
+    """The config columns of a trials.parquet row (not its id, sweep, status, results or where it ran),
+    and ``log2_lr``."""
+    out = {k: str(v) for k, v in row.items() if k not in NOT_PARAMS and not k.startswith("final_")}
+    out["log2_lr"] = f"{rs.log2_lr(row['lr']):g}"
+    return out
 
 
 def _finite(v: Any) -> bool:
@@ -59,15 +97,19 @@ class Tracker:
         self.uri, self.sweep = uri, sweep
         self.experiment = experiment or sweep
         self.artifact_root = Path(artifact_root).resolve() if artifact_root else None
+        self.proxied = self.artifact_root is not None and not is_remote(uri)  # mlflow-artifacts:/ under results
         self.enabled = True
         self.client = None
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
-        self._logged: dict[str, tuple[str, str]] = {}  # trial id -> (run id, status)
+        self.repaired: str | None = None  # the name the experiment of an older layout was moved to
+        self.times: dict[str, tuple[float, float]] = {}  # trial id -> (start, end), for rows without them
+        self._logged: dict[str, tuple[str, str]] = {}  # trial id -> (run id, status), current format only
+        self._stale: dict[str, list[str]] = {}  # trial id -> run ids logged in an older format
 
     @property
     def logged(self) -> int:
-        """How many of the sweep's trials MLflow holds (as far as this tracker knows)."""
+        """How many of the sweep's trials MLflow holds in this format (as far as this tracker knows)."""
         return len(self._logged)
 
     def _off(self, exc: BaseException) -> None:
@@ -77,8 +119,15 @@ class Tracker:
                              f"the sweep goes on and Parquet stays whole; run `mutransfer sync` later\n")
         self.enabled = False
 
-    def start(self) -> bool:
-        """Connect, find or create the experiment and the sweep's parent run. False if unreachable."""
+    # ---- connecting ------------------------------------------------------------------------
+    def start(self, repair: bool = False, create: bool = True) -> bool:
+        """Connect, find or create the experiment and the sweep's parent run. False if unreachable
+        (or, with ``create=False``, if either does not exist).
+
+        With ``repair`` an experiment whose artifacts are stored by absolute path (written before
+        artifacts were served from the results directory) is renamed and deleted (restorable with
+        MLflow's ``restore_experiment``) and created again; :meth:`sync` then re-logs its trials.
+        """
         for k, v in _HTTP_DEFAULTS.items():
             os.environ.setdefault(k, v)
         try:
@@ -86,30 +135,44 @@ class Tracker:
 
             self.client = MlflowClient(tracking_uri=self.uri)
             exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is not None and repair and self.proxied and not exp.artifact_location.startswith("mlflow-artifacts:"):
+                self.repaired = f"{self.experiment}.before-sync-{time.strftime('%Y%m%d-%H%M%S')}"
+                self.client.rename_experiment(exp.experiment_id, self.repaired)
+                self.client.delete_experiment(exp.experiment_id)
+                exp = None
+            if exp is None and not create:
+                return False
             if exp is None:
-                loc = (self.artifact_root / self.experiment).as_uri() if self.artifact_root else None
+                loc = f"mlflow-artifacts:/{self.experiment}" if self.proxied else None
                 self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=loc)
             else:
                 self.experiment_id = exp.experiment_id
                 if exp.lifecycle_stage == "deleted":
                     self.client.restore_experiment(exp.experiment_id)
+            self.client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND)
+            self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{rs.VIEW_KEY}",
+                                           rs.view_state())
             parents = self.client.search_runs(
                 [self.experiment_id],
                 filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep}' and tags.`{TAG_ROLE}` = '{ROLE_SWEEP}'",
-                max_results=1)
+                max_results=1, order_by=["attributes.start_time DESC"])
             if parents:
                 self.parent_id = parents[0].info.run_id
+            elif not create:
+                return False
             else:
                 self.parent_id = self.client.create_run(
                     self.experiment_id, run_name=self.sweep,
-                    tags={TAG_SWEEP: self.sweep, TAG_ROLE: ROLE_SWEEP}).info.run_id
+                    tags={TAG_SWEEP: self.sweep, TAG_ROLE: ROLE_SWEEP, TAG_FORMAT: TRACKING_FORMAT}).info.run_id
             self._logged = self.logged_trials()
         except Exception as exc:  # any failure of the store: tracking off, sweep on
             self._off(exc)
         return self.enabled
 
     def logged_trials(self) -> dict[str, tuple[str, str]]:
-        """``{trial id: (run id, status)}`` of the sweep's finished nested runs; half-logged ones are deleted."""
+        """``{trial id: (run id, status)}`` of the sweep's finished nested runs in this format;
+        half-logged ones (a driver died while logging) are deleted, older formats left for :meth:`log_trial`
+        to replace."""
         ids, token = {}, None
         while True:
             page = self.client.search_runs(
@@ -117,16 +180,33 @@ class Tracker:
                 filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep}' and tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'",
                 max_results=1000, page_token=token)
             for run in page:
-                if run.info.status in ("FINISHED", "FAILED"):
-                    ids[run.data.tags.get(TAG_TRIAL)] = (run.info.run_id, run.data.tags.get(TAG_STATUS, ""))
-                else:  # half-logged by a driver that died: log it again
+                tid = run.data.tags.get(TAG_TRIAL)
+                if run.info.status not in DONE_RUN_STATUSES:
                     self.client.delete_run(run.info.run_id)
+                elif run.data.tags.get(TAG_FORMAT) == TRACKING_FORMAT:
+                    ids[tid] = (run.info.run_id, run.data.tags.get(TAG_STATUS, ""))
+                else:
+                    self._stale.setdefault(tid, []).append(run.info.run_id)
             token = page.token
             if not token:
                 return ids
 
+    # ---- trial runs ------------------------------------------------------------------------
+    def _times(self, row: dict[str, Any]) -> tuple[float, float]:
+        """The trial's own (start, end) in epoch seconds: the row's, else Tune's records, else its
+        wall time ending now."""
+        start, end = row.get("started_at"), row.get("finished_at")
+        if not _finite(start) and row["trial_id"] in self.times:
+            start, end = self.times[row["trial_id"]]
+        wall = float(row["wall_s"]) if _finite(row.get("wall_s")) else 0.0
+        if not _finite(start):
+            end = float(end) if _finite(end) else time.time()
+            return end - wall, end
+        start = float(start)
+        return start, float(end) if _finite(end) and float(end) >= start else start + wall
+
     def log_trial(self, row: dict[str, Any], spec: dict[str, Any], history: list[dict]) -> None:
-        """One nested run: params once, metrics per epoch (step = epoch), status as a tag."""
+        """One nested run: params and tags once, metrics per epoch (step = epoch), the trial's own times."""
         tid = row["trial_id"]
         if not self.enabled or self._logged.get(tid, ("", None))[1] == row["status"]:
             return
@@ -135,29 +215,43 @@ class Tracker:
         try:
             if tid in self._logged:  # an earlier run of this trial failed; this one replaces it
                 self.client.delete_run(self._logged.pop(tid)[0])
-            run = self.client.create_run(
-                self.experiment_id, run_name=tid,
-                tags={"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.sweep, TAG_ROLE: ROLE_TRIAL,
-                      TAG_TRIAL: tid, TAG_STATUS: row["status"], "node": str(row.get("node", "")),
-                      "device_used": str(row.get("device_used", "") or "")})
+            for old in self._stale.pop(tid, []):  # logged in an older format: replaced
+                self.client.delete_run(old)
+            start, end = self._times(row)
+            start_ms, end_ms = int(start * 1000), int(end * 1000)
+            tags = {"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.sweep, TAG_ROLE: ROLE_TRIAL,
+                    TAG_TRIAL: tid, TAG_STATUS: row["status"], TAG_FORMAT: TRACKING_FORMAT}
+            tags.update({k: str(row[k]) for k in ("node", "hostname", "device_used", "retries")
+                         if row.get(k) not in (None, "") and not (isinstance(row[k], float) and math.isnan(row[k]))})
+            if row.get("error"):
+                tags["error"] = str(row["error"])[:5000]
+                tags[NOTE] = f"**failed**: {row['error']}"[:5000]
+            run = self.client.create_run(self.experiment_id, start_time=start_ms, tags=tags,
+                                         run_name=rs.run_name(row, spec.get("swept", ())))
             rid = run.info.run_id
-            now = int(time.time() * 1000)
-            metrics = [Metric(k, float(h[k]), now, int(h["epoch"]))
-                       for h in history for k in EPOCH_METRICS if _finite(h.get(k))]
+            metrics = [Metric(k, float(h[k]), min(end_ms, start_ms + int(1000 * float(h.get("wall_s") or 0))),
+                              int(h["epoch"])) for h in history for k in EPOCH_METRICS if _finite(h.get(k))]
             last = max((int(h["epoch"]) for h in history), default=0)
-            metrics += [Metric(k, float(row[k]), now, last) for k in FINAL_METRICS if _finite(row.get(k))]
+            metrics += [Metric(k, float(row[k]), end_ms, last) for k in FINAL_METRICS if _finite(row.get(k))]
+            metrics.append(Metric("diverged", float(row["status"] == STATUS_DIVERGED), end_ms, last))
             params = [Param(k, v) for k, v in _params(row).items()]
-            for i in range(0, max(len(metrics), 1), 900):
+            for i in range(0, len(metrics), 900):
                 self.client.log_batch(rid, metrics=metrics[i:i + 900], params=params if i == 0 else [])
-            self.client.set_terminated(rid, "FINISHED" if row["status"] != STATUS_FAILED else "FAILED")
+            self.client.set_terminated(rid, RUN_STATUS.get(row["status"], "FAILED"), end_time=end_ms)
             self._logged[tid] = (rid, row["status"])
         except Exception as exc:
             self._off(exc)
 
-    def sync(self, trials: pd.DataFrame, history: pd.DataFrame, specs: dict[str, dict]) -> int:
-        """Back-fill every trial in ``trials`` that MLflow lacks; returns how many were logged."""
+    def sync(self, trials: pd.DataFrame, history: pd.DataFrame, specs: dict[str, dict],
+             tune_dir: str | Path | None = None) -> int:
+        """Back-fill every trial in ``trials`` that MLflow lacks (or holds in an older format); returns
+        how many were logged. ``tune_dir``: Tune's storage, for the times of rows that lack them."""
         if not self.enabled or trials.empty:
             return 0
+        if tune_dir is not None and ("started_at" not in trials or trials["started_at"].isna().any()):
+            from .recover import tune_times
+
+            self.times.update(tune_times(tune_dir))
         n = 0
         groups = {tid: g.sort_values("epoch").to_dict("records") for tid, g in history.groupby("trial_id")} \
             if not history.empty else {}
@@ -169,14 +263,96 @@ class Tracker:
             n += self._logged.get(tid, ("", None))[1] == row["status"]
         return n
 
-    def finish(self, summary: dict[str, Any] | None = None) -> None:
-        """Log sweep-level counts on the parent run and mark it finished (a re-run finds it by tag)."""
+    # ---- artifacts and the parent run ------------------------------------------------------
+    def log_artifacts(self, run_id: str, paths: Iterable[str | Path], artifact_path: str | None = None) -> None:
+        """Log files (or a directory's files) to ``run_id``; under ``mlflow-artifacts:/`` with a local
+        store they are written to the results directory's ``mlartifacts/``, which ``mutransfer ui`` serves."""
+        from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+        uri = self.client.get_run(run_id).info.artifact_uri
+        repo = None
+        if uri.startswith("mlflow-artifacts:") and self.proxied:
+            repo = LocalArtifactRepository((self.artifact_root / urlparse(uri).path.lstrip("/")).as_uri())
+        for p in map(Path, paths):
+            if p.is_dir():
+                (repo.log_artifacts(str(p), artifact_path) if repo else
+                 self.client.log_artifacts(run_id, str(p), artifact_path))
+            elif p.is_file():
+                (repo.log_artifact(str(p), artifact_path) if repo else
+                 self.client.log_artifact(run_id, str(p), artifact_path))
+
+    def describe(self, config: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
+                 tags: dict[str, str] | None = None, description: str | None = None) -> None:
+        """On the parent run: ``config`` as params (keys it already has are kept: MLflow params are
+        immutable), metrics, tags and the description (markdown)."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric, Param, RunTag
+
+        try:
+            have = self.client.get_run(self.parent_id).data.params
+            params = [Param(k, v) for k, v in rs.config_params(config or {}).items() if k not in have]
+            now = int(time.time() * 1000)
+            ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if _finite(v)]
+            ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+            if description is not None:
+                ts.append(RunTag(NOTE, description))
+            for i in range(0, max(len(params), len(ms), len(ts), 1), 100):
+                self.client.log_batch(self.parent_id, metrics=ms[i:i + 100], params=params[i:i + 100],
+                                      tags=ts[i:i + 100])
+        except Exception as exc:
+            self._off(exc)
+
+    def finish(self, summary: dict[str, Any] | None = None, files: Iterable[str | Path] = (),
+               config: dict[str, Any] | None = None, description: str | None = None) -> None:
+        """The parent run: counts as metrics, ``config`` as params, ``files`` as artifacts, the
+        description (kept when it is already the verdict table of a report); then marked finished."""
         if not self.enabled:
             return
         try:
-            for k, v in (summary or {}).items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self.client.log_metric(self.parent_id, k, float(v))
-            self.client.set_terminated(self.parent_id, "FINISHED")
+            counts = {k.removeprefix("trials_"): int(v) for k, v in (summary or {}).items()
+                      if k.startswith("trials_") and _finite(v)}
+            if description is None and counts and TAG_REPORT not in self.client.get_run(self.parent_id).data.tags:
+                description = rs.sweep_description(self.sweep, counts)
+            self.describe(config, {k: v for k, v in (summary or {}).items() if _finite(v)}, None, description)
+            if self.enabled:
+                self.log_artifacts(self.parent_id, files)
+                self.client.set_terminated(self.parent_id, "FINISHED")
         except Exception as exc:
             self._off(exc)
+
+
+def log_report(report_dir: str | Path, uri: str, experiment: str, sweep: str,
+               artifact_root: str | Path | None = None) -> str | None:
+    """Log ``report_dir`` under ``report/`` of the sweep's parent run; its description becomes the
+    verdict table (from ``summary.json``) with links to the report, its tags ``verdict/<group>``,
+    its metrics ``drift_k/<group>``, ``max_regret/<group>``, ... (:func:`run_summary.verdict_summary`).
+
+    ``report.md`` is logged with its image links pointing at the server's artifacts, so that
+    MLflow's markdown viewer shows the plots. ``artifact_root`` defaults to ``mlartifacts/`` beside
+    a SQLite store.
+
+    Returns:
+        The parent run's id, or None when the experiment or the run does not exist (or MLflow is unreachable).
+    """
+    import tempfile
+
+    report_dir = Path(report_dir)
+    if artifact_root is None and uri.startswith("sqlite:///"):
+        artifact_root = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+    tr = Tracker(uri, sweep, experiment, artifact_root=artifact_root)
+    if not tr.start(create=False):
+        return None
+    rid = tr.parent_id
+    with tempfile.TemporaryDirectory() as tmp:
+        md = report_dir / "report.md"
+        files = [p for p in report_dir.iterdir() if p.is_file() and p.name != "report.md"]
+        if md.is_file():
+            (Path(tmp) / "report.md").write_text(rs.md_for_mlflow(md.read_text(), rid))
+            files.append(Path(tmp) / "report.md")
+        tr.log_artifacts(rid, files, "report")
+    summary = rs.read_json(report_dir / "summary.json")
+    if summary is not None:
+        text, metrics, tags = rs.verdict_summary(summary, rid)
+        tr.describe(metrics=metrics, tags={**tags, TAG_REPORT: "report/report.html"}, description=text)
+    return rid if tr.enabled else None

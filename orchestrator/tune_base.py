@@ -317,13 +317,18 @@ def _search(sweep: Sweep, store: ResultsStore, url: str, n: int, groups: list[Se
         best.update(ran=best["trials_complete"] - s["complete"], recovered=s["recovered"], marked_failed=s["failed"],
                     complete_before=s["complete"])
         result.groups.append(best)
-    if session.tracker is not None:
-        session.tracker.sync(store.trials(), store.history(), _study_specs(groups, st))
-        session.tracker.finish()
-        result.tracked = session.tracker.enabled
     result.path = sweep_dir / "base_lr.json"
-    write_json_atomic({"sweep": sweep.name, "storage": url, "metric": metric, "mode": mode,
-                       "trials_per_study": n, "space": space, "groups": result.groups}, result.path)
+    summary = {"sweep": sweep.name, "storage": url, "metric": metric, "mode": mode,
+               "trials_per_study": n, "space": space, "groups": result.groups}
+    write_json_atomic(summary, result.path)
+    if session.tracker is not None:
+        from .run_summary import base_summary
+
+        session.tracker.sync(store.trials(), store.history(), _study_specs(groups, st), tune_dir=store.dir / "tune")
+        text, metrics, _ = base_summary(json.loads(json.dumps(summary, default=str)))
+        session.tracker.finish(metrics, files=[store.config_path, result.path],
+                               config=OmegaConf.to_container(base_cfg, resolve=True), description=text)
+        result.tracked = session.tracker.enabled
     return result
 
 

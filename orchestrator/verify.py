@@ -35,6 +35,7 @@ from .errors import BadInput
 from .refine import next_offsets
 from .results_store import ResultsStore
 from .sweep import run_sweep
+from .tracking import log_report
 from .tune_base import BaseResult, group_of, tune_base
 
 JUDGED = "mup"
@@ -195,7 +196,7 @@ def run_verify(sweep: Sweep, results_dir: str | Path = "results", trials: int | 
         BadInput: bad input (before anything is written).
     """
     from analysis.load import LogError, load_sweep
-    from analysis.report import log_report, write_report
+    from analysis.report import write_report
     from analysis.transfer import analyze
 
     bracket = [float(k) for k in sweep.config.verify.bracket]

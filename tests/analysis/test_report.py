@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis.load import load_sweep
-from analysis.report import log_report, write_report
+from analysis.report import write_report
 from analysis.transfer import analyze
 
 PNGS = ("loss_vs_lr.png", "lr_star_vs_width.png", "learning_curves.png")
@@ -103,8 +103,11 @@ def test_no_history_no_learning_curves(small_dir):
 
 @pytest.mark.slow
 def test_report_is_logged_to_the_sweep_parent_run(small_dir, tmp_path):
-    """About 15-35 s (MLflow's SQLite schema set-up)."""
+    """About 15-35 s (MLflow's SQLite schema set-up). A store whose experiment keeps artifacts by
+    file path (as before mlflow-artifacts:/): the report goes there; the verdicts go to the run."""
     from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking import log_report
 
     _, _, out = _report(small_dir)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -116,4 +119,11 @@ def test_report_is_logged_to_the_sweep_parent_run(small_dir, tmp_path):
     assert log_report(out, uri, "planted", "planted") == parent.info.run_id
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.md", "report/summary.json", "report/loss_vs_lr.png"} <= names
+    run = client.get_run(parent.info.run_id)
+    summary = json.loads((out / "summary.json").read_text())
+    for g in summary["groups"]:
+        label = "-".join([g["algorithm"], g["parametrization"]] + ([f"T{g['inference_steps']}"]
+                                                                    if g["algorithm"] == "pc" else []))
+        assert run.data.tags[f"verdict/{label}"] == g["verdict"]
+        assert f"| {label} |" in run.data.tags["mlflow.note.content"]
     assert log_report(out, uri, "other", "other") is None

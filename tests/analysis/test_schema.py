@@ -34,7 +34,7 @@ def test_writer_and_readers_use_the_schema_objects():
     assert tracking.FINAL_METRICS is load.FINAL_METRICS is schema.FINAL_METRICS
     assert tracking.TAG_SWEEP == schema.TAG_SWEEP and load.DEFAULT_OBJECTIVE is schema.DEFAULT_OBJECTIVE
     assert config.SweepConfig().metric == schema.DEFAULT_METRIC and set(config.METRICS) == set(schema.EPOCH_METRICS)
-    assert set(tracking.NOT_PARAMS) == set(schema.RESULT_COLUMNS)
+    assert set(tracking.NOT_PARAMS) == set(schema.RESULT_COLUMNS) | set(schema.TAG_COLUMNS)
 
 
 def test_tracking_uri_writer_default_and_reader_search(tmp_path, monkeypatch):

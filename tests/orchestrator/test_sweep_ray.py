@@ -81,18 +81,20 @@ def test_sweep_writes_parquet_and_mlflow_retries_a_dead_worker_and_marks_diverge
     ref = train(make_trainer(tc, data.input_dim, data.output_dim), data, 2, 50, seed=tc.seed)
     assert small.final_test_loss.iloc[0] == pytest.approx(ref[-1]["test_loss"], rel=1e-6)
 
-    # MLflow: one parent, one FINISHED nested run per trial, named by its id, metrics per epoch
+    # MLflow: one parent, one nested run per trial (FINISHED, or KILLED when it diverged), its id a tag,
+    # metrics per epoch
     client, parents, nested = _mlflow_trials(f"sqlite:///{results / 'mlflow.db'}", "tiny")
     assert len(parents) == 1
-    assert sorted(r.info.run_name for r in nested) == sorted(trials.trial_id)
+    assert sorted(r.data.tags["mutransfer.trial_id"] for r in nested) == sorted(trials.trial_id)
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in nested)
-    assert all(r.info.status == "FINISHED" for r in nested)
-    one = next(r for r in nested if r.info.run_name == small.trial_id.iloc[0])
+    assert all(r.info.status == {"ok": "FINISHED", "diverged": "KILLED"}[r.data.tags["mutransfer.status"]]
+               for r in nested)
+    one = next(r for r in nested if r.data.tags["mutransfer.trial_id"] == small.trial_id.iloc[0])
     steps = client.get_metric_history(one.info.run_id, "test_loss")
     assert [m.step for m in sorted(steps, key=lambda m: m.step)] == [1, 2]
     assert one.data.params["lr"] == str(small.lr.iloc[0]) and one.data.params["width"] == str(small.width.iloc[0])
     assert one.data.tags["mutransfer.status"] == "ok" and parents[0].info.run_name == "tiny"
-    div = next(r for r in nested if r.info.run_name == big.trial_id.iloc[0])
+    div = next(r for r in nested if r.data.tags["mutransfer.trial_id"] == big.trial_id.iloc[0])
     assert div.data.tags["mutransfer.status"] == "diverged" and "final_test_loss" not in div.data.metrics
 
     # the live view printed counts and the best so far
@@ -145,7 +147,7 @@ def test_sigkill_mid_sweep_then_rerun_records_every_trial_once(tmp_path, tiny_sp
     assert hist.groupby("trial_id").size().to_dict() == trials.set_index("trial_id").epochs_done.to_dict()
     _, parents, nested = _mlflow_trials(f"sqlite:///{results / 'mlflow.db'}", "tiny")
     assert len(parents) == 1
-    assert sorted(r.info.run_name for r in nested) == sorted(trials.trial_id)
+    assert sorted(r.data.tags["mutransfer.trial_id"] for r in nested) == sorted(trials.trial_id)
 
 
 def test_unreachable_mlflow_then_sync_back_fills(tmp_path, tiny_space, ray_env, run_cli):
@@ -168,7 +170,7 @@ def test_unreachable_mlflow_then_sync_back_fills(tmp_path, tiny_space, ray_env, 
     assert sync.returncode == 0, sync.stderr[-2000:]
     assert "back-filled 2" in sync.stdout
     _, parents, nested = _mlflow_trials(uri, "tiny")
-    assert len(parents) == 1 and sorted(r.info.run_name for r in nested) == sorted(trials.trial_id)
+    assert len(parents) == 1 and sorted(r.data.tags["mutransfer.trial_id"] for r in nested) == sorted(trials.trial_id)
     again = run_cli(["sync", str(results / "tiny"), "--tracking-uri", uri], ray_env)
     assert "back-filled 0" in again.stdout
     assert len(_mlflow_trials(uri, "tiny")[2]) == 2

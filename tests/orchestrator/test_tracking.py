@@ -65,10 +65,12 @@ def test_nested_runs_back_fill_and_half_logged_runs(tmp_path):
     assert tr2.sync(trials, hist, specs) == 0
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([tr.experiment_id], filter_string="tags.`mutransfer.role` = 'trial'")
-    assert sorted(r.info.run_name for r in runs) == ["a", "b", "c"]
+    names = {r.data.tags["mutransfer.trial_id"]: r.info.run_name for r in runs}
+    assert names == {"a": "bp-mup-w32-lr2^-3.32-s0", "b": "bp-mup-w32-lr2^-2.32-s0", "c": "bp-mup-w32-lr2^-1.32-s0"}
     assert half.info.run_id not in {r.info.run_id for r in runs}
-    b = next(r for r in runs if r.info.run_name == "b")
+    b = next(r for r in runs if r.data.tags["mutransfer.trial_id"] == "b")
     assert b.data.params["lr"] == "0.2" and b.data.tags["mlflow.parentRunId"] == tr.parent_id
+    assert "trial_id" not in b.data.params and b.data.params["log2_lr"] == "-2.3219"
     assert b.data.tags["mutransfer.status"] == "ok" and "status" not in b.data.params
     assert b.data.metrics["final_test_loss"] == 1.0 and b.data.metrics["epochs_done"] == 2
     # a trial that failed and later succeeded: its FAILED run is replaced, not duplicated
@@ -80,7 +82,7 @@ def test_nested_runs_back_fill_and_half_logged_runs(tmp_path):
     hist = pd.concat([hist, pd.DataFrame([{"trial_id": "d", **h} for h in _hist(2)])])
     assert tr3.sync(trials, hist, specs) == 1
     runs = client.search_runs([tr.experiment_id], filter_string="tags.`mutransfer.role` = 'trial'")
-    assert sorted(r.info.run_name for r in runs) == ["a", "b", "c", "d"]
+    assert sorted(r.data.tags["mutransfer.trial_id"] for r in runs) == ["a", "b", "c", "d"]
     assert {r.data.tags["mutransfer.status"] for r in runs} == {"ok"}
     assert [m.value for m in sorted(client.get_metric_history(b.info.run_id, "test_loss"), key=lambda m: m.step)] \
         == [2.0, 1.0]

@@ -56,7 +56,7 @@ def test_ui_serves_the_sweeps_runs_on_localhost(tmp_path):
         req = urllib.request.Request(base + "/api/2.0/mlflow/runs/search", data=body,
                                      headers={"Content-Type": "application/json"})
         runs = json.load(urllib.request.urlopen(req, timeout=10))["runs"]
-        assert sorted(r["info"]["run_name"] for r in runs) == ["abc123", "uisweep"]
+        assert sorted(r["info"]["run_name"] for r in runs) == ["bp-mup-w32-lr2^-3.32-s0", "uisweep"]
         # bound to 127.0.0.1 only: the listening socket is not on all interfaces
         listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
         local = [line.split()[3] for line in listening.splitlines() if line.strip()]

@@ -1,0 +1,214 @@
+"""What the MLflow runs show, as plain data: run names, the sweep's params, per-group metrics and the
+markdown descriptions of the parent runs (no MLflow here; :mod:`orchestrator.tracking` logs them).
+
+Built from what is on disk (``sweep.yaml``, ``base_lr.json``, ``report/summary.json``), so that
+``mutransfer sync`` can rebuild a parent run from a results directory alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+# Trainer keys a run name always shows (T only for PC, whose inference steps are a real setting).
+NAMED_KEYS = ("algorithm", "parametrization", "width", "lr", "inference_steps", "seed")
+# MLflow's limit on a param value (MLflow 3: 6000 characters).
+MAX_PARAM = 6000
+# The experiment's runs-table view (an MLflow "shared view state": an experiment tag the UI reads
+# when the URL carries ?viewStateShareKey=KEY): the columns a transfer study needs.
+VIEW_KEY = "mutransfer"
+VIEW_COLUMNS = [("params", k) for k in ("algorithm", "parametrization", "width", "log2_lr", "lr", "inference_steps",
+                                        "seed")] + \
+               [("metrics", k) for k in ("final_train_loss", "final_test_loss", "final_test_acc", "diverged",
+                                         "wall_s")] + [("tags", "mutransfer.status")]
+VIEW_GROUPS = ("algorithm", "parametrization")
+
+
+def log2_lr(lr: float) -> float:
+    """log2 of the learning rate, rounded to 4 decimals (the grid's octaves read as integers)."""
+    return round(math.log2(float(lr)), 4)
+
+
+def lr_label(lr: float) -> str:
+    """``2^-6`` for a learning rate on a quarter-octave grid, else ``2^-5.87`` (two decimals)."""
+    x = math.log2(float(lr))
+    q = round(x * 4) / 4
+    return f"2^{q:g}" if abs(x - q) < 1e-9 else f"2^{x:.2f}"
+
+
+def run_name(row: dict[str, Any], swept: list[str] | tuple[str, ...] = ()) -> str:
+    """A trial run's readable name, e.g. ``pc-mup-w256-lr2^-6-T20-s0``; other swept keys as ``key=value``."""
+    parts = [str(row["algorithm"]), str(row["parametrization"]), f"w{int(row['width'])}", f"lr{lr_label(row['lr'])}"]
+    if row.get("algorithm") == "pc" and row.get("inference_steps") is not None:
+        parts.append(f"T{int(row['inference_steps'])}")
+    parts += [f"{k}={row[k]}" for k in swept if k not in NAMED_KEYS and k in row]
+    parts.append(f"s{int(row['seed'])}")
+    return "-".join(parts)
+
+
+def group_label(group: dict[str, Any]) -> str:
+    """``pc-mup-T10``: the group's keys as one metric-name-safe label (T only for PC)."""
+    parts = []
+    for k, v in group.items():
+        if k == "inference_steps":
+            if group.get("algorithm") == "pc":
+                parts.append(f"T{v}")
+        elif k in ("algorithm", "parametrization"):
+            parts.append(str(v))
+        else:
+            parts.append(f"{k}={v}")
+    return "-".join(parts) or "all"
+
+
+def config_params(config: dict[str, Any]) -> dict[str, str]:
+    """The resolved sweep config flattened to ``section.key`` params (lists as written, values cut at
+    MLflow's limit); execution keys (resources, tracking, ...) included, ``name`` left out (the run's name)."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif prefix:
+            out[prefix] = json.dumps(value)[:MAX_PARAM] if isinstance(value, (list, dict)) else str(value)
+
+    walk("", {k: v for k, v in config.items() if k != "name"})
+    return out
+
+
+def view_state() -> str:
+    """The JSON of the runs-table view stored as the experiment tag ``mlflow.sharedViewState.<VIEW_KEY>``:
+    the study's columns, the trial runs grouped by algorithm and parametrization (groups open, so the
+    trials are listed rather than folded under their parent; the parent runs under "Additional runs")."""
+    return json.dumps({"selectedColumns": [f"{kind}.`{name}`" for kind, name in VIEW_COLUMNS],
+                       "groupBy": {"aggregateFunction": "min",
+                                   "groupByKeys": [{"mode": "param", "groupByData": k} for k in VIEW_GROUPS]}})
+
+
+def runs_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs table, machine-learning view, with the study's columns."""
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={VIEW_KEY}")
+
+
+def artifact_link(run_id: str, path: str) -> str:
+    """A link that MLflow's markdown viewer and run description resolve: the server's own
+    ``get-artifact`` route, relative to the UI's page (no scheme, so its URL filter keeps it)."""
+    return f"get-artifact?path={quote(path, safe='')}&run_uuid={run_id}"
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _pct(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if v == "inf" or (isinstance(v, float) and math.isinf(v)):
+        return "∞"
+    return f"{100 * float(v):.3g}%"
+
+
+def _num(v: Any) -> float | None:
+    """A summary.json number (null, "inf", "-inf" allowed) as a finite float, else None."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def sweep_description(name: str, counts: dict[str, int], report_link: str | None = None) -> str:
+    """The parent run's description before (or without) an analysis: what ran, by status."""
+    text = f"**{name}**: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + " trials."
+    if report_link:
+        text += f" [Transfer report]({report_link})"
+    return text
+
+
+def verdict_summary(summary: dict[str, Any], run_id: str) -> tuple[str, dict[str, float], dict[str, str]]:
+    """From ``report/summary.json``: the parent run's description (the verdict table, links to the
+    report and its plots), metrics ``drift_k/<group>``, ``drift_k_lo/..``, ``drift_k_hi/..``,
+    ``max_regret/<group>``, ``lr_star_base/<group>`` and tags ``verdict/<group>``."""
+    keys = list(summary.get("group_keys") or [])
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    lines = ["| group | base η* | drift k [95%] | max regret [95%] | k_edge | verdict |", "|---|---|---|---|---|---|"]
+    for g in summary.get("groups", []):
+        label = group_label({k: g.get(k) for k in keys})
+        for metric, key in (("drift_k", "drift_exponent"), ("drift_k_lo", "drift_lo"), ("drift_k_hi", "drift_hi"),
+                            ("max_regret", "max_regret"), ("lr_star_base", "lr_star_base"),
+                            ("k_edge", "edge_exponent")):
+            if _num(g.get(key)) is not None:
+                metrics[f"{metric}/{label}"] = _num(g[key])
+        tags[f"verdict/{label}"] = str(g.get("verdict"))
+        lines.append(f"| {label} | {_fmt(g.get('lr_star_base'))} | {_fmt(g.get('drift_exponent'))} "
+                     f"[{_fmt(g.get('drift_lo'))}, {_fmt(g.get('drift_hi'))}] | {_pct(g.get('max_regret'))} "
+                     f"[{_pct(g.get('regret_lo'))}, {_pct(g.get('regret_hi'))}] | {_fmt(g.get('edge_exponent'))} "
+                     f"| **{g.get('verdict')}** |")
+    th = summary.get("thresholds") or {}
+    head = (f"**{summary.get('sweep') or 'sweep'}**: {summary.get('mode')} {summary.get('metric')}; transfers when "
+            f"k's 95% interval lies within ±{th.get('max_drift')} and max regret's upper bound ≤ "
+            f"{_pct(th.get('max_regret'))} (μP: and its SP control drifts).")
+    links = (f"[Full report (HTML)]({artifact_link(run_id, 'report/report.html')}) · "
+             f"[report.md]({artifact_link(run_id, 'report/report.md')}) · "
+             f"[summary.json]({artifact_link(run_id, 'report/summary.json')})")
+    images = [f"![{alt}]({artifact_link(run_id, 'report/' + png)})"
+              for png, alt in (("lr_star_vs_width.png", "optimal learning rate against width"),
+                               ("loss_vs_lr.png", "loss against learning rate"))]
+    return "\n\n".join([head, "\n".join(lines), links, *images]) + "\n", metrics, tags
+
+
+def base_summary(base: dict[str, Any]) -> tuple[str, dict[str, float], dict[str, str]]:
+    """From ``base_lr.json``: the base search's description (best lr per group), metrics
+    ``best_lr/<group>``, ``best_log2_lr/<group>``, ``best_value/<group>``, ``trials/<group>``."""
+    metrics: dict[str, float] = {}
+    lines = [(f"Optuna search at the base width ({base.get('mode')} {base.get('metric')}, "
+              f"{base.get('trials_per_study')} trials per group)."), "",
+             "| group | best lr | log2 | best value | trials | best trial |", "|---|---|---|---|---|---|"]
+    for g in base.get("groups", []):
+        label = group_label(g.get("group") or {})
+        lr = (g.get("best") or {}).get("lr")
+        if _num(lr) is not None and lr > 0:
+            metrics[f"best_lr/{label}"] = float(lr)
+            metrics[f"best_log2_lr/{label}"] = log2_lr(lr)
+        if _num(g.get("best_value")) is not None:
+            metrics[f"best_value/{label}"] = float(g["best_value"])
+        metrics[f"trials/{label}"] = float(g.get("trials_complete") or 0)
+        log2 = f"{log2_lr(lr):g}" if _num(lr) is not None and lr > 0 else "–"
+        lines.append(f"| {label} | {_fmt(lr)} | {log2} | {_fmt(g.get('best_value'))} | "
+                     f"{g.get('trials_complete')} | {g.get('best_trial_id') or '–'} |")
+    return "\n".join(lines) + "\n", metrics, {}
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's object, or None when it is missing or unreadable."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def md_for_mlflow(md: str, run_id: str, folder: str = "report") -> str:
+    """``report.md`` with its relative image links pointed at the server's ``get-artifact`` route."""
+    return re.sub(r"!\[([^\]]*)\]\(([^):/?#]+\.(?:png|svg|jpg))\)",
+                  lambda m: f"![{m.group(1)}]({artifact_link(run_id, f'{folder}/{m.group(2)}')})", md)
+
+
+def md_served_at(md: str, base: str) -> str:
+    """``report.md`` (as :func:`md_for_mlflow` wrote it) with its image links absolute on ``base``:
+    MLflow's markdown viewer (3.17) shows an image only when its URL has a scheme, and writes a
+    relative one out as text (its run descriptions show relative ones)."""
+    return re.sub(r"!\[([^\]]*)\]\((?:https?://[^/)\s]+/)?(get-artifact\?[^)\s]+)\)",
+                  lambda m: f"![{m.group(1)}]({base.rstrip('/')}/{m.group(2)})", md)
