@@ -23,6 +23,9 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default="results", help="results directory (default results)")
     p.add_argument("--max-concurrent", type=int, default=None, help="at most N trials at once (default: as the YAML)")
     p.add_argument("--no-mlflow", action="store_true", help="Parquet only")
+    p.add_argument("--no-compact", action="store_true",
+                   help="leave each trial's part files (trials/, history/) as they are; `mutransfer compact` "
+                        "folds them into trials.parquet and history.parquet later")
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
@@ -38,14 +41,14 @@ def _run_sweep(args: argparse.Namespace) -> int:
     print(f"sweep {sweep.name}: {len(sweep.trials)} trials over {', '.join(sweep.swept_keys)} "
           f"-> {Path(args.results).resolve() / sweep.name}", flush=True)
     res = run_sweep(sweep, args.results, address=args.address, max_concurrent=args.max_concurrent,
-                    track=not args.no_mlflow)
+                    track=not args.no_mlflow, compact=not args.no_compact)
     from .results_store import ResultsStore
 
     table = ResultsStore(res.sweep_dir).trials()
     totals = table.status.value_counts().to_dict() if not table.empty else {}
     print(f"this run: {res.total - res.skipped} trials ({', '.join(f'{k} {v}' for k, v in res.counts.items())}); "
           f"skipped {res.skipped} already done")
-    print(f"in {res.sweep_dir / 'trials.parquet'}: {len(table)} trials "
+    print(f"in {res.sweep_dir}: {len(table)} trials "
           f"({', '.join(f'{k} {v}' for k, v in sorted(totals.items()))})")
     metric = sweep.config.objective.metric
     best = best_row(table, metric, sweep.config.objective.mode)
@@ -72,7 +75,7 @@ def _run_sync(args: argparse.Namespace) -> int:
     from .tracking import Tracker, default_tracking_uri
 
     store = ResultsStore(args.sweep_dir)
-    if not store.config_path.is_file() or not store.trials_path.is_file():
+    if not store.config_path.is_file() or not store.has_trials():
         raise BadInput(f"{args.sweep_dir}: not a sweep's results directory (no sweep.yaml and trials.parquet)")
     sweep = load_sweep(store.config_path)
     uri = args.tracking_uri or default_tracking_uri(store.dir.parent, sweep.config.tracking.uri)
@@ -85,6 +88,22 @@ def _run_sync(args: argparse.Namespace) -> int:
     tracker.finish()
     print(f"MLflow {uri}: {before} trials were there, back-filled {n}")
     return 0 if tracker.enabled else 1
+
+
+# ---- compact ---------------------------------------------------------------------
+def _add_compact(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep_dir", help="a sweep's results directory, e.g. results/smoke (or its base/)")
+
+
+def _run_compact(args: argparse.Namespace) -> int:
+    from .results_store import ResultsStore
+
+    store = ResultsStore(args.sweep_dir)
+    if not store.dir.is_dir() or not store.has_trials():
+        raise BadInput(f"{args.sweep_dir}: not a sweep's results directory (no trials.parquet or trials/)")
+    n = store.compact()
+    print(f"{store.dir}: folded {n} part file(s) into trials.parquet and history.parquet ({len(store.trials())} trials)")
+    return 0
 
 
 # ---- ui --------------------------------------------------------------------------
@@ -131,5 +150,7 @@ COMMANDS = {
               _add_sweep, _run_sweep),
     "sync": ("Back-fill MLflow from a sweep's Parquet tables (after the tracking server was down).",
              _add_sync, _run_sync),
+    "compact": ("Fold a sweep's part files (trials/, history/) into trials.parquet and history.parquet.",
+                _add_compact, _run_compact),
     "ui": ("The MLflow UI on the sweep's tracking store, bound to 127.0.0.1.", _add_ui, _run_ui),
 }

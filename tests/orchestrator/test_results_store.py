@@ -59,7 +59,7 @@ def test_a_crash_during_a_write_leaves_the_previous_table(tmp_path, monkeypatch)
     monkeypatch.undo()
     pd.testing.assert_frame_equal(store.trials(), good)
     assert len(store.history()) == 2
-    assert [p.name for p in store.dir.iterdir() if p.name.endswith(".tmp")] == []
+    assert [p.name for p in store.dir.rglob("*") if p.name.endswith(".tmp")] == []
 
 
 def test_check_owner_refuses_a_different_sweep(tmp_path):
