@@ -200,7 +200,7 @@ def _read_once(base: Path, key: str, order: list[str], first: list[str], marker:
         t = t.filter(pa.array((keys[_SRC] == keys.groupby(key, sort=False)[_SRC].transform("max")).to_numpy()))
     if marker and marker in t.column_names:  # rows that only say "this key has no rows now"
         t = t.filter(pc.is_valid(t[marker]))
-    t = t.sort_by([(_SRC, "ascending")] + [(c, "ascending") for c in order if c in t.column_names])
+    t = t.sort_by([(c, "ascending") for c in order if c in t.column_names] + [(_SRC, "ascending")])
     names = [c for c in first if c in t.column_names] + [c for c in t.column_names if c not in first and c != _SRC]
     return Snapshot(t.select(names).to_pandas(), mark, max(mark, part_seq(live[-1])))
 
