@@ -80,7 +80,7 @@ def trainer_goals(runs: list[dict[str, float]]) -> list[tuple[str, list[float], 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
-    p.add_argument("--skip-sweep", action="store_true", help="skip the sweep and tracking overhead parts")
+    p.add_argument("--skip-sweep", action="store_true", help="skip the sweep, tracking and results-store parts")
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes (width 64, batch 16, 2 one-epoch trials of 500 images), one round: checks that "
                         "the harness runs, its figures mean nothing (tests/benchmarks)")
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
         for row in bench_sweep(quick=args.quick, smoke=args.smoke):
             rows.append(row)
-    rows += _store_rows(args.smoke)
+        rows += _store_rows(args.smoke)
 
     header = ["goal", "measured", "target", "verdict"]
     widths = [max(len(r[i]) for r in rows + [tuple(header)]) for i in range(4)]

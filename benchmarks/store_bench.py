@@ -6,8 +6,8 @@ it was, to measure against); now it writes one part file per table
 (:meth:`orchestrator.results_store.ResultsStore.record`). For each size N the store is first
 filled with N trials of ``EPOCHS`` epochs (untimed: the old layout as one compacted file pair,
 the new one as N part pairs, as a live sweep leaves them), then the next ``PROBES`` trials are
-recorded one by one and timed; the median per trial is reported. Both stores are measured in the
-same run, round-robin, probe by probe.
+recorded one by one and timed; the median per trial is reported. Every store (each size, old
+and new) is measured in the same run, round-robin, probe by probe.
 """
 
 from __future__ import annotations
@@ -79,47 +79,55 @@ def _fill(store, n: int, parts: bool) -> None:
 
 
 def bench_store(sizes=SIZES, probes: int = PROBES) -> list[tuple[str, str, str, str]]:
-    """Rows (goal, measured, target, verdict): recording cost per trial at each size, old and new."""
+    """Rows (goal, measured, target, verdict): recording cost per trial at each size, old and new.
+
+    All stores are filled first; then each probe records one trial into every store, in a new
+    random order each time, so that every size and kind is timed in the same minutes (the machine's
+    speed drifts).
+    """
+    import random
+
     from orchestrator.results_store import ResultsStore
 
-    medians: dict[str, list[float]] = {"old": [], "new": []}
+    rng = random.Random(0)
+    cells = [(n, kind) for n in sizes for kind in ("old", "new")]
+    times: dict[tuple[int, str], list[float]] = {c: [] for c in cells}
+    compact_s: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in sizes:
-            stores = {kind: ResultsStore(Path(tmp) / f"{kind}{n}") for kind in ("old", "new")}
-            _fill(stores["old"], n, parts=False)
-            _fill(stores["new"], n, parts=True)
-            times: dict[str, list[float]] = {"old": [], "new": []}
-            for j in range(probes):
+        stores = {(n, kind): ResultsStore(Path(tmp) / f"{kind}{n}") for n, kind in cells}
+        for n, kind in cells:
+            _fill(stores[n, kind], n, parts=kind == "new")
+        for j in range(probes):
+            rng.shuffle(cells)
+            for n, kind in cells:
                 row, hist = _trial(n + j)
-                for kind in ("old", "new") if j % 2 == 0 else ("new", "old"):
-                    t0 = time.perf_counter()
-                    if kind == "old":
-                        old_record(stores[kind], [row], {row["trial_id"]: hist})
-                    else:
-                        stores[kind].record([row], {row["trial_id"]: hist})
-                    times[kind].append(time.perf_counter() - t0)
-            for kind in ("old", "new"):
-                medians[kind].append(statistics.median(times[kind]))
+                t0 = time.perf_counter()
+                if kind == "old":
+                    old_record(stores[n, kind], [row], {row["trial_id"]: hist})
+                else:
+                    stores[n, kind].record([row], {row["trial_id"]: hist})
+                times[n, kind].append(time.perf_counter() - t0)
+        for n in sizes:
             t0 = time.perf_counter()
-            folded = stores["new"].compact()
-            compact_s = time.perf_counter() - t0
-            assert len(stores["new"].trials()) == n + probes  # the compacted table holds every trial once
-            medians.setdefault("compact", []).append(compact_s)
-            print(f"store bench, {n} trials recorded: old {1e3 * medians['old'][-1]:.1f} ms, "
-                  f"new {1e3 * medians['new'][-1]:.1f} ms per trial; compaction of {folded} parts "
-                  f"{compact_s:.2f}s", flush=True)
+            stores[n, "new"].compact()
+            compact_s.append(time.perf_counter() - t0)
+            assert len(stores[n, "new"].trials()) == n + probes  # the compacted table holds every trial once
+    med = {c: statistics.median(v) for c, v in times.items()}
+    for n in sizes:
+        print(f"store bench, {n} trials recorded: old {1e3 * med[n, 'old']:.1f} ms, new {1e3 * med[n, 'new']:.1f} ms "
+              f"per trial (medians of {probes})", flush=True)
     sizes_text = ", ".join(str(n) for n in sizes)
     rows = []
     for kind, label in (("old", "whole-file rewrite (before)"), ("new", "part files (now)")):
-        ms = ", ".join(f"{1e3 * m:.1f}" for m in medians[kind])
-        growth = medians[kind][-1] / medians[kind][0]
+        ms = ", ".join(f"{1e3 * med[n, kind]:.1f}" for n in sizes)
+        growth = med[sizes[-1], kind] / med[sizes[0], kind]
         target = "≤ 2.00" if kind == "new" else "(diagnostic)"
         verdict = ("met" if growth <= 2.0 else "MISSED") if kind == "new" else "-"
         rows.append((f"recording a trial ({EPOCHS} epochs), {label}: at {sizes[-1]} / at {sizes[0]} recorded",
-                     f"{growth:.2f} ({ms} ms per trial at {sizes_text} recorded; medians of {probes})",
-                     target, verdict))
-    rows.append(("compaction of the part files at the end of a sweep",
-                 ", ".join(f"{s:.2f}s" for s in medians["compact"]) + f" for {sizes_text} trials", "(diagnostic)", "-"))
+                     f"{growth:.2f} ({ms} ms per trial at {sizes_text} recorded; medians of {probes}, "
+                     "round-robin)", target, verdict))
+    rows.append(("compaction of the part files (once, at the end of a sweep)",
+                 ", ".join(f"{s:.2f}s" for s in compact_s) + f" at {sizes_text} trials", "(diagnostic)", "-"))
     return rows
 
 
