@@ -164,3 +164,58 @@ def test_recording_a_trial_reads_no_table_whatever_the_store_holds(tmp_path, mon
     monkeypatch.undo()
     assert len(store.trials()) == 320 and len(store.history()) == 320 * 20
     assert store.history().memory_usage().sum() > 50 * read_at[300] + 100_000  # the table dwarfs what a record read
+
+
+CHILD = """
+import sys
+from orchestrator.results_store import ResultsStore, trial_row
+sys.path.insert(0, {tests!r})
+from test_results_store import _hist, _spec
+store = ResultsStore({d!r})
+i = 0
+while True:
+    tid = f"t{{i % 40:03d}}"  # ids come round again: a trial recorded again replaces its rows
+    store.record([trial_row("s", _spec(tid, lr=0.01 * (i + 1)), _hist(3, i + 1.0), "ok")], {{tid: _hist(3, i + 1.0)}})
+    print(i, flush=True)
+    if i % 7 == 6:
+        store.compact()
+    i += 1
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [9, 23, 38])
+def test_sigkill_while_recording_and_compacting_never_loses_or_duplicates_a_trial(tmp_path, kill_after):
+    """A real process records trials (ids repeat) and compacts every 7 records; it is SIGKILLed at
+    some point, possibly inside a write or a compaction. Every record it reported done is there, once,
+    with its last values; a compaction after the crash changes nothing that a reader sees."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = CHILD.format(tests=str(Path(__file__).resolve().parent), d=str(tmp_path / "s"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    done = -1
+    for line in proc.stdout:
+        done = int(line)
+        if done >= kill_after:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert done >= kill_after, "the child stopped on its own"
+    store = ResultsStore(tmp_path / "s")
+    want = {}
+    for i in range(done + 1):
+        want[f"t{i % 40:03d}"] = i + 1.0  # the last value each id was recorded with
+    for _ in range(2):  # as the crash left it, then after a compaction
+        trials, hist = store.trials(), store.history()
+        assert trials.trial_id.is_unique and not hist.duplicated(["trial_id", "epoch"]).any()
+        got = trials.set_index("trial_id").final_train_loss
+        for tid, v in want.items():  # a record in flight at the kill may be there too, never an older value
+            assert got[tid] == pytest.approx(v / 3) or got[tid] == pytest.approx((v + 40) / 3), tid
+        assert (hist.groupby("trial_id").size() == 3).all()
+        store.compact()
