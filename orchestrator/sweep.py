@@ -46,6 +46,7 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
 
     Each finished trial is recorded as part files; with ``compact`` (the default) they are folded
     into ``trials.parquet`` and ``history.parquet`` when the sweep ends.
+
     Validation (a different sweep in the directory, no trainer for an algorithm, no dataset,
     an unreachable ``address``) happens before anything is written and raises :class:`BadInput`.
     """
