@@ -1,8 +1,9 @@
 """Read a sweep's logs (Parquet, or MLflow runs when Parquet is absent) into one tidy table.
 
-``results/<sweep>/`` holds ``sweep.yaml``, ``trials.parquet`` and ``history.parquet``
-(docs/ARCHITECTURE.md, "The results contract"). Parquet is the source of truth; MLflow is
-read only when ``trials.parquet`` is missing.
+``results/<sweep>/`` holds ``sweep.yaml``, ``trials.parquet`` and ``history.parquet``, and the part
+files ``trials/`` and ``history/`` of trials recorded since the last compaction, read with them as
+one table (:mod:`analysis.parts`; docs/ARCHITECTURE.md, "The results contract"). Parquet is the
+source of truth; MLflow is read only when no trials table (base or part) is there.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import ParquetError, read_parquet
+from .io import ParquetError
+from .parts import has_table, read_history, read_trials
 from .schema import (DEFAULT_OBJECTIVE, DEFAULT_VERIFY, FINAL_METRICS, MODES,  # noqa: F401 (re-exported)
                      RESULT_COLUMNS, ROLE_TRIAL, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, STRING_COLUMNS,
                      TAG_ROLE, TAG_STATUS, TAG_SWEEP, TAG_TRIAL, final, tracking_uri)
@@ -138,18 +140,20 @@ def load_sweep(results_dir: str | Path) -> SweepLogs:
     experiment = str((cfg.get("tracking") or {}).get("experiment") or name)
     uri = find_tracking_uri(results_dir, cfg)
     trials_path = results_dir / "trials.parquet"
-    if not trials_path.exists():
-        inside = sorted(p.parent.name for p in results_dir.glob("*/trials.parquet"))
+    found = has_table(trials_path)
+    if not found:
+        inside = sorted(p.name for p in results_dir.iterdir() if p.is_dir() and has_table(p / "trials.parquet"))
         if inside:
             raise LogError(f"{results_dir}: no trials.parquet here; it holds the sweeps {', '.join(inside)}: "
                            f"pass {results_dir / inside[0]}")
-    if trials_path.exists():
+    if found:
         try:
-            trials = read_parquet(trials_path)
-            history = read_parquet(results_dir / "history.parquet")
+            trials = read_trials(results_dir)
+            history = read_history(results_dir)
         except ParquetError as exc:
-            raise LogError(f"{exc}; move trials.parquet and history.parquet aside and rerun the sweep (same "
-                           "config and --results): it rebuilds them from Tune's storage where it can") from None
+            raise LogError(f"{exc}; move trials.parquet, history.parquet, trials/ and history/ aside and rerun the "
+                           "sweep (same config and --results): it rebuilds them from Tune's storage where it can"
+                           ) from None
         source = "parquet"
     else:
         if uri is None:

@@ -4,6 +4,7 @@ All figures are ratios of times measured in this same run (never absolute
 thresholds): the machines are shared and noisy.
 
     python benchmarks/run.py [--quick] [--skip-sweep] [--smoke] [--repeats N] [--out FILE]
+    python benchmarks/run.py --only store|sweep [--out FILE]   (updates those rows of FILE)
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def trainer_goals(runs: list[dict[str, float]]) -> list[tuple[str, list[float], 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
-    p.add_argument("--skip-sweep", action="store_true", help="skip the sweep and tracking overhead parts")
+    p.add_argument("--skip-sweep", action="store_true", help="skip the sweep, tracking and results-store parts")
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes (width 64, batch 16, 2 one-epoch trials of 500 images), one round: checks that "
                         "the harness runs, its figures mean nothing (tests/benchmarks)")
@@ -87,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="measure the trainer figures this many times (each a full round-robin); the table gives "
                         "the median and the range, the verdict goes by the median (default 3)")
     p.add_argument("--out", default=str(HERE / "RESULTS.md"), help="where to write the markdown table")
+    p.add_argument("--only", choices=("store", "sweep"), default=None,
+                   help="run only this part and replace (or add) its rows in --out, leaving the other rows")
     args = p.parse_args(argv)
+    if args.only:
+        return partial(args.only, args)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     rounds, reps = (1, 2) if args.smoke else (2, 4) if args.quick else (5, 10)
     sizes = {"width": 64, "batch": 16} if args.smoke else {}
@@ -116,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
         for row in bench_sweep(quick=args.quick, smoke=args.smoke):
             rows.append(row)
+        rows += _store_rows(args.smoke)
 
     header = ["goal", "measured", "target", "verdict"]
     widths = [max(len(r[i]) for r in rows + [tuple(header)]) for i in range(4)]
@@ -133,6 +139,42 @@ def main(argv: list[str] | None = None) -> int:
         f"Seconds per step (medians over the repeats): " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in t.items())
         + "\n\n" + table + "\n\nWhat was profiled and tried, with before/after figures: [NOTES.md](NOTES.md).\n")
     print(f"wrote {args.out} ({time.time() - started:.0f}s)")
+    return 0
+
+
+def _store_rows(smoke: bool) -> list[tuple[str, str, str, str]]:
+    from store_bench import bench_store  # noqa: E402
+
+    return bench_store(sizes=(10, 30), probes=3) if smoke else bench_store()
+
+
+def partial(part: str, args: argparse.Namespace) -> int:
+    """``--only``: run one part; its rows replace the rows of the same goal in ``--out`` (added if absent)."""
+    if part == "store":
+        rows = _store_rows(args.smoke)
+    else:
+        from sweep_bench import bench_sweep  # noqa: E402
+
+        rows = bench_sweep(quick=args.quick, smoke=args.smoke)
+    out = Path(args.out)
+    lines = out.read_text().splitlines() if out.exists() else ["# Benchmark results", "", "| goal | measured | target | "
+                                                                "verdict |", "|---|---|---|---|"]
+    for row in rows:
+        text = "| " + " | ".join(row) + " |"
+        at = [i for i, line in enumerate(lines) if line.startswith("|") and line.strip("| ").split(" |")[0].strip()
+              == row[0]]
+        if at:
+            lines[at[0]] = text
+        else:
+            last = max(i for i, line in enumerate(lines) if line.startswith("|"))
+            lines.insert(last + 1, text)
+        print(text)
+    note = (f"Rows of `--only {part}` measured on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"{platform.machine()}, {os.cpu_count()} CPUs (a partial run; the other rows are older).")
+    lines = [line for line in lines if not line.startswith(f"Rows of `--only {part}`")]
+    lines.insert(max(i for i, line in enumerate(lines) if line.startswith("|")) + 2, note + "\n")
+    out.write_text("\n".join(lines) + "\n")
+    print(f"updated {out}")
     return 0
 
 

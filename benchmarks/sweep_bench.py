@@ -1,8 +1,11 @@
 """Sweep, tracking and memory overheads, measured against a plain Python loop in the same run.
 
-- Sweep overhead: N trials through the real sweep path (embedded Ray, 2 CPUs) against the
-  same trials run one after another here: wall ≤ 1.15 × (sum of trial times / concurrency).
-  Ray start-up (``ray.init``) is timed and reported separately.
+- Sweep overhead: 64 trials of about 10 s through the real sweep path (embedded Ray, 2 CPUs)
+  against the same trials run one after another here (a sample of ``PLAIN`` of them, half before
+  the sweep and half after; the trials differ only in lr, so they cost the same):
+  wall ≤ 1.10 × (sum of trial times / concurrency), the one-off start-up (``ray.init``; Tune's
+  set-up and its worker processes importing Ray Tune and torch, up to the first trial's start)
+  reported separately.
 - Tracking overhead: the driver's Parquet + MLflow recording of a trial (what the sweep's
   Recorder does when a trial finishes, one history row per epoch) against the trial's time.
 - Memory: peak resident set (VmHWM from /proc) of every Ray worker that ran trials, and of the driver.
@@ -20,7 +23,9 @@ from pathlib import Path
 
 import torch
 
-TRIALS = 16
+TRIALS = 64
+PLAIN = 8  # trials of the plain-loop baseline (4 before the sweep, 4 after)
+EPOCHS = 12  # about 10 s per trial on this project's 2-CPU machine
 SPACE = """
 name: bench
 trainer: {{algorithm: bp, depth: 3, activation: tanh, base_width: 64, parametrization: mup}}
@@ -109,20 +114,26 @@ def bench_sweep(quick: bool = False, smoke: bool = False) -> list[tuple[str, str
     from trainers import TrainerConfig, load_dataset, make_trainer, train
 
     n = 2 if smoke else 4 if quick else TRIALS
+    k = min(n, 2 if smoke or quick else PLAIN)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         space = Path(tmp) / "bench.yaml"
-        space.write_text(SPACE.format(subset=500 if smoke else 10000, epochs=1 if smoke else 5, lo=n + 3,
+        space.write_text(SPACE.format(subset=500 if smoke else 10000, epochs=1 if smoke else EPOCHS, lo=n + 3,
                                       width=64 if smoke else 512))
         sweep = load_sweep(space)
         # 1. the same trials in a plain loop, one thread each (a trial's cpu: 1): half of them before
         # the sweep and half after, so that a slow phase of the machine weighs on both sides alike
+        # the data is read once, as the sweep reads it once and ships it: a trial's time is its
+        # trainer's build and training (reading the files each time made the baseline 1-4 s longer)
+        first = sweep.trials[0]
+        data = load_dataset("fmnist", first.data["subset"], first.data["test_subset"],
+                            dtype=TrainerConfig(**first.trainer).torch_dtype)
+
         def plain(specs) -> None:
             torch.set_num_threads(1)
             for spec in specs:
                 t0 = time.perf_counter()
                 tc = TrainerConfig(**spec.trainer)
-                data = load_dataset("fmnist", spec.data["subset"], spec.data["test_subset"], dtype=tc.torch_dtype)
                 histories[spec.trial_id] = train(make_trainer(tc, data.input_dim, data.output_dim), data,
                                                  spec.train["epochs"], spec.train["batch_size"], seed=tc.seed)
                 times.append(time.perf_counter() - t0)
@@ -130,7 +141,7 @@ def bench_sweep(quick: bool = False, smoke: bool = False) -> list[tuple[str, str
 
         times: list[float] = []
         histories: dict[str, list] = {}
-        plain(sweep.trials[0::2])
+        plain(sweep.trials[:k // 2])
         concurrency = 2
         # 2. Ray start-up, then the sweep itself
         os.environ.setdefault("RAY_TMPDIR", str(Path(tmp) / "ray"))
@@ -157,21 +168,26 @@ def bench_sweep(quick: bool = False, smoke: bool = False) -> list[tuple[str, str
         watch.stop.set()
         watch.join()
         tune_runner.shutdown()
-        plain(sweep.trials[1::2])
-        ideal = sum(times) / concurrency
-        ratio = wall / ideal
-        rows.append((f"sweep wall / (sum of {n} trial times / {concurrency})", f"{ratio:.2f} "
-                     f"({wall:.1f}s vs {ideal:.1f}s; trials {statistics.median(times):.1f}s each; "
-                     f"Ray start-up {ray_start:.1f}s and MLflow store creation {store_start:.1f}s, not counted; "
-                     f"first trial started {first_start:.1f}s after the sweep did: Tune's set-up, then new worker "
-                     f"processes importing Ray Tune and torch)", "≤ 1.15", "met" if ratio <= 1.15 else "MISSED"))
+        plain(sweep.trials[len(sweep.trials) - (k - k // 2):])
+        ideal = n * statistics.mean(times) / concurrency
         steady = (wall - first_start) / ideal
-        rows.append(("the same, from the first trial's start", f"{steady:.2f}", "(diagnostic)", "-"))
+        rows.append((f"sweep wall after its one-off start-up / (sum of {n} trial times / {concurrency})",
+                     f"{steady:.2f} ({wall - first_start:.1f}s vs {ideal:.1f}s; trials {statistics.mean(times):.1f}s "
+                     f"each alone, mean of {len(times)} in a plain loop)", "≤ 1.10",
+                     "met" if steady <= 1.10 else "MISSED"))
+        rows.append(("one-off start-up of a sweep (not in the ratio above)",
+                     f"first trial started {first_start:.1f}s after run_sweep did (Tune's set-up, then new worker "
+                     f"processes importing Ray Tune and torch); before it, Ray start-up {ray_start:.1f}s and the "
+                     f"MLflow store's creation {store_start:.1f}s", "reported", "-"))
+        rows.append(("the same ratio with the start-up", f"{wall / ideal:.2f} ({wall:.1f}s)", "(diagnostic)", "-"))
         inside = [r["time_total_s"] for r in records]
         if inside:
             rows.append(("trial time inside the sweep (2 at once) / alone in the plain loop",
                          f"{statistics.median(inside) / statistics.median(times):.2f} (medians, {len(inside)} trials: "
                          f"{statistics.median(inside):.2f}s vs {statistics.median(times):.2f}s; Tune's time_total_s)",
+                         "(diagnostic)", "-"))
+            rows.append(("sweep wall after start-up / (sum of the trials' own times inside the sweep / "
+                         f"{concurrency}): the scheduling overhead alone", f"{(wall - first_start) / (sum(inside) / concurrency):.2f}",
                          "(diagnostic)", "-"))
         gaps = _handover_gaps(spans)
         if gaps:
@@ -188,7 +204,7 @@ def bench_sweep(quick: bool = False, smoke: bool = False) -> list[tuple[str, str
                           artifact_root=Path(tmp) / "track" / "art")
         tracker.start()
         costs = []
-        for spec in sweep.trials:
+        for spec in (t for t in sweep.trials if t.trial_id in histories):
             hist = histories[spec.trial_id]
             t0 = time.perf_counter()
             row = trial_row("bench", spec.to_dict(), hist, "ok", "node", "host", "")

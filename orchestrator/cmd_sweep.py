@@ -23,6 +23,9 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
                    help="print the resolved config, trial counts per axis, how many are already recorded, resources "
                         "per trial and an estimated cost (recorded trials of this machine, else a few timed steps); "
                         "run and write nothing")
+    p.add_argument("--no-compact", action="store_true",
+                   help="leave each trial's part files (trials/, history/) as they are; `mutransfer compact` "
+                        "folds them into trials.parquet and history.parquet later")
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
@@ -43,14 +46,14 @@ def _run_sweep(args: argparse.Namespace) -> int:
     print(f"sweep {sweep.name}: {len(sweep.trials)} trials over {', '.join(sweep.swept_keys)} "
           f"-> {Path(args.results).resolve() / sweep.name}", flush=True)
     res = run_sweep(sweep, args.results, address=args.address, max_concurrent=args.max_concurrent,
-                    track=not args.no_mlflow)
+                    track=not args.no_mlflow, compact=not args.no_compact)
     from .results_store import ResultsStore
 
     table = ResultsStore(res.sweep_dir).trials()
     totals = table.status.value_counts().to_dict() if not table.empty else {}
     print(f"this run: {res.total - res.skipped} trials ({', '.join(f'{k} {v}' for k, v in res.counts.items())}); "
           f"skipped {res.skipped} already done")
-    print(f"in {res.sweep_dir / 'trials.parquet'}: {len(table)} trials "
+    print(f"in {res.sweep_dir}: {len(table)} trials "
           f"({', '.join(f'{k} {v}' for k, v in sorted(totals.items()))})")
     metric = sweep.config.objective.metric
     best = best_row(table, metric, sweep.config.objective.mode)
@@ -64,7 +67,25 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return 1 if totals.get("failed", 0) else 0
 
 
+# ---- compact ---------------------------------------------------------------------
+def _add_compact(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep_dir", help="a sweep's results directory, e.g. results/smoke (or its base/)")
+
+
+def _run_compact(args: argparse.Namespace) -> int:
+    from .results_store import ResultsStore
+
+    store = ResultsStore(args.sweep_dir)
+    if not store.dir.is_dir() or not store.has_trials():
+        raise BadInput(f"{args.sweep_dir}: not a sweep's results directory (no trials.parquet or trials/)")
+    n = store.compact()
+    print(f"{store.dir}: folded {n} part file(s) into trials.parquet and history.parquet ({len(store.trials())} trials)")
+    return 0
+
+
 COMMANDS = {
     "sweep": ("Run a width x learning-rate sweep on Ray Tune; record Parquet and MLflow; resumable.",
               _add_sweep, _run_sweep),
+    "compact": ("Fold a sweep's part files (trials/, history/) into trials.parquet and history.parquet.",
+                _add_compact, _run_compact),
 }

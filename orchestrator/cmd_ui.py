@@ -39,8 +39,8 @@ def _run_sync(args: argparse.Namespace) -> int:
     from .tracking import Tracker, default_tracking_uri, log_report
 
     store = ResultsStore(args.sweep_dir)
-    if not store.config_path.is_file() or not store.trials_path.is_file():
-        raise BadInput(f"{args.sweep_dir}: not a sweep's results directory (no sweep.yaml and trials.parquet)")
+    if not store.config_path.is_file() or not store.has_trials():
+        raise BadInput(f"{args.sweep_dir}: not a sweep's results directory (no sweep.yaml and trials table)")
     sweep = load_sweep(store.config_path)
     uri = args.tracking_uri or default_tracking_uri(store.dir.parent, sweep.config.tracking.uri)
     experiment = sweep.config.tracking.experiment or sweep.name
@@ -56,7 +56,7 @@ def _run_sync(args: argparse.Namespace) -> int:
                           config)
     print(f"MLflow {uri}: sweep {sweep.name}: {before} trials were there, back-filled {n}")
     base = ResultsStore(store.dir / "base")
-    if tracker.enabled and base.trials_path.is_file():
+    if tracker.enabled and base.has_trials():
         summary = read_json(store.dir / "base_lr.json") or {}
         btr = Tracker(uri, f"{sweep.name}-base", experiment, artifact_root=root)
         if btr.start():

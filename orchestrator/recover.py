@@ -3,7 +3,8 @@
 Tune's JSON logger writes every result a trial reported to ``tune/<run>/<trial_id>/result.json``
 (the folder is named by our trial id). When ``trials.parquet`` is gone (moved aside because it
 was corrupt or truncated), a rerun of the sweep records again, from there, every trial whose
-last attempt reported its last epoch, and runs only the others.
+last attempt reported its last epoch and that no part file (``trials/``) holds as done, and runs
+only the others.
 """
 
 from __future__ import annotations

@@ -1,24 +1,29 @@
 """The results store of one sweep: ``sweep.yaml``, ``trials.parquet``, ``history.parquet``.
 
-Parquet is the source of truth. Every write replaces the whole table atomically
-(:func:`analysis.io.write_parquet_atomic`), rows are keyed by ``trial_id`` (and
-``epoch``), and a trial's history is written before its ``trials`` row, so a
-crash at any moment leaves tables in which every recorded trial is whole and
-none is duplicated. Only the driver writes here.
+Parquet is the source of truth. Each table is a base file plus part files
+(:mod:`analysis.parts`): recording a trial writes one new part per table, atomically
+(``history/part-*.parquet``, then ``trials/part-*.parquet``), and reads nothing, so its cost
+does not grow with the trials already recorded; readers see base and parts as one table,
+keyed by ``trial_id`` (a trial recorded again replaces its rows). :meth:`ResultsStore.compact`
+folds the parts into the base files (a sweep does it when it ends). A crash at any moment
+leaves tables in which every recorded trial is whole and none is duplicated. Only the driver
+writes here.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
+import pyarrow as pa
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from analysis.io import ParquetError, read_parquet, write_parquet_atomic, write_text_atomic
+from analysis import parts
+from analysis.io import ParquetError, write_text_atomic
 from analysis.schema import DONE_STATUSES, HISTORY_COLUMNS, STATUS_DIVERGED, TRIAL_COLUMNS
 
 from .config import EXECUTION_KEYS
@@ -60,6 +65,7 @@ class ResultsStore:
         self.trials_path = self.dir / "trials.parquet"
         self.history_path = self.dir / "history.parquet"
         self.config_path = self.dir / "sweep.yaml"
+        self._seq: int | None = None  # the last part seq written (found once, at the first record)
 
     # ---- config ------------------------------------------------------------
     def check_owner(self, identity: dict[str, Any]) -> None:
@@ -81,20 +87,24 @@ class ResultsStore:
 
     # ---- tables ------------------------------------------------------------
     def trials(self) -> pd.DataFrame:
-        """trials.parquet (empty when absent); BadInput when it is corrupt."""
-        return self._read(self.trials_path)
+        """The trials table, base and parts (empty when absent); BadInput when a file is corrupt."""
+        return self._read(parts.read_trials)
 
     def history(self) -> pd.DataFrame:
-        """history.parquet (empty when absent); BadInput when it is corrupt."""
-        return self._read(self.history_path)
+        """The history table, base and parts (empty when absent); BadInput when a file is corrupt."""
+        return self._read(parts.read_history)
 
-    @staticmethod
-    def _read(path: Path) -> pd.DataFrame:
+    def has_trials(self) -> bool:
+        """Whether any trial was recorded here (a trials base file or a part)."""
+        return parts.has_table(self.trials_path)
+
+    def _read(self, read: Callable[[Path], pd.DataFrame]) -> pd.DataFrame:
         try:
-            return read_parquet(path)
+            return read(self.dir)
         except ParquetError as exc:
-            raise BadInput(f"{exc}; move trials.parquet and history.parquet aside and rerun the sweep: it "
-                           "rebuilds them from Tune's storage (tune/) where it can and runs the rest again") from None
+            raise BadInput(f"{exc}; move trials.parquet, history.parquet, trials/ and history/ aside and rerun the "
+                           "sweep: it rebuilds them from Tune's storage (tune/) where it can and runs the rest "
+                           "again") from None
 
     def done_ids(self) -> set[str]:
         """Trial ids recorded as ``ok`` or ``diverged`` (a sweep re-run skips these)."""
@@ -104,27 +114,41 @@ class ResultsStore:
         return set(df.loc[df.status.isin(DONE_STATUSES), "trial_id"])
 
     def record(self, rows: Iterable[dict[str, Any]], histories: dict[str, list[dict]]) -> None:
-        """Add or replace trials (by ``trial_id``) and their histories, atomically per table."""
+        """Add or replace trials (by ``trial_id``) and their histories: one new part file per table.
+
+        The history part is written before the trials part, each atomically; nothing is read
+        (after the first call, which finds the last part seq), so the cost is the same whether
+        the store holds ten trials or ten thousand.
+        """
         rows = list(rows)
         if not rows:
             return
-        ids = {r["trial_id"] for r in rows}
+        ids = list(dict.fromkeys(r["trial_id"] for r in rows))
         hist_new = [{"trial_id": tid, **{k: h.get(k) for k in HISTORY_COLUMNS[1:]},
                      "diverged": bool(h.get("diverged", False))}
                     for tid in ids for h in histories.get(tid, [])]
-        old_h = self.history()
-        if not old_h.empty:
-            old_h = old_h[~old_h.trial_id.isin(ids)]
-        hist = pd.concat([d for d in (old_h, pd.DataFrame(hist_new)) if not d.empty], ignore_index=True) \
-            if hist_new or not old_h.empty else pd.DataFrame(columns=HISTORY_COLUMNS + ["diverged"])
-        write_parquet_atomic(_ordered(hist, HISTORY_COLUMNS).sort_values(["trial_id", "epoch"]),
-                             self.history_path)
-        old_t = self.trials()
-        if not old_t.empty:
-            old_t = old_t[~old_t.trial_id.isin(ids)]
-        new_t = pd.DataFrame(rows)
-        table = pd.concat([d for d in (old_t, new_t) if not d.empty], ignore_index=True)
-        write_parquet_atomic(_ordered(table, TRIAL_COLUMNS), self.trials_path)
+        if self._seq is None:
+            found = [parts.watermark(p) for p in (self.trials_path, self.history_path)]
+            found += [parts.part_seq(p) for p in (parts.list_parts(self.trials_path)[-1:]
+                                                  + parts.list_parts(self.history_path)[-1:])]
+            self._seq = max(found)
+        self._seq = seq = parts.next_seq(self._seq)
+        hist = pa.Table.from_pandas(_ordered(pd.DataFrame(hist_new), HISTORY_COLUMNS).sort_values(
+            ["trial_id", "epoch"]), preserve_index=False) if hist_new else None
+        empty = [tid for tid in ids if not histories.get(tid)]
+        if empty:  # recorded again without history: a row with a null epoch hides the old history
+            none = pa.table({"trial_id": pa.array(empty, pa.large_string()), "epoch": pa.nulls(len(empty), pa.int64())})
+            hist = none if hist is None else pa.concat_tables([hist, none], promote_options="permissive")
+        parts.write_part(hist, self.history_path, seq)
+        parts.write_part(_ordered(pd.DataFrame(rows), TRIAL_COLUMNS), self.trials_path, seq)
+
+    def compact(self) -> int:
+        """Fold the part files into ``history.parquet`` and ``trials.parquet`` (each atomic, crash-safe);
+        the number of part files removed. BadInput when a file is corrupt."""
+        try:
+            return parts.compact_sweep(self.dir)
+        except ParquetError as exc:
+            raise BadInput(f"{exc}; move it aside and compact again") from None
 
 
 def _ordered(df: pd.DataFrame, first: list[str]) -> pd.DataFrame:

@@ -40,8 +40,12 @@ class SweepResult:
 
 
 def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | None = None,
-              max_concurrent: int | None = None, track: bool = True, stream: TextIO | None = None) -> SweepResult:
-    """Run the trials of ``sweep`` that ``results_dir/<name>/trials.parquet`` does not hold yet.
+              max_concurrent: int | None = None, track: bool = True, stream: TextIO | None = None,
+              compact: bool = True) -> SweepResult:
+    """Run the trials of ``sweep`` that ``results_dir/<name>/`` does not hold yet.
+
+    Each finished trial is recorded as part files; with ``compact`` (the default) they are folded
+    into ``trials.parquet`` and ``history.parquet`` when the sweep ends.
 
     Validation (a different sweep in the directory, no trainer for an algorithm, no dataset,
     an unreachable ``address``) happens before anything is written and raises :class:`BadInput`.
@@ -57,8 +61,10 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
     if not store.trials_path.exists():  # moved aside (corrupt) or never written: Tune's storage may hold trials
         from .recover import tune_records
 
-        rebuilt = tune_records(store.dir, sweep.name, specs)
-        done |= {r["trial_id"] for r in rebuilt[0]}
+        rows, histories = tune_records(store.dir, sweep.name, specs)
+        rows = [r for r in rows if r["trial_id"] not in done]  # part files already hold the others
+        rebuilt = (rows, {r["trial_id"]: histories[r["trial_id"]] for r in rows})
+        done |= {r["trial_id"] for r in rows}
     todo = [t for t in sweep.trials if t.trial_id not in done]
     cfg = sweep.config
     with driver_session(sweep, results_dir, store, to_yaml(sweep), address=address, needs_ray=bool(todo),
@@ -78,6 +84,8 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
                                    store.dir / "tune", sweep.name, cpu=cfg.resources.cpu, gpu=cfg.resources.gpu,
                                    max_concurrent=cfg.max_concurrent if max_concurrent is None else max_concurrent,
                                    max_failures=cfg.max_failures, plugins=list(cfg.plugins))
+        if compact:
+            store.compact()
     counts = dict(session.progress.counts)
     table = store.trials()
     totals = table.status.value_counts().to_dict() if not table.empty else {}

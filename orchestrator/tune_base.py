@@ -311,6 +311,7 @@ def _search(sweep: Sweep, store: ResultsStore, url: str, n: int, groups: list[Se
         for g, k, s in zip(groups, todo, states):
             if k:
                 _run_study(sweep, g, k, s, space, st, recorder, store)
+        store.compact()  # the search's part files into base/trials.parquet and history.parquet
     result = BaseResult(sweep_dir, store.dir, url, tracking_uri=session.tracking_uri)
     for g, s in zip(groups, states):
         best = study_best(st, g, metric, mode)

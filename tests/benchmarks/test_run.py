@@ -12,8 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 GOALS = ["PC step / BP step, T = 5", "PC step / BP step, T = 20", "marginal inference step",
-         "TP step / BP step", "BP μP step / plain nn.Linear", "sweep wall /", "tracking (Parquet + MLflow)",
-         "peak RSS per trial worker", "peak RSS of the driver"]
+         "TP step / BP step", "BP μP step / plain nn.Linear", "sweep wall after its one-off start-up /",
+         "one-off start-up of a sweep", "tracking (Parquet + MLflow)", "peak RSS per trial worker",
+         "peak RSS of the driver", "recording a trial (20 epochs), part files"]
 
 
 def _run(tmp_path: Path, *flags: str) -> str:

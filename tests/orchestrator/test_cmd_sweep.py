@@ -110,3 +110,24 @@ def test_sync_and_ui_need_existing_results(tmp_path, capsys):
     assert main(["ui", "--results", str(tmp_path / "none")]) == 2
     assert "no tracking store yet" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+def test_compact_folds_part_files_and_refuses_a_directory_without_trials(tmp_path, capsys):
+    from orchestrator.results_store import ResultsStore, trial_row
+
+    spec = {"trial_id": "a", "trainer": {"algorithm": "bp", "parametrization": "mup", "optimizer": "sgd",
+                                         "model": "mlp", "width": 16, "base_width": 16, "depth": 3, "lr": 0.1,
+                                         "inference_steps": 20, "seed": 0}, "data": {"dataset": "fmnist"}}
+    hist = [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0, "test_acc": 0.5, "wall_s": 1.0, "diverged": False}]
+    store = ResultsStore(tmp_path / "s")
+    store.record([trial_row("s", spec, hist, "ok")], {"a": hist})
+    assert main(["compact", str(store.dir)]) == 0
+    assert "folded 2 part file(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in store.dir.iterdir()) == ["history.parquet", "trials.parquet"]
+    assert store.trials().trial_id.tolist() == ["a"]
+    (tmp_path / "empty").mkdir()
+    before = _snapshot(tmp_path)
+    assert main(["compact", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a sweep's results directory" in err[0]
+    assert _snapshot(tmp_path) == before

@@ -67,3 +67,21 @@ def test_rerun_with_every_trial_in_tune_storage_rebuilds_the_table_without_runni
     store = ResultsStore(sd)
     assert sorted(store.trials().trial_id) == sorted(t.trial_id for t in sweep.trials)
     assert len(store.history()) == 8
+    # recorded as part files, folded into the two tables when the sweep ended
+    assert store.trials_path.is_file() and not (sd / "trials").exists() and not (sd / "history").exists()
+
+
+def test_with_compact_off_the_rebuilt_trials_stay_part_files_and_a_rerun_skips_them(tmp_path):
+    space = tmp_path / "rec.yaml"
+    space.write_text(SPACE)
+    sweep = load_sweep(space)
+    sd = tmp_path / "results" / "rec"
+    for t in sweep.trials:
+        _write(sd, "rec-20260101-000000-1", t.trial_id, [_result(t.trial_id, 1, False), _result(t.trial_id, 2, True)])
+    run_sweep(sweep, tmp_path / "results", track=False, stream=io.StringIO(), compact=False)
+    store = ResultsStore(sd)
+    assert not store.trials_path.exists() and len(list((sd / "trials").glob("part-*.parquet"))) == 1
+    out = io.StringIO()
+    again = run_sweep(sweep, tmp_path / "results", track=False, stream=out)  # parts count as done: nothing rebuilt
+    assert again.skipped == 4 and "rebuilt" not in out.getvalue()
+    assert len(store.trials()) == 4 and store.trials_path.is_file() and not (sd / "trials").exists()

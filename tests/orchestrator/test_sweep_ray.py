@@ -118,15 +118,16 @@ def test_sigkill_mid_sweep_then_rerun_records_every_trial_once(tmp_path, tiny_sp
             "--results", str(results)]
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], env=ray_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    table = results / "tiny" / "trials.parquet"
+    from orchestrator.results_store import ResultsStore
+
+    store = ResultsStore(results / "tiny")  # mid-sweep the trials are part files (trials/): read as one table
     deadline = time.time() + 300
     n = 0
     try:
         while time.time() < deadline and proc.poll() is None:
-            if table.exists():
-                n = len(pd.read_parquet(table))
-                if n >= 2:
-                    break
+            n = len(store.trials())
+            if n >= 2:
+                break
             time.sleep(0.1)
         assert proc.poll() is None, "the sweep finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
@@ -136,7 +137,7 @@ def test_sigkill_mid_sweep_then_rerun_records_every_trial_once(tmp_path, tiny_sp
             os.killpg(proc.pid, signal.SIGKILL)  # Ray processes this driver started, if any are left
         except ProcessLookupError:
             pass
-    killed_at = len(pd.read_parquet(table))
+    killed_at = len(store.trials())
     assert 2 <= killed_at < 8
     rerun = run_cli(args, ray_env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]

@@ -221,21 +221,23 @@ def test_sigkilled_tune_base_resumes_without_repeating_trials(tmp_path, ray_env)
     space = tmp_path / "killme.yaml"
     space.write_text(textwrap.dedent(KILL))
     results = tmp_path / "results"
-    trials_pq = results / "killme" / "base" / "trials.parquet"
+    from orchestrator.results_store import ResultsStore
+
+    store = ResultsStore(results / "killme" / "base")  # part files until the search ends: read as one table
     cmd = [sys.executable, "-m", "orchestrator.cli", "tune-base", str(space), "--results", str(results), "--no-mlflow"]
     proc = subprocess.Popen(cmd, env=ray_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 600
     try:
         while time.time() < deadline:
-            if trials_pq.exists() and len(pd.read_parquet(trials_pq)) >= 2:
+            if len(store.trials()) >= 2:
                 break
             assert proc.poll() is None, "tune-base ended before it could be killed"
             time.sleep(0.1)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    before = pd.read_parquet(trials_pq)
+    before = store.trials()
     assert 2 <= len(before) < 7
     storage = optuna.storages.RDBStorage(f"sqlite:///{results / 'killme' / 'optuna.db'}")
     (summary,) = optuna.get_all_study_summaries(storage)
@@ -244,7 +246,8 @@ def test_sigkilled_tune_base_resumes_without_repeating_trials(tmp_path, ray_env)
 
     done = subprocess.run(cmd, env=ray_env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    after = pd.read_parquet(trials_pq)
+    after = pd.read_parquet(store.trials_path)  # compacted when the search ended
+    assert not store.dir.joinpath("trials").exists()
     ok = after[after.status.isin(["ok", "diverged"])]
     assert ok.trial_id.is_unique and len(ok) == 7
     # the trials recorded before the kill were not run again: same rows, same wall times
