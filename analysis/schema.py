@@ -33,7 +33,7 @@ FINAL_METRICS = ("final_train_loss", "final_test_loss", "final_test_acc", "epoch
 # Columns of trials.parquet that are results or where a trial ran, not configuration
 # (the MLflow params are the rest).
 RESULT_COLUMNS = ("status", "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done",
-                  "wall_s", "node", "hostname", "error", "retries", "device_used")
+                  "wall_s", "node", "hostname", "error", "retries", "device_used", "matmul_backend")
 # Configuration columns that stay strings even when every value looks like a number.
 STRING_COLUMNS = ("trial_id", "sweep", "algorithm", "parametrization", "optimizer", "dataset", "model",
                   "activation", "dtype", "device", "loss", "pc_init")
