@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -71,11 +72,24 @@ BACKENDS: dict[str, dict[str, Callable]] = {
 
 _chosen: dict[tuple, str] = {}  # (product, shapes, threads) -> backend, for this process
 _used: set[str] = set()
+_override: list[str] = []  # set by using(): benchmarks time two backends in one process
+
+
+@contextmanager
+def using(name: str) -> Iterator[None]:
+    """Force backend ``name`` (``auto``, ``torch``, ``onednn``) inside the block, over ``$MUTRANSFER_MATMUL``."""
+    if name not in CHOICES:
+        raise ValueError(f"backend {name!r} is not one of {', '.join(CHOICES)}")
+    _override.append(name)
+    try:
+        yield
+    finally:
+        _override.pop()
 
 
 def forced() -> str:
-    """The value of ``$MUTRANSFER_MATMUL`` (``auto`` when unset); ValueError naming it if invalid."""
-    value = os.environ.get(ENV, "auto").strip() or "auto"
+    """``$MUTRANSFER_MATMUL`` (``auto`` when unset) or :func:`using`'s; ValueError naming it if invalid."""
+    value = _override[-1] if _override else (os.environ.get(ENV, "auto").strip() or "auto")
     if value not in CHOICES:
         raise ValueError(f"{ENV}={value!r} is not one of {', '.join(CHOICES)}")
     if value == "onednn" and not _onednn_available():
