@@ -159,8 +159,14 @@ def residual(x: torch.Tensor, a: torch.Tensor, w: torch.Tensor, alpha: float) ->
 
 def used() -> str:
     """The backends the products took since :func:`reset_used` (``trainers.train`` calls it at its
-    start), sorted and joined by ``+``: ``onednn``, ``torch`` or ``onednn+torch`` (``""``: none yet)."""
-    return "+".join(sorted(_used))
+    start), sorted and joined by ``+``: ``onednn``, ``torch`` or ``onednn+torch`` (``""``: none yet).
+
+    Both backends follow torch's float32 matmul precision, which this package never changes; if the
+    caller lowered it (``torch.set_float32_matmul_precision``), the record says so.
+    """
+    text = "+".join(sorted(_used))
+    precision = torch.get_float32_matmul_precision()
+    return f"{text} (float32 matmul precision {precision})" if text and precision != "highest" else text
 
 
 def reset_used() -> None:

@@ -88,6 +88,20 @@ def test_auto_measures_once_per_shape(monkeypatch):
     assert len(timed) == 2 * first  # a new shape is measured
 
 
+def test_a_lowered_matmul_precision_is_recorded(monkeypatch):
+    monkeypatch.setenv(products.ENV, "onednn")
+    products.reset()
+    a, w, _, _ = _operands(torch.Generator().manual_seed(6))
+    products.linear(a, w)
+    assert products.used() == "onednn"
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert products.used() == "onednn (float32 matmul precision medium)"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def test_bad_value_is_named(monkeypatch):
     monkeypatch.setenv(products.ENV, "mkl-fast")
     with pytest.raises(ValueError, match="MUTRANSFER_MATMUL='mkl-fast' is not one of auto, torch, onednn"):
