@@ -105,7 +105,8 @@ def trainer_goals(runs: list[dict[str, float]]) -> list[tuple[str, list[float], 
                   each(lambda t: t["bp_mup"] / t["plain_torch"]), 1.05, ""))
     for key in ("bp_mup", "pc_T5", "pc_T20", "tp", "two_products"):
         if f"{key}_old" in mid:
-            goals.append((f"{key}: new path / old path (every product on torch's own MKL{', BP by autograd' if key == 'bp_mup' else ''})",
+            how = "every product on torch's own MKL" + (", BP by autograd" if key == "bp_mup" else "")
+            goals.append((f"{key}: new path / old path ({how})",
                           each(lambda t: t[key] / t[f"{key}_old"]), None,
                           f"{mid[key] * 1e3:.2f} ms vs {mid[key + '_old'] * 1e3:.2f} ms, medians"))
     return goals
@@ -161,10 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
     table = "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
     print(table)
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("BENCH_THREADS", "XLA_FLAGS") if os.environ.get(k))
+    args_text = " ".join(argv if argv is not None else sys.argv[1:])
+    command = " ".join(p for p in (env, "python benchmarks/run.py", args_text) if p)
+    command = "make bench" if command == "python benchmarks/run.py" else command
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
     Path(args.out).write_text(
         "# Benchmark results\n\n"
-        f"Measured by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {machine}; "
+        f"Measured by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {machine}; "
         f"CPU: {cpu_description()}; product backends (trainers/_products.py, MUTRANSFER_MATMUL="
         f"{products.forced()}): {products.used() or 'none'}. "
         + ("SMOKE RUN at tiny sizes (784-64-64-10, batch 16): the figures mean nothing. " if args.smoke else "")
