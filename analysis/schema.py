@@ -33,7 +33,8 @@ FINAL_METRICS = ("final_train_loss", "final_test_loss", "final_test_acc", "epoch
 # Columns of trials.parquet that are results or where a trial ran, not configuration
 # (the MLflow params are the rest).
 RESULT_COLUMNS = ("status", "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done",
-                  "wall_s", "node", "hostname", "error", "retries", "device_used", "started_at", "finished_at")
+                  "wall_s", "node", "hostname", "error", "retries", "device_used", "started_at", "finished_at",
+                  "matmul_backend")
 # Columns logged to MLflow as tags of the trial run, not params (mutransfer.trial_id, mutransfer.sweep).
 TAG_COLUMNS = ("trial_id", "sweep")
 # Configuration columns that stay strings even when every value looks like a number.

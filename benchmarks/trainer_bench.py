@@ -16,6 +16,8 @@ from torch import nn
 
 import jax_peer
 from trainers import TrainerConfig, make_trainer
+from trainers import _products as products
+from trainers._pc import _tanh_pair
 
 D_IN, WIDTH, D_OUT, BATCH = 784, 1024, 10, 128
 
@@ -47,10 +49,59 @@ def _batch(batch: int, seed: int = 0):
 
 
 def _trainer_step(width: int, batch: int, **fields) -> Callable[[], object]:
-    cfg = TrainerConfig(width=width, base_width=64, depth=3, lr=1e-3, **fields)
+    cfg = TrainerConfig(width=width, base_width=64, depth=3, lr=1e-3, device="cpu", **fields)
     tr = make_trainer(cfg, D_IN, D_OUT)
     x, y = _batch(batch)
     return lambda: tr.step(x, y)
+
+
+def _old(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` on the path before issue 14: every product on torch's own dispatch (MKL)."""
+    def call():
+        with products.using("torch"):
+            return fn()
+    return call
+
+
+def _old_bp_step(width: int, batch: int) -> Callable[[], object]:
+    """Our BP μP trainer's step as it was before issue 14: autograd's backward (MKL), optimizer step."""
+    cfg = TrainerConfig(algorithm="bp", parametrization="mup", width=width, base_width=64, depth=3, lr=1e-3,
+                        device="cpu")
+    tr = make_trainer(cfg, D_IN, D_OUT)
+    x, y = _batch(batch)
+    target = tr.targets(y)
+
+    def step():
+        tr.optimizer.zero_grad(set_to_none=True)
+        loss = tr.loss_fn(tr.model(x), target)
+        loss.backward()
+        tr.optimizer.step()
+        return float(loss.detach())
+    return _old(step)
+
+
+def _fast_plain_bp_step(width: int, batch: int) -> Callable[[], object]:
+    """The fastest plain BP + SGD step we could write: explicit chain rule, every product on the
+    fastest backend (``_products``), tanh as 2σ(2h) − 1 with φ' from it, SGD in place. No trainer."""
+    g = torch.Generator().manual_seed(0)
+    ws = [torch.randn(o, i, generator=g) / i ** 0.5 for i, o in ((D_IN, width), (width, width), (width, D_OUT))]
+    x, y = _batch(batch)
+    target = nn.functional.one_hot(y, D_OUT).float()
+    lr = 1e-3
+
+    @torch.no_grad()
+    def step():
+        a0, d0 = _tanh_pair(products.linear(x, ws[0]))
+        a1, d1 = _tanh_pair(products.linear(a0, ws[1]))
+        err = products.linear(a1, ws[2]).sub_(target)
+        loss = 0.5 * float(err.pow(2).sum()) / batch
+        e2 = err.div_(batch)
+        e1 = products.matmul(e2, ws[2]).mul_(d1)
+        e0 = products.matmul(e1, ws[1]).mul_(d0)
+        for w, e, a in ((ws[2], e2, a1), (ws[1], e1, a0), (ws[0], e0, x)):
+            w.sub_(products.outer(e, a), alpha=lr)
+        return loss
+    return step
 
 
 def _plain_torch_step(width: int, batch: int) -> Callable[[], object]:
@@ -71,18 +122,24 @@ def _plain_torch_step(width: int, batch: int) -> Callable[[], object]:
 
 
 def _two_products(width: int, batch: int) -> Callable[[], object]:
-    """The floor of one PC inference step: two batch×width×width matrix products."""
-    a, w1, w2 = torch.randn(batch, width), torch.randn(width, width), torch.randn(width, width)
-    return lambda: (a @ w1, a @ w2)
+    """The floor of one PC inference step: its two batch×width×width products (e W and φ Wᵀ), each on
+    the fastest backend (``_products``; under :func:`_old`, on torch's own)."""
+    a, e, w = torch.randn(batch, width), torch.randn(batch, width), torch.randn(width, width)
+    return lambda: (products.matmul(e, w), products.linear(a, w))
 
 
 def bench_trainers(rounds: int = 5, reps: int = 10, include: tuple[str, ...] = ("pc", "tp", "jax"),
                    width: int = WIDTH, batch: int = BATCH) -> dict[str, float]:
-    """Seconds per step of each variant (medians), measured interleaved in this process."""
+    """Seconds per step of each variant (medians), measured interleaved in this process.
+
+    ``include`` may add ``old``: the same steps on the path before issue 14 (``*_old``: every product
+    on torch's own dispatch, BP through autograd), for the before/after table of benchmarks/NOTES.md.
+    """
     fns: dict[str, Callable[[], object]] = {
         "bp_sp": _trainer_step(width, batch, algorithm="bp", parametrization="sp"),
         "bp_mup": _trainer_step(width, batch, algorithm="bp", parametrization="mup"),
         "plain_torch": _plain_torch_step(width, batch),
+        "plain_bp_fast": _fast_plain_bp_step(width, batch),
         "two_products": _two_products(width, batch),
     }
     if "pc" in include:
@@ -90,7 +147,16 @@ def bench_trainers(rounds: int = 5, reps: int = 10, include: tuple[str, ...] = (
             fns[f"pc_T{t}"] = _trainer_step(width, batch, algorithm="pc", parametrization="mup", inference_steps=t)
     if "tp" in include:
         fns["tp"] = _trainer_step(width, batch, algorithm="tp", parametrization="mup")
+    if "old" in include:
+        fns["bp_mup_old"] = _old_bp_step(width, batch)
+        fns["two_products_old"] = _old(_two_products(width, batch))
+        for key in [k for k in ("pc_T5", "pc_T20", "tp") if k in fns]:
+            fns[f"{key}_old"] = _old(_trainer_step(width, batch, algorithm=key[:2], parametrization="mup",
+                                                   **({"inference_steps": int(key[4:])} if key != "tp" else {})))
     if "jax" in include and jax_peer.available():
+        fns["jax_bp"] = jax_peer.bp_step_fn(width, batch)
         for t in (5, 20):
             fns[f"jax_pc_T{t}"] = jax_peer.pc_step_fn(width, batch, t)
+        if "tp" in include:
+            fns["jax_tp"] = jax_peer.tp_step_fn(width, batch)
     return interleaved(fns, rounds=rounds, reps=reps)

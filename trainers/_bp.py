@@ -30,27 +30,43 @@ for _key, _table in BP_TABLES.items():
 
 @register_trainer("bp")
 class BPTrainer(Trainer):
-    """Backpropagation: direction_p = −∂loss/∂p for every parameter p."""
+    """Backpropagation: direction_p = −∂loss/∂p for every parameter p.
 
+    The gradient is computed with the layers' explicit adjoints (``_layers``), so its products take
+    the same fast path as PC's and TP's (``_products``); equal to autograd's to rounding (tested in
+    float64 to 1e-12)."""
+
+    @torch.no_grad()
     def _gradient(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
-        names, params = zip(*self.model.named_parameters())
-        with torch.enable_grad():
-            loss = self.loss_fn(self.model(x), target)
-            grads = torch.autograd.grad(loss, params)
-        return dict(zip(names, grads)), {"loss": loss.detach()}
+        """∂loss/∂θ by the chain rule through the adjoints: with h_l = α_l (W_l ⋆ a_{l−1} + b_l) and
+        d_l = α_l ∂loss/∂h_l, ∂loss/∂W_l = d_lᵀ ⋆ a_{l−1}, ∂loss/∂b_l = Σ d_l, and
+        ∂loss/∂h_{l−1} = φ'(h_{l−1}) ⊙ W_lᵀ d_l."""
+        from ._pc import _PAIRS  # activation -> h ↦ (φ(h), φ'(h)) in one pass (here: "bp" registers first)
+
+        model = self.model
+        hs, pairs = model.forward_pairs(x, _PAIRS[model.activation])
+        inputs = [model.shape_input(x)] + [p[0] for p in pairs]
+        grads: dict[str, torch.Tensor] = {}
+        delta = self.loss_grad(hs[-1], target)
+        for l in range(model.depth - 1, -1, -1):
+            layer, alpha = model.layers[l], model.multipliers[l]
+            d = delta.mul(alpha) if alpha != 1.0 else delta
+            grads[f"layers.{l}.weight"] = layer.weight_grad(d, inputs[l])
+            if layer.bias is not None:
+                grads[f"layers.{l}.bias"] = layer.bias_grad(d)
+            if l > 0:
+                delta = layer.transpose(d, layer.weight, inputs[l].shape).mul_(pairs[l - 1][1])
+        return {n: grads[n] for n, _ in model.named_parameters()}, {"loss": self.loss_fn(hs[-1], target)}
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
-        """One SGD/Adam step on the batch loss, the plain PyTorch way (``backward``, ``optimizer.step``).
+        """One SGD/Adam step on the batch loss: the explicit gradient, then ``optimizer.step``.
 
-        Same update as applying :meth:`update_direction` with the per-layer learning
-        rates; a non-finite or too large loss is reported as diverged and not applied.
+        A non-finite or too large loss is reported as diverged and not applied.
         """
         x = x.to(device=self.device, dtype=self.dtype)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model(x), self.targets(y))
-        loss.backward()
-        value = float(loss.detach())
+        grads, stats = self._gradient(x, self.targets(y))
+        value = float(stats["loss"])
         diverged = self._is_diverged(value)
         if not diverged:
-            self.optimizer.step()
+            self._apply(grads)
         return {"loss": value, "diverged": diverged}

@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from . import _products as products
 from ._base import Trainer
 from ._data import Dataset
 
@@ -25,7 +26,8 @@ def train(trainer: Trainer, data: Dataset, epochs: int, batch_size: int = 128, s
         on_epoch: called with each history row; returning True stops training.
 
     Returns:
-        One dict per epoch: ``epoch, train_loss, test_loss, test_acc, wall_s, diverged``.
+        One dict per epoch: ``epoch, train_loss, test_loss, test_acc, wall_s, diverged``,
+        ``matmul_backend`` (the product backends this run took so far, ``_products.used``).
     """
     data = data.to(trainer.device, trainer.dtype)
     gen = torch.Generator().manual_seed(int(seed))
@@ -33,6 +35,7 @@ def train(trainer: Trainer, data: Dataset, epochs: int, batch_size: int = 128, s
     batch_size = min(batch_size, n)
     history: list[dict] = []
     start = time.perf_counter()
+    products.reset_used()
     for epoch in range(1, epochs + 1):
         order = torch.randperm(n, generator=gen).to(trainer.device)
         losses, diverged = [], False
@@ -53,6 +56,7 @@ def train(trainer: Trainer, data: Dataset, epochs: int, batch_size: int = 128, s
             row = {"epoch": epoch, "train_loss": train_loss, "test_loss": ev["loss"],
                    "test_acc": ev.get("accuracy", float("nan")),
                    "wall_s": time.perf_counter() - start, "diverged": bad}
+        row["matmul_backend"] = products.used()
         history.append(row)
         stop = on_epoch(row) if on_epoch is not None else False
         if row["diverged"] or stop:

@@ -32,6 +32,7 @@ import math
 import torch
 from torch import nn
 
+from . import _products as products
 from ._layers import Dense
 
 FEEDBACK_KINDS = ("linear", "tanh", "regression", "regression_drl")
@@ -177,12 +178,12 @@ def ridge_solution(u: torch.Tensor, e: torch.Tensor, ridge: float) -> torch.Tens
     if ridge <= 0:
         return torch.linalg.pinv(u) @ e
     if s < n_out:
-        gram = u @ u.T
+        gram = products.linear(u, u)  # u uᵀ
         gram.diagonal().add_(s * ridge)
-        return u.T @ torch.linalg.solve(gram, e)
-    gram = u.T @ u
+        return products.outer(u, torch.linalg.solve(gram, e))  # uᵀ (…)
+    gram = products.outer(u, u)  # uᵀ u
     gram.diagonal().add_(s * ridge)
-    return torch.linalg.solve(gram, u.T @ e)
+    return torch.linalg.solve(gram, products.outer(u, e))
 
 
 def init_feedback(feedback: nn.ModuleDict, depth: int, init_exponents: dict[str, float],

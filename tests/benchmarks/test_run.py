@@ -12,9 +12,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 GOALS = ["PC step / BP step, T = 5", "PC step / BP step, T = 20", "marginal inference step",
-         "TP step / BP step", "BP μP step / plain nn.Linear", "sweep wall after its one-off start-up /",
-         "one-off start-up of a sweep", "tracking (Parquet + MLflow)", "peak RSS per trial worker",
-         "peak RSS of the driver", "recording a trial (20 epochs), part files"]
+         "TP step / BP step", "BP μP step / plain nn.Linear", "BP μP step / the fastest plain BP step",
+         "sweep wall after its one-off start-up /", "one-off start-up of a sweep", "tracking (Parquet + MLflow)",
+         "peak RSS per trial worker", "peak RSS of the driver", "recording a trial (20 epochs), part files"]
+JAX_GOALS = ["our BP μP step / the plain-JAX BP step", "our PC step / the plain-JAX peer's, T = 5",
+             "our PC step / the plain-JAX peer's, T = 20"]
 
 
 def _run(tmp_path: Path, *flags: str) -> str:
@@ -27,21 +29,26 @@ def _run(tmp_path: Path, *flags: str) -> str:
 
 
 def test_trainer_benchmarks_smoke(tmp_path):
-    text = _run(tmp_path, "--skip-sweep")
-    assert "SMOKE RUN" in text
-    for goal in GOALS[:5]:
+    text = _run(tmp_path, "--skip-sweep", "--compare-old")
+    assert "SMOKE RUN" in text and "SIMD flags: " in text
+    has_jax = importlib.util.find_spec("jax") is not None
+    for goal in GOALS[:6] + (JAX_GOALS if has_jax else []):
         row = next((line for line in text.splitlines() if goal in line), None)
         assert row is not None, goal
         verdict = row.strip().strip("|").split("|")[-1].strip()
         assert verdict in ("met", "MISSED"), row
     # the plain-JAX peer (the `bench` extra, which `make test` installs) is timed in the same run
-    jax_rows = [line for line in text.splitlines() if "plain-JAX peer" in line]
-    if importlib.util.find_spec("jax") is not None:
-        assert len(jax_rows) == 4, jax_rows
+    jax_rows = [line for line in text.splitlines() if "plain-JAX" in line]
+    if has_jax:
+        assert len(jax_rows) == 6, jax_rows  # BP, PC (T = 5, 20: against ours and its own BP), TP
         for row in jax_rows:
             float(row.strip("|").split("|")[1].split()[0])  # a measured number
     else:
         assert len(jax_rows) == 1 and "not installed" in jax_rows[0], jax_rows
+    old_rows = [line for line in text.splitlines() if "new path / old path" in line]
+    assert len(old_rows) == 5, old_rows  # BP μP, PC T = 5 and 20, TP, the two products
+    for row in old_rows:
+        float(row.strip("|").split("|")[1].split()[0])
 
 
 @pytest.mark.slow

@@ -69,7 +69,9 @@ CASES = [
     ("sweep", [], "corrupt_trials", "t/trials.parquet: not a readable Parquet table"),
     ("sweep", [], "truncated_history", "t/history.parquet: not a readable Parquet table"),
     ("sweep", [], "link_sweep", "outside the results directory"),
+    ("sweep", [], "matmul_env", "MUTRANSFER_MATMUL='mkl' is not one of auto, torch, onednn"),
     ("tune-base", ["name=../x"], None, "name='../x': not a valid name"),
+    ("tune-base", [], "matmul_env", "MUTRANSFER_MATMUL='mkl' is not one of auto, torch, onednn"),
     ("tune-base", ["--results", "{T}/a/file"], "file", "is a file"),
     ("tune-base", ["--address", "127.0.0.1:1"], None, "nothing answers at 127.0.0.1:1"),
     ("tune-base", ["trainer.device=cuda"], None, "needs resources.gpu > 0"),
@@ -95,6 +97,8 @@ def _prepare(setup, tmp_path, results, monkeypatch):
         (tmp_path / "a" / "file").write_text("a file, not a directory\n")
     elif setup == "ray_address":
         monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    elif setup == "matmul_env":
+        monkeypatch.setenv("MUTRANSFER_MATMUL", "mkl")
     elif setup in ("corrupt_trials", "truncated_trials", "truncated_history"):
         sweep_dir.mkdir(parents=True)
         (_garbage if setup == "corrupt_trials" else _truncated_parquet)(sweep_dir / "trials.parquet")
