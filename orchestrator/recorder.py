@@ -33,6 +33,7 @@ class Recorder:
         self.where: dict[str, tuple[str, str]] = {}
         self.retries: dict[str, int] = {}
         self.devices: dict[str, str] = {}
+        self.backends: dict[str, str] = {}  # trainers' matmul_backend: the product backends the trial used
         self.finished: set[str] = set()
         self.times: dict[str, tuple[float, float]] = {}  # the trial's own start and last report (epoch s)
 
@@ -51,6 +52,8 @@ class Recorder:
             return
         if result.get("device_used"):
             self.devices[trial_id] = str(result["device_used"])
+        if result.get("matmul_backend"):
+            self.backends[trial_id] = str(result["matmul_backend"])
         keep = ("epoch", "train_loss", "test_loss", "test_acc", "wall_s", "diverged")
         self.history.setdefault(trial_id, {})[int(result["epoch"])] = {k: result.get(k) for k in keep}
         self.where[trial_id] = (str(result.get("node", "")), str(result.get("hostname", "")))
@@ -75,6 +78,7 @@ class Recorder:
         row = trial_row(self.sweep.name, self.specs[trial_id], rows, status, node, host, error)
         row["retries"] = self.retries.get(trial_id, 0)
         row["device_used"] = self.devices.get(trial_id, "")
+        row["matmul_backend"] = self.backends.get(trial_id, "")
         row["started_at"], row["finished_at"] = self.times.get(trial_id, (math.nan, time.time()))
         self.store.record([row], {trial_id: rows})          # Parquet first: the truth
         if self.tracker is not None:

@@ -55,7 +55,8 @@ def tune_records(sweep_dir: str | Path, sweep_name: str, specs: dict[str, dict]
         status = "diverged" if history[-1].get("diverged") else "ok"
         row = trial_row(sweep_name, specs[tid], history, status, str(last.get("node", "")),
                         str(last.get("hostname", "")))
-        row.update(retries=0, device_used=str(last.get("device_used", "")))
+        row.update(retries=0, device_used=str(last.get("device_used", "")),
+                   matmul_backend=str(last.get("matmul_backend", "")))
         rows.append(row)
         histories[tid] = history
     return rows, histories

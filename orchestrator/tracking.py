@@ -221,7 +221,7 @@ class Tracker:
             start_ms, end_ms = int(start * 1000), int(end * 1000)
             tags = {"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.sweep, TAG_ROLE: ROLE_TRIAL,
                     TAG_TRIAL: tid, TAG_STATUS: row["status"], TAG_FORMAT: TRACKING_FORMAT}
-            tags.update({k: str(row[k]) for k in ("node", "hostname", "device_used", "retries")
+            tags.update({k: str(row[k]) for k in ("node", "hostname", "device_used", "matmul_backend", "retries")
                          if row.get(k) not in (None, "") and not (isinstance(row[k], float) and math.isnan(row[k]))})
             if row.get("error"):
                 tags["error"] = str(row["error"])[:5000]

@@ -22,7 +22,7 @@ def _result(tid, epoch, last, **kw):
     # as Tune's JSON logger writes it: Tune's own trial_id replaces ours; the config holds ours
     row = {"epoch": epoch, "train_loss": 1.0 / epoch, "test_loss": 2.0 / epoch, "test_acc": 0.5, "wall_s": 0.1 * epoch,
            "diverged": False, "trial_id": "7944c_00001", "node": "n1", "hostname": "h", "device_used": "cpu",
-           "last": last, "config": {"trial": {"trial_id": tid}}}
+           "matmul_backend": "onednn+torch", "last": last, "config": {"trial": {"trial_id": tid}}}
     row.update(kw)
     return json.dumps(row)
 
@@ -52,6 +52,7 @@ def test_finished_trials_are_rebuilt_unfinished_and_failed_ones_are_not(tmp_path
     assert by_id[a]["status"] == "ok" and by_id[a]["epochs_done"] == 2 and by_id[a]["final_test_loss"] == 1.0
     assert by_id[d]["status"] == "diverged" and [h["epoch"] for h in hist[d]] == [1, 2]
     assert by_id[a]["device_used"] == "cpu" and by_id[a]["node"] == "n1"
+    assert by_id[a]["matmul_backend"] == "onednn+torch"
 
 
 def test_rerun_with_every_trial_in_tune_storage_rebuilds_the_table_without_running(tmp_path):

@@ -39,6 +39,7 @@ def test_setup_error_fails_once_while_a_killed_worker_is_retried(tmp_path, ray_e
     assert (good.status == "ok").all() and (good.epochs_done == 2).all()
     assert sorted(good.retries) == [0, 1]  # ... and that trial was run again, to the end
     assert set(good.device_used) == {"cpu"}  # device auto, no GPU given: the record says CPU
+    assert set(good.matmul_backend) <= {"torch", "onednn", "onednn+torch"} and "" not in set(good.matmul_backend)
     assert "retries 1" in proc.stderr and "failed 1" in proc.stderr
     # Tune prints the lost worker's traceback (a retriable error), never one for the set-up error
     assert "RuntimeError: test hook" not in proc.stderr and proc.stderr.count("Traceback") <= 1
