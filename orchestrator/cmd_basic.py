@@ -57,6 +57,8 @@ def _add_coord(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds (default 0)")
     p.add_argument("--plain-targets", action="store_true",
                    help="train on y instead of y + f_0(x) (the initial error then differs across widths)")
+    p.add_argument("--target-mean", type=float, default=0.0, dest="target_mean",
+                   help="add this to every target, so biases (bias=true) get a gradient from step 1 (default 0)")
     p.add_argument("--tolerance", type=float, default=0.15, help="muP passes when every |slope| is below this")
     p.add_argument("--out", default=None, help="output directory (default results/coord_check/<setting>)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="any TrainerConfig field, e.g. gamma_bar_L=-1")
@@ -75,8 +77,10 @@ def _run_coord(args: argparse.Namespace) -> int:
     name = f"{cfg.algorithm}_{cfg.parametrization}_{cfg.optimizer}"
     out = Path(args.out or f"results/coord_check/{name}")
     t0 = time.perf_counter()
+    if args.target_mean and cfg.loss == "ce":
+        raise BadInput(f"--target-mean={args.target_mean:g} needs loss=mse (cross-entropy has class labels)")
     cc = coord_check(cfg, widths=args.widths, steps=args.steps, seeds=args.seeds,
-                     equalize_error=not args.plain_targets)
+                     equalize_error=not args.plain_targets, target_mean=args.target_mean)
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(cc.table, out / "coord_check.parquet")
     write_parquet_atomic(cc.slopes, out / "slopes.parquet")

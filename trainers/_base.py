@@ -56,9 +56,9 @@ class Trainer:
         self.model.to(device=self.device, dtype=self.dtype)
         self.lr_multipliers: dict[str, float] = {}
         for idx, (layer, layer_role) in enumerate(zip(self.model.layers, self.model.roles)):
-            for pname, _ in layer.named_parameters():  # biases follow the input row (Tensor Programs V)
-                role = "input" if pname == "bias" else layer_role
-                self.lr_multipliers[f"layers.{idx}.{pname}"] = float(m ** self.table.rule(role).lr)
+            for pname, _ in layer.named_parameters():  # a bias has its role's bias_lr (Tensor Programs V)
+                e = self.table.bias_lr(layer_role) if pname == "bias" else self.table.rule(layer_role).lr
+                self.lr_multipliers[f"layers.{idx}.{pname}"] = float(m ** e)
         self.optimizer = self._make_optimizer(self.model.named_parameters(), self.lr_multipliers, cfg.lr)
 
     # ---- helpers -------------------------------------------------------
