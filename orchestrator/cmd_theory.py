@@ -43,12 +43,21 @@ def _prepare_out(out: str) -> Path:
 
 # ---- pc-geometry --------------------------------------------------------------------
 def _add_geometry(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated widths (default 64,...,1024)")
+    p.add_argument("--widths", default=None,
+                   help="comma-separated widths (default 64,...,1024; with --gamma-L-c 64,128,256)")
+    p.add_argument("--gamma-L-c", default=None, dest="gamma_L_c",
+                   help="after muP training, sweep γ_L = c·m over these c (e.g. 1e-2,1e-1,1,1e1,1e2,1e3,1e4): "
+                        "PC's converged update against BP's gradient and Gauss-Newton directions, in parameter "
+                        "and function space (pc_interpolation.parquet/.png)")
+    p.add_argument("--batch-sizes", default="32,128", help="with --gamma-L-c: batch sizes (default 32,128)")
+    p.add_argument("--train-steps", type=int, default=200,
+                   help="with --gamma-L-c: full-batch BP muP SGD steps before measuring (default 200)")
+    p.add_argument("--train-lr", type=float, default=0.2, help="with --gamma-L-c: their learning rate (default 0.2)")
     p.add_argument("--gamma-bar-L", default="0,-1", dest="gamma_bar_L",
                    help="output energy weight exponents γ̄_L, γ_L = m^(−γ̄_L): 0 and/or -1 (default 0,-1)")
     p.add_argument("--steps", default="1,5,20,100,inf",
                    help="inference step counts T; 'inf' = converged inference (default 1,5,20,100,inf)")
-    p.add_argument("--network", default="both", help="linear, tanh or both (default both)")
+    p.add_argument("--network", default=None, help="linear, tanh or both (default both; with --gamma-L-c tanh)")
     p.add_argument("--parametrization", default="mup", help="mup or sp (default mup)")
     p.add_argument("--seeds", default="0", help="comma-separated initialisation seeds (default 0)")
     p.add_argument("--batch-size", type=int, default=32, help="teacher-student batch size (default 32)")
@@ -57,11 +66,59 @@ def _add_geometry(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/theory/pc_geometry", help="output directory")
 
 
+def _run_interpolation(args: argparse.Namespace) -> int:
+    """``pc-geometry --gamma-L-c``: cosines against c after μP training (``trainers.pc_interpolation``)."""
+    widths = _widths(args.widths or "64,128,256")
+    cs = _list(args.gamma_L_c, float, "--gamma-L-c")
+    if min(cs) <= 0:
+        raise BadInput(f"--gamma-L-c={args.gamma_L_c!r}: c must be positive")
+    sizes = _widths(args.batch_sizes, "--batch-sizes")
+    seeds = _list(args.seeds, int, "--seeds")
+    if args.train_steps < 0 or not args.train_lr > 0:
+        raise BadInput("--train-steps must be >= 0 and --train-lr > 0")
+    args.network = args.network or "tanh"
+    if args.network not in ("tanh", "linear"):
+        raise BadInput(f"--network={args.network!r}: --gamma-L-c takes tanh or linear")
+    out = _prepare_out(args.out)
+
+    import torch
+
+    from analysis.io import write_parquet_atomic
+    from analysis.theory_plots import plot_pc_interpolation
+    from trainers import pc_interpolation
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    table = pc_interpolation(widths=widths, cs=cs, seeds=seeds, batch_sizes=sizes, train_steps=args.train_steps,
+                             train_lr=args.train_lr, activation=args.network)
+    wall = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(table, out / "pc_interpolation.parquet")
+    png = plot_pc_interpolation(table, out / "pc_interpolation.png")
+    cols = ["cos_bp", "cos_gn", "cos_gn_relaxed", "cos_gn_param", "fcos_pc"]
+    stats = table.groupby(["batch_size", "width", "c"])[cols].agg(["mean", "min", "max"])
+    print(f"PC's converged update after {args.train_steps} BP muP steps, γ_L = c·m, {len(seeds)} seed(s): "
+          "mean [min, max] over seeds")
+    show = stats.xs("mean", axis=1, level=1).round(4).astype(str)
+    for col in cols:
+        show[col] += " [" + stats[(col, "min")].round(4).astype(str) + ", " + stats[(col, "max")].round(4).astype(str) + "]"
+    print(show.to_string())
+    refs = table.groupby(["batch_size", "width"])[["loss_trained", "fcos_bp", "fcos_gn", "cos_bp_gn"]].mean()
+    print("references (c-independent, mean over seeds): trained loss, cos(J·d, r) of BP and activity GN, cos(BP, GN)")
+    print(refs.round(4).to_string())
+    print(f"largest relative inference residual {table.relax_residual.max():.1e}")
+    print(f"{len(table)} rows in {wall:.1f} s -> {out / 'pc_interpolation.parquet'}, {png}")
+    return 0
+
+
 def _run_geometry(args: argparse.Namespace) -> int:
     from trainers import pc_geometry
     from trainers._geometry import check_steps
 
-    widths = _widths(args.widths)
+    if args.gamma_L_c is not None:
+        return _run_interpolation(args)
+    widths = _widths(args.widths or "64,128,256,512,1024")
+    args.network = args.network or "both"
     gbars = _list(args.gamma_bar_L, float, "--gamma-bar-L")
     bad = [g for g in gbars if g not in GAMMA_BARS]
     if bad:

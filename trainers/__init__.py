@@ -40,5 +40,6 @@ from ._tp_feedback import FEEDBACK_KINDS  # noqa: E402
 __all__ += ["Alignment", "FEEDBACK_KINDS", "TPTrainer", "TP_TABLES", "alignment_exponent"]
 
 from ._geometry import pc_geometry  # noqa: E402
+from ._pc_interp import pc_interpolation  # noqa: E402
 
-__all__ += ["pc_geometry"]
+__all__ += ["pc_geometry", "pc_interpolation"]

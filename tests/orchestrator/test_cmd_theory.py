@@ -60,6 +60,9 @@ def test_pc_geometry_tanh_converged_gap_is_small(tmp_path):
     (["--gamma-bar-L", "0.5"], "--gamma-bar-L=0.5"),
     (["--widths", "64,x"], "--widths"),
     (["--parametrization", "ntk"], "--parametrization='ntk'"),
+    (["--gamma-L-c", "1,-2"], "c must be positive"),
+    (["--gamma-L-c", "1", "--batch-sizes", "0"], "--batch-sizes"),
+    (["--gamma-L-c", "1", "--network", "both"], "--gamma-L-c takes tanh or linear"),
 ])
 def test_pc_geometry_bad_input(tmp_path, capsys, argv, word):
     out = tmp_path / "geo"
@@ -67,6 +70,18 @@ def test_pc_geometry_bad_input(tmp_path, capsys, argv, word):
     err = capsys.readouterr().err
     assert word in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()
+
+
+def test_pc_geometry_after_training_sweeps_c(tmp_path, capsys):
+    out = tmp_path / "interp"
+    assert main(["pc-geometry", "--gamma-L-c", "0.01,1e4", "--widths", "64", "--batch-sizes", "8",
+                 "--seeds", "0", "--train-steps", "20", "--out", str(out)]) == 0
+    t = pd.read_parquet(out / "pc_interpolation.parquet").set_index("c")
+    assert (out / "pc_interpolation.png").stat().st_size > 10_000
+    assert list(t.index) == [0.01, 1e4] and (t.relax_residual < 1e-6).all()
+    assert t.cos_bp[0.01] > 0.999 and t.cos_gn[1e4] > t.cos_bp[1e4]
+    text = capsys.readouterr().out
+    assert "γ_L = c·m" in text and "cos_gn_relaxed" in text
 
 
 def test_alignment_writes_fits_that_match_the_table(tmp_path, capsys):
