@@ -101,3 +101,29 @@ def test_input_row_bias_rule_fails_the_bias_coord_check(monkeypatch, algorithm, 
 def test_sp_with_biases_output_grows():
     cc = coord_check(_bias_cfg(parametrization="sp"), widths=BIAS_WIDTHS, steps=1, target_mean=1.0)
     assert cc.slope("layers.2", 1) > 0.5, cc.slopes
+
+
+# ---- depth: the tables are per role, so L = 5 and 8 use the same rows ----------------------------
+def _depth_cfg(algorithm, depth, **kw):
+    extra = {"target_step": 1.0, "feedback": "linear", "feedback_lr": 0.01} if algorithm == "tp" else {}
+    return TrainerConfig(algorithm=algorithm, parametrization="mup", lr=0.1, dtype="float64", depth=depth,
+                         **extra, **kw)
+
+
+@pytest.mark.parametrize("algorithm", ["bp", "tp"])
+def test_depth_five_is_flat(algorithm):
+    """L = 5, widths 64–1024, 1 step: |slope| < 0.15 in all 5 layers."""
+    cc = coord_check(_depth_cfg(algorithm, 5), widths=WIDTHS[:5], steps=1)
+    assert cc.slopes.moved.all() and len(cc.slopes) == 5 and cc.max_abs_slope() < 0.15, cc.slopes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm, depth, kw, widths", [
+    ("bp", 8, {}, WIDTHS[1:]), ("tp", 8, {}, WIDTHS[1:]),
+    ("pc", 5, {"inference_steps": 20, "gamma_bar_L": -1.0}, WIDTHS[:5]),
+])
+def test_deep_coord_check(algorithm, depth, kw, widths):
+    """L = 8 (BP, TP) over 128–2048 and PC at L = 5 with T = 4L over 64–1024, 2 steps: |slope| < 0.15.
+    (At L = 8 over 64–1024 BP's largest |slope| is 0.154: the finite-width drift grows with depth.)"""
+    cc = coord_check(_depth_cfg(algorithm, depth, **kw), widths=widths, steps=2)
+    assert cc.slopes.moved.all() and cc.max_abs_slope() < 0.15, cc.slopes

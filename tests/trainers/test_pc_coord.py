@@ -94,3 +94,13 @@ def test_mup_adam_coord_check(gbar):
     """Adam: BP's Adam μP rows (γ_L drops out of Adam's normalised update)."""
     cc = coord_check(_cfg(optimizer="adam", lr=0.003, gamma_bar_L=gbar, inference_steps=5), WIDTHS, steps=3)
     assert cc.slopes.moved.all() and cc.max_abs_slope() < 0.2, cc.slopes
+
+
+@pytest.mark.parametrize("gbar", [0.0, -1.0])
+def test_single_shot_inference_without_fpa_is_flat_under_mup(gbar):
+    """sequential_inference: true (one top-down sweep, step 1/γ_l), moving predictions, widths 64–512:
+    |slope| < 0.15 (measured 0.079 at γ̄_L = 0, 0.107 at −1); SP's output slope is > 0.5 (measured 2.7 at −1)."""
+    cc = coord_check(_cfg(gamma_bar_L=gbar, sequential_inference=True), WIDTHS[:4], steps=1)
+    assert cc.slopes.moved.all() and cc.max_abs_slope() < 0.15, cc.slopes
+    sp = coord_check(_cfg(parametrization="sp", gamma_bar_L=gbar, sequential_inference=True), WIDTHS[:4], steps=1)
+    assert sp.slope("layers.2", 1) > 0.5, sp.slopes
