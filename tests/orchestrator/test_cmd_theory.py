@@ -86,19 +86,26 @@ def test_pc_geometry_after_training_sweeps_c(tmp_path, capsys):
 
 def test_alignment_writes_fits_that_match_the_table(tmp_path, capsys):
     out = tmp_path / "al"
-    assert main(["alignment", "--widths", "64,128,256", "--out", str(out)]) == 0
+    assert main(["alignment", "--widths", "64,128,256", "--seeds", "0,1", "--steps", "2", "--out", str(out)]) == 0
     table = pd.read_parquet(out / "alignment.parquet")
     fits = pd.read_parquet(out / "alignment_fits.parquet")
+    omega = pd.read_parquet(out / "alignment_omega.parquet").set_index(["algorithm", "parametrization", "layer"])
     assert (out / "alignment.png").stat().st_size > 10_000
-    assert len(fits) == 4 and set(zip(fits.algorithm, fits.parametrization)) == {
-        ("bp", "sp"), ("bp", "mup"), ("tp", "sp"), ("tp", "mup")}
+    assert set(zip(fits.algorithm, fits.parametrization)) == {
+        ("bp", "sp"), ("bp", "mup"), ("bp", "ntk"), ("pc", "mup"), ("tp", "sp"), ("tp", "mup")}
     for f in fits.itertuples():
         g = table[(table.algorithm == f.algorithm) & (table.parametrization == f.parametrization)]
-        slope = np.polyfit(np.log2(g.width), np.log2(g.ratio), 1)[0]
+        g = g.groupby("width").ratio.mean()
+        slope = np.polyfit(np.log2(g.index), np.log2(g.values), 1)[0]
         assert f.omega == pytest.approx(slope, rel=1e-9)
+    assert (omega.fits == 4).all() and (omega.omega_lo <= omega.omega).all() and (omega.omega <= omega.omega_hi).all()
     om = fits.set_index(["algorithm", "parametrization"]).omega
     assert om["tp", "mup"] < om["bp", "mup"] - 0.2  # CLT vs LLN, already at widths 64..256
-    assert "omega" in capsys.readouterr().out
+    # the kernel-regime control: same ω_L as μP, but its last hidden features freeze like n^-1/2
+    assert abs(omega.omega["bp", "ntk", "layers.2"] - omega.omega["bp", "mup", "layers.2"]) < 0.05
+    assert omega.dphi_slope_hi["bp", "ntk", "layers.2"] < -0.35 < -0.15 < omega.dphi_slope_lo["bp", "mup", "layers.2"]
+    text = capsys.readouterr().out
+    assert "bp ntk: kernel (features freeze)" in text and "bp mup: feature learning" in text
 
 
 @pytest.mark.parametrize("argv, word", [(["--widths", "64"], "at least two"), (["--lr", "-1"], "--lr"),
