@@ -22,7 +22,7 @@ construction; the NTK-weighted residual for ``bp``).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import torch
@@ -31,7 +31,11 @@ from torch.func import functional_call, jvp
 from ._base import make_trainer
 from ._config import TrainerConfig
 from ._data import make_teacher_student
-from ._pc_theory import activity_gauss_newton_direction, direction_cosines, gauss_newton_direction
+from ._pc_theory import (
+    activity_gauss_newton_direction,
+    direction_cosines,
+    gauss_newton_direction,
+)
 
 DEFAULT_CS = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4)
 
