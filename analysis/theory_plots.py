@@ -94,3 +94,46 @@ def plot_alignment(table: pd.DataFrame, fits: pd.DataFrame, path: str | Path) ->
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+INTERP_PANELS = (("cos_bp", "cos(PC, BP gradient)"), ("cos_gn", "cos(PC, activity GN)"),
+                 ("cos_gn_param", "cos(PC, parameter GN)"), ("fcos_pc", "cos(J·d_PC, residual)"))
+
+
+def plot_pc_interpolation(table: pd.DataFrame, path: str | Path) -> Path:
+    """Cosine against c (γ_L = c·m, log axis) per width, after μP training; mean over seeds, min–max band.
+
+    Rows: batch size; columns: PC's update against BP's gradient, the activity-space and the
+    parameter-space Gauss-Newton directions, and in function space against the residual (dotted:
+    BP's gradient's and the activity GN direction's own cos(J·d, r) at the widest width).
+    ``table`` is ``trainers.pc_interpolation``'s output.
+    """
+    sizes = sorted(table.batch_size.unique())
+    widths = sorted(table.width.unique())
+    colors = dict(zip(widths, plt.cm.viridis(np.linspace(0, 0.85, len(widths)))))
+    fig, axes = plt.subplots(len(sizes), len(INTERP_PANELS), figsize=(3.5 * len(INTERP_PANELS), 2.9 * len(sizes) + 0.5),
+                             squeeze=False, sharex=True, layout="constrained")
+    for i, B in enumerate(sizes):
+        for j, (col, label) in enumerate(INTERP_PANELS):
+            ax = axes[i][j]
+            for w in widths:
+                g = table[(table.batch_size == B) & (table.width == w)].groupby("c")[col]
+                mean, lo, hi = g.mean(), g.min(), g.max()
+                ax.plot(mean.index, mean.values, marker="o", ms=3, color=colors[w], label=f"width {w}")
+                ax.fill_between(mean.index, lo.values, hi.values, color=colors[w], alpha=0.2, lw=0)
+            if col == "fcos_pc":
+                wide = table[(table.batch_size == B) & (table.width == widths[-1])]
+                ax.axhline(wide.fcos_bp.mean(), color="0.4", ls=":", lw=1, label="BP gradient")
+                ax.axhline(wide.fcos_gn.mean(), color="0.7", ls="--", lw=1, label="activity GN")
+            ax.set_xscale("log")
+            ax.set_title(f"{label}, batch {B}", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if i == len(sizes) - 1:
+                ax.set_xlabel("c  (γ_L = c·m)", fontsize=8)
+    handles, labels = axes[-1][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path

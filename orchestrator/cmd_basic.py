@@ -46,7 +46,12 @@ def _int_list(text: str) -> list[int]:
 
 # ---- coord-check -------------------------------------------------------------
 def _add_coord(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--algorithm", default="bp", help="bp, pc, tp or one a plugin registers (default bp)")
+    p.add_argument("--algorithm", default=None,
+                   help="bp, pc, tp or one a plugin registers (default bp); with --plot a comma-separated "
+                        "list (default bp,pc,tp)")
+    p.add_argument("--plot", action="store_true",
+                   help="run SP and muP for each algorithm and write one figure, SP beside muP per algorithm, "
+                        "one panel per step (coord_check.png and .svg)")
     p.add_argument("--parametrization", default="mup", help="sp or mup (default mup)")
     p.add_argument("--optimizer", default="sgd", help="sgd or adam (default sgd)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.1 for SGD, 0.003 for Adam)")
@@ -57,9 +62,71 @@ def _add_coord(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds (default 0)")
     p.add_argument("--plain-targets", action="store_true",
                    help="train on y instead of y + f_0(x) (the initial error then differs across widths)")
+    p.add_argument("--target-mean", type=float, default=0.0, dest="target_mean",
+                   help="add this to every target, so biases (bias=true) get a gradient from step 1 (default 0)")
     p.add_argument("--tolerance", type=float, default=0.15, help="muP passes when every |slope| is below this")
     p.add_argument("--out", default=None, help="output directory (default results/coord_check/<setting>)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="any TrainerConfig field, e.g. gamma_bar_L=-1")
+
+
+def _coord_verdict(cc, cfg, tolerance: float) -> tuple[bool, str]:
+    """μP: every moving layer's |slope| below ``tolerance``; SP: the output's slope above 0.5."""
+    if cfg.parametrization == "mup":
+        worst = cc.max_abs_slope()
+        return worst < tolerance, f"muP max |slope| = {worst:.3f} (tolerance {tolerance})"
+    s = cc.slopes[cc.slopes.layer == f"layers.{cfg.depth - 1}"].slope.min()
+    return s > 0.5, f"SP output slope {s:.3f} (expected > 0.5: SP's output blows up with width)"
+
+
+def _check_targets(cfg, args: argparse.Namespace) -> None:
+    """The coordinate check's regression targets need loss=mse (equalised error, --target-mean)."""
+    if cfg.loss == "ce" and (args.target_mean or not args.plain_targets):
+        what = f"--target-mean={args.target_mean:g}" if args.target_mean else "the equalised error (y + f_0(x))"
+        raise BadInput(f"loss=ce: {what} needs loss=mse (give --plain-targets for cross-entropy)")
+
+
+# algorithm -> defaults of the --plot figure (the coordinate-check tests' settings); overrides win
+PLOT_DEFAULTS = {"tp": {"target_step": 1.0}}
+
+
+def _run_coord_grid(args: argparse.Namespace, lr: float) -> int:
+    """``coord-check --plot``: SP and μP for every algorithm, one figure, one Parquet of both."""
+    import pandas as pd
+
+    from analysis import plot_coord_grid
+    from analysis.io import write_parquet_atomic
+    from trainers import coord_check
+
+    algorithms = [a.strip() for a in (args.algorithm or "bp,pc,tp").split(",") if a.strip()]
+    cfgs = {(alg, par): _trainer_config(args.overrides, **{**PLOT_DEFAULTS.get(alg, {}), "algorithm": alg,
+                                                           "parametrization": par, "optimizer": args.optimizer,
+                                                           "lr": lr, "base_width": args.base_width,
+                                                           "dtype": "float64"})
+            for alg in algorithms for par in ("sp", "mup")}
+    for cfg in cfgs.values():
+        _check_targets(cfg, args)
+    out = Path(args.out or f"results/coord_check/{'_'.join(algorithms)}_{args.optimizer}")
+    tables, slopes, ok = [], [], True
+    for (alg, par), cfg in cfgs.items():
+        t0 = time.perf_counter()
+        cc = coord_check(cfg, widths=args.widths, steps=args.steps, seeds=args.seeds,
+                         equalize_error=not args.plain_targets, target_mean=args.target_mean)
+        passed, line = _coord_verdict(cc, cfg, args.tolerance)
+        ok &= passed
+        print(f"{'PASS' if passed else 'FAIL'}: {alg} {par}: {line} ({time.perf_counter() - t0:.1f}s)")
+        tables.append(cc.table.assign(algorithm=alg, parametrization=par))
+        slopes.append(cc.slopes.assign(algorithm=alg, parametrization=par))
+    table, slopes = pd.concat(tables, ignore_index=True), pd.concat(slopes, ignore_index=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(table, out / "coord_check.parquet")
+    write_parquet_atomic(slopes, out / "slopes.parquet")
+    targets = "plain targets" if args.plain_targets else "targets y + f_0(x)"
+    title = (f"coordinate check, {args.optimizer} lr {lr:g}, {targets}, seeds {args.seeds}"
+             + (f", target mean {args.target_mean:g}" if args.target_mean else "")
+             + (f", {' '.join(args.overrides)}" if args.overrides else ""))
+    paths = plot_coord_grid(table, slopes, out / "coord_check.png", title=title)
+    print(f"wrote {out / 'coord_check.parquet'}, {out / 'slopes.parquet'}, " + ", ".join(map(str, paths)))
+    return 0 if ok else 1
 
 
 def _run_coord(args: argparse.Namespace) -> int:
@@ -68,15 +135,20 @@ def _run_coord(args: argparse.Namespace) -> int:
     from trainers import coord_check
 
     lr = args.lr if args.lr is not None else (0.003 if args.optimizer == "adam" else 0.1)
-    cfg = _trainer_config(args.overrides, algorithm=args.algorithm, parametrization=args.parametrization,
-                          optimizer=args.optimizer, lr=lr, base_width=args.base_width, dtype="float64")
     if args.steps <= 0:
         raise BadInput(f"--steps={args.steps} must be positive")
+    if args.plot:
+        return _run_coord_grid(args, lr)
+    if args.algorithm and "," in args.algorithm:
+        raise BadInput(f"--algorithm={args.algorithm!r}: a list needs --plot")
+    cfg = _trainer_config(args.overrides, algorithm=args.algorithm or "bp", parametrization=args.parametrization,
+                          optimizer=args.optimizer, lr=lr, base_width=args.base_width, dtype="float64")
+    _check_targets(cfg, args)
     name = f"{cfg.algorithm}_{cfg.parametrization}_{cfg.optimizer}"
     out = Path(args.out or f"results/coord_check/{name}")
     t0 = time.perf_counter()
     cc = coord_check(cfg, widths=args.widths, steps=args.steps, seeds=args.seeds,
-                     equalize_error=not args.plain_targets)
+                     equalize_error=not args.plain_targets, target_mean=args.target_mean)
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(cc.table, out / "coord_check.parquet")
     write_parquet_atomic(cc.slopes, out / "slopes.parquet")
@@ -87,15 +159,8 @@ def _run_coord(args: argparse.Namespace) -> int:
     still = cc.slopes[~cc.slopes.moved]
     for _, r in still.iterrows():
         print(f"  {r.layer} does not move at step {r.step} (not fitted)")
-    out_layer = f"layers.{cfg.depth - 1}"
-    if cfg.parametrization == "mup":
-        worst = cc.max_abs_slope()
-        ok = worst < args.tolerance
-        print(f"{'PASS' if ok else 'FAIL'}: muP max |slope| = {worst:.3f} (tolerance {args.tolerance})")
-    else:
-        s = cc.slopes[(cc.slopes.layer == out_layer)].slope.min()
-        ok = s > 0.5
-        print(f"{'PASS' if ok else 'FAIL'}: SP output slope {s:.3f} (expected > 0.5: SP's output blows up with width)")
+    ok, line = _coord_verdict(cc, cfg, args.tolerance)
+    print(f"{'PASS' if ok else 'FAIL'}: {line}")
     print(f"wrote {out / 'coord_check.parquet'} and {png}")
     return 0 if ok else 1
 

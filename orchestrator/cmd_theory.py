@@ -43,12 +43,21 @@ def _prepare_out(out: str) -> Path:
 
 # ---- pc-geometry --------------------------------------------------------------------
 def _add_geometry(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated widths (default 64,...,1024)")
+    p.add_argument("--widths", default=None,
+                   help="comma-separated widths (default 64,...,1024; with --gamma-L-c 64,128,256)")
+    p.add_argument("--gamma-L-c", default=None, dest="gamma_L_c",
+                   help="after muP training, sweep γ_L = c·m over these c (e.g. 1e-2,1e-1,1,1e1,1e2,1e3,1e4): "
+                        "PC's converged update against BP's gradient and Gauss-Newton directions, in parameter "
+                        "and function space (pc_interpolation.parquet/.png)")
+    p.add_argument("--batch-sizes", default="32,128", help="with --gamma-L-c: batch sizes (default 32,128)")
+    p.add_argument("--train-steps", type=int, default=200,
+                   help="with --gamma-L-c: full-batch BP muP SGD steps before measuring (default 200)")
+    p.add_argument("--train-lr", type=float, default=0.2, help="with --gamma-L-c: their learning rate (default 0.2)")
     p.add_argument("--gamma-bar-L", default="0,-1", dest="gamma_bar_L",
                    help="output energy weight exponents γ̄_L, γ_L = m^(−γ̄_L): 0 and/or -1 (default 0,-1)")
     p.add_argument("--steps", default="1,5,20,100,inf",
                    help="inference step counts T; 'inf' = converged inference (default 1,5,20,100,inf)")
-    p.add_argument("--network", default="both", help="linear, tanh or both (default both)")
+    p.add_argument("--network", default=None, help="linear, tanh or both (default both; with --gamma-L-c tanh)")
     p.add_argument("--parametrization", default="mup", help="mup or sp (default mup)")
     p.add_argument("--seeds", default="0", help="comma-separated initialisation seeds (default 0)")
     p.add_argument("--batch-size", type=int, default=32, help="teacher-student batch size (default 32)")
@@ -57,11 +66,59 @@ def _add_geometry(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/theory/pc_geometry", help="output directory")
 
 
+def _run_interpolation(args: argparse.Namespace) -> int:
+    """``pc-geometry --gamma-L-c``: cosines against c after μP training (``trainers.pc_interpolation``)."""
+    widths = _widths(args.widths or "64,128,256")
+    cs = _list(args.gamma_L_c, float, "--gamma-L-c")
+    if min(cs) <= 0:
+        raise BadInput(f"--gamma-L-c={args.gamma_L_c!r}: c must be positive")
+    sizes = _widths(args.batch_sizes, "--batch-sizes")
+    seeds = _list(args.seeds, int, "--seeds")
+    if args.train_steps < 0 or not args.train_lr > 0:
+        raise BadInput("--train-steps must be >= 0 and --train-lr > 0")
+    args.network = args.network or "tanh"
+    if args.network not in ("tanh", "linear"):
+        raise BadInput(f"--network={args.network!r}: --gamma-L-c takes tanh or linear")
+    out = _prepare_out(args.out)
+
+    import torch
+
+    from analysis.io import write_parquet_atomic
+    from analysis.theory_plots import plot_pc_interpolation
+    from trainers import pc_interpolation
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    table = pc_interpolation(widths=widths, cs=cs, seeds=seeds, batch_sizes=sizes, train_steps=args.train_steps,
+                             train_lr=args.train_lr, activation=args.network)
+    wall = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(table, out / "pc_interpolation.parquet")
+    png = plot_pc_interpolation(table, out / "pc_interpolation.png")
+    cols = ["cos_bp", "cos_gn", "cos_gn_relaxed", "cos_gn_param", "fcos_pc"]
+    stats = table.groupby(["batch_size", "width", "c"])[cols].agg(["mean", "min", "max"])
+    print(f"PC's converged update after {args.train_steps} BP muP steps, γ_L = c·m, {len(seeds)} seed(s): "
+          "mean [min, max] over seeds")
+    show = stats.xs("mean", axis=1, level=1).round(4).astype(str)
+    for col in cols:
+        show[col] += " [" + stats[(col, "min")].round(4).astype(str) + ", " + stats[(col, "max")].round(4).astype(str) + "]"
+    print(show.to_string())
+    refs = table.groupby(["batch_size", "width"])[["loss_trained", "fcos_bp", "fcos_gn", "cos_bp_gn"]].mean()
+    print("references (c-independent, mean over seeds): trained loss, cos(J·d, r) of BP and activity GN, cos(BP, GN)")
+    print(refs.round(4).to_string())
+    print(f"largest relative inference residual {table.relax_residual.max():.1e}")
+    print(f"{len(table)} rows in {wall:.1f} s -> {out / 'pc_interpolation.parquet'}, {png}")
+    return 0
+
+
 def _run_geometry(args: argparse.Namespace) -> int:
     from trainers import pc_geometry
     from trainers._geometry import check_steps
 
-    widths = _widths(args.widths)
+    if args.gamma_L_c is not None:
+        return _run_interpolation(args)
+    widths = _widths(args.widths or "64,128,256,512,1024")
+    args.network = args.network or "both"
     gbars = _list(args.gamma_bar_L, float, "--gamma-bar-L")
     bad = [g for g in gbars if g not in GAMMA_BARS]
     if bad:
@@ -131,16 +188,31 @@ def _print_geometry(table, parametrization: str) -> None:
 
 
 # ---- alignment ------------------------------------------------------------------------
+# (algorithm, parametrization): "ntk" is the kernel-regime control, BP with trainers.NTK_TABLE
+ALIGNMENT_SETTINGS = (("bp", "sp"), ("bp", "mup"), ("bp", "ntk"), ("pc", "mup"), ("tp", "sp"), ("tp", "mup"))
+ALGORITHM_KEYS = {"tp": {"target_step": 1.0, "feedback": "linear", "feedback_lr": 0.01},
+                  "pc": {"inference_steps": 20, "gamma_bar_L": 0.0}}
+
+
 def _add_alignment(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--widths", default="64,128,256,512,1024,2048", help="comma-separated widths (default 64,...,2048)")
-    p.add_argument("--seeds", default="0", help="comma-separated initialisation seeds (default 0)")
-    p.add_argument("--steps", type=int, default=1, help="training steps before Δφ is taken (default 1)")
+    p.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated widths (default 64,...,1024)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated initialisation seeds (default 0,1,2)")
+    p.add_argument("--steps", type=int, default=3, help="training steps; every step is measured (default 3)")
     p.add_argument("--lr", type=float, default=0.1, help="learning rate η (default 0.1)")
     p.add_argument("--out", default="results/theory/alignment", help="output directory")
 
 
+def _regime(row) -> str:
+    """Feature learning (μP) or kernel regime, from how the last hidden features' change scales."""
+    if row.dphi_slope_hi < -0.25:
+        return "kernel (features freeze)"
+    if abs(row.dphi_slope_lo) < 0.2 and abs(row.dphi_slope_hi) < 0.2:
+        return "feature learning"
+    return "features grow" if row.dphi_slope > 0.1 else "unclear"
+
+
 def _run_alignment(args: argparse.Namespace) -> int:
-    from trainers import TrainerConfig, alignment_exponent
+    from trainers import NTK_TABLE, TrainerConfig, alignment_profile, loglog_slope, omega_intervals
 
     widths = _widths(args.widths)
     if len(widths) < 2:
@@ -158,27 +230,43 @@ def _run_alignment(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     start = time.perf_counter()
-    tables, fits = [], []
+    profiles, omegas, fits = [], [], []
     for alg, par in ALIGNMENT_SETTINGS:
-        extra = {"target_step": 1.0, "feedback": "linear", "feedback_lr": 0.01} if alg == "tp" else {}
-        cfg = TrainerConfig(algorithm=alg, parametrization=par, lr=args.lr, dtype="float64", **extra)
-        a = alignment_exponent(cfg, widths=widths, steps=args.steps, seeds=seeds)
-        tables.append(a.table.assign(algorithm=alg, parametrization=par))
-        fits.append({"algorithm": alg, "parametrization": par, "omega": a.omega,
-                     "product_slope": a.product_slope, "widths": ",".join(map(str, widths)),
+        cfg = TrainerConfig(algorithm=alg, parametrization="mup" if par == "ntk" else par, lr=args.lr,
+                            dtype="float64", **ALGORITHM_KEYS.get(alg, {}))
+        prof = alignment_profile(cfg, widths=widths, steps=args.steps, seeds=seeds,
+                                 table=NTK_TABLE if par == "ntk" else None)
+        profiles.append(prof.assign(algorithm=alg, parametrization=par))
+        omegas.append(omega_intervals(prof).assign(algorithm=alg, parametrization=par))
+        last = prof[(prof.layer == f"layers.{cfg.depth - 1}") & (prof.step == args.steps)]
+        g = last.groupby("width", sort=True)[["ratio", "rms_product"]].mean()
+        fits.append({"algorithm": alg, "parametrization": par, "omega": loglog_slope(g.index, g.ratio),
+                     "product_slope": loglog_slope(g.index, g.rms_product), "widths": ",".join(map(str, widths)),
                      "seeds": len(seeds), "steps": args.steps, "lr": args.lr})
     wall = time.perf_counter() - start
-    table, fits = pd.concat(tables, ignore_index=True), pd.DataFrame(fits)
+    profile, omega, fits = (pd.concat(profiles, ignore_index=True), pd.concat(omegas, ignore_index=True),
+                            pd.DataFrame(fits))
+    table = profile[profile.layer.eq(profile.groupby(["algorithm", "parametrization"]).layer.transform("max"))
+                    & (profile.step == args.steps)]
     out.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(table, out / "alignment.parquet")
+    write_parquet_atomic(table.reset_index(drop=True), out / "alignment.parquet")
     write_parquet_atomic(fits, out / "alignment_fits.parquet")
+    write_parquet_atomic(profile, out / "alignment_profile.parquet")
+    write_parquet_atomic(omega, out / "alignment_omega.parquet")
     png = plot_alignment(table, fits, out / "alignment.png")
-    ratio = table.groupby(["algorithm", "parametrization", "width"]).ratio.mean().unstack().round(2)
-    print("last-layer alignment r(n) = RMS(W_L Δφ) / (RMS W_L · RMS Δφ) after "
-          f"{args.steps} step(s); ω_L = d log r / d log n (LLN: 1, CLT: 1/2)")
-    print(ratio.to_string())
+    print(f"alignment per layer, fitted per (seed, step) over widths {widths}: mean [min, max] of {len(seeds)} "
+          f"seed(s) x {args.steps} step(s); ω_l = d log r / d log n (LLN: 1, CLT: 1/2); product = RMS(W_l Δφ), "
+          "dphi = RMS(Δφ) of the layer's input")
+    show = omega[["algorithm", "parametrization", "layer"]].copy()
+    for k in ("omega", "product_slope", "dphi_slope"):
+        show[k] = [f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, lo, hi in zip(omega[k], omega[f"{k}_lo"], omega[f"{k}_hi"])]
+    print(show.to_string(index=False))
+    last = omega[omega.layer.eq(omega.groupby(["algorithm", "parametrization"]).layer.transform("max"))]
+    print("regime (from the last hidden features' change): " + "; ".join(
+        f"{r.algorithm} {r.parametrization}: {_regime(r)}" for r in last.itertuples()))
     print(fits[["algorithm", "parametrization", "omega", "product_slope"]].round(3).to_string(index=False))
-    print(f"{len(table)} rows in {wall:.1f} s -> {out / 'alignment.parquet'}, {out / 'alignment_fits.parquet'}, {png}")
+    print(f"{len(profile)} rows in {wall:.1f} s -> {out / 'alignment_omega.parquet'}, {out / 'alignment_profile.parquet'}, "
+          f"{out / 'alignment.parquet'}, {png}")
     return 0
 
 
@@ -186,6 +274,7 @@ COMMANDS = {
     "pc-geometry": ("Cosine of PC's update with BP's gradient and with a Gauss-Newton direction against width "
                     "(deep linear network and tanh MLP; γ̄_L = 0, -1; several T). Parquet + PNG.",
                     _add_geometry, _run_geometry),
-    "alignment": ("Last-layer alignment exponent ω_L against width for BP and TP under SP and muP. "
-                  "Parquet + PNG.", _add_alignment, _run_alignment),
+    "alignment": ("Alignment exponent ω_l per layer against width (intervals over seeds and steps) for BP, PC "
+                  "and TP under SP and muP, and an NTK-style kernel-regime control. Parquet + PNG.",
+                  _add_alignment, _run_alignment),
 }

@@ -33,12 +33,13 @@ __all__ += ["PC_TABLES", "PCTrainer", "activity_gauss_newton_direction", "direct
             "gauss_newton_direction", "linear_pc_coupling", "linear_pc_direction", "linear_pc_fixed_point",
             "output_jacobians"]
 
-from ._alignment import Alignment, alignment_exponent  # noqa: E402
+from ._alignment import NTK_TABLE, Alignment, alignment_exponent, alignment_profile, omega_intervals  # noqa: E402
 from ._tp import TP_TABLES, TPTrainer  # noqa: E402
 from ._tp_feedback import FEEDBACK_KINDS  # noqa: E402
 
-__all__ += ["Alignment", "FEEDBACK_KINDS", "TPTrainer", "TP_TABLES", "alignment_exponent"]
+__all__ += ["NTK_TABLE", "alignment_profile", "omega_intervals", "Alignment", "FEEDBACK_KINDS", "TPTrainer", "TP_TABLES", "alignment_exponent"]
 
 from ._geometry import pc_geometry  # noqa: E402
+from ._pc_interp import pc_interpolation  # noqa: E402
 
-__all__ += ["pc_geometry"]
+__all__ += ["pc_geometry", "pc_interpolation"]

@@ -27,11 +27,11 @@ def all_finite(tensors) -> bool:
     return total is None or bool(torch.isfinite(total))
 
 
-def make_trainer(cfg: TrainerConfig, input_dim: int, output_dim: int) -> "Trainer":
-    """Build the trainer of ``cfg.algorithm`` for a d → C problem."""
+def make_trainer(cfg: TrainerConfig, input_dim: int, output_dim: int, **kw) -> "Trainer":
+    """Build the trainer of ``cfg.algorithm`` for a d → C problem (``kw``: e.g. ``table=`` for BP)."""
     if cfg.algorithm not in TRAINERS:
         raise ValueError(f"algorithm={cfg.algorithm!r} has no trainer; valid: {', '.join(TRAINERS)}")
-    return TRAINERS[cfg.algorithm](cfg, input_dim, output_dim)
+    return TRAINERS[cfg.algorithm](cfg, input_dim, output_dim, **kw)
 
 
 class Trainer:
@@ -44,21 +44,21 @@ class Trainer:
     PC: ∂F/∂θ at the relaxed activities; TP: ∂(local loss)/∂θ), so a step never negates.
     """
 
-    def __init__(self, cfg: TrainerConfig, input_dim: int, output_dim: int) -> None:
+    def __init__(self, cfg: TrainerConfig, input_dim: int, output_dim: int, table: Table | None = None) -> None:
         self.cfg = cfg
         self.device = cfg.torch_device
         self.dtype = cfg.torch_dtype
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
-        self.table: Table = resolve_table(cfg)
+        self.table: Table = resolve_table(cfg) if table is None else table  # table=: a control outside the registry
         m = cfg.width_mult
         self.model = make_model(cfg.model, input_dim, output_dim, cfg.width, cfg.depth, cfg.activation, cfg.bias)
         init_net(self.model, self.table, m, cfg.seed)
         self.model.to(device=self.device, dtype=self.dtype)
         self.lr_multipliers: dict[str, float] = {}
         for idx, (layer, layer_role) in enumerate(zip(self.model.layers, self.model.roles)):
-            for pname, _ in layer.named_parameters():  # biases follow the input row (Tensor Programs V)
-                role = "input" if pname == "bias" else layer_role
-                self.lr_multipliers[f"layers.{idx}.{pname}"] = float(m ** self.table.rule(role).lr)
+            for pname, _ in layer.named_parameters():  # a bias has its role's bias_lr (Tensor Programs V)
+                e = self.table.bias_lr(layer_role) if pname == "bias" else self.table.rule(layer_role).lr
+                self.lr_multipliers[f"layers.{idx}.{pname}"] = float(m ** e)
         self.optimizer = self._make_optimizer(self.model.named_parameters(), self.lr_multipliers, cfg.lr)
 
     # ---- helpers -------------------------------------------------------

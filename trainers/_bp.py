@@ -7,21 +7,22 @@ import torch
 from ._base import Trainer, register_trainer
 from ._param import SP, LayerRule, Table, register_table
 
-# Tensor Programs V, Table 3 (relative to the base width); biases follow the input row.
+# Tensor Programs V, Table 3 (relative to the base width). Biases (bias_lr): SGD ∝ fan-out, so the
+# input and hidden biases move like the input row (m) and the output bias like m⁰; Adam: m⁰ for all.
 BP_TABLES: dict[tuple[str, str], Table] = {
     ("sp", "sgd"): Table("bp/sp/sgd", SP, SP, SP),
     ("sp", "adam"): Table("bp/sp/adam", SP, SP, SP),
     ("mup", "sgd"): Table(
         "bp/mup/sgd",
-        input=LayerRule(lr=1.0),  # η·m
-        hidden=LayerRule(lr=0.0),  # η
-        output=LayerRule(init_var=-1.0, lr=-1.0),  # 1/(fan_in·m), η/m
+        input=LayerRule(lr=1.0, bias_lr=1.0),  # η·m, bias η·m
+        hidden=LayerRule(lr=0.0, bias_lr=1.0),  # η, bias η·m
+        output=LayerRule(init_var=-1.0, lr=-1.0, bias_lr=0.0),  # 1/(fan_in·m), η/m, bias η
     ),
     ("mup", "adam"): Table(
         "bp/mup/adam",
-        input=LayerRule(lr=0.0),  # η
-        hidden=LayerRule(lr=-1.0),  # η/m
-        output=LayerRule(init_var=-1.0, lr=-1.0),  # 1/(fan_in·m), η/m
+        input=LayerRule(lr=0.0, bias_lr=0.0),  # η
+        hidden=LayerRule(lr=-1.0, bias_lr=0.0),  # η/m, bias η
+        output=LayerRule(init_var=-1.0, lr=-1.0, bias_lr=0.0),  # 1/(fan_in·m), η/m, bias η
     ),
 }
 for _key, _table in BP_TABLES.items():

@@ -45,7 +45,7 @@ class TrainerConfig:
         base_width: width at which every parametrization equals SP (m = width / base_width).
         depth: number of weight layers L (``layers.0 .. layers.{L-1}``).
         activation: ``tanh``, ``relu`` or ``linear``.
-        bias: add biases (initialised at zero; their lr follows the input row).
+        bias: add biases (initialised at zero; learning rates from the table's ``bias_lr`` per role).
         lr: global learning rate η.
         seed: seed of the initialisation.
         dtype: ``float32`` or ``float64``.

@@ -60,7 +60,8 @@ def fit_slopes(table: pd.DataFrame, still_tol: float = 1e-10) -> pd.DataFrame:
 
 
 def coord_check(base: TrainerConfig, widths=DEFAULT_WIDTHS, steps: int = 3, seeds=(0,),
-                data: Dataset | None = None, batch_size: int = 128, equalize_error: bool = True) -> CoordCheck:
+                data: Dataset | None = None, batch_size: int = 128, equalize_error: bool = True,
+                target_mean: float = 0.0) -> CoordCheck:
     """Run the coordinate check of ``base`` (its width is replaced by each of ``widths``).
 
     Args:
@@ -72,6 +73,8 @@ def coord_check(base: TrainerConfig, widths=DEFAULT_WIDTHS, steps: int = 3, seed
             (default: teacher-student regression, d = 32, C = 10).
         batch_size: size of the fixed batch.
         equalize_error: train on targets y + f_0(x) so the initial error is equal at every width.
+        target_mean: added to every regression target, so the error has this mean and the
+            biases (``bias=True``) get a Θ(1) gradient from step 1.
 
     Returns:
         :class:`CoordCheck` with the tidy table and the fitted slopes.
@@ -85,6 +88,10 @@ def coord_check(base: TrainerConfig, widths=DEFAULT_WIDTHS, steps: int = 3, seed
             trainer = make_trainer(cfg, data.input_dim, data.output_dim)
             x = data.x_train[:batch_size].to(trainer.device, trainer.dtype)
             y = trainer.targets(data.y_train[:batch_size])
+            if target_mean:
+                if cfg.loss == "ce":
+                    raise ValueError("target_mean needs loss='mse'")
+                y = y + target_mean
             with torch.no_grad():
                 h0 = trainer.model.preactivations(x)
             if equalize_error:

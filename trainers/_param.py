@@ -5,6 +5,7 @@ Every number in a table is an exponent e of the width multiplier m = width / bas
     init variance    Var W_l = m^init_var / fan_in
     forward mult.    h_l = m^multiplier · W_l φ(h_{l−1})
     learning rate    η_l = η · m^lr
+    bias lr          η_b = η · m^bias_lr   (the bias of a layer of that role)
 
 At m = 1 every table gives the same network and the same learning rate, so a
 learning rate tuned at the base width means the same thing in every table.
@@ -26,11 +27,19 @@ ROLES = ("input", "hidden", "output")
 
 @dataclass(frozen=True)
 class LayerRule:
-    """Width exponents of one layer role."""
+    """Width exponents of one layer role.
+
+    ``bias_lr`` is the learning-rate exponent of the role's bias (biases start at zero). Tensor
+    Programs V treats a bias like an input weight, whose SGD learning rate is ∝ fan-out: the input
+    and hidden layers' biases (fan-out = width) take the input row's exponent, the output bias
+    (fan-out = the output dimension) one less; under Adam every bias is m⁰. ``None`` (the default,
+    for tables written before bias rows existed) means "the input row's ``lr``".
+    """
 
     init_var: float = 0.0
     multiplier: float = 0.0
     lr: float = 0.0
+    bias_lr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,11 @@ class Table:
         if role not in ROLES:
             raise ValueError(f"role={role!r} is not one of {', '.join(ROLES)}")
         return getattr(self, role)
+
+    def bias_lr(self, role: str) -> float:
+        """The bias learning-rate exponent of a role (the input row's ``lr`` when the row sets none)."""
+        own = self.rule(role).bias_lr
+        return float(self.input.lr if own is None else own)
 
     def extra(self, key: str) -> float:
         """A named extra exponent (0 when the table does not set it)."""

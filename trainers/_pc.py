@@ -59,19 +59,20 @@ PC_TABLES: dict[tuple[str, str, float], Table] = {}
 for _gbar in (0.0, -1.0):
     for _opt in ("sgd", "adam"):
         PC_TABLES[("sp", _opt, _gbar)] = Table(f"pc/sp/{_opt}/gbar={_gbar:g}", _SP, _SP, _SP, _extras(_gbar))
-    # Adam normalises the update's size, so γ_L drops out: BP's Adam μP rows.
+    # Adam normalises the update's size, so γ_L drops out: BP's Adam μP rows (every bias m⁰).
     PC_TABLES[("mup", "adam", _gbar)] = Table(
-        f"pc/mup/adam/gbar={_gbar:g}", LayerRule(lr=0.0), LayerRule(lr=-1.0),
-        LayerRule(init_var=_MUP_OUT, lr=-1.0), _extras(_gbar))
-# SGD, γ̄_L = 0: errors are BP's backpropagated errors (× γ_L = 1), so BP's SGD μP rows.
+        f"pc/mup/adam/gbar={_gbar:g}", LayerRule(lr=0.0, bias_lr=0.0), LayerRule(lr=-1.0, bias_lr=0.0),
+        LayerRule(init_var=_MUP_OUT, lr=-1.0, bias_lr=0.0), _extras(_gbar))
+# SGD, γ̄_L = 0: errors are BP's backpropagated errors (× γ_L = 1), so BP's SGD μP rows
+# (input and hidden biases m, output bias m⁰).
 PC_TABLES[("mup", "sgd", 0.0)] = Table(
-    "pc/mup/sgd/gbar=0", LayerRule(lr=1.0), LayerRule(lr=0.0), LayerRule(init_var=_MUP_OUT, lr=-1.0),
-    _extras(0.0))
-# SGD, γ̄_L = −1: γ_L = m makes every error m× larger than BP's, so every lr is m× smaller.
+    "pc/mup/sgd/gbar=0", LayerRule(lr=1.0, bias_lr=1.0), LayerRule(lr=0.0, bias_lr=1.0),
+    LayerRule(init_var=_MUP_OUT, lr=-1.0, bias_lr=0.0), _extras(0.0))
+# SGD, γ̄_L = −1: γ_L = m makes every error m× larger than BP's, so every lr is m× smaller
+# (input and hidden biases m⁰, output bias m⁻¹).
 PC_TABLES[("mup", "sgd", -1.0)] = Table(
-    "pc/mup/sgd/gbar=-1", LayerRule(lr=0.0), LayerRule(lr=-1.0), LayerRule(init_var=_MUP_OUT, lr=-2.0),
-    _extras(-1.0))
-
+    "pc/mup/sgd/gbar=-1", LayerRule(lr=0.0, bias_lr=0.0), LayerRule(lr=-1.0, bias_lr=0.0),
+    LayerRule(init_var=_MUP_OUT, lr=-2.0, bias_lr=-1.0), _extras(-1.0))
 
 def _pc_key(cfg) -> tuple[str, str, float]:
     return (cfg.parametrization, cfg.optimizer, float(cfg.gamma_bar_L))

@@ -101,15 +101,21 @@ def linear_pc_direction(model: MLP, x: torch.Tensor, y: torch.Tensor,
 
 
 @torch.no_grad()
-def output_jacobians(model: MLP, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+def output_jacobians(model: MLP, x: torch.Tensor, hidden: Sequence[torch.Tensor] | None = None,
+                     ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """Per-sample Jacobians of the output with respect to each pre-activation.
 
     D_l[a] = ∂f(x_a)/∂h_l (C × n_l), from D_L = I and D_l = (D_{l+1} α_{l+1} W_{l+1}) ⊙ φ'(h_l).
+    ``hidden``: take h_1..h_{L−1} at these activities (e.g. PC's relaxed ones) instead of the
+    feedforward pass; h_L is then the prediction from the last of them.
 
     Returns:
-        (D_1..D_L each B × C × n_l, layer inputs φ(h_{l−1}) each B × n_{l−1}, f(x)).
+        (D_1..D_L each B × C × n_l, layer inputs φ(h_{l−1}) each B × n_{l−1}, h_L).
     """
-    hs = model.preactivations(x)
+    if hidden is None:
+        hs = model.preactivations(x)
+    else:
+        hs = list(hidden) + [model.multipliers[-1] * model.layers[-1](model.phi(hidden[-1]))]
     inputs = [x.to(hs[0].dtype)] + [model.phi(h) for h in hs[:-1]]
     B, C = hs[-1].shape
     D = torch.eye(C, dtype=hs[-1].dtype, device=hs[-1].device).expand(B, C, C)
@@ -165,7 +171,8 @@ def gauss_newton_direction(model: MLP, x: torch.Tensor, y: torch.Tensor, per_sam
 
 @torch.no_grad()
 def activity_gauss_newton_direction(model: MLP, x: torch.Tensor, y: torch.Tensor, gammas: Sequence[float],
-                                    damping: float = 0.0) -> dict[str, torch.Tensor]:
+                                    damping: float = 0.0, hidden: Sequence[torch.Tensor] | None = None,
+                                    ) -> dict[str, torch.Tensor]:
     """Gauss-Newton direction in activity space, weighted by the energy weights, per sample.
 
     With J_l = ∂f/∂h_l at the feedforward pass and r = y − f(x), for each sample:
@@ -176,8 +183,12 @@ def activity_gauss_newton_direction(model: MLP, x: torch.Tensor, y: torch.Tensor
     λ = 0 (``damping``) is the minimum-(Σ γ_l‖δh_l‖²) activity change that fits the linearised
     network; λ = 1 is PC's equilibrium linearised at the feedforward pass (exact in a deep linear
     network), so PC interpolates between the gradient (C → 0) and this direction (C ≫ I).
+    ``hidden``: J_l and the layer inputs at these activities instead of the feedforward pass
+    (the residual stays y − f(x)).
     """
-    Ds, inputs, f = output_jacobians(model, x)
+    Ds, inputs, f = output_jacobians(model, x, hidden)
+    if hidden is not None:
+        f = model(x)
     r = y.to(f.dtype) - f
     B, C = r.shape
     K = damping * torch.eye(C, dtype=f.dtype, device=f.device).expand(B, C, C)

@@ -50,9 +50,9 @@ for _opt in ("sgd", "adam"):
     TP_TABLES[("sp", _opt)] = Table(f"tp/sp/{_opt}", LayerRule(), LayerRule(), LayerRule(), _extras())
     TP_TABLES[("mup", _opt)] = Table(
         f"tp/mup/{_opt}",
-        input=LayerRule(lr=0.0),
-        hidden=LayerRule(lr=-1.0),
-        output=LayerRule(init_var=0.0, lr=-1.0),  # the standard last-layer init (b_L = 1/2)
+        input=LayerRule(lr=0.0, bias_lr=0.0),
+        hidden=LayerRule(lr=-1.0, bias_lr=0.0),  # a bias's direction is its target δ_l: Θ(1) per unit
+        output=LayerRule(init_var=0.0, lr=-1.0, bias_lr=0.0),  # the standard last-layer init (b_L = 1/2)
         extras=_extras(feedback_hidden_lr=-1.0, feedback_hidden_ridge=1.0),
     )
 for _key, _table in TP_TABLES.items():

@@ -39,7 +39,21 @@ def test_coord_check_fails_with_exit_1_when_the_table_is_wrong(tmp_path, capsys)
     assert "FAIL" in capsys.readouterr().out
 
 
+def test_coord_check_plot_writes_sp_beside_mup(tmp_path, capsys):
+    out = tmp_path / "grid"
+    code = main(["coord-check", "--plot", "--algorithm", "bp", "--widths", "64,256,1024", "--steps", "1",
+                 "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "PASS: bp sp" in printed and "PASS: bp mup" in printed
+    table = pd.read_parquet(out / "coord_check.parquet")
+    assert set(table.parametrization) == {"sp", "mup"} and set(table.algorithm) == {"bp"}
+    assert (out / "coord_check.png").stat().st_size > 10_000 and (out / "coord_check.svg").exists()
+
+
 @pytest.mark.parametrize("args, needle", [
+    (["coord-check", "--algorithm", "bp,pc"], "a list needs --plot"),
+    (["coord-check", "loss=ce"], "needs loss=mse"),
     (["coord-check", "--algorithm", "xp"], "algorithm='xp' is not one of bp, pc, tp"),
     (["coord-check", "widht=3"], "widht"),
     (["coord-check", "--widths", "64,-1"], "positive"),

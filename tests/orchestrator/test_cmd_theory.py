@@ -60,6 +60,9 @@ def test_pc_geometry_tanh_converged_gap_is_small(tmp_path):
     (["--gamma-bar-L", "0.5"], "--gamma-bar-L=0.5"),
     (["--widths", "64,x"], "--widths"),
     (["--parametrization", "ntk"], "--parametrization='ntk'"),
+    (["--gamma-L-c", "1,-2"], "c must be positive"),
+    (["--gamma-L-c", "1", "--batch-sizes", "0"], "--batch-sizes"),
+    (["--gamma-L-c", "1", "--network", "both"], "--gamma-L-c takes tanh or linear"),
 ])
 def test_pc_geometry_bad_input(tmp_path, capsys, argv, word):
     out = tmp_path / "geo"
@@ -69,21 +72,40 @@ def test_pc_geometry_bad_input(tmp_path, capsys, argv, word):
     assert not out.exists()
 
 
+def test_pc_geometry_after_training_sweeps_c(tmp_path, capsys):
+    out = tmp_path / "interp"
+    assert main(["pc-geometry", "--gamma-L-c", "0.01,1e4", "--widths", "64", "--batch-sizes", "8",
+                 "--seeds", "0", "--train-steps", "20", "--out", str(out)]) == 0
+    t = pd.read_parquet(out / "pc_interpolation.parquet").set_index("c")
+    assert (out / "pc_interpolation.png").stat().st_size > 10_000
+    assert list(t.index) == [0.01, 1e4] and (t.relax_residual < 1e-6).all()
+    assert t.cos_bp[0.01] > 0.999 and t.cos_gn[1e4] > t.cos_bp[1e4]
+    text = capsys.readouterr().out
+    assert "γ_L = c·m" in text and "cos_gn_relaxed" in text
+
+
 def test_alignment_writes_fits_that_match_the_table(tmp_path, capsys):
     out = tmp_path / "al"
-    assert main(["alignment", "--widths", "64,128,256", "--out", str(out)]) == 0
+    assert main(["alignment", "--widths", "64,128,256", "--seeds", "0,1", "--steps", "2", "--out", str(out)]) == 0
     table = pd.read_parquet(out / "alignment.parquet")
     fits = pd.read_parquet(out / "alignment_fits.parquet")
+    omega = pd.read_parquet(out / "alignment_omega.parquet").set_index(["algorithm", "parametrization", "layer"])
     assert (out / "alignment.png").stat().st_size > 10_000
-    assert len(fits) == 4 and set(zip(fits.algorithm, fits.parametrization)) == {
-        ("bp", "sp"), ("bp", "mup"), ("tp", "sp"), ("tp", "mup")}
+    assert set(zip(fits.algorithm, fits.parametrization)) == {
+        ("bp", "sp"), ("bp", "mup"), ("bp", "ntk"), ("pc", "mup"), ("tp", "sp"), ("tp", "mup")}
     for f in fits.itertuples():
         g = table[(table.algorithm == f.algorithm) & (table.parametrization == f.parametrization)]
-        slope = np.polyfit(np.log2(g.width), np.log2(g.ratio), 1)[0]
+        g = g.groupby("width").ratio.mean()
+        slope = np.polyfit(np.log2(g.index), np.log2(g.values), 1)[0]
         assert f.omega == pytest.approx(slope, rel=1e-9)
+    assert (omega.fits == 4).all() and (omega.omega_lo <= omega.omega).all() and (omega.omega <= omega.omega_hi).all()
     om = fits.set_index(["algorithm", "parametrization"]).omega
     assert om["tp", "mup"] < om["bp", "mup"] - 0.2  # CLT vs LLN, already at widths 64..256
-    assert "omega" in capsys.readouterr().out
+    # the kernel-regime control: same ω_L as μP, but its last hidden features freeze like n^-1/2
+    assert abs(omega.omega["bp", "ntk", "layers.2"] - omega.omega["bp", "mup", "layers.2"]) < 0.05
+    assert omega.dphi_slope_hi["bp", "ntk", "layers.2"] < -0.35 < -0.15 < omega.dphi_slope_lo["bp", "mup", "layers.2"]
+    text = capsys.readouterr().out
+    assert "bp ntk: kernel (features freeze)" in text and "bp mup: feature learning" in text
 
 
 @pytest.mark.parametrize("argv, word", [(["--widths", "64"], "at least two"), (["--lr", "-1"], "--lr"),

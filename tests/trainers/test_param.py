@@ -48,3 +48,32 @@ def test_bad_options_name_the_valid_ones():
     with pytest.raises(ValueError, match="lr"):
         TrainerConfig(lr=-1.0)
     assert resolve_table(TrainerConfig()).name == "bp/mup/sgd"
+
+
+@pytest.mark.parametrize("algorithm, extra, expected", [
+    ("bp", {}, {"layers.0.bias": 4.0, "layers.1.bias": 4.0, "layers.2.bias": 1.0}),
+    ("pc", {"gamma_bar_L": 0.0}, {"layers.0.bias": 4.0, "layers.1.bias": 4.0, "layers.2.bias": 1.0}),
+    ("pc", {"gamma_bar_L": -1.0}, {"layers.0.bias": 1.0, "layers.1.bias": 1.0, "layers.2.bias": 0.25}),
+    ("tp", {}, {"layers.0.bias": 1.0, "layers.1.bias": 1.0, "layers.2.bias": 1.0}),
+])
+def test_sgd_mup_bias_lrs_follow_fan_out(algorithm, extra, expected):
+    """Tensor Programs V: an SGD bias lr ∝ fan-out, so the output bias is one power of m below the others."""
+    cfg = TrainerConfig(algorithm=algorithm, parametrization="mup", width=256, base_width=64, bias=True, **extra)
+    lrs = make_trainer(cfg, 20, 5).lr_multipliers
+    assert {k: v for k, v in lrs.items() if k.endswith("bias")} == expected
+
+
+@pytest.mark.parametrize("algorithm", ["bp", "pc", "tp"])
+def test_adam_mup_bias_lrs_are_m0(algorithm):
+    cfg = TrainerConfig(algorithm=algorithm, parametrization="mup", optimizer="adam", width=256, bias=True)
+    lrs = make_trainer(cfg, 20, 5).lr_multipliers
+    assert {v for k, v in lrs.items() if k.endswith("bias")} == {1.0}
+
+
+def test_a_table_without_bias_rows_keeps_the_input_row_rule():
+    """Tables written before bias rows existed (bias_lr None) still resolve: every bias takes the input row."""
+    from trainers import LayerRule, Table
+
+    old = Table("old", LayerRule(lr=1.0), LayerRule(lr=0.0), LayerRule(lr=-1.0))
+    assert [old.bias_lr(r) for r in ("input", "hidden", "output")] == [1.0, 1.0, 1.0]
+    assert Table("new", old.input, old.hidden, LayerRule(lr=-1.0, bias_lr=0.0)).bias_lr("output") == 0.0

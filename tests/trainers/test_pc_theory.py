@@ -117,3 +117,19 @@ def test_cos_pc_bp_rises_with_width():
     gaps = [1 - c for c in cos]
     assert all(a > 2 * b for a, b in zip(gaps, gaps[1:])), cos
     assert cos[-1] > 0.995
+
+
+def test_update_stays_away_from_the_gradient_at_gbar_minus_one():
+    """Converged linear PC, seeds 0, 1, widths 128–2048: at γ̄_L = −1, 1 − cos(PC, BP) stays ≥ 0.04 and
+    levels off (measured 0.085 → 0.053 over 128 → 2048); at γ̄_L = 0 it falls ≥ 8× per 4× width."""
+    from trainers import loglog_slope, pc_geometry
+
+    widths = (128, 512, 2048)
+    t = pc_geometry(widths=widths, gamma_bar_Ls=(0.0, -1.0), steps=("inf",), networks=("linear",), seeds=(0, 1),
+                    batch_size=32)
+    gap = 1 - t[t.layer == "all"].groupby(["gamma_bar_L", "width"]).cos_bp.mean()
+    far, near = gap.loc[-1.0], gap.loc[0.0]
+    assert (far > 0.04).all(), far
+    assert far.loc[2048] > 0.8 * far.loc[512], far  # no longer falling
+    assert all(a > 8 * b for a, b in zip(near, near.iloc[1:])), near
+    assert loglog_slope(list(widths), list(near)) < -1.5 < -0.3 < loglog_slope(list(widths), list(far)), (near, far)
