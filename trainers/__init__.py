@@ -42,3 +42,10 @@ __all__ += ["Alignment", "FEEDBACK_KINDS", "TPTrainer", "TP_TABLES", "alignment_
 from ._geometry import pc_geometry  # noqa: E402
 
 __all__ += ["pc_geometry"]
+
+from ._derive import DESIDERATA, Derivation, Desiderata, derive, measure, register_desiderata  # noqa: E402
+from . import _derive_rules  # noqa: E402,F401  (the built-in algorithms' desiderata)
+from ._table_file import TableFileError, load_table_file, table_to_dict, write_table_file  # noqa: E402
+
+__all__ += ["DESIDERATA", "Derivation", "Desiderata", "TableFileError", "derive", "load_table_file", "measure",
+            "register_desiderata", "table_to_dict", "write_table_file"]

@@ -53,12 +53,16 @@ class Desiderata:
         probe: ``probe(trainer, x, y, start, step) -> {name: rms}``; called at step 0 with
             ``start=None`` (its return value's ``"_start"`` entry, if any, is passed as ``start``
             at later steps and is not a measurement). Each name's RMS must be width-independent.
+        continuation: ``continuation(cfg) -> [cfg', ...]``: configs to derive first, each result's
+            rows starting the next search (the last starts ``cfg``'s); for a family whose start
+            table is far outside the linear regime (PC at γ̄_L = −1 from SP).
         note: one line saying why (printed by ``derive``).
     """
 
     extras: tuple[str, ...] = ()
     output_init: bool = False
     probe: Callable | None = None
+    continuation: Callable | None = None
     note: str = ""
 
 
@@ -123,7 +127,7 @@ def _run_one(cfg: TrainerConfig, data: Dataset, batch_size: int, steps: int, des
         out.update(got)
     for t in range(1, steps + 1):
         stats = trainer.step(x, y)
-        if stats.get("diverged"):
+        if stats.get("diverged"):  # every later quantity is missing: its slope is NaN
             return {k: float("nan") for k in out}
         with torch.no_grad():
             hs, pairs = net.forward_pairs(x, lambda h: (net.phi(h),))
@@ -158,9 +162,8 @@ def measure(cfg: TrainerConfig, table: Table, widths, steps: int = 2, seeds=(0,)
         for w in widths:
             per_width[int(w)] = [_run_one(cfg.replace(width=int(w), seed=int(s)), data, batch_size, steps, des)
                                  for s in seeds]
-    rms = {(k, w): float(np.mean([r.get(k, np.nan) for r in runs]))
-           for w, runs in per_width.items() for k in runs[0]}
-    names = list(per_width[int(widths[0])][0])
+    names = list(dict.fromkeys(k for runs in per_width.values() for r in runs for k in r))
+    rms = {(k, w): float(np.mean([r.get(k, np.nan) for r in runs])) for w, runs in per_width.items() for k in names}
     slopes = {k: loglog_slope(list(per_width), [rms[(k, w)] for w in per_width]) for k in names}
     return Measurement(table, slopes, rms, time.process_time() - t0)
 
@@ -194,8 +197,9 @@ def snap(values, step: float = 0.5) -> np.ndarray:
 
 
 def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps: int = 2, seeds=(0,),
-           batch_size: int = 32, fd_step: float = 0.5, max_iter: int = 6, tolerance: float = 0.2,
-           progress: Callable[[str], None] | None = None) -> Derivation:
+           batch_size: int = 32, fd_step: float = 0.5, max_iter: int = 8, tolerance: float = 0.2,
+           constraint_weight: float = 4.0,
+           progress: Callable[[str], None] | None = None, _continue: bool = True) -> Derivation:
     """Search the exponents that make every measured slope 0, starting from ``start``.
 
     Args:
@@ -207,6 +211,7 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
         fd_step: the exponent step of the forward differences.
         max_iter: Newton iterations at most.
         tolerance: the confirming check passes when every |slope| is below it.
+        constraint_weight: weight of the init and algorithm rows in the least squares (changes: 1).
         progress: called with one line per measurement.
 
     Returns:
@@ -214,6 +219,14 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
     """
     say = progress or (lambda _msg: None)
     des = DESIDERATA.get(cfg.algorithm, Desiderata())
+    pre_evals, pre_cpu = 0, 0.0
+    for pre in (des.continuation(cfg) if des.continuation and _continue else []):
+        say(f"  first at {_diff(cfg, pre)} (continuation)")
+        d = derive(pre, start, widths, steps, seeds, batch_size, fd_step, max_iter, tolerance, constraint_weight,
+                   progress, _continue=False)
+        start = Table(start.name, d.table.input, d.table.hidden, d.table.output, start.extras)
+        pre_evals, pre_cpu = pre_evals + d.evaluations, pre_cpu + d.cpu_s
+        say(f"  then from its rows at {_diff(pre, cfg)}")
     unknowns = ROW_UNKNOWNS + tuple(f"extras.{k}" for k in des.extras)
     base = dict(zip(ROW_UNKNOWNS, [getattr(start.rule(r), q) for r in ROLES for q in ("init_var", "lr")]))
     theta = np.array([base[n] if n in base else start.extra(n.split(".", 1)[1]) for n in unknowns], float)
@@ -230,32 +243,55 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
         return m
 
     current = run(theta, "start " + _fmt(unknowns, theta))
+    keys = list(current.slopes)
+    # conditions at initialisation and the algorithm's own weigh more than the change slopes: they
+    # are few (one row each) and must not be traded against the many change rows
+    weights = np.array([1.0 if k.startswith(("own ", "change ")) else constraint_weight for k in keys])
+
+    def residual(m: Measurement) -> np.ndarray:
+        return weights * np.array([m.slopes.get(k, np.nan) for k in keys], float)
+
+    def size(r: np.ndarray) -> float:
+        return float(np.linalg.norm(r)) if np.isfinite(r).all() else float("inf")
+
     for it in range(max_iter):
-        keys = list(current.slopes)
-        r = np.array([current.slopes[k] for k in keys], float)
+        r = residual(current)
         history.append({"iteration": it, "exponents": dict(zip(unknowns, theta.tolist())),
-                        "max_abs_slope": float(np.nanmax(np.abs(r))) if np.isfinite(r).any() else float("nan")})
-        if np.isfinite(r).all() and np.abs(r).max() < tolerance:
+                        "max_abs_slope": float(np.abs(r / weights).max()) if np.isfinite(r).all() else float("nan")})
+        if np.isfinite(r).all() and np.abs(r / weights).max() < tolerance:
             break
         if not np.isfinite(r).all():
-            raise ValueError(f"a measurement at {_fmt(unknowns, theta)} diverged or did not move "
-                             f"({[k for k, v in zip(keys, r) if not np.isfinite(v)]}); lower the lr")
+            raise ValueError(f"the measurement at {_fmt(unknowns, theta)} diverged or did not move "
+                             f"({', '.join(k for k, v in zip(keys, r) if not np.isfinite(v))}); lower the lr")
         jac = np.zeros((len(keys), len(unknowns)))
         for i, n in enumerate(unknowns):
-            th = theta.copy()
-            th[i] += fd_step
-            m = run(th, f"d/d {n}")
-            jac[:, i] = (np.array([m.slopes[k] for k in keys], float) - r) / fd_step
+            for h in (fd_step, -fd_step):  # backward when the forward point diverges
+                th = theta.copy()
+                th[i] += h
+                col = (residual(run(th, f"d/d {n} ({h:+g})")) - r) / h
+                if np.isfinite(col).all():
+                    break
+            jac[:, i] = np.nan_to_num(col)
         unpinned = [n for n, col in zip(unknowns, jac.T) if np.abs(col).max() < 0.05]
         delta = np.linalg.lstsq(jac, -r, rcond=1e-3)[0]
-        new = snap(theta + delta) + 0.0  # no -0.0
-        if np.array_equal(new, theta):
-            say(f"  the least-squares step {_fmt(unknowns, delta)} snaps back to the same exponents")
+        accepted = False
+        for shrink in (1.0, 0.5, 0.25):  # backtrack: the slopes are only piecewise linear
+            new = snap(theta + shrink * delta) + 0.0  # + 0.0: no -0.0
+            if np.array_equal(new, theta):
+                break
+            trial = run(new, f"step {it + 1} " + _fmt(unknowns, new))
+            if size(residual(trial)) < size(r):
+                theta, current, accepted = new, trial, True
+                break
+        if not accepted:
+            say(f"  no snapped step along {_fmt(unknowns, delta)} lowers the slopes: stopping")
             break
-        theta = new
-        current = run(theta, f"step {it + 1} " + _fmt(unknowns, theta))
     return Derivation(table_with(start, unknowns, theta, name), unknowns, current, history, unpinned,
-                      n_eval, cpu, tolerance)
+                      n_eval + pre_evals, cpu + pre_cpu, tolerance)
+
+
+def _diff(a: TrainerConfig, b: TrainerConfig) -> str:
+    return ", ".join(f"{k}={getattr(b, k)}" for k in a.field_names() if getattr(a, k) != getattr(b, k)) or "same"
 
 
 def _fmt(names, values) -> str:

@@ -1,0 +1,74 @@
+"""The built-in algorithms' desiderata for ``derive`` (see ``_derive.register_desiderata``).
+
+BP needs none: the generic conditions (pre-activations at init, every layer's own change and
+total change) pin all six exponents. PC declares one condition: the output error e_L left after
+inference has width-independent size. Without it, from SP at γ̄_L = −1 (γ_L = m) the relaxed
+activities absorb the output error (e_L ~ 1/(1 + γ_L ||W_L||²) ~ 1/m), every slope leaves the
+linear regime, and the search stalls at output init_var 0; the relaxation also becomes unstable
+(β γ_L ||W_L||² grows like m), so PC at γ̄_L ≠ 0 is derived by continuation: at γ̄_L = 0 first,
+then from those rows. γ_L itself is the family's input (the
+table key ``gamma_bar_L`` sets ``gamma_output``); ``gamma_hidden`` and ``inference_lr`` are kept
+from the starting table. TP declares its extras and three conditions the forward measurements
+cannot give: the output at init has width-independent size (its output's change is Θ(1) whatever
+the last layer's init, because its hidden updates do not travel through W_Lᵀ), every target
+difference δ_k is width-independent, and so is each feedback map's change on its own training
+inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._derive import Desiderata, register_desiderata
+from ._tp_feedback import apply_feedback, drl_samples
+
+
+def _rms(t: torch.Tensor) -> float:
+    return float(t.pow(2).mean().sqrt())
+
+
+@torch.no_grad()
+def tp_probe(trainer, x: torch.Tensor, y: torch.Tensor, start, step: int) -> dict:
+    """Step 0: RMS of every target difference δ_k (and the feedback weights, as ``_start``).
+    Later steps: RMS of each feedback map's change (Q_k(t) − Q_k(0)) on one fixed noise draw of
+    its reconstruction inputs."""
+    net = trainer.model
+    hs = net.preactivations(x)
+    if step == 0:
+        out = {f"target layers.{k}": _rms(d) for k, d in enumerate(trainer._deltas(hs, y))}
+        out["_start"] = {n: p.detach().clone() for n, p in trainer.feedback.named_parameters()}
+        return out
+    gen = torch.Generator(device=trainer.device).manual_seed(int(trainer.cfg.seed) + 4242)
+    out = {}
+    for k in range(1, net.depth):
+        u, e = drl_samples(net.layers[k], net.multipliers[k], net.phi, trainer.psi, hs[k - 1], hs[k],
+                           trainer.cfg.feedback_noise, gen)
+        dq = trainer.feedback[f"g{k}"].weight - start[f"g{k}.weight"]
+        out[f"feedback g{k}"] = _rms(apply_feedback(net.layers[k], dq, u, e.shape))
+    return out
+
+
+register_desiderata("tp", Desiderata(
+    extras=("target_step", "feedback_output_init_var", "feedback_hidden_init_var",
+            "feedback_output_lr", "feedback_hidden_lr"),
+    output_init=True, probe=tp_probe,
+    note="TP: output Θ(1) at init; targets δ_k and feedback changes width-independent; "
+         "feedback ridge exponents are kept (used only by feedback=regression*)"))
+@torch.no_grad()
+def pc_probe(trainer, x: torch.Tensor, y: torch.Tensor, start, step: int) -> dict:
+    """Step 0: RMS of the output error e_L left after inference (the one the updates carry)."""
+    if step != 0:
+        return {}
+    return {"inference output error": _rms(trainer.infer(x, y)["errors"][-1])}
+
+
+def pc_continuation(cfg) -> list:
+    """γ̄_L ≠ 0: derive at γ̄_L = 0 first (from SP the relaxation at γ_L = m is outside the linear regime)."""
+    return [cfg.replace(gamma_bar_L=0.0)] if float(cfg.gamma_bar_L) != 0.0 else []
+
+
+register_desiderata("pc", Desiderata(
+    probe=pc_probe, continuation=pc_continuation,
+    note="PC: the output error left after inference is width-independent (else γ_L W_Lᵀ W_L grows and "
+         "inference explains the error away); gamma_output = -gamma_bar_L is the family's input; "
+         "gamma_hidden and inference_lr are kept from the start table (not searched)"))
