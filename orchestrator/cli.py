@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "orchestrator.cmd_sweep",
     "orchestrator.cmd_verify",
     "orchestrator.cmd_theory",
+    "orchestrator.cmd_derive",
 ]
 
 

@@ -275,12 +275,15 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
         unpinned = [n for n, col in zip(unknowns, jac.T) if np.abs(col).max() < 0.05]
         delta = np.linalg.lstsq(jac, -r, rcond=1e-3)[0]
         accepted = False
-        for shrink in (1.0, 0.5, 0.25):  # backtrack: the slopes are only piecewise linear
-            new = snap(theta + shrink * delta) + 0.0  # + 0.0: no -0.0
-            if np.array_equal(new, theta):
-                break
+        tried = [theta]
+        for scale in (1.0, 2.0, 0.5):  # the slopes are only piecewise linear: a kink can stop a step short
+            new = snap(theta + scale * delta) + 0.0  # + 0.0: no -0.0
+            if any(np.array_equal(new, t) for t in tried):
+                continue
+            tried.append(new)
             trial = run(new, f"step {it + 1} " + _fmt(unknowns, new))
-            if size(residual(trial)) < size(r):
+            rt = residual(trial)
+            if size(rt) < size(r) or (np.isfinite(rt).all() and np.abs(rt).max() < np.abs(r).max()):
                 theta, current, accepted = new, trial, True
                 break
         if not accepted:

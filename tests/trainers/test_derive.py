@@ -1,0 +1,108 @@
+"""derive: from SP (or a wrong table), measurement alone recovers the shipped μP tables after snapping.
+
+CPU times in the slow markers are ``Derivation.cpu_s`` (process CPU of the measurements) measured on
+the shared 2-CPU machine, widths 128..1024, float64, lr 1e-4.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+from trainers import Table, TrainerConfig, derive, resolve_table
+from trainers._derive import snap, table_with, using_table
+from trainers._param import _TABLES
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+def _cfg(algorithm="bp", optimizer="sgd", **kw):
+    return TrainerConfig(algorithm=algorithm, optimizer=optimizer, parametrization="sp", lr=1e-4, base_width=64,
+                         dtype="float64", device="cpu", **kw)
+
+
+def _rows(table: Table) -> tuple:
+    return tuple((r, table.rule(r).init_var, table.rule(r).multiplier, table.rule(r).lr)
+                 for r in ("input", "hidden", "output"))
+
+
+def _recovers(cfg, start=None, budget_cpu_s=300.0):
+    target = resolve_table(cfg.replace(parametrization="mup"))
+    t0 = time.process_time()
+    d = derive(cfg, start if start is not None else resolve_table(cfg))
+    cpu = time.process_time() - t0
+    assert _rows(d.table) == _rows(target), (d.table, d.history)
+    assert {k: d.table.extra(k) for k in target.extras} == dict(target.extras)
+    assert d.passed, d.final.slopes
+    assert cpu < budget_cpu_s, cpu
+    return d
+
+
+def test_snap_rounds_to_half_integers_and_table_with_sets_rows_and_extras():
+    assert snap([0.24, 0.26, -0.74, -1.3]).tolist() == [0.0, 0.5, -0.5, -1.5]
+    base = resolve_table(_cfg(algorithm="pc"))
+    t = table_with(base, ("output.init_var", "hidden.lr", "extras.inference_lr"), [-1.0, -0.5, 0.5])
+    assert t.output.init_var == -1.0 and t.hidden.lr == -0.5 and t.extra("inference_lr") == 0.5
+    assert t.output.multiplier == 0.0 and t.extra("gamma_output") == base.extra("gamma_output")
+
+
+def test_using_table_replaces_the_registered_table_only_inside_the_block():
+    cfg = _cfg()
+    shipped = resolve_table(cfg)
+    other = Table("other", shipped.input, shipped.hidden, shipped.output)
+    with using_table(cfg, other):
+        assert resolve_table(cfg) is other
+    assert resolve_table(cfg) is shipped
+    with pytest.raises(RuntimeError), using_table(cfg.replace(optimizer="adam"), other):
+        raise RuntimeError
+    assert resolve_table(cfg.replace(optimizer="adam")).name == "bp/sp/adam"
+    assert all(t.name != "other" for t in _TABLES["bp"].values())
+
+
+def test_bp_sgd_mup_is_recovered_from_sp():
+    d = _recovers(_cfg())
+    assert d.unpinned == []
+    assert d.max_abs_slope < 0.1
+
+
+def test_a_table_with_a_wrong_exponent_moves_every_slope_it_should():
+    # the measurement itself: BP's μP with the hidden lr one power too large has hidden slopes ≈ +1
+    from trainers._derive import measure
+
+    cfg = _cfg()
+    mup = resolve_table(cfg.replace(parametrization="mup"))
+    wrong = table_with(mup, ("hidden.lr",), [1.0])
+    m = measure(cfg, wrong, widths=(128, 256, 512))
+    assert 0.8 < m.slopes["own layers.1 @1"] < 1.2
+    assert abs(m.slopes["own layers.0 @1"]) < 0.15
+    assert abs(m.slopes["init layers.1"]) < 0.1
+
+
+@pytest.mark.slow(reason="about 15 s CPU (derive 11 s)")
+def test_bp_adam_mup_is_recovered_from_sp():
+    _recovers(_cfg(optimizer="adam"))
+
+
+@pytest.mark.slow(reason="about 70 s CPU")
+def test_pc_mup_at_gamma_bar_0_is_recovered_from_sp():
+    _recovers(_cfg(algorithm="pc", gamma_bar_L=0.0))
+
+
+@pytest.mark.slow(reason="about 150 s CPU (continuation: γ̄_L = 0 first)")
+def test_pc_mup_at_gamma_bar_minus_1_is_recovered_from_sp():
+    _recovers(_cfg(algorithm="pc", gamma_bar_L=-1.0))
+
+
+@pytest.mark.slow(reason="about 80 s CPU")
+def test_bp_mup_given_to_pc_at_gamma_bar_minus_1_is_corrected():
+    cfg = _cfg(algorithm="pc", gamma_bar_L=-1.0)
+    bp = resolve_table(cfg.replace(algorithm="bp", parametrization="mup"))
+    start = Table("bp's mup", bp.input, bp.hidden, bp.output, resolve_table(cfg).extras)
+    d = _recovers(cfg, start)
+    assert d.history[0]["max_abs_slope"] > 0.8  # the start was wrong, and measured as wrong
+    assert np.isclose(d.table.output.lr, -2.0) and np.isclose(bp.output.lr, -1.0)
+
+
+@pytest.mark.slow(reason="TP: see the marker's measured CPU time in the report")
+def test_tp_mup_is_recovered_from_sp():
+    _recovers(_cfg(algorithm="tp"))
