@@ -11,8 +11,9 @@ table key ``gamma_bar_L`` sets ``gamma_output``); ``gamma_hidden`` and ``inferen
 from the starting table. TP declares its extras and three conditions the forward measurements
 cannot give: the output at init has width-independent size (its output's change is Θ(1) whatever
 the last layer's init, because its hidden updates do not travel through W_Lᵀ), every target
-difference δ_k is width-independent, and so is each feedback map's change on its own training
-inputs.
+difference δ_k is width-independent, and so is each feedback map's own change on the noise draw
+it was trained on (on a fresh draw, ΔQ u sums n uncorrelated terms and would ask for lr m^(−1/2),
+under which the training draws' change grows like m^(1/2)).
 """
 
 from __future__ import annotations
@@ -29,22 +30,27 @@ def _rms(t: torch.Tensor) -> float:
 
 @torch.no_grad()
 def tp_probe(trainer, x: torch.Tensor, y: torch.Tensor, start, step: int) -> dict:
-    """Step 0: RMS of every target difference δ_k (and the feedback weights, as ``_start``).
-    Later steps: RMS of each feedback map's change (Q_k(t) − Q_k(0)) on one fixed noise draw of
-    its reconstruction inputs."""
+    """Step 0: RMS of every target difference δ_k. Step t: RMS of each feedback map's own change
+    (Q_k(t) − Q_k(t−1)) on the noise draw it was trained on at step t (its first, when
+    ``feedback_steps`` > 1), like a forward layer's own change on its batch. ``start`` carries the
+    weights, generator state and activities from one step to the next."""
     net = trainer.model
     hs = net.preactivations(x)
+    now = {"q": {n: p.detach().clone() for n, p in trainer.feedback.named_parameters()},
+           "gen": trainer.noise_gen.get_state(), "hs": hs}
     if step == 0:
         out = {f"target layers.{k}": _rms(d) for k, d in enumerate(trainer._deltas(hs, y))}
-        out["_start"] = {n: p.detach().clone() for n, p in trainer.feedback.named_parameters()}
+        out["_start"] = now
         return out
-    gen = torch.Generator(device=trainer.device).manual_seed(int(trainer.cfg.seed) + 4242)
+    gen = torch.Generator(device=trainer.device)
+    gen.set_state(start["gen"])
     out = {}
-    for k in range(1, net.depth):
-        u, e = drl_samples(net.layers[k], net.multipliers[k], net.phi, trainer.psi, hs[k - 1], hs[k],
-                           trainer.cfg.feedback_noise, gen)
-        dq = trainer.feedback[f"g{k}"].weight - start[f"g{k}.weight"]
+    for k in range(1, net.depth):  # the draws of the step, in _draw's order
+        u, e = drl_samples(net.layers[k], net.multipliers[k], net.phi, trainer.psi, start["hs"][k - 1],
+                           start["hs"][k], trainer.cfg.feedback_noise, gen)
+        dq = now["q"][f"g{k}.weight"] - start["q"][f"g{k}.weight"]
         out[f"feedback g{k}"] = _rms(apply_feedback(net.layers[k], dq, u, e.shape))
+    start.update(now)
     return out
 
 
