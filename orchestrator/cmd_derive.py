@@ -26,6 +26,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, default=0.2, help="done when every |slope| is below this (default 0.2)")
     p.add_argument("--check-lr", type=float, default=None,
                    help="lr of the confirming coordinate check (default 0.1 for SGD, 0.003 for Adam)")
+    p.add_argument("--output-init", action="store_true",
+                   help="also ask the output to be width-independent at init (for a rule whose output init the "
+                        "changes leave free, as TP's and feedback alignment's)")
     p.add_argument("--out", default=None, help="write the derived table here (YAML, loadable with $MUTRANSFER_TABLES)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="any TrainerConfig field, e.g. gamma_bar_L=-1")
 
@@ -80,10 +83,13 @@ def _run(args: argparse.Namespace) -> int:
           f"seeds {args.seeds}, batch {args.batch_size}, lr {args.lr}, float64")
     if des.note:
         print(f"  {des.note}")
+    if args.output_init:
+        print("  --output-init: the output's pre-activation at init must be width-independent too")
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         d = derive(cfg, start, widths=args.widths, steps=args.steps, seeds=args.seeds, batch_size=args.batch_size,
-                   tolerance=args.tolerance, progress=lambda msg: (print(msg), sys.stdout.flush()))
+                   tolerance=args.tolerance, progress=lambda msg: (print(msg), sys.stdout.flush()),
+                   output_init=True if args.output_init else None)
     except ValueError as exc:
         print(f"FAIL: {exc}")
         return 1
@@ -105,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.out:
         key = table_key(mup_cfg)
         note = (f"mutransfer derive --algorithm {cfg.algorithm} --optimizer {cfg.optimizer} --start {args.start} "
-                f"{' '.join(args.overrides)}\nwidths {args.widths}, max |slope| {d.max_abs_slope:.3f}, "
+                f"{'--output-init ' if args.output_init else ''}{' '.join(args.overrides)}\nwidths {args.widths}, max |slope| {d.max_abs_slope:.3f}, "
                 f"coordinate check {worst:.3f}\nload it with MUTRANSFER_TABLES={args.out}")
         path = write_table_file(args.out, cfg.algorithm, key, d.table, note)
         print(f"wrote {path} (key {list(key)}; use it with MUTRANSFER_TABLES={path})")

@@ -12,6 +12,10 @@ equalised (targets y + f_0(x), as in the coordinate check):
 - ``change layers.l @t``: RMS(h_l(t) − h_l(0)) after step t (stable: nothing blows up);
 - ``own layers.l @t``: RMS(α_l (W_l(t) − W_l(0)) ⋆ φ(h_{l−1}(t))), the layer's own update's
   effect (maximal: every layer learns, none vanishes);
+- ``carried layers.l @t`` (l ≥ 1): RMS(α_l W_l(0) ⋆ (φ(h_{l−1}(t)) − φ(h_{l−1}(0)))), the change
+  carried up from the layers below through the initial weights (maximal too: without it, BP's
+  output init variance could go below μP's m^−1 with larger lower-layer lrs, the output then
+  ignoring what the hidden layers learned);
 - the algorithm's probes (e.g. TP's target sizes and feedback changes).
 
 Every slope's target is 0. The search (:func:`derive`): measure, estimate the Jacobian of the
@@ -53,7 +57,7 @@ class Desiderata:
         probe: ``probe(trainer, x, y, start, step) -> {name: rms}``; called at step 0 with
             ``start=None`` (its return value's ``"_start"`` entry, if any, is passed as ``start``
             at later steps and is not a measurement). Each name's RMS must be width-independent.
-        continuation: ``continuation(cfg) -> [cfg', ...]``: configs to derive first, each result's
+        continuation: ``continuation(cfg, start) -> [cfg', ...]``: configs to derive first, each result's
             rows starting the next search (the last starts ``cfg``'s); for a family whose start
             table is far outside the linear regime (PC at γ̄_L = −1 from SP).
         note: one line saying why (printed by ``derive``).
@@ -116,6 +120,8 @@ def _run_one(cfg: TrainerConfig, data: Dataset, batch_size: int, steps: int, des
         h0 = net.preactivations(x)
         y = trainer.targets(data.y_train[:batch_size]) + h0[-1]
     layers0 = copy.deepcopy(net.layers)
+    with torch.no_grad():
+        inputs0 = [net.shape_input(x)] + [net.phi(h) for h in h0[:-1]]
     out, last = {}, net.depth - 1
     for l, h in enumerate(h0):
         if l < last or des.output_init:
@@ -135,6 +141,9 @@ def _run_one(cfg: TrainerConfig, data: Dataset, batch_size: int, steps: int, des
             for l in range(net.depth):
                 own = (net.layers[l](inputs[l]) - layers0[l](inputs[l])) * net.multipliers[l]
                 out[f"own layers.{l} @{t}"] = _rms(own)
+                if l > 0:  # the change carried from below through the initial weights
+                    carried = (layers0[l](inputs[l]) - layers0[l](inputs0[l])) * net.multipliers[l]
+                    out[f"carried layers.{l} @{t}"] = _rms(carried)
                 out[f"change layers.{l} @{t}"] = _rms(hs[l] - h0[l])
         if des.probe is not None:
             out.update({f"{k} @{t}": v for k, v in des.probe(trainer, x, y, start, t).items()})
@@ -152,9 +161,10 @@ class Measurement:
 
 
 def measure(cfg: TrainerConfig, table: Table, widths, steps: int = 2, seeds=(0,), data: Dataset | None = None,
-            batch_size: int = 32) -> Measurement:
-    """Every quantity's slope of log2 RMS (mean over seeds) against log2 width, under ``table``."""
-    des = DESIDERATA.get(cfg.algorithm, Desiderata())
+            batch_size: int = 32, desiderata: Desiderata | None = None) -> Measurement:
+    """Every quantity's slope of log2 RMS (mean over seeds) against log2 width, under ``table``
+    (``desiderata``: the algorithm's registered ones by default)."""
+    des = desiderata or DESIDERATA.get(cfg.algorithm, Desiderata())
     data = data or make_teacher_student(n_train=batch_size, n_test=1, seed=1234)
     t0 = time.process_time()
     per_width: dict[int, list[dict[str, float]]] = {}
@@ -199,7 +209,8 @@ def snap(values, step: float = 0.5) -> np.ndarray:
 def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps: int = 2, seeds=(0,),
            batch_size: int = 32, fd_step: float = 0.5, max_iter: int = 8, tolerance: float = 0.2,
            constraint_weight: float = 4.0,
-           progress: Callable[[str], None] | None = None, _continue: bool = True) -> Derivation:
+           progress: Callable[[str], None] | None = None, output_init: bool | None = None,
+           _continue: bool = True) -> Derivation:
     """Search the exponents that make every measured slope 0, starting from ``start``.
 
     Args:
@@ -213,17 +224,20 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
         tolerance: the confirming check passes when every |slope| is below it.
         constraint_weight: weight of the init and algorithm rows in the least squares (changes: 1).
         progress: called with one line per measurement.
+        output_init: override the algorithm's ``Desiderata.output_init`` (the output Θ(1) at init).
 
     Returns:
         :class:`Derivation`; ``unpinned`` lists exponents no measured slope depends on.
     """
     say = progress or (lambda _msg: None)
     des = DESIDERATA.get(cfg.algorithm, Desiderata())
+    if output_init is not None:
+        des = replace(des, output_init=bool(output_init))
     pre_evals, pre_cpu = 0, 0.0
-    for pre in (des.continuation(cfg) if des.continuation and _continue else []):
+    for pre in (des.continuation(cfg, start) if des.continuation and _continue else []):
         say(f"  first at {_diff(cfg, pre)} (continuation)")
         d = derive(pre, start, widths, steps, seeds, batch_size, fd_step, max_iter, tolerance, constraint_weight,
-                   progress, _continue=False)
+                   progress, output_init, _continue=False)
         start = Table(start.name, d.table.input, d.table.hidden, d.table.output, start.extras)
         pre_evals, pre_cpu = pre_evals + d.evaluations, pre_cpu + d.cpu_s
         say(f"  then from its rows at {_diff(pre, cfg)}")
@@ -235,7 +249,8 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
 
     def run(th, why):
         nonlocal n_eval, cpu
-        m = measure(cfg, table_with(start, unknowns, th, name), widths, steps, seeds, batch_size=batch_size)
+        m = measure(cfg, table_with(start, unknowns, th, name), widths, steps, seeds, batch_size=batch_size,
+                    desiderata=des)
         n_eval, cpu = n_eval + 1, cpu + m.cpu_s
         v = np.array(list(m.slopes.values()), float)
         say(f"  [{n_eval}] {why}: max |slope| {np.nanmax(np.abs(v)) if np.isfinite(v).any() else float('nan'):.3f}"
@@ -246,7 +261,7 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
     keys = list(current.slopes)
     # conditions at initialisation and the algorithm's own weigh more than the change slopes: they
     # are few (one row each) and must not be traded against the many change rows
-    weights = np.array([1.0 if k.startswith(("own ", "change ")) else constraint_weight for k in keys])
+    weights = np.array([1.0 if k.startswith(("own ", "change ", "carried ")) else constraint_weight for k in keys])
 
     def residual(m: Measurement) -> np.ndarray:
         return weights * np.array([m.slopes.get(k, np.nan) for k in keys], float)
@@ -258,37 +273,61 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
         r = residual(current)
         history.append({"iteration": it, "exponents": dict(zip(unknowns, theta.tolist())),
                         "max_abs_slope": float(np.abs(r / weights).max()) if np.isfinite(r).all() else float("nan")})
-        if np.isfinite(r).all() and np.abs(r / weights).max() < tolerance:
-            break
+        # no early stop below the tolerance: a half-step in an exponent can move a slope by less than
+        # it (BP Adam's output init_var −0.5 measured 0.18); stop where the snapped step returns here
         if not np.isfinite(r).all():
             raise ValueError(f"the measurement at {_fmt(unknowns, theta)} diverged or did not move "
                              f"({', '.join(k for k, v in zip(keys, r) if not np.isfinite(v))}); lower the lr")
-        jac = np.zeros((len(keys), len(unknowns)))
-        for i, n in enumerate(unknowns):
-            for h in (fd_step, -fd_step):  # backward when the forward point diverges
+        cols: dict[tuple[int, int], np.ndarray] = {}
+
+        def column(i: int, side: int) -> np.ndarray | None:
+            """One-sided difference of the slopes in unknown i (side +1 or −1); None if it diverged."""
+            if (i, side) not in cols:
                 th = theta.copy()
-                th[i] += h
-                col = (residual(run(th, f"d/d {n} ({h:+g})")) - r) / h
-                if np.isfinite(col).all():
-                    break
-            jac[:, i] = np.nan_to_num(col)
-        unpinned = [n for n, col in zip(unknowns, jac.T) if np.abs(col).max() < 0.05]
-        delta = np.linalg.lstsq(jac, -r, rcond=1e-3)[0]
-        accepted = False
-        tried = [theta]
-        for scale in (1.0, 2.0, 0.5):  # the slopes are only piecewise linear: a kink can stop a step short
-            new = snap(theta + scale * delta) + 0.0  # + 0.0: no -0.0
-            if any(np.array_equal(new, t) for t in tried):
-                continue
-            tried.append(new)
-            trial = run(new, f"step {it + 1} " + _fmt(unknowns, new))
-            rt = residual(trial)
-            if size(rt) < size(r) or (np.isfinite(rt).all() and np.abs(rt).max() < np.abs(r).max()):
-                theta, current, accepted = new, trial, True
+                th[i] += side * fd_step
+                col = (residual(run(th, f"d/d {unknowns[i]} ({side * fd_step:+g})")) - r) / (side * fd_step)
+                cols[(i, side)] = col if np.isfinite(col).all() else None
+            return cols[(i, side)]
+
+        sides = [1 if column(i, 1) is not None else -1 for i in range(len(unknowns))]
+        for _ in range(3):  # the slopes are piecewise linear: use each column's side the step goes to
+            jac = np.stack([np.nan_to_num(column(i, sd)) if column(i, sd) is not None else np.zeros(len(keys))
+                            for i, sd in enumerate(sides)], axis=1)
+            delta = np.linalg.lstsq(jac, -r, rcond=1e-3)[0]
+            want = [(1 if d > 0 else -1) if abs(d) >= fd_step / 2 else sd for d, sd in zip(delta, sides)]
+            want = [w if column(i, w) is not None else sd for i, (w, sd) in enumerate(zip(want, sides))]
+            if want == sides:
                 break
-        if not accepted:
-            say(f"  no snapped step along {_fmt(unknowns, delta)} lowers the slopes: stopping")
-            break
+            sides = want
+        unpinned = [n for n, col in zip(unknowns, jac.T) if np.abs(col).max() < 0.05]
+        tried = [theta]
+
+        def try_step(jac: np.ndarray) -> bool:
+            """Take the snapped least-squares step (×1, ×2, ×½) if it lowers the slopes."""
+            nonlocal theta, current
+            delta = np.linalg.lstsq(jac, -r, rcond=1e-3)[0]
+            for scale in (1.0, 2.0, 0.5):  # a kink can stop a linear step short, or past the lattice point
+                new = snap(theta + scale * delta) + 0.0  # + 0.0: no -0.0
+                if any(np.array_equal(new, t) for t in tried):
+                    continue
+                tried.append(new)
+                trial = run(new, f"step {it + 1} " + _fmt(unknowns, new))
+                rt = residual(trial)
+                if size(rt) < size(r) or (np.isfinite(rt).all() and np.abs(rt).max() < np.abs(r).max()):
+                    theta, current = new, trial
+                    return True
+            return False
+
+        if try_step(jac):
+            continue
+        # stuck: the other side of every kink (backward differences), then both sides averaged
+        back = [column(i, -1) for i in range(len(unknowns))]
+        jb = np.stack([np.nan_to_num(c) if c is not None else jac[:, i] for i, c in enumerate(back)], axis=1)
+        if try_step(jb) or try_step((jb + np.stack([np.nan_to_num(column(i, 1)) if column(i, 1) is not None
+                                                    else jb[:, i] for i in range(len(unknowns))], axis=1)) / 2):
+            continue
+        say("  no snapped least-squares step lowers the slopes: stopping")
+        break
     return Derivation(table_with(start, unknowns, theta, name), unknowns, current, history, unpinned,
                       n_eval + pre_evals, cpu + pre_cpu, tolerance)
 

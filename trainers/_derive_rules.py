@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from ._derive import Desiderata, register_desiderata
+from ._param import ROLES, LayerRule
 from ._tp_feedback import apply_feedback, drl_samples
 
 
@@ -68,9 +69,11 @@ def pc_probe(trainer, x: torch.Tensor, y: torch.Tensor, start, step: int) -> dic
     return {"inference output error": _rms(trainer.infer(x, y)["errors"][-1])}
 
 
-def pc_continuation(cfg) -> list:
-    """γ̄_L ≠ 0: derive at γ̄_L = 0 first (from SP the relaxation at γ_L = m is outside the linear regime)."""
-    return [cfg.replace(gamma_bar_L=0.0)] if float(cfg.gamma_bar_L) != 0.0 else []
+def pc_continuation(cfg, start) -> list:
+    """From SP's rows at γ̄_L ≠ 0: derive at γ̄_L = 0 first (there the relaxation at γ_L = m is outside
+    the linear regime); any other start is searched directly."""
+    sp_rows = all(start.rule(r) == LayerRule() for r in ROLES)
+    return [cfg.replace(gamma_bar_L=0.0)] if float(cfg.gamma_bar_L) != 0.0 and sp_rows else []
 
 
 register_desiderata("pc", Desiderata(
