@@ -236,7 +236,9 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
     pre_evals, pre_cpu = 0, 0.0
     for pre in (des.continuation(cfg, start) if des.continuation and _continue else []):
         say(f"  first at {_diff(cfg, pre)} (continuation)")
-        d = derive(pre, start, widths, steps, seeds, batch_size, fd_step, max_iter, tolerance, constraint_weight,
+        pre_start = Table(start.name, start.input, start.hidden, start.output,
+                          MappingProxyType({**start.extras, **_param.resolve_table(pre).extras}))  # pre's own extras
+        d = derive(pre, pre_start, widths, steps, seeds, batch_size, fd_step, max_iter, tolerance, constraint_weight,
                    progress, output_init, _continue=False)
         start = Table(start.name, d.table.input, d.table.hidden, d.table.output, start.extras)
         pre_evals, pre_cpu = pre_evals + d.evaluations, pre_cpu + d.cpu_s

@@ -34,7 +34,7 @@ def test_derive_from_mup_confirms_it_and_writes_a_loadable_table(tmp_path, capsy
     code = main(["derive", "--algorithm", "bp", "--start", "mup", "--widths", "128,256,512", "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0, text
-    assert "[1] start" in text and "[2]" not in text  # already width-independent: one measurement
+    assert "[1] start" in text and "step 1" not in text  # already width-independent: no step taken
     assert "PASS" in text and "confirming coordinate check" in text and "own layers.2 @2" in text
     doc = yaml.safe_load(out.read_text())
     assert doc["algorithm"] == "bp" and doc["key"] == ["mup", "sgd"]

@@ -39,6 +39,7 @@ def _recovers(cfg, start=None, budget_cpu_s=300.0, confirm=True):
     kept = [k for k in target.extras if k not in searched]  # not searched: carried over from the start
     assert {k: d.table.extra(k) for k in kept} == {k: start.extra(k) for k in kept}
     assert not confirm or d.passed, d.final.slopes
+    print(f"{d.table.name}: {d.evaluations} measurements, {d.cpu_s:.1f} s CPU of measurement, {cpu:.1f} s CPU")
     assert cpu < budget_cpu_s, cpu
     return d
 
