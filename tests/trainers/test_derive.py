@@ -1,7 +1,8 @@
 """derive: from SP (or a wrong table), measurement alone recovers the shipped μP tables after snapping.
 
-CPU times in the slow markers are ``Derivation.cpu_s`` (process CPU of the measurements) measured on
-the shared 2-CPU machine, widths 128..1024, float64, lr 1e-4.
+CPU times in the slow markers are the process CPU of the search (one torch thread, as the test suite
+sets) measured on the shared 2-CPU machine, widths 128..1024, float64, lr 1e-4; wall times were
+measured while other jobs loaded the machine.
 """
 
 import time
@@ -84,22 +85,22 @@ def test_a_table_with_a_wrong_exponent_moves_every_slope_it_should():
     assert abs(m.slopes["init layers.1"]) < 0.1
 
 
-@pytest.mark.slow(reason="about 15 s CPU (derive 11 s)")
+@pytest.mark.slow(reason="measured 5.9 s CPU of search, 19 s wall under load")
 def test_bp_adam_mup_is_recovered_from_sp():
     _recovers(_cfg(optimizer="adam"))
 
 
-@pytest.mark.slow(reason="about 70 s CPU")
+@pytest.mark.slow(reason="measured 30 s CPU of search, 90 s wall under load")
 def test_pc_mup_at_gamma_bar_0_is_recovered_from_sp():
     _recovers(_cfg(algorithm="pc", gamma_bar_L=0.0))
 
 
-@pytest.mark.slow(reason="about 150 s CPU (continuation: γ̄_L = 0 first)")
+@pytest.mark.slow(reason="measured 44 s CPU of search (continuation: γ̄_L = 0 first), 170 s wall under load")
 def test_pc_mup_at_gamma_bar_minus_1_is_recovered_from_sp():
     _recovers(_cfg(algorithm="pc", gamma_bar_L=-1.0))
 
 
-@pytest.mark.slow(reason="about 80 s CPU")
+@pytest.mark.slow(reason="measured 14 s CPU of search, 34 s wall under load")
 def test_bp_mup_given_to_pc_at_gamma_bar_minus_1_is_corrected():
     cfg = _cfg(algorithm="pc", gamma_bar_L=-1.0)
     bp = resolve_table(cfg.replace(algorithm="bp", parametrization="mup"))
@@ -109,7 +110,7 @@ def test_bp_mup_given_to_pc_at_gamma_bar_minus_1_is_corrected():
     assert np.isclose(d.table.output.lr, -2.0) and np.isclose(bp.output.lr, -1.0)
 
 
-@pytest.mark.slow(reason="TP: see the marker's measured CPU time in the report")
+@pytest.mark.slow(reason="measured 11 s CPU of search, 36 s wall under load")
 def test_tp_mup_is_recovered_from_sp():
     # every TP extra but the ridge exponents, which only feedback=regression* uses (kept at SP's 0;
     # the shipped μP has feedback_hidden_ridge = 1)
