@@ -1,16 +1,17 @@
 """The built-in algorithms' desiderata for ``derive`` (see ``_derive.register_desiderata``).
 
-BP needs none: the generic conditions (pre-activations at init, every layer's own change and
-total change) pin all six exponents. PC declares one condition: the output error e_L left after
+BP needs none: the generic conditions (pre-activations at init; every layer's own change, the
+change carried up through the initial weights, and the total change) pin all six exponents.
+PC declares one condition: the output error e_L left after
 inference has width-independent size. Without it, from SP at γ̄_L = −1 (γ_L = m) the relaxed
 activities absorb the output error (e_L ~ 1/(1 + γ_L ||W_L||²) ~ 1/m), every slope leaves the
 linear regime, and the search stalls at output init_var 0; the relaxation also becomes unstable
 (β γ_L ||W_L||² grows like m), so PC at γ̄_L ≠ 0 is derived by continuation: at γ̄_L = 0 first,
 then from those rows. γ_L itself is the family's input (the
 table key ``gamma_bar_L`` sets ``gamma_output``); ``gamma_hidden`` and ``inference_lr`` are kept
-from the starting table. TP declares its extras and three conditions the forward measurements
-cannot give: the output at init has width-independent size (its output's change is Θ(1) whatever
-the last layer's init, because its hidden updates do not travel through W_Lᵀ), every target
+from the starting table. TP declares its extras and the conditions that pin them: the output at init has width-independent
+size (the carried change pins it too: TP's hidden updates do not travel through W_Lᵀ, so W_L(0)
+must stay at 1/fan_in for what they carry into the output to be Θ(1)), every target
 difference δ_k is width-independent, and so is each feedback map's own change on the noise draw
 it was trained on (on a fresh draw, ΔQ u sums n uncorrelated terms and would ask for lr m^(−1/2),
 under which the training draws' change grows like m^(1/2)).
