@@ -41,6 +41,8 @@ def import_plugins(modules: Iterable[str], where: str) -> list[str]:
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise BadInput(f"{where}: cannot import {name!r} ({type(exc).__name__}: {why}); a plugin must be "
                            f"importable on every node (PYTHONPATH or an installed package)") from None
+    if names:
+        load_env_tables()  # a plugin may register a table for the same key: the files win, whatever the order
     return names
 
 

@@ -126,3 +126,25 @@ def test_the_worked_examples_rule_is_derived_and_passes_its_coordinate_check(tmp
                     "--tolerance", "0.2", "--out", str(tmp_path / "cc")], env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS: muP max |slope|" in proc.stdout
+
+
+def test_table_files_win_over_a_plugin_imported_after_them(tmp_path, monkeypatch):
+    # a sweep's plugins: are imported after the CLI loaded $MUTRANSFER_TABLES; the file must still win
+    from orchestrator.plugins import import_plugins
+    from trainers import register_table
+
+    cfg = TrainerConfig(algorithm="bp", optimizer="adam", parametrization="mup")
+    shipped = resolve_table(cfg)
+    doc = table_to_dict("bp", ("mup", "adam"), resolve_table(cfg.replace(parametrization="sp")))
+    doc["name"] = "from the file"
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "late_plugin_h6.py").write_text(
+        "from trainers import register_table, resolve_table, TrainerConfig\n"
+        "register_table('bp', ('mup', 'adam'), resolve_table(TrainerConfig(optimizer='adam')))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MUTRANSFER_TABLES", str(tmp_path / "t.yaml"))
+    try:
+        import_plugins(["late_plugin_h6"], "plugins")
+        assert resolve_table(cfg).name == "from the file"
+    finally:
+        register_table("bp", ("mup", "adam"), shipped)
