@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "orchestrator.cmd_ui",
     "orchestrator.cmd_verify",
     "orchestrator.cmd_theory",
+    "orchestrator.cmd_derive",
 ]
 
 

@@ -43,3 +43,10 @@ from ._geometry import pc_geometry  # noqa: E402
 from ._pc_interp import pc_interpolation  # noqa: E402
 
 __all__ += ["pc_geometry", "pc_interpolation"]
+
+from ._derive import DESIDERATA, Derivation, Desiderata, derive, measure, register_desiderata  # noqa: E402
+from . import _derive_rules  # noqa: E402,F401  (the built-in algorithms' desiderata)
+from ._table_file import TableFileError, load_table_file, table_to_dict, write_table_file  # noqa: E402
+
+__all__ += ["DESIDERATA", "Derivation", "Desiderata", "TableFileError", "derive", "load_table_file", "measure",
+            "register_desiderata", "table_to_dict", "write_table_file"]
