@@ -97,6 +97,8 @@ def _run(args: argparse.Namespace) -> int:
     print(_show_table(d.table))
     if d.unpinned:
         print(f"  not pinned by any measured slope (kept from the start): {', '.join(d.unpinned)}")
+    print("  bias learning rates are not derived (measured with bias: false): the table sets no bias_lr, so its "
+          "biases follow the input row; add bias_lr to the file before a run with bias: true (docs/EXTENDING.md)")
     print("remaining slopes (log2 RMS against log2 width; 0 is width-independent):")
     for k, v in d.final.slopes.items():
         print(f"  {k:<32} {v:+.3f}")

@@ -330,7 +330,11 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
             continue
         say("  no snapped least-squares step lowers the slopes: stopping")
         break
-    return Derivation(table_with(start, unknowns, theta, name), unknowns, current, history, unpinned,
+    # Biases are not measured (bias: false), so the derived table sets no bias rows: its biases follow
+    # the input row (LayerRule.bias_lr = None) until a bias_lr is written into the table by hand.
+    derived = table_with(start, unknowns, theta, name)
+    derived = Table(derived.name, *(replace(derived.rule(r), bias_lr=None) for r in ROLES), derived.extras)
+    return Derivation(derived, unknowns, current, history, unpinned,
                       n_eval + pre_evals, cpu + pre_cpu, tolerance)
 
 

@@ -7,7 +7,7 @@ A file holds one table and the registry key it replaces or adds::
     name: pc/derived/sgd
     input:  {init_var: 0.0, multiplier: 0.0, lr: 0.0}
     hidden: {init_var: 0.0, multiplier: 0.0, lr: -1.0}
-    output: {init_var: -1.0, multiplier: 0.0, lr: -2.0}
+    output: {init_var: -1.0, multiplier: 0.0, lr: -2.0, bias_lr: -1.0}   # bias_lr optional
     extras: {gamma_hidden: 0.0, gamma_output: 1.0, inference_lr: 0.0}
 
 :func:`load_table_file` registers it with ``register_table``, so ``coord-check``, ``train``,
@@ -27,6 +27,7 @@ from ._config import TrainerConfig
 from ._param import ROLES, LayerRule, Table, register_table
 
 RULE_FIELDS = ("init_var", "multiplier", "lr")
+OPTIONAL_FIELDS = ("bias_lr",)  # absent: the bias follows the input row (LayerRule.bias_lr = None)
 
 
 class TableFileError(ValueError):
@@ -44,6 +45,7 @@ def table_to_dict(algorithm: str, key: tuple, table: Table) -> dict:
     for role in ROLES:
         rule = table.rule(role)
         doc[role] = {f: float(getattr(rule, f)) + 0.0 for f in RULE_FIELDS}
+        doc[role].update({f: float(getattr(rule, f)) + 0.0 for f in OPTIONAL_FIELDS if getattr(rule, f) is not None})
     doc["extras"] = {k: float(v) + 0.0 for k, v in table.extras.items()}
     return doc
 
@@ -89,9 +91,12 @@ def parse_table(doc, where: str) -> tuple[str, tuple, Table]:
     rows = {}
     for role in ROLES:
         row = doc[role]
-        if not isinstance(row, dict) or set(row) - set(RULE_FIELDS):
-            raise TableFileError(f"{where}: {role}={row!r} must map {', '.join(RULE_FIELDS)} to numbers")
-        rows[role] = LayerRule(**{f: _number(f"{where}: {role}.{f}", row.get(f, 0.0)) for f in RULE_FIELDS})
+        if not isinstance(row, dict) or set(row) - set(RULE_FIELDS) - set(OPTIONAL_FIELDS):
+            raise TableFileError(f"{where}: {role}={row!r} must map {', '.join(RULE_FIELDS + OPTIONAL_FIELDS)} "
+                                 "to numbers")
+        fields = {f: _number(f"{where}: {role}.{f}", row.get(f, 0.0)) for f in RULE_FIELDS}
+        fields.update({f: _number(f"{where}: {role}.{f}", row[f]) for f in OPTIONAL_FIELDS if f in row})
+        rows[role] = LayerRule(**fields)
     extras = doc.get("extras") or {}
     if not isinstance(extras, dict):
         raise TableFileError(f"{where}: extras={extras!r} must be a mapping")

@@ -40,7 +40,11 @@ def test_derive_from_mup_confirms_it_and_writes_a_loadable_table(tmp_path, capsy
     assert doc["algorithm"] == "bp" and doc["key"] == ["mup", "sgd"]
     algorithm, key, table = parse_table(doc, str(out))
     mup = _mup()
-    assert [table.rule(r) for r in ("input", "hidden", "output")] == [mup.rule(r) for r in ("input", "hidden", "output")]
+    weights = lambda t, r: (t.rule(r).init_var, t.rule(r).multiplier, t.rule(r).lr)  # noqa: E731
+    assert [weights(table, r) for r in ("input", "hidden", "output")] == [weights(mup, r) for r in ("input", "hidden", "output")]
+    # biases are not measured: the derived table says nothing about them rather than copying the start's
+    assert all(table.rule(r).bias_lr is None for r in ("input", "hidden", "output")) and "bias_lr" not in out.read_text()
+    assert "bias learning rates are not derived" in text
 
 
 def test_table_file_round_trip_registers_under_its_key(tmp_path, monkeypatch):
@@ -57,6 +61,7 @@ def test_table_file_round_trip_registers_under_its_key(tmp_path, monkeypatch):
         algorithm, got_key, table = load_table_file(p)
         assert (algorithm, got_key) == ("pc", key) and resolve_table(cfg) is table
         assert table.extra("gamma_output") == 1.0 and table.output.lr == -2.0
+        assert [table.rule(r).bias_lr for r in ("input", "hidden", "output")] == [0.0, 0.0, -1.0]  # bias rows kept
     finally:
         register_table("pc", key, before)
     assert shipped.name == "pc/mup/sgd/gbar=0"
