@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-fast bench data install clean ui-check
+.PHONY: demo test test-fast lint format bench data install clean ui-check
 
 install: $(STAMP)
 
@@ -33,7 +33,16 @@ data: $(STAMP)
 demo: data
 	$(VENV)/bin/mutransfer demo
 
-test: data
+# ruff (configured in pyproject.toml) first: a lint or format finding fails the run.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: data lint
 	$(PY) -m pytest -o addopts='--import-mode=importlib' -m 'not gpu or gpu' -q -rsx
 
 # The MLflow UI in headless Chromium (Debian's `chromium`; no Python browser package): a small sweep,

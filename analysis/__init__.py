@@ -9,6 +9,21 @@ from .plots import plot_learning_curves, plot_loss_vs_lr, plot_lr_star_vs_width 
 from .report import summary_json, summary_table, verdict_table, write_report  # noqa: E402
 from .transfer import TransferResult, analyze, optimum, verdict  # noqa: E402
 
-__all__ += ["LogError", "SweepLogs", "load_sweep", "read_mlflow", "planted_trials", "plot_learning_curves",
-            "plot_loss_vs_lr", "plot_lr_star_vs_width", "summary_json", "summary_table",
-            "verdict_table", "write_report", "TransferResult", "analyze", "optimum", "verdict"]
+__all__ += [
+    "LogError",
+    "SweepLogs",
+    "load_sweep",
+    "read_mlflow",
+    "planted_trials",
+    "plot_learning_curves",
+    "plot_loss_vs_lr",
+    "plot_lr_star_vs_width",
+    "summary_json",
+    "summary_table",
+    "verdict_table",
+    "write_report",
+    "TransferResult",
+    "analyze",
+    "optimum",
+    "verdict",
+]

@@ -61,8 +61,14 @@ def plot_coord_grid(table: pd.DataFrame, slopes: pd.DataFrame, path: str | Path,
     layers = sorted(table.layer.unique(), key=lambda s: int(s.rsplit(".", 1)[-1]))
     colors = {layer: plt.cm.viridis(i / max(1, len(layers) - 1) * 0.85) for i, layer in enumerate(layers)}
     ncols = len(pars) * len(steps)
-    fig, axes = plt.subplots(len(algorithms), ncols, figsize=(2.6 * ncols + 0.6, 2.6 * len(algorithms) + 1.0),
-                             squeeze=False, sharey="row", layout="constrained")
+    fig, axes = plt.subplots(
+        len(algorithms),
+        ncols,
+        figsize=(2.6 * ncols + 0.6, 2.6 * len(algorithms) + 1.0),
+        squeeze=False,
+        sharey="row",
+        layout="constrained",
+    )
     mean = table.groupby(["algorithm", "parametrization", "layer", "step", "width"])["delta_rms"].mean().reset_index()
     for r, alg in enumerate(algorithms):
         for p_i, par in enumerate(pars):
@@ -71,13 +77,15 @@ def plot_coord_grid(table: pd.DataFrame, slopes: pd.DataFrame, path: str | Path,
                 sel = mean[(mean.algorithm == alg) & (mean.parametrization == par) & (mean.step == step)]
                 for layer in layers:
                     grp = sel[sel.layer == layer]
-                    ax.plot(grp.width, grp.delta_rms.clip(lower=1e-30), marker="o", ms=3, color=colors[layer],
-                            label=layer)
+                    ax.plot(
+                        grp.width, grp.delta_rms.clip(lower=1e-30), marker="o", ms=3, color=colors[layer], label=layer
+                    )
                 ax.set_xscale("log", base=2)
                 ax.set_yscale("log", base=2)
                 sl = slopes[(slopes.algorithm == alg) & (slopes.parametrization == par) & (slopes.step == step)]
-                ax.set_title(f"{alg.upper()} {PAR_TITLES.get(par, par)}, step {step}\n{_slope_text(sl, layers)}",
-                             fontsize=8)
+                ax.set_title(
+                    f"{alg.upper()} {PAR_TITLES.get(par, par)}, step {step}\n{_slope_text(sl, layers)}", fontsize=8
+                )
                 ax.tick_params(labelsize=7)
                 if r == len(algorithms) - 1:
                     ax.set_xlabel("width", fontsize=8)

@@ -1,10 +1,10 @@
 """The optimum of one loss curve L(x), x = log2 η: a quadratic fit around the best grid point.
 
-    x̂ = −b / (2a) of the least-squares parabola a x² + b x + c through the best grid point and
-    its two neighbours on each side when those five span at most an octave (else, or when a
-    second neighbour is missing or diverged, one on each side;
-    the grid point itself when a first neighbour is missing or diverged, or the parabola is not
-    convex), kept between the best point's neighbours; diverged points are L = +inf.
+x̂ = −b / (2a) of the least-squares parabola a x² + b x + c through the best grid point and
+its two neighbours on each side when those five span at most an octave (else, or when a
+second neighbour is missing or diverged, one on each side;
+the grid point itself when a first neighbour is missing or diverged, or the parabola is not
+convex), kept between the best point's neighbours; diverged points are L = +inf.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 
 # Five points are fitted only when they span at most one octave (sub-octave refinement): over a wider
 # span the loss is not a parabola (a cliff two octaves away would drag the fit).

@@ -17,9 +17,24 @@ import pandas as pd
 
 from .io import ParquetError
 from .parts import has_table, read_history, read_trials
-from .schema import (DEFAULT_OBJECTIVE, DEFAULT_VERIFY, FINAL_METRICS, MODES,  # noqa: F401 (re-exported)
-                     RESULT_COLUMNS, ROLE_TRIAL, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, STRING_COLUMNS,
-                     TAG_ROLE, TAG_STATUS, TAG_SWEEP, TAG_TRIAL, final, tracking_uri)
+from .schema import (  # noqa: F401 (re-exported)
+    DEFAULT_OBJECTIVE,
+    DEFAULT_VERIFY,
+    FINAL_METRICS,
+    MODES,
+    RESULT_COLUMNS,
+    ROLE_TRIAL,
+    STATUS_DIVERGED,
+    STATUS_FAILED,
+    STATUS_OK,
+    STRING_COLUMNS,
+    TAG_ROLE,
+    TAG_STATUS,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    final,
+    tracking_uri,
+)
 from .schema import EPOCH_METRICS as HISTORY_METRICS
 
 _MLFLOW_INF = 1.7976931348623157e308  # MLflow stores ±inf as ±(largest float)
@@ -144,25 +159,32 @@ def load_sweep(results_dir: str | Path) -> SweepLogs:
     if not found:
         inside = sorted(p.name for p in results_dir.iterdir() if p.is_dir() and has_table(p / "trials.parquet"))
         if inside:
-            raise LogError(f"{results_dir}: no trials.parquet here; it holds the sweeps {', '.join(inside)}: "
-                           f"pass {results_dir / inside[0]}")
+            raise LogError(
+                f"{results_dir}: no trials.parquet here; it holds the sweeps {', '.join(inside)}: "
+                f"pass {results_dir / inside[0]}"
+            )
     if found:
         try:
             trials = read_trials(results_dir)
             history = read_history(results_dir)
         except ParquetError as exc:
-            raise LogError(f"{exc}; move trials.parquet, history.parquet, trials/ and history/ aside and rerun the "
-                           "sweep (same config and --results): it rebuilds them from Tune's storage where it can"
-                           ) from None
+            raise LogError(
+                f"{exc}; move trials.parquet, history.parquet, trials/ and history/ aside and rerun the "
+                "sweep (same config and --results): it rebuilds them from Tune's storage where it can"
+            ) from None
         source = "parquet"
     else:
         if uri is None:
-            raise LogError(f"{results_dir}: no trials.parquet and no MLflow store (mlflow.db or tracking.uri): "
-                           "not a sweep's results directory")
+            raise LogError(
+                f"{results_dir}: no trials.parquet and no MLflow store (mlflow.db or tracking.uri): "
+                "not a sweep's results directory"
+            )
         trials, history = read_mlflow(uri, experiment, sweep=name)
         if trials.empty:
-            raise LogError(f"{results_dir}: no trials.parquet, and MLflow store {uri} has no trial runs "
-                           f"in experiment {experiment!r}")
+            raise LogError(
+                f"{results_dir}: no trials.parquet, and MLflow store {uri} has no trial runs "
+                f"in experiment {experiment!r}"
+            )
         source = f"mlflow:{uri}"
         notes += trials.attrs.get("notes", [])
         notes.append(f"read from MLflow ({uri}, experiment {experiment!r}): {trials_path} not found")
@@ -171,8 +193,17 @@ def load_sweep(results_dir: str | Path) -> SweepLogs:
     missing = [c for c in ("trial_id", "width", "lr", "status") if c not in trials.columns]
     if missing:
         raise LogError(f"{trials_path}: missing column(s) {', '.join(missing)}")
-    return SweepLogs(name=name, trials=trials, history=history, source=source, objective=objective,
-                     verify=verify, tracking_uri=uri, experiment=experiment, notes=notes)
+    return SweepLogs(
+        name=name,
+        trials=trials,
+        history=history,
+        source=source,
+        objective=objective,
+        verify=verify,
+        tracking_uri=uri,
+        experiment=experiment,
+        notes=notes,
+    )
 
 
 # ---- MLflow ------------------------------------------------------------------------
@@ -198,12 +229,13 @@ def _strip_prefix(key: str) -> str:
     """``trainer.width`` -> ``width``: params logged with their config section still map to columns."""
     for p in PARAM_PREFIXES:
         if key.startswith(p):
-            return key[len(p):]
+            return key[len(p) :]
     return key
 
 
-def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bool = True
-                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_mlflow(
+    uri: str, experiment: str, sweep: str | None = None, history: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Trials (and per-epoch history) of a sweep from its MLflow trial runs.
 
     Trial runs carry tag ``mutransfer.role = trial``; params are the trials.parquet config
@@ -233,8 +265,11 @@ def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bo
         row = _trial_row(run, fallbacks)
         rows.append(row)
         if history:
-            hist_rows.extend(_run_history(client, run.info.run_id, row["trial_id"], row["status"] == STATUS_DIVERGED,
-                                          row["epochs_done"]))
+            hist_rows.extend(
+                _run_history(
+                    client, run.info.run_id, row["trial_id"], row["status"] == STATUS_DIVERGED, row["epochs_done"]
+                )
+            )
     if not rows:
         return pd.DataFrame(), pd.DataFrame()
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -245,8 +280,9 @@ def read_mlflow(uri: str, experiment: str, sweep: str | None = None, history: bo
         trials[col] = _parse_column(list(trials[col]))
     trials["epochs_done"] = trials["epochs_done"].astype(float)
     if fallbacks:
-        trials.attrs["notes"] = [f"MLflow runs lack {', '.join(sorted(fallbacks))}: used each run's last "
-                                 "per-epoch value instead"]
+        trials.attrs["notes"] = [
+            f"MLflow runs lack {', '.join(sorted(fallbacks))}: used each run's last per-epoch value instead"
+        ]
     hist = pd.DataFrame(hist_rows, columns=["trial_id", "epoch", *HISTORY_METRICS])
     if not hist.empty:
         hist = hist.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
@@ -267,8 +303,7 @@ def _search_all(client, experiment_id: str, filter_string: str) -> list:
 def _trial_row(run, fallbacks: set[str]) -> dict:
     """One trials.parquet row from an MLflow trial run; final metrics it lacks are added to ``fallbacks``."""
     tags, metrics = run.data.tags, run.data.metrics
-    status = tags.get(TAG_STATUS) or tags.get("status") or (
-        STATUS_FAILED if run.info.status == "FAILED" else STATUS_OK)
+    status = tags.get(TAG_STATUS) or tags.get("status") or (STATUS_FAILED if run.info.status == "FAILED" else STATUS_OK)
     row: dict = {_strip_prefix(k): v for k, v in run.data.params.items() if k != "log2_lr"}  # log2_lr: derived
     row["trial_id"] = tags.get(TAG_TRIAL, run.info.run_name)
     row.setdefault("sweep", tags.get(TAG_SWEEP))  # a tag since tracking format 2

@@ -24,9 +24,9 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -103,14 +103,25 @@ class _Moved(Exception):
     """The base was replaced or a part deleted while it was read: read again."""
 
 
-def read_table(base: str | Path, key: str = "trial_id", order: Sequence[str] = (), first: Sequence[str] = (),
-               marker: str | None = None) -> pd.DataFrame:
+def read_table(
+    base: str | Path,
+    key: str = "trial_id",
+    order: Sequence[str] = (),
+    first: Sequence[str] = (),
+    marker: str | None = None,
+) -> pd.DataFrame:
     """The table ``base`` with its parts (:func:`read_snapshot`); empty when neither exists."""
     return read_snapshot(base, key, order, first, marker).frame
 
 
-def read_snapshot(base: str | Path, key: str = "trial_id", order: Sequence[str] = (), first: Sequence[str] = (),
-                  marker: str | None = None, attempts: int = 20) -> Snapshot:
+def read_snapshot(
+    base: str | Path,
+    key: str = "trial_id",
+    order: Sequence[str] = (),
+    first: Sequence[str] = (),
+    marker: str | None = None,
+    attempts: int = 20,
+) -> Snapshot:
     """Read the base and its live parts as one table, each ``key``'s rows from the newest source holding it.
 
     Args:
@@ -166,11 +177,13 @@ def _read_parts(paths: list[Path]) -> pa.Table:
             except (pa.ArrowException, ValueError) as exc:
                 if not Path(frag.path).exists():
                     raise _Moved from None
-                raise ParquetError(f"{frag.path}: not a readable Parquet table, corrupt or truncated "
-                                   f"({_first(exc)})") from None
+                raise ParquetError(
+                    f"{frag.path}: not a readable Parquet table, corrupt or truncated ({_first(exc)})"
+                ) from None
         schema = pa.unify_schemas(schemas, promote_options="permissive")
         table = ds.dataset([str(p) for p in paths], format="parquet", schema=schema).to_table(
-            columns=[*schema.names, "__filename"])
+            columns=[*schema.names, "__filename"]
+        )
     except (FileNotFoundError, pa.ArrowException, OSError) as exc:
         if not all(p.exists() for p in paths):
             raise _Moved from None  # a compaction deleted parts: their rows are in the new base
@@ -205,8 +218,13 @@ def _read_once(base: Path, key: str, order: list[str], first: list[str], marker:
     return Snapshot(t.select(names).to_pandas(), mark, max(mark, part_seq(live[-1])))
 
 
-def compact(base: str | Path, key: str = "trial_id", order: Sequence[str] = (), first: Sequence[str] = (),
-            marker: str | None = None) -> int:
+def compact(
+    base: str | Path,
+    key: str = "trial_id",
+    order: Sequence[str] = (),
+    first: Sequence[str] = (),
+    marker: str | None = None,
+) -> int:
     """Fold the parts of ``base`` into a new base (atomic, marked with the highest seq it holds), then
     delete them. Crash-safe at every step: readers ignore parts at or below the new base's mark.
 
@@ -252,8 +270,9 @@ def read_history(sweep_dir: str | Path) -> pd.DataFrame:
 def compact_sweep(sweep_dir: str | Path) -> int:
     """Fold a sweep's part files into ``history.parquet``, then ``trials.parquet``; the part files removed."""
     sweep_dir = Path(sweep_dir)
-    return (compact(sweep_dir / HISTORY, "trial_id", HISTORY_ORDER, HISTORY_COLUMNS, marker="epoch")
-            + compact(sweep_dir / TRIALS, "trial_id", (), TRIAL_COLUMNS))
+    return compact(sweep_dir / HISTORY, "trial_id", HISTORY_ORDER, HISTORY_COLUMNS, marker="epoch") + compact(
+        sweep_dir / TRIALS, "trial_id", (), TRIAL_COLUMNS
+    )
 
 
 def _first(exc: BaseException) -> str:

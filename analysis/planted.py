@@ -15,12 +15,27 @@ import numpy as np
 import pandas as pd
 
 
-def planted_trials(k: float, *, name: str = "planted", algorithm: str = "bp", parametrization: str = "mup",
-                   inference_steps: int = 20, widths=(64, 128, 256, 512, 1024), base_width: int = 64,
-                   log2_lrs=tuple(range(-10, 3)), seeds=(0, 1, 2), log2_lr0: float = -3.3, curvature: float = 0.08,
-                   noise: float = 0.01, margin: float = 2.5, a0: float = 0.5, a_inf: float = 0.3,
-                   epochs: int = 3, extra: dict | None = None, rng_seed: int = 0
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def planted_trials(
+    k: float,
+    *,
+    name: str = "planted",
+    algorithm: str = "bp",
+    parametrization: str = "mup",
+    inference_steps: int = 20,
+    widths=(64, 128, 256, 512, 1024),
+    base_width: int = 64,
+    log2_lrs=tuple(range(-10, 3)),
+    seeds=(0, 1, 2),
+    log2_lr0: float = -3.3,
+    curvature: float = 0.08,
+    noise: float = 0.01,
+    margin: float = 2.5,
+    a0: float = 0.5,
+    a_inf: float = 0.3,
+    epochs: int = 3,
+    extra: dict | None = None,
+    rng_seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Trials and history of one planted group, in the trials/history.parquet columns.
 
     Args:
@@ -49,21 +64,48 @@ def planted_trials(k: float, *, name: str = "planted", algorithm: str = "bp", pa
         a = a_inf + (a0 - a_inf) * (base_width / w) ** 0.5
         for x in log2_lrs:
             for s in seeds:
-                cfg = {"sweep": name, "algorithm": algorithm, "parametrization": parametrization,
-                       "optimizer": "sgd", "dataset": "fmnist", "model": "mlp", "width": int(w),
-                       "base_width": int(base_width), "depth": 3, "lr": float(2.0 ** x),
-                       "inference_steps": int(inference_steps), "seed": int(s), **(extra or {})}
+                cfg = {
+                    "sweep": name,
+                    "algorithm": algorithm,
+                    "parametrization": parametrization,
+                    "optimizer": "sgd",
+                    "dataset": "fmnist",
+                    "model": "mlp",
+                    "width": int(w),
+                    "base_width": int(base_width),
+                    "depth": 3,
+                    "lr": float(2.0**x),
+                    "inference_steps": int(inference_steps),
+                    "seed": int(s),
+                    **(extra or {}),
+                }
                 tid = hashlib.sha1(repr(sorted(cfg.items())).encode()).hexdigest()[:12]
                 diverged = x > x_star + margin
                 loss = a + curvature * (x - x_star) ** 2 + noise * rng.standard_normal()
                 final = np.inf if diverged else float(loss)
-                rows.append({"trial_id": tid, **cfg, "status": "diverged" if diverged else "ok",
-                             "final_train_loss": final, "final_test_loss": final * 1.1,
-                             "final_test_acc": np.nan if diverged else float(np.clip(1 - loss, 0, 1)),
-                             "epochs_done": 1 if diverged else epochs, "wall_s": 1.0, "node": "planted"})
+                rows.append(
+                    {
+                        "trial_id": tid,
+                        **cfg,
+                        "status": "diverged" if diverged else "ok",
+                        "final_train_loss": final,
+                        "final_test_loss": final * 1.1,
+                        "final_test_acc": np.nan if diverged else float(np.clip(1 - loss, 0, 1)),
+                        "epochs_done": 1 if diverged else epochs,
+                        "wall_s": 1.0,
+                        "node": "planted",
+                    }
+                )
                 for e in range(1, (1 if diverged else epochs) + 1):
                     tl = np.inf if diverged else float(loss * (1 + 1.0 / e - 1.0 / epochs))
-                    hist.append({"trial_id": tid, "epoch": e, "train_loss": tl, "test_loss": tl * 1.1,
-                                 "test_acc": np.nan if diverged else float(np.clip(1 - tl, 0, 1)),
-                                 "wall_s": float(e)})
+                    hist.append(
+                        {
+                            "trial_id": tid,
+                            "epoch": e,
+                            "train_loss": tl,
+                            "test_loss": tl * 1.1,
+                            "test_acc": np.nan if diverged else float(np.clip(1 - tl, 0, 1)),
+                            "wall_s": float(e),
+                        }
+                    )
     return pd.DataFrame(rows), pd.DataFrame(hist)

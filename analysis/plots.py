@@ -31,8 +31,10 @@ def _layout(result: TransferResult) -> tuple[list[str], list[tuple], list[str]]:
     """(row keys, row values, parametrizations) of the panel grid."""
     row_keys = [k for k in result.keys if k != "parametrization"]
     rows = sorted({tuple(r) for r in result.groups[row_keys].astype(str).itertuples(index=False)}, key=_natural)
-    pars = sorted(result.groups.parametrization.astype(str).unique(),
-                  key=lambda p: (PAR_ORDER.index(p) if p in PAR_ORDER else len(PAR_ORDER), p))
+    pars = sorted(
+        result.groups.parametrization.astype(str).unique(),
+        key=lambda p: (PAR_ORDER.index(p) if p in PAR_ORDER else len(PAR_ORDER), p),
+    )
     return row_keys, rows, pars
 
 
@@ -94,8 +96,9 @@ def _grid(result: TransferResult):
     """
     cells, nrows, ncols, row_keys = _facets(result)
     panel_w, panel_h = (4.6, 3.4) if ncols <= 2 else (3.6, 2.9)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_w * ncols, panel_h * nrows), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel_w * ncols, panel_h * nrows), squeeze=False, layout="constrained"
+    )
     for (i, j), ax in np.ndenumerate(axes):
         if (i, j) not in cells:
             ax.set_visible(False)
@@ -103,8 +106,16 @@ def _grid(result: TransferResult):
 
 
 # Keys that only some algorithms read: a BP or TP panel is not labelled with PC's inference steps.
-ONLY_FOR = {"inference_steps": ("pc",), "inference_lr": ("pc",), "gamma_bar_L": ("pc",), "pc_init": ("pc",),
-            "sequential_inference": ("pc",), "feedback_lr": ("tp",), "target_step": ("tp",), "feedback": ("tp",)}
+ONLY_FOR = {
+    "inference_steps": ("pc",),
+    "inference_lr": ("pc",),
+    "gamma_bar_L": ("pc",),
+    "pc_init": ("pc",),
+    "sequential_inference": ("pc",),
+    "feedback_lr": ("tp",),
+    "target_step": ("tp",),
+    "feedback": ("tp",),
+}
 
 
 # Short names in panel titles and legends.
@@ -117,8 +128,11 @@ def _kv(key: str, value) -> str:
 
 def _title(row_keys, row, par) -> str:
     algo = dict(zip(row_keys, row)).get("algorithm")
-    parts = [f"{v}" if k == "algorithm" else _kv(k, v) for k, v in zip(row_keys, row)
-             if k == "algorithm" or algo is None or algo in ONLY_FOR.get(k, (algo,))]
+    parts = [
+        f"{v}" if k == "algorithm" else _kv(k, v)
+        for k, v in zip(row_keys, row)
+        if k == "algorithm" or algo is None or algo in ONLY_FOR.get(k, (algo,))
+    ]
     head, keys = f"{parts[0].upper() if parts else ''} {PAR_LABEL.get(par, par)}", " ".join(parts[1:])
     return f"{head}  {keys}".rstrip() if len(head) + len(keys) <= 24 else f"{head}\n{keys}"
 
@@ -142,8 +156,9 @@ def _save(fig, path: str | Path, dpi: int = 110, formats: tuple[str, ...] = ("pn
 _NO_DATE = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
 
-def plot_loss_vs_lr(result: TransferResult, path: str | Path, dpi: int = DPI, formats: tuple[str, ...] = FORMATS
-                    ) -> Path:
+def plot_loss_vs_lr(
+    result: TransferResult, path: str | Path, dpi: int = DPI, formats: tuple[str, ...] = FORMATS
+) -> Path:
     """Mean loss over seeds against learning rate, one curve per width, η* marked (★).
 
     The line joins the learning rates every seed measured; the sub-octave points that only some
@@ -180,25 +195,38 @@ def plot_loss_vs_lr(result: TransferResult, path: str | Path, dpi: int = DPI, fo
             part = c[np.isfinite(c.loss) & ~c.index.isin(full.index)]  # refined: some seeds only
             ax.plot(part.lr, sign * part.loss, ".", ms=3, color=colors[w], alpha=0.5)
             div = c[~np.isfinite(c.loss)]  # one row of × per width along the top edge
-            marks, = ax.plot(div.lr, np.full(len(div), hi + pad * (1 + 0.5 * n)), "x", color=colors[w], ms=5,
-                             clip_on=False)
+            (marks,) = ax.plot(
+                div.lr, np.full(len(div), hi + pad * (1 + 0.5 * n)), "x", color=colors[w], ms=5, clip_on=False
+            )
             marks.set_in_layout(False)
             p = pw[pw.width == w]
             if len(p) and np.isfinite(p.lr_star.iloc[0]):
                 limited = bool(p.edge_limited.iloc[0]) if "edge_limited" in p else False
-                ax.plot(p.lr_star, sign * p.best_loss, "*", color=colors[w], ms=11,
-                        mec="red" if limited else "k", mew=1.2 if limited else 0.5)
+                ax.plot(
+                    p.lr_star,
+                    sign * p.best_loss,
+                    "*",
+                    color=colors[w],
+                    ms=11,
+                    mec="red" if limited else "k",
+                    mew=1.2 if limited else 0.5,
+                )
         ax.set_xscale("log", base=2)
         ax.set_ylim(lo - pad, hi + pad * (1.5 + 0.5 * cur.width.nunique()))
         ax.set_xlabel("learning rate η")
         ax.set_ylabel(result.metric)
         ax.set_title(_title(row_keys, row, par), fontsize=10)
-    handles, labels = next(((h, lab) for h, lab in (a.get_legend_handles_labels() for a in axes.flat) if h),
-                           ([], []))
+    handles, labels = next(((h, lab) for h, lab in (a.get_legend_handles_labels() for a in axes.flat) if h), ([], []))
     if handles:
-        fig.legend(handles, labels, title="width (× diverged, ★ η*, red ★: edge-limited, dots: some seeds only, "
-                                          "band: range over seeds)",
-                   loc="outside lower center", ncol=len(handles), fontsize=8, title_fontsize=8)
+        fig.legend(
+            handles,
+            labels,
+            title="width (× diverged, ★ η*, red ★: edge-limited, dots: some seeds only, band: range over seeds)",
+            loc="outside lower center",
+            ncol=len(handles),
+            fontsize=8,
+            title_fontsize=8,
+        )
     return _save(fig, path, dpi, formats)
 
 
@@ -225,8 +253,9 @@ def _panels(result: TransferResult) -> tuple[list[str], list[tuple]]:
     return keys, sorted({tuple(r) for r in g[keys].itertuples(index=False)}, key=_natural)
 
 
-def plot_lr_star_vs_width(result: TransferResult, path: str | Path, dpi: int = DPI,
-                          formats: tuple[str, ...] = FORMATS) -> Path:
+def plot_lr_star_vs_width(
+    result: TransferResult, path: str | Path, dpi: int = DPI, formats: tuple[str, ...] = FORMATS
+) -> Path:
     """η* against width on log2 axes, one line per group (its seed-bootstrap interval as a band where
     there are seeds), the stability edge η_max dotted in the same colour, edge-limited η* ringed in
     red, k = 0 and k = −1 guides through the base width's η*.
@@ -238,7 +267,7 @@ def plot_lr_star_vs_width(result: TransferResult, path: str | Path, dpi: int = D
     ncols = 2 if len(panels) == 4 else min(3, len(panels))
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.6 * nrows), squeeze=False, layout="constrained")
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     g_all = result.groups.astype({k: str for k in result.keys})
     pw_all = result.per_width.astype({k: str for k in result.keys})
@@ -249,14 +278,26 @@ def plot_lr_star_vs_width(result: TransferResult, path: str | Path, dpi: int = D
         for i, g in result.groups[sel.to_numpy()].iterrows():
             mask = (pw_all[result.keys] == g_all.loc[i, result.keys]).all(axis=1).to_numpy()
             pw = result.per_width[mask].sort_values("width")
-            label = " ".join(PAR_LABEL.get(str(g[k]), str(g[k])) if k == "parametrization" else _kv(k, g[k])
-                             for k in line_keys)
-            line = ax.plot(pw.width, pw.lr_star, marker="o", ls="--" if str(g.get("parametrization")) == "sp" else "-",
-                           label=f"{label}: {_k_text(g)} ({g.verdict})")
+            label = " ".join(
+                PAR_LABEL.get(str(g[k]), str(g[k])) if k == "parametrization" else _kv(k, g[k]) for k in line_keys
+            )
+            line = ax.plot(
+                pw.width,
+                pw.lr_star,
+                marker="o",
+                ls="--" if str(g.get("parametrization")) == "sp" else "-",
+                label=f"{label}: {_k_text(g)} ({g.verdict})",
+            )
             if int(g.n_seeds) > 1:
                 band = np.isfinite(pw.lr_star_lo) & np.isfinite(pw.lr_star_hi)
-                ax.fill_between(pw.width[band], pw.lr_star_lo[band], pw.lr_star_hi[band], color=line[0].get_color(),
-                                alpha=0.15, lw=0)
+                ax.fill_between(
+                    pw.width[band],
+                    pw.lr_star_lo[band],
+                    pw.lr_star_hi[band],
+                    color=line[0].get_color(),
+                    alpha=0.15,
+                    lw=0,
+                )
             limited = pw[pw.edge_limited.astype(bool)] if "edge_limited" in pw else pw.iloc[:0]
             ax.plot(limited.width, limited.lr_star, "o", ms=11, mfc="none", mec="red", mew=1.2)
             if "lr_max" in pw and np.isfinite(pw.lr_max).any():
@@ -296,8 +337,14 @@ def _reference_slopes(ax, pw: pd.DataFrame) -> None:
     ax.plot(w, y0 * w0 / w, color="0.6", lw=0.8, ls="-.", zorder=0, label="k = −1")
 
 
-def plot_learning_curves(result: TransferResult, history: pd.DataFrame, path: str | Path,
-                         column: str = "train_loss", dpi: int = DPI, formats: tuple[str, ...] = FORMATS) -> Path | None:
+def plot_learning_curves(
+    result: TransferResult,
+    history: pd.DataFrame,
+    path: str | Path,
+    column: str = "train_loss",
+    dpi: int = DPI,
+    formats: tuple[str, ...] = FORMATS,
+) -> Path | None:
     """Learning curves at the base width's η* (nearest grid learning rate), one curve per width.
 
     Args:
@@ -330,14 +377,23 @@ def plot_learning_curves(result: TransferResult, history: pd.DataFrame, path: st
                 continue
             curve = h.groupby("epoch")[column].mean()
             diverged = " diverged" if not np.isfinite(curve).all() else ""
-            ax.plot(curve.index, curve.where(np.isfinite(curve)), marker="o", ms=3, color=colors[w],
-                    label=f"{w} (η={2 ** near:.3g}){diverged}")
+            ax.plot(
+                curve.index,
+                curve.where(np.isfinite(curve)),
+                marker="o",
+                ms=3,
+                color=colors[w],
+                label=f"{w} (η={2**near:.3g}){diverged}",
+            )
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlim(0.7, float(history.epoch.max()) + 0.3)  # whole epochs, also when one point is left
         ax.set_xlabel("epoch")
         ax.set_ylabel(column)
-        ax.set_title(_title(row_keys, row, par) + (" at base η*" if len(_title(row_keys, row, par)) < 16 else
-                                                   "\nat base η*"), fontsize=9)
-        ax.legend(title="width", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  frameon=False)
+        ax.set_title(
+            _title(row_keys, row, par) + (" at base η*" if len(_title(row_keys, row, par)) < 16 else "\nat base η*"),
+            fontsize=9,
+        )
+        ax.legend(
+            title="width", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
+        )
     return _save(fig, path, dpi, formats)

@@ -14,9 +14,28 @@ from pathlib import Path
 
 # ---- trials.parquet and history.parquet ----------------------------------------------
 # trials.parquet: these columns first, then one per other swept key, then extras.
-TRIAL_COLUMNS = ["trial_id", "sweep", "algorithm", "parametrization", "optimizer", "dataset", "model",
-                 "width", "base_width", "depth", "lr", "inference_steps", "seed", "status",
-                 "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done", "wall_s", "node"]
+TRIAL_COLUMNS = [
+    "trial_id",
+    "sweep",
+    "algorithm",
+    "parametrization",
+    "optimizer",
+    "dataset",
+    "model",
+    "width",
+    "base_width",
+    "depth",
+    "lr",
+    "inference_steps",
+    "seed",
+    "status",
+    "final_train_loss",
+    "final_test_loss",
+    "final_test_acc",
+    "epochs_done",
+    "wall_s",
+    "node",
+]
 # history.parquet: these columns first, then ``diverged``.
 HISTORY_COLUMNS = ["trial_id", "epoch", "train_loss", "test_loss", "test_acc", "wall_s"]
 
@@ -32,18 +51,47 @@ EPOCH_METRICS = ("train_loss", "test_loss", "test_acc")
 FINAL_METRICS = ("final_train_loss", "final_test_loss", "final_test_acc", "epochs_done", "wall_s")
 # Columns of trials.parquet that are results or where a trial ran, not configuration
 # (the MLflow params are the rest).
-RESULT_COLUMNS = ("status", "final_train_loss", "final_test_loss", "final_test_acc", "epochs_done",
-                  "wall_s", "node", "hostname", "error", "retries", "device_used", "started_at", "finished_at",
-                  "matmul_backend")
+RESULT_COLUMNS = (
+    "status",
+    "final_train_loss",
+    "final_test_loss",
+    "final_test_acc",
+    "epochs_done",
+    "wall_s",
+    "node",
+    "hostname",
+    "error",
+    "retries",
+    "device_used",
+    "started_at",
+    "finished_at",
+    "matmul_backend",
+)
 # Columns logged to MLflow as tags of the trial run, not params (mutransfer.trial_id, mutransfer.sweep).
 TAG_COLUMNS = ("trial_id", "sweep")
 # Configuration columns that stay strings even when every value looks like a number.
-STRING_COLUMNS = ("trial_id", "sweep", "algorithm", "parametrization", "optimizer", "dataset", "model",
-                  "activation", "dtype", "device", "loss", "pc_init")
+STRING_COLUMNS = (
+    "trial_id",
+    "sweep",
+    "algorithm",
+    "parametrization",
+    "optimizer",
+    "dataset",
+    "model",
+    "activation",
+    "dtype",
+    "device",
+    "loss",
+    "pc_init",
+)
 
 # ---- MLflow --------------------------------------------------------------------------
-TAG_SWEEP, TAG_ROLE, TAG_TRIAL, TAG_STATUS = ("mutransfer.sweep", "mutransfer.role", "mutransfer.trial_id",
-                                              "mutransfer.status")
+TAG_SWEEP, TAG_ROLE, TAG_TRIAL, TAG_STATUS = (
+    "mutransfer.sweep",
+    "mutransfer.role",
+    "mutransfer.trial_id",
+    "mutransfer.status",
+)
 ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
 # Runs logged in the current layout carry TAG_FORMAT = TRACKING_FORMAT; `mutransfer sync` re-logs older ones.
 TAG_FORMAT, TRACKING_FORMAT = "mutransfer.format", "2"
@@ -68,6 +116,7 @@ def tracking_uri(results_dir: str | Path, configured: str | None = None, existin
         if cand.exists():
             return f"sqlite:///{cand}"
     return None
+
 
 # ---- the objective -------------------------------------------------------------------
 MODES = ("min", "max")

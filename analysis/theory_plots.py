@@ -27,8 +27,9 @@ def _step_order(label: str) -> float:
     return float("inf") if label == "inf" else float(label)
 
 
-def plot_pc_geometry(table: pd.DataFrame, path: str | Path, layer: str = "all",
-                     references: tuple[str, ...] = ("cos_bp", "cos_gn")) -> Path:
+def plot_pc_geometry(
+    table: pd.DataFrame, path: str | Path, layer: str = "all", references: tuple[str, ...] = ("cos_bp", "cos_gn")
+) -> Path:
     """1 − cos(d_PC, reference) against width, log-log; one line per inference step count T.
 
     Rows: network (linear, tanh); columns: (γ̄_L, reference). ``table`` is
@@ -41,8 +42,9 @@ def plot_pc_geometry(table: pd.DataFrame, path: str | Path, layer: str = "all",
     nets = list(dict.fromkeys(t.network))
     gbars = sorted(t.gamma_bar_L.unique(), reverse=True)
     cols = [(g, r) for g in gbars for r in references]
-    fig, axes = plt.subplots(len(nets), len(cols), figsize=(3.6 * len(cols), 3.2 * len(nets)),
-                             squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        len(nets), len(cols), figsize=(3.6 * len(cols), 3.2 * len(nets)), squeeze=False, sharex=True
+    )
     mean = t.groupby(["network", "gamma_bar_L", "steps", "width"])[list(references)].mean().reset_index()
     steps = sorted(mean.steps.unique(), key=_step_order)
     colors = dict(zip(steps, plt.cm.viridis(np.linspace(0, 0.9, len(steps)))))
@@ -80,8 +82,13 @@ def plot_alignment(table: pd.DataFrame, fits: pd.DataFrame, path: str | Path) ->
     mean = table.groupby(["algorithm", "parametrization", "width"]).ratio.mean().reset_index()
     for (alg, par), grp in mean.groupby(["algorithm", "parametrization"]):
         om = fits[(fits.algorithm == alg) & (fits.parametrization == par)].omega.iloc[0]
-        ax.plot(grp.width, grp.ratio, marker="o", linestyle="-" if par == "mup" else "--",
-                label=f"{alg.upper()} {par} (ω_L = {om:.2f})")
+        ax.plot(
+            grp.width,
+            grp.ratio,
+            marker="o",
+            linestyle="-" if par == "mup" else "--",
+            label=f"{alg.upper()} {par} (ω_L = {om:.2f})",
+        )
     w = np.asarray(sorted(mean.width.unique()), float)
     r0 = float(mean.ratio.min())
     for p, style in ((0.5, ":"), (1.0, "-.")):
@@ -96,8 +103,12 @@ def plot_alignment(table: pd.DataFrame, fits: pd.DataFrame, path: str | Path) ->
     return _save(fig, path)
 
 
-INTERP_PANELS = (("cos_bp", "cos(PC, BP gradient)"), ("cos_gn", "cos(PC, activity GN)"),
-                 ("cos_gn_param", "cos(PC, parameter GN)"), ("fcos_pc", "cos(J·d_PC, residual)"))
+INTERP_PANELS = (
+    ("cos_bp", "cos(PC, BP gradient)"),
+    ("cos_gn", "cos(PC, activity GN)"),
+    ("cos_gn_param", "cos(PC, parameter GN)"),
+    ("fcos_pc", "cos(J·d_PC, residual)"),
+)
 
 
 def plot_pc_interpolation(table: pd.DataFrame, path: str | Path) -> Path:
@@ -111,8 +122,14 @@ def plot_pc_interpolation(table: pd.DataFrame, path: str | Path) -> Path:
     sizes = sorted(table.batch_size.unique())
     widths = sorted(table.width.unique())
     colors = dict(zip(widths, plt.cm.viridis(np.linspace(0, 0.85, len(widths)))))
-    fig, axes = plt.subplots(len(sizes), len(INTERP_PANELS), figsize=(3.5 * len(INTERP_PANELS), 2.9 * len(sizes) + 0.5),
-                             squeeze=False, sharex=True, layout="constrained")
+    fig, axes = plt.subplots(
+        len(sizes),
+        len(INTERP_PANELS),
+        figsize=(3.5 * len(INTERP_PANELS), 2.9 * len(sizes) + 0.5),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+    )
     for i, B in enumerate(sizes):
         for j, (col, label) in enumerate(INTERP_PANELS):
             ax = axes[i][j]

@@ -34,9 +34,38 @@ BASE_KEYS = ("algorithm", "parametrization", "inference_steps")
 AXES = ("width", "lr", "seed")
 NOT_KEYS = frozenset({"trial_id", "sweep", *AXES, *RESULT_COLUMNS})
 # two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom (1.96 beyond)
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-         2.052, 2.048, 2.045, 2.042)
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 @dataclass
@@ -85,13 +114,16 @@ def group_keys(trials: pd.DataFrame) -> tuple[list[str], list[str]]:
             continue
         if trials[col].astype(str).nunique() > 1:
             keys.append(col)
-            notes.append(f"{col} varies across trials ({', '.join(map(str, sorted(trials[col].astype(str).unique())))}): "
-                         "kept as a group key, not averaged")
+            notes.append(
+                f"{col} varies across trials ({', '.join(map(str, sorted(trials[col].astype(str).unique())))}): "
+                "kept as a group key, not averaged"
+            )
     return keys, notes
 
 
-def tidy(trials: pd.DataFrame, metric: str = DEFAULT_OBJECTIVE_METRIC, mode: str = DEFAULT_MODE
-         ) -> tuple[pd.DataFrame, list[str], list[str]]:
+def tidy(
+    trials: pd.DataFrame, metric: str = DEFAULT_OBJECTIVE_METRIC, mode: str = DEFAULT_MODE
+) -> tuple[pd.DataFrame, list[str], list[str]]:
     """One row per usable trial: group keys, width, lr, seed, status and ``loss`` (to minimise).
 
     ``loss`` is ``metric`` (mode ``min``) or ``−metric`` (mode ``max``); diverged trials, and
@@ -146,12 +178,12 @@ def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     if len(x) < 2 or np.ptp(x) == 0:
         return np.nan, np.nan
     xc = x - x.mean()
-    k = float((xc * (y - y.mean())).sum() / (xc ** 2).sum())
+    k = float((xc * (y - y.mean())).sum() / (xc**2).sum())
     dof = len(x) - 2
     if dof < 1:
         return k, np.nan
     resid = y - y.mean() - k * xc
-    se = float(np.sqrt((resid ** 2).sum() / dof / (xc ** 2).sum()))
+    se = float(np.sqrt((resid**2).sum() / dof / (xc**2).sum()))
     return k, se * (_T975[dof - 1] if dof <= len(_T975) else 1.96)
 
 
@@ -196,7 +228,7 @@ def _exponent(lw: np.ndarray, point: np.ndarray, reps: np.ndarray, n_seeds: int)
         ok = np.isfinite(reps).all(axis=1)
         if ok.sum() >= 10:
             xc = lw - lw.mean()
-            slopes = (reps[ok] - reps[ok].mean(axis=1, keepdims=True)) @ xc / (xc ** 2).sum()
+            slopes = (reps[ok] - reps[ok].mean(axis=1, keepdims=True)) @ xc / (xc**2).sum()
             lo, hi = np.percentile(slopes, [2.5, 97.5])
             return k, float(min(lo, k)), float(max(hi, k))
     return k, k - half, k + half
@@ -220,15 +252,22 @@ def _width_stats(gw: pd.DataFrame) -> dict:
     opts = {s: optimum(x, loss) for s, (x, loss) in curves.items()}
     edges = [stability_edge(x, loss) for x, loss in curves.values()]
     best = [float(loss[np.isfinite(loss)].min()) for _, loss in curves.values() if np.isfinite(loss).any()]
-    return {"curves": curves, "opts": opts, "x": np.array([o.x for o in opts.values()], float),
-            "stable": np.array([e[0] if np.isfinite(e[1]) else np.nan for e in edges], float),
-            "edge_known": all(np.isfinite(e[1]) for e in edges), "n_seeds": len(curves),
-            "best_loss": float(np.mean(best)) if best else np.inf, "n_diverged": int(gw.diverged.sum()),
-            "n_lr": int(gw.log2_lr.nunique())}
+    return {
+        "curves": curves,
+        "opts": opts,
+        "x": np.array([o.x for o in opts.values()], float),
+        "stable": np.array([e[0] if np.isfinite(e[1]) else np.nan for e in edges], float),
+        "edge_known": all(np.isfinite(e[1]) for e in edges),
+        "n_seeds": len(curves),
+        "best_loss": float(np.mean(best)) if best else np.inf,
+        "n_diverged": int(gw.diverged.sum()),
+        "n_lr": int(gw.log2_lr.nunique()),
+    }
 
 
-def _width_row(w: int, s: dict, x_base: float, is_base: bool, n_boot: int, rng: np.random.Generator
-               ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+def _width_row(
+    w: int, s: dict, x_base: float, is_base: bool, n_boot: int, rng: np.random.Generator
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """The per-width row, and the bootstrap replicates of log2 η*, log2 η_max and regret."""
     multi = s["n_seeds"] >= 2
     bx = _boot_means(s["x"], n_boot, rng)
@@ -240,22 +279,38 @@ def _width_row(w: int, s: dict, x_base: float, is_base: bool, n_boot: int, rng: 
     br = _boot_means(reg, n_boot, rng) if np.isfinite(regret) else np.full(n_boot, np.nan)
     lo, hi = _interval(bx) if multi and n_boot else (x, x)
     elo, ehi = _interval(be) if multi and n_boot and s["edge_known"] else (edge, edge)
-    rlo, rhi = _interval(br) if multi and n_boot and np.isfinite(regret) else (regret, regret) if multi else (
-        np.nan, np.nan)
+    rlo, rhi = (
+        _interval(br) if multi and n_boot and np.isfinite(regret) else (regret, regret) if multi else (np.nan, np.nan)
+    )
     opts = list(s["opts"].values())
     n_limited = sum(o.edge_limited for o in opts)
-    row = {"width": w, "lr_star": 2 ** x, "lr_star_lo": 2 ** lo, "lr_star_hi": 2 ** hi,
-           "best_loss": s["best_loss"], "regret": regret, "regret_lo": rlo, "regret_hi": rhi,
-           "lr_max": 2 ** edge, "lr_max_lo": 2 ** elo, "lr_max_hi": 2 ** ehi,
-           "edge_limited": bool(2 * n_limited > len(opts)), "n_edge_limited": int(n_limited),
-           "spacing": float(np.nanmax([o.spacing for o in opts])) if opts else np.nan,
-           "n_seeds": s["n_seeds"], "n_lr": s["n_lr"], "n_diverged": s["n_diverged"],
-           "refined": bool(opts) and all(o.refined for o in opts), "at_edge": any(o.at_edge for o in opts)}
+    row = {
+        "width": w,
+        "lr_star": 2**x,
+        "lr_star_lo": 2**lo,
+        "lr_star_hi": 2**hi,
+        "best_loss": s["best_loss"],
+        "regret": regret,
+        "regret_lo": rlo,
+        "regret_hi": rhi,
+        "lr_max": 2**edge,
+        "lr_max_lo": 2**elo,
+        "lr_max_hi": 2**ehi,
+        "edge_limited": bool(2 * n_limited > len(opts)),
+        "n_edge_limited": int(n_limited),
+        "spacing": float(np.nanmax([o.spacing for o in opts])) if opts else np.nan,
+        "n_seeds": s["n_seeds"],
+        "n_lr": s["n_lr"],
+        "n_diverged": s["n_diverged"],
+        "refined": bool(opts) and all(o.refined for o in opts),
+        "at_edge": any(o.at_edge for o in opts),
+    }
     return row, bx, be, br
 
 
-def _analyze_group(g: pd.DataFrame, base_width: int | None, n_boot: int, rng: np.random.Generator
-                   ) -> tuple[list[dict], dict, list[dict], list[str]]:
+def _analyze_group(
+    g: pd.DataFrame, base_width: int | None, n_boot: int, rng: np.random.Generator
+) -> tuple[list[dict], dict, list[dict], list[str]]:
     """Per width: η* (the mean of the seeds' optima), η_max and regret; per group: k, k_edge, max regret.
 
     Each seed's optimum comes from its own curve (each seed can be refined around its own best
@@ -281,37 +336,58 @@ def _analyze_group(g: pd.DataFrame, base_width: int | None, n_boot: int, rng: np
     lw = np.log2(np.array(widths, float))
     k, lo, hi = _exponent(lw, np.log2([r["lr_star"] for r in rows]), np.array(boot_x).T, n_seeds)
     edge = np.log2([r["lr_max"] for r in rows])
-    k_edge, elo, ehi = (_exponent(lw, edge, np.array(boot_edge).T, n_seeds) if np.isfinite(edge).all()
-                        else (np.nan, np.nan, np.nan))
+    k_edge, elo, ehi = (
+        _exponent(lw, edge, np.array(boot_edge).T, n_seeds) if np.isfinite(edge).all() else (np.nan, np.nan, np.nan)
+    )
     regrets = np.array([r["regret"] for r in rows if r["width"] != base_width], float)
     max_regret = float(regrets.max()) if len(regrets) and not np.isnan(regrets).any() else np.nan
     rlo = rhi = max_regret if n_seeds >= 2 else np.nan  # one seed: a regret without an interval
     if n_seeds >= 2 and n_boot and boot_regret and np.isfinite(max_regret):
         rlo, rhi = _interval(np.array(boot_regret).max(axis=0))
         rlo, rhi = min(rlo, max_regret), max(rhi, max_regret)
-    curves = [{"width": w, "lr": float(2 ** xi), "loss": float(li), "n_finite_seeds": int(nf),
-               "n_seeds": st[w]["n_seeds"]} for w in widths for xi, li, nf in _mean_curve_rows(g[g.width == w])]
+    curves = [
+        {"width": w, "lr": float(2**xi), "loss": float(li), "n_finite_seeds": int(nf), "n_seeds": st[w]["n_seeds"]}
+        for w in widths
+        for xi, li, nf in _mean_curve_rows(g[g.width == w])
+    ]
     frac, rho_base = _wider_better(curves, x_base)
     notes += _group_notes(rows, n_seeds, len(widths))
     limited = [r["width"] for r in rows if r["edge_limited"]]
-    group = {"base_width": base_width, "lr_star_base": 2 ** x_base, "drift_exponent": k, "drift_lo": lo,
-             "drift_hi": hi, "max_regret": max_regret, "regret_lo": rlo, "regret_hi": rhi,
-             "edge_exponent": k_edge, "edge_lo": elo, "edge_hi": ehi,
-             "edge_limited_widths": ",".join(map(str, limited)), "n_seeds": n_seeds,
-             "wider_better_frac": frac, "wider_better_rho": rho_base, "n_widths": len(widths)}
+    group = {
+        "base_width": base_width,
+        "lr_star_base": 2**x_base,
+        "drift_exponent": k,
+        "drift_lo": lo,
+        "drift_hi": hi,
+        "max_regret": max_regret,
+        "regret_lo": rlo,
+        "regret_hi": rhi,
+        "edge_exponent": k_edge,
+        "edge_lo": elo,
+        "edge_hi": ehi,
+        "edge_limited_widths": ",".join(map(str, limited)),
+        "n_seeds": n_seeds,
+        "wider_better_frac": frac,
+        "wider_better_rho": rho_base,
+        "n_widths": len(widths),
+    }
     return rows, group, curves, notes
 
 
 def _group_notes(rows: list[dict], n_seeds: int, n_widths: int) -> list[str]:
     notes = []
     if n_seeds < 2:
-        notes.append("one seed: k's interval is the least-squares one, η* has none, and regret has none, so "
-                     "regret can decide neither 'transfers' nor 'drifts'"
-                     + (" (undefined with 2 widths)" if n_widths < 3 else ""))
+        notes.append(
+            "one seed: k's interval is the least-squares one, η* has none, and regret has none, so "
+            "regret can decide neither 'transfers' nor 'drifts'"
+            + (" (undefined with 2 widths)" if n_widths < 3 else "")
+        )
     limited = [r["width"] for r in rows if r["edge_limited"]]
     if limited:
-        notes.append(f"η* is edge-limited at width(s) {limited}: the next larger lr diverged, so η* there "
-                     "marks the stability edge rather than the bottom of the loss")
+        notes.append(
+            f"η* is edge-limited at width(s) {limited}: the next larger lr diverged, so η* there "
+            "marks the stability edge rather than the bottom of the loss"
+        )
     ends = [r["width"] for r in rows if r["at_edge"]]
     if ends:
         notes.append(f"best learning rate at the end of the grid at width(s) {ends}: η* is censored there")
@@ -333,16 +409,26 @@ def _wider_better(curves: list[dict], x_base: float) -> tuple[float, float]:
     means: dict[float, dict[int, float]] = {}
     for c in curves:
         means.setdefault(round(float(np.log2(c["lr"])), 6), {})[c["width"]] = c["loss"]
-    rhos = {xi: _spearman(np.array(list(m), float), np.array(list(m.values()), float))
-            for xi, m in means.items() if len(m) >= 2 and np.isfinite(list(m.values())).any()}
+    rhos = {
+        xi: _spearman(np.array(list(m), float), np.array(list(m.values()), float))
+        for xi, m in means.items()
+        if len(m) >= 2 and np.isfinite(list(m.values())).any()
+    }
     vals = np.array([v for v in rhos.values() if np.isfinite(v)])
     frac = float((vals < 0).mean()) if len(vals) else np.nan
     rho_base = rhos[min(rhos, key=lambda xi: abs(xi - x_base))] if rhos and np.isfinite(x_base) else np.nan
     return frac, rho_base
 
 
-def analyze(trials: pd.DataFrame, metric: str = DEFAULT_OBJECTIVE_METRIC, mode: str = DEFAULT_MODE, max_drift: float = 0.2,
-            max_regret: float = 0.05, n_boot: int = 200, seed: int = 0) -> TransferResult:
+def analyze(
+    trials: pd.DataFrame,
+    metric: str = DEFAULT_OBJECTIVE_METRIC,
+    mode: str = DEFAULT_MODE,
+    max_drift: float = 0.2,
+    max_regret: float = 0.05,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> TransferResult:
     """The transfer analysis of a sweep's trials.
 
     Args:
@@ -373,12 +459,29 @@ def analyze(trials: pd.DataFrame, metric: str = DEFAULT_OBJECTIVE_METRIC, mode: 
         rows, group, curves, gnotes = _analyze_group(g, bw, n_boot, rng)
         per_rows += [{**label, **r} for r in rows]
         curve_rows += [{**label, **c} for c in curves]
-        v, why = verdict(group["drift_exponent"], group["drift_lo"], group["drift_hi"], group["max_regret"],
-                         group["regret_lo"], group["regret_hi"], max_drift, max_regret)
+        v, why = verdict(
+            group["drift_exponent"],
+            group["drift_lo"],
+            group["drift_hi"],
+            group["max_regret"],
+            group["regret_lo"],
+            group["regret_hi"],
+            max_drift,
+            max_regret,
+        )
         group_rows.append({**label, **group, "verdict": v, "verdict_reason": why})
         name = "/".join(str(v) for v in gkey)
         notes += [f"{name}: {n}" for n in gnotes]
     groups = apply_controls(pd.DataFrame(group_rows), keys)
-    return TransferResult(keys=keys, per_width=pd.DataFrame(per_rows), groups=groups,
-                          curves=pd.DataFrame(curve_rows), table=table, metric=metric, mode=mode,
-                          max_drift=max_drift, max_regret=max_regret, notes=notes)
+    return TransferResult(
+        keys=keys,
+        per_width=pd.DataFrame(per_rows),
+        groups=groups,
+        curves=pd.DataFrame(curve_rows),
+        table=table,
+        metric=metric,
+        mode=mode,
+        max_drift=max_drift,
+        max_regret=max_regret,
+        notes=notes,
+    )

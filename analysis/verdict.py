@@ -23,8 +23,16 @@ def _pct(v: float) -> str:
     return f"{v:.2%}" if math.isfinite(v) else ("inf" if v > 0 else "n/a")  # NaN > 0 is False: n/a
 
 
-def verdict(drift: float, drift_lo: float, drift_hi: float, regret: float, regret_lo: float, regret_hi: float,
-            max_drift: float = 0.2, max_regret: float = 0.05) -> tuple[str, str]:
+def verdict(
+    drift: float,
+    drift_lo: float,
+    drift_hi: float,
+    regret: float,
+    regret_lo: float,
+    regret_hi: float,
+    max_drift: float = 0.2,
+    max_regret: float = 0.05,
+) -> tuple[str, str]:
     """The verdict of one group from its drift exponent and max regret, each with an interval.
 
     Returns:
@@ -71,9 +79,9 @@ def apply_controls(groups: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         control = sp.get(tuple(r[k] for k in other), "none")
         out.at[i, "control_verdict"] = control
         if r["verdict"] == "transfers" and control != "drifts":
-            why = ("no SP control in this sweep" if control == "none"
-                   else f"its SP control is '{control}', not 'drifts'")
+            why = "no SP control in this sweep" if control == "none" else f"its SP control is '{control}', not 'drifts'"
             out.at[i, "verdict"] = "inconclusive"
-            out.at[i, "verdict_reason"] = (f"the setup cannot tell transfer from drift ({why}); "
-                                           f"on its own: {r['verdict_reason']}")
+            out.at[i, "verdict_reason"] = (
+                f"the setup cannot tell transfer from drift ({why}); on its own: {r['verdict_reason']}"
+            )
     return out

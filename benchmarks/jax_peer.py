@@ -17,7 +17,7 @@ with fresh Gaussian noise, difference-corrected targets, local weight gradients;
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -35,15 +35,18 @@ def _setup(width: int, batch: int, d_in: int, d_out: int, seed: int):
     import jax.numpy as jnp
 
     rng = np.random.default_rng(seed)
-    ws = [jnp.asarray(rng.standard_normal((o, i), dtype=np.float32) / np.sqrt(i))
-          for i, o in ((d_in, width), (width, width), (width, d_out))]
+    ws = [
+        jnp.asarray(rng.standard_normal((o, i), dtype=np.float32) / np.sqrt(i))
+        for i, o in ((d_in, width), (width, width), (width, d_out))
+    ]
     x = jnp.asarray(rng.standard_normal((batch, d_in), dtype=np.float32))
     y = jax.nn.one_hot(rng.integers(0, d_out, batch), d_out, dtype=jnp.float32)
     return rng, ws, x, y
 
 
-def bp_step_fn(width: int, batch: int, d_in: int = 784, d_out: int = 10, lr: float = 1e-3,
-               seed: int = 0) -> Callable[[], object]:
+def bp_step_fn(
+    width: int, batch: int, d_in: int = 784, d_out: int = 10, lr: float = 1e-3, seed: int = 0
+) -> Callable[[], object]:
     """A no-argument callable running one jitted BP + SGD step (784-width-width-10 tanh MLP, MSE)."""
     import jax
     import jax.numpy as jnp
@@ -69,9 +72,17 @@ def bp_step_fn(width: int, batch: int, d_in: int = 784, d_out: int = 10, lr: flo
     return run
 
 
-def tp_step_fn(width: int, batch: int, d_in: int = 784, d_out: int = 10, lr: float = 1e-3,
-               feedback_lr: float = 0.01, beta: float = 0.1, noise: float = 0.1,
-               seed: int = 0) -> Callable[[], object]:
+def tp_step_fn(
+    width: int,
+    batch: int,
+    d_in: int = 784,
+    d_out: int = 10,
+    lr: float = 1e-3,
+    feedback_lr: float = 0.01,
+    beta: float = 0.1,
+    noise: float = 0.1,
+    seed: int = 0,
+) -> Callable[[], object]:
     """A no-argument callable running one jitted DTP step, as ``trainers._tp.TPTrainer.step`` does."""
     import jax
     import jax.numpy as jnp
@@ -108,8 +119,16 @@ def tp_step_fn(width: int, batch: int, d_in: int = 784, d_out: int = 10, lr: flo
     return run
 
 
-def pc_step_fn(width: int, batch: int, steps: int, d_in: int = 784, d_out: int = 10,
-               beta: float = 0.1, lr: float = 1e-3, seed: int = 0) -> Callable[[], object]:
+def pc_step_fn(
+    width: int,
+    batch: int,
+    steps: int,
+    d_in: int = 784,
+    d_out: int = 10,
+    beta: float = 0.1,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> Callable[[], object]:
     """A no-argument callable running one jitted PC training step (784-width-width-10 tanh MLP)."""
     import jax
     import jax.numpy as jnp
@@ -120,7 +139,7 @@ def pc_step_fn(width: int, batch: int, steps: int, d_in: int = 784, d_out: int =
     @jax.jit
     def step(ws, x, y):
         w1, w2, w3 = ws
-        mu1 = x @ w1.T                       # fixed during inference
+        mu1 = x @ w1.T  # fixed during inference
         x2 = jnp.tanh(mu1) @ w2.T
 
         def body(_, carry):

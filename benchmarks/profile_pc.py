@@ -33,8 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(args.reps):
             step()
-    print(prof.key_averages(group_by_input_shape=True).table(
-        sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=20, max_shapes_column_width=56))
+    print(
+        prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=20, max_shapes_column_width=56
+        )
+    )
     print(f"{args.reps} PC steps, T = {args.steps}, width {args.width}, batch {BATCH}, 2 threads")
     return 0
 

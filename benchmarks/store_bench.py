@@ -33,11 +33,15 @@ def old_record(store, rows: list[dict[str, Any]], histories: dict[str, list[dict
 
     def ordered(df, first):
         return df[[c for c in first if c in df.columns] + [c for c in df.columns if c not in first]].reset_index(
-            drop=True)
+            drop=True
+        )
 
     ids = {r["trial_id"] for r in rows}
-    hist_new = [{"trial_id": tid, **{k: h.get(k) for k in HISTORY_COLUMNS[1:]}, "diverged": bool(h.get("diverged"))}
-                for tid in ids for h in histories.get(tid, [])]
+    hist_new = [
+        {"trial_id": tid, **{k: h.get(k) for k in HISTORY_COLUMNS[1:]}, "diverged": bool(h.get("diverged"))}
+        for tid in ids
+        for h in histories.get(tid, [])
+    ]
     old_h = read_parquet(store.history_path)
     if not old_h.empty:
         old_h = old_h[~old_h.trial_id.isin(ids)]
@@ -55,12 +59,35 @@ def _trial(i: int) -> tuple[dict[str, Any], list[dict]]:
     from orchestrator.results_store import trial_row
 
     tid = f"{i:016x}"
-    spec = {"trial_id": tid, "trainer": {"algorithm": "pc", "parametrization": "mup", "optimizer": "sgd",
-                                         "model": "mlp", "width": 64 << (i % 4), "base_width": 64, "depth": 3,
-                                         "lr": 2.0 ** -(i % 9), "inference_steps": 20, "seed": i % 3},
-            "data": {"dataset": "fmnist"}, "train": {"epochs": EPOCHS}, "swept": ["width", "lr", "seed"]}
-    hist = [{"epoch": e, "train_loss": 1.0 / e + i * 1e-6, "test_loss": 1.1 / e, "test_acc": 0.8, "wall_s": 0.5 * e,
-             "diverged": False} for e in range(1, EPOCHS + 1)]
+    spec = {
+        "trial_id": tid,
+        "trainer": {
+            "algorithm": "pc",
+            "parametrization": "mup",
+            "optimizer": "sgd",
+            "model": "mlp",
+            "width": 64 << (i % 4),
+            "base_width": 64,
+            "depth": 3,
+            "lr": 2.0 ** -(i % 9),
+            "inference_steps": 20,
+            "seed": i % 3,
+        },
+        "data": {"dataset": "fmnist"},
+        "train": {"epochs": EPOCHS},
+        "swept": ["width", "lr", "seed"],
+    }
+    hist = [
+        {
+            "epoch": e,
+            "train_loss": 1.0 / e + i * 1e-6,
+            "test_loss": 1.1 / e,
+            "test_acc": 0.8,
+            "wall_s": 0.5 * e,
+            "diverged": False,
+        }
+        for e in range(1, EPOCHS + 1)
+    ]
     row = trial_row("bench", spec, hist, "ok", "node-" + "0" * 50, "host")
     row.update(retries=0, device_used="cpu")
     return row, hist
@@ -114,8 +141,11 @@ def bench_store(sizes=SIZES, probes: int = PROBES) -> list[tuple[str, str, str, 
             assert len(stores[n, "new"].trials()) == n + probes  # the compacted table holds every trial once
     med = {c: statistics.median(v) for c, v in times.items()}
     for n in sizes:
-        print(f"store bench, {n} trials recorded: old {1e3 * med[n, 'old']:.1f} ms, new {1e3 * med[n, 'new']:.1f} ms "
-              f"per trial (medians of {probes})", flush=True)
+        print(
+            f"store bench, {n} trials recorded: old {1e3 * med[n, 'old']:.1f} ms, new {1e3 * med[n, 'new']:.1f} ms "
+            f"per trial (medians of {probes})",
+            flush=True,
+        )
     sizes_text = ", ".join(str(n) for n in sizes)
     rows = []
     for kind, label in (("old", "whole-file rewrite (before)"), ("new", "part files (now)")):
@@ -123,11 +153,22 @@ def bench_store(sizes=SIZES, probes: int = PROBES) -> list[tuple[str, str, str, 
         growth = med[sizes[-1], kind] / med[sizes[0], kind]
         target = "≤ 2.00" if kind == "new" else "(diagnostic)"
         verdict = ("met" if growth <= 2.0 else "MISSED") if kind == "new" else "-"
-        rows.append((f"recording a trial ({EPOCHS} epochs), {label}: at {sizes[-1]} / at {sizes[0]} recorded",
-                     f"{growth:.2f} ({ms} ms per trial at {sizes_text} recorded; medians of {probes}, "
-                     "round-robin)", target, verdict))
-    rows.append(("compaction of the part files (once, at the end of a sweep)",
-                 ", ".join(f"{s:.2f}s" for s in compact_s) + f" at {sizes_text} trials", "(diagnostic)", "-"))
+        rows.append(
+            (
+                f"recording a trial ({EPOCHS} epochs), {label}: at {sizes[-1]} / at {sizes[0]} recorded",
+                f"{growth:.2f} ({ms} ms per trial at {sizes_text} recorded; medians of {probes}, round-robin)",
+                target,
+                verdict,
+            )
+        )
+    rows.append(
+        (
+            "compaction of the part files (once, at the end of a sweep)",
+            ", ".join(f"{s:.2f}s" for s in compact_s) + f" at {sizes_text} trials",
+            "(diagnostic)",
+            "-",
+        )
+    )
     return rows
 
 

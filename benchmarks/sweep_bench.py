@@ -80,8 +80,14 @@ def _trial_records(results: Path) -> list[dict]:
         lines = f.read_text().splitlines()
         if lines:
             first, last = json.loads(lines[0]), json.loads(lines[-1])
-            out.append({"pid": int(first["pid"]), "started_at": first["started_at"],
-                        "reported_at": last["reported_at"], "time_total_s": float(last["time_total_s"])})
+            out.append(
+                {
+                    "pid": int(first["pid"]),
+                    "started_at": first["started_at"],
+                    "reported_at": last["reported_at"],
+                    "time_total_s": float(last["time_total_s"]),
+                }
+            )
     return out
 
 
@@ -118,30 +124,39 @@ def bench_sweep(quick: bool = False, smoke: bool = False) -> list[tuple[str, str
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         space = Path(tmp) / "bench.yaml"
-        space.write_text(SPACE.format(subset=500 if smoke else 10000, epochs=1 if smoke else EPOCHS, lo=n + 3,
-                                      width=64 if smoke else 512))
+        space.write_text(
+            SPACE.format(
+                subset=500 if smoke else 10000, epochs=1 if smoke else EPOCHS, lo=n + 3, width=64 if smoke else 512
+            )
+        )
         sweep = load_sweep(space)
         # 1. the same trials in a plain loop, one thread each (a trial's cpu: 1): half of them before
         # the sweep and half after, so that a slow phase of the machine weighs on both sides alike
         # the data is read once, as the sweep reads it once and ships it: a trial's time is its
         # trainer's build and training (reading the files each time made the baseline 1-4 s longer)
         first = sweep.trials[0]
-        data = load_dataset("fmnist", first.data["subset"], first.data["test_subset"],
-                            dtype=TrainerConfig(**first.trainer).torch_dtype)
+        data = load_dataset(
+            "fmnist", first.data["subset"], first.data["test_subset"], dtype=TrainerConfig(**first.trainer).torch_dtype
+        )
 
         def plain(specs) -> None:
             torch.set_num_threads(1)
             for spec in specs:
                 t0 = time.perf_counter()
                 tc = TrainerConfig(**spec.trainer)
-                histories[spec.trial_id] = train(make_trainer(tc, data.input_dim, data.output_dim), data,
-                                                 spec.train["epochs"], spec.train["batch_size"], seed=tc.seed)
+                histories[spec.trial_id] = train(
+                    make_trainer(tc, data.input_dim, data.output_dim),
+                    data,
+                    spec.train["epochs"],
+                    spec.train["batch_size"],
+                    seed=tc.seed,
+                )
                 times.append(time.perf_counter() - t0)
             torch.set_num_threads(2)
 
         times: list[float] = []
         histories: dict[str, list] = {}
-        plain(sweep.trials[:k // 2])
+        plain(sweep.trials[: k // 2])
         concurrency = 2
         # 2. Ray start-up, then the sweep itself
         os.environ.setdefault("RAY_TMPDIR", str(Path(tmp) / "ray"))
@@ -168,40 +183,75 @@ def bench_sweep(quick: bool = False, smoke: bool = False) -> list[tuple[str, str
         watch.stop.set()
         watch.join()
         tune_runner.shutdown()
-        plain(sweep.trials[len(sweep.trials) - (k - k // 2):])
+        plain(sweep.trials[len(sweep.trials) - (k - k // 2) :])
         ideal = n * statistics.mean(times) / concurrency
         steady = (wall - first_start) / ideal
-        rows.append((f"sweep wall after its one-off start-up / (sum of {n} trial times / {concurrency})",
-                     f"{steady:.2f} ({wall - first_start:.1f}s vs {ideal:.1f}s; trials {statistics.mean(times):.1f}s "
-                     f"each alone, mean of {len(times)} in a plain loop)", "≤ 1.10",
-                     "met" if steady <= 1.10 else "MISSED"))
-        rows.append(("one-off start-up of a sweep (not in the ratio above)",
-                     f"first trial started {first_start:.1f}s after run_sweep did (Tune's set-up, then new worker "
-                     f"processes importing Ray Tune and torch); before it, Ray start-up {ray_start:.1f}s and the "
-                     f"MLflow store's creation {store_start:.1f}s", "reported", "-"))
+        rows.append(
+            (
+                f"sweep wall after its one-off start-up / (sum of {n} trial times / {concurrency})",
+                f"{steady:.2f} ({wall - first_start:.1f}s vs {ideal:.1f}s; trials {statistics.mean(times):.1f}s "
+                f"each alone, mean of {len(times)} in a plain loop)",
+                "≤ 1.10",
+                "met" if steady <= 1.10 else "MISSED",
+            )
+        )
+        rows.append(
+            (
+                "one-off start-up of a sweep (not in the ratio above)",
+                f"first trial started {first_start:.1f}s after run_sweep did (Tune's set-up, then new worker "
+                f"processes importing Ray Tune and torch); before it, Ray start-up {ray_start:.1f}s and the "
+                f"MLflow store's creation {store_start:.1f}s",
+                "reported",
+                "-",
+            )
+        )
         rows.append(("the same ratio with the start-up", f"{wall / ideal:.2f} ({wall:.1f}s)", "(diagnostic)", "-"))
         inside = [r["time_total_s"] for r in records]
         if inside:
-            rows.append(("trial time inside the sweep (2 at once) / alone in the plain loop",
-                         f"{statistics.median(inside) / statistics.median(times):.2f} (medians, {len(inside)} trials: "
-                         f"{statistics.median(inside):.2f}s vs {statistics.median(times):.2f}s; Tune's time_total_s)",
-                         "(diagnostic)", "-"))
-            rows.append(("sweep wall after start-up / (sum of the trials' own times inside the sweep / "
-                         f"{concurrency}): the scheduling overhead alone", f"{(wall - first_start) / (sum(inside) / concurrency):.2f}",
-                         "(diagnostic)", "-"))
+            rows.append(
+                (
+                    "trial time inside the sweep (2 at once) / alone in the plain loop",
+                    f"{statistics.median(inside) / statistics.median(times):.2f} (medians, {len(inside)} trials: "
+                    f"{statistics.median(inside):.2f}s vs {statistics.median(times):.2f}s; Tune's time_total_s)",
+                    "(diagnostic)",
+                    "-",
+                )
+            )
+            rows.append(
+                (
+                    "sweep wall after start-up / (sum of the trials' own times inside the sweep / "
+                    f"{concurrency}): the scheduling overhead alone",
+                    f"{(wall - first_start) / (sum(inside) / concurrency):.2f}",
+                    "(diagnostic)",
+                    "-",
+                )
+            )
         gaps = _handover_gaps(spans)
         if gaps:
             last_report = max(end for runs in spans.values() for _, end in runs)
-            rows.append(("hand-over: a trial's last report to the next trial's start in the same worker",
-                         f"{statistics.median(gaps):.2f}s median, {max(gaps):.2f}s max over {len(gaps)} hand-overs; "
-                         f"last report to the sweep's return {t0_wall + wall - last_report:.1f}s", "(diagnostic)", "-"))
-        rows.append(("driver CPU time during the sweep / sweep wall", f"{100 * driver_cpu / wall:.0f} % of one core "
-                     f"({driver_cpu:.1f}s: Tune's control loop, the Recorder's Parquet and MLflow writes, progress)",
-                     "(diagnostic)", "-"))
+            rows.append(
+                (
+                    "hand-over: a trial's last report to the next trial's start in the same worker",
+                    f"{statistics.median(gaps):.2f}s median, {max(gaps):.2f}s max over {len(gaps)} hand-overs; "
+                    f"last report to the sweep's return {t0_wall + wall - last_report:.1f}s",
+                    "(diagnostic)",
+                    "-",
+                )
+            )
+        rows.append(
+            (
+                "driver CPU time during the sweep / sweep wall",
+                f"{100 * driver_cpu / wall:.0f} % of one core "
+                f"({driver_cpu:.1f}s: Tune's control loop, the Recorder's Parquet and MLflow writes, progress)",
+                "(diagnostic)",
+                "-",
+            )
+        )
         # 3. tracking: the Recorder's Parquet + MLflow work for one trial, per trial time
         store = ResultsStore(Path(tmp) / "track" / "bench")
-        tracker = Tracker(f"sqlite:///{Path(tmp) / 'track' / 'mlflow.db'}", "bench",
-                          artifact_root=Path(tmp) / "track" / "art")
+        tracker = Tracker(
+            f"sqlite:///{Path(tmp) / 'track' / 'mlflow.db'}", "bench", artifact_root=Path(tmp) / "track" / "art"
+        )
         tracker.start()
         costs = []
         for spec in (t for t in sweep.trials if t.trial_id in histories):
@@ -214,14 +264,31 @@ def bench_sweep(quick: bool = False, smoke: bool = False) -> list[tuple[str, str
         tracker.finish()
         share = statistics.median(costs) / statistics.median(times)
         epochs = len(histories[sweep.trials[0].trial_id])
-        rows.append(("tracking (Parquet + MLflow) / trial time", f"{100 * share:.1f} % "
-                     f"({1e3 * statistics.median(costs):.0f} ms per trial of {epochs} epochs)",
-                     "≤ 3 %", "met" if share <= 0.03 else "MISSED"))
+        rows.append(
+            (
+                "tracking (Parquet + MLflow) / trial time",
+                f"{100 * share:.1f} % ({1e3 * statistics.median(costs):.0f} ms per trial of {epochs} epochs)",
+                "≤ 3 %",
+                "met" if share <= 0.03 else "MISSED",
+            )
+        )
         # 4. memory
         workers = sorted(watch.peaks.values())
         driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        rows.append(("peak RSS per trial worker process", (f"{max(workers):.0f} MB max over {len(workers)} workers"
-                     if workers else "not observed"), "reported", "-"))
-        rows.append(("peak RSS of the driver (this process)", f"{driver:.0f} MB (it also ran the trainer benchmarks "
-                     "and the JAX peer, if they ran)", "reported", "-"))
+        rows.append(
+            (
+                "peak RSS per trial worker process",
+                (f"{max(workers):.0f} MB max over {len(workers)} workers" if workers else "not observed"),
+                "reported",
+                "-",
+            )
+        )
+        rows.append(
+            (
+                "peak RSS of the driver (this process)",
+                f"{driver:.0f} MB (it also ran the trainer benchmarks and the JAX peer, if they ran)",
+                "reported",
+                "-",
+            )
+        )
     return rows

@@ -9,12 +9,12 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
+import jax_peer
 import torch
 from torch import nn
 
-import jax_peer
 from trainers import TrainerConfig, make_trainer
 from trainers import _products as products
 from trainers._pc import _tanh_pair
@@ -57,16 +57,19 @@ def _trainer_step(width: int, batch: int, **fields) -> Callable[[], object]:
 
 def _old(fn: Callable[[], object]) -> Callable[[], object]:
     """``fn`` on the path before issue 14: every product on torch's own dispatch (MKL)."""
+
     def call():
         with products.using("torch"):
             return fn()
+
     return call
 
 
 def _old_bp_step(width: int, batch: int) -> Callable[[], object]:
     """Our BP μP trainer's step as it was before issue 14: autograd's backward (MKL), optimizer step."""
-    cfg = TrainerConfig(algorithm="bp", parametrization="mup", width=width, base_width=64, depth=3, lr=1e-3,
-                        device="cpu")
+    cfg = TrainerConfig(
+        algorithm="bp", parametrization="mup", width=width, base_width=64, depth=3, lr=1e-3, device="cpu"
+    )
     tr = make_trainer(cfg, D_IN, D_OUT)
     x, y = _batch(batch)
     target = tr.targets(y)
@@ -77,6 +80,7 @@ def _old_bp_step(width: int, batch: int) -> Callable[[], object]:
         loss.backward()
         tr.optimizer.step()
         return float(loss.detach())
+
     return _old(step)
 
 
@@ -84,7 +88,7 @@ def _fast_plain_bp_step(width: int, batch: int) -> Callable[[], object]:
     """The fastest plain BP + SGD step we could write: explicit chain rule, every product on the
     fastest backend (``_products``), tanh as 2σ(2h) − 1 with φ' from it, SGD in place. No trainer."""
     g = torch.Generator().manual_seed(0)
-    ws = [torch.randn(o, i, generator=g) / i ** 0.5 for i, o in ((D_IN, width), (width, width), (width, D_OUT))]
+    ws = [torch.randn(o, i, generator=g) / i**0.5 for i, o in ((D_IN, width), (width, width), (width, D_OUT))]
     x, y = _batch(batch)
     target = nn.functional.one_hot(y, D_OUT).float()
     lr = 1e-3
@@ -101,13 +105,19 @@ def _fast_plain_bp_step(width: int, batch: int) -> Callable[[], object]:
         for w, e, a in ((ws[2], e2, a1), (ws[1], e1, a0), (ws[0], e0, x)):
             w.sub_(products.outer(e, a), alpha=lr)
         return loss
+
     return step
 
 
 def _plain_torch_step(width: int, batch: int) -> Callable[[], object]:
     """The reference: nn.Linear + nn.Tanh + torch.optim.SGD, the same MSE loss."""
-    net = nn.Sequential(nn.Linear(D_IN, width, bias=False), nn.Tanh(), nn.Linear(width, width, bias=False),
-                        nn.Tanh(), nn.Linear(width, D_OUT, bias=False))
+    net = nn.Sequential(
+        nn.Linear(D_IN, width, bias=False),
+        nn.Tanh(),
+        nn.Linear(width, width, bias=False),
+        nn.Tanh(),
+        nn.Linear(width, D_OUT, bias=False),
+    )
     opt = torch.optim.SGD(net.parameters(), lr=1e-3)
     x, y = _batch(batch)
     target = nn.functional.one_hot(y, D_OUT).float()
@@ -118,6 +128,7 @@ def _plain_torch_step(width: int, batch: int) -> Callable[[], object]:
         loss.backward()
         opt.step()
         return float(loss.detach())
+
     return step
 
 
@@ -128,8 +139,13 @@ def _two_products(width: int, batch: int) -> Callable[[], object]:
     return lambda: (products.matmul(e, w), products.linear(a, w))
 
 
-def bench_trainers(rounds: int = 5, reps: int = 10, include: tuple[str, ...] = ("pc", "tp", "jax"),
-                   width: int = WIDTH, batch: int = BATCH) -> dict[str, float]:
+def bench_trainers(
+    rounds: int = 5,
+    reps: int = 10,
+    include: tuple[str, ...] = ("pc", "tp", "jax"),
+    width: int = WIDTH,
+    batch: int = BATCH,
+) -> dict[str, float]:
     """Seconds per step of each variant (medians), measured interleaved in this process.
 
     ``include`` may add ``old``: the same steps on the path before issue 14 (``*_old``: every product
@@ -151,8 +167,15 @@ def bench_trainers(rounds: int = 5, reps: int = 10, include: tuple[str, ...] = (
         fns["bp_mup_old"] = _old_bp_step(width, batch)
         fns["two_products_old"] = _old(_two_products(width, batch))
         for key in [k for k in ("pc_T5", "pc_T20", "tp") if k in fns]:
-            fns[f"{key}_old"] = _old(_trainer_step(width, batch, algorithm=key[:2], parametrization="mup",
-                                                   **({"inference_steps": int(key[4:])} if key != "tp" else {})))
+            fns[f"{key}_old"] = _old(
+                _trainer_step(
+                    width,
+                    batch,
+                    algorithm=key[:2],
+                    parametrization="mup",
+                    **({"inference_steps": int(key[4:])} if key != "tp" else {}),
+                )
+            )
     if "jax" in include and jax_peer.available():
         fns["jax_bp"] = jax_peer.bp_step_fn(width, batch)
         for t in (5, 20):

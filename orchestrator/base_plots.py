@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -47,13 +48,20 @@ def rebuild_studies(base: dict[str, Any], trials: pd.DataFrame) -> list:
         for r in rows.to_dict("records"):
             if not all(k in r for k in dists):
                 continue
-            params = {k: (int(r[k]) if isinstance(d, optuna.distributions.IntDistribution) else r[k])
-                      for k, d in dists.items()}
+            params = {
+                k: (int(r[k]) if isinstance(d, optuna.distributions.IntDistribution) else r[k])
+                for k, d in dists.items()
+            }
             value = objective_value(r, base["metric"], base["mode"]) if r["status"] != "failed" else math.nan
             state = optuna.trial.TrialState.COMPLETE if math.isfinite(value) else optuna.trial.TrialState.FAIL
-            study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, state=state,
-                                                      value=value if state == optuna.trial.TrialState.COMPLETE
-                                                      else None))
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions=dists,
+                    state=state,
+                    value=value if state == optuna.trial.TrialState.COMPLETE else None,
+                )
+            )
         studies.append(study)
     return studies
 
@@ -79,8 +87,11 @@ def base_figures(sweep_dir: str | Path, dpi: int = 150) -> Callable[[Path], list
         import optuna
         from optuna.visualization.matplotlib import plot_optimization_history, plot_slice
 
-        studies = [s for s in rebuild_studies(base, trials)
-                   if any(t.state == optuna.trial.TrialState.COMPLETE for t in s.trials)]
+        studies = [
+            s
+            for s in rebuild_studies(base, trials)
+            if any(t.state == optuna.trial.TrialState.COMPLETE for t in s.trials)
+        ]
         if not studies:
             return []
         figures = []
@@ -92,18 +103,28 @@ def base_figures(sweep_dir: str | Path, dpi: int = 150) -> Callable[[Path], list
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
             fig.savefig(out / "base_history.png", dpi=dpi, bbox_inches="tight")
             plt.close(fig)
-            figures.append(("base_history.png", "tune-base: optimisation history",
-                            f"Each study's {base['metric']} per trial in the order they were recorded, and the best "
-                            "so far (Optuna's plot_optimization_history; diverged trials left out)."))
+            figures.append(
+                (
+                    "base_history.png",
+                    "tune-base: optimisation history",
+                    f"Each study's {base['metric']} per trial in the order they were recorded, and the best "
+                    "so far (Optuna's plot_optimization_history; diverged trials left out).",
+                )
+            )
             for i, study in enumerate(studies):
                 axes = plot_slice(study, target_name=base["metric"])
                 fig = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
                 fig.suptitle(f"tune-base slice: {study.study_name}", fontsize=10)
                 fig.savefig(out / f"base_slice_{i}.png", dpi=dpi, bbox_inches="tight")
                 plt.close(fig)
-                figures.append((f"base_slice_{i}.png", f"tune-base slice: {study.study_name}",
-                                f"{base['metric']} against each searched key, trials coloured by their order "
-                                "(Optuna's plot_slice; diverged trials left out)."))
+                figures.append(
+                    (
+                        f"base_slice_{i}.png",
+                        f"tune-base slice: {study.study_name}",
+                        f"{base['metric']} against each searched key, trials coloured by their order "
+                        "(Optuna's plot_slice; diverged trials left out).",
+                    )
+                )
         return figures
 
     return make

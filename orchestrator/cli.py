@@ -30,10 +30,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mutransfer", description=(
-        "Does a learning rate tuned on a small network stay optimal on a wide one? "
-        "Sweeps BP, PC and TP under SP and muP on Ray Tune, logs to MLflow and Parquet, "
-        "and reports how well the optimal learning rate transferred."))
+    parser = _Parser(
+        prog="mutransfer",
+        description=(
+            "Does a learning rate tuned on a small network stay optimal on a wide one? "
+            "Sweeps BP, PC and TP under SP and muP on Ray Tune, logs to MLflow and Parquet, "
+            "and reports how well the optimal learning rate transferred."
+        ),
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for modname in COMMAND_MODULES:

@@ -11,17 +11,25 @@ from .errors import BadInput
 
 def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help="a sweep's results directory, results/<sweep>")
-    p.add_argument("--metric", default=None,
-                   help="final_* column that defines optimal (default: the sweep's objective.metric, "
-                        "else final_train_loss)")
-    p.add_argument("--mode", default=None, help="min or max (default: the sweep's objective.mode; "
-                                                "with --metric: max for *_acc, min otherwise)")
+    p.add_argument(
+        "--metric",
+        default=None,
+        help="final_* column that defines optimal (default: the sweep's objective.metric, else final_train_loss)",
+    )
+    p.add_argument(
+        "--mode",
+        default=None,
+        help="min or max (default: the sweep's objective.mode; with --metric: max for *_acc, min otherwise)",
+    )
     p.add_argument("--out", default=None, help="report directory (default RESULTS/report)")
     p.add_argument("--bootstrap", type=int, default=200, help="seed-bootstrap replicates (default 200)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the report to the sweep's MLflow run")
     p.add_argument("--dpi", type=int, default=None, help="resolution of the PNG figures (default 150)")
-    p.add_argument("--formats", default="png,svg",
-                   help="figure formats, comma-separated, png first: png, svg, pdf (default png,svg)")
+    p.add_argument(
+        "--formats",
+        default="png,svg",
+        help="figure formats, comma-separated, png first: png, svg, pdf (default png,svg)",
+    )
 
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
@@ -72,17 +80,25 @@ def _run(args: argparse.Namespace) -> int:
     else:
         mode = "max" if metric.endswith("_acc") else "min"
     try:
-        result = analyze(logs.trials, metric=metric, mode=mode, max_drift=logs.verify["max_drift"],
-                         max_regret=logs.verify["max_regret"], n_boot=args.bootstrap)
+        result = analyze(
+            logs.trials,
+            metric=metric,
+            mode=mode,
+            max_drift=logs.verify["max_drift"],
+            max_regret=logs.verify["max_regret"],
+            n_boot=args.bootstrap,
+        )
     except ValueError as exc:
         raise BadInput(f"{args.results}: {exc}") from None
     from .base_plots import base_figures
 
     write_report(result, out, logs, dpi=dpi, formats=formats, figures=base_figures(args.results, dpi))
-    print(f"{logs.name}: {len(logs.trials)} trials from {logs.source}; {mode} {metric}; "
-          f"transfers when k's 95% interval lies within +-{result.max_drift:g} and max regret's upper bound "
-          f"<= {result.max_regret:.0%} (and, for muP, the SP control drifts); drifts when k's interval lies "
-          f"outside or regret's lower bound is above; else inconclusive")
+    print(
+        f"{logs.name}: {len(logs.trials)} trials from {logs.source}; {mode} {metric}; "
+        f"transfers when k's 95% interval lies within +-{result.max_drift:g} and max regret's upper bound "
+        f"<= {result.max_regret:.0%} (and, for muP, the SP control drifts); drifts when k's interval lies "
+        f"outside or regret's lower bound is above; else inconclusive"
+    )
     print(verdict_table(result).to_string(index=False))
     for note in result.notes + logs.notes:
         print(f"  note: {note}")
@@ -99,6 +115,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "analyze": ("Transfer report from a sweep's logs: optimal learning rate per width, drift exponent, "
-                "regret, verdict, plots.", _add, _run),
+    "analyze": (
+        "Transfer report from a sweep's logs: optimal learning rate per width, drift exponent, regret, verdict, plots.",
+        _add,
+        _run,
+    ),
 }

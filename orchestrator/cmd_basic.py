@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -46,24 +45,41 @@ def _int_list(text: str) -> list[int]:
 
 # ---- coord-check -------------------------------------------------------------
 def _add_coord(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--algorithm", default=None,
-                   help="bp, pc, tp or one a plugin registers (default bp); with --plot a comma-separated "
-                        "list (default bp,pc,tp)")
-    p.add_argument("--plot", action="store_true",
-                   help="run SP and muP for each algorithm and write one figure, SP beside muP per algorithm, "
-                        "one panel per step (coord_check.png and .svg)")
+    p.add_argument(
+        "--algorithm",
+        default=None,
+        help="bp, pc, tp or one a plugin registers (default bp); with --plot a comma-separated list (default bp,pc,tp)",
+    )
+    p.add_argument(
+        "--plot",
+        action="store_true",
+        help="run SP and muP for each algorithm and write one figure, SP beside muP per algorithm, "
+        "one panel per step (coord_check.png and .svg)",
+    )
     p.add_argument("--parametrization", default="mup", help="sp or mup (default mup)")
     p.add_argument("--optimizer", default="sgd", help="sgd or adam (default sgd)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.1 for SGD, 0.003 for Adam)")
-    p.add_argument("--widths", type=_int_list, default=[64, 128, 256, 512, 1024, 2048],
-                   help="comma-separated widths (default 64,...,2048)")
+    p.add_argument(
+        "--widths",
+        type=_int_list,
+        default=[64, 128, 256, 512, 1024, 2048],
+        help="comma-separated widths (default 64,...,2048)",
+    )
     p.add_argument("--base-width", type=int, default=64, help="base width (default 64)")
     p.add_argument("--steps", type=int, default=3, help="training steps (default 3)")
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds (default 0)")
-    p.add_argument("--plain-targets", action="store_true",
-                   help="train on y instead of y + f_0(x) (the initial error then differs across widths)")
-    p.add_argument("--target-mean", type=float, default=0.0, dest="target_mean",
-                   help="add this to every target, so biases (bias=true) get a gradient from step 1 (default 0)")
+    p.add_argument(
+        "--plain-targets",
+        action="store_true",
+        help="train on y instead of y + f_0(x) (the initial error then differs across widths)",
+    )
+    p.add_argument(
+        "--target-mean",
+        type=float,
+        default=0.0,
+        dest="target_mean",
+        help="add this to every target, so biases (bias=true) get a gradient from step 1 (default 0)",
+    )
     p.add_argument("--tolerance", type=float, default=0.15, help="muP passes when every |slope| is below this")
     p.add_argument("--out", default=None, help="output directory (default results/coord_check/<setting>)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="any TrainerConfig field, e.g. gamma_bar_L=-1")
@@ -98,19 +114,36 @@ def _run_coord_grid(args: argparse.Namespace, lr: float) -> int:
     from trainers import coord_check
 
     algorithms = [a.strip() for a in (args.algorithm or "bp,pc,tp").split(",") if a.strip()]
-    cfgs = {(alg, par): _trainer_config(args.overrides, **{**PLOT_DEFAULTS.get(alg, {}), "algorithm": alg,
-                                                           "parametrization": par, "optimizer": args.optimizer,
-                                                           "lr": lr, "base_width": args.base_width,
-                                                           "dtype": "float64"})
-            for alg in algorithms for par in ("sp", "mup")}
+    cfgs = {
+        (alg, par): _trainer_config(
+            args.overrides,
+            **{
+                **PLOT_DEFAULTS.get(alg, {}),
+                "algorithm": alg,
+                "parametrization": par,
+                "optimizer": args.optimizer,
+                "lr": lr,
+                "base_width": args.base_width,
+                "dtype": "float64",
+            },
+        )
+        for alg in algorithms
+        for par in ("sp", "mup")
+    }
     for cfg in cfgs.values():
         _check_targets(cfg, args)
     out = Path(args.out or f"results/coord_check/{'_'.join(algorithms)}_{args.optimizer}")
     tables, slopes, ok = [], [], True
     for (alg, par), cfg in cfgs.items():
         t0 = time.perf_counter()
-        cc = coord_check(cfg, widths=args.widths, steps=args.steps, seeds=args.seeds,
-                         equalize_error=not args.plain_targets, target_mean=args.target_mean)
+        cc = coord_check(
+            cfg,
+            widths=args.widths,
+            steps=args.steps,
+            seeds=args.seeds,
+            equalize_error=not args.plain_targets,
+            target_mean=args.target_mean,
+        )
         passed, line = _coord_verdict(cc, cfg, args.tolerance)
         ok &= passed
         print(f"{'PASS' if passed else 'FAIL'}: {alg} {par}: {line} ({time.perf_counter() - t0:.1f}s)")
@@ -121,9 +154,11 @@ def _run_coord_grid(args: argparse.Namespace, lr: float) -> int:
     write_parquet_atomic(table, out / "coord_check.parquet")
     write_parquet_atomic(slopes, out / "slopes.parquet")
     targets = "plain targets" if args.plain_targets else "targets y + f_0(x)"
-    title = (f"coordinate check, {args.optimizer} lr {lr:g}, {targets}, seeds {args.seeds}"
-             + (f", target mean {args.target_mean:g}" if args.target_mean else "")
-             + (f", {' '.join(args.overrides)}" if args.overrides else ""))
+    title = (
+        f"coordinate check, {args.optimizer} lr {lr:g}, {targets}, seeds {args.seeds}"
+        + (f", target mean {args.target_mean:g}" if args.target_mean else "")
+        + (f", {' '.join(args.overrides)}" if args.overrides else "")
+    )
     paths = plot_coord_grid(table, slopes, out / "coord_check.png", title=title)
     print(f"wrote {out / 'coord_check.parquet'}, {out / 'slopes.parquet'}, " + ", ".join(map(str, paths)))
     return 0 if ok else 1
@@ -141,14 +176,27 @@ def _run_coord(args: argparse.Namespace) -> int:
         return _run_coord_grid(args, lr)
     if args.algorithm and "," in args.algorithm:
         raise BadInput(f"--algorithm={args.algorithm!r}: a list needs --plot")
-    cfg = _trainer_config(args.overrides, algorithm=args.algorithm or "bp", parametrization=args.parametrization,
-                          optimizer=args.optimizer, lr=lr, base_width=args.base_width, dtype="float64")
+    cfg = _trainer_config(
+        args.overrides,
+        algorithm=args.algorithm or "bp",
+        parametrization=args.parametrization,
+        optimizer=args.optimizer,
+        lr=lr,
+        base_width=args.base_width,
+        dtype="float64",
+    )
     _check_targets(cfg, args)
     name = f"{cfg.algorithm}_{cfg.parametrization}_{cfg.optimizer}"
     out = Path(args.out or f"results/coord_check/{name}")
     t0 = time.perf_counter()
-    cc = coord_check(cfg, widths=args.widths, steps=args.steps, seeds=args.seeds,
-                     equalize_error=not args.plain_targets, target_mean=args.target_mean)
+    cc = coord_check(
+        cfg,
+        widths=args.widths,
+        steps=args.steps,
+        seeds=args.seeds,
+        equalize_error=not args.plain_targets,
+        target_mean=args.target_mean,
+    )
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(cc.table, out / "coord_check.parquet")
     write_parquet_atomic(cc.slopes, out / "slopes.parquet")
@@ -168,9 +216,13 @@ def _run_coord(args: argparse.Namespace) -> int:
 # ---- train -------------------------------------------------------------------
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=1, help="epochs (default 1)")
-    p.add_argument("--subset", type=int, default=10000, help="training images, first N/10 per class (default 10000; 0 = all)")
+    p.add_argument(
+        "--subset", type=int, default=10000, help="training images, first N/10 per class (default 10000; 0 = all)"
+    )
     p.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="any TrainerConfig field, e.g. algorithm=pc width=512")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="any TrainerConfig field, e.g. algorithm=pc width=512"
+    )
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -187,12 +239,16 @@ def _run_train(args: argparse.Namespace) -> int:
         raise BadInput(str(exc)) from None
     torch.manual_seed(cfg.seed)
     trainer = make_trainer(cfg, data.input_dim, data.output_dim)
-    print(f"training {cfg.algorithm}/{cfg.parametrization} width {cfg.width} lr {cfg.lr} on "
-          f"{len(data.x_train)} Fashion-MNIST images, {args.epochs} epoch(s)")
+    print(
+        f"training {cfg.algorithm}/{cfg.parametrization} width {cfg.width} lr {cfg.lr} on "
+        f"{len(data.x_train)} Fashion-MNIST images, {args.epochs} epoch(s)"
+    )
 
     def show(row):
-        print(f"  epoch {row['epoch']}: train loss {row['train_loss']:.4f}  test loss {row['test_loss']:.4f}  "
-              f"test acc {row['test_acc']:.4f}  ({row['wall_s']:.1f}s){'  DIVERGED' if row['diverged'] else ''}")
+        print(
+            f"  epoch {row['epoch']}: train loss {row['train_loss']:.4f}  test loss {row['test_loss']:.4f}  "
+            f"test acc {row['test_acc']:.4f}  ({row['wall_s']:.1f}s){'  DIVERGED' if row['diverged'] else ''}"
+        )
         sys.stdout.flush()
 
     hist = train(trainer, data, args.epochs, args.batch_size, seed=cfg.seed, on_epoch=show)
@@ -219,9 +275,15 @@ def _run_fetch(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "coord-check": ("Coordinate check: per-layer feature change against width (slopes near 0 under muP).",
-                    _add_coord, _run_coord),
+    "coord-check": (
+        "Coordinate check: per-layer feature change against width (slopes near 0 under muP).",
+        _add_coord,
+        _run_coord,
+    ),
     "train": ("Train one network on Fashion-MNIST and print its learning curve.", _add_train, _run_train),
-    "fetch-data": ("Find Fashion-MNIST on disk, or download it (checksummed) into the user cache.",
-                   _add_fetch, _run_fetch),
+    "fetch-data": (
+        "Find Fashion-MNIST on disk, or download it (checksummed) into the user cache.",
+        _add_fetch,
+        _run_fetch,
+    ),
 }

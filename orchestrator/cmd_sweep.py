@@ -13,19 +13,29 @@ SMOKE = Path(__file__).resolve().parent.parent / "search_spaces" / "smoke.yaml"
 # ---- sweep -----------------------------------------------------------------------
 def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("space", help="sweep definition (YAML), e.g. search_spaces/smoke.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="OmegaConf dotlist overrides, e.g. train.epochs=2 'grid.width=[64,128]'")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="OmegaConf dotlist overrides, e.g. train.epochs=2 'grid.width=[64,128]'",
+    )
     p.add_argument("--address", default=None, help="join the Ray cluster at ADDR (default: embedded Ray here)")
     p.add_argument("--results", default="results", help="results directory (default results)")
     p.add_argument("--max-concurrent", type=int, default=None, help="at most N trials at once (default: as the YAML)")
     p.add_argument("--no-mlflow", action="store_true", help="Parquet only")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the resolved config, trial counts per axis, how many are already recorded, resources "
-                        "per trial and an estimated cost (recorded trials of this machine, else a few timed steps); "
-                        "run and write nothing")
-    p.add_argument("--no-compact", action="store_true",
-                   help="leave each trial's part files (trials/, history/) as they are; `mutransfer compact` "
-                        "folds them into trials.parquet and history.parquet later")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config, trial counts per axis, how many are already recorded, resources "
+        "per trial and an estimated cost (recorded trials of this machine, else a few timed steps); "
+        "run and write nothing",
+    )
+    p.add_argument(
+        "--no-compact",
+        action="store_true",
+        help="leave each trial's part files (trials/, history/) as they are; `mutransfer compact` "
+        "folds them into trials.parquet and history.parquet later",
+    )
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
@@ -43,23 +53,35 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
         print("\n".join(sweep_plan(sweep, args.results, args.address, args.max_concurrent)))
         return 0
-    print(f"sweep {sweep.name}: {len(sweep.trials)} trials over {', '.join(sweep.swept_keys)} "
-          f"-> {Path(args.results).resolve() / sweep.name}", flush=True)
-    res = run_sweep(sweep, args.results, address=args.address, max_concurrent=args.max_concurrent,
-                    track=not args.no_mlflow, compact=not args.no_compact)
+    print(
+        f"sweep {sweep.name}: {len(sweep.trials)} trials over {', '.join(sweep.swept_keys)} "
+        f"-> {Path(args.results).resolve() / sweep.name}",
+        flush=True,
+    )
+    res = run_sweep(
+        sweep,
+        args.results,
+        address=args.address,
+        max_concurrent=args.max_concurrent,
+        track=not args.no_mlflow,
+        compact=not args.no_compact,
+    )
     from .results_store import ResultsStore
 
     table = ResultsStore(res.sweep_dir).trials()
     totals = table.status.value_counts().to_dict() if not table.empty else {}
-    print(f"this run: {res.total - res.skipped} trials ({', '.join(f'{k} {v}' for k, v in res.counts.items())}); "
-          f"skipped {res.skipped} already done")
-    print(f"in {res.sweep_dir}: {len(table)} trials "
-          f"({', '.join(f'{k} {v}' for k, v in sorted(totals.items()))})")
+    print(
+        f"this run: {res.total - res.skipped} trials ({', '.join(f'{k} {v}' for k, v in res.counts.items())}); "
+        f"skipped {res.skipped} already done"
+    )
+    print(f"in {res.sweep_dir}: {len(table)} trials ({', '.join(f'{k} {v}' for k, v in sorted(totals.items()))})")
     metric = sweep.config.objective.metric
     best = best_row(table, metric, sweep.config.objective.mode)
     if best is not None:
-        print(f"best {metric}: {best[metric]:.4g} "
-              f"({best['algorithm']}/{best['parametrization']} width {best['width']} lr {best['lr']:.4g})")
+        print(
+            f"best {metric}: {best[metric]:.4g} "
+            f"({best['algorithm']}/{best['parametrization']} width {best['width']} lr {best['lr']:.4g})"
+        )
     if not res.tracking_uri:
         print("MLflow: off (--no-mlflow); `mutransfer sync` logs this sweep later")
     else:
@@ -79,13 +101,21 @@ def _run_compact(args: argparse.Namespace) -> int:
     if not store.dir.is_dir() or not store.has_trials():
         raise BadInput(f"{args.sweep_dir}: not a sweep's results directory (no trials.parquet or trials/)")
     n = store.compact()
-    print(f"{store.dir}: folded {n} part file(s) into trials.parquet and history.parquet ({len(store.trials())} trials)")
+    print(
+        f"{store.dir}: folded {n} part file(s) into trials.parquet and history.parquet ({len(store.trials())} trials)"
+    )
     return 0
 
 
 COMMANDS = {
-    "sweep": ("Run a width x learning-rate sweep on Ray Tune; record Parquet and MLflow; resumable.",
-              _add_sweep, _run_sweep),
-    "compact": ("Fold a sweep's part files (trials/, history/) into trials.parquet and history.parquet.",
-                _add_compact, _run_compact),
+    "sweep": (
+        "Run a width x learning-rate sweep on Ray Tune; record Parquet and MLflow; resumable.",
+        _add_sweep,
+        _run_sweep,
+    ),
+    "compact": (
+        "Fold a sweep's part files (trials/, history/) into trials.parquet and history.parquet.",
+        _add_compact,
+        _run_compact,
+    ),
 }

@@ -9,7 +9,6 @@ import argparse
 import time
 from pathlib import Path
 
-
 from .errors import BadInput
 
 NETWORK_CHOICES = {"linear": ("linear",), "tanh": ("tanh",), "both": ("linear", "tanh")}
@@ -43,26 +42,46 @@ def _prepare_out(out: str) -> Path:
 
 # ---- pc-geometry --------------------------------------------------------------------
 def _add_geometry(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--widths", default=None,
-                   help="comma-separated widths (default 64,...,1024; with --gamma-L-c 64,128,256)")
-    p.add_argument("--gamma-L-c", default=None, dest="gamma_L_c",
-                   help="after muP training, sweep γ_L = c·m over these c (e.g. 1e-2,1e-1,1,1e1,1e2,1e3,1e4): "
-                        "PC's converged update against BP's gradient and Gauss-Newton directions, in parameter "
-                        "and function space (pc_interpolation.parquet/.png)")
+    p.add_argument(
+        "--widths", default=None, help="comma-separated widths (default 64,...,1024; with --gamma-L-c 64,128,256)"
+    )
+    p.add_argument(
+        "--gamma-L-c",
+        default=None,
+        dest="gamma_L_c",
+        help="after muP training, sweep γ_L = c·m over these c (e.g. 1e-2,1e-1,1,1e1,1e2,1e3,1e4): "
+        "PC's converged update against BP's gradient and Gauss-Newton directions, in parameter "
+        "and function space (pc_interpolation.parquet/.png)",
+    )
     p.add_argument("--batch-sizes", default="32,128", help="with --gamma-L-c: batch sizes (default 32,128)")
-    p.add_argument("--train-steps", type=int, default=200,
-                   help="with --gamma-L-c: full-batch BP muP SGD steps before measuring (default 200)")
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        default=200,
+        help="with --gamma-L-c: full-batch BP muP SGD steps before measuring (default 200)",
+    )
     p.add_argument("--train-lr", type=float, default=0.2, help="with --gamma-L-c: their learning rate (default 0.2)")
-    p.add_argument("--gamma-bar-L", default="0,-1", dest="gamma_bar_L",
-                   help="output energy weight exponents γ̄_L, γ_L = m^(−γ̄_L): 0 and/or -1 (default 0,-1)")
-    p.add_argument("--steps", default="1,5,20,100,inf",
-                   help="inference step counts T; 'inf' = converged inference (default 1,5,20,100,inf)")
+    p.add_argument(
+        "--gamma-bar-L",
+        default="0,-1",
+        dest="gamma_bar_L",
+        help="output energy weight exponents γ̄_L, γ_L = m^(−γ̄_L): 0 and/or -1 (default 0,-1)",
+    )
+    p.add_argument(
+        "--steps",
+        default="1,5,20,100,inf",
+        help="inference step counts T; 'inf' = converged inference (default 1,5,20,100,inf)",
+    )
     p.add_argument("--network", default=None, help="linear, tanh or both (default both; with --gamma-L-c tanh)")
     p.add_argument("--parametrization", default="mup", help="mup or sp (default mup)")
     p.add_argument("--seeds", default="0", help="comma-separated initialisation seeds (default 0)")
     p.add_argument("--batch-size", type=int, default=32, help="teacher-student batch size (default 32)")
-    p.add_argument("--converged-steps", type=int, default=600,
-                   help="inference steps that stand for 'inf' in the tanh MLP (default 600)")
+    p.add_argument(
+        "--converged-steps",
+        type=int,
+        default=600,
+        help="inference steps that stand for 'inf' in the tanh MLP (default 600)",
+    )
     p.add_argument("--out", default="results/theory/pc_geometry", help="output directory")
 
 
@@ -89,19 +108,30 @@ def _run_interpolation(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     start = time.perf_counter()
-    table = pc_interpolation(widths=widths, cs=cs, seeds=seeds, batch_sizes=sizes, train_steps=args.train_steps,
-                             train_lr=args.train_lr, activation=args.network)
+    table = pc_interpolation(
+        widths=widths,
+        cs=cs,
+        seeds=seeds,
+        batch_sizes=sizes,
+        train_steps=args.train_steps,
+        train_lr=args.train_lr,
+        activation=args.network,
+    )
     wall = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(table, out / "pc_interpolation.parquet")
     png = plot_pc_interpolation(table, out / "pc_interpolation.png")
     cols = ["cos_bp", "cos_gn", "cos_gn_relaxed", "cos_gn_param", "fcos_pc"]
     stats = table.groupby(["batch_size", "width", "c"])[cols].agg(["mean", "min", "max"])
-    print(f"PC's converged update after {args.train_steps} BP muP steps, γ_L = c·m, {len(seeds)} seed(s): "
-          "mean [min, max] over seeds")
+    print(
+        f"PC's converged update after {args.train_steps} BP muP steps, γ_L = c·m, {len(seeds)} seed(s): "
+        "mean [min, max] over seeds"
+    )
     show = stats.xs("mean", axis=1, level=1).round(4).astype(str)
     for col in cols:
-        show[col] += " [" + stats[(col, "min")].round(4).astype(str) + ", " + stats[(col, "max")].round(4).astype(str) + "]"
+        show[col] += (
+            " [" + stats[(col, "min")].round(4).astype(str) + ", " + stats[(col, "max")].round(4).astype(str) + "]"
+        )
     print(show.to_string())
     refs = table.groupby(["batch_size", "width"])[["loss_trained", "fcos_bp", "fcos_gn", "cos_bp_gn"]].mean()
     print("references (c-independent, mean over seeds): trained loss, cos(J·d, r) of BP and activity GN, cos(BP, GN)")
@@ -143,9 +173,16 @@ def _run_geometry(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)  # small matrices: one thread is faster on a shared machine
     start = time.perf_counter()
-    table = pc_geometry(widths=widths, gamma_bar_Ls=gbars, steps=steps, networks=NETWORK_CHOICES[args.network],
-                        seeds=seeds, batch_size=args.batch_size, converged_steps=args.converged_steps,
-                        parametrization=args.parametrization)
+    table = pc_geometry(
+        widths=widths,
+        gamma_bar_Ls=gbars,
+        steps=steps,
+        networks=NETWORK_CHOICES[args.network],
+        seeds=seeds,
+        batch_size=args.batch_size,
+        converged_steps=args.converged_steps,
+        parametrization=args.parametrization,
+    )
     wall = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(table, out / "pc_geometry.parquet")
@@ -162,9 +199,11 @@ def _print_geometry(table, parametrization: str) -> None:
 
     allp = table[table.layer == "all"]
     mean = allp.groupby(["network", "gamma_bar_L", "steps", "width"])[["cos_bp", "cos_gn", "cos_gn_param"]].mean()
-    print(f"PC update vs BP's gradient (cos_bp) and vs the activity-space Gauss-Newton direction "
-          f"(cos_gn: e_L = (Σ_l<L γ_L/γ_l J_l J_lᵀ)^-1 r per sample, e_l = γ_L/γ_l J_lᵀ e_L), all layers, "
-          f"{parametrization}; slope = d log2(1 − cos_bp) / d log2 width")
+    print(
+        f"PC update vs BP's gradient (cos_bp) and vs the activity-space Gauss-Newton direction "
+        f"(cos_gn: e_L = (Σ_l<L γ_L/γ_l J_l J_lᵀ)^-1 r per sample, e_l = γ_L/γ_l J_lᵀ e_L), all layers, "
+        f"{parametrization}; slope = d log2(1 − cos_bp) / d log2 width"
+    )
     rows = []
     for (net, g, s), grp in mean.groupby(level=[0, 1, 2], sort=False):
         grp = grp.droplevel([0, 1, 2])
@@ -190,8 +229,10 @@ def _print_geometry(table, parametrization: str) -> None:
 # ---- alignment ------------------------------------------------------------------------
 # (algorithm, parametrization): "ntk" is the kernel-regime control, BP with trainers.NTK_TABLE
 ALIGNMENT_SETTINGS = (("bp", "sp"), ("bp", "mup"), ("bp", "ntk"), ("pc", "mup"), ("tp", "sp"), ("tp", "mup"))
-ALGORITHM_KEYS = {"tp": {"target_step": 1.0, "feedback": "linear", "feedback_lr": 0.01},
-                  "pc": {"inference_steps": 20, "gamma_bar_L": 0.0}}
+ALGORITHM_KEYS = {
+    "tp": {"target_step": 1.0, "feedback": "linear", "feedback_lr": 0.01},
+    "pc": {"inference_steps": 20, "gamma_bar_L": 0.0},
+}
 
 
 def _add_alignment(p: argparse.ArgumentParser) -> None:
@@ -232,49 +273,83 @@ def _run_alignment(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     profiles, omegas, fits = [], [], []
     for alg, par in ALIGNMENT_SETTINGS:
-        cfg = TrainerConfig(algorithm=alg, parametrization="mup" if par == "ntk" else par, lr=args.lr,
-                            dtype="float64", **ALGORITHM_KEYS.get(alg, {}))
-        prof = alignment_profile(cfg, widths=widths, steps=args.steps, seeds=seeds,
-                                 table=NTK_TABLE if par == "ntk" else None)
+        cfg = TrainerConfig(
+            algorithm=alg,
+            parametrization="mup" if par == "ntk" else par,
+            lr=args.lr,
+            dtype="float64",
+            **ALGORITHM_KEYS.get(alg, {}),
+        )
+        prof = alignment_profile(
+            cfg, widths=widths, steps=args.steps, seeds=seeds, table=NTK_TABLE if par == "ntk" else None
+        )
         profiles.append(prof.assign(algorithm=alg, parametrization=par))
         omegas.append(omega_intervals(prof).assign(algorithm=alg, parametrization=par))
         last = prof[(prof.layer == f"layers.{cfg.depth - 1}") & (prof.step == args.steps)]
         g = last.groupby("width", sort=True)[["ratio", "rms_product"]].mean()
-        fits.append({"algorithm": alg, "parametrization": par, "omega": loglog_slope(g.index, g.ratio),
-                     "product_slope": loglog_slope(g.index, g.rms_product), "widths": ",".join(map(str, widths)),
-                     "seeds": len(seeds), "steps": args.steps, "lr": args.lr})
+        fits.append(
+            {
+                "algorithm": alg,
+                "parametrization": par,
+                "omega": loglog_slope(g.index, g.ratio),
+                "product_slope": loglog_slope(g.index, g.rms_product),
+                "widths": ",".join(map(str, widths)),
+                "seeds": len(seeds),
+                "steps": args.steps,
+                "lr": args.lr,
+            }
+        )
     wall = time.perf_counter() - start
-    profile, omega, fits = (pd.concat(profiles, ignore_index=True), pd.concat(omegas, ignore_index=True),
-                            pd.DataFrame(fits))
-    table = profile[profile.layer.eq(profile.groupby(["algorithm", "parametrization"]).layer.transform("max"))
-                    & (profile.step == args.steps)]
+    profile, omega, fits = (
+        pd.concat(profiles, ignore_index=True),
+        pd.concat(omegas, ignore_index=True),
+        pd.DataFrame(fits),
+    )
+    table = profile[
+        profile.layer.eq(profile.groupby(["algorithm", "parametrization"]).layer.transform("max"))
+        & (profile.step == args.steps)
+    ]
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(table.reset_index(drop=True), out / "alignment.parquet")
     write_parquet_atomic(fits, out / "alignment_fits.parquet")
     write_parquet_atomic(profile, out / "alignment_profile.parquet")
     write_parquet_atomic(omega, out / "alignment_omega.parquet")
     png = plot_alignment(table, fits, out / "alignment.png")
-    print(f"alignment per layer, fitted per (seed, step) over widths {widths}: mean [min, max] of {len(seeds)} "
-          f"seed(s) x {args.steps} step(s); ω_l = d log r / d log n (LLN: 1, CLT: 1/2); product = RMS(W_l Δφ), "
-          "dphi = RMS(Δφ) of the layer's input")
+    print(
+        f"alignment per layer, fitted per (seed, step) over widths {widths}: mean [min, max] of {len(seeds)} "
+        f"seed(s) x {args.steps} step(s); ω_l = d log r / d log n (LLN: 1, CLT: 1/2); product = RMS(W_l Δφ), "
+        "dphi = RMS(Δφ) of the layer's input"
+    )
     show = omega[["algorithm", "parametrization", "layer"]].copy()
     for k in ("omega", "product_slope", "dphi_slope"):
-        show[k] = [f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, lo, hi in zip(omega[k], omega[f"{k}_lo"], omega[f"{k}_hi"])]
+        show[k] = [
+            f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, lo, hi in zip(omega[k], omega[f"{k}_lo"], omega[f"{k}_hi"])
+        ]
     print(show.to_string(index=False))
     last = omega[omega.layer.eq(omega.groupby(["algorithm", "parametrization"]).layer.transform("max"))]
-    print("regime (from the last hidden features' change): " + "; ".join(
-        f"{r.algorithm} {r.parametrization}: {_regime(r)}" for r in last.itertuples()))
+    print(
+        "regime (from the last hidden features' change): "
+        + "; ".join(f"{r.algorithm} {r.parametrization}: {_regime(r)}" for r in last.itertuples())
+    )
     print(fits[["algorithm", "parametrization", "omega", "product_slope"]].round(3).to_string(index=False))
-    print(f"{len(profile)} rows in {wall:.1f} s -> {out / 'alignment_omega.parquet'}, {out / 'alignment_profile.parquet'}, "
-          f"{out / 'alignment.parquet'}, {png}")
+    print(
+        f"{len(profile)} rows in {wall:.1f} s -> {out / 'alignment_omega.parquet'}, {out / 'alignment_profile.parquet'}, "
+        f"{out / 'alignment.parquet'}, {png}"
+    )
     return 0
 
 
 COMMANDS = {
-    "pc-geometry": ("Cosine of PC's update with BP's gradient and with a Gauss-Newton direction against width "
-                    "(deep linear network and tanh MLP; γ̄_L = 0, -1; several T). Parquet + PNG.",
-                    _add_geometry, _run_geometry),
-    "alignment": ("Alignment exponent ω_l per layer against width (intervals over seeds and steps) for BP, PC "
-                  "and TP under SP and muP, and an NTK-style kernel-regime control. Parquet + PNG.",
-                  _add_alignment, _run_alignment),
+    "pc-geometry": (
+        "Cosine of PC's update with BP's gradient and with a Gauss-Newton direction against width "
+        "(deep linear network and tanh MLP; γ̄_L = 0, -1; several T). Parquet + PNG.",
+        _add_geometry,
+        _run_geometry,
+    ),
+    "alignment": (
+        "Alignment exponent ω_l per layer against width (intervals over seeds and steps) for BP, PC "
+        "and TP under SP and muP, and an NTK-style kernel-regime control. Parquet + PNG.",
+        _add_alignment,
+        _run_alignment,
+    ),
 }

@@ -15,8 +15,11 @@ from .errors import BadInput
 # ---- sync ------------------------------------------------------------------------
 def _add_sync(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep_dir", help="a sweep's results directory, e.g. results/smoke")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow URI (default: the sweep's, $MLFLOW_TRACKING_URI, or sqlite:///<results>/mlflow.db)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow URI (default: the sweep's, $MLFLOW_TRACKING_URI, or sqlite:///<results>/mlflow.db)",
+    )
 
 
 def _sync_one(tracker, store, swept: list[str], files: list[Path], config: dict) -> tuple[int, int]:
@@ -49,11 +52,14 @@ def _run_sync(args: argparse.Namespace) -> int:
     if not tracker.start(repair=True):
         return 1
     if tracker.repaired:
-        print(f"MLflow experiment {experiment!r} stored its artifacts by absolute path: moved to "
-              f"{tracker.repaired!r} (deleted; MLflow can restore it) and written again from {store.dir}")
+        print(
+            f"MLflow experiment {experiment!r} stored its artifacts by absolute path: moved to "
+            f"{tracker.repaired!r} (deleted; MLflow can restore it) and written again from {store.dir}"
+        )
     config = OmegaConf.to_container(sweep.config, resolve=True)
-    before, n = _sync_one(tracker, store, list(sweep.swept_keys), [store.config_path, store.dir / "base_lr.json"],
-                          config)
+    before, n = _sync_one(
+        tracker, store, list(sweep.swept_keys), [store.config_path, store.dir / "base_lr.json"], config
+    )
     print(f"MLflow {uri}: sweep {sweep.name}: {before} trials were there, back-filled {n}")
     base = ResultsStore(store.dir / "base")
     if tracker.enabled and base.has_trials():
@@ -76,16 +82,31 @@ def _run_sync(args: argparse.Namespace) -> int:
 # ---- ui --------------------------------------------------------------------------
 def _add_ui(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default="results", help="results directory holding mlflow.db (default results)")
-    p.add_argument("--tracking-uri", default=None, help="backend store URI (default: $MLFLOW_TRACKING_URI or "
-                                                        "sqlite:///<results>/mlflow.db)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="backend store URI (default: $MLFLOW_TRACKING_URI or sqlite:///<results>/mlflow.db)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
 
 
 def ui_command(uri: str, host: str, port: int, artifacts: str | Path | None = None) -> list[str]:
     """The ``mlflow server`` command line that serves ``uri`` (and, proxied, the artifacts under ``artifacts``)."""
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-           "--host", host, "--port", str(port), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     if artifacts is not None:
         cmd += ["--serve-artifacts", "--artifacts-destination", Path(artifacts).resolve().as_uri()]
     return cmd
@@ -110,8 +131,9 @@ def sweep_urls(uri: str, base: str, artifacts: Path | None = None) -> list[tuple
     client = MlflowClient(tracking_uri=uri)
     out = []
     for exp in client.search_experiments():
-        parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_SWEEP}'",
-                                     max_results=1000)
+        parents = client.search_runs(
+            [exp.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_SWEEP}'", max_results=1000
+        )
         if parents:
             out.append((exp.name, runs_url(base, exp.experiment_id)))
         for run in parents if artifacts is not None else []:
@@ -155,8 +177,17 @@ def _run_ui(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "sync": (("Write a sweep's MLflow runs from its results directory: back-fill after the tracking server was "
-              "down, re-log runs and artifacts of a store written by an older version."), _add_sync, _run_sync),
-    "ui": ("The MLflow UI on the sweep's tracking store, bound to 127.0.0.1; prints each sweep's runs table.",
-           _add_ui, _run_ui),
+    "sync": (
+        (
+            "Write a sweep's MLflow runs from its results directory: back-fill after the tracking server was "
+            "down, re-log runs and artifacts of a store written by an older version."
+        ),
+        _add_sync,
+        _run_sync,
+    ),
+    "ui": (
+        "The MLflow UI on the sweep's tracking store, bound to 127.0.0.1; prints each sweep's runs table.",
+        _add_ui,
+        _run_ui,
+    ),
 }

@@ -17,20 +17,32 @@ VERIFY_HELP = (
     "+-max_drift or the regret's lower bound is above max_regret; otherwise 'inconclusive'. A muP group "
     "transfers only if its SP control drifts in the same run (else the setup cannot tell transfer from "
     "drift). SP groups are the control and are not judged (with no muP group, every group is judged). "
-    "Exit 0 every muP group transfers, 1 one drifts, 2 bad input, 3 inconclusive.")
+    "Exit 0 every muP group transfers, 1 one drifts, 2 bad input, 3 inconclusive."
+)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("space", help="sweep definition (YAML) with optional search:, objective:, verify: sections")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="OmegaConf dotlist overrides, e.g. search.trials=10 'grid.width=[64,256]'")
-    p.add_argument("--trials", type=int, default=None,
-                   help="COMPLETE Optuna trials per study (default search.trials); a rerun runs only the remainder")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="OmegaConf dotlist overrides, e.g. search.trials=10 'grid.width=[64,256]'",
+    )
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="COMPLETE Optuna trials per study (default search.trials); a rerun runs only the remainder",
+    )
     p.add_argument("--results", default="results", help="results directory (default results)")
-    p.add_argument("--storage", default=None,
-                   help="Optuna storage: an SQLAlchemy URL, journal:PATH (a journal file, for NFS and other shared "
-                        "file systems) or journal (RESULTS/NAME/optuna.journal); default search.storage, else "
-                        "sqlite:///RESULTS/NAME/optuna.db")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage: an SQLAlchemy URL, journal:PATH (a journal file, for NFS and other shared "
+        "file systems) or journal (RESULTS/NAME/optuna.journal); default search.storage, else "
+        "sqlite:///RESULTS/NAME/optuna.db",
+    )
     p.add_argument("--address", default=None, help="join the Ray cluster at ADDR (default: embedded Ray here)")
     p.add_argument("--no-mlflow", action="store_true", help="Parquet only")
 
@@ -60,18 +72,23 @@ def print_base(res) -> None:
             extra.append(f"{g['marked_failed']} stale RUNNING marked FAIL")
         value = g["best_value"]
         shown = f"{g['metric']} {value:.4g}" if value is not None and math.isfinite(value) else "-"
-        print(f"  [{label}] width {g['base_width']}: {g['trials_complete']} trials ({g['ran']} this run"
-              f"{'; ' + '; '.join(extra) if extra else ''}); best {_fmt_params(g['best'])} ({shown})")
+        print(
+            f"  [{label}] width {g['base_width']}: {g['trials_complete']} trials ({g['ran']} this run"
+            f"{'; ' + '; '.join(extra) if extra else ''}); best {_fmt_params(g['best'])} ({shown})"
+        )
 
 
 def _run_tune_base(args: argparse.Namespace) -> int:
     from .tune_base import tune_base
 
     sweep = _load(args)
-    print(f"tune-base {sweep.name}: Optuna TPE at the base width -> {Path(args.results).resolve() / sweep.name}",
-          flush=True)
-    res = tune_base(sweep, args.results, trials=args.trials, storage=args.storage, address=args.address,
-                    track=not args.no_mlflow)
+    print(
+        f"tune-base {sweep.name}: Optuna TPE at the base width -> {Path(args.results).resolve() / sweep.name}",
+        flush=True,
+    )
+    res = tune_base(
+        sweep, args.results, trials=args.trials, storage=args.storage, address=args.address, track=not args.no_mlflow
+    )
     print_base(res)
     print(f"best learning rates: {res.path}")
     print(f"study storage: {res.storage}; trials: {res.base_dir / 'trials.parquet'}")
@@ -83,10 +100,13 @@ def _run_tune_base(args: argparse.Namespace) -> int:
 def _add_verify(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument("--bootstrap", type=int, default=200, help="seed-bootstrap replicates (default 200)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the resolved config, tune-base's and the bracket's trial counts, how many are already "
-                        "recorded, a bound on the refinement rounds, resources per trial and an estimated cost; run "
-                        "and write nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config, tune-base's and the bracket's trial counts, how many are already "
+        "recorded, a bound on the refinement rounds, resources per trial and an estimated cost; run "
+        "and write nothing",
+    )
 
 
 def _run_verify(args: argparse.Namespace) -> int:
@@ -104,8 +124,15 @@ def _run_verify(args: argparse.Namespace) -> int:
         return 0
     results = Path(args.results).resolve()
     print(f"verify {sweep.name} -> {results / sweep.name}", flush=True)
-    res = run_verify(sweep, args.results, trials=args.trials, storage=args.storage, address=args.address,
-                     track=not args.no_mlflow, n_boot=args.bootstrap)
+    res = run_verify(
+        sweep,
+        args.results,
+        trials=args.trials,
+        storage=args.storage,
+        address=args.address,
+        track=not args.no_mlflow,
+        n_boot=args.bootstrap,
+    )
     print("tune-base (Optuna at the base width):")
     print_base(res.base)
     tr = res.transfer
@@ -114,25 +141,30 @@ def _run_verify(args: argparse.Namespace) -> int:
         for line in res.failures:
             print(f"  {line}")
         return res.code
-    print(f"\ntransfer runs: {', '.join(f'{k} {v}' for k, v in res.run_counts.items()) or 'all done before'}; "
-          f"{tr.mode} {tr.metric}; transfers when k's interval lies within +-{tr.max_drift:g} and max regret's "
-          f"upper bound <= {tr.max_regret:.0%} (and the SP control drifts)")
+    print(
+        f"\ntransfer runs: {', '.join(f'{k} {v}' for k, v in res.run_counts.items()) or 'all done before'}; "
+        f"{tr.mode} {tr.metric}; transfers when k's interval lies within +-{tr.max_drift:g} and max regret's "
+        f"upper bound <= {tr.max_regret:.0%} (and the SP control drifts)"
+    )
     print(verdict_table(tr).to_string(index=False))
     for note in tr.notes:
         print(f"  note: {note}")
     print(f"\nreport: {res.report_dir / 'report.md'} (and report.html, summary.parquet, summary.json)")
     if res.tracking_uri:
-        print(f"MLflow: {res.tracking_uri}; browse with `mutransfer ui --results {args.results}` "
-              f"(http://127.0.0.1:5000)")
+        print(
+            f"MLflow: {res.tracking_uri}; browse with `mutransfer ui --results {args.results}` (http://127.0.0.1:5000)"
+        )
     print(VERDICT_LINES[res.code])
     for line in res.failures:
         print(f"  {line}")
     return res.code
 
 
-VERDICT_LINES = {0: "VERDICT: transfer holds for every muP group (exit 0)",
-                 1: "VERDICT: transfer fails: a muP group drifts (exit 1)",
-                 3: "VERDICT: inconclusive: no muP group drifts, but not every one is shown to transfer (exit 3)"}
+VERDICT_LINES = {
+    0: "VERDICT: transfer holds for every muP group (exit 0)",
+    1: "VERDICT: transfer fails: a muP group drifts (exit 1)",
+    3: "VERDICT: inconclusive: no muP group drifts, but not every one is shown to transfer (exit 3)",
+}
 
 
 # ---- demo ----------------------------------------------------------------------
@@ -148,24 +180,37 @@ def _run_demo(args: argparse.Namespace) -> int:
     """`mutransfer verify search_spaces/demo.yaml`: BP, PC and TP under SP and muP on embedded Ray."""
     import time
 
-    print(f"== demo: verify {DEMO.name}: BP, PC and TP under SP and muP on 7x7 pooled Fashion-MNIST, lr tuned "
-          f"at width 64 (Optuna), checked at widths 64-512 with 3 seeds, on Ray Tune ==", flush=True)
+    print(
+        f"== demo: verify {DEMO.name}: BP, PC and TP under SP and muP on 7x7 pooled Fashion-MNIST, lr tuned "
+        f"at width 64 (Optuna), checked at widths 64-512 with 3 seeds, on Ray Tune ==",
+        flush=True,
+    )
     t0 = time.perf_counter()
     parser = argparse.ArgumentParser()
     _add_verify(parser)
     argv = [str(DEMO), "--results", args.results] + (["--no-mlflow"] if args.no_mlflow else [])
     code = _run_verify(parser.parse_args(argv))
-    print(f"demo finished in {time.perf_counter() - t0:.0f}s (verify's exit code {code}: 0 transfers, 1 drifts, "
-          "3 inconclusive; the demo exits 0 because it completed)")
+    print(
+        f"demo finished in {time.perf_counter() - t0:.0f}s (verify's exit code {code}: 0 transfers, 1 drifts, "
+        "3 inconclusive; the demo exits 0 because it completed)"
+    )
     return 0 if code in (0, 1, 3) else code
 
 
 COMMANDS = {
-    "tune-base": ("Optuna (TPE) search of the learning rate at the base width, per group, on Ray Tune; "
-                  "resumable from its storage (SQLite, PostgreSQL or a journal file); writes RESULTS/NAME/base_lr.json.", _add_common, _run_tune_base),
+    "tune-base": (
+        "Optuna (TPE) search of the learning rate at the base width, per group, on Ray Tune; "
+        "resumable from its storage (SQLite, PostgreSQL or a journal file); writes RESULTS/NAME/base_lr.json.",
+        _add_common,
+        _run_tune_base,
+    ),
     "verify": (VERIFY_HELP, _add_verify, _run_verify),
-    "demo": ("The demo: `mutransfer verify search_spaces/demo.yaml` on embedded Ray: BP, PC and TP under SP and "
-             "muP, 7x7-pooled Fashion-MNIST, widths 64-512, 3 seeds, quarter-octave optima (about 4 minutes on "
-             "2 CPUs). Prints the verdict table, the report and the MLflow UI command; exits 0 when it completed "
-             "(the table says what it found).", _add_demo, _run_demo),
+    "demo": (
+        "The demo: `mutransfer verify search_spaces/demo.yaml` on embedded Ray: BP, PC and TP under SP and "
+        "muP, 7x7-pooled Fashion-MNIST, widths 64-512, 3 seeds, quarter-octave optima (about 4 minutes on "
+        "2 CPUs). Prints the verdict table, the report and the MLflow UI command; exits 0 when it completed "
+        "(the table says what it found).",
+        _add_demo,
+        _run_demo,
+    ),
 }

@@ -29,7 +29,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -49,8 +49,8 @@ class DataSection:
     """Which dataset, and how much of it (first N/10 per class for Fashion-MNIST; 0 = all)."""
 
     dataset: str = "fmnist"
-    subset: Optional[int] = 10000
-    test_subset: Optional[int] = 2000
+    subset: int | None = 10000
+    test_subset: int | None = 2000
 
 
 @dataclass
@@ -73,16 +73,16 @@ class Resources:
 class Tracking:
     """MLflow: ``uri`` (default ``$MLFLOW_TRACKING_URI`` or SQLite at ``<results>/mlflow.db``)."""
 
-    uri: Optional[str] = None
-    experiment: Optional[str] = None
+    uri: str | None = None
+    experiment: str | None = None
 
 
 @dataclass
 class Objective:
     """What "optimal" means for tune-base and the analysis; unset fields follow the top-level metric/mode."""
 
-    metric: Optional[str] = None  # final_train_loss, final_test_loss, final_test_acc (or without final_)
-    mode: Optional[str] = None    # min or max
+    metric: str | None = None  # final_train_loss, final_test_loss, final_test_acc (or without final_)
+    mode: str | None = None  # min or max
 
 
 @dataclass
@@ -112,7 +112,7 @@ class SearchSection:
 
     space: dict[str, Any] = field(default_factory=dict)
     trials: int = 20
-    storage: Optional[str] = None
+    storage: str | None = None
     seed: int = 0
     max_concurrent: int = 0
 
@@ -121,7 +121,7 @@ class SearchSection:
 class SweepConfig:
     """A sweep: fixed trainer fields, a grid over any trainer field, data, loop, and execution."""
 
-    name: Optional[str] = None
+    name: str | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, Any] = field(default_factory=dict)
     data: DataSection = field(default_factory=DataSection)
@@ -135,14 +135,24 @@ class SweepConfig:
     objective: Objective = field(default_factory=Objective)
     verify: VerifySection = field(default_factory=VerifySection)
     search: SearchSection = field(default_factory=SearchSection)
-    plugins: List[str] = field(default_factory=list)  # modules that register algorithms/datasets (plugins.py)
+    plugins: list[str] = field(default_factory=list)  # modules that register algorithms/datasets (plugins.py)
 
 
 # Keys that say how a sweep runs (or is judged), not what its trials compute: they may change between runs.
 # (``metric``/``mode`` say how trials are judged, not what they compute: a sweep recorded before the
 # default objective became the training loss still resumes.)
-EXECUTION_KEYS = ("resources", "max_concurrent", "max_failures", "tracking", "objective", "verify", "search",
-                  "plugins", "metric", "mode")
+EXECUTION_KEYS = (
+    "resources",
+    "max_concurrent",
+    "max_failures",
+    "tracking",
+    "objective",
+    "verify",
+    "search",
+    "plugins",
+    "metric",
+    "mode",
+)
 
 
 @dataclass(frozen=True)
@@ -156,8 +166,13 @@ class TrialSpec:
     swept: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trial_id": self.trial_id, "trainer": dict(self.trainer), "data": dict(self.data),
-                "train": dict(self.train), "swept": list(self.swept)}
+        return {
+            "trial_id": self.trial_id,
+            "trainer": dict(self.trainer),
+            "data": dict(self.data),
+            "train": dict(self.train),
+            "swept": list(self.swept),
+        }
 
 
 @dataclass
@@ -212,8 +227,9 @@ def _check_keys(raw: dict, schema: type, where: str, src: str) -> None:
             tf = trainer_fields()
             for key in raw[section]:
                 if key not in tf:
-                    raise BadInput(f"{src}: unknown key '{section}.{key}' (not a TrainerConfig field)"
-                                   f"{suggest(str(key), tf)}")
+                    raise BadInput(
+                        f"{src}: unknown key '{section}.{key}' (not a TrainerConfig field){suggest(str(key), tf)}"
+                    )
 
 
 def _exc_line(exc: Exception) -> str:
@@ -255,8 +271,11 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     except (OmegaConfBaseException, TypeError) as exc:
         key = getattr(exc, "full_key", None)
         raise BadInput(f"{src}: {('key ' + repr(key) + ': ') if key else ''}{_exc_line(exc)}") from None
-    name = check_name(cfg.name, f"{src}: name") if cfg.name is not None else \
-        check_name(path.stem, f"{src}: name (from the file name; set name=...)")
+    name = (
+        check_name(cfg.name, f"{src}: name")
+        if cfg.name is not None
+        else check_name(path.stem, f"{src}: name (from the file name; set name=...)")
+    )
     cfg.name = name
     from .plugins import import_plugins
 
@@ -277,8 +296,11 @@ def _grid_values(key: str, spec: Any, src: str) -> list[Any]:
         if set(spec) != {"log2"}:
             raise BadInput(f"{src}: grid.{key}: a mapping must be {{log2: [start, stop, step]}}, got {spec!r}")
         r = spec["log2"]
-        if (not isinstance(r, list) or len(r) not in (2, 3)
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)):
+        if (
+            not isinstance(r, list)
+            or len(r) not in (2, 3)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
+        ):
             raise BadInput(f"{src}: grid.{key}.log2 must be [start, stop] or [start, stop, step] numbers, got {r!r}")
         start, stop, step = (list(r) + [1])[:3]
         if step <= 0:
@@ -322,8 +344,13 @@ def searched_spec(template: dict[str, Any], params: dict[str, Any]) -> dict[str,
     from trainers import TrainerConfig
 
     trainer = dataclasses.asdict(TrainerConfig(**{**template["trainer"], **params}))
-    return {"trial_id": trial_id(trainer, template["data"], template["train"]), "trainer": trainer,
-            "data": dict(template["data"]), "train": dict(template["train"]), "swept": list(template["swept"])}
+    return {
+        "trial_id": trial_id(trainer, template["data"], template["train"]),
+        "trainer": trainer,
+        "data": dict(template["data"]),
+        "train": dict(template["train"]),
+        "swept": list(template["swept"]),
+    }
 
 
 def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
@@ -389,12 +416,14 @@ def check_runnable(sweep: Sweep) -> None:
     algos = sorted({t.trainer["algorithm"] for t in sweep.trials})
     missing = [a for a in algos if a not in TRAINERS]
     if missing:
-        raise BadInput(f"{sweep.source}: algorithm={missing[0]!r} has no trainer yet "
-                       f"(available: {', '.join(sorted(TRAINERS))})")
+        raise BadInput(
+            f"{sweep.source}: algorithm={missing[0]!r} has no trainer yet (available: {', '.join(sorted(TRAINERS))})"
+        )
     name = sweep.config.data.dataset
     if name not in DATASETS:
-        raise BadInput(f"{sweep.source}: data.dataset={name!r} is not one of {', '.join(DATASETS)}"
-                       f"{suggest(name, list(DATASETS))}")
+        raise BadInput(
+            f"{sweep.source}: data.dataset={name!r} is not one of {', '.join(DATASETS)}{suggest(name, list(DATASETS))}"
+        )
     entry = dataset_entry(name)
     if entry.from_files and entry.check is not None:
         try:

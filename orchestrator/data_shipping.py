@@ -20,11 +20,11 @@ Call sites in ``orchestrator/tune_runner.py`` (the module that owns ``ray.tune``
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import ray
 import torch
-
 
 
 def shipped() -> tuple[str, ...]:
@@ -45,8 +45,9 @@ def _load_here(data: Mapping[str, Any]):
     """The dataset from this process's disk (float32, CPU); DataError if it is not here."""
     from trainers import load_dataset
 
-    return load_dataset(data["dataset"], data.get("subset") or None, data.get("test_subset") or None,
-                        device="cpu", dtype=torch.float32)
+    return load_dataset(
+        data["dataset"], data.get("subset") or None, data.get("test_subset") or None, device="cpu", dtype=torch.float32
+    )
 
 
 @ray.remote(num_cpus=0)
@@ -112,21 +113,25 @@ def ship(data: Mapping[str, Any], timeout_s: float = 120.0, plugins: Sequence[st
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         probes = {n["NodeID"]: _where.options(**_on(n["NodeID"])).remote(dict(data), list(plugins)) for n in nodes}
         ready, _ = ray.wait(list(probes.values()), num_returns=len(probes), timeout=timeout_s)
-        answers = {nid: (ray.get(ref) if ref in ready else f"!no answer in {timeout_s:.0f}s")
-                   for nid, ref in probes.items()}
+        answers = {
+            nid: (ray.get(ref) if ref in ready else f"!no answer in {timeout_s:.0f}s") for nid, ref in probes.items()
+        }
         for nid, where in answers.items():
             if not where.startswith("!"):
                 return _load_remote.options(**_on(nid)).remote(dict(data), list(plugins))
         ips = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in nodes}
         reasons = "; ".join(f"node {nid[:8]} ({ips[nid]}): {w[1:]}" for nid, w in answers.items())
-        raise DataError(f"data.dataset={data['dataset']}: no node can read it. Driver: {_reason(here)}. "
-                        f"Cluster ({len(nodes)} nodes): {reasons or 'no node alive'}. Put the four IDX files "
-                        f"on one node (MUTRANSFER_DATA, `mutransfer fetch-data`, or Debian's "
-                        f"dataset-fashion-mnist)") from None
+        raise DataError(
+            f"data.dataset={data['dataset']}: no node can read it. Driver: {_reason(here)}. "
+            f"Cluster ({len(nodes)} nodes): {reasons or 'no node alive'}. Put the four IDX files "
+            f"on one node (MUTRANSFER_DATA, `mutransfer fetch-data`, or Debian's "
+            f"dataset-fashion-mnist)"
+        ) from None
 
 
-def dataset_for_trial(data: Mapping[str, Any], shipped: Any, device: torch.device | str,
-                      dtype: torch.dtype, seed: int = 0):
+def dataset_for_trial(
+    data: Mapping[str, Any], shipped: Any, device: torch.device | str, dtype: torch.dtype, seed: int = 0
+):
     """The trial's dataset: the shipped one (an ``ObjectRef`` or a Dataset) cast to ``device`` and ``dtype``,
     or, for a generated dataset (``shipped`` None), made here from ``seed``.
 
@@ -142,7 +147,13 @@ def dataset_for_trial(data: Mapping[str, Any], shipped: Any, device: torch.devic
     from trainers import load_dataset
 
     if shipped is None:
-        return load_dataset(data["dataset"], data.get("subset") or None, data.get("test_subset") or None,
-                            device=device, dtype=dtype, seed=seed)
+        return load_dataset(
+            data["dataset"],
+            data.get("subset") or None,
+            data.get("test_subset") or None,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+        )
     ds = ray.get(shipped) if isinstance(shipped, ray.ObjectRef) else shipped
     return ds.to(device, dtype)

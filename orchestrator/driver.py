@@ -8,10 +8,11 @@ whole set-up of one run: Ray, the resolved config written, MLflow tracking and t
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from .config import Sweep
 from .errors import BadInput
@@ -77,8 +78,9 @@ def ray_held(sweep: Sweep, address: str | None, needed: bool = True) -> Iterator
     or when Ray was not needed). A nested hold finds Ray connected and leaves it to the outer one.
     """
     cfg = sweep.config
-    started, waiting = start_ray(address, cfg.resources.cpu, cfg.resources.gpu, sweep.source) if needed \
-        else (False, None)
+    started, waiting = (
+        start_ray(address, cfg.resources.cpu, cfg.resources.gpu, sweep.source) if needed else (False, None)
+    )
     try:
         yield waiting
     finally:
@@ -101,9 +103,21 @@ class Session:
 
 
 @contextmanager
-def driver_session(sweep: Sweep, results_dir: Path, store: ResultsStore, config_text: str, *, address: str | None,
-                   needs_ray: bool, track: bool, tracked_name: str, experiment: str | None,
-                   total: int, skipped: int, stream: TextIO | None) -> Iterator[Session]:
+def driver_session(
+    sweep: Sweep,
+    results_dir: Path,
+    store: ResultsStore,
+    config_text: str,
+    *,
+    address: str | None,
+    needs_ray: bool,
+    track: bool,
+    tracked_name: str,
+    experiment: str | None,
+    total: int,
+    skipped: int,
+    stream: TextIO | None,
+) -> Iterator[Session]:
     """Ray held, ``config_text`` written to ``store``'s sweep.yaml, tracking started, progress shown.
 
     Args:
@@ -123,8 +137,12 @@ def driver_session(sweep: Sweep, results_dir: Path, store: ResultsStore, config_
         store.write_config(config_text)
         tracker = None
         if track:
-            tracker = Tracker(default_tracking_uri(results_dir, cfg.tracking.uri), tracked_name, experiment,
-                              artifact_root=results_dir / "mlartifacts")
+            tracker = Tracker(
+                default_tracking_uri(results_dir, cfg.tracking.uri),
+                tracked_name,
+                experiment,
+                artifact_root=results_dir / "mlartifacts",
+            )
             tracker.start()
         progress = Progress(total, skipped, cfg.objective.metric, cfg.objective.mode, stream)
         progress.waiting = waiting

@@ -26,8 +26,10 @@ def check_name(name: str, where: str) -> str:
     """
     text = str(name)
     if not text or len(text) > NAME_MAX or not _NAME.fullmatch(text) or ".." in text:
-        raise BadInput(f"{where}={text!r}: not a valid name (1-{NAME_MAX} characters of letters, digits, "
-                       "'.', '_', '-', starting with a letter or digit, no '..' and no '/')")
+        raise BadInput(
+            f"{where}={text!r}: not a valid name (1-{NAME_MAX} characters of letters, digits, "
+            "'.', '_', '-', starting with a letter or digit, no '..' and no '/')"
+        )
     return text
 
 

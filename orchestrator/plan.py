@@ -73,8 +73,9 @@ class CostModel:
         d = spec.data
         key = f"{d['dataset']}:{d['subset']}:{d['test_subset']}:{tc.device}:{tc.dtype}"
         if key not in self._data:
-            self._data[key] = load_dataset(d["dataset"], d["subset"], d["test_subset"], tc.torch_device,
-                                           tc.torch_dtype, tc.seed)
+            self._data[key] = load_dataset(
+                d["dataset"], d["subset"], d["test_subset"], tc.torch_device, tc.torch_dtype, tc.seed
+            )
         data = self._data[key]
         torch.manual_seed(tc.seed)
         trainer = make_trainer(tc, data.input_dim, data.output_dim)
@@ -121,13 +122,18 @@ class CostModel:
         cal = sum(v == "calibrated" for v in self.source.values())
         parts = []
         if rec:
-            parts.append(f"{rec} kind(s) of trial from the median wall_s of trials recorded ok on this machine "
-                         f"({socket.gethostname()})")
+            parts.append(
+                f"{rec} kind(s) of trial from the median wall_s of trials recorded ok on this machine "
+                f"({socket.gethostname()})"
+            )
         if cal:
-            parts.append(f"{cal} kind(s) calibrated here ({CALIBRATION_STEPS} steps and one evaluation each, "
-                         "scaled to the epochs; a diverged trial stops early, so this errs high)")
-        return ("; ".join(parts) or "nothing to estimate") + (". Trial-seconds count training only (wall_s): "
-                                                              "Ray's start and each trial's start-up come on top")
+            parts.append(
+                f"{cal} kind(s) calibrated here ({CALIBRATION_STEPS} steps and one evaluation each, "
+                "scaled to the epochs; a diverged trial stops early, so this errs high)"
+            )
+        return ("; ".join(parts) or "nothing to estimate") + (
+            ". Trial-seconds count training only (wall_s): Ray's start and each trial's start-up come on top"
+        )
 
 
 def recorded_done(store: ResultsStore, specs: list[TrialSpec]) -> int:
@@ -152,16 +158,22 @@ def cost_line(label: str, seconds: float | None, n_slots: int | None) -> str:
     """``label: ~S trial-seconds (~W wall on N slots)``, or that it is unknown."""
     if seconds is None:
         return f"{label}: unknown (no recorded trials of this kind here; calibration off)"
-    wall = f", ~{duration(seconds / n_slots)} wall on {n_slots} slot(s) here" if n_slots else \
-        " (wall time depends on the cluster's free slots)"
+    wall = (
+        f", ~{duration(seconds / n_slots)} wall on {n_slots} slot(s) here"
+        if n_slots
+        else " (wall time depends on the cluster's free slots)"
+    )
     return f"{label}: ~{seconds:.0f} trial-seconds ({duration(seconds)}{wall})"
 
 
 def resources_line(sweep: Sweep, address: str | None, n_slots: int | None) -> str:
     """Resources per trial and how many trials run at once here."""
     r = sweep.config.resources
-    where = f"embedded Ray on this machine ({os.cpu_count()} CPUs): {n_slots} trial(s) at once" if n_slots else \
-        f"cluster {address}: as many at once as its free resources allow"
+    where = (
+        f"embedded Ray on this machine ({os.cpu_count()} CPUs): {n_slots} trial(s) at once"
+        if n_slots
+        else f"cluster {address}: as many at once as its free resources allow"
+    )
     return f"resources per trial: cpu {float(r.cpu):g}, gpu {float(r.gpu):g}; {where}"
 
 
@@ -169,8 +181,12 @@ def resources_line(sweep: Sweep, address: str | None, n_slots: int | None) -> st
 def _header(sweep: Sweep) -> list[str]:
     from .config import to_yaml
 
-    return [f"# dry run of {sweep.source}: nothing is run or written", "# the resolved config:",
-            to_yaml(sweep).rstrip(), "# the plan:"]
+    return [
+        f"# dry run of {sweep.source}: nothing is run or written",
+        "# the resolved config:",
+        to_yaml(sweep).rstrip(),
+        "# the plan:",
+    ]
 
 
 def _axes_line(sweep: Sweep) -> str:
@@ -178,8 +194,9 @@ def _axes_line(sweep: Sweep) -> str:
     return f"trials: {' x '.join(f'{k} {n}' for k, n in axes)} = {len(sweep.trials)}"
 
 
-def sweep_plan(sweep: Sweep, results_dir, address: str | None = None, max_concurrent: int | None = None,
-               calibrate: bool = True) -> list[str]:
+def sweep_plan(
+    sweep: Sweep, results_dir, address: str | None = None, max_concurrent: int | None = None, calibrate: bool = True
+) -> list[str]:
     """The dry-run lines of ``mutransfer sweep``: config, counts, recorded, resources, estimated cost.
 
     Raises:
@@ -233,8 +250,9 @@ def _known_base(path) -> list[dict[str, Any]] | None:
     return groups if all(g.get("best") for g in groups) else None
 
 
-def verify_plan(sweep: Sweep, results_dir, trials: int | None = None, address: str | None = None,
-                calibrate: bool = True) -> list[str]:
+def verify_plan(
+    sweep: Sweep, results_dir, trials: int | None = None, address: str | None = None, calibrate: bool = True
+) -> list[str]:
     """The dry-run lines of ``mutransfer verify``: tune-base's trials, the bracket, a bound on refinement.
 
     Raises:
@@ -266,8 +284,9 @@ def verify_plan(sweep: Sweep, results_dir, trials: int | None = None, address: s
     rep = _representative(space)
     from .config import searched_spec
 
-    base_specs = [TrialSpec(**{**s, "swept": tuple(s["swept"])}) for g in groups
-                  for s in [searched_spec(g.template, rep)]] * n
+    base_specs = [
+        TrialSpec(**{**s, "swept": tuple(s["swept"])}) for g in groups for s in [searched_spec(g.template, rep)]
+    ] * n
     base_done = min(len(base_store.done_ids()), n * len(groups))
     known = _known_base(results_dir / sweep.name / "base_lr.json")
     fake = [{"group": g.label, "best": rep} for g in groups]
@@ -279,8 +298,9 @@ def verify_plan(sweep: Sweep, results_dir, trials: int | None = None, address: s
     bound = points * per_round * rounds
     point_specs = transfer_trials(sweep, known or fake, {i: {0.0} for i in range(len(sweep.trials))})
     point_cost = model.total(point_specs)
-    others = ", ".join(f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}" for k, val in rep.items()
-                       if k != "lr")
+    others = ", ".join(
+        f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}" for k, val in rep.items() if k != "lr"
+    )
     todo_bracket = [t for t in bracket if t.trial_id not in store.done_ids()] if known else bracket
     lines = _header(sweep) + [
         f"grid: {_axes_line(sweep).removeprefix('trials: ')} points (seeds from {seeds_from})",
@@ -288,8 +308,11 @@ def verify_plan(sweep: Sweep, results_dir, trials: int | None = None, address: s
         f"at the base width; already recorded in {base_store.dir}: {base_done}",
         f"bracket: {points} (group, width, parametrization, seed) points x {len(v.bracket)} learning rates "
         f"(verify.bracket) = {len(bracket)} trials; already recorded: "
-        + (f"{bracket_done} (η*_base from base_lr.json)" if known else
-           f"not known until tune-base has found η*_base ({len(store.done_ids())} done trials in {store.dir})"),
+        + (
+            f"{bracket_done} (η*_base from base_lr.json)"
+            if known
+            else f"not known until tune-base has found η*_base ({len(store.done_ids())} done trials in {store.dir})"
+        ),
         f"refinement: then at most {rounds} rounds (verify.max_extend {int(v.max_extend)}, resolution "
         f"{float(v.resolution):g}) of at most {per_round} learning rates per point: at most {bound} more trials",
         resources_line(sweep, address, n_slots),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from .errors import BadInput
 
@@ -39,8 +39,10 @@ def import_plugins(modules: Iterable[str], where: str) -> list[str]:
             importlib.import_module(name)
         except Exception as exc:  # a plugin's own error is bad input too, reported on one line
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise BadInput(f"{where}: cannot import {name!r} ({type(exc).__name__}: {why}); a plugin must be "
-                           f"importable on every node (PYTHONPATH or an installed package)") from None
+            raise BadInput(
+                f"{where}: cannot import {name!r} ({type(exc).__name__}: {why}); a plugin must be "
+                f"importable on every node (PYTHONPATH or an installed package)"
+            ) from None
     if names:
         load_env_tables()  # a plugin may register a table for the same key: the files win, whatever the order
     return names
@@ -72,8 +74,9 @@ def load_env_tables() -> list[str]:
 def import_installed_and_env() -> list[str]:
     """Import the installed packages' plugins (entry points), then ``$MUTRANSFER_PLUGINS``'s, then
     register ``$MUTRANSFER_TABLES``'s table files."""
-    names = (import_plugins(entry_point_plugins(), f"entry point {ENTRY_POINT_GROUP}")
-             + import_plugins(env_plugins(), PLUGINS_ENV))
+    names = import_plugins(entry_point_plugins(), f"entry point {ENTRY_POINT_GROUP}") + import_plugins(
+        env_plugins(), PLUGINS_ENV
+    )
     load_env_tables()
     return names
 

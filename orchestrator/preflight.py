@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from .errors import BadInput
 
@@ -51,16 +51,17 @@ def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_S) -> None
         raise BadInput(f"{shown}: unknown host {host!r} ({exc.strerror or exc})") from None
     except OSError as exc:
         why = f"no answer within {timeout:g}s" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
-        raise BadInput(f"{shown}: nothing answers at {host}:{port} ({why}); "
-                       "is the Ray head running there?") from None
+        raise BadInput(f"{shown}: nothing answers at {host}:{port} ({why}); is the Ray head running there?") from None
 
 
 def check_device_request(devices: Iterable[str], gpu: float, src: str) -> None:
     """BadInput when a trial asks for ``cuda`` but not for a GPU (Ray then gives it none)."""
     cuda = sorted({d for d in devices if str(d).startswith("cuda")})
     if cuda and not gpu > 0:
-        raise BadInput(f"{src}: trainer.device={cuda[0]} needs resources.gpu > 0 (Ray gives a trial a GPU "
-                       "only when it asks for one); or use trainer.device=auto")
+        raise BadInput(
+            f"{src}: trainer.device={cuda[0]} needs resources.gpu > 0 (Ray gives a trial a GPU "
+            "only when it asks for one); or use trainer.device=auto"
+        )
 
 
 def check_local_device(devices: Iterable[str], where: str) -> None:
@@ -75,8 +76,7 @@ def check_local_device(devices: Iterable[str], where: str) -> None:
         idx = int(d.split(":", 1)[1]) if ":" in d and d.split(":", 1)[1].isdigit() else 0
         if idx >= n:
             have = "no CUDA device" if n == 0 else f"{n} CUDA device(s)"
-            raise BadInput(f"{where}={d}: this machine has {have} (torch {torch.__version__}); "
-                           "use device=cpu or auto")
+            raise BadInput(f"{where}={d}: this machine has {have} (torch {torch.__version__}); use device=cpu or auto")
 
 
 def check_local_resources(cpu: float, gpu: float, src: str) -> None:
@@ -84,16 +84,20 @@ def check_local_resources(cpu: float, gpu: float, src: str) -> None:
     that torch here cannot see (Tune would wait for them forever)."""
     have = os.cpu_count() or 1
     if cpu > have:
-        raise BadInput(f"{src}: resources.cpu={cpu:g} per trial, but this machine has {have} CPU(s) "
-                       "(embedded Ray); lower resources.cpu or give --address of a cluster")
+        raise BadInput(
+            f"{src}: resources.cpu={cpu:g} per trial, but this machine has {have} CPU(s) "
+            "(embedded Ray); lower resources.cpu or give --address of a cluster"
+        )
     if not gpu > 0:
         return
     import torch
 
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpu > n:
-        raise BadInput(f"{src}: resources.gpu={gpu:g} per trial, but this machine has {n} GPU(s) "
-                       "usable by torch (embedded Ray); lower resources.gpu or give --address of a GPU cluster")
+        raise BadInput(
+            f"{src}: resources.gpu={gpu:g} per trial, but this machine has {n} GPU(s) "
+            "usable by torch (embedded Ray); lower resources.gpu or give --address of a GPU cluster"
+        )
 
 
 @dataclass

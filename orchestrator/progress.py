@@ -40,9 +40,18 @@ class Progress:
         tty: redraw in place (default: whether ``stream`` is a terminal).
     """
 
-    def __init__(self, total: int, skipped: int = 0, metric: str = DEFAULT_OBJECTIVE_METRIC, mode: str = DEFAULT_MODE,
-                 stream: TextIO | None = None, min_interval: float = 1.0, every: int | None = None,
-                 interval: float = 30.0, tty: bool | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        skipped: int = 0,
+        metric: str = DEFAULT_OBJECTIVE_METRIC,
+        mode: str = DEFAULT_MODE,
+        stream: TextIO | None = None,
+        min_interval: float = 1.0,
+        every: int | None = None,
+        interval: float = 30.0,
+        tty: bool | None = None,
+    ) -> None:
         self.total, self.skipped, self.metric, self.mode = total, skipped, metric, mode
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
@@ -107,9 +116,11 @@ class Progress:
         speed = f"{self.rate(now):.3g}/min ETA {duration(eta)}" if eta is not None else "-/min ETA -"
         best = f"best {self.metric} {self.best[0]:.4g} ({self.best[1]})" if self.best else "best -"
         wait = f" | {self.waiting}" if self.waiting and not self.running and self.done < self.total else ""
-        return (f"[{self.done}/{self.total}{pct}] ok {c['ok']} diverged {c['diverged']} failed {c['failed']} "
-                f"skipped {self.skipped} | running {len(self.running)} retries {self.retries} | {speed} "
-                f"elapsed {duration(now - self.start)}{wait} | {best}")
+        return (
+            f"[{self.done}/{self.total}{pct}] ok {c['ok']} diverged {c['diverged']} failed {c['failed']} "
+            f"skipped {self.skipped} | running {len(self.running)} retries {self.retries} | {speed} "
+            f"elapsed {duration(now - self.start)}{wait} | {best}"
+        )
 
     def render(self, force: bool = False) -> None:
         """Redraw (terminal) or, in plain mode, write a line when one is due."""
@@ -120,8 +131,7 @@ class Progress:
             width = shutil.get_terminal_size((160, 24)).columns - 1
             self.stream.write("\r\033[K" + self.line(now)[:width])
         else:
-            due = (self._last_done < 0 or self.done - self._last_done >= self.every
-                   or now - self._last >= self.interval)
+            due = self._last_done < 0 or self.done - self._last_done >= self.every or now - self._last >= self.interval
             if not (force or due):
                 return
             self._last_done = self.done

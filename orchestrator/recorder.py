@@ -80,7 +80,7 @@ class Recorder:
         row["device_used"] = self.devices.get(trial_id, "")
         row["matmul_backend"] = self.backends.get(trial_id, "")
         row["started_at"], row["finished_at"] = self.times.get(trial_id, (math.nan, time.time()))
-        self.store.record([row], {trial_id: rows})          # Parquet first: the truth
+        self.store.record([row], {trial_id: rows})  # Parquet first: the truth
         if self.tracker is not None:
             self.tracker.log_trial(row, self.specs[trial_id], rows)
         self.progress.finished(trial_id, status, row)

@@ -33,8 +33,9 @@ def _results(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def tune_records(sweep_dir: str | Path, sweep_name: str, specs: dict[str, dict]
-                 ) -> tuple[list[dict[str, Any]], dict[str, list[dict]]]:
+def tune_records(
+    sweep_dir: str | Path, sweep_name: str, specs: dict[str, dict]
+) -> tuple[list[dict[str, Any]], dict[str, list[dict]]]:
     """``(rows, histories)`` of the trials in ``specs`` that Tune's storage holds as finished (ok or diverged).
 
     Later runs (their folders sort by start time) replace earlier ones; within a result.json,
@@ -47,16 +48,18 @@ def tune_records(sweep_dir: str | Path, sweep_name: str, specs: dict[str, dict]
         if tid not in specs or not results or not results[-1].get("last") or results[-1].get("failed"):
             continue
         starts = [i for i, r in enumerate(results) if r.get("epoch") == 1]
-        history = [{k: r.get(k) for k in KEEP} for r in results[starts[-1] if starts else 0:] if "epoch" in r]
+        history = [{k: r.get(k) for k in KEEP} for r in results[starts[-1] if starts else 0 :] if "epoch" in r]
         if history:
             found[tid] = (results[-1], history)
     rows, histories = [], {}
     for tid, (last, history) in found.items():
         status = "diverged" if history[-1].get("diverged") else "ok"
-        row = trial_row(sweep_name, specs[tid], history, status, str(last.get("node", "")),
-                        str(last.get("hostname", "")))
-        row.update(retries=0, device_used=str(last.get("device_used", "")),
-                   matmul_backend=str(last.get("matmul_backend", "")))
+        row = trial_row(
+            sweep_name, specs[tid], history, status, str(last.get("node", "")), str(last.get("hostname", ""))
+        )
+        row.update(
+            retries=0, device_used=str(last.get("device_used", "")), matmul_backend=str(last.get("matmul_backend", ""))
+        )
         rows.append(row)
         histories[tid] = history
     return rows, histories
@@ -70,6 +73,8 @@ def tune_times(tune_dir: str | Path) -> dict[str, tuple[float, float]]:
         results = [r for r in _results(path) if r.get("started_at") is not None]
         if results:
             last = results[-1]
-            out[path.parent.name] = (float(last["started_at"]),
-                                     float(last.get("reported_at") or last.get("timestamp") or last["started_at"]))
+            out[path.parent.name] = (
+                float(last["started_at"]),
+                float(last.get("reported_at") or last.get("timestamp") or last["started_at"]),
+            )
     return out

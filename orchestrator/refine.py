@@ -24,8 +24,14 @@ import numpy as np
 EPS = 1e-6
 
 
-def next_offsets(k: np.ndarray, loss: np.ndarray, resolution: float, step: float,
-                 limits: tuple[float, float] = (-math.inf, math.inf), find_edge: bool = True) -> set[float]:
+def next_offsets(
+    k: np.ndarray,
+    loss: np.ndarray,
+    resolution: float,
+    step: float,
+    limits: tuple[float, float] = (-math.inf, math.inf),
+    find_edge: bool = True,
+) -> set[float]:
     """The offsets to measure next for one curve.
 
     Args:

@@ -13,8 +13,9 @@ writes here.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -34,22 +35,42 @@ from .errors import BadInput
 __all__ = ["TRIAL_COLUMNS", "HISTORY_COLUMNS", "DONE_STATUSES", "trial_row", "ResultsStore"]
 
 
-def trial_row(sweep: str, spec: dict[str, Any], history: list[dict], status: str, node: str = "",
-              hostname: str = "", error: str = "") -> dict[str, Any]:
+def trial_row(
+    sweep: str,
+    spec: dict[str, Any],
+    history: list[dict],
+    status: str,
+    node: str = "",
+    hostname: str = "",
+    error: str = "",
+) -> dict[str, Any]:
     """One ``trials.parquet`` row from a trial spec (``TrialSpec.to_dict()``) and its history."""
     tc = spec["trainer"]
     last = dict(history[-1]) if history else {}
     if status == STATUS_DIVERGED:  # the contract: a diverged trial's final losses are +inf, its accuracy NaN
         last.update(train_loss=math.inf, test_loss=math.inf, test_acc=math.nan)
-    row = {"trial_id": spec["trial_id"], "sweep": sweep, "algorithm": tc["algorithm"],
-           "parametrization": tc["parametrization"], "optimizer": tc["optimizer"],
-           "dataset": spec["data"]["dataset"], "model": tc["model"], "width": int(tc["width"]),
-           "base_width": int(tc["base_width"]), "depth": int(tc["depth"]), "lr": float(tc["lr"]),
-           "inference_steps": int(tc["inference_steps"]), "seed": int(tc["seed"]), "status": status,
-           "final_train_loss": float(last.get("train_loss", math.nan)),
-           "final_test_loss": float(last.get("test_loss", math.nan)),
-           "final_test_acc": float(last.get("test_acc", math.nan)),
-           "epochs_done": len(history), "wall_s": float(last.get("wall_s", 0.0)), "node": node}
+    row = {
+        "trial_id": spec["trial_id"],
+        "sweep": sweep,
+        "algorithm": tc["algorithm"],
+        "parametrization": tc["parametrization"],
+        "optimizer": tc["optimizer"],
+        "dataset": spec["data"]["dataset"],
+        "model": tc["model"],
+        "width": int(tc["width"]),
+        "base_width": int(tc["base_width"]),
+        "depth": int(tc["depth"]),
+        "lr": float(tc["lr"]),
+        "inference_steps": int(tc["inference_steps"]),
+        "seed": int(tc["seed"]),
+        "status": status,
+        "final_train_loss": float(last.get("train_loss", math.nan)),
+        "final_test_loss": float(last.get("test_loss", math.nan)),
+        "final_test_acc": float(last.get("test_acc", math.nan)),
+        "epochs_done": len(history),
+        "wall_s": float(last.get("wall_s", 0.0)),
+        "node": node,
+    }
     for key in spec.get("swept", ()):
         if key not in row:
             row[key] = tc[key]
@@ -79,8 +100,10 @@ class ResultsStore:
         old = {k: v for k, v in old.items() if k not in EXECUTION_KEYS}
         if old != identity:
             diff = _first_difference(old, identity)
-            raise BadInput(f"{self.dir}: belongs to a different sweep config ({diff} differs from "
-                           f"{self.config_path.name}); use another --results or name=")
+            raise BadInput(
+                f"{self.dir}: belongs to a different sweep config ({diff} differs from "
+                f"{self.config_path.name}); use another --results or name="
+            )
 
     def write_config(self, text: str) -> None:
         write_text_atomic(text, self.config_path)
@@ -102,9 +125,11 @@ class ResultsStore:
         try:
             return read(self.dir)
         except ParquetError as exc:
-            raise BadInput(f"{exc}; move trials.parquet, history.parquet, trials/ and history/ aside and rerun the "
-                           "sweep: it rebuilds them from Tune's storage (tune/) where it can and runs the rest "
-                           "again") from None
+            raise BadInput(
+                f"{exc}; move trials.parquet, history.parquet, trials/ and history/ aside and rerun the "
+                "sweep: it rebuilds them from Tune's storage (tune/) where it can and runs the rest "
+                "again"
+            ) from None
 
     def done_ids(self) -> set[str]:
         """Trial ids recorded as ``ok`` or ``diverged`` (a sweep re-run skips these)."""
@@ -124,17 +149,27 @@ class ResultsStore:
         if not rows:
             return
         ids = list(dict.fromkeys(r["trial_id"] for r in rows))
-        hist_new = [{"trial_id": tid, **{k: h.get(k) for k in HISTORY_COLUMNS[1:]},
-                     "diverged": bool(h.get("diverged", False))}
-                    for tid in ids for h in histories.get(tid, [])]
+        hist_new = [
+            {"trial_id": tid, **{k: h.get(k) for k in HISTORY_COLUMNS[1:]}, "diverged": bool(h.get("diverged", False))}
+            for tid in ids
+            for h in histories.get(tid, [])
+        ]
         if self._seq is None:
             found = [parts.watermark(p) for p in (self.trials_path, self.history_path)]
-            found += [parts.part_seq(p) for p in (parts.list_parts(self.trials_path)[-1:]
-                                                  + parts.list_parts(self.history_path)[-1:])]
+            found += [
+                parts.part_seq(p)
+                for p in (parts.list_parts(self.trials_path)[-1:] + parts.list_parts(self.history_path)[-1:])
+            ]
             self._seq = max(found)
         self._seq = seq = parts.next_seq(self._seq)
-        hist = pa.Table.from_pandas(_ordered(pd.DataFrame(hist_new), HISTORY_COLUMNS).sort_values(
-            ["trial_id", "epoch"]), preserve_index=False) if hist_new else None
+        hist = (
+            pa.Table.from_pandas(
+                _ordered(pd.DataFrame(hist_new), HISTORY_COLUMNS).sort_values(["trial_id", "epoch"]),
+                preserve_index=False,
+            )
+            if hist_new
+            else None
+        )
         empty = [tid for tid in ids if not histories.get(tid)]
         if empty:  # recorded again without history: a row with a null epoch hides the old history
             none = pa.table({"trial_id": pa.array(empty, pa.large_string()), "epoch": pa.nulls(len(empty), pa.int64())})

@@ -21,10 +21,11 @@ MAX_PARAM = 6000
 # The experiment's runs-table view (an MLflow "shared view state": an experiment tag the UI reads
 # when the URL carries ?viewStateShareKey=KEY): the columns a transfer study needs.
 VIEW_KEY = "mutransfer"
-VIEW_COLUMNS = [("params", k) for k in ("algorithm", "parametrization", "width", "log2_lr", "lr", "inference_steps",
-                                        "seed")] + \
-               [("metrics", k) for k in ("final_train_loss", "final_test_loss", "final_test_acc", "diverged",
-                                         "wall_s")] + [("tags", "mutransfer.status")]
+VIEW_COLUMNS = (
+    [("params", k) for k in ("algorithm", "parametrization", "width", "log2_lr", "lr", "inference_steps", "seed")]
+    + [("metrics", k) for k in ("final_train_loss", "final_test_loss", "final_test_acc", "diverged", "wall_s")]
+    + [("tags", "mutransfer.status")]
+)
 VIEW_GROUPS = ("algorithm", "parametrization")
 
 
@@ -84,15 +85,23 @@ def view_state() -> str:
     """The JSON of the runs-table view stored as the experiment tag ``mlflow.sharedViewState.<VIEW_KEY>``:
     the study's columns, the trial runs grouped by algorithm and parametrization (groups open, so the
     trials are listed rather than folded under their parent; the parent runs under "Additional runs")."""
-    return json.dumps({"selectedColumns": [f"{kind}.`{name}`" for kind, name in VIEW_COLUMNS],
-                       "groupBy": {"aggregateFunction": "min",
-                                   "groupByKeys": [{"mode": "param", "groupByData": k} for k in VIEW_GROUPS]}})
+    return json.dumps(
+        {
+            "selectedColumns": [f"{kind}.`{name}`" for kind, name in VIEW_COLUMNS],
+            "groupBy": {
+                "aggregateFunction": "min",
+                "groupByKeys": [{"mode": "param", "groupByData": k} for k in VIEW_GROUPS],
+            },
+        }
+    )
 
 
 def runs_url(base: str, experiment_id: str) -> str:
     """The experiment's runs table, machine-learning view, with the study's columns."""
-    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-            f"&viewStateShareKey={VIEW_KEY}")
+    return (
+        f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey={VIEW_KEY}"
+    )
 
 
 def artifact_link(run_id: str, path: str) -> str:
@@ -146,26 +155,41 @@ def verdict_summary(summary: dict[str, Any], run_id: str) -> tuple[str, dict[str
     lines = ["| group | base η* | drift k [95%] | max regret [95%] | k_edge | verdict |", "|---|---|---|---|---|---|"]
     for g in summary.get("groups", []):
         label = group_label({k: g.get(k) for k in keys})
-        for metric, key in (("drift_k", "drift_exponent"), ("drift_k_lo", "drift_lo"), ("drift_k_hi", "drift_hi"),
-                            ("max_regret", "max_regret"), ("lr_star_base", "lr_star_base"),
-                            ("k_edge", "edge_exponent")):
+        for metric, key in (
+            ("drift_k", "drift_exponent"),
+            ("drift_k_lo", "drift_lo"),
+            ("drift_k_hi", "drift_hi"),
+            ("max_regret", "max_regret"),
+            ("lr_star_base", "lr_star_base"),
+            ("k_edge", "edge_exponent"),
+        ):
             if _num(g.get(key)) is not None:
                 metrics[f"{metric}/{label}"] = _num(g[key])
         tags[f"verdict/{label}"] = str(g.get("verdict"))
-        lines.append(f"| {label} | {_fmt(g.get('lr_star_base'))} | {_fmt(g.get('drift_exponent'))} "
-                     f"[{_fmt(g.get('drift_lo'))}, {_fmt(g.get('drift_hi'))}] | {_pct(g.get('max_regret'))} "
-                     f"[{_pct(g.get('regret_lo'))}, {_pct(g.get('regret_hi'))}] | {_fmt(g.get('edge_exponent'))} "
-                     f"| **{g.get('verdict')}** |")
+        lines.append(
+            f"| {label} | {_fmt(g.get('lr_star_base'))} | {_fmt(g.get('drift_exponent'))} "
+            f"[{_fmt(g.get('drift_lo'))}, {_fmt(g.get('drift_hi'))}] | {_pct(g.get('max_regret'))} "
+            f"[{_pct(g.get('regret_lo'))}, {_pct(g.get('regret_hi'))}] | {_fmt(g.get('edge_exponent'))} "
+            f"| **{g.get('verdict')}** |"
+        )
     th = summary.get("thresholds") or {}
-    head = (f"**{summary.get('sweep') or 'sweep'}**: {summary.get('mode')} {summary.get('metric')}; transfers when "
-            f"k's 95% interval lies within ±{th.get('max_drift')} and max regret's upper bound ≤ "
-            f"{_pct(th.get('max_regret'))} (μP: and its SP control drifts).")
-    links = (f"[Full report (HTML)]({artifact_link(run_id, 'report/report.html')}) · "
-             f"[report.md]({artifact_link(run_id, 'report/report.md')}) · "
-             f"[summary.json]({artifact_link(run_id, 'report/summary.json')})")
-    images = [f"![{alt}]({artifact_link(run_id, 'report/' + png)})"
-              for png, alt in (("lr_star_vs_width.png", "optimal learning rate against width"),
-                               ("loss_vs_lr.png", "loss against learning rate"))]
+    head = (
+        f"**{summary.get('sweep') or 'sweep'}**: {summary.get('mode')} {summary.get('metric')}; transfers when "
+        f"k's 95% interval lies within ±{th.get('max_drift')} and max regret's upper bound ≤ "
+        f"{_pct(th.get('max_regret'))} (μP: and its SP control drifts)."
+    )
+    links = (
+        f"[Full report (HTML)]({artifact_link(run_id, 'report/report.html')}) · "
+        f"[report.md]({artifact_link(run_id, 'report/report.md')}) · "
+        f"[summary.json]({artifact_link(run_id, 'report/summary.json')})"
+    )
+    images = [
+        f"![{alt}]({artifact_link(run_id, 'report/' + png)})"
+        for png, alt in (
+            ("lr_star_vs_width.png", "optimal learning rate against width"),
+            ("loss_vs_lr.png", "loss against learning rate"),
+        )
+    ]
     return "\n\n".join([head, "\n".join(lines), links, *images]) + "\n", metrics, tags
 
 
@@ -173,9 +197,15 @@ def base_summary(base: dict[str, Any]) -> tuple[str, dict[str, float], dict[str,
     """From ``base_lr.json``: the base search's description (best lr per group), metrics
     ``best_lr/<group>``, ``best_log2_lr/<group>``, ``best_value/<group>``, ``trials/<group>``."""
     metrics: dict[str, float] = {}
-    lines = [(f"Optuna search at the base width ({base.get('mode')} {base.get('metric')}, "
-              f"{base.get('trials_per_study')} trials per group)."), "",
-             "| group | best lr | log2 | best value | trials | best trial |", "|---|---|---|---|---|---|"]
+    lines = [
+        (
+            f"Optuna search at the base width ({base.get('mode')} {base.get('metric')}, "
+            f"{base.get('trials_per_study')} trials per group)."
+        ),
+        "",
+        "| group | best lr | log2 | best value | trials | best trial |",
+        "|---|---|---|---|---|---|",
+    ]
     for g in base.get("groups", []):
         label = group_label(g.get("group") or {})
         lr = (g.get("best") or {}).get("lr")
@@ -186,8 +216,10 @@ def base_summary(base: dict[str, Any]) -> tuple[str, dict[str, float], dict[str,
             metrics[f"best_value/{label}"] = float(g["best_value"])
         metrics[f"trials/{label}"] = float(g.get("trials_complete") or 0)
         log2 = f"{log2_lr(lr):g}" if _num(lr) is not None and lr > 0 else "–"
-        lines.append(f"| {label} | {_fmt(lr)} | {log2} | {_fmt(g.get('best_value'))} | "
-                     f"{g.get('trials_complete')} | {g.get('best_trial_id') or '–'} |")
+        lines.append(
+            f"| {label} | {_fmt(lr)} | {log2} | {_fmt(g.get('best_value'))} | "
+            f"{g.get('trials_complete')} | {g.get('best_trial_id') or '–'} |"
+        )
     return "\n".join(lines) + "\n", metrics, {}
 
 
@@ -202,13 +234,19 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def md_for_mlflow(md: str, run_id: str, folder: str = "report") -> str:
     """``report.md`` with its relative image links pointed at the server's ``get-artifact`` route."""
-    return re.sub(r"!\[([^\]]*)\]\(([^):/?#]+\.(?:png|svg|jpg))\)",
-                  lambda m: f"![{m.group(1)}]({artifact_link(run_id, f'{folder}/{m.group(2)}')})", md)
+    return re.sub(
+        r"!\[([^\]]*)\]\(([^):/?#]+\.(?:png|svg|jpg))\)",
+        lambda m: f"![{m.group(1)}]({artifact_link(run_id, f'{folder}/{m.group(2)}')})",
+        md,
+    )
 
 
 def md_served_at(md: str, base: str) -> str:
     """``report.md`` (as :func:`md_for_mlflow` wrote it) with its image links absolute on ``base``:
     MLflow's markdown viewer (3.17) shows an image only when its URL has a scheme, and writes a
     relative one out as text (its run descriptions show relative ones)."""
-    return re.sub(r"!\[([^\]]*)\]\((?:https?://[^/)\s]+/)?(get-artifact\?[^)\s]+)\)",
-                  lambda m: f"![{m.group(1)}]({base.rstrip('/')}/{m.group(2)})", md)
+    return re.sub(
+        r"!\[([^\]]*)\]\((?:https?://[^/)\s]+/)?(get-artifact\?[^)\s]+)\)",
+        lambda m: f"![{m.group(1)}]({base.rstrip('/')}/{m.group(2)})",
+        md,
+    )

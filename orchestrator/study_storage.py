@@ -25,7 +25,7 @@ def journal_file(url: str) -> Path | None:
     """The file of a ``journal:PATH`` storage (None for any other storage)."""
     if not url.startswith(JOURNAL + ":"):
         return None
-    return Path(url[len(JOURNAL) + 1:]).expanduser()
+    return Path(url[len(JOURNAL) + 1 :]).expanduser()
 
 
 def storage_file(url: str) -> Path | None:
@@ -73,7 +73,9 @@ def open_storage(url: str):
             from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
             path.parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+            return optuna.storages.JournalStorage(
+                JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+            )
         return optuna.storages.RDBStorage(url)
     except Exception as exc:  # sqlalchemy, drivers and the file system raise many kinds
         raise BadInput(f"storage {url}: cannot open ({str(exc).strip().splitlines()[0][:200]})") from None

@@ -39,9 +39,15 @@ class SweepResult:
         return self.counts.get("failed", 0)
 
 
-def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | None = None,
-              max_concurrent: int | None = None, track: bool = True, stream: TextIO | None = None,
-              compact: bool = True) -> SweepResult:
+def run_sweep(
+    sweep: Sweep,
+    results_dir: str | Path = "results",
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    track: bool = True,
+    stream: TextIO | None = None,
+    compact: bool = True,
+) -> SweepResult:
     """Run the trials of ``sweep`` that ``results_dir/<name>/`` does not hold yet.
 
     Each finished trial is recorded as part files; with ``compact`` (the default) they are folded
@@ -67,23 +73,45 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
         done |= {r["trial_id"] for r in rows}
     todo = [t for t in sweep.trials if t.trial_id not in done]
     cfg = sweep.config
-    with driver_session(sweep, results_dir, store, to_yaml(sweep), address=address, needs_ray=bool(todo),
-                        track=track, tracked_name=sweep.name, experiment=cfg.tracking.experiment,
-                        total=len(sweep.trials), skipped=len(sweep.trials) - len(todo), stream=stream) as session:
+    with driver_session(
+        sweep,
+        results_dir,
+        store,
+        to_yaml(sweep),
+        address=address,
+        needs_ray=bool(todo),
+        track=track,
+        tracked_name=sweep.name,
+        experiment=cfg.tracking.experiment,
+        total=len(sweep.trials),
+        skipped=len(sweep.trials) - len(todo),
+        stream=stream,
+    ) as session:
         if rebuilt[0]:
             store.record(*rebuilt)
-            (stream or sys.stderr).write(f"rebuilt {len(rebuilt[0])} finished trial(s) of {store.trials_path} "
-                                         f"from Tune's storage {store.dir / 'tune'}\n")
+            (stream or sys.stderr).write(
+                f"rebuilt {len(rebuilt[0])} finished trial(s) of {store.trials_path} "
+                f"from Tune's storage {store.dir / 'tune'}\n"
+            )
         tracker = session.tracker
         if tracker is not None and tracker.enabled:
-            tracker.sync(store.trials(), store.history(), specs, tune_dir=store.dir / "tune")  # back-fill what an earlier run missed
+            tracker.sync(
+                store.trials(), store.history(), specs, tune_dir=store.dir / "tune"
+            )  # back-fill what an earlier run missed
         if todo:
             from . import tune_runner
 
-            tune_runner.run_trials([t.to_dict() for t in todo], Recorder(sweep, store, tracker, session.progress),
-                                   store.dir / "tune", sweep.name, cpu=cfg.resources.cpu, gpu=cfg.resources.gpu,
-                                   max_concurrent=cfg.max_concurrent if max_concurrent is None else max_concurrent,
-                                   max_failures=cfg.max_failures, plugins=list(cfg.plugins))
+            tune_runner.run_trials(
+                [t.to_dict() for t in todo],
+                Recorder(sweep, store, tracker, session.progress),
+                store.dir / "tune",
+                sweep.name,
+                cpu=cfg.resources.cpu,
+                gpu=cfg.resources.gpu,
+                max_concurrent=cfg.max_concurrent if max_concurrent is None else max_concurrent,
+                max_failures=cfg.max_failures,
+                plugins=list(cfg.plugins),
+            )
         if compact:
             store.compact()
     counts = dict(session.progress.counts)
@@ -93,11 +121,19 @@ def run_sweep(sweep: Sweep, results_dir: str | Path = "results", address: str | 
         from omegaconf import OmegaConf
 
         tracker.sync(table, store.history(), specs, tune_dir=store.dir / "tune")
-        tracker.finish({f"trials_{k}": float(v) for k, v in totals.items()},
-                       files=[store.config_path, store.dir / "base_lr.json"],
-                       config=OmegaConf.to_container(cfg, resolve=True))
-    return SweepResult(store.dir, len(sweep.trials), len(sweep.trials) - len(todo), counts,
-                       session.tracking_uri, bool(tracker and tracker.enabled))
+        tracker.finish(
+            {f"trials_{k}": float(v) for k, v in totals.items()},
+            files=[store.config_path, store.dir / "base_lr.json"],
+            config=OmegaConf.to_container(cfg, resolve=True),
+        )
+    return SweepResult(
+        store.dir,
+        len(sweep.trials),
+        len(sweep.trials) - len(todo),
+        counts,
+        session.tracking_uri,
+        bool(tracker and tracker.enabled),
+    )
 
 
 def best_row(trials, metric: str = DEFAULT_OBJECTIVE_METRIC, mode: str = DEFAULT_MODE) -> dict[str, Any] | None:

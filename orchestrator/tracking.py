@@ -53,8 +53,11 @@ from analysis.schema import (  # noqa: F401
 from . import run_summary as rs
 
 # Fail fast when a tracking server is down (MLflow's defaults retry for minutes).
-_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
 # Columns of a trials.parquet row that are not logged as params (trial_id and sweep are tags).
 NOT_PARAMS = set(RESULT_COLUMNS) | set(TAG_COLUMNS)
 # MLflow run status per trial status: a diverged trial was stopped early by the divergence check.
@@ -92,8 +95,9 @@ def _finite(v: Any) -> bool:
 class Tracker:
     """Logs a sweep to MLflow from the driver; every call is a no-op once the store is unreachable."""
 
-    def __init__(self, uri: str, sweep: str, experiment: str | None = None,
-                 artifact_root: str | Path | None = None) -> None:
+    def __init__(
+        self, uri: str, sweep: str, experiment: str | None = None, artifact_root: str | Path | None = None
+    ) -> None:
         self.uri, self.sweep = uri, sweep
         self.experiment = experiment or sweep
         self.artifact_root = Path(artifact_root).resolve() if artifact_root else None
@@ -115,8 +119,10 @@ class Tracker:
     def _off(self, exc: BaseException) -> None:
         if self.enabled:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            sys.stderr.write(f"warning: MLflow at {self.uri} unreachable ({first}); "
-                             f"the sweep goes on and Parquet stays whole; run `mutransfer sync` later\n")
+            sys.stderr.write(
+                f"warning: MLflow at {self.uri} unreachable ({first}); "
+                f"the sweep goes on and Parquet stays whole; run `mutransfer sync` later\n"
+            )
         self.enabled = False
 
     # ---- connecting ------------------------------------------------------------------------
@@ -135,7 +141,12 @@ class Tracker:
 
             self.client = MlflowClient(tracking_uri=self.uri)
             exp = self.client.get_experiment_by_name(self.experiment)
-            if exp is not None and repair and self.proxied and not exp.artifact_location.startswith("mlflow-artifacts:"):
+            if (
+                exp is not None
+                and repair
+                and self.proxied
+                and not exp.artifact_location.startswith("mlflow-artifacts:")
+            ):
                 self.repaired = f"{self.experiment}.before-sync-{time.strftime('%Y%m%d-%H%M%S')}"
                 self.client.rename_experiment(exp.experiment_id, self.repaired)
                 self.client.delete_experiment(exp.experiment_id)
@@ -150,20 +161,23 @@ class Tracker:
                 if exp.lifecycle_stage == "deleted":
                     self.client.restore_experiment(exp.experiment_id)
             self.client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND)
-            self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{rs.VIEW_KEY}",
-                                           rs.view_state())
+            self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{rs.VIEW_KEY}", rs.view_state())
             parents = self.client.search_runs(
                 [self.experiment_id],
                 filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep}' and tags.`{TAG_ROLE}` = '{ROLE_SWEEP}'",
-                max_results=1, order_by=["attributes.start_time DESC"])
+                max_results=1,
+                order_by=["attributes.start_time DESC"],
+            )
             if parents:
                 self.parent_id = parents[0].info.run_id
             elif not create:
                 return False
             else:
                 self.parent_id = self.client.create_run(
-                    self.experiment_id, run_name=self.sweep,
-                    tags={TAG_SWEEP: self.sweep, TAG_ROLE: ROLE_SWEEP, TAG_FORMAT: TRACKING_FORMAT}).info.run_id
+                    self.experiment_id,
+                    run_name=self.sweep,
+                    tags={TAG_SWEEP: self.sweep, TAG_ROLE: ROLE_SWEEP, TAG_FORMAT: TRACKING_FORMAT},
+                ).info.run_id
             self._logged = self.logged_trials()
         except Exception as exc:  # any failure of the store: tracking off, sweep on
             self._off(exc)
@@ -178,7 +192,9 @@ class Tracker:
             page = self.client.search_runs(
                 [self.experiment_id],
                 filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep}' and tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'",
-                max_results=1000, page_token=token)
+                max_results=1000,
+                page_token=token,
+            )
             for run in page:
                 tid = run.data.tags.get(TAG_TRIAL)
                 if run.info.status not in DONE_RUN_STATUSES:
@@ -219,31 +235,48 @@ class Tracker:
                 self.client.delete_run(old)
             start, end = self._times(row)
             start_ms, end_ms = int(start * 1000), int(end * 1000)
-            tags = {"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.sweep, TAG_ROLE: ROLE_TRIAL,
-                    TAG_TRIAL: tid, TAG_STATUS: row["status"], TAG_FORMAT: TRACKING_FORMAT}
-            tags.update({k: str(row[k]) for k in ("node", "hostname", "device_used", "matmul_backend", "retries")
-                         if row.get(k) not in (None, "") and not (isinstance(row[k], float) and math.isnan(row[k]))})
+            tags = {
+                "mlflow.parentRunId": self.parent_id,
+                TAG_SWEEP: self.sweep,
+                TAG_ROLE: ROLE_TRIAL,
+                TAG_TRIAL: tid,
+                TAG_STATUS: row["status"],
+                TAG_FORMAT: TRACKING_FORMAT,
+            }
+            tags.update(
+                {
+                    k: str(row[k])
+                    for k in ("node", "hostname", "device_used", "matmul_backend", "retries")
+                    if row.get(k) not in (None, "") and not (isinstance(row[k], float) and math.isnan(row[k]))
+                }
+            )
             if row.get("error"):
                 tags["error"] = str(row["error"])[:5000]
                 tags[NOTE] = f"**failed**: {row['error']}"[:5000]
-            run = self.client.create_run(self.experiment_id, start_time=start_ms, tags=tags,
-                                         run_name=rs.run_name(row, spec.get("swept", ())))
+            run = self.client.create_run(
+                self.experiment_id, start_time=start_ms, tags=tags, run_name=rs.run_name(row, spec.get("swept", ()))
+            )
             rid = run.info.run_id
-            metrics = [Metric(k, float(h[k]), min(end_ms, start_ms + int(1000 * float(h.get("wall_s") or 0))),
-                              int(h["epoch"])) for h in history for k in EPOCH_METRICS if _finite(h.get(k))]
+            metrics = [
+                Metric(k, float(h[k]), min(end_ms, start_ms + int(1000 * float(h.get("wall_s") or 0))), int(h["epoch"]))
+                for h in history
+                for k in EPOCH_METRICS
+                if _finite(h.get(k))
+            ]
             last = max((int(h["epoch"]) for h in history), default=0)
             metrics += [Metric(k, float(row[k]), end_ms, last) for k in FINAL_METRICS if _finite(row.get(k))]
             metrics.append(Metric("diverged", float(row["status"] == STATUS_DIVERGED), end_ms, last))
             params = [Param(k, v) for k, v in _params(row).items()]
             for i in range(0, len(metrics), 900):
-                self.client.log_batch(rid, metrics=metrics[i:i + 900], params=params if i == 0 else [])
+                self.client.log_batch(rid, metrics=metrics[i : i + 900], params=params if i == 0 else [])
             self.client.set_terminated(rid, RUN_STATUS.get(row["status"], "FAILED"), end_time=end_ms)
             self._logged[tid] = (rid, row["status"])
         except Exception as exc:
             self._off(exc)
 
-    def sync(self, trials: pd.DataFrame, history: pd.DataFrame, specs: dict[str, dict],
-             tune_dir: str | Path | None = None) -> int:
+    def sync(
+        self, trials: pd.DataFrame, history: pd.DataFrame, specs: dict[str, dict], tune_dir: str | Path | None = None
+    ) -> int:
         """Back-fill every trial in ``trials`` that MLflow lacks (or holds in an older format); returns
         how many were logged. ``tune_dir``: Tune's storage, for the times of rows that lack them."""
         if not self.enabled or trials.empty:
@@ -253,8 +286,11 @@ class Tracker:
 
             self.times.update(tune_times(tune_dir))
         n = 0
-        groups = {tid: g.sort_values("epoch").to_dict("records") for tid, g in history.groupby("trial_id")} \
-            if not history.empty else {}
+        groups = (
+            {tid: g.sort_values("epoch").to_dict("records") for tid, g in history.groupby("trial_id")}
+            if not history.empty
+            else {}
+        )
         for row in trials.to_dict("records"):
             tid = row["trial_id"]
             if self._logged.get(tid, ("", None))[1] == row["status"] or tid not in specs:
@@ -275,14 +311,25 @@ class Tracker:
             repo = LocalArtifactRepository((self.artifact_root / urlparse(uri).path.lstrip("/")).as_uri())
         for p in map(Path, paths):
             if p.is_dir():
-                (repo.log_artifacts(str(p), artifact_path) if repo else
-                 self.client.log_artifacts(run_id, str(p), artifact_path))
+                (
+                    repo.log_artifacts(str(p), artifact_path)
+                    if repo
+                    else self.client.log_artifacts(run_id, str(p), artifact_path)
+                )
             elif p.is_file():
-                (repo.log_artifact(str(p), artifact_path) if repo else
-                 self.client.log_artifact(run_id, str(p), artifact_path))
+                (
+                    repo.log_artifact(str(p), artifact_path)
+                    if repo
+                    else self.client.log_artifact(run_id, str(p), artifact_path)
+                )
 
-    def describe(self, config: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
-                 tags: dict[str, str] | None = None, description: str | None = None) -> None:
+    def describe(
+        self,
+        config: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+        description: str | None = None,
+    ) -> None:
         """On the parent run: ``config`` as params (keys it already has are kept: MLflow params are
         immutable), metrics, tags and the description (markdown)."""
         if not self.enabled:
@@ -298,20 +345,29 @@ class Tracker:
             if description is not None:
                 ts.append(RunTag(NOTE, description))
             for i in range(0, max(len(params), len(ms), len(ts), 1), 100):
-                self.client.log_batch(self.parent_id, metrics=ms[i:i + 100], params=params[i:i + 100],
-                                      tags=ts[i:i + 100])
+                self.client.log_batch(
+                    self.parent_id, metrics=ms[i : i + 100], params=params[i : i + 100], tags=ts[i : i + 100]
+                )
         except Exception as exc:
             self._off(exc)
 
-    def finish(self, summary: dict[str, Any] | None = None, files: Iterable[str | Path] = (),
-               config: dict[str, Any] | None = None, description: str | None = None) -> None:
+    def finish(
+        self,
+        summary: dict[str, Any] | None = None,
+        files: Iterable[str | Path] = (),
+        config: dict[str, Any] | None = None,
+        description: str | None = None,
+    ) -> None:
         """The parent run: counts as metrics, ``config`` as params, ``files`` as artifacts, the
         description (kept when it is already the verdict table of a report); then marked finished."""
         if not self.enabled:
             return
         try:
-            counts = {k.removeprefix("trials_"): int(v) for k, v in (summary or {}).items()
-                      if k.startswith("trials_") and _finite(v)}
+            counts = {
+                k.removeprefix("trials_"): int(v)
+                for k, v in (summary or {}).items()
+                if k.startswith("trials_") and _finite(v)
+            }
             if description is None and counts and TAG_REPORT not in self.client.get_run(self.parent_id).data.tags:
                 description = rs.sweep_description(self.sweep, counts)
             self.describe(config, {k: v for k, v in (summary or {}).items() if _finite(v)}, None, description)
@@ -322,8 +378,9 @@ class Tracker:
             self._off(exc)
 
 
-def log_report(report_dir: str | Path, uri: str, experiment: str, sweep: str,
-               artifact_root: str | Path | None = None) -> str | None:
+def log_report(
+    report_dir: str | Path, uri: str, experiment: str, sweep: str, artifact_root: str | Path | None = None
+) -> str | None:
     """Log ``report_dir`` under ``report/`` of the sweep's parent run; its description becomes the
     verdict table (from ``summary.json``) with links to the report, its tags ``verdict/<group>``,
     its metrics ``drift_k/<group>``, ``max_regret/<group>``, ... (:func:`run_summary.verdict_summary`).

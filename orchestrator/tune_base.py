@@ -44,12 +44,12 @@ from omegaconf import OmegaConf
 from analysis.io import write_json_atomic
 
 from .config import Sweep, check_runnable, searched_spec, suggest, trainer_fields, trial_id  # noqa: F401
+from .driver import driver_session, preflight, ray_held
 from .errors import BadInput
 from .paths import inside
-from .study_storage import check_storage_url, default_url, open_storage, storage_file  # noqa: F401
-from .results_store import DONE_STATUSES, ResultsStore
-from .driver import driver_session, preflight, ray_held
 from .recorder import SearchRecorder  # noqa: F401  (re-exported)
+from .results_store import DONE_STATUSES, ResultsStore
+from .study_storage import check_storage_url, default_url, open_storage, storage_file  # noqa: F401
 
 NOT_SEARCHABLE = ("width", "base_width", "parametrization", "seed", "algorithm", "device", "dtype")
 NOT_GROUPED = ("width", "parametrization", "seed", "lr")
@@ -82,8 +82,13 @@ def search_space(sweep: Sweep) -> list[dict[str, Any]]:
         if name != "lr" and name in cfg.grid:
             raise BadInput(f"{where}: {name} is also a grid axis; keep one")
         ftype = str(fields[name].type)
-        kind = "int" if ftype in ("int", "<class 'int'>") else "float" if ftype in ("float", "<class 'float'>") \
+        kind = (
+            "int"
+            if ftype in ("int", "<class 'int'>")
+            else "float"
+            if ftype in ("float", "<class 'float'>")
             else "other"
+        )
         if not isinstance(spec, dict):
             raise BadInput(f"{where}: expected {{low, high, log}} or {{choices: [...]}}, got {spec!r}")
         if "choices" in spec:
@@ -97,8 +102,9 @@ def search_space(sweep: Sweep) -> list[dict[str, Any]]:
         if kind == "other":
             raise BadInput(f"{where}: {name} is a {ftype} field: give choices: [...]")
         low, high, log = spec["low"], spec["high"], spec.get("log", name == "lr")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) \
-                or not isinstance(log, bool):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not isinstance(
+            log, bool
+        ):
             raise BadInput(f"{where}: low and high must be numbers and log a boolean, got {spec!r}")
         if not (math.isfinite(low) and math.isfinite(high) and low < high) or (log and low <= 0):
             raise BadInput(f"{where}: need finite low < high{' and low > 0 (log)' if log else ''}, got {spec!r}")
@@ -135,10 +141,17 @@ def search_groups(sweep: Sweep, space: list[dict[str, Any]]) -> list[SearchGroup
         if values in groups:
             continue
         trainer = {**t.trainer, "width": t.trainer["base_width"], "parametrization": par}
-        template = {"trainer": trainer, "data": dict(t.data), "train": dict(t.train),
-                    "swept": [*keys, *sorted(searched)]}
-        ident = {"template": {**template, "trainer": {k: v for k, v in trainer.items() if k not in searched}},
-                 "space": space, "objective": OmegaConf.to_container(sweep.config.objective)}
+        template = {
+            "trainer": trainer,
+            "data": dict(t.data),
+            "train": dict(t.train),
+            "swept": [*keys, *sorted(searched)],
+        }
+        ident = {
+            "template": {**template, "trainer": {k: v for k, v in trainer.items() if k not in searched}},
+            "space": space,
+            "objective": OmegaConf.to_container(sweep.config.objective),
+        }
         label = dict(zip(keys, values))
         name = "-".join(str(v) for v in values) or "all"
         groups[values] = SearchGroup(label, template, f"{sweep.name}:{name}:{_short_hash(ident)}")
@@ -169,8 +182,12 @@ def resume_study(storage, group: SearchGroup, mode: str, metric: str, done: dict
     import optuna
     from optuna.trial import TrialState
 
-    study = optuna.create_study(storage=storage, study_name=group.study, load_if_exists=True,
-                                direction="minimize" if mode == "min" else "maximize")
+    study = optuna.create_study(
+        storage=storage,
+        study_name=group.study,
+        load_if_exists=True,
+        direction="minimize" if mode == "min" else "maximize",
+    )
     recovered = failed = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         tid = None
@@ -185,8 +202,12 @@ def resume_study(storage, group: SearchGroup, mode: str, metric: str, done: dict
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             failed += 1
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    return {"complete": complete, "recovered": recovered, "failed": failed,
-            "trials": len(study.get_trials(deepcopy=False))}
+    return {
+        "complete": complete,
+        "recovered": recovered,
+        "failed": failed,
+        "trials": len(study.get_trials(deepcopy=False)),
+    }
 
 
 def sampler_seed(seed: int, trials_in_study: int) -> int:
@@ -204,19 +225,31 @@ def study_best(storage, group: SearchGroup, metric: str, mode: str) -> dict[str,
     from optuna.trial import TrialState
 
     study = optuna.load_study(study_name=group.study, storage=storage)
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if t.value is not None and math.isfinite(t.value)]
-    out = {"group": group.label, "study": group.study, "base_width": group.template["trainer"]["base_width"],
-           "parametrization_run": group.template["trainer"]["parametrization"],
-           "trials_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-           "trial_ids": sorted(searched_spec(group.template, _params(t))["trial_id"]
-                               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-           "metric": metric, "mode": mode, "best": None, "best_value": None, "best_trial_id": None}
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]
+    out = {
+        "group": group.label,
+        "study": group.study,
+        "base_width": group.template["trainer"]["base_width"],
+        "parametrization_run": group.template["trainer"]["parametrization"],
+        "trials_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+        "trial_ids": sorted(
+            searched_spec(group.template, _params(t))["trial_id"]
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ),
+        "metric": metric,
+        "mode": mode,
+        "best": None,
+        "best_value": None,
+        "best_trial_id": None,
+    }
     if trials:
         best = (min if mode == "min" else max)(trials, key=lambda t: t.value)
         params = _params(best)
-        out.update(best=params, best_value=best.value,
-                   best_trial_id=searched_spec(group.template, params)["trial_id"])
+        out.update(best=params, best_value=best.value, best_trial_id=searched_spec(group.template, params)["trial_id"])
     return out
 
 
@@ -243,9 +276,15 @@ def storage_url(sweep: Sweep, results_dir: str | Path, storage: str | None = Non
     return url
 
 
-def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | None = None,
-              storage: str | None = None, address: str | None = None, track: bool = True,
-              stream: TextIO | None = None) -> BaseResult:
+def tune_base(
+    sweep: Sweep,
+    results_dir: str | Path = "results",
+    trials: int | None = None,
+    storage: str | None = None,
+    address: str | None = None,
+    track: bool = True,
+    stream: TextIO | None = None,
+) -> BaseResult:
     """Run each group's study up to ``trials`` COMPLETE trials at the base width; write base_lr.json.
 
     Args:
@@ -266,8 +305,9 @@ def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | N
     cfg = sweep.config
     n = cfg.search.trials if trials is None else trials
     if not isinstance(n, int) or n <= 0:
-        raise BadInput(f"{'--trials' if trials is not None else sweep.source + ': search.trials'}={n!r} "
-                       "must be a positive integer")
+        raise BadInput(
+            f"{'--trials' if trials is not None else sweep.source + ': search.trials'}={n!r} must be a positive integer"
+        )
     if cfg.search.max_concurrent < 0:
         raise BadInput(f"{sweep.source}: search.max_concurrent={cfg.search.max_concurrent!r} must be >= 0")
     space = search_space(sweep)
@@ -288,25 +328,45 @@ def tune_base(sweep: Sweep, results_dir: str | Path = "results", trials: int | N
         return _search(sweep, store, url, n, groups, space, address, track, stream)
 
 
-def _search(sweep: Sweep, store: ResultsStore, url: str, n: int, groups: list[SearchGroup],
-            space: list[dict[str, Any]], address: str | None, track: bool, stream: TextIO | None) -> BaseResult:
+def _search(
+    sweep: Sweep,
+    store: ResultsStore,
+    url: str,
+    n: int,
+    groups: list[SearchGroup],
+    space: list[dict[str, Any]],
+    address: str | None,
+    track: bool,
+    stream: TextIO | None,
+) -> BaseResult:
     """tune_base once its input is checked: settle the studies, run what is missing, write base_lr.json."""
     cfg, metric, mode = sweep.config, sweep.config.objective.metric, sweep.config.objective.mode
     sweep_dir, results_dir = store.dir.parent, store.dir.parent.parent
     sweep_dir.mkdir(parents=True, exist_ok=True)
     st = open_storage(url)
     table = store.trials()
-    done = {r["trial_id"]: r for r in table.to_dict("records") if r["status"] in DONE_STATUSES} \
-        if not table.empty else {}
+    done = (
+        {r["trial_id"]: r for r in table.to_dict("records") if r["status"] in DONE_STATUSES} if not table.empty else {}
+    )
     states = [resume_study(st, g, mode, metric, done) for g in groups]
     todo = [max(0, n - s["complete"]) for s in states]
     base_sweep = Sweep(name=f"{sweep.name}-base", source=sweep.source, config=cfg, trials=[])
     base_cfg = cfg.copy()
     base_cfg.name = base_sweep.name  # base/ reads as the sweep "<name>-base"
-    with driver_session(sweep, results_dir, store, OmegaConf.to_yaml(base_cfg), address=address,
-                        needs_ray=any(todo), track=track, tracked_name=base_sweep.name,
-                        experiment=cfg.tracking.experiment or sweep.name, total=n * len(groups),
-                        skipped=sum(min(n, s["complete"]) for s in states), stream=stream) as session:
+    with driver_session(
+        sweep,
+        results_dir,
+        store,
+        OmegaConf.to_yaml(base_cfg),
+        address=address,
+        needs_ray=any(todo),
+        track=track,
+        tracked_name=base_sweep.name,
+        experiment=cfg.tracking.experiment or sweep.name,
+        total=n * len(groups),
+        skipped=sum(min(n, s["complete"]) for s in states),
+        stream=stream,
+    ) as session:
         recorder = SearchRecorder(base_sweep, store, session.tracker, session.progress)
         for g, k, s in zip(groups, todo, states):
             if k:
@@ -315,36 +375,72 @@ def _search(sweep: Sweep, store: ResultsStore, url: str, n: int, groups: list[Se
     result = BaseResult(sweep_dir, store.dir, url, tracking_uri=session.tracking_uri)
     for g, s in zip(groups, states):
         best = study_best(st, g, metric, mode)
-        best.update(ran=best["trials_complete"] - s["complete"], recovered=s["recovered"], marked_failed=s["failed"],
-                    complete_before=s["complete"])
+        best.update(
+            ran=best["trials_complete"] - s["complete"],
+            recovered=s["recovered"],
+            marked_failed=s["failed"],
+            complete_before=s["complete"],
+        )
         result.groups.append(best)
     result.path = sweep_dir / "base_lr.json"
-    summary = {"sweep": sweep.name, "storage": url, "metric": metric, "mode": mode,
-               "trials_per_study": n, "space": space, "groups": result.groups}
+    summary = {
+        "sweep": sweep.name,
+        "storage": url,
+        "metric": metric,
+        "mode": mode,
+        "trials_per_study": n,
+        "space": space,
+        "groups": result.groups,
+    }
     write_json_atomic(summary, result.path)
     if session.tracker is not None:
         from .run_summary import base_summary
 
         session.tracker.sync(store.trials(), store.history(), _study_specs(groups, st), tune_dir=store.dir / "tune")
         text, metrics, _ = base_summary(json.loads(json.dumps(summary, default=str)))
-        session.tracker.finish(metrics, files=[store.config_path, result.path],
-                               config=OmegaConf.to_container(base_cfg, resolve=True), description=text)
+        session.tracker.finish(
+            metrics,
+            files=[store.config_path, result.path],
+            config=OmegaConf.to_container(base_cfg, resolve=True),
+            description=text,
+        )
         result.tracked = session.tracker.enabled
     return result
 
 
-def _run_study(sweep: Sweep, group: SearchGroup, k: int, state: dict[str, int], space: list[dict[str, Any]],
-               st, recorder: SearchRecorder, store: ResultsStore) -> None:
+def _run_study(
+    sweep: Sweep,
+    group: SearchGroup,
+    k: int,
+    state: dict[str, int],
+    space: list[dict[str, Any]],
+    st,
+    recorder: SearchRecorder,
+    store: ResultsStore,
+) -> None:
     """``k`` more trials of ``group``'s study through Ray Tune (Optuna's TPE, seeded by how far the study is)."""
     from . import tune_runner
 
     cfg = sweep.config
     tune_runner.run_search(
-        group.template, space, searched_spec, recorder, store.dir / "tune", f"{sweep.name}-base",
-        group.study, st, k, metric=cfg.objective.metric.removeprefix("final_"), mode=cfg.objective.mode,
-        seed=sampler_seed(cfg.search.seed, state["trials"]), cpu=cfg.resources.cpu, gpu=cfg.resources.gpu,
-        max_concurrent=cfg.search.max_concurrent or cfg.max_concurrent, max_failures=cfg.max_failures,
-        plugins=list(cfg.plugins))
+        group.template,
+        space,
+        searched_spec,
+        recorder,
+        store.dir / "tune",
+        f"{sweep.name}-base",
+        group.study,
+        st,
+        k,
+        metric=cfg.objective.metric.removeprefix("final_"),
+        mode=cfg.objective.mode,
+        seed=sampler_seed(cfg.search.seed, state["trials"]),
+        cpu=cfg.resources.cpu,
+        gpu=cfg.resources.gpu,
+        max_concurrent=cfg.search.max_concurrent or cfg.max_concurrent,
+        max_failures=cfg.max_failures,
+        plugins=list(cfg.plugins),
+    )
 
 
 def _study_specs(groups: list[SearchGroup], st) -> dict[str, dict[str, Any]]:
@@ -371,6 +467,17 @@ def group_of(trainer: dict[str, Any], result_groups: list[dict[str, Any]]) -> di
     return None
 
 
-__all__ = ["search_space", "search_groups", "searched_spec", "resume_study", "study_best", "tune_base",
-           "BaseResult", "SearchGroup", "SearchRecorder", "storage_url", "group_of", "objective_value"]
-
+__all__ = [
+    "search_space",
+    "search_groups",
+    "searched_spec",
+    "resume_study",
+    "study_best",
+    "tune_base",
+    "BaseResult",
+    "SearchGroup",
+    "SearchRecorder",
+    "storage_url",
+    "group_of",
+    "objective_value",
+]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import ray
 from ray import tune
@@ -100,13 +101,25 @@ def _run_spec(spec: dict[str, Any], threads: int, data_ref: Any, extra: Callable
     from trainers import train
 
     started_at = time.time()  # epoch seconds (Tune's own timestamps are whole seconds): for benchmarks
-    where = {"trial_id": spec["trial_id"], "node": ray.get_runtime_context().get_node_id(),
-             "hostname": socket.gethostname(), "started_at": started_at}
+    where = {
+        "trial_id": spec["trial_id"],
+        "node": ray.get_runtime_context().get_node_id(),
+        "hostname": socket.gethostname(),
+        "started_at": started_at,
+    }
     try:
         tc, data, trainer = _setup(spec, threads, data_ref)
     except SetupError as exc:
-        tune.report({**where, **(extra({}) if extra else {}), "failed": True, "error": str(exc),
-                     "last": True, "reported_at": time.time()})
+        tune.report(
+            {
+                **where,
+                **(extra({}) if extra else {}),
+                "failed": True,
+                "error": str(exc),
+                "last": True,
+                "reported_at": time.time(),
+            }
+        )
         return
     where["device_used"] = str(tc.torch_device)
     epochs = int(spec["train"]["epochs"])
@@ -186,8 +199,13 @@ def connect(address: str | None = None) -> bool:
     """Join the cluster at ``address``, or start Ray embedded here. True if this call started Ray."""
     if ray.is_initialized():
         return False
-    ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-             logging_level="WARNING", configure_logging=True)
+    ray.init(
+        address=address or None,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="WARNING",
+        configure_logging=True,
+    )
     return True
 
 
@@ -204,8 +222,9 @@ def cluster_offer():
 
         config = state.get_cluster_config()  # autoscaler v2 reports its node types here
         if config is not None and config.node_group_configs:
-            offer.node_types = [{k: float(v) for k, v in g.resources.items()}
-                                for g in config.node_group_configs if g.max_count != 0]
+            offer.node_types = [
+                {k: float(v) for k, v in g.resources.items()} for g in config.node_group_configs if g.max_count != 0
+            ]
         offer.autoscaling = _v1_autoscaler_may_add_nodes(_internal_kv_get("__autoscaling_status"))
     except Exception:  # private APIs: without them, only the nodes there are count
         pass
@@ -231,9 +250,19 @@ def shutdown() -> None:
         ray.shutdown()
 
 
-def _fit(trainable, data: dict[str, Any] | None, param_space: dict[str, Any], storage_dir: str | Path, name: str,
-         cpu: float, gpu: float, max_failures: int, callbacks: list, plugins: Sequence[str] = (),
-         **tune_config: Any) -> None:
+def _fit(
+    trainable,
+    data: dict[str, Any] | None,
+    param_space: dict[str, Any],
+    storage_dir: str | Path,
+    name: str,
+    cpu: float,
+    gpu: float,
+    max_failures: int,
+    callbacks: list,
+    plugins: Sequence[str] = (),
+    **tune_config: Any,
+) -> None:
     """Build and run one Tuner: ``trainable`` with the dataset shipped once, ``cpu``/``gpu`` per trial,
     Tune's JSON/CSV logs under ``storage_dir``, ``max_failures`` retries, ``callbacks`` after them;
     ``plugins`` (modules) go to every trial in its config, imported there before anything else."""
@@ -244,28 +273,51 @@ def _fit(trainable, data: dict[str, Any] | None, param_space: dict[str, Any], st
     storage.mkdir(parents=True, exist_ok=True)
     resources = {"cpu": cpu, "gpu": gpu} if gpu else {"cpu": cpu}
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(
-            trainable, data_ref=ship(data, plugins=plugins) if data is not None else None), resources),
+        tune.with_resources(
+            tune.with_parameters(trainable, data_ref=ship(data, plugins=plugins) if data is not None else None),
+            resources,
+        ),
         param_space={**param_space, "threads": max(1, int(cpu)), "plugins": list(plugins)},
         tune_config=tune.TuneConfig(reuse_actors=True, **tune_config),  # one worker runs many trials
         run_config=tune.RunConfig(
-            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", storage_path=str(storage),
+            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+            storage_path=str(storage),
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *callbacks], verbose=0),
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *callbacks],
+            verbose=0,
+        ),
     )
     tuner.fit()
 
 
-def run_trials(specs: list[dict[str, Any]], recorder: Recorder, storage_dir: str | Path, name: str,
-               cpu: float = 1.0, gpu: float = 0.0, max_concurrent: int = 0, max_failures: int = 2,
-               plugins: Sequence[str] = ()) -> None:
+def run_trials(
+    specs: list[dict[str, Any]],
+    recorder: Recorder,
+    storage_dir: str | Path,
+    name: str,
+    cpu: float = 1.0,
+    gpu: float = 0.0,
+    max_concurrent: int = 0,
+    max_failures: int = 2,
+    plugins: Sequence[str] = (),
+) -> None:
     """Run ``specs`` (``TrialSpec.to_dict()``) on Ray Tune, one trial each, recording through ``recorder``;
     every worker imports ``plugins`` first."""
-    _fit(trainable, specs[0]["data"] if specs else None, {"trial": tune.grid_search(specs)}, storage_dir, name,
-         cpu, gpu, max_failures, [RecordingCallback(recorder)], plugins=plugins,
-         max_concurrent_trials=max_concurrent or None,
-         trial_name_creator=lambda t: t.config["trial"]["trial_id"],
-         trial_dirname_creator=lambda t: t.config["trial"]["trial_id"])
+    _fit(
+        trainable,
+        specs[0]["data"] if specs else None,
+        {"trial": tune.grid_search(specs)},
+        storage_dir,
+        name,
+        cpu,
+        gpu,
+        max_failures,
+        [RecordingCallback(recorder)],
+        plugins=plugins,
+        max_concurrent_trials=max_concurrent or None,
+        trial_name_creator=lambda t: t.config["trial"]["trial_id"],
+        trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
+    )
 
 
 # ---- Optuna through Ray Tune (tune-base) --------------------------------------------------
@@ -313,11 +365,25 @@ class SearchCallback(RecordingCallback):
         return self.ids[trial.trial_id]
 
 
-def run_search(template: dict[str, Any], space: list[dict[str, Any]], make_spec, recorder: Recorder,
-               storage_dir: str | Path, name: str, study_name: str, study_storage, num_samples: int,
-               metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE, seed: int = 0, cpu: float = 1.0,
-               gpu: float = 0.0, max_concurrent: int = 0, max_failures: int = 2,
-               plugins: Sequence[str] = ()) -> None:
+def run_search(
+    template: dict[str, Any],
+    space: list[dict[str, Any]],
+    make_spec,
+    recorder: Recorder,
+    storage_dir: str | Path,
+    name: str,
+    study_name: str,
+    study_storage,
+    num_samples: int,
+    metric: str = DEFAULT_METRIC,
+    mode: str = DEFAULT_MODE,
+    seed: int = 0,
+    cpu: float = 1.0,
+    gpu: float = 0.0,
+    max_concurrent: int = 0,
+    max_failures: int = 2,
+    plugins: Sequence[str] = (),
+) -> None:
     """Run ``num_samples`` Optuna (TPE) trials through Ray Tune's ``OptunaSearch`` on the study
     ``study_name`` in ``study_storage`` (an ``optuna.storages.BaseStorage``; created if absent).
 
@@ -344,12 +410,32 @@ def run_search(template: dict[str, Any], space: list[dict[str, Any]], make_spec,
             super().on_trial_complete(trial_id, result=result, error=error)
 
     startup = min(10, max(2, num_samples // 3))
-    searcher = RecordFirst(metric="objective", mode=mode, study_name=study_name, storage=study_storage,
-                           sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup))
+    searcher = RecordFirst(
+        metric="objective",
+        mode=mode,
+        study_name=study_name,
+        storage=study_storage,
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+    )
     if max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
-    space_of_trial = {"params": {p["name"]: _domain(p) for p in space}, "template": template,
-                      "objective": {"metric": metric, "mode": mode}}
-    _fit(search_trainable, template["data"], space_of_trial, storage_dir, name, cpu, gpu, max_failures, [callback], plugins=plugins,
-         search_alg=searcher, num_samples=num_samples,
-         max_concurrent_trials=max_concurrent or None)
+    space_of_trial = {
+        "params": {p["name"]: _domain(p) for p in space},
+        "template": template,
+        "objective": {"metric": metric, "mode": mode},
+    }
+    _fit(
+        search_trainable,
+        template["data"],
+        space_of_trial,
+        storage_dir,
+        name,
+        cpu,
+        gpu,
+        max_failures,
+        [callback],
+        plugins=plugins,
+        search_alg=searcher,
+        num_samples=num_samples,
+        max_concurrent_trials=max_concurrent or None,
+    )

@@ -66,8 +66,10 @@ def transfer_trials(sweep: Sweep, base: list[dict[str, Any]], offsets: dict[int,
         g = group_of(t.trainer, base)
         if g is None or not g["best"]:
             label = ", ".join(f"{k}={t.trainer[k]}" for k in (g["group"] if g else {})) or "all"
-            raise NoOptimum(f"tune-base found no finite optimum for group {label} (every trial diverged?): "
-                            "widen search.space.lr or add search.trials")
+            raise NoOptimum(
+                f"tune-base found no finite optimum for group {label} (every trial diverged?): "
+                "widen search.space.lr or add search.trials"
+            )
         for k in sorted(offsets.get(i, ())):
             trainer = {**t.trainer, **g["best"], "lr": float(g["best"]["lr"]) * 2.0 ** float(k)}
             tid = trial_id(trainer, t.data, t.train)
@@ -89,8 +91,9 @@ def curve_of(t: TrialSpec, base_lr: float, table: pd.DataFrame) -> tuple[np.ndar
     return np.round(rows.log2_lr.to_numpy(float) - np.log2(base_lr), 6), rows.loss.to_numpy(float)
 
 
-def refinements(sweep: Sweep, base: list[dict[str, Any]], trials: pd.DataFrame, offsets: dict[int, set[float]]
-                ) -> dict[int, set[float]]:
+def refinements(
+    sweep: Sweep, base: list[dict[str, Any]], trials: pd.DataFrame, offsets: dict[int, set[float]]
+) -> dict[int, set[float]]:
     """The offsets each grid point needs next (extension, sub-octave refinement, stability edge)."""
     v, obj = sweep.config.verify, sweep.config.objective
     bracket = sorted(float(k) for k in v.bracket)
@@ -133,15 +136,22 @@ def decide(groups, keys: list[str] | None = None) -> tuple[int, list[str]]:
     judged = groups[groups.parametrization == JUDGED] if (groups.parametrization == JUDGED).any() else groups
     bad = judged[judged.verdict != "transfers"]
     keys = keys or [k for k in ("algorithm", "parametrization", "inference_steps") if k in groups.columns]
-    lines = [f"{'/'.join(str(r[k]) for k in keys)}: {r['verdict']}: {r['verdict_reason']}"
-             for _, r in bad.iterrows()]
+    lines = [f"{'/'.join(str(r[k]) for k in keys)}: {r['verdict']}: {r['verdict_reason']}" for _, r in bad.iterrows()]
     if (judged.verdict == "drifts").any():
         return DRIFTS, lines
     return (INCONCLUSIVE if len(bad) else TRANSFERS), lines
 
 
-def _measure(sweep: Sweep, base: list[dict[str, Any]], offsets: dict[int, set[float]], specs: list[TrialSpec],
-             results_dir, address: str | None, track: bool, stream: TextIO | None):
+def _measure(
+    sweep: Sweep,
+    base: list[dict[str, Any]],
+    offsets: dict[int, set[float]],
+    specs: list[TrialSpec],
+    results_dir,
+    address: str | None,
+    track: bool,
+    stream: TextIO | None,
+):
     """Run the bracket, then round after round of :func:`refinements`, on one Ray connection.
 
     Returns:
@@ -152,8 +162,13 @@ def _measure(sweep: Sweep, base: list[dict[str, Any]], offsets: dict[int, set[fl
     # held across rounds: each run_sweep would otherwise start (and stop) its own embedded Ray
     with ray_held(sweep, address):
         for round_ in range(1, max_rounds(sweep.config.verify) + 1):
-            run = run_sweep(Sweep(sweep.name, sweep.source, sweep.config, specs), results_dir, address=address,
-                            track=track, stream=stream)
+            run = run_sweep(
+                Sweep(sweep.name, sweep.source, sweep.config, specs),
+                results_dir,
+                address=address,
+                track=track,
+                stream=stream,
+            )
             for status, n in run.counts.items():  # this round's trials (the sweep skips those already done)
                 counts[status] = counts.get(status, 0) + n
             more = refinements(sweep, base, ResultsStore(run.sweep_dir).trials(), offsets)
@@ -161,9 +176,11 @@ def _measure(sweep: Sweep, base: list[dict[str, Any]], offsets: dict[int, set[fl
                 break
             for i, v in more.items():
                 offsets[i] |= v
-            out.write(f"refine (round {round_}): {sum(map(len, more.values()))} more learning rate(s) at "
-                      f"{len(more)} of {len(sweep.trials)} (group, width, seed) points, towards "
-                      f"{float(sweep.config.verify.resolution):g}-octave spacing around η* and the stability edge\n")
+            out.write(
+                f"refine (round {round_}): {sum(map(len, more.values()))} more learning rate(s) at "
+                f"{len(more)} of {len(sweep.trials)} (group, width, seed) points, towards "
+                f"{float(sweep.config.verify.resolution):g}-octave spacing around η* and the stability edge\n"
+            )
             out.flush()
             specs = transfer_trials(sweep, base, offsets)
     return run, counts
@@ -184,9 +201,16 @@ class VerifyResult:
     report_run: str | None = None
 
 
-def run_verify(sweep: Sweep, results_dir: str | Path = "results", trials: int | None = None,
-               storage: str | None = None, address: str | None = None, track: bool = True,
-               n_boot: int = 200, stream: TextIO | None = None) -> VerifyResult:
+def run_verify(
+    sweep: Sweep,
+    results_dir: str | Path = "results",
+    trials: int | None = None,
+    storage: str | None = None,
+    address: str | None = None,
+    track: bool = True,
+    n_boot: int = 200,
+    stream: TextIO | None = None,
+) -> VerifyResult:
     """tune-base, then the bracket at every width through :func:`orchestrator.sweep.run_sweep`, then the report.
 
     Returns:
@@ -205,8 +229,7 @@ def run_verify(sweep: Sweep, results_dir: str | Path = "results", trials: int | 
     if "width" not in sweep.swept_keys or len({t.trainer["width"] for t in sweep.trials}) < 2:
         raise BadInput(f"{sweep.source}: grid.width needs at least two widths to verify a transfer")
     sweep = with_seeds(sweep)
-    base = tune_base(sweep, results_dir, trials=trials, storage=storage, address=address, track=track,
-                     stream=stream)
+    base = tune_base(sweep, results_dir, trials=trials, storage=storage, address=address, track=track, stream=stream)
     offsets = {i: set(bracket) for i in range(len(sweep.trials))}
     try:
         specs = transfer_trials(sweep, base.groups, offsets)
@@ -217,8 +240,14 @@ def run_verify(sweep: Sweep, results_dir: str | Path = "results", trials: int | 
         logs = load_sweep(run.sweep_dir)
     except LogError as exc:
         raise BadInput(str(exc)) from None
-    result = analyze(logs.trials, metric=logs.objective["metric"], mode=logs.objective["mode"],
-                     max_drift=logs.verify["max_drift"], max_regret=logs.verify["max_regret"], n_boot=n_boot)
+    result = analyze(
+        logs.trials,
+        metric=logs.objective["metric"],
+        mode=logs.objective["mode"],
+        max_drift=logs.verify["max_drift"],
+        max_regret=logs.verify["max_regret"],
+        n_boot=n_boot,
+    )
     out = run.sweep_dir / "report"
     from .base_plots import base_figures
 

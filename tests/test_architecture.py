@@ -4,8 +4,6 @@ of a module or inside a function, counts."""
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("trainers", "analysis", "orchestrator")
 # What each layer may import of this package (itself is always allowed).
@@ -61,7 +59,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
     def visit(m: str, stack: list[str]) -> list[str] | None:
         if m in stack:
-            return stack[stack.index(m):] + [m]
+            return stack[stack.index(m) :] + [m]
         if m in done:
             return None
         for d in sorted(graph.get(m, ())):

@@ -38,9 +38,16 @@ class Alignment:
     product_slope: float
 
 
-def alignment_exponent(base: TrainerConfig, widths=DEFAULT_WIDTHS, layer: int | None = None,
-                       steps: int = 1, seeds=(0,), data: Dataset | None = None, batch_size: int = 128,
-                       equalize_error: bool = True) -> Alignment:
+def alignment_exponent(
+    base: TrainerConfig,
+    widths=DEFAULT_WIDTHS,
+    layer: int | None = None,
+    steps: int = 1,
+    seeds=(0,),
+    data: Dataset | None = None,
+    batch_size: int = 128,
+    equalize_error: bool = True,
+) -> Alignment:
     """Measure ω_l for ``base`` (any trainer: BP, PC, TP) across ``widths``.
 
     ω_l = d log r / d log n,  r = RMS(α_l W_l(0) Δφ(h_{l−1})) / (RMS(α_l W_l(0)) · RMS(Δφ(h_{l−1}))).
@@ -84,8 +91,16 @@ def alignment_exponent(base: TrainerConfig, widths=DEFAULT_WIDTHS, layer: int | 
                 dphi = model.phi(model.preactivations(x)[layer - 1]) - model.phi(h0[layer - 1])
                 prod = float((dphi @ w0.T).pow(2).mean().sqrt())
                 rw, rd = float(w0.pow(2).mean().sqrt()), float(dphi.pow(2).mean().sqrt())
-            rows.append({"width": int(width), "seed": int(seed), "rms_product": prod, "rms_weight": rw,
-                         "rms_dphi": rd, "ratio": prod / (rw * rd)})
+            rows.append(
+                {
+                    "width": int(width),
+                    "seed": int(seed),
+                    "rms_product": prod,
+                    "rms_weight": rw,
+                    "rms_dphi": rd,
+                    "ratio": prod / (rw * rd),
+                }
+            )
     table = pd.DataFrame(rows)
     g = table.groupby("width", sort=True)[["ratio", "rms_product"]].mean()
     return Alignment(table, loglog_slope(g.index, g.ratio), loglog_slope(g.index, g.rms_product))
@@ -94,12 +109,19 @@ def alignment_exponent(base: TrainerConfig, widths=DEFAULT_WIDTHS, layer: int | 
 # A kernel-regime control (NTK parametrization, SGD, relative to the base width): SP's init, every
 # fan-in-n layer's lr ∝ 1/n. Features move like n^-1/2 and the output's feature term W_L Δφ vanishes,
 # which μP must not do; ω_L alone cannot tell them apart (BP's Δφ stays correlated with W_L).
-NTK_TABLE = Table("bp/ntk/sgd", LayerRule(lr=0.0, bias_lr=0.0), LayerRule(lr=-1.0, bias_lr=0.0),
-                  LayerRule(lr=-1.0, bias_lr=0.0))
+NTK_TABLE = Table(
+    "bp/ntk/sgd", LayerRule(lr=0.0, bias_lr=0.0), LayerRule(lr=-1.0, bias_lr=0.0), LayerRule(lr=-1.0, bias_lr=0.0)
+)
 
 
-def alignment_profile(base: TrainerConfig, widths=DEFAULT_WIDTHS, steps: int = 3, seeds=(0, 1, 2),
-                      batch_size: int = 128, table: Table | None = None) -> pd.DataFrame:
+def alignment_profile(
+    base: TrainerConfig,
+    widths=DEFAULT_WIDTHS,
+    steps: int = 3,
+    seeds=(0, 1, 2),
+    batch_size: int = 128,
+    table: Table | None = None,
+) -> pd.DataFrame:
     """Alignment ratio of every layer l ≥ 1 after each of ``steps`` steps, per width and seed.
 
     Rows: ``width, seed, step, layer, ratio, rms_product, rms_weight, rms_dphi`` (see module doc;
@@ -111,8 +133,9 @@ def alignment_profile(base: TrainerConfig, widths=DEFAULT_WIDTHS, steps: int = 3
     rows = []
     for width in widths:
         for seed in seeds:
-            trainer = make_trainer(base.replace(width=int(width), seed=int(seed)), data.input_dim,
-                                   data.output_dim, **kw)
+            trainer = make_trainer(
+                base.replace(width=int(width), seed=int(seed)), data.input_dim, data.output_dim, **kw
+            )
             model = trainer.model
             x = data.x_train[:batch_size].to(trainer.device, trainer.dtype)
             y = trainer.targets(data.y_train[:batch_size])
@@ -128,9 +151,18 @@ def alignment_profile(base: TrainerConfig, widths=DEFAULT_WIDTHS, steps: int = 3
                         dphi = model.phi(ht[l - 1]) - model.phi(h0[l - 1])
                         prod = float((dphi @ w0[l].T).pow(2).mean().sqrt())
                         rw, rd = float(w0[l].pow(2).mean().sqrt()), float(dphi.pow(2).mean().sqrt())
-                        rows.append({"width": int(width), "seed": int(seed), "step": t, "layer": f"layers.{l}",
-                                     "ratio": prod / (rw * rd), "rms_product": prod, "rms_weight": rw,
-                                     "rms_dphi": rd})
+                        rows.append(
+                            {
+                                "width": int(width),
+                                "seed": int(seed),
+                                "step": t,
+                                "layer": f"layers.{l}",
+                                "ratio": prod / (rw * rd),
+                                "rms_product": prod,
+                                "rms_weight": rw,
+                                "rms_dphi": rd,
+                            }
+                        )
     return pd.DataFrame(rows)
 
 
@@ -141,9 +173,15 @@ def omega_intervals(profile: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for layer, grp in profile.groupby("layer", sort=True):
-        fits = pd.DataFrame([{k: loglog_slope(g.width, g[col]) for k, col in
-                              (("omega", "ratio"), ("product_slope", "rms_product"), ("dphi_slope", "rms_dphi"))}
-                             for _, g in grp.groupby(["seed", "step"])])
+        fits = pd.DataFrame(
+            [
+                {
+                    k: loglog_slope(g.width, g[col])
+                    for k, col in (("omega", "ratio"), ("product_slope", "rms_product"), ("dphi_slope", "rms_dphi"))
+                }
+                for _, g in grp.groupby(["seed", "step"])
+            ]
+        )
         row = {"layer": layer, "fits": len(fits)}
         for k in ("omega", "product_slope", "dphi_slope"):
             row.update({k: float(fits[k].mean()), f"{k}_lo": float(fits[k].min()), f"{k}_hi": float(fits[k].max())})

@@ -13,7 +13,6 @@ from ._param import Table, resolve_table
 from ._registry import TRAINERS, register_trainer  # noqa: F401  (re-exported)
 
 
-
 def all_finite(tensors) -> bool:
     """True if no entry of any tensor is NaN or ±inf: one reduction pass per tensor, one host sync.
 
@@ -27,7 +26,7 @@ def all_finite(tensors) -> bool:
     return total is None or bool(torch.isfinite(total))
 
 
-def make_trainer(cfg: TrainerConfig, input_dim: int, output_dim: int, **kw) -> "Trainer":
+def make_trainer(cfg: TrainerConfig, input_dim: int, output_dim: int, **kw) -> Trainer:
     """Build the trainer of ``cfg.algorithm`` for a d → C problem (``kw``: e.g. ``table=`` for BP)."""
     if cfg.algorithm not in TRAINERS:
         raise ValueError(f"algorithm={cfg.algorithm!r} has no trainer; valid: {', '.join(TRAINERS)}")
@@ -58,7 +57,7 @@ class Trainer:
         for idx, (layer, layer_role) in enumerate(zip(self.model.layers, self.model.roles)):
             for pname, _ in layer.named_parameters():  # a bias has its role's bias_lr (Tensor Programs V)
                 e = self.table.bias_lr(layer_role) if pname == "bias" else self.table.rule(layer_role).lr
-                self.lr_multipliers[f"layers.{idx}.{pname}"] = float(m ** e)
+                self.lr_multipliers[f"layers.{idx}.{pname}"] = float(m**e)
         self.optimizer = self._make_optimizer(self.model.named_parameters(), self.lr_multipliers, cfg.lr)
 
     # ---- helpers -------------------------------------------------------
@@ -135,8 +134,8 @@ class Trainer:
         """Feedforward loss (and accuracy for class labels) on (x, y)."""
         total, correct, n = 0.0, 0, x.shape[0]
         for i in range(0, n, batch_size):
-            xb = x[i:i + batch_size].to(device=self.device, dtype=self.dtype)
-            yb = y[i:i + batch_size]
+            xb = x[i : i + batch_size].to(device=self.device, dtype=self.dtype)
+            yb = y[i : i + batch_size]
             out = self.model(xb)
             total += float(self.loss_fn(out, self.targets(yb))) * xb.shape[0]
             if not yb.dtype.is_floating_point:

@@ -134,7 +134,7 @@ class TrainerConfig:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
 
-    def replace(self, **changes) -> "TrainerConfig":
+    def replace(self, **changes) -> TrainerConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 

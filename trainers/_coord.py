@@ -59,9 +59,16 @@ def fit_slopes(table: pd.DataFrame, still_tol: float = 1e-10) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def coord_check(base: TrainerConfig, widths=DEFAULT_WIDTHS, steps: int = 3, seeds=(0,),
-                data: Dataset | None = None, batch_size: int = 128, equalize_error: bool = True,
-                target_mean: float = 0.0) -> CoordCheck:
+def coord_check(
+    base: TrainerConfig,
+    widths=DEFAULT_WIDTHS,
+    steps: int = 3,
+    seeds=(0,),
+    data: Dataset | None = None,
+    batch_size: int = 128,
+    equalize_error: bool = True,
+    target_mean: float = 0.0,
+) -> CoordCheck:
     """Run the coordinate check of ``base`` (its width is replaced by each of ``widths``).
 
     Args:
@@ -103,8 +110,15 @@ def coord_check(base: TrainerConfig, widths=DEFAULT_WIDTHS, steps: int = 3, seed
                 with torch.no_grad():
                     ht = trainer.model.preactivations(x)
                 for l, (a, b) in enumerate(zip(h0, ht)):
-                    rows.append({"width": int(width), "seed": int(seed), "layer": f"layers.{l}", "step": t,
-                                 "delta_rms": float((b - a).pow(2).mean().sqrt()),
-                                 "rms": float(b.pow(2).mean().sqrt())})
+                    rows.append(
+                        {
+                            "width": int(width),
+                            "seed": int(seed),
+                            "layer": f"layers.{l}",
+                            "step": t,
+                            "delta_rms": float((b - a).pow(2).mean().sqrt()),
+                            "rms": float(b.pow(2).mean().sqrt()),
+                        }
+                    )
     table = pd.DataFrame(rows)
     return CoordCheck(table, fit_slopes(table))

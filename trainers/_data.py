@@ -6,9 +6,10 @@ import gzip
 import hashlib
 import os
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -52,12 +53,15 @@ class Dataset:
     def output_dim(self) -> int:
         return int(self.num_classes) if self.num_classes is not None else int(self.y_train.shape[1])
 
-    def to(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "Dataset":
+    def to(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Dataset:
         """A copy on ``device``; inputs (and regression targets) cast to ``dtype``."""
+
         def cast(t):
             return t.to(device=device, dtype=dtype) if t.dtype.is_floating_point else t.to(device)
-        return Dataset(self.name, cast(self.x_train), cast(self.y_train), cast(self.x_test),
-                       cast(self.y_test), self.num_classes)
+
+        return Dataset(
+            self.name, cast(self.x_train), cast(self.y_train), cast(self.x_test), cast(self.y_test), self.num_classes
+        )
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -80,7 +84,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: truncated header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[code])
     expected = int(np.prod(shape)) * dtype.itemsize
     body = len(raw) - header
@@ -124,7 +128,8 @@ def find_fashion_mnist(data_dir: str | Path | None = None) -> Path:
     raise DataError(
         f"Fashion-MNIST not found (looked in {tried}); install Debian's package "
         f"dataset-fashion-mnist, run `mutransfer fetch-data` where the network is up, "
-        f"or set MUTRANSFER_DATA to a directory with the four IDX files")
+        f"or set MUTRANSFER_DATA to a directory with the four IDX files"
+    )
 
 
 def download_fashion_mnist(dest: str | Path | None = None, timeout: float = 30.0) -> Path:
@@ -139,8 +144,9 @@ def download_fashion_mnist(dest: str | Path | None = None, timeout: float = 30.0
             with urllib.request.urlopen(FMNIST_URL + name, timeout=timeout) as resp:
                 payload = resp.read()
         except OSError as exc:
-            raise DataError(f"cannot download {name} ({exc}); install Debian's package "
-                            f"dataset-fashion-mnist or set MUTRANSFER_DATA") from None
+            raise DataError(
+                f"cannot download {name} ({exc}); install Debian's package dataset-fashion-mnist or set MUTRANSFER_DATA"
+            ) from None
         digest = hashlib.md5(payload).hexdigest()
         if digest != md5:
             raise DataError(f"{name}: md5 {digest} does not match the known {md5}")
@@ -166,9 +172,14 @@ def _first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
     return np.sort(np.concatenate(idx))
 
 
-def load_fashion_mnist(subset: int | None = None, test_subset: int | None = None,
-                       data_dir: str | Path | None = None, device: str | torch.device = "cpu",
-                       dtype: torch.dtype = torch.float32, pool: int = 1) -> Dataset:
+def load_fashion_mnist(
+    subset: int | None = None,
+    test_subset: int | None = None,
+    data_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    pool: int = 1,
+) -> Dataset:
     """Fashion-MNIST as flat standardised tensors ((28/pool)² inputs, 10 classes).
 
     With ``pool`` > 1 each image is average-pooled over ``pool`` × ``pool`` blocks (2: 14 × 14 =
@@ -198,8 +209,9 @@ def load_fashion_mnist(subset: int | None = None, test_subset: int | None = None
     mean, std = FMNIST_MEAN, FMNIST_STD
     if pool > 1:
         side = 28 // pool
-        xtr, xte = (x.reshape(len(x), side, pool, side, pool).astype(np.float32).mean(axis=(2, 4)) / 255.0
-                    for x in (xtr, xte))
+        xtr, xte = (
+            x.reshape(len(x), side, pool, side, pool).astype(np.float32).mean(axis=(2, 4)) / 255.0 for x in (xtr, xte)
+        )
         mean, std = float(xtr.mean()), float(xtr.std())
     else:
         xtr, xte = xtr.astype(np.float32) / 255.0, xte.astype(np.float32) / 255.0
@@ -221,23 +233,31 @@ def load_fashion_mnist(subset: int | None = None, test_subset: int | None = None
     return Dataset(name, images(xtr), labels(ytr), images(xte), labels(yte), 10)
 
 
-def make_teacher_student(n_train: int = 1024, n_test: int = 1024, input_dim: int = 32,
-                         output_dim: int = 10, teacher_width: int = 64, seed: int = 0,
-                         device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> Dataset:
+def make_teacher_student(
+    n_train: int = 1024,
+    n_test: int = 1024,
+    input_dim: int = 32,
+    output_dim: int = 10,
+    teacher_width: int = 64,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> Dataset:
     """Regression set y = W_2 tanh(W_1 x / √d) / √k with x ~ N(0, I_d): Θ(1) targets for theory checks."""
     gen = torch.Generator().manual_seed(int(seed))
     w1 = torch.randn(teacher_width, input_dim, generator=gen, dtype=torch.float64)
     w2 = torch.randn(output_dim, teacher_width, generator=gen, dtype=torch.float64)
     x = torch.randn(n_train + n_test, input_dim, generator=gen, dtype=torch.float64)
-    y = torch.tanh(x @ w1.T / input_dim ** 0.5) @ w2.T / teacher_width ** 0.5
+    y = torch.tanh(x @ w1.T / input_dim**0.5) @ w2.T / teacher_width**0.5
     return Dataset("teacher", x[:n_train], y[:n_train], x[n_train:], y[n_train:], None).to(device, dtype)
 
 
 class DatasetLoader(Protocol):
     """``load(subset, test_subset, device, dtype, seed) -> Dataset`` (subset None: the loader's default)."""
 
-    def __call__(self, subset: int | None, test_subset: int | None, device: str | torch.device,
-                 dtype: torch.dtype, seed: int) -> Dataset: ...
+    def __call__(
+        self, subset: int | None, test_subset: int | None, device: str | torch.device, dtype: torch.dtype, seed: int
+    ) -> Dataset: ...
 
 
 @dataclass(frozen=True)
@@ -264,8 +284,9 @@ DATASET_REGISTRY: dict[str, DatasetEntry] = {}
 DATASETS = DATASET_REGISTRY.keys()
 
 
-def register_dataset(name: str, load: DatasetLoader, *, from_files: bool,
-                     check: Callable[[], str] | None = None) -> DatasetEntry:
+def register_dataset(
+    name: str, load: DatasetLoader, *, from_files: bool, check: Callable[[], str] | None = None
+) -> DatasetEntry:
     """Make ``load_dataset(name, ...)`` (and ``data.dataset: name`` in a sweep file) use ``load``.
 
     Args:
@@ -291,24 +312,32 @@ def dataset_entry(name: str) -> DatasetEntry:
     return DATASET_REGISTRY[name]
 
 
-def load_dataset(name: str, subset: int | None = None, test_subset: int | None = None,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 seed: int = 0) -> Dataset:
+def load_dataset(
+    name: str,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> Dataset:
     """A registered dataset by name (:data:`DATASETS`; the error lists the valid ones)."""
     return dataset_entry(name).load(subset, test_subset, device, dtype, seed)
 
 
 def _fmnist_loader(pool: int) -> DatasetLoader:
     """The loader of Fashion-MNIST pooled over ``pool`` × ``pool`` blocks (the seed plays no part)."""
+
     def load(subset, test_subset, device, dtype, seed):
         return load_fashion_mnist(subset, test_subset, device=device, dtype=dtype, pool=pool)
+
     return load
 
 
 def _load_teacher(subset, test_subset, device, dtype, seed) -> Dataset:
     """The teacher-student set (1024 train and test points unless ``subset``/``test_subset``)."""
-    return make_teacher_student(n_train=subset or 1024, n_test=test_subset or 1024,
-                                seed=seed, device=device, dtype=dtype)
+    return make_teacher_student(
+        n_train=subset or 1024, n_test=test_subset or 1024, seed=seed, device=device, dtype=dtype
+    )
 
 
 def _where_fashion_mnist() -> str:

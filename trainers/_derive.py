@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Callable
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from ._base import make_trainer
 from ._config import TrainerConfig
 from ._data import Dataset, make_teacher_student
 from ._fit import loglog_slope
-from ._param import ROLES, LayerRule, Table
+from ._param import ROLES, Table
 
 ROW_UNKNOWNS = tuple(f"{role}.{q}" for role in ROLES for q in ("init_var", "lr"))
 
@@ -160,8 +160,16 @@ class Measurement:
     cpu_s: float
 
 
-def measure(cfg: TrainerConfig, table: Table, widths, steps: int = 2, seeds=(0,), data: Dataset | None = None,
-            batch_size: int = 32, desiderata: Desiderata | None = None) -> Measurement:
+def measure(
+    cfg: TrainerConfig,
+    table: Table,
+    widths,
+    steps: int = 2,
+    seeds=(0,),
+    data: Dataset | None = None,
+    batch_size: int = 32,
+    desiderata: Desiderata | None = None,
+) -> Measurement:
     """Every quantity's slope of log2 RMS (mean over seeds) against log2 width, under ``table``
     (``desiderata``: the algorithm's registered ones by default)."""
     des = desiderata or DESIDERATA.get(cfg.algorithm, Desiderata())
@@ -170,8 +178,9 @@ def measure(cfg: TrainerConfig, table: Table, widths, steps: int = 2, seeds=(0,)
     per_width: dict[int, list[dict[str, float]]] = {}
     with using_table(cfg, table):
         for w in widths:
-            per_width[int(w)] = [_run_one(cfg.replace(width=int(w), seed=int(s)), data, batch_size, steps, des)
-                                 for s in seeds]
+            per_width[int(w)] = [
+                _run_one(cfg.replace(width=int(w), seed=int(s)), data, batch_size, steps, des) for s in seeds
+            ]
     names = list(dict.fromkeys(k for runs in per_width.values() for r in runs for k in r))
     rms = {(k, w): float(np.mean([r.get(k, np.nan) for r in runs])) for w, runs in per_width.items() for k in names}
     slopes = {k: loglog_slope(list(per_width), [rms[(k, w)] for w in per_width]) for k in names}
@@ -206,11 +215,21 @@ def snap(values, step: float = 0.5) -> np.ndarray:
     return np.round(np.asarray(values, float) / step) * step
 
 
-def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps: int = 2, seeds=(0,),
-           batch_size: int = 32, fd_step: float = 0.5, max_iter: int = 8, tolerance: float = 0.2,
-           constraint_weight: float = 4.0,
-           progress: Callable[[str], None] | None = None, output_init: bool | None = None,
-           _continue: bool = True) -> Derivation:
+def derive(
+    cfg: TrainerConfig,
+    start: Table,
+    widths=(128, 256, 512, 1024),
+    steps: int = 2,
+    seeds=(0,),
+    batch_size: int = 32,
+    fd_step: float = 0.5,
+    max_iter: int = 8,
+    tolerance: float = 0.2,
+    constraint_weight: float = 4.0,
+    progress: Callable[[str], None] | None = None,
+    output_init: bool | None = None,
+    _continue: bool = True,
+) -> Derivation:
     """Search the exponents that make every measured slope 0, starting from ``start``.
 
     Args:
@@ -234,12 +253,30 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
     if output_init is not None:
         des = replace(des, output_init=bool(output_init))
     pre_evals, pre_cpu = 0, 0.0
-    for pre in (des.continuation(cfg, start) if des.continuation and _continue else []):
+    for pre in des.continuation(cfg, start) if des.continuation and _continue else []:
         say(f"  first at {_diff(cfg, pre)} (continuation)")
-        pre_start = Table(start.name, start.input, start.hidden, start.output,
-                          MappingProxyType({**start.extras, **_param.resolve_table(pre).extras}))  # pre's own extras
-        d = derive(pre, pre_start, widths, steps, seeds, batch_size, fd_step, max_iter, tolerance, constraint_weight,
-                   progress, output_init, _continue=False)
+        pre_start = Table(
+            start.name,
+            start.input,
+            start.hidden,
+            start.output,
+            MappingProxyType({**start.extras, **_param.resolve_table(pre).extras}),
+        )  # pre's own extras
+        d = derive(
+            pre,
+            pre_start,
+            widths,
+            steps,
+            seeds,
+            batch_size,
+            fd_step,
+            max_iter,
+            tolerance,
+            constraint_weight,
+            progress,
+            output_init,
+            _continue=False,
+        )
         start = Table(start.name, d.table.input, d.table.hidden, d.table.output, start.extras)
         pre_evals, pre_cpu = pre_evals + d.evaluations, pre_cpu + d.cpu_s
         say(f"  then from its rows at {_diff(pre, cfg)}")
@@ -251,12 +288,15 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
 
     def run(th, why):
         nonlocal n_eval, cpu
-        m = measure(cfg, table_with(start, unknowns, th, name), widths, steps, seeds, batch_size=batch_size,
-                    desiderata=des)
+        m = measure(
+            cfg, table_with(start, unknowns, th, name), widths, steps, seeds, batch_size=batch_size, desiderata=des
+        )
         n_eval, cpu = n_eval + 1, cpu + m.cpu_s
         v = np.array(list(m.slopes.values()), float)
-        say(f"  [{n_eval}] {why}: max |slope| {np.nanmax(np.abs(v)) if np.isfinite(v).any() else float('nan'):.3f}"
-            f" ({m.cpu_s:.1f} s CPU)")
+        say(
+            f"  [{n_eval}] {why}: max |slope| {np.nanmax(np.abs(v)) if np.isfinite(v).any() else float('nan'):.3f}"
+            f" ({m.cpu_s:.1f} s CPU)"
+        )
         return m
 
     current = run(theta, "start " + _fmt(unknowns, theta))
@@ -273,13 +313,20 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
 
     for it in range(max_iter):
         r = residual(current)
-        history.append({"iteration": it, "exponents": dict(zip(unknowns, theta.tolist())),
-                        "max_abs_slope": float(np.abs(r / weights).max()) if np.isfinite(r).all() else float("nan")})
+        history.append(
+            {
+                "iteration": it,
+                "exponents": dict(zip(unknowns, theta.tolist())),
+                "max_abs_slope": float(np.abs(r / weights).max()) if np.isfinite(r).all() else float("nan"),
+            }
+        )
         # no early stop below the tolerance: a half-step in an exponent can move a slope by less than
         # it (BP Adam's output init_var −0.5 measured 0.18); stop where the snapped step returns here
         if not np.isfinite(r).all():
-            raise ValueError(f"the measurement at {_fmt(unknowns, theta)} diverged or did not move "
-                             f"({', '.join(k for k, v in zip(keys, r) if not np.isfinite(v))}); lower the lr")
+            raise ValueError(
+                f"the measurement at {_fmt(unknowns, theta)} diverged or did not move "
+                f"({', '.join(k for k, v in zip(keys, r) if not np.isfinite(v))}); lower the lr"
+            )
         cols: dict[tuple[int, int], np.ndarray] = {}
 
         def column(i: int, side: int) -> np.ndarray | None:
@@ -293,8 +340,13 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
 
         sides = [1 if column(i, 1) is not None else -1 for i in range(len(unknowns))]
         for _ in range(3):  # the slopes are piecewise linear: use each column's side the step goes to
-            jac = np.stack([np.nan_to_num(column(i, sd)) if column(i, sd) is not None else np.zeros(len(keys))
-                            for i, sd in enumerate(sides)], axis=1)
+            jac = np.stack(
+                [
+                    np.nan_to_num(column(i, sd)) if column(i, sd) is not None else np.zeros(len(keys))
+                    for i, sd in enumerate(sides)
+                ],
+                axis=1,
+            )
             delta = np.linalg.lstsq(jac, -r, rcond=1e-3)[0]
             want = [(1 if d > 0 else -1) if abs(d) >= fd_step / 2 else sd for d, sd in zip(delta, sides)]
             want = [w if column(i, w) is not None else sd for i, (w, sd) in enumerate(zip(want, sides))]
@@ -325,8 +377,19 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
         # stuck: the other side of every kink (backward differences), then both sides averaged
         back = [column(i, -1) for i in range(len(unknowns))]
         jb = np.stack([np.nan_to_num(c) if c is not None else jac[:, i] for i, c in enumerate(back)], axis=1)
-        if try_step(jb) or try_step((jb + np.stack([np.nan_to_num(column(i, 1)) if column(i, 1) is not None
-                                                    else jb[:, i] for i in range(len(unknowns))], axis=1)) / 2):
+        if try_step(jb) or try_step(
+            (
+                jb
+                + np.stack(
+                    [
+                        np.nan_to_num(column(i, 1)) if column(i, 1) is not None else jb[:, i]
+                        for i in range(len(unknowns))
+                    ],
+                    axis=1,
+                )
+            )
+            / 2
+        ):
             continue
         say("  no snapped least-squares step lowers the slopes: stopping")
         break
@@ -334,8 +397,7 @@ def derive(cfg: TrainerConfig, start: Table, widths=(128, 256, 512, 1024), steps
     # the input row (LayerRule.bias_lr = None) until a bias_lr is written into the table by hand.
     derived = table_with(start, unknowns, theta, name)
     derived = Table(derived.name, *(replace(derived.rule(r), bias_lr=None) for r in ROLES), derived.extras)
-    return Derivation(derived, unknowns, current, history, unpinned,
-                      n_eval + pre_evals, cpu + pre_cpu, tolerance)
+    return Derivation(derived, unknowns, current, history, unpinned, n_eval + pre_evals, cpu + pre_cpu, tolerance)
 
 
 def _diff(a: TrainerConfig, b: TrainerConfig) -> str:

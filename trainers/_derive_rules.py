@@ -38,8 +38,11 @@ def tp_probe(trainer, x: torch.Tensor, y: torch.Tensor, start, step: int) -> dic
     weights, generator state and activities from one step to the next."""
     net = trainer.model
     hs = net.preactivations(x)
-    now = {"q": {n: p.detach().clone() for n, p in trainer.feedback.named_parameters()},
-           "gen": trainer.noise_gen.get_state(), "hs": hs}
+    now = {
+        "q": {n: p.detach().clone() for n, p in trainer.feedback.named_parameters()},
+        "gen": trainer.noise_gen.get_state(),
+        "hs": hs,
+    }
     if step == 0:
         out = {f"target layers.{k}": _rms(d) for k, d in enumerate(trainer._deltas(hs, y))}
         out["_start"] = now
@@ -48,20 +51,40 @@ def tp_probe(trainer, x: torch.Tensor, y: torch.Tensor, start, step: int) -> dic
     gen.set_state(start["gen"])
     out = {}
     for k in range(1, net.depth):  # the draws of the step, in _draw's order
-        u, e = drl_samples(net.layers[k], net.multipliers[k], net.phi, trainer.psi, start["hs"][k - 1],
-                           start["hs"][k], trainer.cfg.feedback_noise, gen)
+        u, e = drl_samples(
+            net.layers[k],
+            net.multipliers[k],
+            net.phi,
+            trainer.psi,
+            start["hs"][k - 1],
+            start["hs"][k],
+            trainer.cfg.feedback_noise,
+            gen,
+        )
         dq = now["q"][f"g{k}.weight"] - start["q"][f"g{k}.weight"]
         out[f"feedback g{k}"] = _rms(apply_feedback(net.layers[k], dq, u, e.shape))
     start.update(now)
     return out
 
 
-register_desiderata("tp", Desiderata(
-    extras=("target_step", "feedback_output_init_var", "feedback_hidden_init_var",
-            "feedback_output_lr", "feedback_hidden_lr"),
-    output_init=True, probe=tp_probe,
-    note="TP: output Θ(1) at init; targets δ_k and feedback changes width-independent; "
-         "feedback ridge exponents are kept (used only by feedback=regression*)"))
+register_desiderata(
+    "tp",
+    Desiderata(
+        extras=(
+            "target_step",
+            "feedback_output_init_var",
+            "feedback_hidden_init_var",
+            "feedback_output_lr",
+            "feedback_hidden_lr",
+        ),
+        output_init=True,
+        probe=tp_probe,
+        note="TP: output Θ(1) at init; targets δ_k and feedback changes width-independent; "
+        "feedback ridge exponents are kept (used only by feedback=regression*)",
+    ),
+)
+
+
 @torch.no_grad()
 def pc_probe(trainer, x: torch.Tensor, y: torch.Tensor, start, step: int) -> dict:
     """Step 0: RMS of the output error e_L left after inference (the one the updates carry)."""
@@ -77,8 +100,13 @@ def pc_continuation(cfg, start) -> list:
     return [cfg.replace(gamma_bar_L=0.0)] if float(cfg.gamma_bar_L) != 0.0 and sp_rows else []
 
 
-register_desiderata("pc", Desiderata(
-    probe=pc_probe, continuation=pc_continuation,
-    note="PC: the output error left after inference is width-independent (else γ_L W_Lᵀ W_L grows and "
-         "inference explains the error away); gamma_output = -gamma_bar_L is the family's input; "
-         "gamma_hidden and inference_lr are kept from the start table (not searched)"))
+register_desiderata(
+    "pc",
+    Desiderata(
+        probe=pc_probe,
+        continuation=pc_continuation,
+        note="PC: the output error left after inference is width-independent (else γ_L W_Lᵀ W_L grows and "
+        "inference explains the error away); gamma_output = -gamma_bar_L is the family's input; "
+        "gamma_hidden and inference_lr are kept from the start table (not searched)",
+    ),
+)

@@ -14,7 +14,7 @@ The paper's claim: under μP with γ̄_L = 0, ‖C‖ = O(1/m) and d_PC → −�
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -22,8 +22,13 @@ import torch
 from ._base import make_trainer
 from ._config import TrainerConfig
 from ._data import make_teacher_student
-from ._pc_theory import (activity_gauss_newton_direction, direction_cosines, gauss_newton_direction,
-                         linear_pc_coupling, linear_pc_direction)
+from ._pc_theory import (
+    activity_gauss_newton_direction,
+    direction_cosines,
+    gauss_newton_direction,
+    linear_pc_coupling,
+    linear_pc_direction,
+)
 
 NETWORKS = ("linear", "tanh")
 CONVERGED = "inf"  # label of converged inference in the ``steps`` column
@@ -57,10 +62,14 @@ def _cosines(cfg: TrainerConfig, data, labels: list, converged_steps: int) -> li
     bp = make_trainer(cfg.replace(algorithm="bp"), data.input_dim, data.output_dim)
     bp.model.load_state_dict(pc.model.state_dict())
     x, y = data.x_train, pc.targets(data.y_train)
-    refs = (bp.update_direction(x, y), activity_gauss_newton_direction(pc.model, x, y, pc.gammas),
-            gauss_newton_direction(pc.model, x, y, per_sample=True))
-    cnorm = (float(torch.linalg.matrix_norm(linear_pc_coupling(pc.model, pc.gammas), 2))
-             if net == "linear" else float("nan"))
+    refs = (
+        bp.update_direction(x, y),
+        activity_gauss_newton_direction(pc.model, x, y, pc.gammas),
+        gauss_newton_direction(pc.model, x, y, per_sample=True),
+    )
+    cnorm = (
+        float(torch.linalg.matrix_norm(linear_pc_coupling(pc.model, pc.gammas), 2)) if net == "linear" else float("nan")
+    )
     rows = []
     for label in labels:
         gap = float("nan")
@@ -69,20 +78,39 @@ def _cosines(cfg: TrainerConfig, data, labels: list, converged_steps: int) -> li
         elif label == CONVERGED:
             d = _pc_update(pc, converged_steps, x, y)
             half = _pc_update(pc, max(1, converged_steps // 2), x, y)
-            gap = (sum(float((d[k] - half[k]).pow(2).sum()) for k in d)
-                   / sum(float(d[k].pow(2).sum()) for k in d)) ** 0.5
+            gap = (
+                sum(float((d[k] - half[k]).pow(2).sum()) for k in d) / sum(float(d[k].pow(2).sum()) for k in d)
+            ) ** 0.5
         else:
             d = _pc_update(pc, int(label), x, y)
         c_bp, c_gn, c_gnp = (direction_cosines(d, ref) for ref in refs)
-        rows += [{"steps": label, "layer": layer, "cos_bp": c_bp[layer], "cos_gn": c_gn[layer],
-                  "cos_gn_param": c_gnp[layer], "coupling_norm": cnorm, "conv_gap": gap} for layer in c_bp]
+        rows += [
+            {
+                "steps": label,
+                "layer": layer,
+                "cos_bp": c_bp[layer],
+                "cos_gn": c_gn[layer],
+                "cos_gn_param": c_gnp[layer],
+                "coupling_norm": cnorm,
+                "conv_gap": gap,
+            }
+            for layer in c_bp
+        ]
     return rows
 
 
-def pc_geometry(widths: Sequence[int] = (64, 128, 256, 512, 1024), gamma_bar_Ls: Sequence[float] = (0.0, -1.0),
-                steps: Sequence = (1, 5, 20, 100, CONVERGED), networks: Sequence[str] = NETWORKS,
-                seeds: Sequence[int] = (0,), batch_size: int = 64, depth: int = 3, inference_lr: float = 0.1,
-                converged_steps: int = 1000, parametrization: str = "mup") -> pd.DataFrame:
+def pc_geometry(
+    widths: Sequence[int] = (64, 128, 256, 512, 1024),
+    gamma_bar_Ls: Sequence[float] = (0.0, -1.0),
+    steps: Sequence = (1, 5, 20, 100, CONVERGED),
+    networks: Sequence[str] = NETWORKS,
+    seeds: Sequence[int] = (0,),
+    batch_size: int = 64,
+    depth: int = 3,
+    inference_lr: float = 0.1,
+    converged_steps: int = 1000,
+    parametrization: str = "mup",
+) -> pd.DataFrame:
     """Cosines of PC's update with BP's gradient and with two Gauss-Newton directions, per width.
 
     cos(d_PC(T), d) for d ∈ {−∇L, d_GN (activity space, λ = 0), d_GNp (parameter space)}; T = ∞ is
@@ -117,10 +145,32 @@ def pc_geometry(widths: Sequence[int] = (64, 128, 256, 512, 1024), gamma_bar_Ls:
         for gbar in gamma_bar_Ls:
             for width in widths:
                 for seed in seeds:
-                    cfg = TrainerConfig(algorithm="pc", parametrization=parametrization, dtype="float64",
-                                        depth=depth, width=int(width), activation=net, seed=int(seed),
-                                        gamma_bar_L=float(gbar), inference_lr=inference_lr)
+                    cfg = TrainerConfig(
+                        algorithm="pc",
+                        parametrization=parametrization,
+                        dtype="float64",
+                        depth=depth,
+                        width=int(width),
+                        activation=net,
+                        seed=int(seed),
+                        gamma_bar_L=float(gbar),
+                        inference_lr=inference_lr,
+                    )
                     key = {"network": net, "gamma_bar_L": float(gbar), "width": int(width), "seed": int(seed)}
                     rows += [{**key, **r} for r in _cosines(cfg, data, labels, converged_steps)]
-    return pd.DataFrame(rows, columns=["network", "gamma_bar_L", "steps", "width", "seed", "layer", "cos_bp",
-                                       "cos_gn", "cos_gn_param", "coupling_norm", "conv_gap"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "network",
+            "gamma_bar_L",
+            "steps",
+            "width",
+            "seed",
+            "layer",
+            "cos_bp",
+            "cos_gn",
+            "cos_gn_param",
+            "coupling_norm",
+            "conv_gap",
+        ],
+    )

@@ -64,8 +64,15 @@ class Dense(nn.Module):
 class Conv(nn.Module):
     """``forward(a) = conv2d(a, W, stride, padding) + b``; W is ``out × in × k × k``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1,
-                 padding: int = 1, bias: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int = 3,
+        stride: int = 1,
+        padding: int = 1,
+        bias: bool = False,
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None

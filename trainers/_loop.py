@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -13,8 +13,14 @@ from ._base import Trainer
 from ._data import Dataset
 
 
-def train(trainer: Trainer, data: Dataset, epochs: int, batch_size: int = 128, seed: int = 0,
-          on_epoch: Callable[[dict], bool | None] | None = None) -> list[dict]:
+def train(
+    trainer: Trainer,
+    data: Dataset,
+    epochs: int,
+    batch_size: int = 128,
+    seed: int = 0,
+    on_epoch: Callable[[dict], bool | None] | None = None,
+) -> list[dict]:
     """Train ``trainer`` for ``epochs`` on ``data``; stop early at divergence.
 
     Args:
@@ -40,7 +46,7 @@ def train(trainer: Trainer, data: Dataset, epochs: int, batch_size: int = 128, s
         order = torch.randperm(n, generator=gen).to(trainer.device)
         losses, diverged = [], False
         for i in range(0, n - batch_size + 1, batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             stats = trainer.step(data.x_train[idx], data.y_train[idx])
             if stats["diverged"]:
                 diverged = True
@@ -48,14 +54,25 @@ def train(trainer: Trainer, data: Dataset, epochs: int, batch_size: int = 128, s
             losses.append(stats["loss"])
         train_loss = sum(losses) / len(losses) if losses and not diverged else math.inf
         if diverged:
-            row = {"epoch": epoch, "train_loss": math.inf, "test_loss": math.inf,
-                   "test_acc": float("nan"), "wall_s": time.perf_counter() - start, "diverged": True}
+            row = {
+                "epoch": epoch,
+                "train_loss": math.inf,
+                "test_loss": math.inf,
+                "test_acc": float("nan"),
+                "wall_s": time.perf_counter() - start,
+                "diverged": True,
+            }
         else:
             ev = trainer.evaluate(data.x_test, data.y_test)
             bad = not math.isfinite(ev["loss"]) or ev["loss"] > trainer.cfg.diverge_loss
-            row = {"epoch": epoch, "train_loss": train_loss, "test_loss": ev["loss"],
-                   "test_acc": ev.get("accuracy", float("nan")),
-                   "wall_s": time.perf_counter() - start, "diverged": bad}
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "test_loss": ev["loss"],
+                "test_acc": ev.get("accuracy", float("nan")),
+                "wall_s": time.perf_counter() - start,
+                "diverged": bad,
+            }
         row["matmul_backend"] = products.used()
         history.append(row)
         stop = on_epoch(row) if on_epoch is not None else False

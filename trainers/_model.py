@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -95,8 +95,9 @@ class MLP(Net):
         bias: add biases (zero-initialised).
     """
 
-    def __init__(self, input_dim: int, output_dim: int, width: int, depth: int,
-                 activation: str = "tanh", bias: bool = False) -> None:
+    def __init__(
+        self, input_dim: int, output_dim: int, width: int, depth: int, activation: str = "tanh", bias: bool = False
+    ) -> None:
         super().__init__(activation)
         dims = [input_dim] + [width] * (depth - 1) + [output_dim]
         self.dims = dims
@@ -119,8 +120,9 @@ class CNN(Net):
         bias: add biases (zero-initialised).
     """
 
-    def __init__(self, input_dim: int, output_dim: int, width: int, depth: int,
-                 activation: str = "tanh", bias: bool = False) -> None:
+    def __init__(
+        self, input_dim: int, output_dim: int, width: int, depth: int, activation: str = "tanh", bias: bool = False
+    ) -> None:
         super().__init__(activation)
         side = math.isqrt(input_dim)
         if side * side != input_dim:
@@ -141,8 +143,9 @@ class CNN(Net):
 MODELS: dict[str, type[Net]] = {"mlp": MLP, "cnn": CNN}
 
 
-def make_model(model: str, input_dim: int, output_dim: int, width: int, depth: int,
-               activation: str = "tanh", bias: bool = False) -> Net:
+def make_model(
+    model: str, input_dim: int, output_dim: int, width: int, depth: int, activation: str = "tanh", bias: bool = False
+) -> Net:
     """Build the network ``model`` (``mlp`` or ``cnn``); the error lists the valid ones."""
     if model not in MODELS:
         raise ValueError(f"model={model!r} is not one of {', '.join(MODELS)}")
@@ -162,12 +165,12 @@ def init_net(model: Net, table: Table, width_mult: float, seed: int) -> None:
         for i, (layer, role) in enumerate(zip(model.layers, model.roles)):
             rule = table.rule(role)
             fan_in = layer.fan_in
-            std = math.sqrt(width_mult ** rule.init_var / fan_in)
+            std = math.sqrt(width_mult**rule.init_var / fan_in)
             w = torch.randn(layer.weight.shape, generator=gen, dtype=torch.float64) * std
             layer.weight.copy_(w.to(layer.weight.dtype))
             if layer.bias is not None:
                 layer.bias.zero_()
-            model.multipliers[i] = float(width_mult ** rule.multiplier)
+            model.multipliers[i] = float(width_mult**rule.multiplier)
 
 
 init_mlp = init_net  # the name it had when the MLP was the only network

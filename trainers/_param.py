@@ -16,9 +16,9 @@ exponents (energy weights γ_l, target step β, feedback learning rate, ...).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 from ._config import TrainerConfig
 
@@ -99,8 +99,10 @@ def register_table(algorithm: str, key: tuple, table: Table, key_of=None) -> Non
 def resolve_table(cfg: TrainerConfig) -> Table:
     """The parametrization table of a config; the error lists the valid keys."""
     if cfg.algorithm not in _TABLES:
-        raise ValueError(f"algorithm={cfg.algorithm!r} has no parametrization tables; "
-                         f"give them with register_table({cfg.algorithm!r}, (parametrization, optimizer), table)")
+        raise ValueError(
+            f"algorithm={cfg.algorithm!r} has no parametrization tables; "
+            f"give them with register_table({cfg.algorithm!r}, (parametrization, optimizer), table)"
+        )
     key = _KEYS.get(cfg.algorithm, default_key)(cfg)
     tables = _TABLES[cfg.algorithm]
     if key not in tables:

@@ -61,18 +61,31 @@ for _gbar in (0.0, -1.0):
         PC_TABLES[("sp", _opt, _gbar)] = Table(f"pc/sp/{_opt}/gbar={_gbar:g}", _SP, _SP, _SP, _extras(_gbar))
     # Adam normalises the update's size, so γ_L drops out: BP's Adam μP rows (every bias m⁰).
     PC_TABLES[("mup", "adam", _gbar)] = Table(
-        f"pc/mup/adam/gbar={_gbar:g}", LayerRule(lr=0.0, bias_lr=0.0), LayerRule(lr=-1.0, bias_lr=0.0),
-        LayerRule(init_var=_MUP_OUT, lr=-1.0, bias_lr=0.0), _extras(_gbar))
+        f"pc/mup/adam/gbar={_gbar:g}",
+        LayerRule(lr=0.0, bias_lr=0.0),
+        LayerRule(lr=-1.0, bias_lr=0.0),
+        LayerRule(init_var=_MUP_OUT, lr=-1.0, bias_lr=0.0),
+        _extras(_gbar),
+    )
 # SGD, γ̄_L = 0: errors are BP's backpropagated errors (× γ_L = 1), so BP's SGD μP rows
 # (input and hidden biases m, output bias m⁰).
 PC_TABLES[("mup", "sgd", 0.0)] = Table(
-    "pc/mup/sgd/gbar=0", LayerRule(lr=1.0, bias_lr=1.0), LayerRule(lr=0.0, bias_lr=1.0),
-    LayerRule(init_var=_MUP_OUT, lr=-1.0, bias_lr=0.0), _extras(0.0))
+    "pc/mup/sgd/gbar=0",
+    LayerRule(lr=1.0, bias_lr=1.0),
+    LayerRule(lr=0.0, bias_lr=1.0),
+    LayerRule(init_var=_MUP_OUT, lr=-1.0, bias_lr=0.0),
+    _extras(0.0),
+)
 # SGD, γ̄_L = −1: γ_L = m makes every error m× larger than BP's, so every lr is m× smaller
 # (input and hidden biases m⁰, output bias m⁻¹).
 PC_TABLES[("mup", "sgd", -1.0)] = Table(
-    "pc/mup/sgd/gbar=-1", LayerRule(lr=0.0, bias_lr=0.0), LayerRule(lr=-1.0, bias_lr=0.0),
-    LayerRule(init_var=_MUP_OUT, lr=-2.0, bias_lr=-1.0), _extras(-1.0))
+    "pc/mup/sgd/gbar=-1",
+    LayerRule(lr=0.0, bias_lr=0.0),
+    LayerRule(lr=-1.0, bias_lr=0.0),
+    LayerRule(init_var=_MUP_OUT, lr=-2.0, bias_lr=-1.0),
+    _extras(-1.0),
+)
+
 
 def _pc_key(cfg) -> tuple[str, str, float]:
     return (cfg.parametrization, cfg.optimizer, float(cfg.gamma_bar_L))
@@ -150,8 +163,9 @@ class PCTrainer(Trainer):
         """
         return max(0, self.cfg.depth - 2 - t) if self.cfg.pc_init == "forward" else 0
 
-    def _relax(self, xs: list, pairs: list, errs: list, mu1: torch.Tensor, mu_L: torch.Tensor,
-               target: torch.Tensor) -> torch.Tensor:
+    def _relax(
+        self, xs: list, pairs: list, errs: list, mu1: torch.Tensor, mu_L: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
         """T parallel inference steps, in place on ``xs`` (x_1..x_{L−1}), ``pairs`` ((φ, φ') of each)
         and ``errs`` (e_1..e_L); returns μ_L at the final activities. Per step and hidden layer:
 
@@ -205,13 +219,18 @@ class PCTrainer(Trainer):
         """
         h, pairs = self.model.forward_pairs(x, self._pair)  # h_1..h_L, (φ(h_l), φ'(h_l)) for l < L
         loss = self.loss_fn(h[-1], target)
-        xs = ([hl.clone() for hl in h[:-1]] if self.cfg.pc_init == "forward"
-              else [torch.zeros_like(hl) for hl in h[:-1]])
+        xs = [hl.clone() for hl in h[:-1]] if self.cfg.pc_init == "forward" else [torch.zeros_like(hl) for hl in h[:-1]]
         relax = self._infer_fixed if self.cfg.fixed_prediction else self._infer_moving
         errs, pairs, mu_L = relax(h, pairs, xs, target)
         inputs = [self.model.shape_input(x)] + [p[0] for p in pairs]
-        return {"h": h, "xs": xs, "errors": errs, "inputs": inputs, "loss": loss,
-                "energy": self._energy(errs, mu_L, target)}
+        return {
+            "h": h,
+            "xs": xs,
+            "errors": errs,
+            "inputs": inputs,
+            "loss": loss,
+            "energy": self._energy(errs, mu_L, target),
+        }
 
     def _infer_fixed(self, h: list, pairs: list, xs: list, target: torch.Tensor) -> tuple[list, list, torch.Tensor]:
         """Fixed prediction: μ_l = h_l throughout; ``xs`` relaxed in place. Returns (errors, pairs, μ_L)."""
@@ -233,7 +252,8 @@ class PCTrainer(Trainer):
                 for l in range(lo, L - 1):
                     back = self._back(errs[l + 1], Ws[l + 1], xs[l])
                     xs[l].add_(errs[l], alpha=-beta * g[l]).addcmul_(
-                        dphis[l], back, value=beta * g[l + 1] * alphas[l + 1])
+                        dphis[l], back, value=beta * g[l + 1] * alphas[l + 1]
+                    )
         return [xl - ml for xl, ml in zip(xs, mus)] + [e_L], pairs, h[-1]
 
     def _infer_moving(self, h: list, pairs: list, xs: list, target: torch.Tensor) -> tuple[list, list, torch.Tensor]:
@@ -243,8 +263,7 @@ class PCTrainer(Trainer):
         mu1 = h[0]  # W_1 x_0 never changes during inference: cached
         forward = self.cfg.pc_init == "forward"
         pairs = list(pairs) if forward else [self._pair(xl) for xl in xs]
-        mus = list(h) if forward else (
-            [mu1] + [self._predict(pairs[l - 1][0], Ws[l], alphas[l]) for l in range(1, L)])
+        mus = list(h) if forward else ([mu1] + [self._predict(pairs[l - 1][0], Ws[l], alphas[l]) for l in range(1, L)])
         if self.cfg.sequential_inference:
             mus = self._sweep_down(xs, pairs, mu1, target)
         errs = [xl - ml for xl, ml in zip(xs, mus)] + [self._output_error(mus[-1], target)]

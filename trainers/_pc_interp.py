@@ -57,8 +57,15 @@ def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
     return sum(float((u * v).sum()) for u, v in zip(a, b))
 
 
-def relax(model, x: torch.Tensor, y: torch.Tensor, gammas: Sequence[float], tol: float = 1e-9,
-          max_newton: int = 50, max_cg: int = 100) -> tuple[list[torch.Tensor], int, float]:
+def relax(
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gammas: Sequence[float],
+    tol: float = 1e-9,
+    max_newton: int = 50,
+    max_cg: int = 100,
+) -> tuple[list[torch.Tensor], int, float]:
     """Inference equilibrium x* (hidden activities) from the feedforward pass, to relative gradient ``tol``.
 
     Truncated Newton: each step solves H d = ∇F (H by autograd Hessian-vector products) with
@@ -81,7 +88,7 @@ def relax(model, x: torch.Tensor, y: torch.Tensor, gammas: Sequence[float], tol:
         return out
 
     g0, rel, it = None, float("inf"), 0
-    for it in range(1, max_newton + 1):
+    for it in range(1, max_newton + 1):  # noqa: B007 (the count is returned after the loop)
         xs_ = [v.detach().requires_grad_(True) for v in xs]
         F = _energy(model, x, xs_, y, gammas)
         grads = torch.autograd.grad(F, xs_, create_graph=True)
@@ -98,7 +105,7 @@ def relax(model, x: torch.Tensor, y: torch.Tensor, gammas: Sequence[float], tol:
         r = [t.clone() for t in g]
         z = precondition(r, dphi, JJ)
         p, rz = [t.clone() for t in z], _dot(r, z)
-        forcing = min(0.5, rel ** 0.5) * norm
+        forcing = min(0.5, rel**0.5) * norm
         for j in range(max_cg):
             Hp = [t.detach() for t in torch.autograd.grad(grads, xs_, grad_outputs=p, retain_graph=True)]
             pHp = _dot(p, Hp)
@@ -128,8 +135,9 @@ def relax(model, x: torch.Tensor, y: torch.Tensor, gammas: Sequence[float], tol:
     return [v.detach() for v in xs], it, rel
 
 
-def pc_update_at(model, x: torch.Tensor, xs: Sequence[torch.Tensor], y: torch.Tensor,
-                 gammas: Sequence[float]) -> dict[str, torch.Tensor]:
+def pc_update_at(
+    model, x: torch.Tensor, xs: Sequence[torch.Tensor], y: torch.Tensor, gammas: Sequence[float]
+) -> dict[str, torch.Tensor]:
     """PC's update −∂F/∂θ at fixed activities ``xs`` (the rule of ``PCTrainer.weight_direction``)."""
     params = dict(model.named_parameters())
     F = _energy(model, x, [v.detach() for v in xs], y, gammas)
@@ -144,10 +152,17 @@ def _function_cos(model, x: torch.Tensor, r: torch.Tensor, d: dict[str, torch.Te
     return float((jd * r).sum() / (jd.norm() * r.norm()).clamp_min(1e-300))
 
 
-def pc_interpolation(widths: Sequence[int] = (64, 256, 1024), cs: Sequence[float] = DEFAULT_CS,
-                     seeds: Sequence[int] = (0, 1, 2), batch_sizes: Sequence[int] = (32, 128),
-                     train_steps: int = 200, train_lr: float = 0.2, activation: str = "tanh",
-                     depth: int = 3, tol: float = 1e-9) -> pd.DataFrame:
+def pc_interpolation(
+    widths: Sequence[int] = (64, 256, 1024),
+    cs: Sequence[float] = DEFAULT_CS,
+    seeds: Sequence[int] = (0, 1, 2),
+    batch_sizes: Sequence[int] = (32, 128),
+    train_steps: int = 200,
+    train_lr: float = 0.2,
+    activation: str = "tanh",
+    depth: int = 3,
+    tol: float = 1e-9,
+) -> pd.DataFrame:
     """One row per (batch size, width, seed, c): parameter- and function-space cosines (see module doc).
 
     The network (μP, SGD, base width 64, float64) is trained with BP for ``train_steps`` full-batch
@@ -159,8 +174,16 @@ def pc_interpolation(widths: Sequence[int] = (64, 256, 1024), cs: Sequence[float
         data = make_teacher_student(n_train=B, n_test=1, seed=7)
         for width in widths:
             for seed in seeds:
-                cfg = TrainerConfig(algorithm="bp", parametrization="mup", dtype="float64", depth=depth,
-                                    width=int(width), activation=activation, seed=int(seed), lr=train_lr)
+                cfg = TrainerConfig(
+                    algorithm="bp",
+                    parametrization="mup",
+                    dtype="float64",
+                    depth=depth,
+                    width=int(width),
+                    activation=activation,
+                    seed=int(seed),
+                    lr=train_lr,
+                )
                 bp = make_trainer(cfg, data.input_dim, data.output_dim)
                 x, y = data.x_train, bp.targets(data.y_train)
                 loss0 = float(bp.evaluate(x, y)["loss"])
@@ -173,20 +196,35 @@ def pc_interpolation(widths: Sequence[int] = (64, 256, 1024), cs: Sequence[float
                 ones = [1.0] * (depth - 1)
                 gn = activity_gauss_newton_direction(model, x, y, ones + [1.0])
                 gnp = gauss_newton_direction(model, x, y, per_sample=False)
-                base = {"batch_size": B, "width": int(width), "seed": int(seed), "train_steps": train_steps,
-                        "loss_init": loss0, "loss_trained": loss,
-                        "fcos_bp": _function_cos(model, x, r, grad), "fcos_gn": _function_cos(model, x, r, gn),
-                        "fcos_gn_param": _function_cos(model, x, r, gnp),
-                        "cos_bp_gn": direction_cosines(grad, gn)["all"]}
+                base = {
+                    "batch_size": B,
+                    "width": int(width),
+                    "seed": int(seed),
+                    "train_steps": train_steps,
+                    "loss_init": loss0,
+                    "loss_trained": loss,
+                    "fcos_bp": _function_cos(model, x, r, grad),
+                    "fcos_gn": _function_cos(model, x, r, gn),
+                    "fcos_gn_param": _function_cos(model, x, r, gnp),
+                    "cos_bp_gn": direction_cosines(grad, gn)["all"],
+                }
                 for c in cs:
                     gammas = ones + [float(c) * cfg.width_mult]
                     xs, iters, rel = relax(model, x, y, gammas, tol=tol)
                     d = pc_update_at(model, x, xs, y, gammas)
                     gnr = activity_gauss_newton_direction(model, x, y, gammas, hidden=xs)
-                    rows.append({**base, "c": float(c), "gamma_L": gammas[-1], "relax_iters": iters,
-                                 "relax_residual": rel,
-                                 "cos_bp": direction_cosines(d, grad)["all"], "cos_gn": direction_cosines(d, gn)["all"],
-                                 "cos_gn_relaxed": direction_cosines(d, gnr)["all"],
-                                 "cos_gn_param": direction_cosines(d, gnp)["all"],
-                                 "fcos_pc": _function_cos(model, x, r, d)})
+                    rows.append(
+                        {
+                            **base,
+                            "c": float(c),
+                            "gamma_L": gammas[-1],
+                            "relax_iters": iters,
+                            "relax_residual": rel,
+                            "cos_bp": direction_cosines(d, grad)["all"],
+                            "cos_gn": direction_cosines(d, gn)["all"],
+                            "cos_gn_relaxed": direction_cosines(d, gnr)["all"],
+                            "cos_gn_param": direction_cosines(d, gnp)["all"],
+                            "fcos_pc": _function_cos(model, x, r, d),
+                        }
+                    )
     return pd.DataFrame(rows)

@@ -9,7 +9,7 @@ equilibrium of inference (∂F/∂x_l = 0 for every hidden l):
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -18,8 +18,7 @@ from ._model import MLP
 
 def _effective(model: MLP) -> tuple[list[torch.Tensor], list]:
     Ws = [layer.weight.detach() * a for layer, a in zip(model.layers, model.multipliers)]
-    bs = [None if layer.bias is None else layer.bias.detach() * a
-          for layer, a in zip(model.layers, model.multipliers)]
+    bs = [None if layer.bias is None else layer.bias.detach() * a for layer, a in zip(model.layers, model.multipliers)]
     return Ws, bs
 
 
@@ -47,8 +46,7 @@ def linear_pc_coupling(model: MLP, gammas: Sequence[float]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def linear_pc_fixed_point(model: MLP, x: torch.Tensor, y: torch.Tensor,
-                          gammas: Sequence[float]) -> list[torch.Tensor]:
+def linear_pc_fixed_point(model: MLP, x: torch.Tensor, y: torch.Tensor, gammas: Sequence[float]) -> list[torch.Tensor]:
     """Equilibrium errors e*_1..e*_L (each B × n_l) of PC inference in a deep linear network.
 
     e*_L = (I + C)^{-1} (y − f(x)) and e*_l = (γ_L/γ_l) W̃_{L:l+1}ᵀ e*_L (rows are samples).
@@ -79,8 +77,9 @@ def linear_pc_fixed_point(model: MLP, x: torch.Tensor, y: torch.Tensor,
 
 
 @torch.no_grad()
-def linear_pc_direction(model: MLP, x: torch.Tensor, y: torch.Tensor,
-                        gammas: Sequence[float]) -> dict[str, torch.Tensor]:
+def linear_pc_direction(
+    model: MLP, x: torch.Tensor, y: torch.Tensor, gammas: Sequence[float]
+) -> dict[str, torch.Tensor]:
     """PC's update direction at the inference equilibrium of a deep linear network.
 
     direction_{W_l} = (γ_l α_l / B) e*_lᵀ x*_{l−1}, with x*_0 = x and x*_l = W̃_l x*_{l−1} + b̃_l + e*_l.
@@ -101,8 +100,11 @@ def linear_pc_direction(model: MLP, x: torch.Tensor, y: torch.Tensor,
 
 
 @torch.no_grad()
-def output_jacobians(model: MLP, x: torch.Tensor, hidden: Sequence[torch.Tensor] | None = None,
-                     ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+def output_jacobians(
+    model: MLP,
+    x: torch.Tensor,
+    hidden: Sequence[torch.Tensor] | None = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """Per-sample Jacobians of the output with respect to each pre-activation.
 
     D_l[a] = ∂f(x_a)/∂h_l (C × n_l), from D_L = I and D_l = (D_{l+1} α_{l+1} W_{l+1}) ⊙ φ'(h_l).
@@ -128,8 +130,9 @@ def output_jacobians(model: MLP, x: torch.Tensor, hidden: Sequence[torch.Tensor]
 
 
 @torch.no_grad()
-def gauss_newton_direction(model: MLP, x: torch.Tensor, y: torch.Tensor, per_sample: bool = True,
-                           damping: float = 0.0) -> dict[str, torch.Tensor]:
+def gauss_newton_direction(
+    model: MLP, x: torch.Tensor, y: torch.Tensor, per_sample: bool = True, damping: float = 0.0
+) -> dict[str, torch.Tensor]:
     """Minimum-norm Gauss-Newton direction of the squared error, in parameter space.
 
     With J the Jacobian of the outputs with respect to all parameters and r = y − f(x):
@@ -148,8 +151,10 @@ def gauss_newton_direction(model: MLP, x: torch.Tensor, y: torch.Tensor, per_sam
     B, C = r.shape
     alphas, has_bias = model.multipliers, [layer.bias is not None for layer in model.layers]
     if per_sample:
-        K = sum(a * a * (inp.pow(2).sum(1) + hb)[:, None, None] * (D @ D.transpose(1, 2))
-                for a, inp, D, hb in zip(alphas, inputs, Ds, has_bias))
+        K = sum(
+            a * a * (inp.pow(2).sum(1) + hb)[:, None, None] * (D @ D.transpose(1, 2))
+            for a, inp, D, hb in zip(alphas, inputs, Ds, has_bias)
+        )
         K = K + damping * torch.eye(C, dtype=K.dtype, device=K.device)
         u = torch.linalg.solve(K, r.unsqueeze(2)).squeeze(2)  # B × C
     else:
@@ -170,9 +175,14 @@ def gauss_newton_direction(model: MLP, x: torch.Tensor, y: torch.Tensor, per_sam
 
 
 @torch.no_grad()
-def activity_gauss_newton_direction(model: MLP, x: torch.Tensor, y: torch.Tensor, gammas: Sequence[float],
-                                    damping: float = 0.0, hidden: Sequence[torch.Tensor] | None = None,
-                                    ) -> dict[str, torch.Tensor]:
+def activity_gauss_newton_direction(
+    model: MLP,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gammas: Sequence[float],
+    damping: float = 0.0,
+    hidden: Sequence[torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
     """Gauss-Newton direction in activity space, weighted by the energy weights, per sample.
 
     With J_l = ∂f/∂h_l at the feedforward pass and r = y − f(x), for each sample:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 TRAINERS: dict[str, Any] = {}  # name -> Trainer subclass (filled by register_trainer)
 
@@ -13,7 +14,9 @@ def register_trainer(algorithm: str) -> Callable[[type], type]:
     Also what ``TrainerConfig`` accepts as ``algorithm``; give its SP/μP tables with
     ``register_table``. Works from any module (see docs/EXTENDING.md).
     """
+
     def deco(cls: type) -> type:
         TRAINERS[algorithm] = cls
         return cls
+
     return deco

@@ -87,13 +87,16 @@ def parse_table(doc, where: str) -> tuple[str, tuple, Table]:
     key = tuple(k if isinstance(k, str) else float(k) for k in key)
     shipped = list(_param._TABLES.get(algorithm, {}))
     if shipped and len(shipped[0]) != len(key):
-        raise TableFileError(f"{where}: key={list(key)!r} is not shaped like {algorithm}'s keys (e.g. {list(shipped[0])!r})")
+        raise TableFileError(
+            f"{where}: key={list(key)!r} is not shaped like {algorithm}'s keys (e.g. {list(shipped[0])!r})"
+        )
     rows = {}
     for role in ROLES:
         row = doc[role]
         if not isinstance(row, dict) or set(row) - set(RULE_FIELDS) - set(OPTIONAL_FIELDS):
-            raise TableFileError(f"{where}: {role}={row!r} must map {', '.join(RULE_FIELDS + OPTIONAL_FIELDS)} "
-                                 "to numbers")
+            raise TableFileError(
+                f"{where}: {role}={row!r} must map {', '.join(RULE_FIELDS + OPTIONAL_FIELDS)} to numbers"
+            )
         fields = {f: _number(f"{where}: {role}.{f}", row.get(f, 0.0)) for f in RULE_FIELDS}
         fields.update({f: _number(f"{where}: {role}.{f}", row[f]) for f in OPTIONAL_FIELDS if f in row})
         rows[role] = LayerRule(**fields)

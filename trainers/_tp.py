@@ -23,9 +23,19 @@ from ._base import Trainer, all_finite, register_trainer
 from ._config import TrainerConfig
 from ._layers import Dense
 from ._param import LayerRule, Table, register_table
-from ._tp_feedback import (REGRESSION_KINDS, apply_feedback, drl_grad, drl_samples, feedback_psi,
-                           feedback_role, init_feedback, make_feedback, propagate_targets,
-                           reconstruction_samples, ridge_solution)
+from ._tp_feedback import (
+    REGRESSION_KINDS,
+    apply_feedback,
+    drl_grad,
+    drl_samples,
+    feedback_psi,
+    feedback_role,
+    init_feedback,
+    make_feedback,
+    propagate_targets,
+    reconstruction_samples,
+    ridge_solution,
+)
 
 FEEDBACK_ROLES = ("feedback_output", "feedback_hidden")
 
@@ -74,21 +84,24 @@ class TPTrainer(Trainer):
         self.psi = feedback_psi(self.kind)
         self.beta = cfg.target_step * m ** self.table.extra("target_step")
         if self.kind in REGRESSION_KINDS and not all(isinstance(layer, Dense) for layer in self.model.layers[1:]):
-            raise ValueError(f"feedback={self.kind!r} (a closed-form dense solution) needs model='mlp'; "
-                             f"with model={cfg.model!r} use feedback='linear' or 'tanh'")
+            raise ValueError(
+                f"feedback={self.kind!r} (a closed-form dense solution) needs model='mlp'; "
+                f"with model={cfg.model!r} use feedback='linear' or 'tanh'"
+            )
         self.feedback = make_feedback(self.model.layers)
-        init_feedback(self.feedback, depth, {r: self.table.extra(f"{r}_init_var") for r in FEEDBACK_ROLES},
-                      m, cfg.seed)
+        init_feedback(self.feedback, depth, {r: self.table.extra(f"{r}_init_var") for r in FEEDBACK_ROLES}, m, cfg.seed)
         self.feedback.to(device=self.device, dtype=self.dtype)
         self.feedback.requires_grad_(False)
         roles = {f"g{k}": feedback_role(k, depth) for k in range(1, depth)}
-        self.feedback_lr_multipliers = {f"{n}.weight": float(m ** self.table.extra(f"{r}_lr"))
-                                        for n, r in roles.items()}
+        self.feedback_lr_multipliers = {
+            f"{n}.weight": float(m ** self.table.extra(f"{r}_lr")) for n, r in roles.items()
+        }
         self.ridge = {n: cfg.feedback_ridge * m ** self.table.extra(f"{r}_ridge") for n, r in roles.items()}
         self.feedback_optimizer = None
         if self.kind not in REGRESSION_KINDS:
-            self.feedback_optimizer = self._make_optimizer(self.feedback.named_parameters(),
-                                                           self.feedback_lr_multipliers, cfg.feedback_lr)
+            self.feedback_optimizer = self._make_optimizer(
+                self.feedback.named_parameters(), self.feedback_lr_multipliers, cfg.feedback_lr
+            )
         self.noise_gen = torch.Generator(device=self.device).manual_seed(int(cfg.seed) + 1)
 
     # ---- the three parts of a step ---------------------------------------
@@ -115,8 +128,19 @@ class TPTrainer(Trainer):
         """One noise draw per feedback map g_k: its (input, target) pair for the map's loss."""
         model, cfg = self.model, self.cfg
         sampler = reconstruction_samples if self.kind == "regression" else drl_samples
-        return {f"g{k}": sampler(model.layers[k], model.multipliers[k], model.phi, self.psi, hs[k - 1], hs[k],
-                                 cfg.feedback_noise, self.noise_gen) for k in range(1, model.depth)}
+        return {
+            f"g{k}": sampler(
+                model.layers[k],
+                model.multipliers[k],
+                model.phi,
+                self.psi,
+                hs[k - 1],
+                hs[k],
+                cfg.feedback_noise,
+                self.noise_gen,
+            )
+            for k in range(1, model.depth)
+        }
 
     def _train_feedback(self, hs: list[torch.Tensor]) -> dict:
         """``feedback_steps`` optimizer steps on the DRL, a fresh draw each; stops at a non-finite gradient."""
@@ -139,11 +163,20 @@ class TPTrainer(Trainer):
     def _solve_feedback(self, hs: list[torch.Tensor]) -> dict:
         """Q_k = the ridge solution over ``feedback_steps`` draws (the loss reported: before, first draw)."""
         draws = [self._draw(hs) for _ in range(self.cfg.feedback_steps)]
-        first_loss = sum(0.5 * float((apply_feedback(self.model.layers[k], self.feedback[name].weight, u, e.shape)
-                                      - e).pow(2).sum()) / u.shape[0]
-                         for k, (name, (u, e)) in enumerate(draws[0].items(), start=1)) if draws else None
-        solved = {n: ridge_solution(torch.cat([d[n][0] for d in draws]), torch.cat([d[n][1] for d in draws]),
-                                    self.ridge[n]) for n in (draws[0] if draws else {})}
+        first_loss = (
+            sum(
+                0.5
+                * float((apply_feedback(self.model.layers[k], self.feedback[name].weight, u, e.shape) - e).pow(2).sum())
+                / u.shape[0]
+                for k, (name, (u, e)) in enumerate(draws[0].items(), start=1)
+            )
+            if draws
+            else None
+        )
+        solved = {
+            n: ridge_solution(torch.cat([d[n][0] for d in draws]), torch.cat([d[n][1] for d in draws]), self.ridge[n])
+            for n in (draws[0] if draws else {})
+        }
         finite = all_finite(solved.values())
         if finite:
             for n, q in solved.items():
@@ -162,8 +195,9 @@ class TPTrainer(Trainer):
         return propagate_targets(self.feedback, self.model.layers, self.psi, hs, delta_out)
 
     @torch.no_grad()
-    def _local_gradients(self, x: torch.Tensor, hs: list[torch.Tensor],
-                         deltas: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _local_gradients(
+        self, x: torch.Tensor, hs: list[torch.Tensor], deltas: list[torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """∂/∂θ of ½ Σ ||h_k − ĥ_k||² with φ(h_{k−1}) detached: −α_k δ_kᵀ φ(h_{k−1}), −α_k Σ δ_k."""
         model = self.model
         out = {}

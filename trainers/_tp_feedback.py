@@ -33,7 +33,6 @@ import torch
 from torch import nn
 
 from . import _products as products
-from ._layers import Dense
 
 FEEDBACK_KINDS = ("linear", "tanh", "regression", "regression_drl")
 REGRESSION_KINDS = ("regression", "regression_drl")
@@ -89,8 +88,9 @@ def feedback_role(k: int, depth: int) -> str:
 
 
 @torch.no_grad()
-def propagate_targets(feedback: nn.ModuleDict, layers: nn.ModuleList, psi, hs: list[torch.Tensor],
-                      delta_out: torch.Tensor) -> list[torch.Tensor]:
+def propagate_targets(
+    feedback: nn.ModuleDict, layers: nn.ModuleList, psi, hs: list[torch.Tensor], delta_out: torch.Tensor
+) -> list[torch.Tensor]:
     """Difference-corrected target differences δ_k = ĥ_k − h_k for every layer.
 
     δ_{k−1} = Q_k (ψ(h_k + δ_k) − ψ(h_k)).
@@ -113,8 +113,16 @@ def propagate_targets(feedback: nn.ModuleDict, layers: nn.ModuleList, psi, hs: l
 
 
 @torch.no_grad()
-def drl_samples(layer: nn.Module, multiplier: float, phi, psi, h_in: torch.Tensor,
-                h_out: torch.Tensor, noise: float, gen: torch.Generator | None = None):
+def drl_samples(
+    layer: nn.Module,
+    multiplier: float,
+    phi,
+    psi,
+    h_in: torch.Tensor,
+    h_out: torch.Tensor,
+    noise: float,
+    gen: torch.Generator | None = None,
+):
     """One noise draw of the DRL's regression pairs for forward layer f(h) = α W φ(h) (+ α b).
 
     Both are divided by σ, so the DRL is per unit noise variance and its gradient (hence the
@@ -133,8 +141,16 @@ def drl_samples(layer: nn.Module, multiplier: float, phi, psi, h_in: torch.Tenso
 
 
 @torch.no_grad()
-def reconstruction_samples(layer: nn.Module, multiplier: float, phi, psi, h_in: torch.Tensor,
-                           h_out: torch.Tensor, noise: float, gen: torch.Generator | None = None):
+def reconstruction_samples(
+    layer: nn.Module,
+    multiplier: float,
+    phi,
+    psi,
+    h_in: torch.Tensor,
+    h_out: torch.Tensor,
+    noise: float,
+    gen: torch.Generator | None = None,
+):
     """One noise draw of the classic DTP reconstruction loss's pairs (Lee et al., 2015).
 
     Returns:
@@ -148,8 +164,7 @@ def reconstruction_samples(layer: nn.Module, multiplier: float, phi, psi, h_in: 
     return psi(out), e
 
 
-def drl_grad(layer: nn.Module, q: torch.Tensor, u: torch.Tensor,
-             e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def drl_grad(layer: nn.Module, q: torch.Tensor, u: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(DRL, ∂DRL/∂Q) for DRL = 1/(2S) Σ_s ||Q u_s − e_s||², Q acting through ``layer``'s adjoint.
 
     With r = Q u − e the gradient is the layer's weight gradient with u as the output error and
@@ -186,8 +201,9 @@ def ridge_solution(u: torch.Tensor, e: torch.Tensor, ridge: float) -> torch.Tens
     return torch.linalg.solve(gram, products.outer(u, e))
 
 
-def init_feedback(feedback: nn.ModuleDict, depth: int, init_exponents: dict[str, float],
-                  width_mult: float, seed: int) -> None:
+def init_feedback(
+    feedback: nn.ModuleDict, depth: int, init_exponents: dict[str, float], width_mult: float, seed: int
+) -> None:
     """Q_k ~ N(0, m^e / fan_in) with e the table's init exponent of the map's role.
 
     Drawn in float64 on the CPU from its own seed stream, so the forward layers'

@@ -30,14 +30,25 @@ def log_sweep(trials: pd.DataFrame, history: pd.DataFrame, uri: str, name: str, 
     hist = {tid: g for tid, g in history.groupby("trial_id")}
     for row in trials.to_dict("records"):
         tid = row["trial_id"]
-        run = client.create_run(exp, run_name=tid, tags={
-            "mlflow.parentRunId": pid, "mutransfer.role": "trial", "mutransfer.sweep": name,
-            "mutransfer.trial_id": tid, "mutransfer.status": row["status"]})
+        run = client.create_run(
+            exp,
+            run_name=tid,
+            tags={
+                "mlflow.parentRunId": pid,
+                "mutransfer.role": "trial",
+                "mutransfer.sweep": name,
+                "mutransfer.trial_id": tid,
+                "mutransfer.status": row["status"],
+            },
+        )
         params = [Param(k, str(v)) for k, v in row.items() if k not in RESULTS]
         metrics = [Metric(k, float(row[k]), now, 0) for k in FINAL if math.isfinite(float(row[k]))]
         for h in hist.get(tid, pd.DataFrame()).to_dict("records"):
-            metrics += [Metric(k, float(h[k]), now, int(h["epoch"])) for k in ("train_loss", "test_loss", "test_acc")
-                        if math.isfinite(float(h[k]))]
+            metrics += [
+                Metric(k, float(h[k]), now, int(h["epoch"]))
+                for k in ("train_loss", "test_loss", "test_acc")
+                if math.isfinite(float(h[k]))
+            ]
         client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=[RunTag("mlflow.runName", tid)])
         client.set_terminated(run.info.run_id, "FAILED" if row["status"] == "failed" else "FINISHED")
     client.set_terminated(pid, "FINISHED")
@@ -71,8 +82,9 @@ def planted_dir(tmp_path):
     trials, history = planted_sweep(name="planted")
     write_parquet_atomic(trials, d / "trials.parquet")
     write_parquet_atomic(history, d / "history.parquet")
-    (d / "sweep.yaml").write_text("name: planted\nobjective: {metric: final_train_loss, mode: min}\n"
-                                  "verify: {max_drift: 0.2, max_regret: 0.05}\n")
+    (d / "sweep.yaml").write_text(
+        "name: planted\nobjective: {metric: final_train_loss, mode: min}\nverify: {max_drift: 0.2, max_regret: 0.05}\n"
+    )
     return d
 
 

@@ -36,8 +36,13 @@ def _retrain(row: dict, fixed: dict, data_cfg: dict, train_cfg: dict) -> float:
     fields = {f.name for f in dataclasses.fields(TrainerConfig)}
     tc = TrainerConfig(**{**(fixed or {}), **{k: v for k, v in row.items() if k in fields and not pd.isna(v)}})
     torch.set_num_threads(1)
-    data = load_dataset(data_cfg["dataset"], data_cfg.get("subset") or None, data_cfg.get("test_subset") or None,
-                        dtype=torch.float32, seed=tc.seed).to(tc.torch_device, tc.torch_dtype)
+    data = load_dataset(
+        data_cfg["dataset"],
+        data_cfg.get("subset") or None,
+        data_cfg.get("test_subset") or None,
+        dtype=torch.float32,
+        seed=tc.seed,
+    ).to(tc.torch_device, tc.torch_dtype)
     torch.manual_seed(tc.seed)
     trainer = make_trainer(tc, data.input_dim, data.output_dim)
     history = train(trainer, data, int(train_cfg["epochs"]), int(train_cfg["batch_size"]), seed=tc.seed)
@@ -55,4 +60,5 @@ def test_committed_trials_retrain_to_their_committed_losses(study):
         got = _retrain(row, cfg.get("trainer"), cfg["data"], cfg["train"])
         assert got == pytest.approx(row["final_train_loss"], rel=REL_TOL), (
             f"{study}: trial {row['trial_id']} ({row['algorithm']}/{row['parametrization']} width {row['width']} "
-            f"lr {row['lr']:.4g}) retrains to {got:.6g}, committed {row['final_train_loss']:.6g}")
+            f"lr {row['lr']:.4g}) retrains to {got:.6g}, committed {row['final_train_loss']:.6g}"
+        )

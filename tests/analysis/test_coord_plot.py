@@ -20,11 +20,29 @@ def _planted(algorithms=("bp", "pc", "tp"), steps=(1, 2, 3)):
                 for l in range(3):
                     k = 0.8 if (par == "sp" and l == 2) else 0.0
                     still = alg == "tp" and par == "mup" and l == 0 and t == 1
-                    rows += [{"algorithm": alg, "parametrization": par, "width": w, "seed": 0, "layer": f"layers.{l}",
-                              "step": t, "delta_rms": 0.0 if still else 0.1 * t * (w / 64) ** k, "rms": 1.0}
-                             for w in WIDTHS]
-                    slopes.append({"algorithm": alg, "parametrization": par, "layer": f"layers.{l}", "step": t,
-                                   "slope": float("nan") if still else k, "moved": not still})
+                    rows += [
+                        {
+                            "algorithm": alg,
+                            "parametrization": par,
+                            "width": w,
+                            "seed": 0,
+                            "layer": f"layers.{l}",
+                            "step": t,
+                            "delta_rms": 0.0 if still else 0.1 * t * (w / 64) ** k,
+                            "rms": 1.0,
+                        }
+                        for w in WIDTHS
+                    ]
+                    slopes.append(
+                        {
+                            "algorithm": alg,
+                            "parametrization": par,
+                            "layer": f"layers.{l}",
+                            "step": t,
+                            "slope": float("nan") if still else k,
+                            "moved": not still,
+                        }
+                    )
     return pd.DataFrame(rows), pd.DataFrame(slopes)
 
 

@@ -10,8 +10,9 @@ from analysis.transfer import analyze
 
 
 def test_load_reads_parquet_and_the_verify_thresholds(planted_dir):
-    (planted_dir / "sweep.yaml").write_text("name: planted\nobjective: {metric: final_test_loss, mode: min}\n"
-                                            "verify: {max_drift: 0.3, max_regret: 0.1}\n")
+    (planted_dir / "sweep.yaml").write_text(
+        "name: planted\nobjective: {metric: final_test_loss, mode: min}\nverify: {max_drift: 0.3, max_regret: 0.1}\n"
+    )
     logs = load_sweep(planted_dir)
     assert logs.source == "parquet" and logs.name == "planted"
     assert logs.objective == {"metric": "final_test_loss", "mode": "min"}
@@ -26,11 +27,14 @@ def test_load_defaults_without_sweep_yaml(planted_dir):
     assert logs.objective["metric"] == "final_train_loss" and logs.notes
 
 
-@pytest.mark.parametrize("yaml_text, match", [
-    ("verify: {max_drift: lots}\n", "verify.max_drift"),
-    ("objective: {mode: smallest}\n", "objective.mode"),
-    ("- a\n- b\n", "mapping"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, match",
+    [
+        ("verify: {max_drift: lots}\n", "verify.max_drift"),
+        ("objective: {mode: smallest}\n", "objective.mode"),
+        ("- a\n- b\n", "mapping"),
+    ],
+)
 def test_bad_sweep_yaml_names_the_key(planted_dir, yaml_text, match):
     (planted_dir / "sweep.yaml").write_text(yaml_text)
     with pytest.raises(LogError, match=match):
@@ -54,8 +58,9 @@ def test_same_numbers_from_parquet_and_from_mlflow(tmp_path, monkeypatch, mlflow
     """
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     groups = (("bp", "mup", 0.0), ("bp", "sp", -1.0))
-    trials, history = make_planted(groups, name="planted", seeds=(0, 1), widths=(64, 128, 256, 512),
-                                    log2_lrs=tuple(range(-8, 1)))
+    trials, history = make_planted(
+        groups, name="planted", seeds=(0, 1), widths=(64, 128, 256, 512), log2_lrs=tuple(range(-8, 1))
+    )
     trials.loc[trials.index[5], "status"] = "failed"
     root = tmp_path / "results"
     sweep_dir = root / "planted"
@@ -117,8 +122,16 @@ def test_mlflow_reader_accepts_prefixed_params_and_last_epoch_metrics(tmp_path):
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("legacy", artifact_location=(tmp_path / "art").as_uri())
     for i, (lr, status, loss) in enumerate([(0.1, "ok", 0.4), (0.2, "ok", 0.3), (0.4, "diverged", float("inf"))]):
-        run = client.create_run(exp, run_name=f"t{i}", tags={"mutransfer.role": "trial", "mutransfer.sweep": "legacy",
-                                                           "mutransfer.trial_id": f"t{i}", "status": status})
+        run = client.create_run(
+            exp,
+            run_name=f"t{i}",
+            tags={
+                "mutransfer.role": "trial",
+                "mutransfer.sweep": "legacy",
+                "mutransfer.trial_id": f"t{i}",
+                "status": status,
+            },
+        )
         client.log_param(run.info.run_id, "trainer.width", "64")
         client.log_param(run.info.run_id, "trainer.lr", str(lr))
         client.log_param(run.info.run_id, "data.dataset", "fmnist")

@@ -12,8 +12,9 @@ from analysis.io import ParquetError, read_parquet, write_parquet_atomic
 
 
 def _rows(ids, value=1.0):
-    return pd.DataFrame({"trial_id": list(ids), "status": ["ok"] * len(ids), "loss": [value] * len(ids),
-                         "width": [16] * len(ids)})
+    return pd.DataFrame(
+        {"trial_id": list(ids), "status": ["ok"] * len(ids), "loss": [value] * len(ids), "width": [16] * len(ids)}
+    )
 
 
 def _write(base, seq, ids, value=1.0):
@@ -30,7 +31,11 @@ def test_parts_read_as_one_table_newest_source_wins_and_the_old_layout_reads_as_
     _write(base, 12, ["b"], 4.0)  # recorded again: replaces both older versions
     got = parts.read_table(base)
     assert list(got.trial_id) == ["a", "c", "d", "b"] and got.set_index("trial_id").loss.to_dict() == {
-        "a": 1.0, "c": 1.0, "d": 3.0, "b": 4.0}
+        "a": 1.0,
+        "c": 1.0,
+        "d": 3.0,
+        "b": 4.0,
+    }
     assert [p.name.split("-")[1] for p in parts.list_parts(base)] == [f"{s:020d}" for s in (10, 11, 12)]
     # a part alone (no base yet), and a column only some parts have: null where missing
     lone = tmp_path / "lone.parquet"

@@ -21,18 +21,31 @@ def _result(groups):
 @pytest.fixture(scope="module")
 def pc_study():
     """PC under SP and μP, T ∈ {1, 5}, γ̄_L ∈ {−1, 0}: 8 groups."""
-    return _result([(-0.5 if p == "sp" else 0.0, {"algorithm": "pc", "parametrization": p, "inference_steps": t,
-                                                   "extra": {"gamma_bar_L": g}})
-                    for p in ("sp", "mup") for t in (1, 5) for g in (-1.0, 0.0)])
+    return _result(
+        [
+            (
+                -0.5 if p == "sp" else 0.0,
+                {"algorithm": "pc", "parametrization": p, "inference_steps": t, "extra": {"gamma_bar_L": g}},
+            )
+            for p in ("sp", "mup")
+            for t in (1, 5)
+            for g in (-1.0, 0.0)
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
 def mixed_study():
     """BP and PC (T = 20) under SP and μP, one seed."""
-    groups = [(-0.5 if p == "sp" else 0.0, {"algorithm": a, "parametrization": p}) for a in ("bp", "pc")
-              for p in ("sp", "mup")]
-    parts = [planted_trials(k, rng_seed=i, widths=(64, 128, 256), log2_lrs=range(-7, 1), seeds=(0,), **g)
-             for i, (k, g) in enumerate(groups)]
+    groups = [
+        (-0.5 if p == "sp" else 0.0, {"algorithm": a, "parametrization": p})
+        for a in ("bp", "pc")
+        for p in ("sp", "mup")
+    ]
+    parts = [
+        planted_trials(k, rng_seed=i, widths=(64, 128, 256), log2_lrs=range(-7, 1), seeds=(0,), **g)
+        for i, (k, g) in enumerate(groups)
+    ]
     return analyze(pd.concat([p[0] for p in parts], ignore_index=True), n_boot=0)
 
 

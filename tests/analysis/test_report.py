@@ -70,15 +70,28 @@ def test_report_files_pngs_and_references(report):
 def test_summary_parquet_and_json_follow_the_contract(report):
     logs, result, out = report
     summary = pd.read_parquet(out / "summary.parquet")
-    for col in ("algorithm", "parametrization", "inference_steps", "width", "lr_star", "lr_star_lo",
-                "lr_star_hi", "best_loss", "regret"):
+    for col in (
+        "algorithm",
+        "parametrization",
+        "inference_steps",
+        "width",
+        "lr_star",
+        "lr_star_lo",
+        "lr_star_hi",
+        "best_loss",
+        "regret",
+    ):
         assert col in summary.columns
     assert len(summary) == 4 * 5  # 4 groups x 5 widths
     data = json.loads((out / "summary.json").read_text())  # strict JSON: no NaN/Infinity tokens
     assert len(data["groups"]) == 4
     verdicts = {(g["algorithm"], g["parametrization"]): g["verdict"] for g in data["groups"]}
-    assert verdicts == {("bp", "mup"): "transfers", ("bp", "sp"): "drifts",
-                        ("pc", "mup"): "transfers", ("pc", "sp"): "drifts"}
+    assert verdicts == {
+        ("bp", "mup"): "transfers",
+        ("bp", "sp"): "drifts",
+        ("pc", "mup"): "transfers",
+        ("pc", "sp"): "drifts",
+    }
     for g in data["groups"]:
         assert {"drift_exponent", "drift_lo", "drift_hi", "max_regret", "verdict"} <= set(g)
     k = {(g["algorithm"], g["parametrization"]): g["drift_exponent"] for g in data["groups"]}
@@ -113,17 +126,23 @@ def test_report_is_logged_to_the_sweep_parent_run(small_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("planted", artifact_location=(tmp_path / "art").as_uri())
-    parent = client.create_run(exp, run_name="planted", tags={"mutransfer.role": "sweep", "mutransfer.sweep": "planted"})
-    client.create_run(exp, run_name="t1", tags={"mutransfer.role": "trial", "mutransfer.sweep": "planted",
-                                                 "mlflow.parentRunId": parent.info.run_id})
+    parent = client.create_run(
+        exp, run_name="planted", tags={"mutransfer.role": "sweep", "mutransfer.sweep": "planted"}
+    )
+    client.create_run(
+        exp,
+        run_name="t1",
+        tags={"mutransfer.role": "trial", "mutransfer.sweep": "planted", "mlflow.parentRunId": parent.info.run_id},
+    )
     assert log_report(out, uri, "planted", "planted") == parent.info.run_id
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.md", "report/summary.json", "report/loss_vs_lr.png"} <= names
     run = client.get_run(parent.info.run_id)
     summary = json.loads((out / "summary.json").read_text())
     for g in summary["groups"]:
-        label = "-".join([g["algorithm"], g["parametrization"]] + ([f"T{g['inference_steps']}"]
-                                                                    if g["algorithm"] == "pc" else []))
+        label = "-".join(
+            [g["algorithm"], g["parametrization"]] + ([f"T{g['inference_steps']}"] if g["algorithm"] == "pc" else [])
+        )
         assert run.data.tags[f"verdict/{label}"] == g["verdict"]
         assert f"| {label} |" in run.data.tags["mlflow.note.content"]
     assert log_report(out, uri, "other", "other") is None

@@ -29,8 +29,14 @@ def test_rerun_of_the_committed_trials_gives_the_committed_verdicts(tmp_path, st
     for name in ("sweep.yaml", "trials.parquet", "history.parquet"):
         shutil.copy(DOCS / study / name, work / name)
     logs = load_sweep(work)
-    result = analyze(logs.trials, metric=logs.objective["metric"], mode=logs.objective["mode"],
-                     max_drift=logs.verify["max_drift"], max_regret=logs.verify["max_regret"], n_boot=N_BOOT)
+    result = analyze(
+        logs.trials,
+        metric=logs.objective["metric"],
+        mode=logs.objective["mode"],
+        max_drift=logs.verify["max_drift"],
+        max_regret=logs.verify["max_regret"],
+        n_boot=N_BOOT,
+    )
     summary = json.loads((DOCS / study / "report" / "summary.json").read_text())
     keys = summary["group_keys"]
     committed = {_key(g, keys): g for g in summary["groups"]}
@@ -56,7 +62,7 @@ def test_results_md_quotes_the_committed_verdicts(study):
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == len(keys) + 6 and cells[0] != keys[0] and not cells[0].startswith("-"):
-            rows[tuple(cells[:len(keys)])] = cells
+            rows[tuple(cells[: len(keys)])] = cells
     assert len(rows) == len(summary["groups"])
     for g in summary["groups"]:
         cells = rows[_key(g, keys)]

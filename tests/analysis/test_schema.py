@@ -13,15 +13,22 @@ DOC = (Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md").read_te
 
 def _doc_list(after: str) -> list[str]:
     """The backticked comma list that follows ``after`` in ARCHITECTURE.md (line breaks joined)."""
-    text = " ".join(DOC[DOC.index(after):].split())
+    text = " ".join(DOC[DOC.index(after) :].split())
     return [c.strip() for c in re.search(r"`([a-z_, ]+)`", text).group(1).split(",")]
 
 
 def test_the_architecture_doc_states_the_columns_of_the_schema():
     assert _doc_list("`trials.parquet`, one row per trial") == schema.TRIAL_COLUMNS
     assert _doc_list("`history.parquet`, one row per") == schema.HISTORY_COLUMNS
-    for name in (schema.TAG_SWEEP, schema.TAG_ROLE, schema.TAG_TRIAL, schema.TAG_STATUS, *schema.STATUSES,
-                 schema.DEFAULT_OBJECTIVE_METRIC, schema.DEFAULT_METRIC):
+    for name in (
+        schema.TAG_SWEEP,
+        schema.TAG_ROLE,
+        schema.TAG_TRIAL,
+        schema.TAG_STATUS,
+        *schema.STATUSES,
+        schema.DEFAULT_OBJECTIVE_METRIC,
+        schema.DEFAULT_METRIC,
+    ):
         assert f"`{name}" in DOC or f"{name}`" in DOC, name
 
 

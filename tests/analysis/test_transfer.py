@@ -44,7 +44,7 @@ def test_regret_is_relative_loss_at_base_lr_star():
     trials, _ = planted_trials(-1.0, widths=(64, 128), seeds=(0,), noise=0.0, curvature=0.08)
     pw = analyze(trials, n_boot=5).per_width.set_index("width")
     a128 = 0.3 + 0.2 * (64 / 128) ** 0.5
-    best = a128 + 0.08 * 0.3 ** 2
+    best = a128 + 0.08 * 0.3**2
     assert pw.loc[128, "best_loss"] == pytest.approx(best, rel=1e-9)
     assert pw.loc[128, "regret"] == pytest.approx((a128 + 0.08 - best) / best, rel=1e-6)
 
@@ -52,9 +52,22 @@ def test_regret_is_relative_loss_at_base_lr_star():
 def test_best_loss_is_measured_not_the_parabola_minimum_of_an_asymmetric_basin():
     x = np.arange(-8.0, 1.0)
     loss = np.array([0.62, 0.60, 5.0, 9.0, np.inf, np.inf, np.inf, np.inf, np.inf])  # a cliff after 2^-7
-    rows = [{"trial_id": f"t{i}", "algorithm": "bp", "parametrization": "sp", "inference_steps": 1, "width": w,
-             "base_width": 64, "lr": 2.0 ** xi, "seed": 0, "status": "ok" if np.isfinite(li) else "diverged",
-             "final_train_loss": li} for w in (64, 128) for i, (xi, li) in enumerate(zip(x, loss))]
+    rows = [
+        {
+            "trial_id": f"t{i}",
+            "algorithm": "bp",
+            "parametrization": "sp",
+            "inference_steps": 1,
+            "width": w,
+            "base_width": 64,
+            "lr": 2.0**xi,
+            "seed": 0,
+            "status": "ok" if np.isfinite(li) else "diverged",
+            "final_train_loss": li,
+        }
+        for w in (64, 128)
+        for i, (xi, li) in enumerate(zip(x, loss))
+    ]
     pw = analyze(pd.DataFrame(rows), n_boot=2).per_width
     assert (pw.best_loss == 0.60).all() and pw.refined.all()
     assert (pw.regret == 0).all()

@@ -17,8 +17,15 @@ QUARTER = tuple(np.arange(-8.0, 1.01, 0.25))
 
 @pytest.mark.parametrize("k", [0.0, -0.5, -1.0])
 def test_an_interior_optimum_moving_as_width_to_the_k_is_recovered_at_quarter_octave_spacing(k):
-    trials, _ = planted_trials(k, widths=(64, 128, 256, 512), log2_lrs=QUARTER, seeds=(0, 1, 2), noise=0.005,
-                               log2_lr0=-3.3, rng_seed=int(-4 * k) + 3)
+    trials, _ = planted_trials(
+        k,
+        widths=(64, 128, 256, 512),
+        log2_lrs=QUARTER,
+        seeds=(0, 1, 2),
+        noise=0.005,
+        log2_lr0=-3.3,
+        rng_seed=int(-4 * k) + 3,
+    )
     res = analyze(trials, n_boot=400)
     g = res.groups.iloc[0]
     assert g.drift_exponent == pytest.approx(k, abs=0.05)
@@ -44,7 +51,9 @@ def test_an_optimum_pinned_to_the_diverging_edge_is_flagged_edge_limited():
 
 
 def _pair(k_mup, k_sp, **kw):
-    mup, _ = planted_trials(k_mup, parametrization="mup", widths=(64, 128, 256, 512), log2_lrs=QUARTER, rng_seed=1, **kw)
+    mup, _ = planted_trials(
+        k_mup, parametrization="mup", widths=(64, 128, 256, 512), log2_lrs=QUARTER, rng_seed=1, **kw
+    )
     sp, _ = planted_trials(k_sp, parametrization="sp", widths=(64, 128, 256, 512), log2_lrs=QUARTER, rng_seed=2, **kw)
     return analyze(pd.concat([mup, sp]), n_boot=400).groups.set_index("parametrization")
 
@@ -60,8 +69,9 @@ def test_mup_transfers_only_when_its_sp_control_drifts():
 
 
 def test_one_noisy_seed_with_wide_intervals_is_inconclusive_never_transfers():
-    mup, _ = planted_trials(0.0, parametrization="mup", widths=(64, 128, 256), log2_lrs=QUARTER, seeds=(0, 1, 2),
-                            noise=0.005, rng_seed=5)
+    mup, _ = planted_trials(
+        0.0, parametrization="mup", widths=(64, 128, 256), log2_lrs=QUARTER, seeds=(0, 1, 2), noise=0.005, rng_seed=5
+    )
     # seed 2 is noisy: its losses scatter by 0.05 (the others' by 0.005), so its optimum lands anywhere
     noisy = (mup.seed == 2) & (mup.status == "ok")
     mup.loc[noisy, "final_train_loss"] += np.random.default_rng(5).normal(0, 0.05, noisy.sum())
@@ -72,28 +82,57 @@ def test_one_noisy_seed_with_wide_intervals_is_inconclusive_never_transfers():
     assert g.loc["mup", "verdict"] == "inconclusive", g.loc["mup", "verdict_reason"]
 
 
-@pytest.mark.parametrize("args, expected", [
-    ((0.0, -0.1, 0.1, 0.01, 0.0, 0.02), "transfers"),
-    ((0.0, -0.3, 0.1, 0.01, 0.0, 0.02), "inconclusive"),   # k's interval straddles -0.2
-    ((-0.5, -0.6, -0.4, 0.01, 0.0, 0.02), "drifts"),        # k's interval outside ±0.2
-    ((0.3, 0.25, 0.35, 0.01, 0.0, 0.02), "drifts"),
-    ((0.0, -0.1, 0.1, 0.04, 0.03, 0.08), "inconclusive"),  # regret straddles 5 %
-    ((0.0, -0.1, 0.1, 0.09, 0.06, 0.12), "drifts"),        # regret's lower bound above 5 %
-    ((np.nan, np.nan, np.nan, 0.0, 0.0, 0.0), "inconclusive"),
-    ((0.0, -0.1, 0.1, np.nan, np.nan, np.nan), "inconclusive"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ((0.0, -0.1, 0.1, 0.01, 0.0, 0.02), "transfers"),
+        ((0.0, -0.3, 0.1, 0.01, 0.0, 0.02), "inconclusive"),  # k's interval straddles -0.2
+        ((-0.5, -0.6, -0.4, 0.01, 0.0, 0.02), "drifts"),  # k's interval outside ±0.2
+        ((0.3, 0.25, 0.35, 0.01, 0.0, 0.02), "drifts"),
+        ((0.0, -0.1, 0.1, 0.04, 0.03, 0.08), "inconclusive"),  # regret straddles 5 %
+        ((0.0, -0.1, 0.1, 0.09, 0.06, 0.12), "drifts"),  # regret's lower bound above 5 %
+        ((np.nan, np.nan, np.nan, 0.0, 0.0, 0.0), "inconclusive"),
+        ((0.0, -0.1, 0.1, np.nan, np.nan, np.nan), "inconclusive"),
+    ],
+)
 def test_verdict_is_decided_by_the_intervals(args, expected):
     got, reason = verdict(*args, max_drift=0.2, max_regret=0.05)
     assert got == expected, reason
 
 
 def test_controls_match_on_every_key_but_the_parametrization():
-    g = pd.DataFrame([
-        {"algorithm": "pc", "parametrization": "mup", "gamma_bar_L": 0.0, "verdict": "transfers", "verdict_reason": "r"},
-        {"algorithm": "pc", "parametrization": "mup", "gamma_bar_L": -1.0, "verdict": "transfers", "verdict_reason": "r"},
-        {"algorithm": "pc", "parametrization": "sp", "gamma_bar_L": 0.0, "verdict": "drifts", "verdict_reason": "r"},
-        {"algorithm": "pc", "parametrization": "sp", "gamma_bar_L": -1.0, "verdict": "inconclusive", "verdict_reason": "r"},
-    ])
+    g = pd.DataFrame(
+        [
+            {
+                "algorithm": "pc",
+                "parametrization": "mup",
+                "gamma_bar_L": 0.0,
+                "verdict": "transfers",
+                "verdict_reason": "r",
+            },
+            {
+                "algorithm": "pc",
+                "parametrization": "mup",
+                "gamma_bar_L": -1.0,
+                "verdict": "transfers",
+                "verdict_reason": "r",
+            },
+            {
+                "algorithm": "pc",
+                "parametrization": "sp",
+                "gamma_bar_L": 0.0,
+                "verdict": "drifts",
+                "verdict_reason": "r",
+            },
+            {
+                "algorithm": "pc",
+                "parametrization": "sp",
+                "gamma_bar_L": -1.0,
+                "verdict": "inconclusive",
+                "verdict_reason": "r",
+            },
+        ]
+    )
     out = apply_controls(g, ["algorithm", "parametrization", "gamma_bar_L"])
     assert list(out.verdict) == ["transfers", "inconclusive", "drifts", "inconclusive"]
     assert list(out.control_verdict) == ["drifts", "inconclusive", "", ""]

@@ -11,19 +11,37 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-GOALS = ["PC step / BP step, T = 5", "PC step / BP step, T = 20", "marginal inference step",
-         "TP step / BP step", "BP μP step / plain nn.Linear", "BP μP step / the fastest plain BP step",
-         "sweep wall after its one-off start-up /", "one-off start-up of a sweep", "tracking (Parquet + MLflow)",
-         "peak RSS per trial worker", "peak RSS of the driver", "recording a trial (20 epochs), part files"]
-JAX_GOALS = ["our BP μP step / the plain-JAX BP step", "our PC step / the plain-JAX peer's, T = 5",
-             "our PC step / the plain-JAX peer's, T = 20"]
+GOALS = [
+    "PC step / BP step, T = 5",
+    "PC step / BP step, T = 20",
+    "marginal inference step",
+    "TP step / BP step",
+    "BP μP step / plain nn.Linear",
+    "BP μP step / the fastest plain BP step",
+    "sweep wall after its one-off start-up /",
+    "one-off start-up of a sweep",
+    "tracking (Parquet + MLflow)",
+    "peak RSS per trial worker",
+    "peak RSS of the driver",
+    "recording a trial (20 epochs), part files",
+]
+JAX_GOALS = [
+    "our BP μP step / the plain-JAX BP step",
+    "our PC step / the plain-JAX peer's, T = 5",
+    "our PC step / the plain-JAX peer's, T = 20",
+]
 
 
 def _run(tmp_path: Path, *flags: str) -> str:
     out = tmp_path / "RESULTS.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", *flags, "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={k: v for k, v in os.environ.items() if k != "RAY_TMPDIR"})  # the bench's own short tmp
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", *flags, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "RAY_TMPDIR"},
+    )  # the bench's own short tmp
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return out.read_text()
 

@@ -21,28 +21,78 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
-IMAGE_ROOT = "/home/ray/mutransfer/"      # where cluster/Dockerfile puts the checkout
+IMAGE_ROOT = "/home/ray/mutransfer/"  # where cluster/Dockerfile puts the checkout
 
 # KubeRay ray.io/v1 field names (ray-operator/apis/ray/v1/{raycluster,rayjob}_types.go); a name
 # outside these is a typo the API server would drop or reject.
-RAYCLUSTER_SPEC = {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling",
-                   "autoscalerOptions", "headServiceAnnotations", "suspend", "managedBy",
-                   "gcsFaultToleranceOptions", "upgradeStrategy", "historyServerOptions", "networkPolicy",
-                   "tlsOptions", "authOptions"}
+RAYCLUSTER_SPEC = {
+    "headGroupSpec",
+    "workerGroupSpecs",
+    "rayVersion",
+    "enableInTreeAutoscaling",
+    "autoscalerOptions",
+    "headServiceAnnotations",
+    "suspend",
+    "managedBy",
+    "gcsFaultToleranceOptions",
+    "upgradeStrategy",
+    "historyServerOptions",
+    "networkPolicy",
+    "tlsOptions",
+    "authOptions",
+}
 HEAD_GROUP = {"serviceType", "headService", "enableIngress", "rayStartParams", "template"}
-WORKER_GROUP = {"groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts", "rayStartParams",
-                "template", "scaleStrategy"}
-AUTOSCALER_OPTIONS = {"resources", "image", "imagePullPolicy", "env", "envFrom", "volumeMounts",
-                      "securityContext", "idleTimeoutSeconds", "upscalingMode"}
-RAYJOB_SPEC = {"activeDeadlineSeconds", "backoffLimit", "rayClusterSpec", "submitterPodTemplate", "metadata",
-               "clusterSelector", "submitterConfig", "managedBy", "deletionStrategy", "entrypoint",
-               "runtimeEnvYAML", "jobId", "submissionMode", "entrypointResources", "entrypointNumCpus",
-               "entrypointNumGpus", "ttlSecondsAfterFinished", "shutdownAfterJobFinishes", "suspend"}
+WORKER_GROUP = {
+    "groupName",
+    "replicas",
+    "minReplicas",
+    "maxReplicas",
+    "numOfHosts",
+    "rayStartParams",
+    "template",
+    "scaleStrategy",
+}
+AUTOSCALER_OPTIONS = {
+    "resources",
+    "image",
+    "imagePullPolicy",
+    "env",
+    "envFrom",
+    "volumeMounts",
+    "securityContext",
+    "idleTimeoutSeconds",
+    "upscalingMode",
+}
+RAYJOB_SPEC = {
+    "activeDeadlineSeconds",
+    "backoffLimit",
+    "rayClusterSpec",
+    "submitterPodTemplate",
+    "metadata",
+    "clusterSelector",
+    "submitterConfig",
+    "managedBy",
+    "deletionStrategy",
+    "entrypoint",
+    "runtimeEnvYAML",
+    "jobId",
+    "submissionMode",
+    "entrypointResources",
+    "entrypointNumCpus",
+    "entrypointNumGpus",
+    "ttlSecondsAfterFinished",
+    "shutdownAfterJobFinishes",
+    "suspend",
+}
 SUBMISSION_MODES = {"K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"}
 
 # Shell variables the scripts pass to `mutransfer`, and a value each takes in this check.
-SHELL_VALUES = {'"$space"': "search_spaces/smoke.yaml", '"$@"': "", '"$address"': "127.0.0.1:6379",
-                '"$results"': "/tmp/mutransfer-results"}
+SHELL_VALUES = {
+    '"$space"': "search_spaces/smoke.yaml",
+    '"$@"': "",
+    '"$address"': "127.0.0.1:6379",
+    '"$results"': "/tmp/mutransfer-results",
+}
 
 
 def _load(path: Path) -> dict:
@@ -222,8 +272,10 @@ def _parser():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     if "sweep" not in sub.choices:
-        pytest.fail("`mutransfer sweep` is not a sub-command of orchestrator.cli yet (issue 5): "
-                    f"the CLI knows {sorted(sub.choices)}; cluster/ runs `mutransfer sweep`")
+        pytest.fail(
+            "`mutransfer sweep` is not a sub-command of orchestrator.cli yet (issue 5): "
+            f"the CLI knows {sorted(sub.choices)}; cluster/ runs `mutransfer sweep`"
+        )
     return parser
 
 
@@ -306,10 +358,10 @@ def test_token_authentication_in_every_recipe():
 STUBS = {
     "scontrol": 'if [ "$1" = show ]; then echo n1; else echo "scontrol $*" >> "$LOG"; fi',
     "srun": 'while [ "${1#-}" != "$1" ]; do case "$1" in -w) shift 2;; *) shift;; esac; done\n'
-            'if [ "$1" = hostname ]; then echo 127.0.0.1; else exec /bin/sleep 60; fi',
+    'if [ "$1" = hostname ]; then echo 127.0.0.1; else exec /bin/sleep 60; fi',
     "sleep": "exit 0",  # the script's waits for Ray to start
     "mutransfer": 'echo "mutransfer $*" >> "$LOG"\n/bin/sleep 60 &\n'
-                  'trap "kill $!; echo \'driver got TERM\' >> $LOG; exit 143" TERM\nwait',
+    "trap \"kill $!; echo 'driver got TERM' >> $LOG; exit 143\" TERM\nwait",
 }
 
 
@@ -325,10 +377,22 @@ def _job(tmp_path):
         (stubs / name).chmod(0o755)
     (stubs / "activate").write_text(f'export PATH="{stubs}:$PATH"\n')
     log = tmp_path / "log"
-    env = dict(os.environ, SLURM_SUBMIT_DIR=str(tmp_path), SLURM_JOB_NODELIST="n1", SLURM_JOB_ID="42",
-               SLURM_CPUS_PER_TASK="2", LOG=str(log))
-    proc = subprocess.Popen(["bash", str(CLUSTER / "slurm" / "sweep.sbatch"), "search_spaces/smoke.yaml"],
-                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(
+        os.environ,
+        SLURM_SUBMIT_DIR=str(tmp_path),
+        SLURM_JOB_NODELIST="n1",
+        SLURM_JOB_ID="42",
+        SLURM_CPUS_PER_TASK="2",
+        LOG=str(log),
+    )
+    proc = subprocess.Popen(
+        ["bash", str(CLUSTER / "slurm" / "sweep.sbatch"), "search_spaces/smoke.yaml"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 30
     while not (log.exists() and "mutransfer sweep" in log.read_text()) and time.time() < deadline:
         time.sleep(0.05)

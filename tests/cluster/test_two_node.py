@@ -32,7 +32,7 @@ pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PORT = 6390                     # the head's GCS port, inside the private namespace
+PORT = 6390  # the head's GCS port, inside the private namespace
 ADDRESS = f"127.0.0.1:{PORT}"
 FMNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -146,24 +146,40 @@ class TwoNodeCluster:
         self.ns = Namespace()
         # Ray 2.60 turns token authentication on when it finds a token (~/.ray/auth_token): give
         # every process of this cluster its own, so the nodes agree whatever the machine holds.
-        self.env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
-                        RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1",
-                        # a dead raylet is noticed within ~3 s instead of ~30 s
-                        RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
+        self.env = dict(
+            os.environ,
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN=secrets.token_hex(32),
+            RAY_USAGE_STATS_ENABLED="0",
+            PYTHONUNBUFFERED="1",
+            # a dead raylet is noticed within ~3 s instead of ~30 s
+            RAY_health_check_period_ms="1000",
+            RAY_health_check_failure_threshold="3",
+        )
         for k in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MUTRANSFER_DATA"):
             self.env.pop(k, None)
         self.procs: list[subprocess.Popen] = []
-        common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=150000000",
-                  "--temp-dir", str(tmp / "ray"), "--disable-usage-stats", "--block"]
-        self.head = self._start("head", [str(BIN / "ray"), "start", "--head", f"--port={PORT}",
-                                         "--include-dashboard=false", *common])
+        common = [
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=1",
+            "--object-store-memory=150000000",
+            "--temp-dir",
+            str(tmp / "ray"),
+            "--disable-usage-stats",
+            "--block",
+        ]
+        self.head = self._start(
+            "head", [str(BIN / "ray"), "start", "--head", f"--port={PORT}", "--include-dashboard=false", *common]
+        )
         self.head_raylet = self._raylet(self.head, "head")
         (tmp / "empty-cache").mkdir()
-        worker = (f"mount -t tmpfs tmpfs {FMNIST_SYSTEM_DIR} && "
-                  f"exec env XDG_CACHE_HOME={tmp / 'empty-cache'} {BIN / 'ray'} start --address={ADDRESS} "
-                  + " ".join(common))
-        self.worker = self._start("worker", ["unshare", "--mount", "--propagation", "private", "--",
-                                             "sh", "-c", worker])
+        worker = (
+            f"mount -t tmpfs tmpfs {FMNIST_SYSTEM_DIR} && "
+            f"exec env XDG_CACHE_HOME={tmp / 'empty-cache'} {BIN / 'ray'} start --address={ADDRESS} " + " ".join(common)
+        )
+        self.worker = self._start(
+            "worker", ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", worker]
+        )
         self.worker_raylet = self._raylet(self.worker, "worker")
 
     def _start(self, name: str, argv: list[str]) -> subprocess.Popen:
@@ -193,8 +209,9 @@ class TwoNodeCluster:
 
     def sweep(self, space: Path, results: Path, **kw) -> subprocess.Popen:
         argv = [str(BIN / "mutransfer"), "sweep", str(space), "--address", ADDRESS, "--results", str(results)]
-        return self.ns.popen(argv, env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, **kw)
+        return self.ns.popen(
+            argv, env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw
+        )
 
     def stop(self) -> list[str]:
         """SIGTERM each `ray start --block` (it stops its node), then kill anything left; returns the leftovers."""
@@ -214,8 +231,13 @@ class TwoNodeCluster:
 
 @pytest.fixture(scope="module")
 def cluster():
-    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("unshare") is None \
-            or shutil.which("nsenter") is None or shutil.which("ip") is None:
+    if (
+        sys.platform != "linux"
+        or os.geteuid() != 0
+        or shutil.which("unshare") is None
+        or shutil.which("nsenter") is None
+        or shutil.which("ip") is None
+    ):
         pytest.skip("needs Linux, root, unshare, nsenter and ip (network and mount namespaces)")
     tmp = Path(tempfile.mkdtemp(prefix="mtray", dir="/tmp"))  # short: Ray's Unix socket paths
     c = TwoNodeCluster(tmp)
@@ -224,11 +246,16 @@ def cluster():
     finally:
         leftovers = c.stop()
         deadline = time.time() + 10
-        while c.ns.inode in {_netns(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit()} \
-                and time.time() < deadline:
+        while (
+            c.ns.inode in {_netns(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit()}
+            and time.time() < deadline
+        ):
             time.sleep(0.2)  # killed, not yet gone
-        still = [f"{p.name} {_cmdline(int(p.name))[:100]}" for p in Path("/proc").iterdir()
-                 if p.name.isdigit() and _netns(int(p.name)) == c.ns.inode]
+        still = [
+            f"{p.name} {_cmdline(int(p.name))[:100]}"
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and _netns(int(p.name)) == c.ns.inode
+        ]
         logs = c.logs()
         shutil.rmtree(tmp, ignore_errors=True)
         assert not still, f"processes of the test's namespace survived SIGKILL: {still}"
@@ -247,7 +274,7 @@ def _finish(proc: subprocess.Popen, timeout: float) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
-        raise AssertionError(f"sweep still running after {timeout}s:\n{out[-3000:]}")
+        raise AssertionError(f"sweep still running after {timeout}s:\n{out[-3000:]}") from None
     assert proc.returncode == 0, f"sweep exited {proc.returncode}:\n{out[-3000:]}"
     return out
 
@@ -293,23 +320,31 @@ def test_sweep_uses_both_nodes(cluster, tmp_path):
     nodes = {cluster.node_id(cluster.head_raylet), cluster.node_id(cluster.worker_raylet)}
     assert set(trials.node) == nodes, f"trials ran on {set(trials.node)}, the nodes are {nodes}"
     assert (trials.epochs_done == 3).all()
-    assert sorted(history.groupby("trial_id").epoch.apply(list).to_dict().items()) == \
-        sorted((t, [1, 2, 3]) for t in ids)
+    assert sorted(history.groupby("trial_id").epoch.apply(list).to_dict().items()) == sorted(
+        (t, [1, 2, 3]) for t in ids
+    )
     _check_mlflow(tmp_path / "results", "spread", ids)
 
 
 def test_worker_without_the_dataset_on_disk(cluster, tmp_path):
     """Fashion-MNIST trials also run on the worker, whose disk has no Fashion-MNIST: none fails or retries."""
-    probe = cluster.ns.popen(["nsenter", "-t", str(cluster.worker_raylet), "-m", "--", "ls", "-A", FMNIST_SYSTEM_DIR],
-                             stdout=subprocess.PIPE, text=True)
-    assert probe.communicate(timeout=10)[0].strip() == "", "the worker node can see the dataset: the test proves nothing"
+    probe = cluster.ns.popen(
+        ["nsenter", "-t", str(cluster.worker_raylet), "-m", "--", "ls", "-A", FMNIST_SYSTEM_DIR],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert probe.communicate(timeout=10)[0].strip() == "", (
+        "the worker node can see the dataset: the test proves nothing"
+    )
     space = _write(tmp_path, "fmnist_two_node", FMNIST)
     ids = _trial_ids(space)
     out = _finish(cluster.sweep(space, tmp_path / "results"), timeout=240)
     trials = pd.read_parquet(tmp_path / "results" / "fmnist_two_node" / "trials.parquet")
     assert sorted(trials.trial_id) == sorted(ids), out[-2000:]
     bad = trials[(trials.status != "ok") | (trials.retries > 0)]
-    assert bad.empty, f"trials failed or were retried:\n{bad[['trial_id', 'status', 'retries', 'error']]}\n{out[-2000:]}"
+    assert bad.empty, (
+        f"trials failed or were retried:\n{bad[['trial_id', 'status', 'retries', 'error']]}\n{out[-2000:]}"
+    )
     worker = cluster.node_id(cluster.worker_raylet)
     assert (trials.node == worker).any(), "no trial ran on the worker node"
 
@@ -336,10 +371,18 @@ def test_driver_without_the_dataset_ships_it_from_a_node_that_has_it(cluster, tm
     script = tmp_path / "ship.py"
     script.write_text(textwrap.dedent(SHIP_FROM_A_NODE.format(address=ADDRESS)))
     (tmp_path / "empty").mkdir()
-    cmd = (f"mount -t tmpfs tmpfs {FMNIST_SYSTEM_DIR} && "
-           f"exec env XDG_CACHE_HOME={tmp_path / 'empty'} {sys.executable} {script}")
-    proc = cluster.ns.popen(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", cmd],
-                            env=cluster.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = (
+        f"mount -t tmpfs tmpfs {FMNIST_SYSTEM_DIR} && "
+        f"exec env XDG_CACHE_HOME={tmp_path / 'empty'} {sys.executable} {script}"
+    )
+    proc = cluster.ns.popen(
+        ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", cmd],
+        env=cluster.env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     out = _finish(proc, timeout=120)
     line = next((x for x in out.splitlines() if x.startswith("SHIPPED")), None)
     assert line is not None, out[-2000:]
@@ -373,8 +416,7 @@ def _epochs_reported(results: Path, trial_id: str) -> int:
 
 def test_worker_node_killed_mid_sweep(cluster, tmp_path):
     epochs = 6
-    space = _write(tmp_path, "node_loss",
-                   TEACHER.format(name="node_loss", n=8192, epochs=epochs, widths="[512, 1024]"))
+    space = _write(tmp_path, "node_loss", TEACHER.format(name="node_loss", n=8192, epochs=epochs, widths="[512, 1024]"))
     ids = _trial_ids(space)
     head, worker = cluster.node_id(cluster.head_raylet), cluster.node_id(cluster.worker_raylet)
     results = tmp_path / "results"
@@ -400,11 +442,12 @@ def test_worker_node_killed_mid_sweep(cluster, tmp_path):
         time.sleep(0.5)
     assert not _cmdline(actor) and cluster.worker.poll() is not None
     trials = pd.read_parquet(tmp_path / "results" / "node_loss" / "trials.parquet")
-    assert sorted(trials.trial_id) == sorted(ids), out[-2000:]          # every trial exactly once
+    assert sorted(trials.trial_id) == sorted(ids), out[-2000:]  # every trial exactly once
     assert set(trials.status) == {"ok"}, trials[["trial_id", "status", "error"]]
     row = trials.set_index("trial_id").loc[victim]
-    assert row.node == head and row.retries >= 1, \
-        f"the victim {victim} ran on {row.node} with {row.retries} retries; head is {head}"  # retried on the survivor
+    assert row.node == head and row.retries >= 1, (
+        f"the victim {victim} ran on {row.node} with {row.retries} retries; head is {head}"
+    )  # retried on the survivor
     assert row.epochs_done == epochs
     assert set(trials.node) <= {head, worker}
     history = pd.read_parquet(tmp_path / "results" / "node_loss" / "history.parquet")
@@ -417,8 +460,13 @@ def test_gpu_request_is_refused_in_seconds_unless_the_autoscaler_may_add_gpu_nod
     """No node has a GPU and `ray start` runs no autoscaler that adds nodes: exit 2 at once, nothing
     written. Once the cluster's autoscaler config (v2, in the GCS) offers a GPU node type, the same
     sweep is not refused: its progress line says that trials wait for resources."""
-    space = _write(tmp_path, "gpu", TEACHER.format(name="gpu", n=256, epochs=1, widths="[32]")
-                   .replace("resources: {cpu: 1}", "resources: {cpu: 1, gpu: 1}"))
+    space = _write(
+        tmp_path,
+        "gpu",
+        TEACHER.format(name="gpu", n=256, epochs=1, widths="[32]").replace(
+            "resources: {cpu: 1}", "resources: {cpu: 1, gpu: 1}"
+        ),
+    )
     results = tmp_path / "results"
     t0 = time.time()
     out = cluster.sweep(space, results).communicate(timeout=60)[0]

@@ -27,13 +27,13 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
 
 
 def _snapshot(*roots):
-    return [sorted((str(p.relative_to(r)), p.stat().st_size, p.stat().st_mtime_ns) for p in r.rglob("*"))
-            for r in roots]
+    return [
+        sorted((str(p.relative_to(r)), p.stat().st_size, p.stat().st_mtime_ns) for p in r.rglob("*")) for r in roots
+    ]
 
 
 def _truncated_parquet(path: Path) -> None:
-    pd.DataFrame({"trial_id": ["a", "b"], "width": [16, 32], "lr": [0.1, 0.1], "status": ["ok", "ok"]}
-                 ).to_parquet(path)
+    pd.DataFrame({"trial_id": ["a", "b"], "width": [16, 32], "lr": [0.1, 0.1], "status": ["ok", "ok"]}).to_parquet(path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
 
@@ -60,10 +60,16 @@ CASES = [
     ("sweep", [], "ray_address", "RAY_ADDRESS=127.0.0.1:1: nothing answers"),
     ("sweep", ["trainer.device=cuda"], None, "trainer.device=cuda needs resources.gpu > 0"),
     ("sweep", ["trainer.device=tpu"], None, "device='tpu' is not one of"),
-    pytest.param("sweep", ["trainer.device=cuda", "resources.gpu=1"], None, "trainer.device=cuda: this machine has",
-                 marks=NO_CUDA),
-    pytest.param("sweep", ["resources.gpu=1"], None, "resources.gpu=1 per trial, but this machine has 0 GPU",
-                 marks=NO_CUDA),
+    pytest.param(
+        "sweep",
+        ["trainer.device=cuda", "resources.gpu=1"],
+        None,
+        "trainer.device=cuda: this machine has",
+        marks=NO_CUDA,
+    ),
+    pytest.param(
+        "sweep", ["resources.gpu=1"], None, "resources.gpu=1 per trial, but this machine has 0 GPU", marks=NO_CUDA
+    ),
     ("sweep", ["resources.gpu=1000"], None, "resources.gpu=1000 per trial"),
     ("sweep", ["resources.cpu=100000"], None, "resources.cpu=100000 per trial"),
     ("sweep", [], "corrupt_trials", "t/trials.parquet: not a readable Parquet table"),
@@ -104,7 +110,8 @@ def _prepare(setup, tmp_path, results, monkeypatch):
         (_garbage if setup == "corrupt_trials" else _truncated_parquet)(sweep_dir / "trials.parquet")
         if setup == "truncated_history":
             pd.DataFrame({"trial_id": ["a"], "width": [16], "lr": [0.1], "status": ["ok"]}).to_parquet(
-                sweep_dir / "trials.parquet")
+                sweep_dir / "trials.parquet"
+            )
             _truncated_parquet(sweep_dir / "history.parquet")
     elif setup in ("link_sweep", "link_report"):  # a symbolic link that leads out of the results dir
         (tmp_path / "outside").mkdir()
@@ -119,8 +126,9 @@ def _prepare(setup, tmp_path, results, monkeypatch):
 
 
 @pytest.mark.parametrize("command, extra, setup, needle", CASES)
-def test_bad_input_answers_exit_2_in_one_line_and_writes_nothing(command, extra, setup, needle, tmp_path,
-                                                                 capsys, monkeypatch):
+def test_bad_input_answers_exit_2_in_one_line_and_writes_nothing(
+    command, extra, setup, needle, tmp_path, capsys, monkeypatch
+):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     results = tmp_path / "a" / "results"

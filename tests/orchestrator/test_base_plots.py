@@ -9,7 +9,6 @@ import pytest
 
 from analysis.io import write_parquet_atomic
 from analysis.planted import planted_trials
-
 from orchestrator.base_plots import base_figures, rebuild_studies
 from orchestrator.cli import main
 from orchestrator.results_store import ResultsStore, trial_row
@@ -22,8 +21,12 @@ def sweep_dir(tmp_path, monkeypatch):
     """results/small/: a planted BP sweep (μP k = 0, SP k = −1), two seeds, no MLflow store."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     d = tmp_path / "results" / "small"
-    parts = [planted_trials(k, parametrization=p, widths=(64, 128), log2_lrs=range(-6, 1), seeds=(0, 1),
-                            name="small", rng_seed=i) for i, (p, k) in enumerate((("mup", 0.0), ("sp", -1.0)))]
+    parts = [
+        planted_trials(
+            k, parametrization=p, widths=(64, 128), log2_lrs=range(-6, 1), seeds=(0, 1), name="small", rng_seed=i
+        )
+        for i, (p, k) in enumerate((("mup", 0.0), ("sp", -1.0)))
+    ]
     write_parquet_atomic(pd.concat([t for t, _ in parts]), d / "trials.parquet")
     write_parquet_atomic(pd.concat([h for _, h in parts]), d / "history.parquet")
     (d / "sweep.yaml").write_text("name: small\n")
@@ -31,10 +34,25 @@ def sweep_dir(tmp_path, monkeypatch):
 
 
 def _spec(algorithm: str, lr: float, i: int) -> dict:
-    trainer = {"algorithm": algorithm, "parametrization": "mup", "optimizer": "sgd", "model": "mlp", "width": 64,
-               "base_width": 64, "depth": 3, "lr": lr, "inference_steps": 10, "seed": 0}
-    return {"trial_id": f"{algorithm}{i:010d}", "trainer": trainer, "data": {"dataset": "fmnist"}, "train": {},
-            "swept": ["algorithm", "lr"]}
+    trainer = {
+        "algorithm": algorithm,
+        "parametrization": "mup",
+        "optimizer": "sgd",
+        "model": "mlp",
+        "width": 64,
+        "base_width": 64,
+        "depth": 3,
+        "lr": lr,
+        "inference_steps": 10,
+        "seed": 0,
+    }
+    return {
+        "trial_id": f"{algorithm}{i:010d}",
+        "trainer": trainer,
+        "data": {"dataset": "fmnist"},
+        "train": {},
+        "swept": ["algorithm", "lr"],
+    }
 
 
 def _plant_search(sweep_dir, lrs=(0.01, 0.1, 0.5, 0.9)) -> None:
@@ -44,14 +62,23 @@ def _plant_search(sweep_dir, lrs=(0.01, 0.1, 0.5, 0.9)) -> None:
         for i, lr in enumerate(lrs):
             spec = _spec(algorithm, lr, i)
             loss = (math.log10(lr) + 1) ** 2 + 0.3
-            h = [{"epoch": 1, "train_loss": loss, "test_loss": loss, "test_acc": 0.5, "wall_s": 1.0,
-                  "diverged": lr > 0.8}]
+            h = [
+                {
+                    "epoch": 1,
+                    "train_loss": loss,
+                    "test_loss": loss,
+                    "test_acc": 0.5,
+                    "wall_s": 1.0,
+                    "diverged": lr > 0.8,
+                }
+            ]
             rows.append(trial_row("small-base", spec, h, "diverged" if lr > 0.8 else "ok"))
             hist[spec["trial_id"]] = h
     ResultsStore(sweep_dir / "base").record(rows, hist)
     groups = [{"group": {"algorithm": a}, "best": {"lr": 0.1}} for a in ("bp", "pc")]
-    (sweep_dir / "base_lr.json").write_text(json.dumps({"space": SPACE, "groups": groups,
-                                                        "metric": "final_train_loss", "mode": "min"}))
+    (sweep_dir / "base_lr.json").write_text(
+        json.dumps({"space": SPACE, "groups": groups, "metric": "final_train_loss", "mode": "min"})
+    )
 
 
 def test_studies_are_rebuilt_per_group_diverged_as_fail(sweep_dir):

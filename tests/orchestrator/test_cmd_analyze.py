@@ -13,12 +13,23 @@ def sweep_dir(tmp_path, monkeypatch):
     """results/small/: BP μP (k = 0) and BP SP (k = −1), three widths, three seeds, no MLflow store."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     d = tmp_path / "results" / "small"
-    parts = [planted_trials(k, parametrization=p, widths=(64, 128, 256), log2_lrs=range(-9, 1), seeds=(0, 1, 2),
-                            name="small", rng_seed=i) for i, (p, k) in enumerate((("mup", 0.0), ("sp", -1.0)))]
+    parts = [
+        planted_trials(
+            k,
+            parametrization=p,
+            widths=(64, 128, 256),
+            log2_lrs=range(-9, 1),
+            seeds=(0, 1, 2),
+            name="small",
+            rng_seed=i,
+        )
+        for i, (p, k) in enumerate((("mup", 0.0), ("sp", -1.0)))
+    ]
     write_parquet_atomic(pd.concat([t for t, _ in parts]), d / "trials.parquet")
     write_parquet_atomic(pd.concat([h for _, h in parts]), d / "history.parquet")
-    (d / "sweep.yaml").write_text("name: small\nobjective: {metric: final_train_loss, mode: min}\n"
-                                  "verify: {max_drift: 0.2, max_regret: 0.05}\n")
+    (d / "sweep.yaml").write_text(
+        "name: small\nobjective: {metric: final_train_loss, mode: min}\nverify: {max_drift: 0.2, max_regret: 0.05}\n"
+    )
     return d
 
 
@@ -27,19 +38,29 @@ def test_analyze_prints_the_verdicts_and_writes_the_report(sweep_dir, capsys):
     out = capsys.readouterr().out
     rows = {ln.split()[1]: ln.split()[-1] for ln in out.splitlines() if ln.split()[:1] == ["bp"]}
     assert rows == {"mup": "transfers", "sp": "drifts"}, out
-    for name in ("report.md", "report.html", "summary.parquet", "summary.json", "loss_vs_lr.png",
-                 "lr_star_vs_width.png", "learning_curves.png"):
+    for name in (
+        "report.md",
+        "report.html",
+        "summary.parquet",
+        "summary.json",
+        "loss_vs_lr.png",
+        "lr_star_vs_width.png",
+        "learning_curves.png",
+    ):
         assert (sweep_dir / "report" / name).exists(), name
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--metric", "final_trian_loss"], "final_train_loss"),
-    (["--mode", "biggest"], "--mode"),
-    (["--bootstrap", "-1"], "--bootstrap"),
-    (["--dpi", "5"], "--dpi"),
-    (["--formats", "svg,png"], "--formats"),
-    (["--formats", "png,jpeg"], "--formats"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--metric", "final_trian_loss"], "final_train_loss"),
+        (["--mode", "biggest"], "--mode"),
+        (["--bootstrap", "-1"], "--bootstrap"),
+        (["--dpi", "5"], "--dpi"),
+        (["--formats", "svg,png"], "--formats"),
+        (["--formats", "png,jpeg"], "--formats"),
+    ],
+)
 def test_bad_options_exit_2_and_write_nothing(sweep_dir, capsys, argv, match):
     assert main(["analyze", str(sweep_dir), *argv]) == 2
     err = capsys.readouterr().err

@@ -41,9 +41,13 @@ def test_derive_from_mup_confirms_it_and_writes_a_loadable_table(tmp_path, capsy
     algorithm, key, table = parse_table(doc, str(out))
     mup = _mup()
     weights = lambda t, r: (t.rule(r).init_var, t.rule(r).multiplier, t.rule(r).lr)  # noqa: E731
-    assert [weights(table, r) for r in ("input", "hidden", "output")] == [weights(mup, r) for r in ("input", "hidden", "output")]
+    assert [weights(table, r) for r in ("input", "hidden", "output")] == [
+        weights(mup, r) for r in ("input", "hidden", "output")
+    ]
     # biases are not measured: the derived table says nothing about them rather than copying the start's
-    assert all(table.rule(r).bias_lr is None for r in ("input", "hidden", "output")) and "bias_lr" not in out.read_text()
+    assert (
+        all(table.rule(r).bias_lr is None for r in ("input", "hidden", "output")) and "bias_lr" not in out.read_text()
+    )
     assert "bias learning rates are not derived" in text
 
 
@@ -78,17 +82,26 @@ def test_a_table_file_in_mutransfer_tables_is_what_coord_check_uses(tmp_path, ru
     assert run_cli(args, env, timeout=300).returncode == 0
 
 
-@pytest.mark.parametrize("args, file_text, needle", [
-    (["derive", "--widths", "128"], None, "need at least two widths"),
-    (["derive", "--algorithm", "xp"], None, "algorithm='xp' is not one of"),
-    (["derive", "--start", "nosuch.yaml"], None, "--start nosuch.yaml: cannot read"),
-    (["derive", "--start", "t.yaml"], "algorithm: bp\nkey: [mup, sgd]\ninput: {lr: 1}\nhidden: {}\n",
-     "t.yaml: output: missing"),
-    (["derive", "--start", "t.yaml"], "algorithm: bp\nkey: [mup, sgd]\ninput: {lr: one}\nhidden: {}\noutput: {}\n",
-     "t.yaml: input.lr='one' must be a finite number"),
-    (["derive", "--steps", "0"], None, "--steps=0 must be positive"),
-    (["derive", "widht=3"], None, "widht"),
-])
+@pytest.mark.parametrize(
+    "args, file_text, needle",
+    [
+        (["derive", "--widths", "128"], None, "need at least two widths"),
+        (["derive", "--algorithm", "xp"], None, "algorithm='xp' is not one of"),
+        (["derive", "--start", "nosuch.yaml"], None, "--start nosuch.yaml: cannot read"),
+        (
+            ["derive", "--start", "t.yaml"],
+            "algorithm: bp\nkey: [mup, sgd]\ninput: {lr: 1}\nhidden: {}\n",
+            "t.yaml: output: missing",
+        ),
+        (
+            ["derive", "--start", "t.yaml"],
+            "algorithm: bp\nkey: [mup, sgd]\ninput: {lr: one}\nhidden: {}\noutput: {}\n",
+            "t.yaml: input.lr='one' must be a finite number",
+        ),
+        (["derive", "--steps", "0"], None, "--steps=0 must be positive"),
+        (["derive", "widht=3"], None, "widht"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, run_cli, args, file_text, needle):
     if file_text is not None:
         (tmp_path / "t.yaml").write_text(file_text)
@@ -114,8 +127,11 @@ def test_the_worked_examples_rule_is_derived_and_passes_its_coordinate_check(tmp
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "fa_plugin.py").write_text(_plugin_text())
-    env = dict(os.environ, MUTRANSFER_PLUGINS="fa_plugin",
-               PYTHONPATH=os.pathsep.join(p for p in (str(plugins), os.environ.get("PYTHONPATH", "")) if p))
+    env = dict(
+        os.environ,
+        MUTRANSFER_PLUGINS="fa_plugin",
+        PYTHONPATH=os.pathsep.join(p for p in (str(plugins), os.environ.get("PYTHONPATH", "")) if p),
+    )
     out = tmp_path / "fa.yaml"
     proc = run_cli(["derive", "--algorithm", "fa", "--out", str(out)], env, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -127,8 +143,23 @@ def test_the_worked_examples_rule_is_derived_and_passes_its_coordinate_check(tmp
     assert [doc[r]["init_var"] for r in ("input", "hidden", "output")] == [0.0, 0.0, 0.0]
     assert [doc[r]["lr"] for r in ("input", "hidden", "output")] == [0.5, -0.5, -1.0]
     env["MUTRANSFER_TABLES"] = str(out)
-    proc = run_cli(["coord-check", "--algorithm", "fa", "--widths", "128,256,512,1024", "--steps", "2",
-                    "--tolerance", "0.2", "--out", str(tmp_path / "cc")], env, timeout=300)
+    proc = run_cli(
+        [
+            "coord-check",
+            "--algorithm",
+            "fa",
+            "--widths",
+            "128,256,512,1024",
+            "--steps",
+            "2",
+            "--tolerance",
+            "0.2",
+            "--out",
+            str(tmp_path / "cc"),
+        ],
+        env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS: muP max |slope|" in proc.stdout
 
@@ -145,7 +176,8 @@ def test_table_files_win_over_a_plugin_imported_after_them(tmp_path, monkeypatch
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(doc))
     (tmp_path / "late_plugin_h6.py").write_text(
         "from trainers import register_table, resolve_table, TrainerConfig\n"
-        "register_table('bp', ('mup', 'adam'), resolve_table(TrainerConfig(optimizer='adam')))\n")
+        "register_table('bp', ('mup', 'adam'), resolve_table(TrainerConfig(optimizer='adam')))\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("MUTRANSFER_TABLES", str(tmp_path / "t.yaml"))
     try:

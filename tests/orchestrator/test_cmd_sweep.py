@@ -1,6 +1,5 @@
 """`mutransfer sweep/sync/ui` on bad input: one line on stderr, exit 2, nothing written (no Ray started)."""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -44,19 +43,22 @@ def _bad(tmp_path, results, capsys, text, *extra):
     return lines[0]
 
 
-@pytest.mark.parametrize("text, extra, needle", [
-    ("grid: {width: [16}\n", [], "YAML syntax error"),
-    (GOOD.replace("train:", "trian:"), [], "did you mean 'train'"),
-    (GOOD, ["grid.widht=[16]"], "did you mean 'width'"),
-    (GOOD, ["train.epochs=abc"], "epochs"),
-    (GOOD, ["grid.width=[0]"], "width=0 must be a positive integer"),
-    (GOOD, ["grid.lr=[0.0]"], "lr=0.0 must be > 0"),
-    (GOOD, ["trainer.algorithm=xp"], "algorithm='xp' is not one of bp, pc, tp"),
-    (GOOD, ["trainer.parametrization=ntk"], "parametrization='ntk' is not one of sp, mup"),
-    (GOOD, ["grid.width=[]"], "grid.width is empty"),
-    (GOOD, ["data.dataset=cifar"], "dataset='cifar' is not one of fmnist, fmnist14, fmnist7, fmnist4, teacher"),
-    (GOOD, ["--max-concurrent", "-1"], "--max-concurrent=-1"),
-])
+@pytest.mark.parametrize(
+    "text, extra, needle",
+    [
+        ("grid: {width: [16}\n", [], "YAML syntax error"),
+        (GOOD.replace("train:", "trian:"), [], "did you mean 'train'"),
+        (GOOD, ["grid.widht=[16]"], "did you mean 'width'"),
+        (GOOD, ["train.epochs=abc"], "epochs"),
+        (GOOD, ["grid.width=[0]"], "width=0 must be a positive integer"),
+        (GOOD, ["grid.lr=[0.0]"], "lr=0.0 must be > 0"),
+        (GOOD, ["trainer.algorithm=xp"], "algorithm='xp' is not one of bp, pc, tp"),
+        (GOOD, ["trainer.parametrization=ntk"], "parametrization='ntk' is not one of sp, mup"),
+        (GOOD, ["grid.width=[]"], "grid.width is empty"),
+        (GOOD, ["data.dataset=cifar"], "dataset='cifar' is not one of fmnist, fmnist14, fmnist7, fmnist4, teacher"),
+        (GOOD, ["--max-concurrent", "-1"], "--max-concurrent=-1"),
+    ],
+)
 def test_bad_sweep_input(tmp_path, results, capsys, text, extra, needle):
     line = _bad(tmp_path, results, capsys, text, *extra)
     assert needle in line, line
@@ -95,12 +97,17 @@ def test_results_directory_of_a_different_sweep(tmp_path, results, capsys):
 def test_bad_input_in_a_real_process_writes_nothing(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(GOOD.replace("width:", "with:"))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", str(space)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "sweep", str(space)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"mutransfer sweep: error: {space}: unknown key 'grid.with' (not a TrainerConfig field) "
-        f"(did you mean 'width'?)"]
+        f"mutransfer sweep: error: {space}: unknown key 'grid.with' (not a TrainerConfig field) (did you mean 'width'?)"
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
 
 
@@ -115,9 +122,22 @@ def test_sync_and_ui_need_existing_results(tmp_path, capsys):
 def test_compact_folds_part_files_and_refuses_a_directory_without_trials(tmp_path, capsys):
     from orchestrator.results_store import ResultsStore, trial_row
 
-    spec = {"trial_id": "a", "trainer": {"algorithm": "bp", "parametrization": "mup", "optimizer": "sgd",
-                                         "model": "mlp", "width": 16, "base_width": 16, "depth": 3, "lr": 0.1,
-                                         "inference_steps": 20, "seed": 0}, "data": {"dataset": "fmnist"}}
+    spec = {
+        "trial_id": "a",
+        "trainer": {
+            "algorithm": "bp",
+            "parametrization": "mup",
+            "optimizer": "sgd",
+            "model": "mlp",
+            "width": 16,
+            "base_width": 16,
+            "depth": 3,
+            "lr": 0.1,
+            "inference_steps": 20,
+            "seed": 0,
+        },
+        "data": {"dataset": "fmnist"},
+    }
     hist = [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0, "test_acc": 0.5, "wall_s": 1.0, "diverged": False}]
     store = ResultsStore(tmp_path / "s")
     store.record([trial_row("s", spec, hist, "ok")], {"a": hist})

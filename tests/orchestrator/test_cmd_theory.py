@@ -17,8 +17,21 @@ def _one_thread():
 
 def test_pc_geometry_writes_parquet_png_and_table(tmp_path, capsys):
     out = tmp_path / "geo"
-    code = main(["pc-geometry", "--widths", "64,256", "--steps", "1,inf", "--network", "linear",
-                 "--batch-size", "8", "--out", str(out)])
+    code = main(
+        [
+            "pc-geometry",
+            "--widths",
+            "64,256",
+            "--steps",
+            "1,inf",
+            "--network",
+            "linear",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     t = pd.read_parquet(out / "pc_geometry.parquet")
     assert (out / "pc_geometry.png").stat().st_size > 10_000
@@ -36,8 +49,26 @@ def test_pc_geometry_writes_parquet_png_and_table(tmp_path, capsys):
 def test_pc_geometry_many_steps_reach_the_closed_form(tmp_path):
     """2000 gradient steps of inference in the linear network give the closed-form equilibrium's cosines."""
     out = tmp_path / "geo"
-    assert main(["pc-geometry", "--widths", "64", "--steps", "2000,inf", "--network", "linear",
-                 "--gamma-bar-L", "0", "--batch-size", "8", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "pc-geometry",
+                "--widths",
+                "64",
+                "--steps",
+                "2000,inf",
+                "--network",
+                "linear",
+                "--gamma-bar-L",
+                "0",
+                "--batch-size",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     t = pd.read_parquet(out / "pc_geometry.parquet")
     num = t[t.steps == "2000"].set_index("layer").sort_index()
     closed = t[t.steps == "inf"].set_index("layer").sort_index()
@@ -47,23 +78,44 @@ def test_pc_geometry_many_steps_reach_the_closed_form(tmp_path):
 
 def test_pc_geometry_tanh_converged_gap_is_small(tmp_path):
     out = tmp_path / "geo"
-    assert main(["pc-geometry", "--widths", "64,128", "--steps", "inf", "--network", "tanh",
-                 "--gamma-bar-L", "0", "--batch-size", "8", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "pc-geometry",
+                "--widths",
+                "64,128",
+                "--steps",
+                "inf",
+                "--network",
+                "tanh",
+                "--gamma-bar-L",
+                "0",
+                "--batch-size",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     t = pd.read_parquet(out / "pc_geometry.parquet")
     assert set(t.network) == {"tanh"} and t.coupling_norm.isna().all()
     assert t.conv_gap.max() < 1e-4  # 600 vs 300 inference steps: converged
 
 
-@pytest.mark.parametrize("argv, word", [
-    (["--network", "relu"], "--network='relu'"),
-    (["--steps", "0,5"], "--steps"),
-    (["--gamma-bar-L", "0.5"], "--gamma-bar-L=0.5"),
-    (["--widths", "64,x"], "--widths"),
-    (["--parametrization", "ntk"], "--parametrization='ntk'"),
-    (["--gamma-L-c", "1,-2"], "c must be positive"),
-    (["--gamma-L-c", "1", "--batch-sizes", "0"], "--batch-sizes"),
-    (["--gamma-L-c", "1", "--network", "both"], "--gamma-L-c takes tanh or linear"),
-])
+@pytest.mark.parametrize(
+    "argv, word",
+    [
+        (["--network", "relu"], "--network='relu'"),
+        (["--steps", "0,5"], "--steps"),
+        (["--gamma-bar-L", "0.5"], "--gamma-bar-L=0.5"),
+        (["--widths", "64,x"], "--widths"),
+        (["--parametrization", "ntk"], "--parametrization='ntk'"),
+        (["--gamma-L-c", "1,-2"], "c must be positive"),
+        (["--gamma-L-c", "1", "--batch-sizes", "0"], "--batch-sizes"),
+        (["--gamma-L-c", "1", "--network", "both"], "--gamma-L-c takes tanh or linear"),
+    ],
+)
 def test_pc_geometry_bad_input(tmp_path, capsys, argv, word):
     out = tmp_path / "geo"
     assert main(["pc-geometry", *argv, "--out", str(out)]) == 2
@@ -74,8 +126,26 @@ def test_pc_geometry_bad_input(tmp_path, capsys, argv, word):
 
 def test_pc_geometry_after_training_sweeps_c(tmp_path, capsys):
     out = tmp_path / "interp"
-    assert main(["pc-geometry", "--gamma-L-c", "0.01,1e4", "--widths", "64", "--batch-sizes", "8",
-                 "--seeds", "0", "--train-steps", "20", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "pc-geometry",
+                "--gamma-L-c",
+                "0.01,1e4",
+                "--widths",
+                "64",
+                "--batch-sizes",
+                "8",
+                "--seeds",
+                "0",
+                "--train-steps",
+                "20",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     t = pd.read_parquet(out / "pc_interpolation.parquet").set_index("c")
     assert (out / "pc_interpolation.png").stat().st_size > 10_000
     assert list(t.index) == [0.01, 1e4] and (t.relax_residual < 1e-6).all()
@@ -92,7 +162,13 @@ def test_alignment_writes_fits_that_match_the_table(tmp_path, capsys):
     omega = pd.read_parquet(out / "alignment_omega.parquet").set_index(["algorithm", "parametrization", "layer"])
     assert (out / "alignment.png").stat().st_size > 10_000
     assert set(zip(fits.algorithm, fits.parametrization)) == {
-        ("bp", "sp"), ("bp", "mup"), ("bp", "ntk"), ("pc", "mup"), ("tp", "sp"), ("tp", "mup")}
+        ("bp", "sp"),
+        ("bp", "mup"),
+        ("bp", "ntk"),
+        ("pc", "mup"),
+        ("tp", "sp"),
+        ("tp", "mup"),
+    }
     for f in fits.itertuples():
         g = table[(table.algorithm == f.algorithm) & (table.parametrization == f.parametrization)]
         g = g.groupby("width").ratio.mean()
@@ -108,8 +184,9 @@ def test_alignment_writes_fits_that_match_the_table(tmp_path, capsys):
     assert "bp ntk: kernel (features freeze)" in text and "bp mup: feature learning" in text
 
 
-@pytest.mark.parametrize("argv, word", [(["--widths", "64"], "at least two"), (["--lr", "-1"], "--lr"),
-                                        (["--seeds", ""], "--seeds")])
+@pytest.mark.parametrize(
+    "argv, word", [(["--widths", "64"], "at least two"), (["--lr", "-1"], "--lr"), (["--seeds", ""], "--seeds")]
+)
 def test_alignment_bad_input(tmp_path, capsys, argv, word):
     out = tmp_path / "al"
     assert main(["alignment", *argv, "--out", str(out)]) == 2

@@ -55,8 +55,9 @@ def _get(base, route, **params):
 
 
 def _post(base, path, body):
-    req = urllib.request.Request(f"{base}/{path}", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{base}/{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=20) as r:
         return json.load(r)
 
@@ -77,12 +78,24 @@ def swept(tmp_path_factory):
     env.pop("MLFLOW_TRACKING_URI", None)
     first = tmp / "a" / "results"
     t0 = time.time()
-    run = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", str(tmp / "space.yaml"), "--results",
-                          str(first)], env=env, capture_output=True, text=True, timeout=900, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "sweep", str(tmp / "space.yaml"), "--results", str(first)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     t1 = time.time()
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    ana = subprocess.run([sys.executable, "-m", "orchestrator.cli", "analyze", str(first / "uisweep"),
-                          "--bootstrap", "20"], env=env, capture_output=True, text=True, timeout=600, check=False)
+    ana = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "analyze", str(first / "uisweep"), "--bootstrap", "20"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert ana.returncode == 0 and "report logged to run" in ana.stdout, ana.stdout[-2000:] + ana.stderr[-2000:]
     copy = tmp / "b" / "results"
     shutil.copytree(first, copy)
@@ -94,9 +107,14 @@ def swept(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(swept):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "--results", str(swept["results"]),
-                             "--port", str(port)], env=swept["env"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "ui", "--results", str(swept["results"]), "--port", str(port)],
+        env=swept["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     lines, deadline, up = [], time.time() + 120, False
     try:
@@ -125,14 +143,18 @@ def _runs(base, exp_id):
 def test_trial_runs_through_the_rest_api(swept, server):
     base = server["base"]
     exp = json.loads(_get(base, "api/2.0/mlflow/experiments/get-by-name", experiment_name="uisweep"))["experiment"]
-    assert f"uisweep: {base}/#/experiments/{exp['experiment_id']}/runs?workflowType=machine_learning" \
+    assert (
+        f"uisweep: {base}/#/experiments/{exp['experiment_id']}/runs?workflowType=machine_learning"
         "&viewStateShareKey=mutransfer" in server["printed"]
+    )
     tags = _kv(exp.get("tags"))
     assert tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs table
     assert "params.`log2_lr`" in json.loads(tags["mlflow.sharedViewState.mutransfer"])["selectedColumns"]
     assert exp["artifact_location"] == "mlflow-artifacts:/uisweep"
     trials = pd.read_parquet(swept["results"] / "uisweep" / "trials.parquet").set_index("trial_id")
-    runs = [r for r in _runs(base, exp["experiment_id"]) if _kv(r["data"].get("tags")).get("mutransfer.role") == "trial"]
+    runs = [
+        r for r in _runs(base, exp["experiment_id"]) if _kv(r["data"].get("tags")).get("mutransfer.role") == "trial"
+    ]
     assert len(runs) == len(trials) == 12 and set(trials.status) == {"ok", "diverged"}
     for r in runs:
         tags, params = _kv(r["data"].get("tags")), _kv(r["data"].get("params"))
@@ -147,8 +169,9 @@ def test_trial_runs_through_the_rest_api(swept, server):
         start, end = r["info"]["start_time"] / 1000, r["info"]["end_time"] / 1000
         assert swept["t0"] <= start <= end <= swept["t1"]  # within the sweep, not when it was logged
         assert abs(start - t.started_at) < 0.002 and end - start >= t.wall_s - 0.002  # the trial's own times
-        hist = json.loads(_get(base, "api/2.0/mlflow/metrics/get-history", run_id=r["info"]["run_id"],
-                               metric_key="train_loss")).get("metrics", [])
+        hist = json.loads(
+            _get(base, "api/2.0/mlflow/metrics/get-history", run_id=r["info"]["run_id"], metric_key="train_loss")
+        ).get("metrics", [])
         if t.status == "ok":
             assert sorted(m["step"] for m in hist) == [1, 2]
             assert all(start * 1000 <= m["timestamp"] <= end * 1000 for m in hist)
@@ -170,8 +193,9 @@ def test_the_analysis_reads_the_same_trials_from_mlflow(swept):
 def test_parent_run_params_verdicts_and_artifacts_of_the_copied_directory(swept, server):
     base = server["base"]
     exp = json.loads(_get(base, "api/2.0/mlflow/experiments/get-by-name", experiment_name="uisweep"))["experiment"]
-    parent = next(r for r in _runs(base, exp["experiment_id"])
-                  if _kv(r["data"].get("tags")).get("mutransfer.role") == "sweep")
+    parent = next(
+        r for r in _runs(base, exp["experiment_id"]) if _kv(r["data"].get("tags")).get("mutransfer.role") == "sweep"
+    )
     rid, params, tags = parent["info"]["run_id"], _kv(parent["data"].get("params")), _kv(parent["data"].get("tags"))
     assert parent["info"]["run_name"] == "uisweep" and parent["info"]["status"] == "FINISHED"
     assert params["grid.width"] == "[16, 32]" and params["train.epochs"] == "2" and params["data.dataset"] == "fmnist"
@@ -186,8 +210,10 @@ def test_parent_run_params_verdicts_and_artifacts_of_the_copied_directory(swept,
     # artifacts through the server, from the copied directory (the original is gone)
     listed = json.loads(_get(base, "ajax-api/2.0/mlflow/artifacts/list", run_uuid=rid))
     assert {"sweep.yaml", "report"} <= {f["path"] for f in listed["files"]}
-    assert _get(base, "get-artifact", path="sweep.yaml", run_uuid=rid) == \
-        (swept["results"] / "uisweep" / "sweep.yaml").read_bytes()
+    assert (
+        _get(base, "get-artifact", path="sweep.yaml", run_uuid=rid)
+        == (swept["results"] / "uisweep" / "sweep.yaml").read_bytes()
+    )
     md = _get(base, "get-artifact", path="report/report.md", run_uuid=rid).decode()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)  # absolute on this server (its viewer needs a scheme)
     assert len(images) >= 2 and all(i.startswith(f"{base}/get-artifact?") for i in images), images
@@ -207,16 +233,32 @@ def test_sync_repairs_a_store_in_the_older_layout(swept):
     uri = f"sqlite:///{results / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     eid = client.create_experiment("uisweep", artifact_location="file:///nonexistent/mlartifacts/uisweep")
-    parent = client.create_run(eid, run_name="uisweep", tags={"mutransfer.role": "sweep", "mutransfer.sweep": "uisweep"})
+    parent = client.create_run(
+        eid, run_name="uisweep", tags={"mutransfer.role": "sweep", "mutransfer.sweep": "uisweep"}
+    )
     trials = pd.read_parquet(results / "uisweep" / "trials.parquet")
     for t in trials.head(3).to_dict("records"):
-        run = client.create_run(eid, run_name=t["trial_id"], tags={
-            "mlflow.parentRunId": parent.info.run_id, "mutransfer.role": "trial", "mutransfer.sweep": "uisweep",
-            "mutransfer.trial_id": t["trial_id"], "mutransfer.status": t["status"]})
+        run = client.create_run(
+            eid,
+            run_name=t["trial_id"],
+            tags={
+                "mlflow.parentRunId": parent.info.run_id,
+                "mutransfer.role": "trial",
+                "mutransfer.sweep": "uisweep",
+                "mutransfer.trial_id": t["trial_id"],
+                "mutransfer.status": t["status"],
+            },
+        )
         client.log_param(run.info.run_id, "trial_id", t["trial_id"])
         client.set_terminated(run.info.run_id, "FINISHED")
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sync", str(results / "uisweep")],
-                          env=swept["env"], capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "sync", str(results / "uisweep")],
+        env=swept["env"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "stored its artifacts by absolute path" in proc.stdout and "back-filled 12" in proc.stdout
     exp = client.get_experiment_by_name("uisweep")
@@ -224,7 +266,9 @@ def test_sync_repairs_a_store_in_the_older_layout(swept):
     assert client.get_experiment(eid).lifecycle_stage == "deleted"  # kept, restorable
     runs = client.search_runs([exp.experiment_id], max_results=100)
     names = sorted(r.info.run_name for r in runs)
-    assert len(runs) == 13 and "uisweep" in names and all(re.match(r"pc-(sp|mup)-w", n) for n in names if n != "uisweep")
+    assert (
+        len(runs) == 13 and "uisweep" in names and all(re.match(r"pc-(sp|mup)-w", n) for n in names if n != "uisweep")
+    )
     assert all("trial_id" not in r.data.params for r in runs)
     new_parent = next(r for r in runs if r.info.run_name == "uisweep")
     assert new_parent.data.tags["mlflow.note.content"].count("| pc-") == 2
@@ -248,17 +292,32 @@ def test_browser_screenshots_of_the_runs_table_a_trial_and_the_report(swept, ser
     out = Path(os.environ.get("MUTRANSFER_UI_SHOTS") or swept["tmp"] / "shots")
     out.mkdir(parents=True, exist_ok=True)
     ml = "?workflowType=machine_learning"
-    pages = {"runs_table": re.search(r"uisweep: (\S+)", server["printed"]).group(1),
-             "trial_run": f"{base}/#/experiments/{eid}/runs/{trial['info']['run_id']}{ml}",
-             "parent_run": f"{base}/#/experiments/{eid}/runs/{parent}{ml}",
-             "report_md": f"{base}/#/experiments/{eid}/runs/{parent}/artifacts/report/report.md{ml}",
-             "trial_charts": f"{base}/#/experiments/{eid}/runs/{trial['info']['run_id']}/model-metrics{ml}"}
+    pages = {
+        "runs_table": re.search(r"uisweep: (\S+)", server["printed"]).group(1),
+        "trial_run": f"{base}/#/experiments/{eid}/runs/{trial['info']['run_id']}{ml}",
+        "parent_run": f"{base}/#/experiments/{eid}/runs/{parent}{ml}",
+        "report_md": f"{base}/#/experiments/{eid}/runs/{parent}/artifacts/report/report.md{ml}",
+        "trial_charts": f"{base}/#/experiments/{eid}/runs/{trial['info']['run_id']}/model-metrics{ml}",
+    }
     for name, url in pages.items():
         profile = swept["tmp"] / f"profile-{name}"
-        subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        f"--user-data-dir={profile}", f"--window-size=1600,{2600 if name == 'report_md' else 1100}",
-                        "--virtual-time-budget=90000",
-                        f"--screenshot={out / (name + '.png')}", url], capture_output=True, timeout=180, check=False)
+        subprocess.run(
+            [
+                chromium,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                f"--window-size=1600,{2600 if name == 'report_md' else 1100}",
+                "--virtual-time-budget=90000",
+                f"--screenshot={out / (name + '.png')}",
+                url,
+            ],
+            capture_output=True,
+            timeout=180,
+            check=False,
+        )
         png = out / f"{name}.png"
         assert png.is_file() and png.stat().st_size > 20_000, name  # a rendered page, not a blank one
     print(f"screenshots in {out}")

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from orchestrator.config import expand, load_sweep, trial_id
+from orchestrator.config import load_sweep, trial_id
 from orchestrator.errors import BadInput
 
 GOOD = """
@@ -31,7 +31,7 @@ def test_grid_is_the_cartesian_product_with_log2_ranges(tmp_path):
     sweep = load_sweep(_write(tmp_path, GOOD))
     assert len(sweep.trials) == 2 * 3 * 4 * 2
     lrs = sorted({t.trainer["lr"] for t in sweep.trials})
-    assert lrs == [2.0 ** k for k in (-6, -4, -2, 0)]
+    assert lrs == [2.0**k for k in (-6, -4, -2, 0)]
     assert {t.trainer["depth"] for t in sweep.trials} == {3}
     assert sweep.swept_keys == ("parametrization", "width", "lr", "seed")
     assert len({t.trial_id for t in sweep.trials}) == len(sweep.trials)
@@ -67,30 +67,33 @@ def test_fractional_gpu_resources_are_accepted(tmp_path):
     assert math.isclose(s.config.resources.gpu, 0.25)
 
 
-@pytest.mark.parametrize("text, overrides, needle", [
-    (GOOD + "grid2: 3\n", [], "unknown key 'grid2' (did you mean 'grid'?)"),
-    (GOOD.replace("grid:", "gird:"), [], "unknown key 'gird' (did you mean 'grid'?)"),
-    (GOOD.replace("width:", "widht:"), [], "unknown key 'grid.widht'"),
-    (GOOD, ["trian.epochs=2"], "unknown key 'trian' (did you mean 'train'?)"),
-    (GOOD, ["train.epoch=2"], "unknown key 'train.epoch' (did you mean 'train.epochs'?)"[:25]),
-    (GOOD, ["grid.width=[16,abc]"], "grid.width='abc'"),
-    (GOOD, ["train.epochs=many"], "epochs"),
-    (GOOD, ["grid.width=[0,16]"], "width=0"),
-    (GOOD, ["grid.width=[-16]"], "width=-16"),
-    (GOOD, ["grid.lr=[0.1,0]"], "lr=0.0 must be > 0"),
-    (GOOD, ["grid.lr=[-0.1]"], "lr=-0.1 must be > 0"),
-    (GOOD, ["trainer.algorithm=xp"], "algorithm='xp' is not one of bp, pc, tp"),
-    (GOOD, ["grid.parametrization=[sp,ntk]"], "parametrization='ntk' is not one of sp, mup"),
-    (GOOD, ["grid.width=[]"], "grid.width is empty"),
-    (GOOD, ["grid.lr={log2: [2, 0, 1]}"], "grid.lr is empty"),
-    ("name: t\ngrid: {}\n", [], "empty grid"),
-    ("name: t\n", [], "empty grid"),
-    (GOOD, ["metric=tst_loss"], "metric='tst_loss'"),
-    (GOOD, ["mode=best"], "mode='best'"),
-    (GOOD + "trainer: [1]\n", [], "trainer"),
-    ("grid: {width: [16}\n", [], "YAML syntax error"),
-    ("grid:\n  width: [16]\n lr: 1\n", [], "line 3"),
-])
+@pytest.mark.parametrize(
+    "text, overrides, needle",
+    [
+        (GOOD + "grid2: 3\n", [], "unknown key 'grid2' (did you mean 'grid'?)"),
+        (GOOD.replace("grid:", "gird:"), [], "unknown key 'gird' (did you mean 'grid'?)"),
+        (GOOD.replace("width:", "widht:"), [], "unknown key 'grid.widht'"),
+        (GOOD, ["trian.epochs=2"], "unknown key 'trian' (did you mean 'train'?)"),
+        (GOOD, ["train.epoch=2"], "unknown key 'train.epoch' (did you mean 'train.epochs'?)"[:25]),
+        (GOOD, ["grid.width=[16,abc]"], "grid.width='abc'"),
+        (GOOD, ["train.epochs=many"], "epochs"),
+        (GOOD, ["grid.width=[0,16]"], "width=0"),
+        (GOOD, ["grid.width=[-16]"], "width=-16"),
+        (GOOD, ["grid.lr=[0.1,0]"], "lr=0.0 must be > 0"),
+        (GOOD, ["grid.lr=[-0.1]"], "lr=-0.1 must be > 0"),
+        (GOOD, ["trainer.algorithm=xp"], "algorithm='xp' is not one of bp, pc, tp"),
+        (GOOD, ["grid.parametrization=[sp,ntk]"], "parametrization='ntk' is not one of sp, mup"),
+        (GOOD, ["grid.width=[]"], "grid.width is empty"),
+        (GOOD, ["grid.lr={log2: [2, 0, 1]}"], "grid.lr is empty"),
+        ("name: t\ngrid: {}\n", [], "empty grid"),
+        ("name: t\n", [], "empty grid"),
+        (GOOD, ["metric=tst_loss"], "metric='tst_loss'"),
+        (GOOD, ["mode=best"], "mode='best'"),
+        (GOOD + "trainer: [1]\n", [], "trainer"),
+        ("grid: {width: [16}\n", [], "YAML syntax error"),
+        ("grid:\n  width: [16]\n lr: 1\n", [], "line 3"),
+    ],
+)
 def test_bad_input_names_the_file_and_key(tmp_path, text, overrides, needle):
     path = _write(tmp_path, text)
     with pytest.raises(BadInput) as err:

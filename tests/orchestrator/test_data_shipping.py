@@ -22,16 +22,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _same(a, b) -> bool:
-    return all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("x_train", "y_train", "x_test", "y_test")) \
-        and a.num_classes == b.num_classes and all(getattr(a, k).dtype == getattr(b, k).dtype
-                                                   for k in ("x_train", "y_train", "x_test", "y_test"))
+    return (
+        all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("x_train", "y_train", "x_test", "y_test"))
+        and a.num_classes == b.num_classes
+        and all(getattr(a, k).dtype == getattr(b, k).dtype for k in ("x_train", "y_train", "x_test", "y_test"))
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_shipped_fmnist_is_what_the_trial_would_read(dtype):
     shipped = load_dataset("fmnist", 500, 200, device="cpu", dtype=torch.float32)  # what ship() puts
     got = dataset_for_trial(FMNIST, shipped, "cpu", dtype, seed=3)
-    want = load_dataset("fmnist", 500, 200, device="cpu", dtype=dtype, seed=3)   # the trial's own read
+    want = load_dataset("fmnist", 500, 200, device="cpu", dtype=dtype, seed=3)  # the trial's own read
     assert _same(got, want)
     assert got.x_train.dtype == dtype and len(got.x_train) == 500
 
@@ -70,8 +72,14 @@ def test_no_node_can_read_it_is_one_clear_error(tmp_path):
     env.update(XDG_CACHE_HOME=str(tmp_path / "empty"), RAY_TMPDIR=str(short), RAY_USAGE_STATS_ENABLED="0")
     cmd = f"mount -t tmpfs tmpfs /usr/share/datasets/fashion-mnist && exec {sys.executable} {script}"
     try:
-        out = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", cmd],
-                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        out = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", cmd],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
     finally:
         shutil.rmtree(short, ignore_errors=True)
     lines = [line for line in out.stdout.splitlines() if line.startswith(("DataError", "shipped"))]

@@ -29,8 +29,11 @@ resources: {cpu: 1}
 
 def _snapshot(root: Path) -> dict[str, str]:
     """Every file under ``root`` with its content hash and mtime."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() + str(p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() + str(p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _record(sweep, results: Path, n: int, wall: float) -> None:
@@ -85,8 +88,9 @@ def test_sweep_dry_run_cli_exits_0_and_writes_nothing(tiny_space, tmp_path, run_
     env.pop("MLFLOW_TRACKING_URI", None)
     work = tmp_path / "cwd"
     work.mkdir()
-    proc = run_cli(["sweep", str(tiny_space), "--dry-run", "--results", str(tmp_path / "res")], env,
-                   timeout=300, cwd=work)
+    proc = run_cli(
+        ["sweep", str(tiny_space), "--dry-run", "--results", str(tmp_path / "res")], env, timeout=300, cwd=work
+    )
     assert proc.returncode == 0, proc.stderr
     assert "trials: width 2 x lr 4 = 8" in proc.stdout and "to run: 8" in proc.stdout
     assert not (tmp_path / "res").exists() and list(work.iterdir()) == []  # no results, no mlruns, no Ray dir
@@ -123,8 +127,9 @@ def test_verify_plan_counts_the_recorded_bracket_once_base_lr_json_is_there(tmp_
     root = Path(__file__).resolve().parents[2]
     shutil.copytree(root / "docs" / "demo_cpu", tmp_path / "results" / "demo", ignore=shutil.ignore_patterns("report"))
     before = _snapshot(tmp_path / "results")
-    text = "\n".join(verify_plan(load_sweep(root / "search_spaces" / "demo.yaml"), tmp_path / "results",
-                                 calibrate=False))
+    text = "\n".join(
+        verify_plan(load_sweep(root / "search_spaces" / "demo.yaml"), tmp_path / "results", calibrate=False)
+    )
     assert "72 (group, width, parametrization, seed) points x 5 learning rates" in text
     assert "= 360 trials; already recorded: 360 (η*_base from base_lr.json)" in text
     assert "estimated cost of the bracket's trials to run: ~0 trial-seconds" in text

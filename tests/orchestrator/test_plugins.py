@@ -115,8 +115,23 @@ def test_without_the_plugin_fa_is_rejected(tmp_path):
 def test_coord_check_runs_a_plugin_rule_named_in_the_environment(tmp_path, plugin_dir, run_cli):
     env = _env(dict(os.environ), plugin_dir, MUTRANSFER_PLUGINS="fa_plugin")
     out = tmp_path / "cc"
-    proc = run_cli(["coord-check", "--algorithm", "fa", "--parametrization", "sp", "--widths", "64,128,256",
-                    "--steps", "2", "--out", str(out)], env, timeout=300)
+    proc = run_cli(
+        [
+            "coord-check",
+            "--algorithm",
+            "fa",
+            "--parametrization",
+            "sp",
+            "--widths",
+            "64,128,256",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+        ],
+        env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "coord check fa_sp_sgd" in proc.stdout
     assert "PASS: SP output slope" in proc.stdout
@@ -153,8 +168,9 @@ def test_an_installed_package_registers_through_its_entry_point(tmp_path, plugin
 
 
 @pytest.mark.slow
-def test_two_width_sweep_of_a_plugin_rule_on_a_plugin_dataset_runs_in_ray_workers(tmp_path, plugin_dir, ray_env,
-                                                                                 run_cli):
+def test_two_width_sweep_of_a_plugin_rule_on_a_plugin_dataset_runs_in_ray_workers(
+    tmp_path, plugin_dir, ray_env, run_cli
+):
     sweep = tmp_path / "fa_toy.yaml"
     sweep.write_text(SWEEP.format(module="fa_plugin"))
     env = _env(ray_env, plugin_dir)

@@ -19,8 +19,9 @@ def test_good_names_pass(name):
     assert check_name(name, "name") == name
 
 
-@pytest.mark.parametrize("name", ["", "..", "../x", "a/b", "/abs", "a\\b", ".hidden", "-x", "a..b", "x" * 65,
-                                  "a b", "a\nb", "é"])
+@pytest.mark.parametrize(
+    "name", ["", "..", "../x", "a/b", "/abs", "a\\b", ".hidden", "-x", "a..b", "x" * 65, "a b", "a\nb", "é"]
+)
 def test_bad_names_are_refused(name):
     with pytest.raises(BadInput, match="not a valid name"):
         check_name(name, "name")

@@ -50,8 +50,9 @@ def test_rate_and_eta_from_the_trials_finished_in_this_run():
 def test_line_stays_short_at_thousands_of_trials():
     p = Progress(total=123456, skipped=4567, stream=io.StringIO())
     for i in range(2000):
-        p.finished(str(i), ["ok", "diverged", "failed"][i % 3], {"final_train_loss": 0.25 + i, "width": 4096,
-                                                                  "lr": 2.0 ** -7})
+        p.finished(
+            str(i), ["ok", "diverged", "failed"][i % 3], {"final_train_loss": 0.25 + i, "width": 4096, "lr": 2.0**-7}
+        )
     p.retried("x")
     line = p.line(p.start + 98765.0)
     assert "[6567/123456 5%] ok 667 diverged 667 failed 666 skipped 4567 | running 0 retries 1" in line

@@ -20,9 +20,21 @@ grid: {lr: [0.01, 0.1, 1.0, 10.0]}
 
 def _result(tid, epoch, last, **kw):
     # as Tune's JSON logger writes it: Tune's own trial_id replaces ours; the config holds ours
-    row = {"epoch": epoch, "train_loss": 1.0 / epoch, "test_loss": 2.0 / epoch, "test_acc": 0.5, "wall_s": 0.1 * epoch,
-           "diverged": False, "trial_id": "7944c_00001", "node": "n1", "hostname": "h", "device_used": "cpu",
-           "matmul_backend": "onednn+torch", "last": last, "config": {"trial": {"trial_id": tid}}}
+    row = {
+        "epoch": epoch,
+        "train_loss": 1.0 / epoch,
+        "test_loss": 2.0 / epoch,
+        "test_acc": 0.5,
+        "wall_s": 0.1 * epoch,
+        "diverged": False,
+        "trial_id": "7944c_00001",
+        "node": "n1",
+        "hostname": "h",
+        "device_used": "cpu",
+        "matmul_backend": "onednn+torch",
+        "last": last,
+        "config": {"trial": {"trial_id": tid}},
+    }
     row.update(kw)
     return json.dumps(row)
 
@@ -41,11 +53,24 @@ def test_finished_trials_are_rebuilt_unfinished_and_failed_ones_are_not(tmp_path
     sd = tmp_path / "results" / "rec"
     _write(sd, "rec-20260101-000000-1", a, [_result(a, 1, False), _result(a, 2, True)])
     _write(sd, "rec-20260101-000000-1", b, [_result(b, 1, False)])  # the driver died mid-trial
-    _write(sd, "rec-20260101-000000-1", c, [json.dumps({"failed": True, "last": True, "error": "x",
-                                                        "config": {"trial": {"trial_id": c}}})])
+    _write(
+        sd,
+        "rec-20260101-000000-1",
+        c,
+        [json.dumps({"failed": True, "last": True, "error": "x", "config": {"trial": {"trial_id": c}}})],
+    )
     # retried after its worker died: the second attempt is the record; a torn line at the end
-    _write(sd, "rec-20260101-000000-1", d, [_result(d, 1, False), _result(d, 1, False),
-                                            _result(d, 2, True, diverged=True, train_loss=math.inf), '{"epoch": 3'])
+    _write(
+        sd,
+        "rec-20260101-000000-1",
+        d,
+        [
+            _result(d, 1, False),
+            _result(d, 1, False),
+            _result(d, 2, True, diverged=True, train_loss=math.inf),
+            '{"epoch": 3',
+        ],
+    )
     rows, hist = tune_records(sd, "rec", {t.trial_id: t.to_dict() for t in sweep.trials})
     by_id = {r["trial_id"]: r for r in rows}
     assert sorted(by_id) == sorted([a, d])

@@ -52,11 +52,14 @@ def test_edge_search_goes_up_until_something_diverges_and_can_be_switched_off():
     assert ks.max() == 2
 
 
-@pytest.mark.parametrize("k, loss, expected", [
-    ([], [], set()),
-    ([0.0, 1.0], [math.inf, math.inf], {-1.0}),              # all diverged: look lower
-    ([-1.0, 0.0, 1.0], [2.0, 1.0, math.inf], {-0.5, 0.5}),   # refine both sides; 0.5 also bisects the edge
-    ([-0.25, 0.0, 0.25, 0.5], [1.1, 1.0, 1.05, math.inf], set()),  # done at 1/4 octave
-])
+@pytest.mark.parametrize(
+    "k, loss, expected",
+    [
+        ([], [], set()),
+        ([0.0, 1.0], [math.inf, math.inf], {-1.0}),  # all diverged: look lower
+        ([-1.0, 0.0, 1.0], [2.0, 1.0, math.inf], {-0.5, 0.5}),  # refine both sides; 0.5 also bisects the edge
+        ([-0.25, 0.0, 0.25, 0.5], [1.1, 1.0, 1.05, math.inf], set()),  # done at 1/4 octave
+    ],
+)
 def test_next_offsets_cases(k, loss, expected):
     assert next_offsets(np.array(k), np.array(loss), 0.25, 1.0, (-3, 3)) == expected

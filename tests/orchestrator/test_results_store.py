@@ -11,20 +11,44 @@ from orchestrator.results_store import HISTORY_COLUMNS, TRIAL_COLUMNS, ResultsSt
 
 
 def _spec(tid, lr=0.1, width=32):
-    return {"trial_id": tid, "trainer": {"algorithm": "bp", "parametrization": "mup", "optimizer": "sgd",
-                                         "model": "mlp", "width": width, "base_width": 16, "depth": 3, "lr": lr,
-                                         "inference_steps": 20, "seed": 0, "gamma_bar_L": 0.0},
-            "data": {"dataset": "fmnist"}, "train": {"epochs": 2}, "swept": ["width", "lr", "gamma_bar_L"]}
+    return {
+        "trial_id": tid,
+        "trainer": {
+            "algorithm": "bp",
+            "parametrization": "mup",
+            "optimizer": "sgd",
+            "model": "mlp",
+            "width": width,
+            "base_width": 16,
+            "depth": 3,
+            "lr": lr,
+            "inference_steps": 20,
+            "seed": 0,
+            "gamma_bar_L": 0.0,
+        },
+        "data": {"dataset": "fmnist"},
+        "train": {"epochs": 2},
+        "swept": ["width", "lr", "gamma_bar_L"],
+    }
 
 
 def _hist(n, loss=1.0):
-    return [{"epoch": e, "train_loss": loss / e, "test_loss": loss / e, "test_acc": 0.5, "wall_s": float(e),
-             "diverged": False} for e in range(1, n + 1)]
+    return [
+        {
+            "epoch": e,
+            "train_loss": loss / e,
+            "test_loss": loss / e,
+            "test_acc": 0.5,
+            "wall_s": float(e),
+            "diverged": False,
+        }
+        for e in range(1, n + 1)
+    ]
 
 
 def test_trial_row_has_the_contract_columns_then_other_swept_keys():
     row = trial_row("s", _spec("a"), _hist(2), "ok", node="n1", hostname="h")
-    assert list(row)[:len(TRIAL_COLUMNS)] == TRIAL_COLUMNS
+    assert list(row)[: len(TRIAL_COLUMNS)] == TRIAL_COLUMNS
     assert row["gamma_bar_L"] == 0.0 and "width" in row
     assert row["final_test_loss"] == 0.5 and row["epochs_done"] == 2 and row["node"] == "n1"
     empty = trial_row("s", _spec("b"), [], "failed", error="boom")
@@ -39,7 +63,7 @@ def test_record_replaces_by_trial_id_and_never_duplicates(tmp_path):
     store.record([trial_row("s", _spec("a"), _hist(2, 3.0), "ok")], {"a": _hist(2, 3.0)})
     t, h = store.trials(), store.history()
     assert sorted(t.trial_id) == ["a", "b"] and store.done_ids() == {"a", "b"}
-    assert list(h.columns[:len(HISTORY_COLUMNS)]) == HISTORY_COLUMNS
+    assert list(h.columns[: len(HISTORY_COLUMNS)]) == HISTORY_COLUMNS
     assert len(h) == 4 and not h.duplicated(["trial_id", "epoch"]).any()
     assert h[h.trial_id == "a"].test_loss.tolist() == [3.0, 1.5]
 
@@ -65,7 +89,7 @@ def test_a_crash_during_a_write_leaves_the_previous_table(tmp_path, monkeypatch)
 def test_check_owner_refuses_a_different_sweep(tmp_path):
     store = ResultsStore(tmp_path / "s")
     store.write_config("name: s\ngrid:\n  width: [16]\nresources: {cpu: 1}\n")
-    store.check_owner({"name": "s", "grid": {"width": [16]}})          # same sweep, other resources: fine
+    store.check_owner({"name": "s", "grid": {"width": [16]}})  # same sweep, other resources: fine
     with pytest.raises(BadInput, match=r"grid.width=\[16, 32\] \(was \[16\]\)"):
         store.check_owner({"name": "s", "grid": {"width": [16, 32]}})
 
@@ -85,8 +109,16 @@ def _old_layout(store, rows, hists):
 
 def _script():
     """Trials a..e, then a and c recorded again (a failed first, c with another history), then f."""
-    out = [("a", "failed", _hist(1)), ("b", "ok", _hist(2)), ("c", "ok", _hist(2)), ("d", "diverged", _hist(1)),
-           ("e", "ok", _hist(2)), ("a", "ok", _hist(2, 3.0)), ("c", "ok", _hist(2, 5.0)), ("f", "failed", [])]
+    out = [
+        ("a", "failed", _hist(1)),
+        ("b", "ok", _hist(2)),
+        ("c", "ok", _hist(2)),
+        ("d", "diverged", _hist(1)),
+        ("e", "ok", _hist(2)),
+        ("a", "ok", _hist(2, 3.0)),
+        ("c", "ok", _hist(2, 5.0)),
+        ("f", "failed", []),
+    ]
     return [(trial_row("s", _spec(t, lr=0.1 * (i + 1)), h, st), h) for i, (t, st, h) in enumerate(out)]
 
 
@@ -196,8 +228,10 @@ def test_sigkill_while_recording_and_compacting_never_loses_or_duplicates_a_tria
     from pathlib import Path
 
     code = CHILD.format(tests=str(Path(__file__).resolve().parent), d=str(tmp_path / "s"))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                                       os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
     done = -1
     for line in proc.stdout:

@@ -18,38 +18,54 @@ from orchestrator.run_summary import (
 
 
 def _row(**kw):
-    row = {"algorithm": "pc", "parametrization": "mup", "width": 256, "lr": 2.0 ** -6, "inference_steps": 20,
-           "seed": 0}
+    row = {"algorithm": "pc", "parametrization": "mup", "width": 256, "lr": 2.0**-6, "inference_steps": 20, "seed": 0}
     row.update(kw)
     return row
 
 
 def test_run_names_read_algorithm_parametrization_width_lr_steps_and_seed():
     assert run_name(_row()) == "pc-mup-w256-lr2^-6-T20-s0"
-    assert run_name(_row(algorithm="bp", parametrization="sp", width=64, lr=2 ** -6.25, seed=2)) \
-        == "bp-sp-w64-lr2^-6.25-s2"  # no T: BP has no inference steps
+    assert (
+        run_name(_row(algorithm="bp", parametrization="sp", width=64, lr=2**-6.25, seed=2)) == "bp-sp-w64-lr2^-6.25-s2"
+    )  # no T: BP has no inference steps
     assert run_name(_row(lr=0.06431172)) == "pc-mup-w256-lr2^-3.96-T20-s0"  # Optuna's lr: two decimals
-    assert run_name(_row(gamma_bar_L=-1.0), swept=["lr", "width", "gamma_bar_L"]) \
+    assert (
+        run_name(_row(gamma_bar_L=-1.0), swept=["lr", "width", "gamma_bar_L"])
         == "pc-mup-w256-lr2^-6-T20-gamma_bar_L=-1.0-s0"
+    )
     assert lr_label(1.0) == "2^0" and lr_label(256.0) == "2^8"
 
 
 def test_group_labels_and_config_params():
     assert group_label({"algorithm": "pc", "parametrization": "sp", "inference_steps": 10}) == "pc-sp-T10"
     assert group_label({"algorithm": "tp", "parametrization": "mup", "inference_steps": 10}) == "tp-mup"
-    params = config_params({"name": "x", "grid": {"width": [64, 128], "lr": {"log2": [-8, 0, 1]}},
-                            "train": {"epochs": 3}, "tracking": {"uri": None}})
-    assert params == {"grid.width": "[64, 128]", "grid.lr.log2": "[-8, 0, 1]", "train.epochs": "3",
-                      "tracking.uri": "None"}
+    params = config_params(
+        {
+            "name": "x",
+            "grid": {"width": [64, 128], "lr": {"log2": [-8, 0, 1]}},
+            "train": {"epochs": 3},
+            "tracking": {"uri": None},
+        }
+    )
+    assert params == {
+        "grid.width": "[64, 128]",
+        "grid.lr.log2": "[-8, 0, 1]",
+        "train.epochs": "3",
+        "tracking.uri": "None",
+    }
 
 
 def test_view_state_selects_the_studys_columns_and_the_url_opens_it():
     cols = json.loads(view_state())["selectedColumns"]
     assert "params.`log2_lr`" in cols and "metrics.`final_train_loss`" in cols and "metrics.`diverged`" in cols
     assert json.loads(view_state())["groupBy"]["groupByKeys"] == [
-        {"mode": "param", "groupByData": "algorithm"}, {"mode": "param", "groupByData": "parametrization"}]
-    assert runs_url("http://127.0.0.1:5000/", "7") == \
-        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=mutransfer"
+        {"mode": "param", "groupByData": "algorithm"},
+        {"mode": "param", "groupByData": "parametrization"},
+    ]
+    assert (
+        runs_url("http://127.0.0.1:5000/", "7")
+        == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=mutransfer"
+    )
 
 
 def test_report_markdown_images_point_at_the_servers_artifacts():
@@ -67,20 +83,55 @@ def test_report_markdown_images_point_at_the_servers_artifacts():
 
 
 def test_verdict_and_base_summaries():
-    summary = {"sweep": "demo", "metric": "final_train_loss", "mode": "min", "group_keys": ["algorithm",
-               "parametrization", "inference_steps"], "thresholds": {"max_drift": 0.2, "max_regret": 0.05},
-               "groups": [{"algorithm": "pc", "parametrization": "mup", "inference_steps": 10, "lr_star_base": 0.3,
-                           "drift_exponent": -0.05, "drift_lo": -0.1, "drift_hi": 0.01, "max_regret": "inf",
-                           "regret_lo": None, "regret_hi": None, "edge_exponent": 0.0, "verdict": "transfers"}]}
+    summary = {
+        "sweep": "demo",
+        "metric": "final_train_loss",
+        "mode": "min",
+        "group_keys": ["algorithm", "parametrization", "inference_steps"],
+        "thresholds": {"max_drift": 0.2, "max_regret": 0.05},
+        "groups": [
+            {
+                "algorithm": "pc",
+                "parametrization": "mup",
+                "inference_steps": 10,
+                "lr_star_base": 0.3,
+                "drift_exponent": -0.05,
+                "drift_lo": -0.1,
+                "drift_hi": 0.01,
+                "max_regret": "inf",
+                "regret_lo": None,
+                "regret_hi": None,
+                "edge_exponent": 0.0,
+                "verdict": "transfers",
+            }
+        ],
+    }
     text, metrics, tags = verdict_summary(summary, "rid")
     assert tags == {"verdict/pc-mup-T10": "transfers"}
     assert metrics["drift_k/pc-mup-T10"] == -0.05 and "max_regret/pc-mup-T10" not in metrics  # inf not logged
     assert "| pc-mup-T10 | 0.3 | -0.05 [-0.1, 0.01] | ∞ [–, –] | 0 | **transfers** |" in text
     assert "get-artifact?path=report%2Freport.html&run_uuid=rid" in text
-    base = {"metric": "final_train_loss", "mode": "min", "trials_per_study": 6,
-            "groups": [{"group": {"algorithm": "bp"}, "best": {"lr": 0.25}, "best_value": 0.66, "trials_complete": 6,
-                        "best_trial_id": "39d6"}, {"group": {"algorithm": "tp"}, "best": None, "trials_complete": 0}]}
+    base = {
+        "metric": "final_train_loss",
+        "mode": "min",
+        "trials_per_study": 6,
+        "groups": [
+            {
+                "group": {"algorithm": "bp"},
+                "best": {"lr": 0.25},
+                "best_value": 0.66,
+                "trials_complete": 6,
+                "best_trial_id": "39d6",
+            },
+            {"group": {"algorithm": "tp"}, "best": None, "trials_complete": 0},
+        ],
+    }
     text, metrics, _ = base_summary(base)
-    assert metrics == {"best_lr/bp": 0.25, "best_log2_lr/bp": -2.0, "best_value/bp": 0.66, "trials/bp": 6.0,
-                       "trials/tp": 0.0}
+    assert metrics == {
+        "best_lr/bp": 0.25,
+        "best_log2_lr/bp": -2.0,
+        "best_value/bp": 0.66,
+        "trials/bp": 6.0,
+        "trials/tp": 0.0,
+    }
     assert "| bp | 0.25 | -2 | 0.66 | 6 | 39d6 |" in text and "| tp | – | – | – | 0 | – |" in text

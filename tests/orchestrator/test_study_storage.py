@@ -37,8 +37,10 @@ def test_storage_urls_default_and_journal(space, tmp_path):
     results = tmp_path / "results"
     assert storage_url(sw, results) == f"sqlite:///{results.resolve() / 'js' / 'optuna.db'}"
     assert storage_url(sw, results, "journal") == f"journal:{results.resolve() / 'js' / 'optuna.journal'}"
-    assert storage_url(load_sweep(space, ["search.storage=journal:/mnt/x/o.journal"]), results) == \
-        "journal:/mnt/x/o.journal"
+    assert (
+        storage_url(load_sweep(space, ["search.storage=journal:/mnt/x/o.journal"]), results)
+        == "journal:/mnt/x/o.journal"
+    )
     assert journal_file("journal:/a/b.journal").as_posix() == "/a/b.journal"
     assert storage_file("sqlite:////a/b.db").as_posix() == "/a/b.db" and storage_file("postgresql://h/db") is None
     assert default_url(None, tmp_path).startswith("sqlite:///")
@@ -56,8 +58,15 @@ def test_bad_storage_is_bad_input(url, words, tmp_path):
 def test_bad_journal_key_exits_2_and_writes_nothing(space, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     results = tmp_path / "results"
-    code = main(["tune-base", str(space), f"search.storage=journal:{tmp_path / 'file' / 'o.journal'}",
-                 "--results", str(results)])
+    code = main(
+        [
+            "tune-base",
+            str(space),
+            f"search.storage=journal:{tmp_path / 'file' / 'o.journal'}",
+            "--results",
+            str(results),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "search.storage" in err and "is a file" in err
     assert not results.exists()
@@ -78,7 +87,11 @@ def test_a_journal_study_resumes_like_an_rdb_one(space, tmp_path):
     done = {rec: {"trial_id": rec, "status": "ok", "final_train_loss": 0.25}}
     reopened = open_storage(url)  # another process on the shared file system sees the same log
     assert resume_study(reopened, g, "min", "final_train_loss", done) == {
-        "complete": 2, "recovered": 1, "failed": 1, "trials": 3}
+        "complete": 2,
+        "recovered": 1,
+        "failed": 1,
+        "trials": 3,
+    }
     best = study_best(open_storage(url), g, "final_train_loss", "min")
     assert best["best"] == {"lr": recorded_t.params["params/lr"]} and best["best_value"] == 0.25
     assert (tmp_path / "shared" / "optuna.journal").stat().st_size > 0

@@ -31,7 +31,9 @@ def _mlflow_trials(uri, sweep):
     return client, parents, nested
 
 
-def test_sweep_writes_parquet_and_mlflow_retries_a_dead_worker_and_marks_divergence(tmp_path, tiny_space, ray_env, run_cli):
+def test_sweep_writes_parquet_and_mlflow_retries_a_dead_worker_and_marks_divergence(
+    tmp_path, tiny_space, ray_env, run_cli
+):
     results = tmp_path / "results"
     marker = tmp_path / "crashed-once"
     env = dict(ray_env, MUTRANSFER_TEST_CRASH_ONCE=str(marker))
@@ -43,11 +45,13 @@ def test_sweep_writes_parquet_and_mlflow_retries_a_dead_worker_and_marks_diverge
 
     # exactly the 8 trials of the grid, once each, with the contract's columns
     from orchestrator.config import load_sweep
+
     sweep = load_sweep(tiny_space)
     assert sorted(trials.trial_id) == sorted(t.trial_id for t in sweep.trials)
     from orchestrator.results_store import HISTORY_COLUMNS, TRIAL_COLUMNS
-    assert list(trials.columns[:len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
-    assert list(hist.columns[:len(HISTORY_COLUMNS)]) == HISTORY_COLUMNS
+
+    assert list(trials.columns[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
+    assert list(hist.columns[: len(HISTORY_COLUMNS)]) == HISTORY_COLUMNS
     assert trials.node.str.len().min() > 10  # Ray node id of the worker that ran it
 
     # lr = 256 diverges at once; the rest train both epochs with finite losses
@@ -72,8 +76,10 @@ def test_sweep_writes_parquet_and_mlflow_retries_a_dead_worker_and_marks_diverge
     assert crashed.status in ("ok", "diverged") and crashed.epochs_done >= 1
 
     # an ok trial's numbers are those of the plain library loop: Ray changes nothing
-    from trainers import TrainerConfig, load_dataset, make_trainer, train
     import torch
+
+    from trainers import TrainerConfig, load_dataset, make_trainer, train
+
     spec = next(t for t in sweep.trials if t.trial_id == small.trial_id.iloc[0])
     tc = TrainerConfig(**spec.trainer)
     data = load_dataset("fmnist", 300, 200)
@@ -87,8 +93,9 @@ def test_sweep_writes_parquet_and_mlflow_retries_a_dead_worker_and_marks_diverge
     assert len(parents) == 1
     assert sorted(r.data.tags["mutransfer.trial_id"] for r in nested) == sorted(trials.trial_id)
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in nested)
-    assert all(r.info.status == {"ok": "FINISHED", "diverged": "KILLED"}[r.data.tags["mutransfer.status"]]
-               for r in nested)
+    assert all(
+        r.info.status == {"ok": "FINISHED", "diverged": "KILLED"}[r.data.tags["mutransfer.status"]] for r in nested
+    )
     one = next(r for r in nested if r.data.tags["mutransfer.trial_id"] == small.trial_id.iloc[0])
     steps = client.get_metric_history(one.info.run_id, "test_loss")
     assert [m.step for m in sorted(steps, key=lambda m: m.step)] == [1, 2]
@@ -114,10 +121,23 @@ def test_sweep_writes_parquet_and_mlflow_retries_a_dead_worker_and_marks_diverge
 
 def test_sigkill_mid_sweep_then_rerun_records_every_trial_once(tmp_path, tiny_space, ray_env, run_cli):
     results = tmp_path / "results"
-    args = ["sweep", str(tiny_space), "data.subset=2000", "train.epochs=3", "--max-concurrent", "1",
-            "--results", str(results)]
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], env=ray_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    args = [
+        "sweep",
+        str(tiny_space),
+        "data.subset=2000",
+        "train.epochs=3",
+        "--max-concurrent",
+        "1",
+        "--results",
+        str(results),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        env=ray_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     from orchestrator.results_store import ResultsStore
 
     store = ResultsStore(results / "tiny")  # mid-sweep the trials are part files (trials/): read as one table
@@ -154,12 +174,23 @@ def test_sigkill_mid_sweep_then_rerun_records_every_trial_once(tmp_path, tiny_sp
 def test_unreachable_mlflow_then_sync_back_fills(tmp_path, tiny_space, ray_env, run_cli):
     results = tmp_path / "results"
     import socket
+
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t0 = time.time()
-    proc = run_cli(["sweep", str(tiny_space), "grid.width=[16]", "grid.lr=[0.0625,0.25]",
-                    f"tracking.uri=http://127.0.0.1:{port}", "--results", str(results)], ray_env)
+    proc = run_cli(
+        [
+            "sweep",
+            str(tiny_space),
+            "grid.width=[16]",
+            "grid.lr=[0.0625,0.25]",
+            f"tracking.uri=http://127.0.0.1:{port}",
+            "--results",
+            str(results),
+        ],
+        ray_env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "unreachable" in proc.stderr
     trials, hist = _tables(results)
@@ -180,8 +211,17 @@ def test_unreachable_mlflow_then_sync_back_fills(tmp_path, tiny_space, ray_env, 
 def test_a_trial_that_dies_with_no_retries_left_is_failed_then_rerun(tmp_path, tiny_space, ray_env, run_cli):
     results = tmp_path / "results"
     marker = tmp_path / "crashed-once"
-    args = ["sweep", str(tiny_space), "grid.width=[16]", "grid.lr=[0.0625,0.125]", "max_failures=0",
-            "--max-concurrent", "1", "--results", str(results)]
+    args = [
+        "sweep",
+        str(tiny_space),
+        "grid.width=[16]",
+        "grid.lr=[0.0625,0.125]",
+        "max_failures=0",
+        "--max-concurrent",
+        "1",
+        "--results",
+        str(results),
+    ]
     first = run_cli(args, dict(ray_env, MUTRANSFER_TEST_CRASH_ONCE=str(marker)))
     assert first.returncode == 1, first.stderr[-3000:]  # a failed trial: the sweep ran, and says so
     trials, hist = _tables(results)

@@ -11,15 +11,31 @@ from orchestrator.tracking import Tracker, default_tracking_uri
 
 
 def _spec(tid, lr):
-    return {"trial_id": tid, "trainer": {"algorithm": "bp", "parametrization": "mup", "optimizer": "sgd",
-                                         "model": "mlp", "width": 32, "base_width": 16, "depth": 3, "lr": lr,
-                                         "inference_steps": 20, "seed": 0},
-            "data": {"dataset": "fmnist", "subset": 100}, "train": {"epochs": 2}, "swept": ["lr"]}
+    return {
+        "trial_id": tid,
+        "trainer": {
+            "algorithm": "bp",
+            "parametrization": "mup",
+            "optimizer": "sgd",
+            "model": "mlp",
+            "width": 32,
+            "base_width": 16,
+            "depth": 3,
+            "lr": lr,
+            "inference_steps": 20,
+            "seed": 0,
+        },
+        "data": {"dataset": "fmnist", "subset": 100},
+        "train": {"epochs": 2},
+        "swept": ["lr"],
+    }
 
 
 def _hist(n):
-    return [{"epoch": e, "train_loss": 1.0 / e, "test_loss": 2.0 / e, "test_acc": 0.1 * e, "wall_s": float(e)}
-            for e in range(1, n + 1)]
+    return [
+        {"epoch": e, "train_loss": 1.0 / e, "test_loss": 2.0 / e, "test_acc": 0.1 * e, "wall_s": float(e)}
+        for e in range(1, n + 1)
+    ]
 
 
 def test_default_uri_prefers_config_then_environment_then_sqlite(tmp_path, monkeypatch):
@@ -54,9 +70,16 @@ def test_nested_runs_back_fill_and_half_logged_runs(tmp_path):
     assert tr.start()
     tr.log_trial(trial_row("s", specs["a"], _hist(2), "ok"), specs["a"], _hist(2))
     # a run left RUNNING by a driver that died while logging it
-    half = tr.client.create_run(tr.experiment_id, run_name="b", tags={
-        "mlflow.parentRunId": tr.parent_id, "mutransfer.sweep": "s", "mutransfer.role": "trial",
-        "mutransfer.trial_id": "b"})
+    half = tr.client.create_run(
+        tr.experiment_id,
+        run_name="b",
+        tags={
+            "mlflow.parentRunId": tr.parent_id,
+            "mutransfer.sweep": "s",
+            "mutransfer.role": "trial",
+            "mutransfer.trial_id": "b",
+        },
+    )
     tr2 = Tracker(uri, "s", artifact_root=tmp_path / "art")
     assert tr2.start() and set(tr2._logged) == {"a"} and tr2.parent_id == tr.parent_id
     trials = pd.DataFrame([trial_row("s", specs[t], _hist(2), "ok") for t in "abc"])
@@ -84,5 +107,7 @@ def test_nested_runs_back_fill_and_half_logged_runs(tmp_path):
     runs = client.search_runs([tr.experiment_id], filter_string="tags.`mutransfer.role` = 'trial'")
     assert sorted(r.data.tags["mutransfer.trial_id"] for r in runs) == ["a", "b", "c", "d"]
     assert {r.data.tags["mutransfer.status"] for r in runs} == {"ok"}
-    assert [m.value for m in sorted(client.get_metric_history(b.info.run_id, "test_loss"), key=lambda m: m.step)] \
-        == [2.0, 1.0]
+    assert [m.value for m in sorted(client.get_metric_history(b.info.run_id, "test_loss"), key=lambda m: m.step)] == [
+        2.0,
+        1.0,
+    ]

@@ -17,8 +17,15 @@ import torch
 from orchestrator.cli import main
 from orchestrator.config import load_sweep, trial_id
 from orchestrator.errors import BadInput
-from orchestrator.tune_base import (objective_value, resume_study, sampler_seed, search_groups, search_space,
-                                    searched_spec, study_best)
+from orchestrator.tune_base import (
+    objective_value,
+    resume_study,
+    sampler_seed,
+    search_groups,
+    search_space,
+    searched_spec,
+    study_best,
+)
 from trainers import TrainerConfig, make_trainer
 
 SPACE = """
@@ -46,24 +53,26 @@ def space(tmp_path):
 
 # ---- search space and groups --------------------------------------------------------------
 def test_default_space_is_lr_over_the_grid_range_or_1e4_to_1(space):
-    assert search_space(load_sweep(space)) == [{"name": "lr", "type": "float", "low": 1e-4, "high": 1.0,
-                                                "log": True}]
+    assert search_space(load_sweep(space)) == [{"name": "lr", "type": "float", "low": 1e-4, "high": 1.0, "log": True}]
     sw = load_sweep(space, ["grid.lr={log2: [-8, -2, 2]}"])
-    assert search_space(sw) == [{"name": "lr", "type": "float", "low": 2.0 ** -8, "high": 2.0 ** -2, "log": True}]
+    assert search_space(sw) == [{"name": "lr", "type": "float", "low": 2.0**-8, "high": 2.0**-2, "log": True}]
     sw = load_sweep(space, ["search.space.inference_lr={low: 0.05, high: 0.4}"])
     assert [p["name"] for p in search_space(sw)] == ["lr", "inference_lr"]
     assert search_space(sw)[1]["log"] is False
 
 
-@pytest.mark.parametrize("entry, words", [
-    ("search.space.lrr={low: 0.1, high: 1}", "did you mean 'lr'"),
-    ("search.space.width={low: 16, high: 64}", "cannot be searched"),
-    ("search.space.lr={low: 1, high: 0.1}", "low < high"),
-    ("search.space.lr={low: 0, high: 1, log: true}", "low > 0"),
-    ("search.space.lr={low: 0.1}", "low, high"),
-    ("search.space.pc_init={low: 0, high: 1}", "choices"),
-    ("search.space.seed={choices: [1, 2]}", "cannot be searched"),
-])
+@pytest.mark.parametrize(
+    "entry, words",
+    [
+        ("search.space.lrr={low: 0.1, high: 1}", "did you mean 'lr'"),
+        ("search.space.width={low: 16, high: 64}", "cannot be searched"),
+        ("search.space.lr={low: 1, high: 0.1}", "low < high"),
+        ("search.space.lr={low: 0, high: 1, log: true}", "low > 0"),
+        ("search.space.lr={low: 0.1}", "low, high"),
+        ("search.space.pc_init={low: 0, high: 1}", "choices"),
+        ("search.space.seed={choices: [1, 2]}", "cannot be searched"),
+    ],
+)
 def test_bad_search_space_names_the_key(space, entry, words):
     with pytest.raises(BadInput, match="search.space") as exc:
         search_space(load_sweep(space, [entry]))
@@ -93,8 +102,15 @@ def test_sp_and_mup_are_the_same_network_at_the_base_width(algorithm):
     out = {}
     for par in ("sp", "mup"):
         torch.manual_seed(0)
-        cfg = TrainerConfig(algorithm=algorithm, parametrization=par, width=48, base_width=48, lr=0.05,
-                            dtype="float64", inference_steps=5)
+        cfg = TrainerConfig(
+            algorithm=algorithm,
+            parametrization=par,
+            width=48,
+            base_width=48,
+            lr=0.05,
+            dtype="float64",
+            inference_steps=5,
+        )
         tr = make_trainer(cfg, 20, 10)
         before = {k: v.clone() for k, v in tr.model.state_dict().items()}
         loss = tr.step(x, y)["loss"]
@@ -108,8 +124,19 @@ def test_sp_and_mup_are_the_same_network_at_the_base_width(algorithm):
     after = {}
     for par in ("sp", "mup"):
         torch.manual_seed(0)
-        tr = make_trainer(TrainerConfig(algorithm=algorithm, parametrization=par, width=96, base_width=48, lr=0.05,
-                                        dtype="float64", inference_steps=5), 20, 10)
+        tr = make_trainer(
+            TrainerConfig(
+                algorithm=algorithm,
+                parametrization=par,
+                width=96,
+                base_width=48,
+                lr=0.05,
+                dtype="float64",
+                inference_steps=5,
+            ),
+            20,
+            10,
+        )
         tr.step(x, y)
         after[par] = tr.model.state_dict()
     assert not all(torch.allclose(after["sp"][k], after["mup"][k]) for k in after["sp"])
@@ -129,8 +156,12 @@ def test_rerun_sampler_seed_does_not_replay_the_first_runs_suggestion():
     """CI saw a rerun's TPE suggest lr 0.46798123196500063 again, a trial the first run had finished:
     a fresh sampler with the same seed replays the first run's draws. sampler_seed shifts it."""
     dist = {"lr": optuna.distributions.FloatDistribution(1e-3, 0.5, log=True)}
-    history = [(0.013351494520010323, 0.381), (0.08792941852492908, 0.342), (0.46798123196500063, math.inf),
-               (0.0021258856913179604, 0.707)]  # the first run's 2 random and first 2 TPE trials (seed 1)
+    history = [
+        (0.013351494520010323, 0.381),
+        (0.08792941852492908, 0.342),
+        (0.46798123196500063, math.inf),
+        (0.0021258856913179604, 0.707),
+    ]  # the first run's 2 random and first 2 TPE trials (seed 1)
 
     def first_suggestion(seed: int, n: int) -> float:
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=2))
@@ -145,13 +176,16 @@ def test_rerun_sampler_seed_does_not_replay_the_first_runs_suggestion():
     assert rerun not in [lr for lr, _ in history]
 
 
-
 def test_resume_recovers_recorded_running_trials_and_fails_the_rest(space, tmp_path):
     sw = load_sweep(space)
     g = search_groups(sw, search_space(sw))[0]
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
     assert resume_study(storage, g, "min", "final_train_loss", {}) == {
-        "complete": 0, "recovered": 0, "failed": 0, "trials": 0}
+        "complete": 0,
+        "recovered": 0,
+        "failed": 0,
+        "trials": 0,
+    }
     study = optuna.load_study(study_name=g.study, storage=storage)
     dist = {"params/lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
     done_t, recorded_t, lost_t = (study.ask(fixed_distributions=dist) for _ in range(3))
@@ -159,7 +193,11 @@ def test_resume_recovers_recorded_running_trials_and_fails_the_rest(space, tmp_p
     rec = searched_spec(g.template, {"lr": recorded_t.params["params/lr"]})["trial_id"]
     done = {rec: {"trial_id": rec, "status": "ok", "final_train_loss": 0.25}}
     assert resume_study(storage, g, "min", "final_train_loss", done) == {
-        "complete": 2, "recovered": 1, "failed": 1, "trials": 3}
+        "complete": 2,
+        "recovered": 1,
+        "failed": 1,
+        "trials": 3,
+    }
     states = {t.number: (t.state, t.value) for t in study.get_trials()}
     assert states[recorded_t.number] == (optuna.trial.TrialState.COMPLETE, 0.25)
     assert states[lost_t.number][0] == optuna.trial.TrialState.FAIL
@@ -168,7 +206,11 @@ def test_resume_recovers_recorded_running_trials_and_fails_the_rest(space, tmp_p
     assert best["trials_complete"] == 2 and rec in best["trial_ids"]
     # a second resume changes nothing
     assert resume_study(storage, g, "min", "final_train_loss", done) == {
-        "complete": 2, "recovered": 0, "failed": 0, "trials": 3}
+        "complete": 2,
+        "recovered": 0,
+        "failed": 0,
+        "trials": 3,
+    }
 
 
 def test_objective_of_a_diverged_trial_is_worst():
@@ -178,15 +220,18 @@ def test_objective_of_a_diverged_trial_is_worst():
 
 
 # ---- bad input: one line, exit 2, nothing written -------------------------------------------
-@pytest.mark.parametrize("extra", [
-    ["--trials", "0"],
-    ["--storage", "::not a url::"],
-    ["--storage", "postgresql://nobody@127.0.0.1:1/none"],
-    ["search.space.lr={low: 1, high: 0.1}"],
-    ["search.trials=-2"],
-    ["search.spcae.lr={low: 0.1, high: 1}"],
-    ["objective.metric=final_test_accuracy"],
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--trials", "0"],
+        ["--storage", "::not a url::"],
+        ["--storage", "postgresql://nobody@127.0.0.1:1/none"],
+        ["search.space.lr={low: 1, high: 0.1}"],
+        ["search.trials=-2"],
+        ["search.spcae.lr={low: 0.1, high: 1}"],
+        ["objective.metric=final_test_accuracy"],
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(space, tmp_path, capsys, extra):
     results = tmp_path / "results"
     overrides = [a for a in extra if "=" in a and not a.startswith("-")]
@@ -225,8 +270,9 @@ def test_sigkilled_tune_base_resumes_without_repeating_trials(tmp_path, ray_env)
 
     store = ResultsStore(results / "killme" / "base")  # part files until the search ends: read as one table
     cmd = [sys.executable, "-m", "orchestrator.cli", "tune-base", str(space), "--results", str(results), "--no-mlflow"]
-    proc = subprocess.Popen(cmd, env=ray_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=ray_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 600
     try:
         while time.time() < deadline:

@@ -27,19 +27,37 @@ def _free_port():
 def test_ui_serves_the_sweeps_runs_on_localhost(tmp_path):
     """About 20-40 s: a SQLite store with one sweep, then a real MLflow server."""
     results = tmp_path / "results"
-    spec = {"trial_id": "abc123", "trainer": {"algorithm": "bp", "parametrization": "mup", "optimizer": "sgd",
-                                              "model": "mlp", "width": 32, "base_width": 16, "depth": 3,
-                                              "lr": 0.1, "inference_steps": 20, "seed": 0},
-            "data": {"dataset": "fmnist"}, "train": {"epochs": 1}, "swept": ["lr"]}
+    spec = {
+        "trial_id": "abc123",
+        "trainer": {
+            "algorithm": "bp",
+            "parametrization": "mup",
+            "optimizer": "sgd",
+            "model": "mlp",
+            "width": 32,
+            "base_width": 16,
+            "depth": 3,
+            "lr": 0.1,
+            "inference_steps": 20,
+            "seed": 0,
+        },
+        "data": {"dataset": "fmnist"},
+        "train": {"epochs": 1},
+        "swept": ["lr"],
+    }
     hist = [{"epoch": 1, "train_loss": 0.5, "test_loss": 0.4, "test_acc": 0.8, "wall_s": 1.0}]
     tr = Tracker(f"sqlite:///{results.resolve() / 'mlflow.db'}", "uisweep")
     assert tr.start()
     tr.log_trial(trial_row("uisweep", spec, hist, "ok"), spec, hist)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "--results", str(results),
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "ui", "--results", str(results), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline, up = time.time() + 120, False
@@ -53,8 +71,9 @@ def test_ui_serves_the_sweeps_runs_on_localhost(tmp_path):
         req = urllib.request.Request(base + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=uisweep")
         exp = json.load(urllib.request.urlopen(req, timeout=10))["experiment"]
         body = json.dumps({"experiment_ids": [exp["experiment_id"]]}).encode()
-        req = urllib.request.Request(base + "/api/2.0/mlflow/runs/search", data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            base + "/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"}
+        )
         runs = json.load(urllib.request.urlopen(req, timeout=10))["runs"]
         assert sorted(r["info"]["run_name"] for r in runs) == ["bp-mup-w32-lr2^-3.32-s0", "uisweep"]
         # bound to 127.0.0.1 only: the listening socket is not on all interfaces
@@ -76,8 +95,13 @@ def test_smoke_yaml_runs_as_the_readme_says(tmp_path, ray_env):
 
     results = tmp_path / "results"
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", str(SMOKE), "--results", str(results)],
-                          env=ray_env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "sweep", str(SMOKE), "--results", str(results)],
+        env=ray_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     wall = time.time() - t0
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     trials = pd.read_parquet(results / "smoke" / "trials.parquet")

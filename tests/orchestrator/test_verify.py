@@ -59,8 +59,11 @@ def test_bracket_around_the_base_optimum_at_every_width_parametrization_and_seed
 def test_no_finite_base_optimum_stops_verify(space):
     sw = load_sweep(space)
     with pytest.raises(NoOptimum, match="algorithm=pc"):
-        transfer_trials(sw, [{"group": {"algorithm": "bp"}, "best": {"lr": 0.01}},
-                             {"group": {"algorithm": "pc"}, "best": None}], {i: {0.0} for i in range(len(sw.trials))})
+        transfer_trials(
+            sw,
+            [{"group": {"algorithm": "bp"}, "best": {"lr": 0.01}}, {"group": {"algorithm": "pc"}, "best": None}],
+            {i: {0.0} for i in range(len(sw.trials))},
+        )
 
 
 def test_verify_adds_its_default_seeds_only_where_the_grid_has_none(space):
@@ -70,6 +73,7 @@ def test_verify_adds_its_default_seeds_only_where_the_grid_has_none(space):
     no_seed = load_sweep(space, ["verify.seeds=3"])
     no_seed.config.grid.pop("seed")
     from orchestrator.config import expand
+
     no_seed.trials = expand(no_seed.config)
     got = with_seeds(no_seed)
     assert sorted({t.trainer["seed"] for t in got.trials}) == [0, 1, 2]
@@ -77,8 +81,18 @@ def test_verify_adds_its_default_seeds_only_where_the_grid_has_none(space):
 
 
 def _groups(rows):
-    return pd.DataFrame([{"algorithm": a, "parametrization": p, "inference_steps": 20, "verdict": v,
-                          "verdict_reason": f"reason {a}/{p}"} for a, p, v in rows])
+    return pd.DataFrame(
+        [
+            {
+                "algorithm": a,
+                "parametrization": p,
+                "inference_steps": 20,
+                "verdict": v,
+                "verdict_reason": f"reason {a}/{p}",
+            }
+            for a, p, v in rows
+        ]
+    )
 
 
 def test_mup_groups_decide_sp_is_the_control():
@@ -95,16 +109,19 @@ def test_mup_groups_decide_sp_is_the_control():
     assert decide(pd.DataFrame())[0] == 3
 
 
-@pytest.mark.parametrize("args", [
-    ["verify.bracket=[-1, 1]"],
-    ["grid.width=[16]"],
-    ["verify.max_drift=-0.1"],
-    ["verify.bracket=[]"],
-    ["verify.resolution=0"],
-    ["verify.seeds=0"],
-    ["--bootstrap", "-1"],
-    ["--trials", "0"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["verify.bracket=[-1, 1]"],
+        ["grid.width=[16]"],
+        ["verify.max_drift=-0.1"],
+        ["verify.bracket=[]"],
+        ["verify.resolution=0"],
+        ["verify.seeds=0"],
+        ["--bootstrap", "-1"],
+        ["--trials", "0"],
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(space, tmp_path, capsys, args):
     results = tmp_path / "results"
     overrides = [a for a in args if "=" in a]
@@ -119,9 +136,21 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(space, tmp_path, cap
 def _real_verify(name: str, tmp_path, env):
     """Run ``mutransfer verify search_spaces/NAME.yaml``; (results dir, process, summary, drift by parametrization)."""
     results = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "verify",
-                           str(ROOT / "search_spaces" / f"{name}.yaml"), "--results", str(results)],
-                          env=env, capture_output=True, text=True, timeout=3000)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "verify",
+            str(ROOT / "search_spaces" / f"{name}.yaml"),
+            "--results",
+            str(results),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
     assert proc.returncode in (0, 1, 3), proc.stdout[-2000:] + proc.stderr[-2000:]
     summary = json.loads((results / name / "report" / "summary.json").read_text())
     return results, proc, summary, {g["parametrization"]: g["drift_exponent"] for g in summary["groups"]}
@@ -166,10 +195,16 @@ def _planted(sweep, best_lr, best_k_by_width, ks):
     rows = []
     for t in sweep.trials:
         for kk in ks:
-            lr = best_lr * 2.0 ** kk
+            lr = best_lr * 2.0**kk
             trainer = {**t.trainer, "lr": lr}
-            rows.append({**trainer, "trial_id": trial_id(trainer, t.data, t.train), "status": "ok",
-                         "final_train_loss": 1.0 + (kk - best_k_by_width[t.trainer["width"]]) ** 2})
+            rows.append(
+                {
+                    **trainer,
+                    "trial_id": trial_id(trainer, t.data, t.train),
+                    "status": "ok",
+                    "final_train_loss": 1.0 + (kk - best_k_by_width[t.trainer["width"]]) ** 2,
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -32,8 +32,7 @@ def test_bad_layer_is_refused():
 @pytest.mark.slow
 def test_bp_mup_last_layer_aligns_by_the_law_of_large_numbers():
     """~8 s on 2 CPUs."""
-    a = alignment_exponent(TrainerConfig(algorithm="bp", parametrization="mup", lr=0.1, dtype="float64"),
-                           widths=WIDTHS)
+    a = alignment_exponent(TrainerConfig(algorithm="bp", parametrization="mup", lr=0.1, dtype="float64"), widths=WIDTHS)
     assert 0.85 <= a.omega <= 1.15, a.table
 
 
@@ -41,7 +40,14 @@ def test_bp_mup_last_layer_aligns_by_the_law_of_large_numbers():
 @pytest.mark.parametrize("feedback", ["linear", "regression"])
 def test_tp_mup_last_layer_aligns_by_the_central_limit_theorem(feedback):
     """~8 s each."""
-    cfg = TrainerConfig(algorithm="tp", parametrization="mup", lr=0.1, target_step=1.0, feedback=feedback,
-                        feedback_lr=0.01, dtype="float64")
+    cfg = TrainerConfig(
+        algorithm="tp",
+        parametrization="mup",
+        lr=0.1,
+        target_step=1.0,
+        feedback=feedback,
+        feedback_lr=0.01,
+        dtype="float64",
+    )
     a = alignment_exponent(cfg, widths=WIDTHS)
     assert 0.35 <= a.omega <= 0.65, a.table

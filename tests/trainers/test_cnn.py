@@ -38,7 +38,7 @@ def test_cnn_fan_in_counts_the_kernel():
     init_net(net, resolve_table(cfg), cfg.width_mult, seed=0)
     stds = [float(layer.weight.detach().std()) for layer in net.layers]
     for std, fan_in in zip(stds, (9, 64 * 9, 64 * 49)):
-        assert abs(std * fan_in ** 0.5 - 1.0) < 0.05, (stds, fan_in)
+        assert abs(std * fan_in**0.5 - 1.0) < 0.05, (stds, fan_in)
 
 
 @pytest.mark.parametrize("algorithm", ["bp", "pc", "tp"])
@@ -58,8 +58,11 @@ def test_pc_exact_limit_equals_bp_gradient_in_the_cnn(bias):
     data = _images(16, seed=3)
     base = dict(model="cnn", width=8, base_width=4, depth=4, dtype="float64", bias=bias)
     bp = make_trainer(TrainerConfig(algorithm="bp", **base), 64, 10)
-    pc = make_trainer(TrainerConfig(algorithm="pc", pc_init="forward", fixed_prediction=True,
-                                    sequential_inference=True, **base), 64, 10)
+    pc = make_trainer(
+        TrainerConfig(algorithm="pc", pc_init="forward", fixed_prediction=True, sequential_inference=True, **base),
+        64,
+        10,
+    )
     d_bp, d_pc = bp.update_direction(data.x_train, data.y_train), pc.update_direction(data.x_train, data.y_train)
     assert d_bp.keys() == d_pc.keys() and any("bias" in k for k in d_bp) == bias
     for k in d_bp:
@@ -75,9 +78,18 @@ CASES = [("bp", {}), ("pc", {"gamma_bar_L": 0.0}), ("pc", {"gamma_bar_L": -1.0})
 
 
 def _check(algorithm, extra, parametrization, optimizer):
-    cfg = TrainerConfig(algorithm=algorithm, model="cnn", parametrization=parametrization, optimizer=optimizer,
-                        depth=3, base_width=16, lr=0.05 if optimizer == "sgd" else 0.01, dtype="float64",
-                        inference_steps=5, **extra)
+    cfg = TrainerConfig(
+        algorithm=algorithm,
+        model="cnn",
+        parametrization=parametrization,
+        optimizer=optimizer,
+        depth=3,
+        base_width=16,
+        lr=0.05 if optimizer == "sgd" else 0.01,
+        dtype="float64",
+        inference_steps=5,
+        **extra,
+    )
     return coord_check(cfg, widths=WIDTHS, steps=3, data=_images(128))
 
 

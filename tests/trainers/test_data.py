@@ -33,13 +33,16 @@ def test_read_idx_big_endian_int32(tmp_path):
     np.testing.assert_array_equal(read_idx(tmp_path / "b.idx"), [1, -2, 70000])
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda b: b[:-5], "truncated"),
-    (lambda b: b + b"\x00\x01", "trailing bytes"),
-    (lambda b: b"\x12\x34" + b[2:], "bad magic"),
-    (lambda b: b[:2] + b"\x07" + b[3:], "type code"),
-    (lambda b: b[:6], "truncated header"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda b: b[:-5], "truncated"),
+        (lambda b: b + b"\x00\x01", "trailing bytes"),
+        (lambda b: b"\x12\x34" + b[2:], "bad magic"),
+        (lambda b: b[:2] + b"\x07" + b[3:], "type code"),
+        (lambda b: b[:6], "truncated header"),
+    ],
+)
 def test_read_idx_rejects_corrupt_files(tmp_path, mutate, message):
     arr = np.zeros((4, 5), dtype=np.uint8)
     path = tmp_path / "bad.idx"
@@ -110,8 +113,14 @@ def test_missing_everywhere_says_how_to_get_it(tmp_path, monkeypatch):
 
 
 def test_known_checksums_cover_the_four_files():
-    assert sorted(FMNIST_FILES) == sorted(["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                                           "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
+    assert sorted(FMNIST_FILES) == sorted(
+        [
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        ]
+    )
     assert all(len(v) == 32 for v in FMNIST_FILES.values())
 
 

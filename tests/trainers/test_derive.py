@@ -18,13 +18,22 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 
 def _cfg(algorithm="bp", optimizer="sgd", **kw):
-    return TrainerConfig(algorithm=algorithm, optimizer=optimizer, parametrization="sp", lr=1e-4, base_width=64,
-                         dtype="float64", device="cpu", **kw)
+    return TrainerConfig(
+        algorithm=algorithm,
+        optimizer=optimizer,
+        parametrization="sp",
+        lr=1e-4,
+        base_width=64,
+        dtype="float64",
+        device="cpu",
+        **kw,
+    )
 
 
 def _rows(table: Table) -> tuple:
-    return tuple((r, table.rule(r).init_var, table.rule(r).multiplier, table.rule(r).lr)
-                 for r in ("input", "hidden", "output"))
+    return tuple(
+        (r, table.rule(r).init_var, table.rule(r).multiplier, table.rule(r).lr) for r in ("input", "hidden", "output")
+    )
 
 
 def _recovers(cfg, start=None, budget_cpu_s=300.0, confirm=True):

@@ -50,12 +50,15 @@ def test_bad_options_name_the_valid_ones():
     assert resolve_table(TrainerConfig()).name == "bp/mup/sgd"
 
 
-@pytest.mark.parametrize("algorithm, extra, expected", [
-    ("bp", {}, {"layers.0.bias": 4.0, "layers.1.bias": 4.0, "layers.2.bias": 1.0}),
-    ("pc", {"gamma_bar_L": 0.0}, {"layers.0.bias": 4.0, "layers.1.bias": 4.0, "layers.2.bias": 1.0}),
-    ("pc", {"gamma_bar_L": -1.0}, {"layers.0.bias": 1.0, "layers.1.bias": 1.0, "layers.2.bias": 0.25}),
-    ("tp", {}, {"layers.0.bias": 1.0, "layers.1.bias": 1.0, "layers.2.bias": 1.0}),
-])
+@pytest.mark.parametrize(
+    "algorithm, extra, expected",
+    [
+        ("bp", {}, {"layers.0.bias": 4.0, "layers.1.bias": 4.0, "layers.2.bias": 1.0}),
+        ("pc", {"gamma_bar_L": 0.0}, {"layers.0.bias": 4.0, "layers.1.bias": 4.0, "layers.2.bias": 1.0}),
+        ("pc", {"gamma_bar_L": -1.0}, {"layers.0.bias": 1.0, "layers.1.bias": 1.0, "layers.2.bias": 0.25}),
+        ("tp", {}, {"layers.0.bias": 1.0, "layers.1.bias": 1.0, "layers.2.bias": 1.0}),
+    ],
+)
 def test_sgd_mup_bias_lrs_follow_fan_out(algorithm, extra, expected):
     """Tensor Programs V: an SGD bias lr ∝ fan-out, so the output bias is one power of m below the others."""
     cfg = TrainerConfig(algorithm=algorithm, parametrization="mup", width=256, base_width=64, bias=True, **extra)

@@ -31,8 +31,9 @@ def _max_rel_err(a, b):
 
 @pytest.mark.parametrize("loss", ["mse", "ce"])
 def test_exact_conditions_give_bp_gradient(loss):
-    cfg = TrainerConfig(algorithm="pc", dtype="float64", depth=4, width=96, activation="tanh", bias=True,
-                        loss=loss, **EXACT)
+    cfg = TrainerConfig(
+        algorithm="pc", dtype="float64", depth=4, width=96, activation="tanh", bias=True, loss=loss, **EXACT
+    )
     pc, bp = _pair(cfg)
     x, y = _batch(labels=loss == "ce")
     a, b = pc.update_direction(x, y), bp.update_direction(x, y)
@@ -50,8 +51,10 @@ def test_exact_conditions_scale_by_gamma_L():
     assert _max_rel_err({k: v / 4.0 for k, v in a.items()}, b) < 1e-6
 
 
-@pytest.mark.parametrize("change", [dict(fixed_prediction=False), dict(sequential_inference=False),
-                                    dict(pc_init="zero", fixed_prediction=False)])
+@pytest.mark.parametrize(
+    "change",
+    [dict(fixed_prediction=False), dict(sequential_inference=False), dict(pc_init="zero", fixed_prediction=False)],
+)
 def test_leaving_the_exact_conditions_is_not_bp(change):
     cfg = TrainerConfig(algorithm="pc", dtype="float64", depth=4, width=64, inference_steps=3, **EXACT)
     pc, bp = _pair(cfg.replace(**change))
@@ -70,8 +73,9 @@ def test_fixed_prediction_sequential_is_bp_from_zero_init_too():
 
 def test_fixed_prediction_converges_to_bp():
     """Under the fixed prediction assumption, iterated inference converges to γ_L × BP as well."""
-    cfg = TrainerConfig(algorithm="pc", dtype="float64", depth=4, width=64, fixed_prediction=True,
-                        inference_steps=400, inference_lr=0.2)
+    cfg = TrainerConfig(
+        algorithm="pc", dtype="float64", depth=4, width=64, fixed_prediction=True, inference_steps=400, inference_lr=0.2
+    )
     pc, bp = _pair(cfg)
     x, y = _batch()
     assert _max_rel_err(pc.update_direction(x, y), bp.update_direction(x, y)) < 1e-8
@@ -105,8 +109,17 @@ def _reference_inference(pc, x, target, steps, beta):
 @pytest.mark.parametrize("loss", ["mse", "ce"])
 @pytest.mark.parametrize("init", ["forward", "zero"])
 def test_explicit_inference_matches_autograd_reference(init, loss):
-    cfg = TrainerConfig(algorithm="pc", dtype="float64", depth=5, width=32, bias=True, loss=loss,
-                        pc_init=init, inference_steps=7, inference_lr=0.15)
+    cfg = TrainerConfig(
+        algorithm="pc",
+        dtype="float64",
+        depth=5,
+        width=32,
+        bias=True,
+        loss=loss,
+        pc_init=init,
+        inference_steps=7,
+        inference_lr=0.15,
+    )
     pc = PCTrainer(cfg, 16, 5, gammas=(0.8, 1.3, 0.6, 1.1, 2.0))
     with torch.no_grad():
         for layer in pc.model.layers:
@@ -122,8 +135,9 @@ def test_explicit_inference_matches_autograd_reference(init, loss):
 def test_inference_descends_the_energy():
     cfg = TrainerConfig(algorithm="pc", dtype="float64", depth=4, width=64, inference_lr=0.1)
     x, y = _batch()
-    energies = [float(make_trainer(cfg.replace(inference_steps=T), 16, 5).infer(x, y)["energy"])
-                for T in (1, 5, 20, 80)]
+    energies = [
+        float(make_trainer(cfg.replace(inference_steps=T), 16, 5).infer(x, y)["energy"]) for T in (1, 5, 20, 80)
+    ]
     assert all(a > b for a, b in zip(energies, energies[1:])), energies
 
 
@@ -139,8 +153,16 @@ def test_inference_builds_no_autograd_graph():
 
 
 def test_step_reports_feedforward_loss_and_applies_lr_multipliers():
-    cfg = TrainerConfig(algorithm="pc", parametrization="mup", dtype="float64", depth=3, width=128,
-                        gamma_bar_L=-1.0, lr=0.05, inference_steps=4)
+    cfg = TrainerConfig(
+        algorithm="pc",
+        parametrization="mup",
+        dtype="float64",
+        depth=3,
+        width=128,
+        gamma_bar_L=-1.0,
+        lr=0.05,
+        inference_steps=4,
+    )
     pc = make_trainer(cfg, 16, 5)
     x, y = _batch()
     before = {k: v.detach().clone() for k, v in pc.model.state_dict().items()}
@@ -158,8 +180,9 @@ def test_step_reports_feedforward_loss_and_applies_lr_multipliers():
 
 
 def test_adam_step_runs_and_lowers_loss():
-    cfg = TrainerConfig(algorithm="pc", optimizer="adam", dtype="float64", depth=3, width=64, lr=1e-3,
-                        inference_steps=5)
+    cfg = TrainerConfig(
+        algorithm="pc", optimizer="adam", dtype="float64", depth=3, width=64, lr=1e-3, inference_steps=5
+    )
     pc = make_trainer(cfg, 16, 5)
     x, y = _batch(b=32)
     losses = [pc.step(x, y)["loss"] for _ in range(15)]
@@ -199,8 +222,9 @@ def test_tables_and_gammas():
 def test_two_epochs_fashion_mnist_mup():
     """PC μP (γ̄_L = 0, T = 20, simultaneous inference) on a 10k subset: > 0.75 test accuracy."""
     data = load_fashion_mnist(subset=10000)
-    cfg = TrainerConfig(algorithm="pc", parametrization="mup", width=256, depth=3, lr=0.1,
-                        inference_steps=20, inference_lr=0.1)
+    cfg = TrainerConfig(
+        algorithm="pc", parametrization="mup", width=256, depth=3, lr=0.1, inference_steps=20, inference_lr=0.1
+    )
     history = train(make_trainer(cfg, data.input_dim, data.output_dim), data, epochs=2, batch_size=128)
     assert len(history) == 2 and not history[-1]["diverged"]
     assert history[-1]["test_acc"] > 0.75, history

@@ -2,8 +2,7 @@
 
 import pytest
 
-from trainers import LayerRule, Table, TrainerConfig, coord_check
-from trainers import _param
+from trainers import LayerRule, Table, TrainerConfig, _param, coord_check
 
 WIDTHS = (64, 128, 256, 512, 1024, 2048)
 
@@ -37,8 +36,9 @@ def test_gbar_minus_one_check_catches_sp_output_init(monkeypatch):
 
     cfg = _cfg(gamma_bar_L=-1.0, inference_steps=20)
     good = _param.resolve_table(cfg)
-    bad = dataclasses.replace(good, name=good.name + "+sp-output-init",
-                              output=dataclasses.replace(good.output, init_var=0.0))
+    bad = dataclasses.replace(
+        good, name=good.name + "+sp-output-init", output=dataclasses.replace(good.output, init_var=0.0)
+    )
     monkeypatch.setitem(_param._TABLES["pc"], ("mup", "sgd", -1.0), bad)
     cc = coord_check(cfg, **GBAR1_CHECK)
     assert cc.max_abs_slope() > 0.2, cc.slopes
@@ -79,8 +79,13 @@ def test_sp_output_slope_positive_small():
 @pytest.mark.parametrize("T", [1, 5, 20])
 def test_negative_control_bp_lrs_with_gamma_L_m(monkeypatch, T):
     """BP's SGD μP learning rates with γ_L = m: every moving layer's slope is clearly positive."""
-    bad = Table("pc/mup/sgd/bp-lrs", LayerRule(lr=1.0), LayerRule(lr=0.0), LayerRule(init_var=-1.0, lr=-1.0),
-                {"gamma_hidden": 0.0, "gamma_output": 1.0, "inference_lr": 0.0})
+    bad = Table(
+        "pc/mup/sgd/bp-lrs",
+        LayerRule(lr=1.0),
+        LayerRule(lr=0.0),
+        LayerRule(init_var=-1.0, lr=-1.0),
+        {"gamma_hidden": 0.0, "gamma_output": 1.0, "inference_lr": 0.0},
+    )
     monkeypatch.setitem(_param._TABLES["pc"], ("mup", "sgd", -1.0), bad)
     cc = coord_check(_cfg(gamma_bar_L=-1.0, inference_steps=T), WIDTHS, steps=3)
     moving = _moving_slopes(cc)

@@ -12,8 +12,16 @@ from trainers._pc_theory import direction_cosines
 def test_relax_reaches_the_equilibrium_of_pc_inference(c):
     """The Newton solver's update equals PCTrainer's after 3000 explicit inference steps (γ_L = c·m)."""
     data = make_teacher_student(n_train=8, n_test=1, seed=3)
-    cfg = TrainerConfig(algorithm="pc", parametrization="mup", dtype="float64", width=128, gamma_bar_L=-1.0,
-                        inference_steps=3000, inference_lr=0.1, bias=True)
+    cfg = TrainerConfig(
+        algorithm="pc",
+        parametrization="mup",
+        dtype="float64",
+        width=128,
+        gamma_bar_L=-1.0,
+        inference_steps=3000,
+        inference_lr=0.1,
+        bias=True,
+    )
     gammas = (1.0, 1.0, c * cfg.width_mult)
     pc = PCTrainer(cfg, 32, 10, gammas=gammas)
     x, y = data.x_train, pc.targets(data.y_train)
@@ -27,8 +35,15 @@ def test_relax_is_stable_where_explicit_inference_is_not():
     """γ_L = 10⁴·m: 50 explicit inference steps of β = 0.1 oscillate far from the equilibrium (update
     ~2000× too large, cos ≈ 0.1); the solver reaches it (gradient 1e-12 of its start)."""
     data = make_teacher_student(n_train=8, n_test=1, seed=3)
-    cfg = TrainerConfig(algorithm="pc", parametrization="mup", dtype="float64", width=128, gamma_bar_L=-1.0,
-                        inference_steps=50, inference_lr=0.1)
+    cfg = TrainerConfig(
+        algorithm="pc",
+        parametrization="mup",
+        dtype="float64",
+        width=128,
+        gamma_bar_L=-1.0,
+        inference_steps=50,
+        inference_lr=0.1,
+    )
     gammas = (1.0, 1.0, 1e4 * cfg.width_mult)
     pc = PCTrainer(cfg, 32, 10, gammas=gammas)
     x, y = data.x_train, pc.targets(data.y_train)

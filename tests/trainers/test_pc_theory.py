@@ -6,14 +6,29 @@ from torch.func import functional_call, jvp
 
 from trainers import TrainerConfig, make_teacher_student, make_trainer
 from trainers._pc import PCTrainer
-from trainers._pc_theory import (activity_gauss_newton_direction, direction_cosines, gauss_newton_direction, linear_pc_coupling,
-                                 linear_pc_direction, linear_pc_fixed_point)
+from trainers._pc_theory import (
+    activity_gauss_newton_direction,
+    direction_cosines,
+    gauss_newton_direction,
+    linear_pc_coupling,
+    linear_pc_direction,
+    linear_pc_fixed_point,
+)
 
 
 def _linear_pc(gbar, width, steps=1800):
-    cfg = TrainerConfig(algorithm="pc", parametrization="mup", dtype="float64", depth=3, width=width,
-                        activation="linear", bias=True, gamma_bar_L=gbar, inference_steps=steps,
-                        inference_lr=0.09)
+    cfg = TrainerConfig(
+        algorithm="pc",
+        parametrization="mup",
+        dtype="float64",
+        depth=3,
+        width=width,
+        activation="linear",
+        bias=True,
+        gamma_bar_L=gbar,
+        inference_steps=steps,
+        inference_lr=0.09,
+    )
     gammas = (0.7, 1.6, cfg.width_mult ** (-gbar))  # non-uniform hidden γ_l
     gen = torch.Generator().manual_seed(width)
     x = torch.randn(8, 12, generator=gen, dtype=torch.float64)
@@ -73,33 +88,42 @@ def test_activity_gauss_newton_with_unit_damping_is_the_linear_pc_equilibrium():
     closed = linear_pc_fixed_point(pc.model, x, y, gammas)
     h = pc.model.preactivations(x)
     inputs = [x] + [t.detach() for t in h[:-1]]
-    ref = {f"layers.{l}.weight": gammas[l] / x.shape[0] * e.t() @ inp
-           for l, (e, inp) in enumerate(zip(closed, inputs))}
+    ref = {f"layers.{l}.weight": gammas[l] / x.shape[0] * e.t() @ inp for l, (e, inp) in enumerate(zip(closed, inputs))}
     d = activity_gauss_newton_direction(pc.model, x, y, gammas, damping=1.0)
     assert max(float((d[k] - ref[k]).norm() / ref[k].norm()) for k in ref) < 1e-10
     d0 = activity_gauss_newton_direction(pc.model, x, y, gammas, damping=0.0)
     d0 = {k: d0[k] for k in ref}
     assert direction_cosines(d0, ref)["all"] < 0.999
 
+
 def test_direction_cosines():
     a = {"w": torch.tensor([1.0, 0.0]), "v": torch.tensor([0.0, 2.0])}
     b = {"w": torch.tensor([1.0, 1.0]), "v": torch.tensor([0.0, -2.0])}
     c = direction_cosines(a, b)
-    assert c["w"] == pytest.approx(2 ** -0.5) and c["v"] == pytest.approx(-1.0)
-    assert c["all"] == pytest.approx((1 - 4) / (5 ** 0.5 * 6 ** 0.5))
+    assert c["w"] == pytest.approx(2**-0.5) and c["v"] == pytest.approx(-1.0)
+    assert c["all"] == pytest.approx((1 - 4) / (5**0.5 * 6**0.5))
 
 
 def _cos_pc_bp(widths, gbar=0.0, steps=300):
     data = make_teacher_student(n_train=32, n_test=1, seed=7)
     out = []
     for width in widths:
-        cfg = TrainerConfig(algorithm="pc", parametrization="mup", dtype="float64", depth=3, width=width,
-                            gamma_bar_L=gbar, inference_steps=steps, inference_lr=0.2)
+        cfg = TrainerConfig(
+            algorithm="pc",
+            parametrization="mup",
+            dtype="float64",
+            depth=3,
+            width=width,
+            gamma_bar_L=gbar,
+            inference_steps=steps,
+            inference_lr=0.2,
+        )
         pc = make_trainer(cfg, 32, 10)
         bp = make_trainer(cfg.replace(algorithm="bp"), 32, 10)
         bp.model.load_state_dict(pc.model.state_dict())
-        c = direction_cosines(pc.update_direction(data.x_train, data.y_train),
-                              bp.update_direction(data.x_train, data.y_train))
+        c = direction_cosines(
+            pc.update_direction(data.x_train, data.y_train), bp.update_direction(data.x_train, data.y_train)
+        )
         out.append(c["layers.2.weight"])
     return out
 
@@ -125,8 +149,9 @@ def test_update_stays_away_from_the_gradient_at_gbar_minus_one():
     from trainers import loglog_slope, pc_geometry
 
     widths = (128, 512, 2048)
-    t = pc_geometry(widths=widths, gamma_bar_Ls=(0.0, -1.0), steps=("inf",), networks=("linear",), seeds=(0, 1),
-                    batch_size=32)
+    t = pc_geometry(
+        widths=widths, gamma_bar_Ls=(0.0, -1.0), steps=("inf",), networks=("linear",), seeds=(0, 1), batch_size=32
+    )
     gap = 1 - t[t.layer == "all"].groupby(["gamma_bar_L", "width"]).cos_bp.mean()
     far, near = gap.loc[-1.0], gap.loc[0.0]
     assert (far > 0.04).all(), far

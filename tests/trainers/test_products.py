@@ -117,8 +117,10 @@ def _layers():
     for layer in (dense, conv):
         torch.nn.init.normal_(layer.weight)
         torch.nn.init.normal_(layer.bias)
-    return {"dense": (dense, torch.randn(24, 3, 7, 7), torch.randn(24, 40)),  # Dense flattens its input
-            "conv": (conv, torch.randn(24, 3, 7, 7), torch.randn(24, 8, 4, 4))}
+    return {
+        "dense": (dense, torch.randn(24, 3, 7, 7), torch.randn(24, 40)),  # Dense flattens its input
+        "conv": (conv, torch.randn(24, 3, 7, 7), torch.randn(24, 8, 4, 4)),
+    }
 
 
 @pytest.mark.parametrize("kind", ["dense", "conv"])
@@ -166,8 +168,18 @@ def _data(model: str, n: int = 32):
 
 
 def _config(algorithm: str, model: str, extra: dict) -> TrainerConfig:
-    return TrainerConfig(algorithm=algorithm, model=model, width=96, base_width=32, depth=3, bias=True,
-                         lr=0.05, seed=4, device="cpu", **extra)
+    return TrainerConfig(
+        algorithm=algorithm,
+        model=model,
+        width=96,
+        base_width=32,
+        depth=3,
+        bias=True,
+        lr=0.05,
+        seed=4,
+        device="cpu",
+        **extra,
+    )
 
 
 def _direction(cfg: TrainerConfig, x, y) -> dict:
@@ -215,8 +227,11 @@ def test_train_records_the_backend(monkeypatch):
     x, y = _data("mlp", 64)
     data = Dataset("t", x, y, x[:16], y[:16], 5)
     cfg = TrainerConfig(algorithm="pc", width=64, base_width=32, inference_steps=2, device="cpu")
-    for forced, dtype, expect in (("onednn", "float32", "onednn"), ("torch", "float32", "torch"),
-                                  ("onednn", "float64", "torch")):
+    for forced, dtype, expect in (
+        ("onednn", "float32", "onednn"),
+        ("torch", "float32", "torch"),
+        ("onednn", "float64", "torch"),
+    ):
         monkeypatch.setenv(products.ENV, forced)
         rows = train(make_trainer(cfg.replace(dtype=dtype), 40, 5), data, epochs=1, batch_size=32)
         assert rows[-1]["matmul_backend"] == expect

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trainers import CHOICES, TRAINERS, TrainerConfig, make_trainer, register_table, register_trainer
-from trainers._bp import BPTrainer
-from trainers._bp import BP_TABLES
+from trainers._bp import BP_TABLES, BPTrainer
 
 
 @pytest.fixture
@@ -16,6 +15,7 @@ def scratch_algorithm():
     yield "scratch"
     TRAINERS.pop("scratch", None)
     from trainers import _param
+
     _param._TABLES.pop("scratch", None)
 
 
@@ -52,8 +52,10 @@ def scratch_dataset():
     from trainers._data import make_teacher_student
 
     def load(subset, test_subset, device, dtype, seed):
-        return make_teacher_student(subset or 8, test_subset or 4, input_dim=3, output_dim=2, seed=seed,
-                                    device=device, dtype=dtype)
+        return make_teacher_student(
+            subset or 8, test_subset or 4, input_dim=3, output_dim=2, seed=seed, device=device, dtype=dtype
+        )
+
     register_dataset("scratch", load, from_files=False)
     yield "scratch"
     DATASET_REGISTRY.pop("scratch", None)

@@ -182,9 +182,9 @@ def test_divergence_is_reported_and_weights_are_left_untouched():
 
 def test_mup_equals_sp_at_the_base_width_and_keeps_the_standard_output_init():
     sp, mup = make_trainer(_tp(parametrization="sp"), 12, 4), make_trainer(_tp(parametrization="mup"), 12, 4)
-    for (n, p), (_, q) in zip(sp.model.named_parameters(), mup.model.named_parameters()):
+    for (_n, p), (_, q) in zip(sp.model.named_parameters(), mup.model.named_parameters()):
         assert torch.equal(p, q)
-    for (n, p), (_, q) in zip(sp.feedback.named_parameters(), mup.feedback.named_parameters()):
+    for (_n, p), (_, q) in zip(sp.feedback.named_parameters(), mup.feedback.named_parameters()):
         assert torch.equal(p, q)
     assert sp.lr_multipliers == mup.lr_multipliers and sp.beta == mup.beta and sp.ridge == mup.ridge
     wide = make_trainer(_tp(parametrization="mup", width=2048, base_width=32), 12, 4)
@@ -210,7 +210,7 @@ def test_tp_step_on_cuda_matches_cpu():
         assert not gpu.step(x, y)["diverged"]
         cpu.step(x, y)
     assert gpu.model.layers[0].weight.is_cuda and gpu.feedback["g1"].weight.is_cuda
-    for (n, p), (_, q) in zip(cpu.model.named_parameters(), gpu.model.named_parameters()):
+    for (_n, p), (_, q) in zip(cpu.model.named_parameters(), gpu.model.named_parameters()):
         torch.testing.assert_close(p, q.cpu(), rtol=1e-6, atol=1e-8)
 
 
@@ -220,8 +220,18 @@ def test_two_epochs_of_tp_mup_on_fashion_mnist_subset():
     (3 DRL steps per batch at feedback lr 0.1). Measured 0.766 and 0.779 (seeds 0, 1); with MSE
     and 1 feedback step at lr 0.03 it reaches only 0.67-0.69, lr 0.1 diverges there."""
     data = load_fashion_mnist(subset=10000)
-    cfg = TrainerConfig(algorithm="tp", parametrization="mup", width=256, base_width=64, loss="ce", lr=0.1,
-                        target_step=1.0, feedback="linear", feedback_lr=0.1, feedback_steps=3)
+    cfg = TrainerConfig(
+        algorithm="tp",
+        parametrization="mup",
+        width=256,
+        base_width=64,
+        loss="ce",
+        lr=0.1,
+        target_step=1.0,
+        feedback="linear",
+        feedback_lr=0.1,
+        feedback_steps=3,
+    )
     history = train(make_trainer(cfg, data.input_dim, data.output_dim), data, epochs=2)
     assert len(history) == 2 and not history[-1]["diverged"]
     assert history[-1]["test_acc"] > 0.70, history

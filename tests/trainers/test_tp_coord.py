@@ -13,8 +13,16 @@ WIDTHS = (64, 128, 256, 512, 1024, 2048)
 
 def _cfg(parametrization, feedback, optimizer="sgd"):
     lr, feedback_lr = (0.1, 0.01) if optimizer == "sgd" else (0.003, 0.001)
-    return TrainerConfig(algorithm="tp", parametrization=parametrization, optimizer=optimizer, lr=lr,
-                         target_step=1.0, feedback=feedback, feedback_lr=feedback_lr, dtype="float64")
+    return TrainerConfig(
+        algorithm="tp",
+        parametrization=parametrization,
+        optimizer=optimizer,
+        lr=lr,
+        target_step=1.0,
+        feedback=feedback,
+        feedback_lr=feedback_lr,
+        dtype="float64",
+    )
 
 
 @pytest.mark.slow
@@ -49,8 +57,9 @@ def test_bp_mup_output_init_inside_tp_loses_the_output_feature_term(monkeypatch)
     W_L Δφ, which is a CLT sum: it falls like m^-1/2 and the output's change falls with width
     (only the direct ΔW_L φ term is left). TP's own table (standard W_L) keeps it Θ(1)."""
     tp_mup = param.resolve_table(_cfg("mup", "linear"))
-    neg = dataclasses.replace(tp_mup, name="tp/mup+bp-output-init",
-                              output=dataclasses.replace(tp_mup.output, init_var=-1.0))
+    neg = dataclasses.replace(
+        tp_mup, name="tp/mup+bp-output-init", output=dataclasses.replace(tp_mup.output, init_var=-1.0)
+    )
     ok = alignment_exponent(_cfg("mup", "linear"), widths=WIDTHS)
     monkeypatch.setitem(param._TABLES["tp"], ("mup", "sgd"), neg)
     assert param.resolve_table(_cfg("mup", "linear")).name == neg.name
