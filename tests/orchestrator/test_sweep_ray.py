@@ -105,7 +105,7 @@ def test_sweep_writes_parquet_and_mlflow_retries_a_dead_worker_and_marks_diverge
     assert div.data.tags["mutransfer.status"] == "diverged" and "final_test_loss" not in div.data.metrics
 
     # the live view printed counts and the best so far
-    assert "done 8" in proc.stderr and "best final_test_loss" in proc.stderr
+    assert "[8/8 100%]" in proc.stderr and "best final_test_loss" in proc.stderr
     print(f"8-trial sweep with one worker death: {wall:.1f}s")
 
     # the same command again runs nothing and changes nothing
