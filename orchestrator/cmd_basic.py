@@ -94,6 +94,20 @@ def _coord_verdict(cc, cfg, tolerance: float) -> tuple[bool, str]:
     return s > 0.5, f"SP output slope {s:.3f} (expected > 0.5: SP's output blows up with width)"
 
 
+def _measure(cfg, args: argparse.Namespace):
+    """The coordinate check of ``cfg`` with the command line's widths, steps, seeds and targets."""
+    from trainers import coord_check
+
+    return coord_check(
+        cfg,
+        widths=args.widths,
+        steps=args.steps,
+        seeds=args.seeds,
+        equalize_error=not args.plain_targets,
+        target_mean=args.target_mean,
+    )
+
+
 def _check_targets(cfg, args: argparse.Namespace) -> None:
     """The coordinate check's regression targets need loss=mse (equalised error, --target-mean)."""
     if cfg.loss == "ce" and (args.target_mean or not args.plain_targets):
@@ -111,7 +125,6 @@ def _run_coord_grid(args: argparse.Namespace, lr: float) -> int:
 
     from analysis import plot_coord_grid
     from analysis.io import write_parquet_atomic
-    from trainers import coord_check
 
     algorithms = [a.strip() for a in (args.algorithm or "bp,pc,tp").split(",") if a.strip()]
     cfgs = {
@@ -136,14 +149,7 @@ def _run_coord_grid(args: argparse.Namespace, lr: float) -> int:
     tables, slopes, ok = [], [], True
     for (alg, par), cfg in cfgs.items():
         t0 = time.perf_counter()
-        cc = coord_check(
-            cfg,
-            widths=args.widths,
-            steps=args.steps,
-            seeds=args.seeds,
-            equalize_error=not args.plain_targets,
-            target_mean=args.target_mean,
-        )
+        cc = _measure(cfg, args)
         passed, line = _coord_verdict(cc, cfg, args.tolerance)
         ok &= passed
         print(f"{'PASS' if passed else 'FAIL'}: {alg} {par}: {line} ({time.perf_counter() - t0:.1f}s)")
@@ -167,7 +173,6 @@ def _run_coord_grid(args: argparse.Namespace, lr: float) -> int:
 def _run_coord(args: argparse.Namespace) -> int:
     from analysis import plot_coord_check
     from analysis.io import write_parquet_atomic
-    from trainers import coord_check
 
     lr = args.lr if args.lr is not None else (0.003 if args.optimizer == "adam" else 0.1)
     if args.steps <= 0:
@@ -189,14 +194,7 @@ def _run_coord(args: argparse.Namespace) -> int:
     name = f"{cfg.algorithm}_{cfg.parametrization}_{cfg.optimizer}"
     out = Path(args.out or f"results/coord_check/{name}")
     t0 = time.perf_counter()
-    cc = coord_check(
-        cfg,
-        widths=args.widths,
-        steps=args.steps,
-        seeds=args.seeds,
-        equalize_error=not args.plain_targets,
-        target_mean=args.target_mean,
-    )
+    cc = _measure(cfg, args)
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(cc.table, out / "coord_check.parquet")
     write_parquet_atomic(cc.slopes, out / "slopes.parquet")
