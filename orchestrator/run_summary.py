@@ -27,6 +27,8 @@ VIEW_COLUMNS = (
     + [("tags", "mutransfer.status")]
 )
 VIEW_GROUPS = ("algorithm", "parametrization")
+# What MLflow refuses in a metric or tag key (it takes alphanumerics, _ - . space : /).
+_KEY_UNSAFE = re.compile(r"[^\w\-. :/]")
 
 
 def log2_lr(lr: float) -> float:
@@ -52,7 +54,8 @@ def run_name(row: dict[str, Any], swept: list[str] | tuple[str, ...] = ()) -> st
 
 
 def group_label(group: dict[str, Any]) -> str:
-    """``pc-mup-T10``: the group's keys as one metric-name-safe label (T only for PC)."""
+    """``pc-mup-T10``, ``pc-mup-T20-gamma_bar_L:-1.0``: the group's keys as one label that MLflow takes
+    in a metric or tag key (T only for PC; any character MLflow refuses there becomes ``_``)."""
     parts = []
     for k, v in group.items():
         if k == "inference_steps":
@@ -61,8 +64,8 @@ def group_label(group: dict[str, Any]) -> str:
         elif k in ("algorithm", "parametrization"):
             parts.append(str(v))
         else:
-            parts.append(f"{k}={v}")
-    return "-".join(parts) or "all"
+            parts.append(f"{k}:{v}")
+    return _KEY_UNSAFE.sub("_", "-".join(parts)) or "all"
 
 
 def config_params(config: dict[str, Any]) -> dict[str, str]:

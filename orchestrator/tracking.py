@@ -120,7 +120,7 @@ class Tracker:
         if self.enabled:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             sys.stderr.write(
-                f"warning: MLflow at {self.uri} unreachable ({first}); "
+                f"warning: MLflow at {self.uri} unreachable or refused a call ({first}); "
                 f"the sweep goes on and Parquet stays whole; run `mutransfer sync` later\n"
             )
         self.enabled = False

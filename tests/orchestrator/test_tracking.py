@@ -111,3 +111,26 @@ def test_nested_runs_back_fill_and_half_logged_runs(tmp_path):
         2.0,
         1.0,
     ]
+
+
+def test_group_keys_beyond_algorithm_reach_mlflow_as_metric_and_tag_keys(tmp_path):
+    """A verify over gamma_bar_L (or any extra key) logs per-group metrics and tags MLflow accepts:
+    ``=`` in a key made MLflow refuse the whole batch and turned tracking off (about 5 s)."""
+    from orchestrator.run_summary import base_summary, verdict_summary
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tr = Tracker(uri, "s", artifact_root=tmp_path / "art")
+    assert tr.start()
+    group = {"algorithm": "pc", "parametrization": "mup", "inference_steps": 20, "gamma_bar_L": -1.0, "act": "a=b"}
+    summary = {
+        "group_keys": list(group),
+        "groups": [{**group, "drift_exponent": 0.09, "lr_star_base": 0.117, "verdict": "transfers"}],
+    }
+    _, metrics, tags = verdict_summary(summary, tr.parent_id)
+    _, base_metrics, _ = base_summary({"groups": [{"group": group, "best": {"lr": 0.117}, "trials_complete": 8}]})
+    tr.describe(metrics={**metrics, **base_metrics}, tags=tags)
+    assert tr.enabled
+    data = tr.client.get_run(tr.parent_id).data
+    assert data.metrics["drift_k/pc-mup-T20-gamma_bar_L:-1.0-act:a_b"] == 0.09
+    assert data.metrics["best_lr/pc-mup-T20-gamma_bar_L:-1.0-act:a_b"] == 0.117
+    assert data.tags["verdict/pc-mup-T20-gamma_bar_L:-1.0-act:a_b"] == "transfers"
