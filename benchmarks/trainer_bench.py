@@ -1,11 +1,16 @@
 """Trainer step timings on the 784-1024-1024-10 tanh MLP, batch 128, float32, no biases.
 
-Every figure is a ratio of times measured in the same process, interleaved, so
-that a noisy shared machine moves numerator and denominator together.
+Every figure is a ratio of times measured in the same run, interleaved, so that a noisy shared
+machine moves numerator and denominator together. The JAX peers run in a process of their own
+(:class:`PeerProcess`), taking turns with ours: in one process, torch's OpenMP threads and XLA's
+thread pool spin-wait for work after each call and take the two cores from each other, which
+slowed both sides by 10–40 % on a 2-vCPU EPYC (benchmarks/NOTES.md); a user's sweep never has
+both in one process.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import random
 import statistics
 import time
@@ -22,24 +27,97 @@ from trainers._pc import _tanh_pair
 D_IN, WIDTH, D_OUT, BATCH = 784, 1024, 10, 128
 
 
-def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 5, reps: int = 10) -> dict[str, float]:
-    """Median seconds per call of each function over ``rounds × reps`` calls made round-robin.
+# Pause after handing the cores from one process to the other, so that the thread pools of the
+# side that just ran (OpenMP's spin-wait, XLA's) are asleep before the other side's clock starts.
+HANDOFF_S = 0.02
+
+
+def _peer_worker(conn, width: int, batch: int, include: tuple[str, ...]) -> None:
+    """The JAX peers' process: builds its step functions, then times the calls it is sent, in order."""
+    fns = peer_fns(width, batch, include)
+    for fn in fns.values():
+        fn(), fn()
+    conn.send(sorted(fns))
+    while (order := conn.recv()) is not None:
+        out = []
+        for k in order:
+            t0 = time.perf_counter()
+            fns[k]()
+            out.append((k, time.perf_counter() - t0))
+        conn.send(out)
+
+
+def peer_fns(width: int, batch: int, include: tuple[str, ...]) -> dict[str, Callable[[], object]]:
+    """The plain-JAX steps (BP, PC at T = 5 and 20, TP if ``include`` has ``tp``)."""
+    fns = {"jax_bp": jax_peer.bp_step_fn(width, batch)}
+    for t in (5, 20):
+        fns[f"jax_pc_T{t}"] = jax_peer.pc_step_fn(width, batch, t)
+    if "tp" in include:
+        fns["jax_tp"] = jax_peer.tp_step_fn(width, batch)
+    return fns
+
+
+class PeerProcess:
+    """The JAX peers in a spawned process of their own; :meth:`time` runs calls there and returns their times."""
+
+    def __init__(self, width: int, batch: int, include: tuple[str, ...]) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_peer_worker, args=(child, width, batch, include), daemon=True)
+        self.proc.start()
+        self.names: list[str] = self.conn.recv()
+
+    def time(self, order: list[str]) -> list[tuple[str, float]]:
+        self.conn.send(order)
+        return self.conn.recv()
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]], rounds: int = 5, reps: int = 10, peer: PeerProcess | None = None
+) -> dict[str, float]:
+    """Median seconds per call of each function (and of each of ``peer``'s) over ``rounds × reps``
+    calls made round-robin.
 
     The functions take turns call by call, in a new random order each round (after two warm-up
     calls each), so a slow phase of a shared machine, which lasts about a second here, falls on
     all of them alike; timing a block of calls per function instead let a 180 ms and a 7 ms
-    function see different phases.
+    function see different phases. ``peer``'s functions run in their own process, one turn of
+    all of them after each turn of ours (the side that goes first alternates), ``HANDOFF_S``
+    apart; only one process computes at a time.
     """
     for fn in fns.values():
         fn(), fn()
-    per: dict[str, list[float]] = {k: [] for k in fns}
+    per: dict[str, list[float]] = {k: [] for k in [*fns, *(peer.names if peer else [])]}
     order, shuffle = list(fns), random.Random(0).shuffle
-    for _ in range(rounds * reps):
-        shuffle(order)  # no function always follows the same one (a long step leaves the caches cold)
+    peer_order = list(peer.names) if peer else []
+
+    def ours() -> None:
         for k in order:
             t0 = time.perf_counter()
             fns[k]()
             per[k].append(time.perf_counter() - t0)
+
+    def theirs() -> None:
+        for k, dt in peer.time(peer_order):
+            per[k].append(dt)
+
+    for i in range(rounds * reps):
+        shuffle(order)  # no function always follows the same one (a long step leaves the caches cold)
+        shuffle(peer_order)
+        turns = [ours] if peer is None else [ours, theirs] if i % 2 == 0 else [theirs, ours]
+        for turn in turns:
+            if peer is not None:
+                time.sleep(HANDOFF_S)
+            turn()
     return {k: statistics.median(v) for k, v in per.items()}
 
 
@@ -146,7 +224,7 @@ def bench_trainers(
     width: int = WIDTH,
     batch: int = BATCH,
 ) -> dict[str, float]:
-    """Seconds per step of each variant (medians), measured interleaved in this process.
+    """Seconds per step of each variant (medians), measured interleaved (the JAX peers in a process of their own).
 
     ``include`` may add ``old``: the same steps on the path before issue 14 (``*_old``: every product
     on torch's own dispatch, BP through autograd), for the before/after table of benchmarks/NOTES.md.
@@ -176,10 +254,10 @@ def bench_trainers(
                     **({"inference_steps": int(key[4:])} if key != "tp" else {}),
                 )
             )
-    if "jax" in include and jax_peer.available():
-        fns["jax_bp"] = jax_peer.bp_step_fn(width, batch)
-        for t in (5, 20):
-            fns[f"jax_pc_T{t}"] = jax_peer.pc_step_fn(width, batch, t)
-        if "tp" in include:
-            fns["jax_tp"] = jax_peer.tp_step_fn(width, batch)
-    return interleaved(fns, rounds=rounds, reps=reps)
+    if "jax" not in include or not jax_peer.available():
+        return interleaved(fns, rounds=rounds, reps=reps)
+    peer = PeerProcess(width, batch, include)  # its own process: see the module's docstring
+    try:
+        return interleaved(fns, rounds=rounds, reps=reps, peer=peer)
+    finally:
+        peer.close()
