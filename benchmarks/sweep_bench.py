@@ -286,7 +286,7 @@ def bench_sweep(quick: bool = False, smoke: bool = False) -> list[tuple[str, str
         rows.append(
             (
                 "peak RSS of the driver (this process)",
-                f"{driver:.0f} MB (it also ran the trainer benchmarks and the JAX peer, if they ran)",
+                f"{driver:.0f} MB (it also ran the trainer benchmarks, if they ran; the JAX peer runs in a child process)",
                 "reported",
                 "-",
             )

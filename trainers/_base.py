@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.optim.sgd import sgd
 
 from ._config import TrainerConfig
 from ._model import init_net, make_model
@@ -128,6 +130,36 @@ class Trainer:
             p.grad = grads[name]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def _sgd_now(self) -> Callable[[str, torch.Tensor], None] | None:
+        """For plain SGD: a function that descends one parameter's gradient at once, by torch.optim's
+        functional SGD with that parameter's group (its lr), so that a trainer can update a layer while
+        its gradient is still in cache; None for Adam, whose state lives in the optimizer.
+
+        The same update as :meth:`_apply` (``torch.optim.SGD.step`` runs this function per group).
+        """
+        if not isinstance(self.optimizer, torch.optim.SGD):
+            return None
+        if getattr(self, "_descend", None) is not None:
+            return self._descend
+        groups = {g["name"]: g for g in self.optimizer.param_groups}
+
+        def descend(name: str, grad: torch.Tensor) -> None:
+            g = groups[name]
+            sgd(
+                g["params"],
+                [grad],
+                [None],
+                weight_decay=g["weight_decay"],
+                momentum=g["momentum"],
+                lr=g["lr"],
+                dampening=g["dampening"],
+                nesterov=g["nesterov"],
+                maximize=g["maximize"],
+            )
+
+        self._descend = descend if all(g["momentum"] == 0 for g in groups.values()) else None
+        return self._descend
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> dict:

@@ -37,37 +37,62 @@ class BPTrainer(Trainer):
     the same fast path as PC's and TP's (``_products``); equal to autograd's to rounding (tested in
     float64 to 1e-12)."""
 
+    update_in_backward = True  # plain SGD: update each layer during the backward pass (see step)
+
     @torch.no_grad()
     def _gradient(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
-        """∂loss/∂θ by the chain rule through the adjoints: with h_l = α_l (W_l ⋆ a_{l−1} + b_l) and
-        d_l = α_l ∂loss/∂h_l, ∂loss/∂W_l = d_lᵀ ⋆ a_{l−1}, ∂loss/∂b_l = Σ d_l, and
-        ∂loss/∂h_{l−1} = φ'(h_{l−1}) ⊙ W_lᵀ d_l."""
+        """∂loss/∂θ by the chain rule through the adjoints (:meth:`_backward`)."""
+        hs, pairs, inputs = self._forward(x)
+        grads: dict[str, torch.Tensor] = {}
+        self._backward(hs, pairs, inputs, target, grads.__setitem__)
+        return {n: grads[n] for n, _ in self.model.named_parameters()}, {"loss": self.loss_fn(hs[-1], target)}
+
+    def _forward(self, x: torch.Tensor) -> tuple[list, list, list]:
+        """Pre-activations h_1..h_L, (φ, φ') of each hidden one, and each layer's input a_{l−1}."""
         from ._pc import _PAIRS  # activation -> h ↦ (φ(h), φ'(h)) in one pass (here: "bp" registers first)
 
         model = self.model
         hs, pairs = model.forward_pairs(x, _PAIRS[model.activation])
-        inputs = [model.shape_input(x)] + [p[0] for p in pairs]
-        grads: dict[str, torch.Tensor] = {}
+        return hs, pairs, [model.shape_input(x)] + [p[0] for p in pairs]
+
+    def _backward(self, hs: list, pairs: list, inputs: list, target: torch.Tensor, sink) -> None:
+        """With h_l = α_l (W_l ⋆ a_{l−1} + b_l) and d_l = α_l ∂loss/∂h_l: ∂loss/∂W_l = d_lᵀ ⋆ a_{l−1},
+        ∂loss/∂b_l = Σ d_l, ∂loss/∂h_{l−1} = φ'(h_{l−1}) ⊙ W_lᵀ d_l, from the top layer down. Each
+        parameter's gradient goes to ``sink(name, grad)`` once layer l's weight is no longer needed
+        (after its adjoint), so ``sink`` may update it in place."""
+        model = self.model
         delta = self.loss_grad(hs[-1], target)
         for l in range(model.depth - 1, -1, -1):
             layer, alpha = model.layers[l], model.multipliers[l]
             d = delta.mul(alpha) if alpha != 1.0 else delta
-            grads[f"layers.{l}.weight"] = layer.weight_grad(d, inputs[l])
-            if layer.bias is not None:
-                grads[f"layers.{l}.bias"] = layer.bias_grad(d)
+            weight_grad = layer.weight_grad(d, inputs[l])
+            bias_grad = layer.bias_grad(d) if layer.bias is not None else None
             if l > 0:
                 delta = layer.transpose(d, layer.weight, inputs[l].shape).mul_(pairs[l - 1][1])
-        return {n: grads[n] for n, _ in model.named_parameters()}, {"loss": self.loss_fn(hs[-1], target)}
+            sink(f"layers.{l}.weight", weight_grad)
+            if bias_grad is not None:
+                sink(f"layers.{l}.bias", bias_grad)
 
+    @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
-        """One SGD/Adam step on the batch loss: the explicit gradient, then ``optimizer.step``.
+        """One SGD/Adam step on the batch loss. A non-finite or too large loss is reported as diverged
+        and nothing is applied.
 
-        A non-finite or too large loss is reported as diverged and not applied.
+        Plain SGD updates each layer as soon as its gradient and adjoint are computed (while the
+        gradient is in cache: ``Trainer._sgd_now``); Adam takes the whole gradient, then
+        ``optimizer.step``. The two give the same weights (tested).
         """
         x = x.to(device=self.device, dtype=self.dtype)
-        grads, stats = self._gradient(x, self.targets(y))
-        value = float(stats["loss"])
+        target = self.targets(y)
+        hs, pairs, inputs = self._forward(x)
+        value = float(self.loss_fn(hs[-1], target))
         diverged = self._is_diverged(value)
         if not diverged:
-            self._apply(grads)
+            descend = self._sgd_now() if self.update_in_backward else None
+            if descend is not None:
+                self._backward(hs, pairs, inputs, target, descend)
+            else:
+                grads: dict[str, torch.Tensor] = {}
+                self._backward(hs, pairs, inputs, target, grads.__setitem__)
+                self._apply(grads)
         return {"loss": value, "diverged": diverged}

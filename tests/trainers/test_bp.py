@@ -48,6 +48,43 @@ def test_step_applies_per_layer_learning_rates():
         torch.testing.assert_close(p, expected)
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"parametrization": "mup", "bias": True},
+        {"parametrization": "sp", "loss": "ce", "depth": 4},
+        {"model": "cnn", "parametrization": "mup", "bias": True, "width": 8, "base_width": 4},
+    ],
+    ids=["mlp-mup-bias", "mlp-sp-ce", "cnn-mup-bias"],
+)
+def test_sgd_updated_during_the_backward_pass_equals_the_optimizer_step(fields):
+    """Plain SGD updates each layer inside the backward pass (after its adjoint has used the old
+    weight); the weights must equal those of the whole-gradient ``optimizer.step`` path, bit for bit."""
+    cfg = TrainerConfig(**{"width": 32, "base_width": 16, "lr": 0.05, "seed": 1, **fields})
+    d_in = 196 if cfg.model == "cnn" else 12
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, d_in, generator=g), torch.randint(0, 4, (16,), generator=g)
+    fused, whole = make_trainer(cfg, d_in, 4), make_trainer(cfg, d_in, 4)
+    whole.update_in_backward = False
+    assert fused._sgd_now() is not None
+    for _ in range(4):
+        a, b = fused.step(x, y), whole.step(x, y)
+        assert a == b
+    for (n, p), q in zip(fused.model.named_parameters(), whole.model.parameters()):
+        assert torch.equal(p, q), n
+    moved = make_trainer(cfg, d_in, 4)
+    assert any(not torch.equal(p, q) for p, q in zip(fused.model.parameters(), moved.model.parameters()))
+
+
+def test_adam_keeps_the_optimizer_step():
+    cfg = TrainerConfig(width=32, base_width=16, optimizer="adam", lr=1e-3)
+    tr = make_trainer(cfg, 12, 4)
+    assert tr._sgd_now() is None
+    x, y = _batch()
+    tr.step(x.float(), y)
+    assert all(len(s) > 0 for s in tr.optimizer.state.values())  # Adam's moments were updated by its step
+
+
 def test_same_seed_same_numbers_and_ce_loss():
     x, y = _batch()
     a = make_trainer(TrainerConfig(seed=3, loss="ce", width=32), 12, 4)
