@@ -420,6 +420,19 @@ def _wider_better(curves: list[dict], x_base: float) -> tuple[float, float]:
     return frac, rho_base
 
 
+def analyze_logs(logs, n_boot: int = 200, metric: str | None = None, mode: str | None = None) -> TransferResult:
+    """:func:`analyze` of a sweep read by :func:`analysis.load.load_sweep`, with its own objective and
+    verify thresholds (``sweep.yaml``); ``metric`` and ``mode`` replace the objective's when given."""
+    return analyze(
+        logs.trials,
+        metric=metric or logs.objective["metric"],
+        mode=mode or logs.objective["mode"],
+        max_drift=logs.verify["max_drift"],
+        max_regret=logs.verify["max_regret"],
+        n_boot=n_boot,
+    )
+
+
 def analyze(
     trials: pd.DataFrame,
     metric: str = DEFAULT_OBJECTIVE_METRIC,

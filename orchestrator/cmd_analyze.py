@@ -52,7 +52,7 @@ def figure_options(args: argparse.Namespace) -> tuple[int, tuple[str, ...]]:
 def _run(args: argparse.Namespace) -> int:
     from analysis.load import MODES, LogError, load_sweep
     from analysis.report import verdict_table, write_report
-    from analysis.transfer import analyze
+    from analysis.transfer import analyze_logs
 
     from .tracking import log_report
 
@@ -80,14 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         mode = "max" if metric.endswith("_acc") else "min"
     try:
-        result = analyze(
-            logs.trials,
-            metric=metric,
-            mode=mode,
-            max_drift=logs.verify["max_drift"],
-            max_regret=logs.verify["max_regret"],
-            n_boot=args.bootstrap,
-        )
+        result = analyze_logs(logs, args.bootstrap, metric=metric, mode=mode)
     except ValueError as exc:
         raise BadInput(f"{args.results}: {exc}") from None
     from .base_plots import base_figures

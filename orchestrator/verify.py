@@ -221,7 +221,7 @@ def run_verify(
     """
     from analysis.load import LogError, load_sweep
     from analysis.report import write_report
-    from analysis.transfer import analyze
+    from analysis.transfer import analyze_logs
 
     bracket = [float(k) for k in sweep.config.verify.bracket]
     if 0.0 not in bracket:
@@ -240,14 +240,7 @@ def run_verify(
         logs = load_sweep(run.sweep_dir)
     except LogError as exc:
         raise BadInput(str(exc)) from None
-    result = analyze(
-        logs.trials,
-        metric=logs.objective["metric"],
-        mode=logs.objective["mode"],
-        max_drift=logs.verify["max_drift"],
-        max_regret=logs.verify["max_regret"],
-        n_boot=n_boot,
-    )
+    result = analyze_logs(logs, n_boot)
     out = run.sweep_dir / "report"
     from .base_plots import base_figures
 

@@ -132,16 +132,31 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _sgd_now(self) -> Callable[[str, torch.Tensor], None] | None:
-        """For plain SGD: a function that descends one parameter's gradient at once, by torch.optim's
-        functional SGD with that parameter's group (its lr), so that a trainer can update a layer while
-        its gradient is still in cache; None for Adam, whose state lives in the optimizer.
-
-        The same update as :meth:`_apply` (``torch.optim.SGD.step`` runs this function per group).
+        """For plain SGD (no momentum): a function that descends one parameter's gradient at once, by
+        torch.optim's functional SGD with that parameter's group (its lr), so that a trainer can update
+        a layer while its gradient is still in cache; None for Adam or momentum, whose state lives in
+        the optimizer. The same update as :meth:`_apply` (``torch.optim.SGD.step`` runs this function
+        per group).
         """
-        if not isinstance(self.optimizer, torch.optim.SGD):
+        groups = {g["name"]: g for g in self.optimizer.param_groups}
+        if not isinstance(self.optimizer, torch.optim.SGD) or any(g["momentum"] for g in groups.values()):
             return None
-        if getattr(self, "_descend", None) is not None:
-            return self._descend
+
+        def descend(name: str, grad: torch.Tensor) -> None:
+            g = groups[name]
+            sgd(
+                g["params"],
+                [grad],
+                [None],
+                weight_decay=g["weight_decay"],
+                momentum=0.0,
+                lr=g["lr"],
+                dampening=g["dampening"],
+                nesterov=g["nesterov"],
+                maximize=g["maximize"],
+            )
+
+        return descend
         groups = {g["name"]: g for g in self.optimizer.param_groups}
 
         def descend(name: str, grad: torch.Tensor) -> None:

@@ -112,6 +112,12 @@ def propagate_targets(
     return deltas
 
 
+def _image(layer: nn.Module, multiplier: float, phi, psi, h: torch.Tensor) -> torch.Tensor:
+    """ψ(f(h)) for the forward layer f(h) = α W φ(h) (+ α b): a perturbed activity's image."""
+    out = layer(phi(h))
+    return psi(out * multiplier if multiplier != 1.0 else out)
+
+
 @torch.no_grad()
 def drl_samples(
     layer: nn.Module,
@@ -134,10 +140,7 @@ def drl_samples(
         (u, e): e = ε/σ with ε ~ N(0, σ²) shaped like h_in, and u = (ψ(f(h_in + ε)) − ψ(h_out))/σ.
     """
     eps = torch.randn(h_in.shape, generator=gen, device=h_in.device, dtype=h_in.dtype) * noise
-    out = layer(phi(h_in + eps))
-    if multiplier != 1.0:
-        out = out * multiplier
-    return (psi(out) - psi(h_out)) / noise, eps / noise
+    return (_image(layer, multiplier, phi, psi, h_in + eps) - psi(h_out)) / noise, eps / noise
 
 
 @torch.no_grad()
@@ -158,10 +161,7 @@ def reconstruction_samples(
         a regression of the noise-perturbed activities on their images.
     """
     e = h_in + torch.randn(h_in.shape, generator=gen, device=h_in.device, dtype=h_in.dtype) * noise
-    out = layer(phi(e))
-    if multiplier != 1.0:
-        out = out * multiplier
-    return psi(out), e
+    return _image(layer, multiplier, phi, psi, e), e
 
 
 def drl_grad(layer: nn.Module, q: torch.Tensor, u: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis.load import load_sweep
-from analysis.transfer import analyze
+from analysis.transfer import analyze_logs
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 STUDIES = sorted(p.parent.parent.name for p in DOCS.glob("*/report/summary.json"))
@@ -29,14 +29,7 @@ def test_rerun_of_the_committed_trials_gives_the_committed_verdicts(tmp_path, st
     for name in ("sweep.yaml", "trials.parquet", "history.parquet"):
         shutil.copy(DOCS / study / name, work / name)
     logs = load_sweep(work)
-    result = analyze(
-        logs.trials,
-        metric=logs.objective["metric"],
-        mode=logs.objective["mode"],
-        max_drift=logs.verify["max_drift"],
-        max_regret=logs.verify["max_regret"],
-        n_boot=N_BOOT,
-    )
+    result = analyze_logs(logs, N_BOOT)
     summary = json.loads((DOCS / study / "report" / "summary.json").read_text())
     keys = summary["group_keys"]
     committed = {_key(g, keys): g for g in summary["groups"]}
