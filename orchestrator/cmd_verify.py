@@ -191,8 +191,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     argv = [str(DEMO), "--results", args.results] + (["--no-mlflow"] if args.no_mlflow else [])
     code = _run_verify(parser.parse_args(argv))
     print(
-        f"demo finished in {time.perf_counter() - t0:.0f}s (verify's exit code {code}: 0 transfers, 1 drifts, "
-        "3 inconclusive; the demo exits 0 because it completed)"
+        f"demo finished in {time.perf_counter() - t0:.0f}s; verify's exit code was {code} (0: every μP group "
+        "transfers, 1: one drifts, 3: inconclusive); the demo itself exits 0 because it completed"
     )
     return 0 if code in (0, 1, 3) else code
 
