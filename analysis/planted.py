@@ -4,7 +4,9 @@
     a(w) = a∞ + (a0 − a∞) · (base / w)^½  (wider is better),
 
 and a trial diverges (status ``diverged``, losses +inf, accuracy NaN) when
-log2 η > log2 η*(w) + margin. Used to test that the analysis recovers k.
+log2 η > log2 η*(w) + margin. Used to test that the analysis recovers k. With ``k_per_epoch`` the
+history's optimum moves with the epoch (η*_e ∝ width^k_e, the last epoch's k_e = k), to test that
+the analysis over training time (``analysis.over_time``) recovers k_e at every epoch.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def planted_trials(
     a0: float = 0.5,
     a_inf: float = 0.3,
     epochs: int = 3,
+    k_per_epoch: float = 0.0,
+    steps_per_epoch: int = 15,
     extra: dict | None = None,
     rng_seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -51,6 +55,8 @@ def planted_trials(
         margin: octaves above η* where training diverges.
         a0, a_inf: best loss at the base width and at infinite width.
         epochs: epochs of the learning curves (history rows).
+        k_per_epoch: the history's exponent at epoch e is k + k_per_epoch · (e − epochs) (0: k at every epoch).
+        steps_per_epoch: the history's ``sgd_steps`` is epoch · steps_per_epoch (0 at a diverged epoch 1).
         extra: more config columns (e.g. ``{"gamma_bar_L": -1.0}``).
         rng_seed: seed of the noise.
 
@@ -97,7 +103,9 @@ def planted_trials(
                     }
                 )
                 for e in range(1, (1 if diverged else epochs) + 1):
-                    tl = np.inf if diverged else float(loss * (1 + 1.0 / e - 1.0 / epochs))
+                    x_e = x_star + k_per_epoch * (e - epochs) * np.log2(w / base_width)
+                    loss_e = loss + curvature * ((x - x_e) ** 2 - (x - x_star) ** 2)
+                    tl = np.inf if diverged else float(loss_e * (1 + 1.0 / e - 1.0 / epochs))
                     hist.append(
                         {
                             "trial_id": tid,
@@ -106,6 +114,8 @@ def planted_trials(
                             "test_loss": tl * 1.1,
                             "test_acc": np.nan if diverged else float(np.clip(1 - tl, 0, 1)),
                             "wall_s": float(e),
+                            "sgd_steps": 0 if diverged else e * steps_per_epoch,
+                            "diverged": bool(diverged),
                         }
                     )
     return pd.DataFrame(rows), pd.DataFrame(hist)

@@ -36,8 +36,11 @@ TRIAL_COLUMNS = [
     "wall_s",
     "node",
 ]
-# history.parquet: these columns first, then ``diverged``.
-HISTORY_COLUMNS = ["trial_id", "epoch", "train_loss", "test_loss", "test_acc", "wall_s"]
+# history.parquet: these columns first, then ``diverged``. ``sgd_steps``: the optimizer updates applied
+# up to the end of the epoch, counted by the training loop (absent, or null, in data recorded before it:
+# ``analysis.over_time.sgd_steps_from_config`` derives it there).
+HISTORY_COLUMNS = ["trial_id", "epoch", "train_loss", "test_loss", "test_acc", "wall_s", "sgd_steps"]
+SGD_STEPS = "sgd_steps"
 
 # ---- statuses ------------------------------------------------------------------------
 STATUS_OK, STATUS_DIVERGED, STATUS_FAILED = "ok", "diverged", "failed"
@@ -66,6 +69,7 @@ RESULT_COLUMNS = (
     "started_at",
     "finished_at",
     "matmul_backend",
+    "sgd_steps",
 )
 # Columns logged to MLflow as tags of the trial run, not params (mutransfer.trial_id, mutransfer.sweep).
 TAG_COLUMNS = ("trial_id", "sweep")

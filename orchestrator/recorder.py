@@ -11,7 +11,7 @@ import math
 import time
 from typing import Any
 
-from analysis.schema import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK
+from analysis.schema import HISTORY_COLUMNS, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK
 
 from .config import Sweep
 from .progress import Progress
@@ -54,7 +54,7 @@ class Recorder:
             self.devices[trial_id] = str(result["device_used"])
         if result.get("matmul_backend"):
             self.backends[trial_id] = str(result["matmul_backend"])
-        keep = ("epoch", "train_loss", "test_loss", "test_acc", "wall_s", "diverged")
+        keep = (*HISTORY_COLUMNS[1:], "diverged")
         self.history.setdefault(trial_id, {})[int(result["epoch"])] = {k: result.get(k) for k in keep}
         self.where[trial_id] = (str(result.get("node", "")), str(result.get("hostname", "")))
         if result.get("last"):

@@ -13,9 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from analysis.schema import HISTORY_COLUMNS
+
 from .results_store import trial_row
 
-KEEP = ("epoch", "train_loss", "test_loss", "test_acc", "wall_s", "diverged")
+KEEP = (*HISTORY_COLUMNS[1:], "diverged")
 
 
 def _results(path: Path) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from analysis import parts
 from analysis.io import ParquetError, write_text_atomic
-from analysis.schema import DONE_STATUSES, HISTORY_COLUMNS, STATUS_DIVERGED, TRIAL_COLUMNS
+from analysis.schema import DONE_STATUSES, HISTORY_COLUMNS, SGD_STEPS, STATUS_DIVERGED, TRIAL_COLUMNS
 
 from .config import EXECUTION_KEYS
 from .errors import BadInput
@@ -75,6 +75,8 @@ def trial_row(
         if key not in row:
             row[key] = tc[key]
     row.update(hostname=hostname, error=error)
+    steps = last.get(SGD_STEPS)  # the updates the trial applied (None: recorded before the loop counted them)
+    row[SGD_STEPS] = int(steps) if steps is not None and not (isinstance(steps, float) and math.isnan(steps)) else None
     return row
 
 

@@ -37,6 +37,7 @@ from analysis.schema import (  # noqa: F401
     RESULT_COLUMNS,
     ROLE_SWEEP,
     ROLE_TRIAL,
+    SGD_STEPS,
     STATUS_DIVERGED,
     STATUS_FAILED,
     STATUS_OK,
@@ -260,7 +261,7 @@ class Tracker:
             metrics = [
                 Metric(k, float(h[k]), min(end_ms, start_ms + int(1000 * float(h.get("wall_s") or 0))), int(h["epoch"]))
                 for h in history
-                for k in EPOCH_METRICS
+                for k in (*EPOCH_METRICS, SGD_STEPS)  # sgd_steps: an x axis for the charts besides the epoch
                 if _finite(h.get(k))
             ]
             last = max((int(h["epoch"]) for h in history), default=0)

@@ -32,8 +32,9 @@ def train(
         on_epoch: called with each history row; returning True stops training.
 
     Returns:
-        One dict per epoch: ``epoch, train_loss, test_loss, test_acc, wall_s, diverged``,
-        ``matmul_backend`` (the product backends this run took so far, ``_products.used``).
+        One dict per epoch: ``epoch, train_loss, test_loss, test_acc, wall_s, sgd_steps, diverged``,
+        ``matmul_backend`` (the product backends this run took so far, ``_products.used``);
+        ``sgd_steps`` counts the updates applied since the start (a step reported diverged applies none).
     """
     data = data.to(trainer.device, trainer.dtype)
     gen = torch.Generator().manual_seed(int(seed))
@@ -42,6 +43,7 @@ def train(
     history: list[dict] = []
     start = time.perf_counter()
     products.reset_used()
+    steps = 0  # optimizer updates applied so far
     for epoch in range(1, epochs + 1):
         order = torch.randperm(n, generator=gen).to(trainer.device)
         losses, diverged = [], False
@@ -51,6 +53,7 @@ def train(
             if stats["diverged"]:
                 diverged = True
                 break
+            steps += 1
             losses.append(stats["loss"])
         train_loss = sum(losses) / len(losses) if losses and not diverged else math.inf
         if diverged:
@@ -73,6 +76,7 @@ def train(
                 "wall_s": time.perf_counter() - start,
                 "diverged": bad,
             }
+        row["sgd_steps"] = steps
         row["matmul_backend"] = products.used()
         history.append(row)
         stop = on_epoch(row) if on_epoch is not None else False

@@ -68,6 +68,19 @@ def test_record_replaces_by_trial_id_and_never_duplicates(tmp_path):
     assert h[h.trial_id == "a"].test_loss.tolist() == [3.0, 1.5]
 
 
+def test_sgd_steps_are_written_beside_an_old_base_that_lacks_them(tmp_path):
+    store = ResultsStore(tmp_path / "s")
+    store.record([trial_row("s", _spec("a"), _hist(2), "ok")], {"a": _hist(2)})  # recorded before the count
+    assert store.compact() == 2
+    counted = [{**h, "sgd_steps": 15 * h["epoch"]} for h in _hist(2)]
+    row = trial_row("s", _spec("b"), counted, "ok")
+    assert row["sgd_steps"] == 30 and trial_row("s", _spec("a"), _hist(2), "ok")["sgd_steps"] is None
+    store.record([row], {"b": counted})
+    h, t = store.history().set_index(["trial_id", "epoch"]), store.trials().set_index("trial_id")
+    assert h.sgd_steps[("b", 1)] == 15 and h.sgd_steps[("b", 2)] == 30 and h.sgd_steps["a"].isna().all()
+    assert t.sgd_steps["b"] == 30 and pd.isna(t.sgd_steps["a"])
+
+
 def test_a_crash_during_a_write_leaves_the_previous_table(tmp_path, monkeypatch):
     store = ResultsStore(tmp_path / "s")
     store.record([trial_row("s", _spec("a"), _hist(2), "ok")], {"a": _hist(2)})

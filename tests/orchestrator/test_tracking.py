@@ -33,7 +33,14 @@ def _spec(tid, lr):
 
 def _hist(n):
     return [
-        {"epoch": e, "train_loss": 1.0 / e, "test_loss": 2.0 / e, "test_acc": 0.1 * e, "wall_s": float(e)}
+        {
+            "epoch": e,
+            "train_loss": 1.0 / e,
+            "test_loss": 2.0 / e,
+            "test_acc": 0.1 * e,
+            "wall_s": float(e),
+            "sgd_steps": 3 * e,
+        }
         for e in range(1, n + 1)
     ]
 
@@ -111,6 +118,9 @@ def test_nested_runs_back_fill_and_half_logged_runs(tmp_path):
         2.0,
         1.0,
     ]
+    steps = sorted(client.get_metric_history(b.info.run_id, "sgd_steps"), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in steps] == [(1, 3.0), (2, 6.0)]  # per epoch: a chart's x axis
+    assert "sgd_steps" not in client.get_run(b.info.run_id).data.params  # a result, not a param
 
 
 def test_group_keys_beyond_algorithm_reach_mlflow_as_metric_and_tag_keys(tmp_path):

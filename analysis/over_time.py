@@ -1,0 +1,186 @@
+"""η*(width) and the drift exponent k at every recorded epoch, from the history table (no extra trials).
+
+Epoch e's trials table is the trials table with ``final_<m>`` replaced by history's ``<m>`` at epoch e
+and ``status`` diverged for a trial that diverged at or before e (its losses +inf from then on);
+:func:`analysis.transfer.analyze` of each gives k(e) with its interval and verdict. The time axis is
+the number of SGD updates: history's ``sgd_steps`` (counted by ``trainers.train``) or, for data
+recorded before that column existed, :func:`sgd_steps_from_config`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from .schema import EPOCH_METRICS, SGD_STEPS, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK
+from .transfer import analyze
+
+# The group columns of analyze's result this module reads, besides the keys.
+GROUP_COLUMNS = ("drift_exponent", "drift_lo", "drift_hi", "max_regret", "verdict", "n_seeds")
+# Training images per class of Fashion-MNIST (every ``fmnist*`` dataset), and its classes.
+_FMNIST_PER_CLASS, _FMNIST_CLASSES = 6000, 10
+_TEACHER_DEFAULT = 1024
+
+
+def _n_train(data: Mapping) -> int | None:
+    """Training-set size of a sweep's ``data`` section, as ``trainers``' loaders build it; None if unknown."""
+    dataset, subset = str(data.get("dataset", "")), data.get("subset") or None  # 0 or null: all of it
+    if dataset.startswith("fmnist"):  # load_fashion_mnist: the first subset // 10 images of each class
+        per_class = _FMNIST_PER_CLASS if subset is None else min(max(1, int(subset) // 10), _FMNIST_PER_CLASS)
+        return _FMNIST_CLASSES * per_class
+    if dataset == "teacher":
+        return int(subset) if subset is not None else _TEACHER_DEFAULT
+    return None  # a plugin's dataset: its size is known only to its loader
+
+
+def sgd_steps_from_config(cfg: Mapping, epoch: int | np.ndarray) -> float | np.ndarray:
+    """SGD updates after ``epoch`` epochs from the sweep's config (``sweep.yaml`` as a dict).
+
+    The fallback for data recorded before history's ``sgd_steps`` existed; new data has the count
+    the loop made. ``trainers.train`` takes ``min(batch_size, n)`` per batch and drops the last,
+    partial batch: ``epoch · ⌊n / batch⌋`` updates, n the training-set size of ``data.dataset`` with
+    ``data.subset`` (Fashion-MNIST: 10 · max(1, subset // 10); teacher: subset, default 1024). NaN for
+    a dataset of unknown size (a plugin's) or a config without ``train.batch_size``. A trial that
+    diverged made fewer updates than this in its last epoch.
+    """
+    n = _n_train(cfg.get("data") or {})
+    batch = (cfg.get("train") or {}).get("batch_size")
+    if n is None or batch is None:
+        return np.asarray(epoch, dtype=float) * np.nan
+    return np.asarray(epoch, dtype=float) * (n // min(int(batch), n))
+
+
+def diverged_at(trials: pd.DataFrame, history: pd.DataFrame) -> pd.Series:
+    """Per ``trial_id``, the first epoch at which it diverged (NaN: never).
+
+    History's ``diverged`` flag where there is one; a trial with status ``diverged`` and no flagged row
+    diverged at its last recorded epoch (at epoch 1 if it has no history).
+    """
+    out = pd.Series(np.nan, index=pd.Index(trials.trial_id.unique(), name="trial_id"), dtype=float)
+    if "diverged" in history.columns:
+        flagged = history[history["diverged"].eq(True)]
+        first = flagged.groupby("trial_id").epoch.min()
+        out.loc[first.index.intersection(out.index)] = first
+    div_ids = trials.loc[trials.status == STATUS_DIVERGED, "trial_id"]
+    last = history.groupby("trial_id").epoch.max().reindex(div_ids).fillna(1.0)
+    missing = last.index[out.reindex(last.index).isna()]
+    out.loc[missing] = last.loc[missing].to_numpy()
+    return out
+
+
+def _steps(history: pd.DataFrame, cfg: Mapping | None) -> pd.Series:
+    """History's ``sgd_steps``, its nulls (data recorded before the column) from the config."""
+    counted = history[SGD_STEPS].astype(float) if SGD_STEPS in history.columns else pd.Series(np.nan, history.index)
+    if counted.isna().any() and cfg is not None:
+        derived = pd.Series(sgd_steps_from_config(cfg, history.epoch.to_numpy(dtype=float)), index=history.index)
+        counted = counted.fillna(derived)
+    return counted
+
+
+def trials_at_epoch(
+    trials: pd.DataFrame, history: pd.DataFrame, epoch: int, div_epoch: pd.Series | None = None
+) -> pd.DataFrame:
+    """The trials table as it would read had every trial stopped after ``epoch`` epochs.
+
+    ``final_<m>`` holds history's ``<m>`` at ``epoch``; a trial that diverged at or before it is
+    ``diverged`` with +inf losses and NaN accuracy; ``sgd_steps`` is history's at ``epoch`` (NaN when
+    diverged). Failed trials and trials not recorded at ``epoch`` (and not diverged) are left out.
+    """
+    div_epoch = diverged_at(trials, history) if div_epoch is None else div_epoch
+    t = trials[trials.status != STATUS_FAILED].copy()
+    at = history[history.epoch == epoch].drop_duplicates("trial_id", keep="last").set_index("trial_id")
+    div = div_epoch.reindex(t.trial_id).to_numpy(dtype=float)
+    gone = div <= epoch
+    keep = gone | t.trial_id.isin(at.index).to_numpy()
+    t, gone, div = t[keep].copy(), gone[keep], div[keep]
+    row = at.reindex(t.trial_id)
+    for m in EPOCH_METRICS:
+        value = row[m].to_numpy(dtype=float) if m in row.columns else np.full(len(t), np.nan)
+        t[f"final_{m}"] = np.where(gone, np.inf if m.endswith("_loss") else np.nan, value)
+    t["status"] = np.where(gone, STATUS_DIVERGED, STATUS_OK)
+    t["epochs_done"] = np.where(gone, np.minimum(div, epoch), epoch)
+    steps = row[SGD_STEPS].to_numpy(dtype=float) if SGD_STEPS in row.columns else np.full(len(t), np.nan)
+    t[SGD_STEPS] = np.where(gone, np.nan, steps)
+    return t.reset_index(drop=True)
+
+
+def _analyze(trials: pd.DataFrame, **kw):
+    """:func:`analysis.transfer.analyze` with those of ``kw`` it takes (``n_boot`` and ``seed`` only
+    while its intervals are bootstrapped)."""
+    takes = inspect.signature(analyze).parameters
+    return analyze(trials, **{k: v for k, v in kw.items() if k in takes})
+
+
+def k_over_time(
+    trials: pd.DataFrame,
+    history: pd.DataFrame,
+    *,
+    metric: str,
+    mode: str,
+    max_drift: float,
+    max_regret: float,
+    level: float = 0.95,
+    n_boot: int = 200,
+    seed: int = 0,
+    sweep_yaml_cfg: Mapping | None = None,
+) -> pd.DataFrame:
+    """The drift exponent k of every group at every recorded epoch.
+
+    Args:
+        trials, history: trials.parquet's and history.parquet's tables.
+        metric: the objective, a ``final_*`` column (``final_train_loss`` reads history's ``train_loss``).
+        mode, max_drift, max_regret, level: passed to :func:`analysis.transfer.analyze`; ``n_boot``
+            and ``seed`` too where it takes them (a bootstrap).
+        sweep_yaml_cfg: the sweep's resolved config (``analysis.load.read_sweep_yaml``): the SGD steps
+            of history rows recorded without ``sgd_steps`` (:func:`sgd_steps_from_config`).
+
+    Raises:
+        ValueError: ``metric`` is not ``final_`` of a history metric (train_loss, test_loss, test_acc).
+
+    Returns:
+        One row per (group, epoch): the group keys, ``epoch``, ``sgd_steps`` (median over the group's
+        trials that had not diverged by then), ``drift_exponent, drift_lo, drift_hi, max_regret,
+        verdict, n_seeds``. Empty when there is no history. ``attrs``: ``keys``, ``metric``, ``mode``,
+        ``max_drift``, ``max_regret``, ``level``.
+    """
+    if metric.removeprefix("final_") not in EPOCH_METRICS:
+        raise ValueError(
+            f"metric={metric!r} has no per-epoch history; use one of final_{', final_'.join(EPOCH_METRICS)}"
+        )
+    attrs = {"metric": metric, "mode": mode, "max_drift": max_drift, "max_regret": max_regret, "level": level}
+    if history is None or history.empty or trials.empty:
+        out = pd.DataFrame(columns=["epoch", SGD_STEPS, *GROUP_COLUMNS])
+        out.attrs.update(keys=[], **attrs)
+        return out
+    history = history[history.epoch.notna() & history.trial_id.isin(trials.trial_id)].copy()
+    history[SGD_STEPS] = _steps(history, sweep_yaml_cfg)
+    div_epoch = diverged_at(trials, history)
+    frames, keys = [], []
+    for epoch in sorted(int(e) for e in history.epoch.unique()):
+        t = trials_at_epoch(trials, history, epoch, div_epoch)
+        result = _analyze(
+            t,
+            metric=metric,
+            mode=mode,
+            max_drift=max_drift,
+            max_regret=max_regret,
+            level=level,
+            n_boot=n_boot,
+            seed=seed,
+        )
+        k = list(result.keys)
+        keys += [c for c in k if c not in keys]
+        for c in k:
+            if c not in t.columns:  # analyze fills a missing base key with "-"
+                t[c] = "-"
+        steps = t[t.status == STATUS_OK].groupby(k, dropna=False)[SGD_STEPS].median().rename(SGD_STEPS).reset_index()
+        g = result.groups[[*k, *GROUP_COLUMNS]].merge(steps, on=k, how="left")
+        g.insert(len(k), "epoch", epoch)
+        frames.append(g)
+    out = pd.concat(frames, ignore_index=True)
+    out = out[[*keys, "epoch", SGD_STEPS, *GROUP_COLUMNS]].sort_values([*keys, "epoch"]).reset_index(drop=True)
+    out.attrs.update(keys=keys, **attrs)
+    return out

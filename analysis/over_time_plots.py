@@ -1,0 +1,159 @@
+"""The drift exponent k over training time: :func:`analysis.over_time.k_over_time`'s table as a figure.
+
+One panel per algorithm (and per further key that varies, e.g. PC's T); in each, k against SGD steps
+(log axis), SP and μP in two colours, the interval at the analysis' level as a band, the marker's face
+the verdict at that epoch, the ±max_drift band where k counts as transferring shaded grey.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from .plots import DPI, FORMATS, ONLY_FOR, PAR_LABEL, PAR_ORDER, _kv, _natural, _save, plt
+
+PAR_STYLE = {"sp": ("tab:orange", "s"), "mup": ("tab:blue", "o")}  # colour, marker
+VERDICT_FACE = {"transfers": "tab:green", "drifts": "tab:red"}  # anything else (inconclusive): hollow
+WIDTH_IN = 9.0  # inches: scaled to a page's text width (about 6.5 in), 11 pt labels read as about 8 pt
+
+
+def _panels(table: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[tuple]]:
+    """Panel keys (every key but the parametrization) and their values, algorithm first."""
+    pk = [k for k in keys if k != "parametrization"]
+    pk = sorted(pk, key=lambda k: k != "algorithm")
+    vals = sorted({tuple(r) for r in table[pk].astype(str).itertuples(index=False)}, key=_natural) if pk else [()]
+    return pk, vals
+
+
+def _panel_title(pk: list[str], panel: tuple) -> str:
+    algo = dict(zip(pk, panel)).get("algorithm")
+    parts = [
+        str(v).upper() if k == "algorithm" else _kv(k, v)
+        for k, v in zip(pk, panel)
+        if k == "algorithm" or algo is None or algo in ONLY_FOR.get(k, (algo,))
+    ]
+    return "  ".join(parts) or "all trials"
+
+
+def _style(par: str, i: int) -> tuple[str, str]:
+    return PAR_STYLE.get(par, (f"C{(i + 2) % 10}", "D"))
+
+
+def _log_steps_axis(ax, steps: pd.Series) -> None:
+    """Log x axis of step counts, labelled 20, 300, 4000 (not 2×10¹), at 1-2-3-5 multiples of the
+    decades over a short span, fewer over a long one."""
+    ax.set_xscale("log")
+    finite = steps[np.isfinite(steps) & (steps > 0)]
+    decades = float(np.log10(finite.max() / finite.min())) if len(finite) else 0.0
+    subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.5 else (1.0, 3.0) if decades < 3 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def plot_k_over_time(
+    table: pd.DataFrame,
+    path: str | Path,
+    max_drift: float | None = None,
+    dpi: int = DPI,
+    formats: tuple[str, ...] = FORMATS,
+) -> Path | None:
+    """k (with its interval) against SGD steps, one panel per algorithm, SP beside μP.
+
+    Args:
+        table: :func:`analysis.over_time.k_over_time`'s table (its ``attrs`` give the keys, the
+            level, the objective and, unless ``max_drift`` is given, the band's half-width).
+        path: the PNG to write (and beside it, per ``formats``, SVG or PDF).
+        max_drift: half-width of the shaded band (default ``table.attrs["max_drift"]``).
+
+    Returns:
+        The PNG's path, or None when the table is empty.
+    """
+    if table is None or table.empty:
+        return None
+    keys = list(table.attrs.get("keys") or [c for c in ("algorithm", "parametrization") if c in table])
+    max_drift = float(table.attrs.get("max_drift", 0.2) if max_drift is None else max_drift)
+    level = float(table.attrs.get("level", 0.95))
+    x_col = "sgd_steps" if np.isfinite(table.sgd_steps.astype(float)).any() else "epoch"
+    pk, panels = _panels(table, keys)
+    n = len(panels)
+    ncols = 1 if n <= 2 else math.ceil(math.sqrt(n))
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(WIDTH_IN, max(WIDTH_IN / 1.6, 2.3 * nrows + 1.0)),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+    )
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    t = table.astype({k: str for k in keys})
+    pars = sorted(
+        t.parametrization.unique() if "parametrization" in t else ["-"],
+        key=lambda p: (PAR_ORDER.index(p) if p in PAR_ORDER else len(PAR_ORDER), p),
+    )
+    for ax, panel in zip(axes.flat, panels):
+        sel = t[(t[pk] == pd.Series(panel, index=pk)).all(axis=1)] if pk else t
+        ax.axhspan(-max_drift, max_drift, color="0.85", lw=0, zorder=0)
+        ax.axhline(0.0, color="0.5", lw=0.8, zorder=1)
+        ks = []
+        for i, par in enumerate(pars):
+            d = sel[sel.parametrization == par] if "parametrization" in sel else sel
+            if d.empty:
+                continue
+            d = d.sort_values(x_col)
+            x, k = d[x_col].astype(float), d.drift_exponent.astype(float)
+            color, marker = _style(par, i)
+            ax.plot(x, k, "-", color=color, lw=1.4, zorder=3)
+            band = np.isfinite(d.drift_lo.astype(float)) & np.isfinite(d.drift_hi.astype(float))
+            ax.fill_between(x[band], d.drift_lo[band], d.drift_hi[band], color=color, alpha=0.18, lw=0, zorder=2)
+            for v, dv in d.groupby("verdict"):
+                face = VERDICT_FACE.get(str(v), "white")
+                ax.plot(dv[x_col], dv.drift_exponent, marker, ms=6.5, mfc=face, mec=color, mew=1.5, ls="", zorder=4)
+            ks += list(k[np.isfinite(k)])
+        if ks:  # the point estimates and the band, not a wide interval of one epoch
+            lo, hi = min(min(ks), -max_drift), max(max(ks), max_drift)
+            pad = 0.25 * max(hi - lo, 0.5)
+            ax.set_ylim(lo - pad, hi + pad)
+        if x_col == "sgd_steps":
+            _log_steps_axis(ax, table.sgd_steps.astype(float))
+        ax.set_title(_panel_title(pk, panel), fontsize=12)
+        ax.tick_params(labelsize=10)
+        ax.grid(True, which="major", color="0.92", lw=0.6)
+    for i, j in np.ndindex(axes.shape):  # the lowest panel of each column carries the x axis
+        if axes[i, j].get_visible() and (i + 1 == nrows or not axes[i + 1, j].get_visible()):
+            axes[i, j].xaxis.set_tick_params(which="both", labelbottom=True)
+            axes[i, j].set_xlabel(
+                "SGD steps (log)" if x_col == "sgd_steps" else "epoch (SGD steps unknown)", fontsize=11
+            )
+    for row in axes:
+        row[0].set_ylabel("drift exponent k", fontsize=11)
+    handles = [Line2D([], [], color=_style(p, i)[0], marker=_style(p, i)[1], lw=1.4) for i, p in enumerate(pars)]
+    labels = [PAR_LABEL.get(p, p) for p in pars]
+    handles += [
+        Line2D([], [], marker="o", ls="", ms=6.5, mfc=VERDICT_FACE["transfers"], mec="0.3"),
+        Line2D([], [], marker="o", ls="", ms=6.5, mfc=VERDICT_FACE["drifts"], mec="0.3"),
+        Line2D([], [], marker="o", ls="", ms=6.5, mfc="white", mec="0.3"),
+        Patch(color="0.85"),
+    ]
+    labels += ["transfers", "drifts", "inconclusive", f"|k| ≤ {max_drift:g}"]
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=len(labels),
+        fontsize=10,
+        title=f"η* ∝ width^k at each epoch ({table.attrs.get('metric', 'objective')}); "
+        f"band: {level:.0%} interval; marker face: the verdict at that epoch",
+        title_fontsize=10,
+        frameon=False,
+    )
+    return _save(fig, path, dpi, formats)
