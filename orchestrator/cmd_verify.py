@@ -17,6 +17,9 @@ VERIFY_HELP = (
     "+-max_drift or the regret's lower bound is above max_regret; otherwise 'inconclusive'. A muP group "
     "transfers only if its SP control drifts in the same run (else the setup cannot tell transfer from "
     "drift). SP groups are the control and are not judged (with no muP group, every group is judged). "
+    "Groups still undecided (inconclusive, or an SP control a transferring muP group waits on) get "
+    "verify.seed_step (default 3) more seeds per look up to verify.max_seeds (default 8); each look's "
+    "intervals are at 1 - 0.05/looks. "
     "Exit 0 every muP group transfers, 1 one drifts, 2 bad input, 3 inconclusive."
 )
 
@@ -182,7 +185,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     print(
         f"== demo: verify {DEMO.name}: BP, PC and TP under SP and muP on 7x7 pooled Fashion-MNIST, lr tuned "
-        f"at width 64 (Optuna), checked at widths 64-512 with 3 seeds, on Ray Tune ==",
+        f"at width 64 (Optuna), checked at widths 64-512 with 3 seeds (up to 8 where undecided), on Ray Tune ==",
         flush=True,
     )
     t0 = time.perf_counter()

@@ -87,7 +87,7 @@ class Objective:
 
 @dataclass
 class VerifySection:
-    """Thresholds of the transfer verdict, and the log2 learning-rate bracket around the base η* (verify)."""
+    """Thresholds of the transfer verdict, the log2 learning-rate bracket around the base η*, and the seeds (verify)."""
 
     max_drift: float = 0.2
     max_regret: float = 0.05
@@ -99,6 +99,13 @@ class VerifySection:
     resolution: float = 0.25
     # Seeds per grid point when the grid has no seed axis (0, 1, ..., seeds - 1).
     seeds: int = 3
+    # Adaptive seeding: a group still undecided after the refinement (inconclusive, or an SP control
+    # that does not drift while its muP twin transfers on its own) gets seed_step more seeds, look
+    # after look, up to max_seeds seeds in all (seeds continue from the largest grid.seed + 1 when
+    # the grid has a seed axis). Each look's intervals are at 1 - 0.05 / looks (analysis.stats);
+    # max_seeds = seeds: one look, no seeds added.
+    max_seeds: int = 8
+    seed_step: int = 3
     # Extend upwards until a learning rate diverges, so the stability edge η_max can be located.
     find_edge: bool = True
 
@@ -461,5 +468,13 @@ def resolve_judging(cfg: DictConfig, src: str = "<config>") -> None:
         raise BadInput(f"{src}: verify.resolution={cfg.verify.resolution!r} must be in (0, 4] octaves, e.g. 0.25")
     if int(cfg.verify.seeds) < 1:
         raise BadInput(f"{src}: verify.seeds={cfg.verify.seeds!r} must be >= 1")
+    for key in ("max_seeds", "seed_step"):
+        if int(cfg.verify[key]) < 1:
+            raise BadInput(f"{src}: verify.{key}={cfg.verify[key]!r} must be >= 1")
+    if int(cfg.verify.max_seeds) < int(cfg.verify.seeds):
+        raise BadInput(
+            f"{src}: verify.max_seeds={cfg.verify.max_seeds} is below verify.seeds={cfg.verify.seeds}: "
+            "give max_seeds >= seeds (max_seeds = seeds adds none)"
+        )
     if not len(cfg.verify.bracket):
         raise BadInput(f"{src}: verify.bracket is empty: give log2 offsets, e.g. [-2, -1, 0, 1, 2]")

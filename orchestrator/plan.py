@@ -250,6 +250,22 @@ def _known_base(path) -> list[dict[str, Any]] | None:
     return groups if all(g.get("best") for g in groups) else None
 
 
+def _seeding_line(sweep: Sweep, points: int, per_point: int) -> str:
+    """The bound on adaptive seeding: every group undecided at every look, each new point at its worst."""
+    from .seeding import seed_plan
+
+    v = sweep.config.verify
+    _, looks = seed_plan(sweep)
+    extra = (looks[-1] - looks[0]) * (points // looks[0])
+    if not extra:
+        return f"adaptive seeding: none (verify.max_seeds {int(v.max_seeds)} <= {looks[0]} seeds)"
+    return (
+        f"adaptive seeding: undecided groups may get up to {looks[-1] - looks[0]} more seeds (looks at "
+        f"{', '.join(map(str, looks))} seeds; verify.max_seeds, seed_step): at most {extra * per_point} more "
+        f"trials ({extra} points x {per_point})"
+    )
+
+
 def verify_plan(
     sweep: Sweep, results_dir, trials: int | None = None, address: str | None = None, calibrate: bool = True
 ) -> list[str]:
@@ -315,6 +331,7 @@ def verify_plan(
         ),
         f"refinement: then at most {rounds} rounds (verify.max_extend {int(v.max_extend)}, resolution "
         f"{float(v.resolution):g}) of at most {per_round} learning rates per point: at most {bound} more trials",
+        _seeding_line(sweep, points, len(v.bracket) + per_round * rounds),
         resources_line(sweep, address, n_slots),
         cost_line("estimated cost of tune-base's trials to run", model.total(base_specs[base_done:]), n_slots),
         cost_line("estimated cost of the bracket's trials to run", model.total(todo_bracket), n_slots),

@@ -13,7 +13,8 @@ and between its last stable and first diverged point, down to ``verify.resolutio
 ``verify:`` thresholds (:mod:`analysis.verdict`): each μP group ``transfers``, ``drifts`` or is
 ``inconclusive``, and transfers only if its SP control drifts. Exit code: 0 every μP group
 transfers, 1 one drifts, 3 none drifts but one is inconclusive (2 is bad input). With no μP
-group, every group is judged.
+group, every group is judged. Groups still undecided then get more seeds, look after look, up to
+``verify.max_seeds`` (:mod:`orchestrator.seeding`), through the same bracket and refinement.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .driver import ray_held
 from .errors import BadInput
 from .refine import next_offsets
 from .results_store import ResultsStore
+from .seeding import at_seeds, grow, look_line, seed_plan, undecided
 from .sweep import run_sweep
 from .tracking import log_report
 from .tune_base import BaseResult, group_of, tune_base
@@ -47,8 +49,16 @@ class NoOptimum(ValueError):
 
 
 def with_seeds(sweep: Sweep) -> Sweep:
-    """``sweep`` with ``grid.seed = [0 .. verify.seeds − 1]`` when its grid has no seed axis."""
-    if "seed" in sweep.swept_keys or int(sweep.config.verify.seeds) <= 1:
+    """``sweep`` with ``grid.seed = [0 .. verify.seeds − 1]`` when its grid has no seed axis; with one,
+    ``verify.seeds`` is set to its number of seeds (what the looks and their level count from)."""
+    if "seed" in sweep.swept_keys:
+        n = len({t.trainer["seed"] for t in sweep.trials})
+        if n == int(sweep.config.verify.seeds):
+            return sweep
+        cfg = sweep.config.copy()
+        cfg.verify.seeds, cfg.verify.max_seeds = n, max(n, int(cfg.verify.max_seeds))
+        return Sweep(sweep.name, sweep.source, cfg, sweep.trials)
+    if int(sweep.config.verify.seeds) <= 1:
         return sweep
     cfg = sweep.config.copy()
     cfg.grid.seed = list(range(int(sweep.config.verify.seeds)))
@@ -82,10 +92,11 @@ def curve_of(t: TrialSpec, base_lr: float, table: pd.DataFrame) -> tuple[np.ndar
     """Grid point ``t``'s measured curve: offsets k = log2(lr / η*_base) and the loss (+inf: diverged).
 
     ``table`` is :func:`analysis.transfer.tidy`'s (failed trials left out, ``loss`` to minimise);
-    a swept key with one value is not a column there and needs no filter.
+    a swept key with one value is not a column there and needs no filter. The seed always filters:
+    the trials of seeds added later (:mod:`orchestrator.seeding`) are not this point's.
     """
     rows = table
-    for key in t.swept:
+    for key in dict.fromkeys([*t.swept, "seed"]):
         if key != "lr" and key in rows.columns:
             rows = rows[rows[key] == t.trainer[key]]
     return np.round(rows.log2_lr.to_numpy(float) - np.log2(base_lr), 6), rows.loss.to_numpy(float)
@@ -186,6 +197,55 @@ def _measure(
     return run, counts
 
 
+def _looks(
+    sweep: Sweep,
+    base: list[dict[str, Any]],
+    run,
+    counts: dict[str, int],
+    results_dir,
+    address: str | None,
+    track: bool,
+    n_boot: int,
+    stream: TextIO | None,
+):
+    """Analyse at each look of the seed schedule; give the groups still undecided the next seeds
+    (:mod:`orchestrator.seeding`) through :func:`_measure`, until none is or the schedule ends.
+
+    Each look analyses only the trials of its own seeds. ``counts`` gains the trials run.
+
+    Returns:
+        ``(last SweepResult, the last look's analysis, the logs it analysed)``.
+    """
+    from analysis.load import LogError, load_sweep
+    from analysis.transfer import analyze_logs
+
+    values, looks = seed_plan(sweep)
+    bracket = {float(k) for k in sweep.config.verify.bracket}
+    given: dict[tuple, set[int]] = {}
+    out = stream or sys.stdout
+    for look in range(len(looks)):
+        try:
+            logs = at_seeds(load_sweep(run.sweep_dir), values[: looks[look]])
+        except LogError as exc:
+            raise BadInput(str(exc)) from None
+        result = analyze_logs(logs, n_boot)
+        todo = undecided(result.groups, result.keys)
+        if look + 1 == len(looks) or todo.empty:
+            break
+        points = grow(sweep, todo, result.keys, values[: looks[look + 1]], given)
+        batch = values[looks[look] : looks[look + 1]]
+        out.write(look_line(todo, result.groups, result.keys, batch, look + 2, len(looks)) + "\n")
+        out.flush()
+        if points:
+            sub = Sweep(sweep.name, sweep.source, sweep.config, points)
+            offsets = {i: set(bracket) for i in range(len(points))}
+            specs = transfer_trials(sub, base, offsets)
+            run, more = _measure(sub, base, offsets, specs, results_dir, address, track, stream)
+            for status, n in more.items():
+                counts[status] = counts.get(status, 0) + n
+    return run, result, logs
+
+
 @dataclass
 class VerifyResult:
     """What verify did: tune-base's result, the transfer run, the analysis and the exit code."""
@@ -219,9 +279,7 @@ def run_verify(
     Raises:
         BadInput: bad input (before anything is written).
     """
-    from analysis.load import LogError, load_sweep
     from analysis.report import write_report
-    from analysis.transfer import analyze_logs
 
     bracket = [float(k) for k in sweep.config.verify.bracket]
     if 0.0 not in bracket:
@@ -235,12 +293,9 @@ def run_verify(
         specs = transfer_trials(sweep, base.groups, offsets)
     except NoOptimum as exc:
         return VerifyResult(base, base.sweep_dir, base.sweep_dir / "report", None, 1, [str(exc)])
-    run, counts = _measure(sweep, base.groups, offsets, specs, results_dir, address, track, stream)
-    try:
-        logs = load_sweep(run.sweep_dir)
-    except LogError as exc:
-        raise BadInput(str(exc)) from None
-    result = analyze_logs(logs, n_boot)
+    with ray_held(sweep, address):  # one connection for the bracket, the refinement and every look
+        run, counts = _measure(sweep, base.groups, offsets, specs, results_dir, address, track, stream)
+        run, result, logs = _looks(sweep, base.groups, run, counts, results_dir, address, track, n_boot, stream)
     out = run.sweep_dir / "report"
     from .base_plots import base_figures
 

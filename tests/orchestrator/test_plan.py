@@ -116,6 +116,9 @@ def test_verify_plan_counts_search_bracket_and_bounds_refinement(tmp_path):
     assert "= 72 trials; already recorded: not known until tune-base" in text  # 24 points x 3 lrs
     # rounds: 1 + max_extend 2 + halvings 1 + 2 = 6 -> 5 after the bracket, at most 3 lrs per point each
     assert "at most 5 rounds" in text and "at most 360 more trials" in text
+    # adaptive seeding: looks at 2, 5, 8 seeds; 12 points per seed, each at most 3 + 5 x 3 trials
+    assert "up to 6 more seeds (looks at 2, 5, 8 seeds; verify.max_seeds, seed_step): at most 1296 more trials" in text
+    assert "adaptive seeding: none" in "\n".join(verify_plan(load_sweep(space, ["verify.max_seeds=2"]), tmp_path / "r"))
     assert "calibrated here" in text and "unknown" not in text
     assert not (tmp_path / "results").exists()
 

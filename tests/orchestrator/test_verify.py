@@ -1,4 +1,5 @@
-"""verify: the bracket trials, the exit-code rule, bad input; a real BP/SGD verify on Fashion-MNIST (slow)."""
+"""verify: the bracket trials, the exit-code rule, bad input, adaptive seeding; a real BP/SGD verify on
+Fashion-MNIST (slow) and a tiny one on the teacher set that adds a seed to its one undecided group (slow)."""
 
 import json
 import math
@@ -13,6 +14,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.config import load_sweep, trial_id
+from orchestrator.seeding import at_seeds, grow, seed_plan, undecided
 from orchestrator.verify import NoOptimum, decide, refinements, transfer_trials, with_seeds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +70,8 @@ def test_no_finite_base_optimum_stops_verify(space):
 
 def test_verify_adds_its_default_seeds_only_where_the_grid_has_none(space):
     sw = load_sweep(space)
-    assert with_seeds(sw) is sw  # grid.seed [0, 1] is kept
+    kept = with_seeds(sw)  # grid.seed [0, 1] is kept; verify.seeds says how many it has
+    assert kept.trials == sw.trials and kept.config.verify.seeds == 2 and kept.identity() == sw.identity()
     bare = load_sweep(space, ["grid.seed=[0]"])
     no_seed = load_sweep(space, ["verify.seeds=3"])
     no_seed.config.grid.pop("seed")
@@ -133,8 +136,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(space, tmp_path, cap
     assert not results.exists()
 
 
-def _real_verify(name: str, tmp_path, env):
-    """Run ``mutransfer verify search_spaces/NAME.yaml``; (results dir, process, summary, drift by parametrization)."""
+def _real_verify(name: str, tmp_path, env, seeds: int):
+    """Run ``mutransfer verify search_spaces/NAME.yaml`` with its ``seeds`` and no adaptive seeding (not what
+    these tests are about); (results dir, process, summary, drift by parametrization)."""
     results = tmp_path / "results"
     proc = subprocess.run(
         [
@@ -143,6 +147,7 @@ def _real_verify(name: str, tmp_path, env):
             "orchestrator.cli",
             "verify",
             str(ROOT / "search_spaces" / f"{name}.yaml"),
+            f"verify.max_seeds={seeds}",
             "--results",
             str(results),
         ],
@@ -162,7 +167,7 @@ def test_real_bp_sgd_verify_on_pooled_inputs_sp_drifts_mup_does_not(tmp_path, ra
     64..512, 3 seeds, quarter-octave refinement). With 49 inputs the hidden layers dominate SP's tangent kernel,
     so SP's optimum must move like width^k with k < -0.5; muP's must not. This can fail: on the 784-pixel
     inputs the same check measured SP k = -0.39 (the input layer dominates there)."""
-    results, proc, summary, k = _real_verify("verify_bp_sgd", tmp_path, ray_env)
+    results, proc, summary, k = _real_verify("verify_bp_sgd", tmp_path, ray_env, 3)
     groups = {g["parametrization"]: g for g in summary["groups"]}
     assert k["sp"] < -0.5, (k, proc.stdout[-3000:])
     assert groups["sp"]["drift_hi"] < -0.2 and groups["sp"]["verdict"] == "drifts"
@@ -186,7 +191,7 @@ def test_real_bp_sgd_verify_sp_drifts_on_teacher_student(tmp_path, ray_env):
     """The same verify on the teacher-student set (d = 32): the hidden layers dominate SP's NTK, so SP's
     optimum (at its divergence cliff) drifts like width^-1/2 or faster; muP's does not. Measured
     2026-11-28: SP k = -0.55, muP k = -0.03 (about 3 minutes on 2 CPUs)."""
-    _, proc, _, k = _real_verify("verify_bp_sgd_teacher", tmp_path, ray_env)
+    _, proc, _, k = _real_verify("verify_bp_sgd_teacher", tmp_path, ray_env, 1)
     assert abs(k["mup"]) < 0.25, (k, proc.stdout[-3000:])
     assert k["sp"] < -0.5, (k, proc.stdout[-3000:])
 
@@ -231,3 +236,114 @@ def test_bracket_extends_where_the_best_lr_is_at_an_end(space):
     # never past max_extend spacings
     sweep0 = load_sweep(space, ["verify.max_extend=0", "objective.metric=final_train_loss", "verify.find_edge=false"])
     assert _by_width(sweep0, refinements(sweep0, base, table, cur))[32] == {-0.5}  # refined inwards only
+
+
+# ---- adaptive seeding ------------------------------------------------------------------------------
+def _verdicts(rows):
+    """A groups frame: (algorithm, parametrization, own verdict, verdict after the SP-control rule)."""
+    return pd.DataFrame(
+        [
+            {"algorithm": a, "parametrization": p, "inference_steps": 20, "own_verdict": o, "verdict": v}
+            for a, p, o, v in rows
+        ]
+    )
+
+
+def test_undecided_groups_are_the_inconclusive_and_the_sp_controls_a_mup_twin_waits_on():
+    keys = ["algorithm", "parametrization", "inference_steps"]
+    groups = _verdicts(
+        [
+            ("bp", "mup", "transfers", "inconclusive"),  # waits on its control: decided on its own
+            ("bp", "sp", "inconclusive", "inconclusive"),  # undecided
+            ("pc", "mup", "inconclusive", "inconclusive"),  # undecided
+            ("pc", "sp", "transfers", "transfers"),  # its twin does not transfer: nothing waits on it
+            ("tp", "mup", "transfers", "inconclusive"),
+            ("tp", "sp", "transfers", "transfers"),  # does not drift while its twin transfers: undecided
+            ("dfa", "mup", "transfers", "transfers"),
+            ("dfa", "sp", "drifts", "drifts"),  # the control drifts: all decided
+            ("ep", "mup", "drifts", "drifts"),
+            ("ep", "sp", "inconclusive", "inconclusive"),  # inconclusive on its own: undecided
+        ]
+    )
+    got = undecided(groups, keys)
+    assert list(zip(got.algorithm, got.parametrization)) == [("bp", "sp"), ("pc", "mup"), ("tp", "sp"), ("ep", "sp")]
+    # before own_verdict exists, the verdict stands in for it
+    assert list(undecided(groups.drop(columns="own_verdict"), keys).algorithm) == ["bp", "bp", "pc", "tp", "ep"]
+    assert undecided(groups.iloc[:0], keys).empty
+
+
+def test_new_seeds_continue_after_the_grid_and_go_to_the_undecided_groups_only(space):
+    sw = with_seeds(load_sweep(space, ["verify.max_seeds=4", "verify.seed_step=1"]))
+    assert seed_plan(sw) == ([0, 1, 2, 3], [2, 3, 4])
+    assert seed_plan(with_seeds(load_sweep(space, ["grid.seed=[0, 5]", "verify.max_seeds=5"]))) == (
+        [0, 5, 6, 7, 8],
+        [2, 5],
+    )
+    assert seed_plan(with_seeds(load_sweep(space, ["verify.max_seeds=3"]))) == ([0, 1, 2], [2, 3])
+    keys = ["algorithm", "parametrization", "inference_steps"]
+    todo = _verdicts([("pc", "sp", "inconclusive", "inconclusive")])
+    given: dict = {}
+    points = grow(sw, todo, keys, [0, 1, 2], given)
+    assert {(t.trainer["width"], t.trainer["seed"]) for t in points} == {(w, 2) for w in (16, 32, 64)}
+    assert all(t.trainer["algorithm"] == "pc" and t.trainer["parametrization"] == "sp" for t in points)
+    assert all("seed" in t.swept and t.trial_id == trial_id(t.trainer, t.data, t.train) for t in points)
+    assert [t.trainer["seed"] for t in grow(sw, todo, keys, [0, 1, 2, 3], given)] == [3, 3, 3]  # 2 is given
+
+
+def test_a_look_reads_only_the_trials_of_its_seeds():
+    from analysis.load import SweepLogs
+
+    trials = pd.DataFrame({"trial_id": list("abcd"), "seed": [0, 1, 2, 3]})
+    history = pd.DataFrame({"trial_id": list("abcd"), "epoch": [1, 1, 1, 1]})
+    logs = SweepLogs(
+        name="x",
+        trials=trials,
+        history=history,
+        source="parquet",
+        objective={},
+        verify={},
+        tracking_uri=None,
+        experiment="x",
+    )
+    got = at_seeds(logs, [0, 1])
+    assert list(got.trials.trial_id) == ["a", "b"] and list(got.history.trial_id) == ["a", "b"]
+
+
+SEEDED = """
+name: vseed
+trainer: {algorithm: bp, optimizer: sgd, depth: 3, activation: tanh, base_width: 16}
+data: {dataset: teacher, subset: 128, test_subset: 64}
+train: {epochs: 1, batch_size: 64}
+grid:
+  parametrization: [sp, mup]
+  width: [16, 32]
+search: {trials: 2, space: {lr: {low: 0.01, high: 0.5, log: true}}}
+# thresholds no finite interval misses: muP transfers on its own, so its SP control (which cannot drift)
+# is the one undecided group; one bracket, no extension, no refinement
+verify: {max_drift: 1000, max_regret: 1000, bracket: [-1, 0, 1], max_extend: 0, resolution: 1, find_edge: false,
+         seeds: 2, max_seeds: 3, seed_step: 1}
+resources: {cpu: 1}
+"""
+
+
+@pytest.mark.slow
+def test_undecided_group_gets_one_more_seed_and_a_rerun_records_nothing(tmp_path, ray_env, run_cli):
+    """A tiny verify on embedded Ray: only the SP control gets seed 2 (look 2 of 2), through the sweep
+    path; the same command again runs no trial. About a minute on 2 CPUs."""
+    space = tmp_path / "vseed.yaml"
+    space.write_text(textwrap.dedent(SEEDED))
+    args = ["verify", str(space), "--results", str(tmp_path / "results"), "--no-mlflow"]
+    proc = run_cli(args, ray_env)
+    assert proc.returncode in (0, 3), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "seeds: 1 undecided group(s) (sp) get seed 2 (look 2 of 2, 97.5 % intervals)" in proc.stdout, proc.stdout
+    path = tmp_path / "results" / "vseed" / "trials.parquet"
+    trials = pd.read_parquet(path)
+    assert trials.trial_id.is_unique
+    per = trials.groupby(["parametrization", "seed", "width"]).size()
+    assert per.to_dict() == {
+        (p, s, w): 3 for p in ("mup", "sp") for s in (0, 1, 2) for w in (16, 32) if p == "sp" or s < 2
+    }
+    again = run_cli(args, ray_env)
+    assert again.returncode == proc.returncode, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "transfer runs: ok 0, diverged 0, failed 0;" in again.stdout and "get seed 2 (look 2" in again.stdout
+    assert sorted(pd.read_parquet(path).trial_id) == sorted(trials.trial_id)
