@@ -120,6 +120,26 @@ def thresholds(cfg: dict, path: Path = Path("sweep.yaml")) -> tuple[dict, dict]:
     return objective, verify
 
 
+def seed_design(cfg: dict, path: Path = Path("sweep.yaml")) -> dict:
+    """``seeds, max_seeds, seed_step`` of a verify's ``verify:`` section (those present; ints).
+
+    Raises:
+        LogError: one that is not a positive integer.
+    """
+    sec = cfg.get("verify") or {}
+    out = {}
+    for key in ("seeds", "max_seeds", "seed_step"):
+        if sec.get(key) is None:
+            continue
+        try:
+            out[key] = int(sec[key])
+        except (TypeError, ValueError):
+            raise LogError(f"{path}: verify.{key}={sec[key]!r} is not an integer") from None
+        if out[key] < 1:
+            raise LogError(f"{path}: verify.{key}={sec[key]!r} must be >= 1")
+    return out
+
+
 def find_tracking_uri(results_dir: str | Path, cfg: dict) -> str | None:
     """The sweep's MLflow store: ``tracking.uri``, else $MLFLOW_TRACKING_URI, else an existing
     ``mlflow.db`` in the sweep directory or its parent (``results/mlflow.db``); None if none."""
@@ -151,6 +171,8 @@ def load_sweep(results_dir: str | Path) -> SweepLogs:
     if cfg and "verify" not in cfg:
         notes.append(f"{yaml_path} has no verify: section: default thresholds {DEFAULT_VERIFY}")
     objective, verify = thresholds(cfg, yaml_path)
+    if (results_dir / "base_lr.json").exists():  # a verify: its seed schedule sets the level of each look
+        verify.update(seed_design(cfg, yaml_path))
     name = str(cfg.get("name") or results_dir.resolve().name)
     experiment = str((cfg.get("tracking") or {}).get("experiment") or name)
     uri = find_tracking_uri(results_dir, cfg)

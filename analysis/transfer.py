@@ -3,19 +3,21 @@
 Per group (algorithm, parametrization, inference_steps and every other varying key) and width,
 from each seed's own loss curve L(η) (diverged trials count as L = +inf):
 
-    x*_s       = argmin of a parabola in log2 η around the seed's best point (analysis.curve.optimum)
-    η*(w)      = 2^mean_s x*_s
+    x*_sw      = argmin of a parabola in log2 η around the seed's best point (analysis.curve.optimum)
+    η*(w)      = 2^mean_s x*_sw, with the t interval over seeds
     η_max(w)   = 2^mean_s (last stable log2 η below the first diverged one), when every seed diverged
     edge-limited: the next larger η of the best point diverged at most seeds
-    regret(w)  = mean_s max(0, L_ws(η*_base) − min L_ws) / |min L_ws|
-    drift k    = slope of log2 η*(w) against log2 w (least squares); k_edge the same for η_max
+    drift k    = the seed-blocked slope of x*_sw against log2 w (analysis.stats.blocked_slope):
+                 one intercept per seed, one common slope, its t interval; k_edge the same for η_max
+    regret(w)  = mean_s r_sw at the leave-one-seed-out base η*, measured at the base width too;
+                 excess regret = mean_s (r_sw − r_s,base) (analysis.regret)
 
-Intervals are percentiles of a bootstrap over seeds, resampled at each width; with one seed, k's
-interval is the least-squares 95 % t-interval and η* and regret have none. L_ws(η*_base) is read
+Every interval is at ``level`` (95 %, or a look of an adaptive verify: analysis.stats.look_level);
+the largest excess regret's lower bound is simultaneous over the widths. L_sw(η*_base) is read
 off the seed's parabola between the best point's neighbours, else interpolated linearly. The best
 loss is the lowest one measured, not the parabola's minimum: with an asymmetric basin (a cliff
 next to the optimum) the parabola's minimum can lie far below every measurement. The verdict is
-:mod:`analysis.verdict`'s.
+:mod:`analysis.verdict`'s. ``docs/CALIBRATION.md`` shows the coverage on planted sweeps.
 """
 
 from __future__ import annotations
@@ -25,47 +27,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
 from .curve import Optimum, loss_at, optimum, stability_edge  # noqa: F401  (re-exported)
+from .regret import excess, leave_one_out, seed_regret, summarize
 from .schema import DEFAULT_MODE, DEFAULT_OBJECTIVE_METRIC, MODES, RESULT_COLUMNS
+from .stats import LEVEL, blocked_slope, look_level, mean_interval, seed_schedule, t_quantile
 from .verdict import VERDICTS, apply_controls, verdict  # noqa: F401  (re-exported)
 
 BASE_KEYS = ("algorithm", "parametrization", "inference_steps")
 AXES = ("width", "lr", "seed")
 NOT_KEYS = frozenset({"trial_id", "sweep", *AXES, *RESULT_COLUMNS})
-# two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom (1.96 beyond)
-_T975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
 
 
 @dataclass
@@ -75,18 +47,24 @@ class TransferResult:
     Attributes:
         keys: group columns of a verdict (BASE_KEYS plus every other swept key that varies).
         per_width: one row per (keys, width): ``lr_star, lr_star_lo, lr_star_hi, best_loss``
-            (mean over seeds of the lowest loss measured), ``regret, regret_lo, regret_hi``,
+            (mean over seeds of the lowest loss measured), ``regret, regret_lo, regret_hi``
+            (measured at the leave-one-seed-out base η*), ``excess_regret, excess_lo, excess_hi``
+            (over the base width's), ``n_censored, n_diverged_at_base``,
             ``lr_max, lr_max_lo, lr_max_hi, edge_limited, n_edge_limited`` and diagnostics
             (``spacing, n_seeds, n_lr, n_diverged, refined, at_edge``).
         groups: one row per keys: ``base_width, lr_star_base, drift_exponent, drift_lo, drift_hi,
-            max_regret, regret_lo, regret_hi, edge_exponent, edge_lo, edge_hi, edge_limited_widths,
-            n_seeds, wider_better_frac, wider_better_rho, verdict, verdict_reason, control_verdict``.
+            max_regret, regret_lo, regret_hi`` (the largest excess regret), ``base_regret`` (the noise
+            floor), ``edge_exponent, edge_lo, edge_hi, edge_limited_widths, censored_widths,
+            diverged_at_base_widths, n_seeds, level, wider_better_frac, wider_better_rho, verdict,
+            verdict_reason, own_verdict, control_verdict`` (and ``held_out_*`` from :func:`analyze_logs`).
         curves: mean loss over seeds per (keys, width, lr), the data of the plots.
         table: the tidy per-trial table the numbers came from.
         metric, mode: the objective; ``loss`` in ``table`` is the metric (``min``) or its
             negative (``max``), +inf for diverged trials.
         max_drift, max_regret: the verdict's thresholds.
+        level: the confidence level of every interval.
         notes: what was assumed or left out.
+        held_out: the same analysis on the held-out metric (:func:`analyze_logs`), or None.
     """
 
     keys: list[str]
@@ -98,7 +76,9 @@ class TransferResult:
     mode: str
     max_drift: float
     max_regret: float
+    level: float = LEVEL
     notes: list[str] = field(default_factory=list)
+    held_out: TransferResult | None = None
 
 
 # ---- the tidy table ------------------------------------------------------------------
@@ -158,6 +138,7 @@ def tidy(
     t["diverged"] = bad
     t["log2_lr"] = np.log2(t.lr.astype(float))
     cols = [*keys, "width", "lr", "log2_lr", "seed", "trial_id", "status", "diverged", "loss"]
+    cols += ["base_width"] if "base_width" in t.columns and "base_width" not in keys else []
     table = t[cols].sort_values([*keys, "width", "lr", "seed"]).reset_index(drop=True)
     return table, keys, notes + key_notes
 
@@ -171,93 +152,39 @@ def _mean_curve(grid: np.ndarray) -> np.ndarray:
         return np.nanmean(grid, axis=1)
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares slope of y on x and its 95 % t half-width (NaN with < 3 points)."""
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 2 or np.ptp(x) == 0:
-        return np.nan, np.nan
-    xc = x - x.mean()
-    k = float((xc * (y - y.mean())).sum() / (xc**2).sum())
-    dof = len(x) - 2
-    if dof < 1:
-        return k, np.nan
-    resid = y - y.mean() - k * xc
-    se = float(np.sqrt((resid**2).sum() / dof / (xc**2).sum()))
-    return k, se * (_T975[dof - 1] if dof <= len(_T975) else 1.96)
-
-
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
-    if len(ra) < 2 or np.std(ra) == 0 or np.std(rb) == 0:
+    if len(a) < 2:
+        return np.nan
+    ra, rb = rankdata(a), rankdata(b)
+    if np.std(ra) == 0 or np.std(rb) == 0:
         return np.nan
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
 # ---- one group -------------------------------------------------------------------------
 def _seed_curves(gw: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Each seed's own curve at one width: sorted log2 η and the loss (+inf where diverged)."""
+    """Each seed's own curve at one width: sorted log2 η and the mean loss there (+inf where diverged)."""
+    seed, x, loss = gw.seed.to_numpy(), gw.log2_lr.to_numpy(float), gw.loss.to_numpy(float)
     out = {}
-    for s, gs in gw.groupby("seed"):
-        c = gs.groupby("log2_lr").loss.mean()
-        out[s] = (c.index.to_numpy(float), c.to_numpy(float))
+    for s in np.unique(seed):
+        m = seed == s
+        xs, inv = np.unique(x[m], return_inverse=True)
+        out[s.item() if hasattr(s, "item") else s] = (xs, np.bincount(inv, loss[m]) / np.bincount(inv))
     return out
 
 
-def _boot_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Means of ``n_boot`` resamples (with replacement) of the finite ``values`` (NaN if none)."""
-    v = values[np.isfinite(values)]
-    if not len(v) or n_boot <= 0:
-        return np.full(max(n_boot, 0), np.nan)
-    return v[rng.integers(0, len(v), (n_boot, len(v)))].mean(axis=1)
-
-
-def _interval(reps: np.ndarray) -> tuple[float, float]:
-    reps = reps[np.isfinite(reps)]
-    return tuple(float(v) for v in np.percentile(reps, [2.5, 97.5])) if len(reps) else (np.nan, np.nan)
-
-
-def _exponent(lw: np.ndarray, point: np.ndarray, reps: np.ndarray, n_seeds: int) -> tuple[float, float, float]:
-    """Slope of log2 η against log2 width, with its 95 % interval.
-
-    The interval is the bootstrap's over seeds (``reps``: replicates × widths) when every width
-    has at least two seeds, else the least-squares t-interval of the point estimates.
-    """
-    k, half = _slope(lw, point)
-    if n_seeds >= 2 and reps.ndim == 2 and len(reps):
-        ok = np.isfinite(reps).all(axis=1)
-        if ok.sum() >= 10:
-            xc = lw - lw.mean()
-            slopes = (reps[ok] - reps[ok].mean(axis=1, keepdims=True)) @ xc / (xc**2).sum()
-            lo, hi = np.percentile(slopes, [2.5, 97.5])
-            return k, float(min(lo, k)), float(max(hi, k))
-    return k, k - half, k + half
-
-
-def _regrets(curves: dict, opts: dict, x_base: float) -> np.ndarray:
-    """Per seed: (L(η*_base) − min L) / |min L| on that seed's curve (NaN where not measurable)."""
-    out = []
-    for s, (x, loss) in curves.items():
-        finite = loss[np.isfinite(loss)]
-        best = float(finite.min()) if len(finite) else np.inf
-        at = loss_at(x, loss, x_base, opts[s])
-        ok = np.isfinite(best) and best != 0 and not np.isnan(at)
-        out.append(max(0.0, (at - best) / abs(best)) if ok else np.nan)
-    return np.array(out, float)
-
-
 def _width_stats(gw: pd.DataFrame) -> dict:
-    """Per-seed optima and stability edges at one width."""
+    """Per-seed curves, optima and stability edges at one width (dicts keyed by seed)."""
     curves = _seed_curves(gw)
     opts = {s: optimum(x, loss) for s, (x, loss) in curves.items()}
-    edges = [stability_edge(x, loss) for x, loss in curves.values()]
+    edges = {s: stability_edge(x, loss) for s, (x, loss) in curves.items()}
     best = [float(loss[np.isfinite(loss)].min()) for _, loss in curves.values() if np.isfinite(loss).any()]
     return {
         "curves": curves,
         "opts": opts,
-        "x": np.array([o.x for o in opts.values()], float),
-        "stable": np.array([e[0] if np.isfinite(e[1]) else np.nan for e in edges], float),
-        "edge_known": all(np.isfinite(e[1]) for e in edges),
+        "x": {s: o.x for s, o in opts.items()},
+        "stable": {s: e[0] if np.isfinite(e[1]) else np.nan for s, e in edges.items()},
+        "edge_known": all(np.isfinite(e[1]) for e in edges.values()),
         "n_seeds": len(curves),
         "best_loss": float(np.mean(best)) if best else np.inf,
         "n_diverged": int(gw.diverged.sum()),
@@ -265,34 +192,92 @@ def _width_stats(gw: pd.DataFrame) -> dict:
     }
 
 
-def _width_row(
-    w: int, s: dict, x_base: float, is_base: bool, n_boot: int, rng: np.random.Generator
-) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """The per-width row, and the bootstrap replicates of log2 η*, log2 η_max and regret."""
-    multi = s["n_seeds"] >= 2
-    bx = _boot_means(s["x"], n_boot, rng)
-    be = _boot_means(s["stable"], n_boot, rng) if s["edge_known"] else np.full(n_boot, np.nan)
-    x = float(np.nanmean(s["x"])) if np.isfinite(s["x"]).any() else np.nan
-    edge = float(np.mean(s["stable"])) if s["edge_known"] and len(s["stable"]) else np.nan
-    reg = np.zeros(s["n_seeds"]) if is_base else _regrets(s["curves"], s["opts"], x_base)
-    regret = float(np.mean(reg)) if len(reg) and not np.isnan(reg).any() else np.nan
-    br = _boot_means(reg, n_boot, rng) if np.isfinite(regret) else np.full(n_boot, np.nan)
-    lo, hi = _interval(bx) if multi and n_boot else (x, x)
-    elo, ehi = _interval(be) if multi and n_boot and s["edge_known"] else (edge, edge)
-    rlo, rhi = (
-        _interval(br) if multi and n_boot and np.isfinite(regret) else (regret, regret) if multi else (np.nan, np.nan)
+def _matrix(st: dict, widths: list[int], field: str, seeds: list) -> np.ndarray:
+    """seeds × widths of a per-seed value (NaN where a seed was not measured)."""
+    return np.array([[st[w][field].get(s, np.nan) for w in widths] for s in seeds], float)
+
+
+def _seed_regrets(st: dict, w: int, x0: dict | float) -> dict:
+    """Each seed's regret at width ``w`` at log2 η = ``x0`` (one value, or one per seed)."""
+    s_w = st[w]
+    at = (lambda s: x0.get(s, np.nan)) if isinstance(x0, dict) else (lambda s: x0)
+    return {s: seed_regret(*s_w["curves"][s], s_w["opts"][s], at(s)) for s in s_w["curves"]}
+
+
+def _loo_excess(st: dict, w: int, base_width: int, seeds: list) -> float:
+    """Mean over ``seeds`` of r_sw − r_s,base, each at the mean base optimum of the *other* seeds of ``seeds``."""
+    loo = leave_one_out({s: st[base_width]["x"][s] for s in seeds})
+    return summarize(excess(_seed_regrets(st, w, loo), _seed_regrets(st, base_width, loo)), LEVEL)[0]
+
+
+def _excess_bounds(st: dict, widths: list[int], base_width: int, level: float) -> dict[int, tuple[float, float]]:
+    """Per width, the jackknife t interval of the excess regret over seeds.
+
+    The estimate is the leave-one-seed-out excess; the jackknife leaves each seed out of the whole
+    computation (its base optimum and its curves), so the interval carries the base η*'s own error,
+    which every seed's regret shares. The lower bound is simultaneous over the other widths.
+    """
+    seeds = [s for s in st[base_width]["x"] if all(s in st[w]["curves"] for w in widths)]
+    n = len(seeds)
+    lo_level = 1.0 - (1.0 - level) / max(1, len(widths) - 1)
+    out = {}
+    for w in widths:
+        if w == base_width or n < 3:
+            out[w] = (0.0, 0.0) if w == base_width else (np.nan, np.nan)
+            continue
+        est = _loo_excess(st, w, base_width, seeds)
+        reps = np.array([_loo_excess(st, w, base_width, [s for s in seeds if s != j]) for j in seeds], float)
+        if not (np.isfinite(est) and np.isfinite(reps).all()):
+            out[w] = (np.inf, np.inf) if np.isposinf(est) and np.isposinf(reps).all() else (np.nan, np.nan)
+            continue
+        se = float(np.sqrt((n - 1) / n * ((reps - reps.mean()) ** 2).sum()))
+        out[w] = (est - t_quantile(lo_level, n - 1) * se, est + t_quantile(level, n - 1) * se)
+    return out
+
+
+def _regret_rows(st: dict, widths: list[int], base_width: int, level: float) -> list[dict]:
+    """Per width: the measured regret at the leave-one-seed-out base η*, its excess over the base
+    width's (the point estimate), and bounds that hold for the true base optimum."""
+    loo = leave_one_out(st[base_width]["x"])
+    per = {w: _seed_regrets(st, w, loo) for w in widths}
+    bounds = _excess_bounds(st, widths, base_width, level)
+    rows = []
+    for w in widths:
+        raw = np.array([r.value for r in per[w].values()], float)
+        mean, lo, hi = summarize(raw, level)
+        e = 0.0 if w == base_width else summarize(excess(per[w], per[base_width]), level)[0]
+        elo, ehi = bounds[w]
+        if np.isfinite(e):  # the point estimate lies within its bounds
+            elo, ehi = (min(elo, e) if np.isfinite(elo) else elo), (max(ehi, e) if not np.isnan(ehi) else ehi)
+        rows.append(
+            {
+                "regret": mean,
+                "regret_lo": lo,
+                "regret_hi": hi,
+                "excess_regret": e,
+                "excess_lo": elo,
+                "excess_hi": ehi,
+                "n_censored": int(sum(r.censored for r in per[w].values())),
+                "n_diverged_at_base": int(np.isposinf(raw).sum()),
+            }
+        )
+    return rows
+
+
+def _width_row(w: int, s: dict, level: float) -> dict:
+    """η* and η_max of one width with their t intervals over seeds, and the diagnostics."""
+    x, lo, hi = mean_interval(np.array(list(s["x"].values()), float), level)
+    edge, elo, ehi = (
+        mean_interval(np.array(list(s["stable"].values()), float), level) if s["edge_known"] else (np.nan,) * 3
     )
     opts = list(s["opts"].values())
     n_limited = sum(o.edge_limited for o in opts)
-    row = {
+    return {
         "width": w,
         "lr_star": 2**x,
         "lr_star_lo": 2**lo,
         "lr_star_hi": 2**hi,
         "best_loss": s["best_loss"],
-        "regret": regret,
-        "regret_lo": rlo,
-        "regret_hi": rhi,
         "lr_max": 2**edge,
         "lr_max_lo": 2**elo,
         "lr_max_hi": 2**ehi,
@@ -305,54 +290,53 @@ def _width_row(
         "refined": bool(opts) and all(o.refined for o in opts),
         "at_edge": any(o.at_edge for o in opts),
     }
-    return row, bx, be, br
 
 
-def _analyze_group(
-    g: pd.DataFrame, base_width: int | None, n_boot: int, rng: np.random.Generator
-) -> tuple[list[dict], dict, list[dict], list[str]]:
-    """Per width: η* (the mean of the seeds' optima), η_max and regret; per group: k, k_edge, max regret.
+def _max_regret(rows: list[dict], base_width: int) -> tuple[float, float, float]:
+    """The largest excess regret over the other widths, and [max lower bound, max upper bound]."""
+    other = [r for r in rows if r["width"] != base_width]
+    if not other:
+        return np.nan, np.nan, np.nan
+    e = np.array([r["excess_regret"] for r in other], float)
+    if np.isnan(e).any():
+        return np.nan, np.nan, np.nan
+    lo = np.array([r["excess_lo"] for r in other], float)
+    hi = np.array([r["excess_hi"] for r in other], float)
+    return float(e.max()), float(np.max(lo)), float(np.max(hi))  # NaN in a bound propagates
 
-    Each seed's optimum comes from its own curve (each seed can be refined around its own best
-    point); intervals are percentiles of a bootstrap over seeds, resampled at each width.
-    """
+
+def _analyze_group(g: pd.DataFrame, base_width: int | None, level: float) -> tuple[list[dict], dict, list[dict], list[str]]:
+    """Per width: η*, η_max and regret with t intervals over seeds; per group: k and k_edge (the
+    seed-blocked slope), and the largest excess regret with its simultaneous interval."""
     widths = [int(w) for w in sorted(g.width.unique())]
     notes = []
     if base_width is None or base_width not in widths:
         if base_width is not None:
             notes.append(f"base_width {base_width} is not among the widths {widths}: the smallest is the base")
         base_width = widths[0]
-    st = {w: _width_stats(g[g.width == w]) for w in widths}
-    x_base = float(np.nanmean(st[base_width]["x"])) if np.isfinite(st[base_width]["x"]).any() else np.nan
+    st = {int(w): _width_stats(gw) for w, gw in g.groupby("width", sort=True)}
+    seeds = sorted({s for w in widths for s in st[w]["curves"]})
+    base_x = np.array(list(st[base_width]["x"].values()), float)
+    x_base = float(np.nanmean(base_x)) if np.isfinite(base_x).any() else np.nan
     n_seeds = min(st[w]["n_seeds"] for w in widths)
-    rows, boot_x, boot_edge, boot_regret = [], [], [], []
-    for w in widths:
-        row, bx, be, br = _width_row(w, st[w], x_base, w == base_width, n_boot, rng)
-        rows.append({**row, "base_width": base_width})
-        boot_x.append(bx)
-        boot_edge.append(be)
-        if w != base_width:
-            boot_regret.append(br)
+    regrets = _regret_rows(st, widths, base_width, level)
+    rows = [{**_width_row(w, st[w], level), **r, "base_width": base_width} for w, r in zip(widths, regrets)]
     lw = np.log2(np.array(widths, float))
-    k, lo, hi = _exponent(lw, np.log2([r["lr_star"] for r in rows]), np.array(boot_x).T, n_seeds)
-    edge = np.log2([r["lr_max"] for r in rows])
-    k_edge, elo, ehi = (
-        _exponent(lw, edge, np.array(boot_edge).T, n_seeds) if np.isfinite(edge).all() else (np.nan, np.nan, np.nan)
-    )
-    regrets = np.array([r["regret"] for r in rows if r["width"] != base_width], float)
-    max_regret = float(regrets.max()) if len(regrets) and not np.isnan(regrets).any() else np.nan
-    rlo = rhi = max_regret if n_seeds >= 2 else np.nan  # one seed: a regret without an interval
-    if n_seeds >= 2 and n_boot and boot_regret and np.isfinite(max_regret):
-        rlo, rhi = _interval(np.array(boot_regret).max(axis=0))
-        rlo, rhi = min(rlo, max_regret), max(rhi, max_regret)
+    k, lo, hi, _ = blocked_slope(_matrix(st, widths, "x", seeds), lw, level)
+    edges = _matrix(st, widths, "stable", seeds)
+    for j, w in enumerate(widths):
+        if not st[w]["edge_known"]:
+            edges[:, j] = np.nan  # a width whose edge some seed never reached: censored, left out
+    known = all(st[w]["edge_known"] for w in widths)
+    k_edge, elo, ehi, _ = blocked_slope(edges, lw, level) if known else (np.nan,) * 4
+    max_regret, rlo, rhi = _max_regret(rows, base_width)
     curves = [
         {"width": w, "lr": float(2**xi), "loss": float(li), "n_finite_seeds": int(nf), "n_seeds": st[w]["n_seeds"]}
         for w in widths
-        for xi, li, nf in _mean_curve_rows(g[g.width == w])
+        for xi, li, nf in _mean_curve_rows(st[w]["curves"])
     ]
     frac, rho_base = _wider_better(curves, x_base)
     notes += _group_notes(rows, n_seeds, len(widths))
-    limited = [r["width"] for r in rows if r["edge_limited"]]
     group = {
         "base_width": base_width,
         "lr_star_base": 2**x_base,
@@ -362,11 +346,17 @@ def _analyze_group(
         "max_regret": max_regret,
         "regret_lo": rlo,
         "regret_hi": rhi,
+        "base_regret": rows[widths.index(base_width)]["regret"],
         "edge_exponent": k_edge,
         "edge_lo": elo,
         "edge_hi": ehi,
-        "edge_limited_widths": ",".join(map(str, limited)),
+        "edge_limited_widths": ",".join(str(r["width"]) for r in rows if r["edge_limited"]),
+        "censored_widths": ",".join(f"{r['width']}:{r['n_censored']}" for r in rows if r["n_censored"]),
+        "diverged_at_base_widths": ",".join(
+            f"{r['width']}:{r['n_diverged_at_base']}" for r in rows if r["n_diverged_at_base"]
+        ),
         "n_seeds": n_seeds,
+        "level": level,
         "wider_better_frac": frac,
         "wider_better_rho": rho_base,
         "n_widths": len(widths),
@@ -394,11 +384,13 @@ def _group_notes(rows: list[dict], n_seeds: int, n_widths: int) -> list[str]:
     return notes
 
 
-def _mean_curve_rows(gw: pd.DataFrame):
-    """(log2 η, mean loss over the seeds measured there, finite seeds) at one width."""
-    grid = gw.pivot_table(index="log2_lr", columns="seed", values="loss", aggfunc="mean", dropna=False)
-    cells = grid.to_numpy(float)
-    return zip(grid.index.to_numpy(float), _mean_curve(cells), np.isfinite(cells).sum(axis=1))
+def _mean_curve_rows(curves: dict[int, tuple[np.ndarray, np.ndarray]]):
+    """(log2 η, mean loss over the seeds measured there, finite seeds) at one width, from its seed curves."""
+    xs = np.unique(np.concatenate([x for x, _ in curves.values()])) if curves else np.array([])
+    cells = np.full((len(xs), len(curves)), np.nan)
+    for j, (x, loss) in enumerate(curves.values()):
+        cells[np.searchsorted(xs, x), j] = loss
+    return zip(xs, _mean_curve(cells), np.isfinite(cells).sum(axis=1))
 
 
 def _wider_better(curves: list[dict], x_base: float) -> tuple[float, float]:
@@ -420,17 +412,55 @@ def _wider_better(curves: list[dict], x_base: float) -> tuple[float, float]:
     return frac, rho_base
 
 
-def analyze_logs(logs, n_boot: int = 200, metric: str | None = None, mode: str | None = None) -> TransferResult:
-    """:func:`analyze` of a sweep read by :func:`analysis.load.load_sweep`, with its own objective and
-    verify thresholds (``sweep.yaml``); ``metric`` and ``mode`` replace the objective's when given."""
-    return analyze(
-        logs.trials,
-        metric=metric or logs.objective["metric"],
-        mode=mode or logs.objective["mode"],
-        max_drift=logs.verify["max_drift"],
-        max_regret=logs.verify["max_regret"],
-        n_boot=n_boot,
-    )
+def held_out_metric(metric: str, columns) -> tuple[str, str] | None:
+    """The held-out metric judged beside the objective: ``final_test_loss`` (min), or
+    ``final_test_acc`` (max) when the objective is the test loss; None when the table has neither."""
+    for name, mode in (("final_test_loss", "min"), ("final_test_acc", "max")):
+        if name != metric and name in columns:
+            return name, mode
+    return None
+
+
+def logs_level(verify: dict) -> float:
+    """The confidence level of each look of the verify that wrote ``verify`` (sweep.yaml's section).
+
+    An adaptive verify looks once per entry of its seed schedule; a sweep, or a verify without
+    ``max_seeds``, looks once (95 %)."""
+    if "seeds" not in verify:
+        return LEVEL
+    schedule = seed_schedule(int(verify["seeds"]), verify.get("max_seeds"), int(verify.get("seed_step", 3)))
+    return look_level(len(schedule))
+
+
+def analyze_logs(
+    logs, n_boot: int | None = None, metric: str | None = None, mode: str | None = None, held_out: bool = True
+) -> TransferResult:
+    """:func:`analyze` of a sweep read by :func:`analysis.load.load_sweep`, with its own objective,
+    verify thresholds and level (``sweep.yaml``); ``metric`` and ``mode`` replace the objective's when
+    given. With ``held_out``, the verdict on :func:`held_out_metric` too (``result.held_out``, and
+    ``held_out_*`` columns in ``result.groups``). ``n_boot`` is ignored (the intervals are t intervals)."""
+    metric = metric or logs.objective["metric"]
+    kw = {
+        "max_drift": logs.verify["max_drift"],
+        "max_regret": logs.verify["max_regret"],
+        "level": logs_level(logs.verify),
+    }
+    result = analyze(logs.trials, metric=metric, mode=mode or logs.objective["mode"], **kw)
+    other = held_out_metric(metric, logs.trials.columns) if held_out else None
+    if other is not None and np.isfinite(pd.to_numeric(logs.trials[other[0]], errors="coerce")).any():
+        result.held_out = analyze(logs.trials, metric=other[0], mode=other[1], **kw)
+        _attach_held_out(result)
+    return result
+
+
+def _attach_held_out(result: TransferResult) -> None:
+    """``held_out_metric, held_out_verdict, held_out_k, held_out_k_lo, held_out_k_hi`` per group."""
+    h = result.held_out.groups
+    cols = {"drift_exponent": "held_out_k", "drift_lo": "held_out_k_lo", "drift_hi": "held_out_k_hi"}
+    part = h[[*result.keys, "verdict", *cols]].rename(columns={"verdict": "held_out_verdict", **cols})
+    merged = result.groups.merge(part, on=result.keys, how="left")
+    merged.insert(merged.columns.get_loc("held_out_verdict"), "held_out_metric", result.held_out.metric)
+    result.groups = merged
 
 
 def analyze(
@@ -439,8 +469,7 @@ def analyze(
     mode: str = DEFAULT_MODE,
     max_drift: float = 0.2,
     max_regret: float = 0.05,
-    n_boot: int = 200,
-    seed: int = 0,
+    level: float = LEVEL,
 ) -> TransferResult:
     """The transfer analysis of a sweep's trials.
 
@@ -449,27 +478,27 @@ def analyze(
         metric: the ``final_*`` column that defines "optimal".
         mode: ``min`` or ``max``.
         max_drift: largest |drift exponent| of a ``transfers`` verdict.
-        max_regret: largest relative regret of a ``transfers`` verdict.
-        n_boot: bootstrap replicates over seeds.
-        seed: seed of the bootstrap.
+        max_regret: largest excess regret of a ``transfers`` verdict.
+        level: confidence level of every interval (:func:`analysis.stats.look_level` for an adaptive design).
 
     Returns:
         The :class:`TransferResult`.
 
     Raises:
-        ValueError: bad ``metric`` or ``mode``.
+        ValueError: bad ``metric``, ``mode`` or ``level``.
     """
+    if not 0 < level < 1:
+        raise ValueError(f"level={level!r} must lie in (0, 1)")
     table, keys, notes = tidy(trials, metric, mode)
-    rng = np.random.default_rng(seed)
     per_rows, group_rows, curve_rows = [], [], []
     for gkey, g in table.groupby(keys, dropna=False, sort=True):
         gkey = gkey if isinstance(gkey, tuple) else (gkey,)
         label = dict(zip(keys, gkey))
         bw = None
-        if "base_width" in trials.columns:
-            sub = trials.loc[trials.trial_id.isin(g.trial_id), "base_width"].dropna().unique()
+        if "base_width" in g.columns:
+            sub = g.base_width.dropna().unique()
             bw = int(sub[0]) if len(sub) == 1 else None
-        rows, group, curves, gnotes = _analyze_group(g, bw, n_boot, rng)
+        rows, group, curves, gnotes = _analyze_group(g, bw, level)
         per_rows += [{**label, **r} for r in rows]
         curve_rows += [{**label, **c} for c in curves]
         v, why = verdict(
@@ -481,6 +510,9 @@ def analyze(
             group["regret_hi"],
             max_drift,
             max_regret,
+            edge_limited=group["edge_limited_widths"],
+            censored=group["censored_widths"],
+            diverged_at_base=group["diverged_at_base_widths"],
         )
         group_rows.append({**label, **group, "verdict": v, "verdict_reason": why})
         name = "/".join(str(v) for v in gkey)
@@ -496,5 +528,6 @@ def analyze(
         mode=mode,
         max_drift=max_drift,
         max_regret=max_regret,
+        level=level,
         notes=notes,
     )

@@ -1,12 +1,17 @@
 """The transfer verdict: three-valued, from intervals, with the SP control's power check.
 
-    transfers     k's whole interval lies within ±max_drift and regret's upper bound ≤ max_regret
-    drifts        k's interval lies outside ±max_drift, or regret's lower bound > max_regret
-    inconclusive  anything else (the intervals straddle a threshold, or cannot be computed)
+    transfers     k's whole interval lies within ±max_drift, the largest excess regret's upper
+                  bound is ≤ max_regret, and no width's η* is edge-limited
+    drifts        k's interval lies outside ±max_drift, or the excess regret's lower bound
+                  (simultaneous over the widths) is > max_regret
+    inconclusive  anything else: an interval straddles a threshold or cannot be computed, the
+                  base η* is censored at a width (between a seed's stable and diverged points),
+                  or η* is edge-limited (it marks the stability edge, not the loss's minimum)
 
 A μP group is ``transfers`` only when its SP control (the same keys with
 ``parametrization = sp``) ``drifts`` in the same analysis: if SP does not drift either, the
-setup cannot tell transfer from drift, and the μP verdict is ``inconclusive``.
+setup cannot tell transfer from drift, and the μP verdict is ``inconclusive``. The reason
+names what decided the verdict.
 """
 
 from __future__ import annotations
@@ -32,8 +37,17 @@ def verdict(
     regret_hi: float,
     max_drift: float = 0.2,
     max_regret: float = 0.05,
+    *,
+    edge_limited: str = "",
+    censored: str = "",
+    diverged_at_base: str = "",
 ) -> tuple[str, str]:
-    """The verdict of one group from its drift exponent and max regret, each with an interval.
+    """The verdict of one group from its drift exponent and largest excess regret, each with an interval.
+
+    Args:
+        edge_limited: the widths whose η* is edge-limited (``"64,128"``), if any.
+        censored: ``width:seeds`` where the base η* is censored, if any.
+        diverged_at_base: ``width:seeds`` where a seed diverged at the base η*, if any.
 
     Returns:
         ``(verdict, reason)``, the reason quoting the numbers that decided it.
@@ -41,23 +55,33 @@ def verdict(
     if not math.isfinite(drift):
         return "inconclusive", "drift exponent not computable (fewer than 2 widths with an optimum)"
     k = f"k {drift:+.3f} [{drift_lo:+.3f}, {drift_hi:+.3f}]"
-    r = f"max regret {_pct(regret)} [{_pct(regret_lo)}, {_pct(regret_hi)}]"
+    r = f"excess regret {_pct(regret)} [{_pct(regret_lo)}, {_pct(regret_hi)}]"
     if drift_hi < -max_drift or drift_lo > max_drift:
         return "drifts", f"{k} lies outside ±{max_drift:g}"
     if regret_lo > max_regret:
-        return "drifts", f"{r}: lower bound > {max_regret:.0%}"
-    if drift_lo >= -max_drift and drift_hi <= max_drift and regret_hi <= max_regret:
-        return "transfers", f"{k} within ±{max_drift:g} and {r} <= {max_regret:.0%}"
+        extra = f" (seeds diverged at the base η*, width:seeds {diverged_at_base})" if diverged_at_base else ""
+        return "drifts", f"{r}: lower bound > {max_regret:.0%}{extra}"
+    k_in = drift_lo >= -max_drift and drift_hi <= max_drift
+    if k_in and regret_hi <= max_regret and not edge_limited:
+        return "transfers", f"{k} within ±{max_drift:g}, {r} <= {max_regret:.0%}, no η* edge-limited"
     why = []
-    if not (drift_lo >= -max_drift and drift_hi <= max_drift):
-        why.append(f"{k} straddles ±{max_drift:g}")
+    if not k_in:
+        why.append(f"{k} straddles ±{max_drift:g}" if math.isfinite(drift_lo) else f"{k} has no interval")
     if not regret_hi <= max_regret:
-        if math.isnan(regret_lo) and math.isnan(regret_hi) and not math.isnan(regret):
-            why.append(f"max regret {_pct(regret)} has no interval (one seed)")
+        if censored and math.isnan(regret):
+            why.append(f"base η* censored (between a seed's stable and diverged lr) at width:seeds {censored}")
+        elif math.isnan(regret_lo) and math.isnan(regret_hi) and not math.isnan(regret):
+            why.append(f"excess regret {_pct(regret)} has no interval (one seed)")
         elif math.isnan(regret):
-            why.append("max regret not computable (base η* outside another width's learning rates)")
+            why.append("regret not computable (base η* outside another width's learning rates)")
+        elif diverged_at_base and math.isinf(regret):
+            why.append(f"some seeds diverged at the base η* (width:seeds {diverged_at_base}), not all")
         else:
             why.append(f"{r} straddles {max_regret:.0%}")
+    if edge_limited:
+        why.append(f"η* edge-limited at width(s) {edge_limited}: it marks the stability edge, not the loss's minimum")
+    if censored and not any("censored" in w for w in why):
+        why.append(f"base η* censored at width:seeds {censored} (left out of the regret)")
     return "inconclusive", "; ".join(why)
 
 
@@ -68,6 +92,7 @@ def apply_controls(groups: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     group with the same keys). Returns a new frame.
     """
     out = groups.copy()
+    out["own_verdict"] = out["verdict"] if "verdict" in out else ""
     out["control_verdict"] = ""
     if out.empty or "parametrization" not in keys:
         return out

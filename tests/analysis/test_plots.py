@@ -15,7 +15,7 @@ def _result(groups):
     parts = [planted_trials(k, rng_seed=i, **FAST, **g) for i, (k, g) in enumerate(groups)]
     trials = pd.concat([p[0] for p in parts], ignore_index=True)
     history = pd.concat([p[1] for p in parts], ignore_index=True)
-    return analyze(trials, n_boot=20), history
+    return analyze(trials), history
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def mixed_study():
         planted_trials(k, rng_seed=i, widths=(64, 128, 256), log2_lrs=range(-7, 1), seeds=(0,), **g)
         for i, (k, g) in enumerate(groups)
     ]
-    return analyze(pd.concat([p[0] for p in parts], ignore_index=True), n_boot=0)
+    return analyze(pd.concat([p[0] for p in parts], ignore_index=True))
 
 
 @pytest.fixture

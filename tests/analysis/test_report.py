@@ -16,7 +16,7 @@ PNGS = ("loss_vs_lr.png", "lr_star_vs_width.png", "learning_curves.png")
 
 def _report(planted_dir):
     logs = load_sweep(planted_dir)
-    result = analyze(logs.trials, n_boot=20)
+    result = analyze(logs.trials)
     return logs, result, write_report(result, planted_dir / "report", logs)
 
 

@@ -26,7 +26,7 @@ def test_an_interior_optimum_moving_as_width_to_the_k_is_recovered_at_quarter_oc
         log2_lr0=-3.3,
         rng_seed=int(-4 * k) + 3,
     )
-    res = analyze(trials, n_boot=400)
+    res = analyze(trials)
     g = res.groups.iloc[0]
     assert g.drift_exponent == pytest.approx(k, abs=0.05)
     assert g.drift_lo <= k + 0.05 and g.drift_hi >= k - 0.05
@@ -41,12 +41,12 @@ def test_an_interior_optimum_moving_as_width_to_the_k_is_recovered_at_quarter_oc
 def test_an_optimum_pinned_to_the_diverging_edge_is_flagged_edge_limited():
     # the loss keeps falling up to the edge: margin 0.1 octave puts divergence right above the best point
     trials, _ = planted_trials(0.0, widths=(64, 128, 256), log2_lrs=QUARTER, margin=0.1, noise=0.0)
-    res = analyze(trials, n_boot=50)
+    res = analyze(trials)
     assert res.per_width.edge_limited.all() and (res.per_width.n_edge_limited == 3).all()
     assert res.groups.iloc[0].edge_limited_widths == "64,128,256"
     assert any("edge-limited" in n for n in res.notes)
     # the same optimum with room above it is not
-    free = analyze(planted_trials(0.0, widths=(64, 128, 256), log2_lrs=QUARTER, margin=2.0, noise=0.0)[0], n_boot=50)
+    free = analyze(planted_trials(0.0, widths=(64, 128, 256), log2_lrs=QUARTER, margin=2.0, noise=0.0)[0])
     assert not free.per_width.edge_limited.any()
 
 
@@ -55,7 +55,7 @@ def _pair(k_mup, k_sp, **kw):
         k_mup, parametrization="mup", widths=(64, 128, 256, 512), log2_lrs=QUARTER, rng_seed=1, **kw
     )
     sp, _ = planted_trials(k_sp, parametrization="sp", widths=(64, 128, 256, 512), log2_lrs=QUARTER, rng_seed=2, **kw)
-    return analyze(pd.concat([mup, sp]), n_boot=400).groups.set_index("parametrization")
+    return analyze(pd.concat([mup, sp])).groups.set_index("parametrization")
 
 
 def test_mup_transfers_only_when_its_sp_control_drifts():
@@ -76,7 +76,7 @@ def test_one_noisy_seed_with_wide_intervals_is_inconclusive_never_transfers():
     noisy = (mup.seed == 2) & (mup.status == "ok")
     mup.loc[noisy, "final_train_loss"] += np.random.default_rng(5).normal(0, 0.05, noisy.sum())
     sp, _ = planted_trials(-1.0, parametrization="sp", widths=(64, 128, 256), log2_lrs=QUARTER, rng_seed=6)
-    g = analyze(pd.concat([mup, sp]), n_boot=400).groups.set_index("parametrization")
+    g = analyze(pd.concat([mup, sp])).groups.set_index("parametrization")
     assert g.loc["sp", "verdict"] == "drifts"
     assert g.loc["mup", "regret_hi"] - g.loc["mup", "regret_lo"] > 0.05
     assert g.loc["mup", "verdict"] == "inconclusive", g.loc["mup", "verdict_reason"]

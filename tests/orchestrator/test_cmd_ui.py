@@ -186,7 +186,7 @@ def test_the_analysis_reads_the_same_trials_from_mlflow(swept):
     trials, history = read_mlflow(f"sqlite:///{swept['results'] / 'mlflow.db'}", "uisweep", sweep="uisweep")
     assert "log2_lr" not in trials and set(trials.sweep) == {"uisweep"} and len(history) > 0
     assert list(trials.trial_id) == list(parquet.trial_id) and list(trials.status) == list(parquet.status)
-    a, b = analyze(trials, n_boot=0), analyze(parquet, n_boot=0)
+    a, b = analyze(trials), analyze(parquet)
     assert a.keys == b.keys and list(a.groups.lr_star_base) == list(b.groups.lr_star_base)
 
 
