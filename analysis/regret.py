@@ -7,7 +7,9 @@ For seed s, η*_base^(−s) is the mean over the *other* seeds of their base-wid
 
 on seed s's curve at width w. At the base width this is the noise floor: what re-tuning with
 other seeds costs even when nothing moves. The excess regret of a width is the mean over seeds of
-r_sw − r_s,base (paired by seed), with its t interval.
+r_sw − r_s,base (paired by seed). Its interval (``analysis.transfer._excess_bounds``) is a
+jackknife over seeds: every seed's regret shares the base η*'s error, which a t interval over the
+seeds' values would not see.
 
 Where η*_base^(−s) falls between a seed's last stable and first diverged learning rate, whether it
 diverges is not known: r_sw is *censored* (left out of the mean, and counted), not +∞. It is +∞
