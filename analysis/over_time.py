@@ -9,7 +9,6 @@ recorded before that column existed, :func:`sgd_steps_from_config`.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 
 import numpy as np
@@ -107,13 +106,6 @@ def trials_at_epoch(
     return t.reset_index(drop=True)
 
 
-def _analyze(trials: pd.DataFrame, **kw):
-    """:func:`analysis.transfer.analyze` with those of ``kw`` it takes (``n_boot`` and ``seed`` only
-    while its intervals are bootstrapped)."""
-    takes = inspect.signature(analyze).parameters
-    return analyze(trials, **{k: v for k, v in kw.items() if k in takes})
-
-
 def k_over_time(
     trials: pd.DataFrame,
     history: pd.DataFrame,
@@ -123,8 +115,6 @@ def k_over_time(
     max_drift: float,
     max_regret: float,
     level: float = 0.95,
-    n_boot: int = 200,
-    seed: int = 0,
     sweep_yaml_cfg: Mapping | None = None,
 ) -> pd.DataFrame:
     """The drift exponent k of every group at every recorded epoch.
@@ -132,8 +122,7 @@ def k_over_time(
     Args:
         trials, history: trials.parquet's and history.parquet's tables.
         metric: the objective, a ``final_*`` column (``final_train_loss`` reads history's ``train_loss``).
-        mode, max_drift, max_regret, level: passed to :func:`analysis.transfer.analyze`; ``n_boot``
-            and ``seed`` too where it takes them (a bootstrap).
+        mode, max_drift, max_regret, level: passed to :func:`analysis.transfer.analyze`.
         sweep_yaml_cfg: the sweep's resolved config (``analysis.load.read_sweep_yaml``): the SGD steps
             of history rows recorded without ``sgd_steps`` (:func:`sgd_steps_from_config`).
 
@@ -161,15 +150,13 @@ def k_over_time(
     frames, keys = [], []
     for epoch in sorted(int(e) for e in history.epoch.unique()):
         t = trials_at_epoch(trials, history, epoch, div_epoch)
-        result = _analyze(
+        result = analyze(
             t,
             metric=metric,
             mode=mode,
             max_drift=max_drift,
             max_regret=max_regret,
             level=level,
-            n_boot=n_boot,
-            seed=seed,
         )
         k = list(result.keys)
         keys += [c for c in k if c not in keys]
