@@ -383,9 +383,12 @@ def run_search(
     max_concurrent: int = 0,
     max_failures: int = 2,
     plugins: Sequence[str] = (),
+    sampler=None,
 ) -> None:
-    """Run ``num_samples`` Optuna (TPE) trials through Ray Tune's ``OptunaSearch`` on the study
+    """Run ``num_samples`` Optuna trials through Ray Tune's ``OptunaSearch`` on the study
     ``study_name`` in ``study_storage`` (an ``optuna.storages.BaseStorage``; created if absent).
+
+    ``sampler``: an Optuna sampler (``tune_base.base_sampler``); default TPE seeded with ``seed``.
 
     Each trial is ``template`` with the searched keys set; Optuna sees the trial's last
     ``objective`` report (``metric``, a history column, or ±inf when the trial diverged). The driver records
@@ -409,13 +412,14 @@ def run_search(
                 recorder.completed(callback.ids[trial_id])  # Parquet before the study: see above
             super().on_trial_complete(trial_id, result=result, error=error)
 
-    startup = min(10, max(2, num_samples // 3))
+    if sampler is None:
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, num_samples // 3)))
     searcher = RecordFirst(
         metric="objective",
         mode=mode,
         study_name=study_name,
         storage=study_storage,
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+        sampler=sampler,
     )
     if max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)

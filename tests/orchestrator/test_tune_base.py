@@ -18,6 +18,7 @@ from orchestrator.cli import main
 from orchestrator.config import load_sweep, trial_id
 from orchestrator.errors import BadInput
 from orchestrator.tune_base import (
+    base_sampler,
     objective_value,
     resume_study,
     sampler_seed,
@@ -154,26 +155,42 @@ def test_searched_spec_id_is_the_hash_of_the_resolved_config(space):
 # ---- resuming a study ---------------------------------------------------------------------
 def test_rerun_sampler_seed_does_not_replay_the_first_runs_suggestion():
     """CI saw a rerun's TPE suggest lr 0.46798123196500063 again, a trial the first run had finished:
-    a fresh sampler with the same seed replays the first run's draws. sampler_seed shifts it."""
+    a fresh sampler with the same seed replays the first run's draws. sampler_seed shifts it by the
+    trials the study holds; checked with tune_base's own sampler (base_sampler)."""
     dist = {"lr": optuna.distributions.FloatDistribution(1e-3, 0.5, log=True)}
     history = [
         (0.013351494520010323, 0.381),
         (0.08792941852492908, 0.342),
         (0.46798123196500063, math.inf),
         (0.0021258856913179604, 0.707),
-    ]  # the first run's 2 random and first 2 TPE trials (seed 1)
+    ]  # the first run's 2 random and first 2 TPE trials (the old sampler, seed 1)
 
-    def first_suggestion(seed: int, n: int) -> float:
-        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=2))
+    def tpe_suggestion(n: int) -> float:
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1, n_startup_trials=2))
         for lr, v in history[:n]:
             study.add_trial(optuna.trial.create_trial(params={"lr": lr}, distributions=dist, value=v))
         return study.ask(dist).params["lr"]
 
-    first_run = first_suggestion(sampler_seed(1, 0), 2)  # the first run started on an empty study
-    assert first_run == history[2][0]
-    assert first_suggestion(1, 4) == first_run  # the bare seed replays it (the CI failure)
-    rerun = first_suggestion(sampler_seed(1, 5), 4)  # 4 finished + 1 killed trial in the study
-    assert rerun not in [lr for lr, _ in history]
+    assert tpe_suggestion(2) == history[2][0]
+    assert tpe_suggestion(4) == history[2][0]  # the bare seed replays it (the CI failure)
+
+    space = [{"name": "lr", "type": "float", "low": 1e-3, "high": 0.5, "log": True}]
+    label = {"algorithm": "bp"}
+    study = optuna.create_study(sampler=base_sampler(sampler_seed(1, label, 0), space))
+    asked = [study.ask(dist) for _ in range(3)]  # the first run: 2 finished, then killed in the third
+    for t, (_, v) in zip(asked[:2], history):
+        study.tell(t, v)
+    study.tell(asked[2], state=optuna.trial.TrialState.FAIL)  # as resume_study settles it
+    first_run = [t.params["lr"] for t in asked]
+
+    def rerun_suggestion(seed: int) -> float:
+        study.sampler = base_sampler(seed, space)
+        t = study.ask(dist)
+        study.tell(t, state=optuna.trial.TrialState.FAIL)
+        return t.params["lr"]
+
+    assert rerun_suggestion(sampler_seed(1, label, 0)) == first_run[0]  # the first run's seed replays its draws
+    assert rerun_suggestion(sampler_seed(1, label, 3)) not in first_run  # 3 trials in the study: new draws
 
 
 def test_resume_recovers_recorded_running_trials_and_fails_the_rest(space, tmp_path):
