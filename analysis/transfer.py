@@ -305,7 +305,9 @@ def _max_regret(rows: list[dict], base_width: int) -> tuple[float, float, float]
     return float(e.max()), float(np.max(lo)), float(np.max(hi))  # NaN in a bound propagates
 
 
-def _analyze_group(g: pd.DataFrame, base_width: int | None, level: float) -> tuple[list[dict], dict, list[dict], list[str]]:
+def _analyze_group(
+    g: pd.DataFrame, base_width: int | None, level: float
+) -> tuple[list[dict], dict, list[dict], list[str]]:
     """Per width: η*, η_max and regret with t intervals over seeds; per group: k and k_edge (the
     seed-blocked slope), and the largest excess regret with its simultaneous interval."""
     widths = [int(w) for w in sorted(g.width.unique())]
@@ -362,6 +364,25 @@ def _analyze_group(g: pd.DataFrame, base_width: int | None, level: float) -> tup
         "n_widths": len(widths),
     }
     return rows, group, curves, notes
+
+
+def _regret_note(group: dict) -> str:
+    """Why the excess regret or its interval is missing or infinite, from the group's counts."""
+    notes = []
+    if group["n_seeds"] < 3:
+        notes.append("one seed" if group["n_seeds"] == 1 else "its jackknife needs three seeds")
+    if group["diverged_at_base_widths"]:
+        base = str(group["base_width"])
+        at_base = any(p.split(":")[0] == base for p in group["diverged_at_base_widths"].split(","))
+        notes.append(
+            f"seeds diverged at the base η* (width:seeds {group['diverged_at_base_widths']}"
+            + (", the base width itself: its noise floor is infinite)" if at_base else ")")
+        )
+    if group["censored_widths"]:
+        notes.append(
+            f"base η* censored between a seed's last stable and first diverged lr at width:seeds {group['censored_widths']}"
+        )
+    return "; ".join(notes)
 
 
 def _group_notes(rows: list[dict], n_seeds: int, n_widths: int) -> list[str]:
@@ -511,8 +532,7 @@ def analyze(
             max_drift,
             max_regret,
             edge_limited=group["edge_limited_widths"],
-            censored=group["censored_widths"],
-            diverged_at_base=group["diverged_at_base_widths"],
+            regret_note=_regret_note(group),
         )
         group_rows.append({**label, **group, "verdict": v, "verdict_reason": why})
         name = "/".join(str(v) for v in gkey)

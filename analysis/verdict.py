@@ -39,15 +39,14 @@ def verdict(
     max_regret: float = 0.05,
     *,
     edge_limited: str = "",
-    censored: str = "",
-    diverged_at_base: str = "",
+    regret_note: str = "",
 ) -> tuple[str, str]:
     """The verdict of one group from its drift exponent and largest excess regret, each with an interval.
 
     Args:
         edge_limited: the widths whose η* is edge-limited (``"64,128"``), if any.
-        censored: ``width:seeds`` where the base η* is censored, if any.
-        diverged_at_base: ``width:seeds`` where a seed diverged at the base η*, if any.
+        regret_note: why the regret or its interval is missing or infinite (censored seeds, seeds
+            that diverged at the base η*, too few seeds), if it is.
 
     Returns:
         ``(verdict, reason)``, the reason quoting the numbers that decided it.
@@ -59,8 +58,7 @@ def verdict(
     if drift_hi < -max_drift or drift_lo > max_drift:
         return "drifts", f"{k} lies outside ±{max_drift:g}"
     if regret_lo > max_regret:
-        extra = f" (seeds diverged at the base η*, width:seeds {diverged_at_base})" if diverged_at_base else ""
-        return "drifts", f"{r}: lower bound > {max_regret:.0%}{extra}"
+        return "drifts", f"{r}: lower bound > {max_regret:.0%}" + (f" ({regret_note})" if regret_note else "")
     k_in = drift_lo >= -max_drift and drift_hi <= max_drift
     if k_in and regret_hi <= max_regret and not edge_limited:
         return "transfers", f"{k} within ±{max_drift:g}, {r} <= {max_regret:.0%}, no η* edge-limited"
@@ -68,20 +66,14 @@ def verdict(
     if not k_in:
         why.append(f"{k} straddles ±{max_drift:g}" if math.isfinite(drift_lo) else f"{k} has no interval")
     if not regret_hi <= max_regret:
-        if censored and math.isnan(regret):
-            why.append(f"base η* censored (between a seed's stable and diverged lr) at width:seeds {censored}")
-        elif math.isnan(regret_lo) and math.isnan(regret_hi) and not math.isnan(regret):
-            why.append(f"excess regret {_pct(regret)} has no interval (one seed)")
-        elif math.isnan(regret):
+        if math.isnan(regret) and not regret_note:
             why.append("regret not computable (base η* outside another width's learning rates)")
-        elif diverged_at_base and math.isinf(regret):
-            why.append(f"some seeds diverged at the base η* (width:seeds {diverged_at_base}), not all")
-        else:
+        elif math.isfinite(regret_lo) and math.isfinite(regret_hi):
             why.append(f"{r} straddles {max_regret:.0%}")
+        else:
+            why.append(f"excess regret {_pct(regret)} without a bound" + (f": {regret_note}" if regret_note else ""))
     if edge_limited:
         why.append(f"η* edge-limited at width(s) {edge_limited}: it marks the stability edge, not the loss's minimum")
-    if censored and not any("censored" in w for w in why):
-        why.append(f"base η* censored at width:seeds {censored} (left out of the regret)")
     return "inconclusive", "; ".join(why)
 
 
