@@ -256,8 +256,8 @@ def _panels(result: TransferResult) -> tuple[list[str], list[tuple]]:
 def plot_lr_star_vs_width(
     result: TransferResult, path: str | Path, dpi: int = DPI, formats: tuple[str, ...] = FORMATS
 ) -> Path:
-    """η* against width on log2 axes, one line per group (its seed-bootstrap interval as a band where
-    there are seeds), the stability edge η_max dotted in the same colour, edge-limited η* ringed in
+    """η* against width on log2 axes, one line per group (its t interval over seeds at ``result.level``
+    as a band where there are seeds), the stability edge η_max dotted in the same colour, edge-limited η* ringed in
     red, k = 0 and k = −1 guides through the base width's η*.
 
     Returns:
@@ -309,7 +309,11 @@ def plot_lr_star_vs_width(
         ax.set_xlabel("width")
         ax.set_ylabel("η* (mean over seeds)")
         title = " ".join([algo.upper()] + [_kv(k, v) for k, v in zip(keys[1:], panel[1:])])
-        seeds = "band: 95 % interval over seeds; " if (result.groups[sel.to_numpy()].n_seeds > 1).any() else ""
+        seeds = (
+            f"band: {100 * result.level:.3g} % t interval over seeds; "
+            if (result.groups[sel.to_numpy()].n_seeds > 1).any()
+            else ""
+        )
         ax.set_title(f"{title}: η* ∝ width^k\n({seeds}red ring: edge-limited)", fontsize=9)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     return _save(fig, path, dpi, formats)

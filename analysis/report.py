@@ -1,5 +1,6 @@
 """The transfer report: report.md and report.html with the plots and tables, summary.parquet,
-summary.json (docs/ARCHITECTURE.md, "The results contract"); `orchestrator.tracking.log_report`
+summary.json, and η* over training time (k_over_time.png, k_over_time.parquet) when the history has
+several epochs (docs/ARCHITECTURE.md, "The results contract"); `orchestrator.tracking.log_report`
 logs it to the sweep's MLflow run.
 """
 
@@ -12,7 +13,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,10 @@ import pandas as pd
 
 from .io import current_umask, write_parquet_atomic
 from .load import SweepLogs
+from .over_time import k_over_time
+from .over_time_plots import plot_k_over_time
 from .plots import DPI, FORMATS, plot_learning_curves, plot_loss_vs_lr, plot_lr_star_vs_width
+from .schema import EPOCH_METRICS
 from .transfer import TransferResult
 
 SUMMARY_COLUMNS = (
@@ -31,6 +35,11 @@ SUMMARY_COLUMNS = (
     "regret",
     "regret_lo",
     "regret_hi",
+    "excess_regret",
+    "excess_lo",
+    "excess_hi",
+    "n_censored",
+    "n_diverged_at_base",
     "lr_max",
     "edge_limited",
 )
@@ -41,15 +50,44 @@ GROUP_FIELDS = (
     "max_regret",
     "regret_lo",
     "regret_hi",
+    "base_regret",
     "edge_exponent",
     "edge_limited_widths",
+    "censored_widths",
+    "level",
     "verdict",
+    "own_verdict",
+)
+# The held-out verdict's group columns (from analysis.transfer.analyze_logs), when there is one.
+HELD_OUT_FIELDS = ("held_out_metric", "held_out_verdict", "held_out_k", "held_out_k_lo", "held_out_k_hi")
+# Columns of the per-width table in report.md (summary.parquet has them all).
+REPORT_WIDTH_COLUMNS = (
+    "lr_star",
+    "lr_star_lo",
+    "lr_star_hi",
+    "best_loss",
+    "regret",
+    "excess_regret",
+    "excess_lo",
+    "excess_hi",
+    "n_censored",
+    "n_diverged_at_base",
+    "lr_max",
+    "edge_limited",
+    "spacing",
+    "n_seeds",
+    "n_lr",
+    "n_diverged",
+    "refined",
+    "at_edge",
 )
 
 
 def summary_table(result: TransferResult) -> pd.DataFrame:
     """summary.parquet: one row per (group keys, width) with ``lr_star, lr_star_lo, lr_star_hi,
-    best_loss, regret`` (best_loss in the metric's own units) and diagnostics."""
+    best_loss`` (in the metric's own units), ``regret``, ``excess_regret`` (over the base width's) with
+    their intervals, ``n_censored, n_diverged_at_base`` (seeds whose base η* is censored or diverged),
+    ``lr_max, edge_limited`` and diagnostics."""
     df = result.per_width.copy()
     if result.mode == "max":
         df["best_loss"] = -df["best_loss"]
@@ -74,9 +112,12 @@ def _json_value(v):
 
 def summary_json(result: TransferResult, logs: SweepLogs | None = None) -> dict:
     """summary.json: ``groups``, one per (algorithm, parametrization, inference_steps[, other
-    varying keys]) with ``drift_exponent, drift_lo, drift_hi, max_regret, regret_lo, regret_hi,
-    edge_exponent, edge_lo, edge_hi, edge_limited_widths, verdict, control_verdict`` and more, and
-    ``per_width``: η*, η_max, regret with intervals and ``edge_limited`` at each width.
+    varying keys]) with ``drift_exponent, drift_lo, drift_hi, max_regret, regret_lo, regret_hi`` (the
+    largest excess regret and its interval), ``base_regret`` (the noise floor), ``edge_exponent, edge_lo,
+    edge_hi, edge_limited_widths, censored_widths, level, verdict, own_verdict, control_verdict``, the
+    ``held_out_*`` verdict when there is one, and more; ``per_width``: η*, η_max, regret and excess
+    regret with intervals, ``n_censored`` and ``edge_limited`` at each width; ``level`` and
+    ``held_out`` (the held-out metric and mode, or null).
 
     NaN is written as null and an infinite regret (the base η* diverges at some width) as "inf".
     """
@@ -88,6 +129,10 @@ def summary_json(result: TransferResult, logs: SweepLogs | None = None) -> dict:
         "mode": result.mode,
         "group_keys": result.keys,
         "thresholds": {"max_drift": result.max_drift, "max_regret": result.max_regret},
+        "level": result.level,
+        "held_out": (
+            {"metric": result.held_out.metric, "mode": result.held_out.mode} if result.held_out is not None else None
+        ),
         "groups": groups,
         "per_width": [{k: _json_value(v) for k, v in row.items()} for row in result.per_width.to_dict("records")],
         "notes": result.notes + (logs.notes if logs else []),
@@ -162,25 +207,149 @@ def render(blocks: list[tuple], out_dir: Path) -> tuple[str, str]:
     return "\n\n".join(md) + "\n", page
 
 
+def level_text(level: float) -> str:
+    """A confidence level as a percentage: ``95%``, ``98.3%``."""
+    return f"{100 * float(level):.3g}%"
+
+
+def metric_text(metric: str) -> str:
+    """``final_test_loss`` as ``test loss``."""
+    return metric.removeprefix("final_").replace("_", " ")
+
+
+def _group_name(row, keys: list[str]) -> str:
+    return "/".join(str(row[k]) for k in keys)
+
+
+def _has_held_out(result: TransferResult) -> bool:
+    return result.held_out is not None and "held_out_verdict" in result.groups.columns
+
+
 def verdict_table(result: TransferResult) -> pd.DataFrame:
-    """The verdict per group, for printing and for the report."""
+    """The verdict per group, for printing and for the report: k and the largest excess regret with
+    their intervals at ``result.level``, the base width's own regret (the noise floor), and the
+    held-out metric's verdict and k when there is one (before the verdict, which stays last)."""
     g = result.groups
+    lv = level_text(result.level)
     out = g[result.keys].copy()
     out["base η*"] = [_fmt(v) for v in g.lr_star_base]
     out["drift k"] = [_fmt(v) for v in g.drift_exponent]
-    out["k 95% interval"] = [f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(g.drift_lo, g.drift_hi)]
-    out["max regret [95%]"] = [
+    out[f"k [{lv} interval]"] = [f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(g.drift_lo, g.drift_hi)]
+    out[f"excess regret [{lv}]"] = [
         f"{_pct(r)} [{_pct(a)}, {_pct(b)}]" for r, a, b in zip(g.max_regret, g.regret_lo, g.regret_hi)
     ]
+    out["base regret"] = [_pct(v) for v in g.base_regret] if "base_regret" in g else "–"
     out["k_edge"] = [_fmt(v) for v in g.edge_exponent]
     out["edge-limited at"] = [v or "-" for v in g.edge_limited_widths]
     out["seeds"] = g.n_seeds
+    if _has_held_out(result):
+        out[f"held-out ({metric_text(result.held_out.metric)})"] = [
+            "–" if not isinstance(v, str) else f"{v}, k {_fmt(k)} [{_fmt(a)}, {_fmt(b)}]"
+            for v, k, a, b in zip(g.held_out_verdict, g.held_out_k, g.held_out_k_lo, g.held_out_k_hi)
+        ]
     out["verdict"] = g.verdict
     return out
 
 
+def held_out_disagreements(result: TransferResult) -> list[str]:
+    """``pc/mup/10: transfers on final_train_loss, inconclusive on final_test_loss`` for each group whose
+    held-out verdict differs from the objective's (none without a held-out analysis)."""
+    if not _has_held_out(result):
+        return []
+    return [
+        f"{_group_name(row, result.keys)}: {row['verdict']} on {result.metric}, "
+        f"{row['held_out_verdict']} on {result.held_out.metric}"
+        for _, row in result.groups.iterrows()
+        if isinstance(row["held_out_verdict"], str) and row["held_out_verdict"] != row["verdict"]
+    ]
+
+
+def held_out_line(result: TransferResult) -> str | None:
+    """One sentence naming the groups whose held-out verdict differs from the objective's, or None."""
+    diff = held_out_disagreements(result)
+    if not diff:
+        return None
+    return f"The held-out metric ({result.held_out.metric}) disagrees with the objective for: " + "; ".join(diff) + "."
+
+
 def _pct(v) -> str:
     return (f"{100 * v:.3g}%" if np.isfinite(v) else _fmt(v)) if v is not None else "–"
+
+
+def rule_text(result: TransferResult) -> str:
+    """The verdict's rule, the intervals and their level, in words (the report's explanation)."""
+    lv, d, r = level_text(result.level), f"{result.max_drift:g}", f"{result.max_regret:.0%}"
+    text = (
+        f"Verdict `transfers` when the drift exponent k's {lv} interval lies within ±{d}, the largest excess "
+        f"regret's upper bound is ≤ {r} and no width's η* is edge-limited; `drifts` when k's interval lies "
+        f"outside ±{d} or the largest excess regret's lower bound (simultaneous over the widths) is > {r}; "
+        "otherwise `inconclusive` (an interval straddles a threshold or cannot be computed, the base η* is "
+        "censored at some width, or η* is edge-limited). A μP group `transfers` only if its SP control "
+        "`drifts` in the same sweep (otherwise the setup cannot tell transfer from drift). "
+        "k: the seed-blocked slope of each seed's optimum log2 η* against log2 width (one intercept per seed, "
+        "one common slope) with its Student's t interval (one seed: least squares); η* at each width: the mean "
+        "over seeds with its t interval. Regret: each seed's loss at the base η* (the mean of the other seeds' "
+        "base-width optima: leave one seed out) relative to its best loss, measured at every width, the base "
+        "width included; the base width's own regret (base regret) is the noise floor, and the verdict uses "
+        "the excess regret over it (paired by seed), whose interval is a jackknife over seeds that carries the "
+        "base η*'s own error. Censored: the base η* lies between a seed's last stable and first diverged "
+        "learning rate, so its loss there is unknown (the group cannot `transfer`; k alone can still show that it `drifts`). "
+        "Edge-limited: the next larger learning rate diverged at most seeds, so η* marks the stability edge "
+        "rather than the bottom of the loss; an edge-limited group never `transfers`. k_edge: the exponent of "
+        "the stability edge η_max (the largest learning rate that did not diverge)."
+    )
+    if result.held_out is not None:
+        text += (
+            f" Held-out: the same analysis and verdict on {result.held_out.metric} ({result.held_out.mode}), "
+            "with its own η*, a check that the verdict does not hang on the objective."
+        )
+    looks = round((1.0 - 0.95) / (1.0 - result.level)) if result.level < 1 else 1
+    if looks > 1:
+        text += (
+            f" Every interval is at {lv}, not 95%: an adaptive verify looks at the data up to {looks} times "
+            "(adding seeds to the groups still undecided), and each look uses 1 − 0.05/looks (Bonferroni over "
+            "the looks), so that all looks together err at most 5% of the time."
+        )
+    else:
+        text += (
+            f" Every interval is at {lv} (one look; an adaptive verify's looks use 1 − 0.05/looks each, "
+            "Bonferroni over the looks)."
+        )
+    return text
+
+
+def over_time_table(
+    result: TransferResult, logs: SweepLogs | None, sweep_cfg: Mapping | None = None
+) -> tuple[pd.DataFrame | None, str | None]:
+    """:func:`analysis.over_time.k_over_time` of the analysed metric when the history has two epochs or
+    more, else None; and a note when it cannot be computed (a metric without per-epoch history)."""
+    h = logs.history if logs is not None else None
+    if h is None or h.empty or "epoch" not in h.columns or h.epoch.dropna().nunique() < 2:
+        return None, None
+    if result.metric.removeprefix("final_") not in EPOCH_METRICS:
+        return None, f"η* over training time left out: {result.metric} has no per-epoch history"
+    table = k_over_time(
+        logs.trials,
+        h,
+        metric=result.metric,
+        mode=result.mode,
+        max_drift=result.max_drift,
+        max_regret=result.max_regret,
+        level=result.level,
+        sweep_yaml_cfg=sweep_cfg,
+    )
+    return (table if not table.empty else None), None
+
+
+def _over_time_rows(table: pd.DataFrame, level: float) -> pd.DataFrame:
+    """The report's compact view: group × epoch, sgd_steps, k [interval], verdict."""
+    keys = list(table.attrs.get("keys") or [])
+    out = table[[*keys, "epoch", "sgd_steps"]].copy()
+    out[f"k [{level_text(level)} interval]"] = [
+        f"{_fmt(k)} [{_fmt(a)}, {_fmt(b)}]" for k, a, b in zip(table.drift_exponent, table.drift_lo, table.drift_hi)
+    ]
+    out["verdict"] = table.verdict
+    return out
 
 
 # A figure maker for the report: called with the report's directory, it writes its PNGs there and
@@ -194,10 +363,13 @@ def _blocks(
     pngs: dict,
     extra: list[tuple[str, str, str]] = (),
     formats: tuple[str, ...] = (),
+    over_time: pd.DataFrame | None = None,
+    extra_notes: list[str] = (),
 ) -> list[tuple]:
     t = result.table
     counts = t.status.value_counts().to_dict()
     name = logs.name if logs else "sweep"
+    lv = level_text(result.level)
     blocks: list[tuple] = [
         ("h1", f"Learning-rate transfer: {name}"),
         (
@@ -207,21 +379,14 @@ def _blocks(
             + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
             + ".",
         ),
-        (
-            "p",
-            f"Verdict `transfers` when the drift exponent k's 95 % interval lies within ±{result.max_drift:g} "
-            f"and the max regret's upper bound is ≤ {result.max_regret:.0%}; `drifts` when k's interval lies "
-            f"outside ±{result.max_drift:g} or the regret's lower bound is > {result.max_regret:.0%}; otherwise "
-            "`inconclusive`. A μP group `transfers` only if its SP control `drifts` in the same sweep "
-            "(otherwise the setup cannot tell transfer from drift). Intervals: bootstrap over seeds at each "
-            "width (one seed: least-squares). k_edge: the exponent of the stability edge η_max (the largest "
-            "learning rate that did not diverge); edge-limited: widths where the next larger learning rate "
-            "diverged, so η* marks the edge rather than the bottom of the loss.",
-        ),
+        ("p", rule_text(result)),
         ("h2", "Verdicts"),
         ("table", verdict_table(result)),
-        ("table", result.groups[[*result.keys, "verdict_reason"]]),
     ]
+    disagree = held_out_line(result)
+    if disagree:
+        blocks.append(("p", disagree))
+    blocks.append(("table", result.groups[[*result.keys, "verdict_reason"]]))
     if "loss" in pngs:
         blocks += [
             ("h2", "Loss against learning rate"),
@@ -237,23 +402,44 @@ def _blocks(
             ("h2", "Optimal learning rate against width"),
             (
                 "p",
-                "η*(width) with its seed-bootstrap 95 % interval; k is the slope of log2 η* against "
+                f"η*(width) with its {lv} t interval over seeds; k is the seed-blocked slope of log2 η* against "
                 "log2 width (μP: near 0; SP with SGD: about −1).",
             ),
             ("img", pngs["lr_star"].name, "optimal learning rate against width"),
         ]
-    cols = [*result.keys, "width", *SUMMARY_COLUMNS, "spacing", "n_seeds", "n_lr", "n_diverged", "refined", "at_edge"]
+    if over_time is not None:
+        steps = "SGD steps" if np.isfinite(over_time.sgd_steps.astype(float)).any() else "epochs (SGD steps unknown)"
+        blocks += [
+            ("h2", "η* over training time"),
+            (
+                "p",
+                f"The same analysis of {result.metric} at every recorded epoch (each trial's history read as if "
+                f"it had stopped there; a trial that diverged by then counts as diverged), k against {steps}: "
+                f"band: k's {lv} interval; marker face: the verdict at that epoch; grey: |k| ≤ "
+                f"{result.max_drift:g}. sgd_steps: the median over the group's trials still running (from the "
+                "sweep's config where the history did not count them). The table is also k_over_time.parquet.",
+            ),
+        ]
+        if "k_over_time" in pngs:
+            blocks.append(("img", pngs["k_over_time"].name, "drift exponent k against SGD steps"))
+        blocks.append(("table", _over_time_rows(over_time, result.level)))
+    cols = [*result.keys, "width", *REPORT_WIDTH_COLUMNS]
     blocks += [
         ("h2", "Per width"),
         (
             "p",
             "η* = 2^(mean over seeds of each seed's optimum in log2 η); best_loss = mean over seeds of "
-            "the lowest loss measured; regret = mean over seeds of (loss at the base width's η* − "
-            "best_loss) / |best_loss|, floored at 0; lr_max = the stability edge (largest learning rate "
+            "the lowest loss measured; regret = mean over seeds of (loss at the leave-one-seed-out base η* − "
+            "best_loss) / |best_loss|, floored at 0, measured at the base width too (there: the noise floor); "
+            "excess_regret = mean over seeds of (regret − the same seed's regret at the base width), with its "
+            f"{lv} jackknife interval [excess_lo, excess_hi]; n_censored = seeds whose base η* lies between "
+            "their last stable and first diverged learning rate (loss unknown there); n_diverged_at_base = "
+            "seeds that diverged at the base η*; lr_max = the stability edge (largest learning rate "
             "that did not diverge, – when nothing diverged); edge_limited = the next larger learning rate "
             "diverged at most seeds; spacing = log2 distance from the best point to its nearest "
             "neighbour (the resolution of η*); refined = quadratic fit used at every seed; at_edge = best "
-            "point at an end of the learning rates tried (η* censored).",
+            "point at an end of the learning rates tried (η* censored). summary.parquet has these and "
+            "regret's own interval (regret_lo, regret_hi).",
         ),
         ("table", summary_table(result)[cols]),
     ]
@@ -273,7 +459,7 @@ def _blocks(
                 f"(same name), for print.",
             )
         ]
-    notes = result.notes + (logs.notes if logs else [])
+    notes = result.notes + (logs.notes if logs else []) + list(extra_notes)
     if notes:
         blocks += [("h2", "Notes"), ("ul", notes)]
     return blocks
@@ -286,10 +472,15 @@ def write_report(
     dpi: int = DPI,
     formats: tuple[str, ...] = FORMATS,
     figures: FigureMaker | None = None,
+    sweep_cfg: Mapping | None = None,
 ) -> Path:
     """Write ``out_dir``: report.md, report.html, loss_vs_lr.png, lr_star_vs_width.png,
-    learning_curves.png (when there is history), summary.parquet, summary.json; each figure also
-    in the other ``formats`` (``svg``, ``pdf``), PNGs at ``dpi``; ``figures`` adds more (its PNGs).
+    learning_curves.png (when there is history), summary.parquet, summary.json, and, when the
+    history has two epochs or more, k_over_time.png and k_over_time.parquet (η* and k at every
+    epoch, :func:`analysis.over_time.k_over_time`); each figure also in the other ``formats``
+    (``svg``, ``pdf``), PNGs at ``dpi``; ``figures`` adds more (its PNGs). ``sweep_cfg`` (the
+    resolved ``sweep.yaml``, :func:`analysis.load.read_sweep_yaml`) gives the SGD steps of history
+    recorded without them.
 
     The files are written to a temporary directory beside ``out_dir`` that then replaces it,
     so a crash leaves the previous report whole.
@@ -310,10 +501,17 @@ def write_report(
         )
         if curves is not None:
             pngs["curves"] = curves
+        over_time, why = over_time_table(result, logs, sweep_cfg)
+        if over_time is not None:
+            write_parquet_atomic(pd.DataFrame(over_time), tmp / "k_over_time.parquet")
+            png = plot_k_over_time(over_time, tmp / "k_over_time.png", dpi=dpi, formats=formats)
+            if png is not None:
+                pngs["k_over_time"] = png
         extra = figures(tmp) if figures is not None else []
         write_parquet_atomic(summary_table(result), tmp / "summary.parquet")
         (tmp / "summary.json").write_text(json.dumps(summary_json(result, logs), indent=2, allow_nan=False) + "\n")
-        md, page = render(_blocks(result, logs, pngs, extra, formats), tmp)
+        blocks = _blocks(result, logs, pngs, extra, formats, over_time, [why] if why else [])
+        md, page = render(blocks, tmp)
         (tmp / "report.md").write_text(md)
         (tmp / "report.html").write_text(page)
         old = None

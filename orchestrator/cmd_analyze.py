@@ -22,7 +22,6 @@ def _add(p: argparse.ArgumentParser) -> None:
         help="min or max (default: the sweep's objective.mode; with --metric: max for *_acc, min otherwise)",
     )
     p.add_argument("--out", default=None, help="report directory (default RESULTS/report)")
-    p.add_argument("--bootstrap", type=int, default=200, help="seed-bootstrap replicates (default 200)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the report to the sweep's MLflow run")
     p.add_argument("--dpi", type=int, default=None, help="resolution of the PNG figures (default 150)")
     p.add_argument(
@@ -50,14 +49,12 @@ def figure_options(args: argparse.Namespace) -> tuple[int, tuple[str, ...]]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from analysis.load import MODES, LogError, load_sweep
-    from analysis.report import verdict_table, write_report
+    from analysis.load import MODES, LogError, load_sweep, read_sweep_yaml
+    from analysis.report import held_out_line, level_text, verdict_table, write_report
     from analysis.transfer import analyze_logs
 
     from .tracking import log_report
 
-    if args.bootstrap < 0:
-        raise BadInput(f"--bootstrap={args.bootstrap} must be >= 0")
     dpi, formats = figure_options(args)
     if args.mode is not None and args.mode not in MODES:
         raise BadInput(f"--mode={args.mode!r} is not one of {', '.join(MODES)}")
@@ -80,19 +77,31 @@ def _run(args: argparse.Namespace) -> int:
     else:
         mode = "max" if metric.endswith("_acc") else "min"
     try:
-        result = analyze_logs(logs, args.bootstrap, metric=metric, mode=mode)
+        result = analyze_logs(logs, metric=metric, mode=mode)
     except ValueError as exc:
         raise BadInput(f"{args.results}: {exc}") from None
     from .base_plots import base_figures
 
-    write_report(result, out, logs, dpi=dpi, formats=formats, figures=base_figures(args.results, dpi))
+    write_report(
+        result,
+        out,
+        logs,
+        dpi=dpi,
+        formats=formats,
+        figures=base_figures(args.results, dpi),
+        sweep_cfg=read_sweep_yaml(args.results),
+    )
     print(
         f"{logs.name}: {len(logs.trials)} trials from {logs.source}; {mode} {metric}; "
-        f"transfers when k's 95% interval lies within +-{result.max_drift:g} and max regret's upper bound "
-        f"<= {result.max_regret:.0%} (and, for muP, the SP control drifts); drifts when k's interval lies "
-        f"outside or regret's lower bound is above; else inconclusive"
+        f"transfers when k's {level_text(result.level)} interval lies within +-{result.max_drift:g} and the "
+        f"upper bound of the excess regret over the base width's is <= {result.max_regret:.0%} (and, for muP, "
+        f"the SP control drifts); drifts when k's interval lies outside or the excess regret's lower bound is "
+        f"above; else inconclusive (an edge-limited eta* never transfers)"
     )
     print(verdict_table(result).to_string(index=False))
+    line = held_out_line(result)
+    if line:
+        print(line)
     for note in result.notes + logs.notes:
         print(f"  note: {note}")
     print(f"report: {out / 'report.md'} (and report.html, summary.parquet, summary.json)")

@@ -12,9 +12,10 @@ VERIFY_HELP = (
     "Tune the learning rate at the base width (Optuna), run it and a bracket lr*2^k (verify.bracket) at every "
     "width, parametrization and seed (grid.seed, else verify.seeds, default 3), refine each seed's optimum and "
     "stability edge to verify.resolution octaves (default 0.25), and judge the transfer. Each group "
-    "'transfers' when its drift exponent's 95 percent interval lies within +-verify.max_drift (default 0.2) and its "
-    "max regret's upper bound is <= verify.max_regret (default 0.05); 'drifts' when the interval lies outside "
-    "+-max_drift or the regret's lower bound is above max_regret; otherwise 'inconclusive'. A muP group "
+    "'transfers' when its drift exponent's 95 percent interval lies within +-verify.max_drift (default 0.2), the "
+    "upper bound of its excess regret over the base width's is <= verify.max_regret (default 0.05) and no width's "
+    "optimum is edge-limited; 'drifts' when the interval lies outside +-max_drift or the excess regret's lower "
+    "bound is above max_regret; otherwise 'inconclusive' (an edge-limited optimum never transfers). A muP group "
     "transfers only if its SP control drifts in the same run (else the setup cannot tell transfer from "
     "drift). SP groups are the control and are not judged (with no muP group, every group is judged). "
     "Groups still undecided (inconclusive, or an SP control a transferring muP group waits on) get "
@@ -102,7 +103,6 @@ def _run_tune_base(args: argparse.Namespace) -> int:
 
 def _add_verify(p: argparse.ArgumentParser) -> None:
     _add_common(p)
-    p.add_argument("--bootstrap", type=int, default=200, help="seed-bootstrap replicates (default 200)")
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -113,12 +113,10 @@ def _add_verify(p: argparse.ArgumentParser) -> None:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from analysis.report import verdict_table
+    from analysis.report import held_out_line, level_text, verdict_table
 
     from .verify import run_verify
 
-    if args.bootstrap < 0:
-        raise BadInput(f"--bootstrap={args.bootstrap} must be >= 0")
     sweep = _load(args)
     if args.dry_run:
         from .plan import verify_plan
@@ -134,7 +132,6 @@ def _run_verify(args: argparse.Namespace) -> int:
         storage=args.storage,
         address=args.address,
         track=not args.no_mlflow,
-        n_boot=args.bootstrap,
     )
     print("tune-base (Optuna at the base width):")
     print_base(res.base)
@@ -146,10 +143,14 @@ def _run_verify(args: argparse.Namespace) -> int:
         return res.code
     print(
         f"\ntransfer runs: {', '.join(f'{k} {v}' for k, v in res.run_counts.items()) or 'all done before'}; "
-        f"{tr.mode} {tr.metric}; transfers when k's interval lies within +-{tr.max_drift:g} and max regret's "
-        f"upper bound <= {tr.max_regret:.0%} (and the SP control drifts)"
+        f"{tr.mode} {tr.metric}; transfers when k's {level_text(tr.level)} interval lies within "
+        f"+-{tr.max_drift:g}, the excess regret over the base width's has its upper bound <= {tr.max_regret:.0%} "
+        f"and no eta* is edge-limited (and the SP control drifts)"
     )
     print(verdict_table(tr).to_string(index=False))
+    line = held_out_line(tr)
+    if line:
+        print(line)
     for note in tr.notes:
         print(f"  note: {note}")
     print(f"\nreport: {res.report_dir / 'report.md'} (and report.html, summary.parquet, summary.json)")

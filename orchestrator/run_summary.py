@@ -148,14 +148,27 @@ def sweep_description(name: str, counts: dict[str, int], report_link: str | None
     return text
 
 
+def _level(summary: dict[str, Any]) -> str:
+    """The intervals' level as ``95%`` (summary.json's ``level``, else its groups', else 95%)."""
+    groups = summary.get("groups") or [{}]
+    level = _num(summary.get("level")) or _num(groups[0].get("level")) or 0.95
+    return f"{100 * level:.3g}%"
+
+
 def verdict_summary(summary: dict[str, Any], run_id: str) -> tuple[str, dict[str, float], dict[str, str]]:
     """From ``report/summary.json``: the parent run's description (the verdict table, links to the
     report and its plots), metrics ``drift_k/<group>``, ``drift_k_lo/..``, ``drift_k_hi/..``,
-    ``max_regret/<group>``, ``lr_star_base/<group>`` and tags ``verdict/<group>``."""
+    ``max_regret/<group>`` (the largest excess regret), ``base_regret/<group>`` (the base width's own
+    regret, the noise floor), ``lr_star_base/<group>``, ``k_edge/<group>`` and tags ``verdict/<group>``
+    and, where the held-out metric was judged, ``held_out_verdict/<group>``."""
     keys = list(summary.get("group_keys") or [])
     metrics: dict[str, float] = {}
     tags: dict[str, str] = {}
-    lines = ["| group | base η* | drift k [95%] | max regret [95%] | k_edge | verdict |", "|---|---|---|---|---|---|"]
+    lv = _level(summary)
+    lines = [
+        f"| group | base η* | drift k [{lv}] | excess regret [{lv}] | base regret | k_edge | held-out | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for g in summary.get("groups", []):
         label = group_label({k: g.get(k) for k in keys})
         for metric, key in (
@@ -163,23 +176,29 @@ def verdict_summary(summary: dict[str, Any], run_id: str) -> tuple[str, dict[str
             ("drift_k_lo", "drift_lo"),
             ("drift_k_hi", "drift_hi"),
             ("max_regret", "max_regret"),
+            ("base_regret", "base_regret"),
             ("lr_star_base", "lr_star_base"),
             ("k_edge", "edge_exponent"),
         ):
             if _num(g.get(key)) is not None:
                 metrics[f"{metric}/{label}"] = _num(g[key])
         tags[f"verdict/{label}"] = str(g.get("verdict"))
+        held = g.get("held_out_verdict")
+        if held:
+            tags[f"held_out_verdict/{label}"] = str(held)
         lines.append(
             f"| {label} | {_fmt(g.get('lr_star_base'))} | {_fmt(g.get('drift_exponent'))} "
             f"[{_fmt(g.get('drift_lo'))}, {_fmt(g.get('drift_hi'))}] | {_pct(g.get('max_regret'))} "
-            f"[{_pct(g.get('regret_lo'))}, {_pct(g.get('regret_hi'))}] | {_fmt(g.get('edge_exponent'))} "
-            f"| **{g.get('verdict')}** |"
+            f"[{_pct(g.get('regret_lo'))}, {_pct(g.get('regret_hi'))}] | {_pct(g.get('base_regret'))} "
+            f"| {_fmt(g.get('edge_exponent'))} | {held or '–'} | **{g.get('verdict')}** |"
         )
     th = summary.get("thresholds") or {}
+    held_metric = (summary.get("held_out") or {}).get("metric")
     head = (
         f"**{summary.get('sweep') or 'sweep'}**: {summary.get('mode')} {summary.get('metric')}; transfers when "
-        f"k's 95% interval lies within ±{th.get('max_drift')} and max regret's upper bound ≤ "
-        f"{_pct(th.get('max_regret'))} (μP: and its SP control drifts)."
+        f"k's {lv} interval lies within ±{th.get('max_drift')}, the excess regret over the base width's has its "
+        f"upper bound ≤ {_pct(th.get('max_regret'))} and no η* is edge-limited (μP: and its SP control drifts)."
+        + (f" Held-out: the verdict on {held_metric}." if held_metric else "")
     )
     links = (
         f"[Full report (HTML)]({artifact_link(run_id, 'report/report.html')}) · "

@@ -205,7 +205,6 @@ def _looks(
     results_dir,
     address: str | None,
     track: bool,
-    n_boot: int,
     stream: TextIO | None,
 ):
     """Analyse at each look of the seed schedule; give the groups still undecided the next seeds
@@ -228,7 +227,7 @@ def _looks(
             logs = at_seeds(load_sweep(run.sweep_dir), values[: looks[look]])
         except LogError as exc:
             raise BadInput(str(exc)) from None
-        result = analyze_logs(logs, n_boot)
+        result = analyze_logs(logs)
         todo = undecided(result.groups, result.keys)
         if look + 1 == len(looks) or todo.empty:
             break
@@ -268,7 +267,6 @@ def run_verify(
     storage: str | None = None,
     address: str | None = None,
     track: bool = True,
-    n_boot: int = 200,
     stream: TextIO | None = None,
 ) -> VerifyResult:
     """tune-base, then the bracket at every width through :func:`orchestrator.sweep.run_sweep`, then the report.
@@ -295,7 +293,7 @@ def run_verify(
         return VerifyResult(base, base.sweep_dir, base.sweep_dir / "report", None, 1, [str(exc)])
     with ray_held(sweep, address):  # one connection for the bracket, the refinement and every look
         run, counts = _measure(sweep, base.groups, offsets, specs, results_dir, address, track, stream)
-        run, result, logs = _looks(sweep, base.groups, run, counts, results_dir, address, track, n_boot, stream)
+        run, result, logs = _looks(sweep, base.groups, run, counts, results_dir, address, track, stream)
     out = run.sweep_dir / "report"
     from .base_plots import base_figures
 

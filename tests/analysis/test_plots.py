@@ -143,7 +143,7 @@ def test_lr_star_has_reference_slopes_edge_rings_and_a_seed_band(pc_study, mixed
     for ax in _visible_axes(seeds2):
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
         assert "k = 0" in labels and "k = −1" in labels
-        assert ax.collections, "no band over seeds"  # fill_between of the bootstrap interval
+        assert ax.collections, "no band over seeds"  # fill_between of the t interval over seeds
     for ax in _visible_axes(seed1):
         assert not ax.collections  # one seed: no band
         labels = [t.get_text() for t in ax.get_legend().get_texts()]

@@ -11,7 +11,7 @@ from analysis.load import load_sweep
 from analysis.report import write_report
 from analysis.transfer import analyze
 
-PNGS = ("loss_vs_lr.png", "lr_star_vs_width.png", "learning_curves.png")
+PNGS = ("loss_vs_lr.png", "lr_star_vs_width.png", "k_over_time.png", "learning_curves.png")
 
 
 def _report(planted_dir):
@@ -97,6 +97,8 @@ def test_summary_parquet_and_json_follow_the_contract(report):
     k = {(g["algorithm"], g["parametrization"]): g["drift_exponent"] for g in data["groups"]}
     assert k[("pc", "sp")] == pytest.approx(-0.5, abs=0.05)
     assert data["thresholds"] == {"max_drift": 0.2, "max_regret": 0.05}
+    for col in ("excess_regret", "excess_lo", "excess_hi", "n_censored", "n_diverged_at_base"):
+        assert col in summary.columns
 
 
 def test_rewriting_the_report_replaces_it_whole(small_dir):
@@ -111,7 +113,93 @@ def test_no_history_no_learning_curves(small_dir):
     (small_dir / "history.parquet").unlink()
     _, _, out = _report(small_dir)
     assert not (out / "learning_curves.png").exists()
-    assert "learning_curves.png" not in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "learning_curves.png" not in md
+    assert "η* over training time" not in md and not (out / "k_over_time.parquet").exists()
+
+
+def test_k_over_time_section_and_table_with_two_epochs_or_more(small_dir):
+    """Three epochs of history: the section, its figure and k_over_time.parquet (one row per group and
+    epoch); the same sweep with one epoch of history: none of them."""
+    _, result, out = _report(small_dir)
+    md = (out / "report.md").read_text()
+    assert "## η* over training time" in md and "](k_over_time.png)" in md
+    table = pd.read_parquet(out / "k_over_time.parquet")
+    assert sorted(table.epoch) == [1, 2, 3] and {"sgd_steps", "drift_exponent", "drift_lo", "verdict"} <= set(table)
+    assert table.sgd_steps.tolist() == [15, 30, 45]  # planted: 15 steps per epoch
+    section = md.split("## η* over training time")[1].split("## Per width")[0]
+    assert "| epoch | sgd_steps | k [95% interval] | verdict |" in section
+
+    history = pd.read_parquet(small_dir / "history.parquet")
+    from analysis.io import write_parquet_atomic
+
+    write_parquet_atomic(history[history.epoch == 1], small_dir / "history.parquet")
+    _, _, out = _report(small_dir)
+    md = (out / "report.md").read_text()
+    assert "η* over training time" not in md and "](k_over_time.png)" not in md
+    assert not (out / "k_over_time.parquet").exists() and not (out / "k_over_time.png").exists()
+
+
+@pytest.fixture
+def disagreeing_dir(tmp_path):
+    """BP μP (k = 0) and BP SP (k = −1) whose μP test loss is that of a k = −1 group: the objective
+    (train loss) transfers, the held-out test loss drifts."""
+    from analysis.io import write_parquet_atomic
+    from analysis.planted import planted_trials
+
+    d = tmp_path / "results" / "disagree"
+    kw = {"widths": (64, 128, 256), "log2_lrs": range(-9, 1), "name": "disagree"}
+    mup, mup_h = planted_trials(0.0, parametrization="mup", rng_seed=0, **kw)
+    sp, sp_h = planted_trials(-1.0, parametrization="sp", rng_seed=1, **kw)
+    drifting, _ = planted_trials(-1.0, parametrization="mup", rng_seed=2, **kw)  # the same grid, row for row
+    mup["final_test_loss"] = drifting["final_train_loss"].to_numpy() * 1.1
+    write_parquet_atomic(pd.concat([mup, sp]), d / "trials.parquet")
+    write_parquet_atomic(pd.concat([mup_h, sp_h]), d / "history.parquet")
+    (d / "sweep.yaml").write_text(
+        "name: disagree\nobjective: {metric: final_train_loss, mode: min}\nverify: {max_drift: 0.2, max_regret: 0.05}\n"
+    )
+    return d
+
+
+def test_held_out_column_and_disagreement_sentence(disagreeing_dir):
+    from dataclasses import replace
+
+    from analysis.report import held_out_disagreements, verdict_table
+    from analysis.transfer import analyze_logs
+
+    logs = load_sweep(disagreeing_dir)
+    result = analyze_logs(logs)
+    verdicts = dict(zip(result.groups.parametrization, result.groups.verdict))
+    held = dict(zip(result.groups.parametrization, result.groups.held_out_verdict))
+    assert verdicts == {"mup": "transfers", "sp": "drifts"} and held["mup"] == "drifts", result.groups
+    assert held_out_disagreements(result) == ["bp/mup/20: transfers on final_train_loss, drifts on final_test_loss"]
+
+    table = verdict_table(result)
+    assert list(table.columns[-2:]) == ["held-out (test loss)", "verdict"]
+    assert {"k [95% interval]", "excess regret [95%]", "base regret"} <= set(table.columns)
+    assert table["held-out (test loss)"].iloc[0].startswith("drifts, k -")
+    assert "k [98.3% interval]" in verdict_table(replace(result, level=1 - 0.05 / 3)).columns
+
+    out = write_report(result, disagreeing_dir / "report", logs)
+    md = (out / "report.md").read_text()
+    verdicts_section = md.split("## Verdicts")[1].split("## Loss against")[0]
+    assert "| held-out (test loss) | verdict |" in verdicts_section
+    assert "bp/mup/20: transfers on final_train_loss, drifts on final_test_loss" in verdicts_section
+    assert "bootstrap" not in md and "Bonferroni" in md and "jackknife" in md and "censored" in md
+    data = json.loads((out / "summary.json").read_text())
+    assert data["level"] == 0.95 and data["held_out"] == {"metric": "final_test_loss", "mode": "min"}
+    g = {x["parametrization"]: x for x in data["groups"]}
+    assert g["mup"]["held_out_verdict"] == "drifts" and g["mup"]["held_out_metric"] == "final_test_loss"
+    assert {"base_regret", "censored_widths", "level", "own_verdict"} <= set(g["mup"])
+    assert {"excess_regret", "excess_lo", "excess_hi", "n_censored"} <= set(data["per_width"][0])
+
+
+def test_no_disagreement_no_sentence(small_dir):
+    from analysis.report import held_out_line
+    from analysis.transfer import analyze_logs
+
+    result = analyze_logs(load_sweep(small_dir))
+    assert result.held_out is not None and held_out_line(result) is None
 
 
 @pytest.mark.slow

@@ -50,12 +50,34 @@ def test_analyze_prints_the_verdicts_and_writes_the_report(sweep_dir, capsys):
         assert (sweep_dir / "report" / name).exists(), name
 
 
+def test_analyze_prints_the_rule_and_the_held_out_disagreement(sweep_dir, capsys):
+    """The μP group's test loss made to drift (k = −1): the objective transfers, the held-out metric drifts."""
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    drifting, _ = planted_trials(-1.0, widths=(64, 128, 256), log2_lrs=range(-9, 1), name="small", rng_seed=5)
+    mup = (trials.parametrization == "mup").to_numpy()
+    trials.loc[mup, "final_test_loss"] = drifting["final_train_loss"].to_numpy() * 1.1  # the same grid, row for row
+    write_parquet_atomic(trials, sweep_dir / "trials.parquet")
+    assert main(["analyze", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "excess regret over the base width's" in out and "edge-limited eta* never transfers" in out
+    assert "k's 95% interval" in out and "bootstrap" not in out
+    assert (
+        "disagrees with the objective for: bp/mup/20: transfers on final_train_loss, drifts on final_test_loss" in out
+    )
+    md = (sweep_dir / "report" / "report.md").read_text()
+    assert "held-out (test loss)" in md and (sweep_dir / "report" / "k_over_time.parquet").exists()
+
+
+def test_no_disagreement_no_line(sweep_dir, capsys):
+    assert main(["analyze", str(sweep_dir)]) == 0
+    assert "disagrees with the objective" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "argv, match",
     [
         (["--metric", "final_trian_loss"], "final_train_loss"),
         (["--mode", "biggest"], "--mode"),
-        (["--bootstrap", "-1"], "--bootstrap"),
         (["--dpi", "5"], "--dpi"),
         (["--formats", "svg,png"], "--formats"),
         (["--formats", "png,jpeg"], "--formats"),

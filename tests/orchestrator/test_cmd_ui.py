@@ -89,7 +89,7 @@ def swept(tmp_path_factory):
     t1 = time.time()
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     ana = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "analyze", str(first / "uisweep"), "--bootstrap", "20"],
+        [sys.executable, "-m", "orchestrator.cli", "analyze", str(first / "uisweep")],
         env=env,
         capture_output=True,
         text=True,

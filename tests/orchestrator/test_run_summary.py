@@ -101,15 +101,34 @@ def test_verdict_and_base_summaries():
                 "max_regret": "inf",
                 "regret_lo": None,
                 "regret_hi": None,
+                "base_regret": 0.004,
                 "edge_exponent": 0.0,
+                "level": 0.9833333,
                 "verdict": "transfers",
-            }
+                "held_out_metric": "final_test_loss",
+                "held_out_verdict": "inconclusive",
+            },
+            {
+                "algorithm": "bp",
+                "parametrization": "sp",
+                "inference_steps": 10,
+                "drift_exponent": -0.9,
+                "verdict": "drifts",
+                "held_out_verdict": None,  # no held-out analysis of this group: no tag
+            },
         ],
     }
     text, metrics, tags = verdict_summary(summary, "rid")
-    assert tags == {"verdict/pc-mup-T10": "transfers"}
+    assert tags == {
+        "verdict/pc-mup-T10": "transfers",
+        "held_out_verdict/pc-mup-T10": "inconclusive",
+        "verdict/bp-sp": "drifts",
+    }
     assert metrics["drift_k/pc-mup-T10"] == -0.05 and "max_regret/pc-mup-T10" not in metrics  # inf not logged
-    assert "| pc-mup-T10 | 0.3 | -0.05 [-0.1, 0.01] | ∞ [–, –] | 0 | **transfers** |" in text
+    assert metrics["base_regret/pc-mup-T10"] == 0.004 and "base_regret/bp-sp" not in metrics
+    assert "| pc-mup-T10 | 0.3 | -0.05 [-0.1, 0.01] | ∞ [–, –] | 0.4% | 0 | inconclusive | **transfers** |" in text
+    assert "| bp-sp | – | -0.9 [–, –] | – [–, –] | – | – | – | **drifts** |" in text
+    assert "k's 98.3% interval" in text and "excess regret" in text and "edge-limited" in text
     assert "get-artifact?path=report%2Freport.html&run_uuid=rid" in text
     base = {
         "metric": "final_train_loss",

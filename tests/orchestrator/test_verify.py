@@ -121,7 +121,6 @@ def test_mup_groups_decide_sp_is_the_control():
         ["verify.bracket=[]"],
         ["verify.resolution=0"],
         ["verify.seeds=0"],
-        ["--bootstrap", "-1"],
         ["--trials", "0"],
     ],
 )
