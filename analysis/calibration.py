@@ -41,6 +41,7 @@ def planted_noisy_optima(
     margin: float = 1.0,
     x0: float = -4.1,
     base_sigma: float | None = None,
+    width_sigma: tuple[float, ...] | None = None,
     shift_at_widest: float = 0.0,
     parametrization: str = "mup",
     rng_seed: int = 0,
@@ -50,6 +51,7 @@ def planted_noisy_optima(
     Args:
         k: planted drift exponent.
         base_sigma: the seed noise at the base width (default ``sigma``).
+        width_sigma: the seed noise at each width (replaces ``sigma`` and ``base_sigma``).
         shift_at_widest: octaves added to the true optimum at the widest width only (a real shift).
         half_span: the grid spans ± this many octaves around the true optimum's base position,
             moved with the planted drift (as verify's bracket follows the base η*).
@@ -61,6 +63,7 @@ def planted_noisy_optima(
         true = x0 + k * np.log2(w / base_width) + (shift_at_widest if w == max(widths) else 0.0)
         grid = np.round(true / step) * step + offsets
         sd = base_sigma if (w == base_width and base_sigma is not None) else sigma
+        sd = width_sigma[list(widths).index(w)] if width_sigma is not None else sd
         x_star = true + sd * rng.standard_normal((replicates, n_seeds))
         rep, seed, x = (a.ravel() for a in np.meshgrid(np.arange(replicates), np.arange(n_seeds), grid, indexing="ij"))
         xs = x_star[rep, seed]
@@ -93,6 +96,36 @@ def true_slope(k: float, widths, shift_at_widest: float = 0.0) -> float:
     return float(np.polyfit(lw, x, 1)[0])
 
 
+def true_excess_regret(
+    k: float,
+    sigma: float,
+    widths=WIDTHS,
+    base_width: int = 64,
+    curvature: float = 0.5,
+    shift_at_widest: float = 0.0,
+    base_sigma: float | None = None,
+    width_sigma: tuple[float, ...] | None = None,
+    **_,
+) -> float:
+    """The largest expected excess regret over the other widths: c·(d_w² + σ_w² − σ_base²).
+
+    d_w is the true optimum's distance from the base width's; each seed's regret also carries its
+    own optimum's scatter σ_w² (the leave-one-out base estimate's error is the same at every width).
+    """
+    sd = {w: sigma for w in widths}
+    if base_sigma is not None:
+        sd[base_width] = base_sigma
+    if width_sigma is not None:
+        sd = dict(zip(widths, width_sigma))
+    out = []
+    for w in widths:
+        if w == base_width:
+            continue
+        d = k * np.log2(w / base_width) + (shift_at_widest if w == max(widths) else 0.0)
+        out.append(curvature * (d**2 + sd[w] ** 2 - sd[base_width] ** 2))
+    return float(max(out))
+
+
 def _judge(trials: pd.DataFrame, n_seeds: int, level: float, max_drift: float, max_regret: float) -> pd.DataFrame:
     g = analyze(trials[trials.seed < n_seeds], max_drift=max_drift, max_regret=max_regret, level=level).groups
     return g.set_index("replicate").sort_index()
@@ -120,7 +153,9 @@ def coverage(
     """
     schedule = [n_seeds] if isinstance(n_seeds, int) else list(n_seeds)
     level = LEVEL if len(schedule) == 1 else look_level(len(schedule))
-    trials = planted_noisy_optima(k, n_seeds=schedule[-1], sigma=sigma, replicates=replicates, rng_seed=rng_seed, **planted)
+    trials = planted_noisy_optima(
+        k, n_seeds=schedule[-1], sigma=sigma, replicates=replicates, rng_seed=rng_seed, **planted
+    )
     final = _judge(trials, schedule[0], level, max_drift, max_regret)
     seeds_used = pd.Series(schedule[0], index=final.index)
     for n in schedule[1:]:
@@ -132,7 +167,7 @@ def coverage(
         seeds_used[open_] = n
     k_true = true_slope(k, planted.get("widths", WIDTHS), planted.get("shift_at_widest", 0.0))
     held = (final.drift_lo <= k_true) & (k_true <= final.drift_hi)
-    true_regret = planted.get("curvature", 0.5) * planted.get("shift_at_widest", 0.0) ** 2
+    true_regret = true_excess_regret(k, sigma, **planted)
     regret_held = (final.regret_lo <= true_regret + 1e-12) & (true_regret - 1e-12 <= final.regret_hi)
     counts = final.own_verdict.value_counts(normalize=True)
     return {

@@ -286,8 +286,8 @@ def rule_text(result: TransferResult) -> str:
         "otherwise `inconclusive` (an interval straddles a threshold or cannot be computed, the base η* is "
         "censored at some width, or η* is edge-limited). A μP group `transfers` only if its SP control "
         "`drifts` in the same sweep (otherwise the setup cannot tell transfer from drift). "
-        "k: the seed-blocked slope of each seed's optimum log2 η* against log2 width (one intercept per seed, "
-        "one common slope) with its Student's t interval (one seed: least squares); η* at each width: the mean "
+        "k: the mean over seeds of each seed's least-squares slope of its optimum log2 η* against log2 width, "
+        "with its Student's t interval over seeds (one seed: least squares); η* at each width: the mean "
         "over seeds with its t interval. Regret: each seed's loss at the base η* (the mean of the other seeds' "
         "base-width optima: leave one seed out) relative to its best loss, measured at every width, the base "
         "width included; the base width's own regret (base regret) is the noise floor, and the verdict uses "
@@ -402,7 +402,7 @@ def _blocks(
             ("h2", "Optimal learning rate against width"),
             (
                 "p",
-                f"η*(width) with its {lv} t interval over seeds; k is the seed-blocked slope of log2 η* against "
+                f"η*(width) with its {lv} t interval over seeds; k is the mean over seeds of each seed's slope of log2 η* against "
                 "log2 width (μP: near 0; SP with SGD: about −1).",
             ),
             ("img", pngs["lr_star"].name, "optimal learning rate against width"),

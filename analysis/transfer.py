@@ -7,8 +7,8 @@ from each seed's own loss curve L(η) (diverged trials count as L = +inf):
     η*(w)      = 2^mean_s x*_sw, with the t interval over seeds
     η_max(w)   = 2^mean_s (last stable log2 η below the first diverged one), when every seed diverged
     edge-limited: the next larger η of the best point diverged at most seeds
-    drift k    = the seed-blocked slope of x*_sw against log2 w (analysis.stats.blocked_slope):
-                 one intercept per seed, one common slope, its t interval; k_edge the same for η_max
+    drift k    = the mean over seeds of each seed's slope of x*_sw against log2 w, with its t
+                 interval (analysis.stats.seed_slopes); k_edge the same for η_max
     regret(w)  = mean_s r_sw at the leave-one-seed-out base η*, measured at the base width too;
                  excess regret = mean_s (r_sw − r_s,base) (analysis.regret)
 
@@ -32,7 +32,7 @@ from scipy.stats import rankdata
 from .curve import Optimum, loss_at, optimum, stability_edge  # noqa: F401  (re-exported)
 from .regret import excess, leave_one_out, seed_regret, summarize
 from .schema import DEFAULT_MODE, DEFAULT_OBJECTIVE_METRIC, MODES, RESULT_COLUMNS
-from .stats import LEVEL, blocked_slope, look_level, mean_interval, seed_schedule, t_quantile
+from .stats import LEVEL, look_level, mean_interval, seed_schedule, seed_slopes, t_quantile
 from .verdict import VERDICTS, apply_controls, verdict  # noqa: F401  (re-exported)
 
 BASE_KEYS = ("algorithm", "parametrization", "inference_steps")
@@ -308,8 +308,8 @@ def _max_regret(rows: list[dict], base_width: int) -> tuple[float, float, float]
 def _analyze_group(
     g: pd.DataFrame, base_width: int | None, level: float
 ) -> tuple[list[dict], dict, list[dict], list[str]]:
-    """Per width: η*, η_max and regret with t intervals over seeds; per group: k and k_edge (the
-    seed-blocked slope), and the largest excess regret with its simultaneous interval."""
+    """Per width: η*, η_max and regret with t intervals over seeds; per group: k and k_edge (per-seed
+    slopes, t over seeds), and the largest excess regret with its jackknife interval."""
     widths = [int(w) for w in sorted(g.width.unique())]
     notes = []
     if base_width is None or base_width not in widths:
@@ -324,13 +324,13 @@ def _analyze_group(
     regrets = _regret_rows(st, widths, base_width, level)
     rows = [{**_width_row(w, st[w], level), **r, "base_width": base_width} for w, r in zip(widths, regrets)]
     lw = np.log2(np.array(widths, float))
-    k, lo, hi, _ = blocked_slope(_matrix(st, widths, "x", seeds), lw, level)
+    k, lo, hi, _ = seed_slopes(_matrix(st, widths, "x", seeds), lw, level)
     edges = _matrix(st, widths, "stable", seeds)
     for j, w in enumerate(widths):
         if not st[w]["edge_known"]:
             edges[:, j] = np.nan  # a width whose edge some seed never reached: censored, left out
     known = all(st[w]["edge_known"] for w in widths)
-    k_edge, elo, ehi, _ = blocked_slope(edges, lw, level) if known else (np.nan,) * 4
+    k_edge, elo, ehi, _ = seed_slopes(edges, lw, level) if known else (np.nan,) * 4
     max_regret, rlo, rhi = _max_regret(rows, base_width)
     curves = [
         {"width": w, "lr": float(2**xi), "loss": float(li), "n_finite_seeds": int(nf), "n_seeds": st[w]["n_seeds"]}

@@ -87,7 +87,7 @@ def _run_tune_base(args: argparse.Namespace) -> int:
 
     sweep = _load(args)
     print(
-        f"tune-base {sweep.name}: Optuna TPE at the base width -> {Path(args.results).resolve() / sweep.name}",
+        f"tune-base {sweep.name}: Optuna (GP sampler) at the base width -> {Path(args.results).resolve() / sweep.name}",
         flush=True,
     )
     res = tune_base(
@@ -203,7 +203,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "tune-base": (
-        "Optuna (TPE) search of the learning rate at the base width, per group, on Ray Tune; "
+        "Optuna (GP sampler, a seed per group) search of the learning rate at the base width, per group, on Ray Tune; "
         "resumable from its storage (SQLite, PostgreSQL or a journal file); writes RESULTS/NAME/base_lr.json.",
         _add_common,
         _run_tune_base,

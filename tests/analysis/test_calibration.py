@@ -13,7 +13,7 @@ from analysis.calibration import coverage, planted_noisy_optima
 from analysis.curve import optimum
 from analysis.planted import planted_trials
 from analysis.regret import leave_one_out, seed_regret
-from analysis.stats import blocked_slope, look_level, mean_interval, seed_schedule
+from analysis.stats import look_level, mean_interval, seed_schedule, seed_slopes
 from analysis.transfer import analyze
 
 REPLICATES = 600
@@ -40,15 +40,24 @@ def test_adaptive_seeding_adds_seeds_only_while_undecided_and_keeps_k_inside_the
     assert 3 < adaptive["mean_seeds"] < 8  # decided replicates stopped early
 
 
-def test_blocked_slope_is_least_squares_with_one_seed_and_ignores_a_per_seed_offset():
+def test_seed_slopes_average_each_seeds_own_fit_and_fall_back_to_least_squares_with_one_seed():
     x = np.log2([64, 128, 256, 512])
     y = np.array([0.1, 0.3, 0.2, 0.5])
-    k, lo, hi, dof = blocked_slope(y[None, :], x)
+    k, lo, hi, dof = seed_slopes(y[None, :], x)
     assert k == pytest.approx(np.polyfit(x, y, 1)[0]) and dof == 2 and lo < k < hi
-    offsets = np.array([[0.0], [3.0], [-2.0]])
-    k3, lo3, hi3, dof3 = blocked_slope(y[None, :] + offsets, x)
-    assert k3 == pytest.approx(k) and dof3 == 12 - 3 - 1  # a seed's constant offset is not noise
-    assert np.isnan(blocked_slope(np.array([[1.0, np.nan, np.nan, np.nan]]), x)[0])
+    rows = np.array([y, y + 3.0 + 0.1 * x, y - 2.0 - 0.2 * x])  # a seed's offset is not noise; its slope is
+    k3, lo3, hi3, dof3 = seed_slopes(rows, x)
+    slopes = [np.polyfit(x, r, 1)[0] for r in rows]
+    assert k3 == pytest.approx(np.mean(slopes)) and dof3 == 2
+    assert hi3 - k3 == pytest.approx(4.302653 * np.std(slopes, ddof=1) / np.sqrt(3))
+    assert np.isnan(seed_slopes(np.array([[1.0, np.nan, np.nan, np.nan]]), x)[0])
+
+
+def test_k_interval_holds_its_level_when_narrow_widths_scatter_more():
+    # seed noise 0.3 octave at width 64 falling to 0.08 at 512: a model with one pooled variance
+    # held the planted k 80 % of the time at 3 seeds here (docs/CALIBRATION.md)
+    got = coverage(0.2, n_seeds=3, sigma=0.0, width_sigma=(0.3, 0.2, 0.12, 0.08), replicates=REPLICATES, rng_seed=9)
+    assert got["k_coverage"] >= 0.93 and got["transfers"] <= 0.05, got
 
 
 def test_mean_interval_and_the_level_of_each_look():

@@ -1,0 +1,199 @@
+"""The generated parts of docs/RESULTS.md: each study's verdict table and the transfer claims table.
+
+    python -m analysis.results_doc [--docs docs]
+
+reads every ``docs/<study>/report/summary.json`` and ``sweep.yaml`` (regenerate those first with
+``mutransfer analyze docs/<study> --no-mlflow``) and rewrites the blocks between
+``<!-- <study> verdicts -->`` and ``<!-- end -->``, and between ``<!-- claims -->`` and
+``<!-- end claims -->``. ``tests/analysis/test_results_doc.py`` checks that the committed document
+equals what this writes, so no verdict, interval or step count in those blocks is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from .load import read_sweep_yaml
+from .over_time import sgd_steps_from_config
+
+# The transfer claims of the paper, each with the studies that decide it (label, study, filter on group keys).
+CLAIMS = [
+    (
+        "μP transfers the optimal lr for BP, PC and TP where SP does not (MLP)",
+        [
+            ("demo", "demo_cpu", {}),
+            ("study 0", "paper_mlp_pool_cpu", {}),
+            ("study 0, 10 epochs", "paper_mlp_pool_e10_cpu", {}),
+            ("study 1 (784 inputs)", "paper_mlp_cpu", {}),
+        ],
+    ),
+    (
+        "μP transfers PC's learning rate at every T and γ̄_L",
+        [
+            ("study 2, seeded", "paper_pc_steps_pool_cpu", {}),
+            ("single-shot schedule", "pc_single_shot_pool_cpu", {}),
+            ("study 2 (784 inputs)", "paper_pc_steps_cpu", {}),
+        ],
+    ),
+    (
+        "μP's transfer holds at depth (L = 3, 5, 8)",
+        [("study 4", "depth_pool_cpu", {}), ("study 4, PC at γ̄_L = −1", "depth_pc_gbar1_pool_cpu", {})],
+    ),
+    (
+        "the same in a CNN: μP transfers for BP, PC and TP, SP does not",
+        [("study 3, seeded", "paper_cnn_pool_cpu", {}), ("study 3 (28 × 28)", "paper_cnn_cpu", {})],
+    ),
+]
+VERDICT_HEAD = (
+    "| {keys} | drift k [{lvl} interval] | excess regret [{lvl}] | base regret | k_edge | edge-limited at "
+    "| held-out: {held} | seeds | verdict |"
+)
+
+
+def _num(v, fmt: str = "+.3f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if isinstance(v, str) or math.isinf(v):
+        return "∞" if str(v) in ("inf", "Infinity") or (not isinstance(v, str) and v > 0) else "−∞"
+    return format(v, fmt).replace("-", "−")
+
+
+def _pct(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if isinstance(v, str) or math.isinf(v):
+        return "∞" if str(v) in ("inf", "Infinity") or (not isinstance(v, str) and v > 0) else "−∞"
+    return f"{100 * v:.1f}%".replace("-", "−")
+
+
+def _level(summary: dict) -> str:
+    lvl = summary["groups"][0].get("level", 0.95) if summary["groups"] else 0.95
+    return f"{100 * float(lvl):.3g}%"
+
+
+def verdict_block(summary: dict) -> str:
+    """The verdict table of one study, from its summary.json."""
+    keys = summary["group_keys"]
+    held = next((g.get("held_out_metric") for g in summary["groups"] if g.get("held_out_metric")), None) or "–"
+    head = VERDICT_HEAD.format(keys=" | ".join(keys), lvl=_level(summary), held=held)
+    lines = [head, "|" + "---|" * (len(keys) + 8)]
+    for g in summary["groups"]:
+        k = f"{_num(g['drift_exponent'])} [{_num(g['drift_lo'])}, {_num(g['drift_hi'])}]"
+        r = f"{_pct(g['max_regret'])} [{_pct(g['regret_lo'])}, {_pct(g['regret_hi'])}]"
+        ho = g.get("held_out_verdict") or "–"
+        if g.get("held_out_k") is not None and ho != "–":
+            ho = f"{ho} (k {_num(g['held_out_k'], '+.2f')})"
+        cells = [
+            *(str(g[c]) for c in keys),
+            k,
+            r,
+            _pct(g.get("base_regret")),
+            _num(g.get("edge_exponent"), "+.2f"),
+            g.get("edge_limited_widths") or "–",
+            ho,
+            str(g["n_seeds"]),
+            g["verdict"],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _setting(cfg: dict) -> str:
+    """Loss, SGD steps, seeds and widths of a study, from its sweep.yaml."""
+    trainer, train, grid = cfg.get("trainer") or {}, cfg.get("train") or {}, cfg.get("grid") or {}
+    epochs = int(train.get("epochs", 1))
+    steps = sgd_steps_from_config(cfg, epochs)
+    seeds = len(grid.get("seed") or []) or int((cfg.get("verify") or {}).get("seeds", 1))
+    widths = grid.get("width") or []
+    loss = {"ce": "cross-entropy", "mse": "MSE"}.get(trainer.get("loss", "mse"), trainer.get("loss"))
+    span = f"widths {min(widths)}–{max(widths)}" if widths else ""
+    return f"{loss}, {int(steps) if math.isfinite(steps) else '?'} SGD steps, {seeds} seed{'s' * (seeds > 1)}, {span}"
+
+
+def _label(g: dict, keys: list[str]) -> str:
+    return "/".join(str(g[k]) for k in keys if k not in ("parametrization",) and str(g[k]) not in ("-",))
+
+
+def _study_evidence(label: str, summary: dict, cfg: dict) -> tuple[str, dict]:
+    """One study's line of evidence and its counts of μP verdicts and SP controls."""
+    keys = summary["group_keys"]
+    mup = [g for g in summary["groups"] if g.get("parametrization") == "mup"]
+    sp = [g for g in summary["groups"] if g.get("parametrization") == "sp"]
+    counts = {"transfers": 0, "drifts": 0, "inconclusive": 0}
+    parts = []
+    for g in mup:
+        counts[g["verdict"]] += 1
+        parts.append(f"{_label(g, keys)} `{g['verdict']}` (k {_num(g['drift_exponent'], '+.2f')})")
+    sp_drift = sum(g["verdict"] == "drifts" for g in sp)
+    control = f"SP drifts in {sp_drift} of {len(sp)}" if sp else "no SP control"
+    text = f"**{label}** ({_setting(cfg)}): μP " + "; ".join(parts) + f"; {control}"
+    return text, {**counts, "sp": len(sp), "sp_drifts": sp_drift}
+
+
+def _answer(counts: dict) -> str:
+    n = counts["transfers"] + counts["drifts"] + counts["inconclusive"]
+    if counts["sp"] == 0 or n == 0:
+        return "**undecided** (no seeded study with its SP control)"
+    if counts["transfers"] == n:
+        word = "yes"
+    elif counts["transfers"]:
+        word = "partly"
+    elif counts["drifts"]:
+        word = "no"
+    else:
+        word = "undecided"
+    return (
+        f"**{word}**: μP `transfers` in {counts['transfers']} of {n} groups, `drifts` in {counts['drifts']}, "
+        f"`inconclusive` in {counts['inconclusive']}; SP drifts in {counts['sp_drifts']} of {counts['sp']}"
+    )
+
+
+def claims_block(docs: Path) -> str:
+    """The table of the transfer claims, every verdict and step count read from the committed studies."""
+    lines = ["| claim of the paper | reproduced? (seeded studies with an SP control) | evidence |", "|---|---|---|"]
+    for claim, studies in CLAIMS:
+        total = {"transfers": 0, "drifts": 0, "inconclusive": 0, "sp": 0, "sp_drifts": 0}
+        evidence = []
+        for label, study, _ in studies:
+            summary = json.loads((docs / study / "report" / "summary.json").read_text())
+            text, counts = _study_evidence(label, summary, read_sweep_yaml(docs / study))
+            evidence.append(text)
+            if counts["sp"] and min(g["n_seeds"] for g in summary["groups"]) >= 3:
+                for key in total:
+                    total[key] += counts[key]
+        lines.append(f"| {claim} | {_answer(total)} | " + "<br>".join(evidence) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _replace(text: str, begin: str, end: str, body: str) -> str:
+    head, rest = text.split(begin, 1)
+    return f"{head}{begin}\n{body}{end}{rest.split(end, 1)[1]}"
+
+
+def render(docs: Path) -> str:
+    """RESULTS.md with every generated block rewritten from the committed data."""
+    text = (docs / "RESULTS.md").read_text()
+    for summary_path in sorted(docs.glob("*/report/summary.json")):
+        study = summary_path.parent.parent.name
+        begin = f"<!-- {study} verdicts -->"
+        if begin in text:
+            text = _replace(text, begin, "<!-- end -->", verdict_block(json.loads(summary_path.read_text())))
+    if "<!-- claims -->" in text:
+        text = _replace(text, "<!-- claims -->", "<!-- end claims -->", claims_block(docs))
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--docs", default="docs", help="the docs directory (default docs)")
+    args = p.parse_args(argv)
+    docs = Path(args.docs)
+    (docs / "RESULTS.md").write_text(render(docs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
