@@ -113,8 +113,17 @@ def _setting(cfg: dict) -> str:
     return f"{loss}, {int(steps) if math.isfinite(steps) else '?'} SGD steps, {seeds} seed{'s' * (seeds > 1)}, {span}"
 
 
+SHORT = {"inference_steps": "T", "depth": "L", "gamma_bar_L": "γ̄_L"}
+
+
 def _label(g: dict, keys: list[str]) -> str:
-    return "/".join(str(g[k]) for k in keys if k not in ("parametrization",) and str(g[k]) not in ("-",))
+    """``pc T=20 γ̄_L=-1.0``: the algorithm, then every other key that names the group (T for PC only)."""
+    parts = [str(g["algorithm"])]
+    for k in keys:
+        if k in ("algorithm", "parametrization") or (k == "inference_steps" and g["algorithm"] != "pc"):
+            continue
+        parts.append(f"{SHORT.get(k, k)}={g[k]}")
+    return " ".join(parts)
 
 
 def _study_evidence(label: str, summary: dict, cfg: dict) -> tuple[str, dict]:
@@ -142,7 +151,7 @@ def _answer(counts: dict) -> str:
     elif counts["transfers"]:
         word = "partly"
     elif counts["drifts"]:
-        word = "no"
+        word = "not shown"
     else:
         word = "undecided"
     return (
