@@ -54,8 +54,8 @@ def test_seed_slopes_average_each_seeds_own_fit_and_fall_back_to_least_squares_w
 
 
 def test_k_interval_holds_its_level_when_narrow_widths_scatter_more():
-    # seed noise 0.3 octave at width 64 falling to 0.08 at 512: a model with one pooled variance
-    # held the planted k 80 % of the time at 3 seeds here (docs/CALIBRATION.md)
+    # seed noise 0.3 octave at width 64 falling to 0.08 at 512: the old bootstrap held the planted k
+    # 77 % of the time at 3 seeds, a seed-blocked model with one pooled variance 92 % (docs/CALIBRATION.md)
     got = coverage(0.2, n_seeds=3, sigma=0.0, width_sigma=(0.3, 0.2, 0.12, 0.08), replicates=REPLICATES, rng_seed=9)
     assert got["k_coverage"] >= 0.93 and got["transfers"] <= 0.05, got
 
