@@ -2,7 +2,7 @@
 a regret with a noise floor, censoring instead of +inf, and edge-limited optima never `transfers`.
 
 The coverage tests fail on the percentile bootstrap that resampled each width on its own (measured
-on the same planted replicates: 82 % at 3 seeds, 89 % at 5, 92 % at 8; docs/CALIBRATION.md).
+on the same planted design, 1000 replicates: 81 % at 3 seeds, 88 % at 5, 90 % at 8; docs/CALIBRATION.md).
 """
 
 import numpy as np
