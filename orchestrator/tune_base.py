@@ -61,6 +61,7 @@ from .errors import BadInput
 from .paths import inside
 from .recorder import SearchRecorder  # noqa: F401  (re-exported)
 from .results_store import DONE_STATUSES, ResultsStore
+from .sampler import no_repeat
 from .study_storage import check_storage_url, default_url, open_storage, storage_file  # noqa: F401
 
 NOT_SEARCHABLE = ("width", "base_width", "parametrization", "seed", "algorithm", "device", "dtype")
@@ -242,14 +243,15 @@ def base_sampler(seed: int, space: list[dict[str, Any]]):
     """The Optuna sampler of a base-width study: GP for up to 4 numeric keys, else multivariate TPE.
 
     Both start modelling after :data:`STARTUP_TRIALS` random trials and account for trials still
-    running (GP: qLogEI over them; TPE: constant liar), as Ray Tune asks while trials run.
+    running (GP: qLogEI over them; TPE: constant liar), as Ray Tune asks while trials run; GP never
+    suggests a measured point again (:func:`orchestrator.sampler.no_repeat`).
     ``benchmarks/base_sampler.py`` measured GP against random and TPE on a planted 1-D optimum.
     """
     import optuna
 
     numeric = all("choices" not in p for p in space)
     if numeric and len(space) <= GP_MAX_DIMS:
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
+        return no_repeat(optuna.samplers.GPSampler(seed=seed, n_startup_trials=STARTUP_TRIALS))
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, multivariate=True, constant_liar=True)
 
 

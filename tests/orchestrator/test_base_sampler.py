@@ -64,9 +64,9 @@ def test_base_sampler_finds_a_planted_optimum_more_often_than_random_draws(quiet
 
 def test_base_sampler_is_gp_for_few_numeric_keys_else_tpe():
     lr = {"name": "lr", "type": "float", "low": 1e-3, "high": 1.0, "log": True}
-    assert isinstance(tune_base.base_sampler(0, [lr]), optuna.samplers.GPSampler)
+    assert isinstance(tune_base.base_sampler(0, [lr]).inner, optuna.samplers.GPSampler)
     steps = {"name": "inference_steps", "type": "int", "low": 5, "high": 40, "log": True}
-    assert isinstance(tune_base.base_sampler(0, [lr, steps]), optuna.samplers.GPSampler)
+    assert isinstance(tune_base.base_sampler(0, [lr, steps]).inner, optuna.samplers.GPSampler)
     act = {"name": "activation", "type": "other", "choices": ["tanh", "relu"]}
     assert isinstance(tune_base.base_sampler(0, [lr, act]), optuna.samplers.TPESampler)
     assert isinstance(tune_base.base_sampler(0, [lr] * 5), optuna.samplers.TPESampler)
@@ -102,3 +102,27 @@ def test_groups_of_one_verify_get_their_own_seeds_and_first_lrs(tmp_path, monkey
     # the sampler each group got is base_sampler with that group's seed
     assert firsts == [first_lr(tune_base.base_sampler(s, space)) for s in seeds]
     assert all(1e-3 <= lr <= 2.0 and math.isfinite(lr) for lr in firsts)
+
+
+def test_gp_never_suggests_a_measured_point_again():
+    """In a killed-and-resumed search GP suggested lr = 0.05, the space's upper bound, twice in a row
+    (one of 7 trials spent on a trial already recorded); no_repeat draws such a trial at random."""
+    from orchestrator.sampler import no_repeat
+
+    class Stuck(optuna.samplers.RandomSampler):
+        def infer_relative_search_space(self, study, trial):
+            return {"lr": optuna.distributions.FloatDistribution(1e-3, 0.05, log=True)}
+
+        def sample_relative(self, study, trial, search_space):
+            return {"lr": 0.05}  # the acquisition's peak at the bound, every time
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    stuck = optuna.create_study(sampler=Stuck(seed=0))
+    fresh = optuna.create_study(sampler=no_repeat(Stuck(seed=0)))
+    for study in (stuck, fresh):
+        for _ in range(4):
+            t = study.ask()
+            study.tell(t, (math.log2(t.suggest_float("lr", 1e-3, 0.05, log=True)) + 5) ** 2)
+    assert [t.params["lr"] for t in stuck.trials] == [0.05] * 4
+    lrs = [t.params["lr"] for t in fresh.trials]
+    assert lrs[0] == 0.05 and len(set(lrs)) == 4
