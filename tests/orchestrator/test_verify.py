@@ -317,32 +317,33 @@ grid:
   parametrization: [sp, mup]
   width: [16, 32]
 search: {trials: 2, space: {lr: {low: 0.01, high: 0.5, log: true}}}
-# thresholds no finite interval misses: muP transfers on its own, so its SP control (which cannot drift)
-# is the one undecided group; one bracket, no extension, no refinement
+# thresholds no finite interval misses: muP transfers on its own (3 seeds: the excess regret's jackknife
+# has an interval), so its SP control (which cannot drift) is the one undecided group; one bracket, no
+# extension, no refinement
 verify: {max_drift: 1000, max_regret: 1000, bracket: [-1, 0, 1], max_extend: 0, resolution: 1, find_edge: false,
-         seeds: 2, max_seeds: 3, seed_step: 1}
+         seeds: 3, max_seeds: 4, seed_step: 1}
 resources: {cpu: 1}
 """
 
 
 @pytest.mark.slow
 def test_undecided_group_gets_one_more_seed_and_a_rerun_records_nothing(tmp_path, ray_env, run_cli):
-    """A tiny verify on embedded Ray: only the SP control gets seed 2 (look 2 of 2), through the sweep
+    """A tiny verify on embedded Ray: only the SP control gets seed 3 (look 2 of 2), through the sweep
     path; the same command again runs no trial. About a minute on 2 CPUs."""
     space = tmp_path / "vseed.yaml"
     space.write_text(textwrap.dedent(SEEDED))
     args = ["verify", str(space), "--results", str(tmp_path / "results"), "--no-mlflow"]
     proc = run_cli(args, ray_env)
     assert proc.returncode in (0, 3), proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "seeds: 1 undecided group(s) (sp) get seed 2 (look 2 of 2, 97.5 % intervals)" in proc.stdout, proc.stdout
+    assert "seeds: 1 undecided group(s) (sp) get seed 3 (look 2 of 2, 97.5 % intervals)" in proc.stdout, proc.stdout
     path = tmp_path / "results" / "vseed" / "trials.parquet"
     trials = pd.read_parquet(path)
     assert trials.trial_id.is_unique
     per = trials.groupby(["parametrization", "seed", "width"]).size()
     assert per.to_dict() == {
-        (p, s, w): 3 for p in ("mup", "sp") for s in (0, 1, 2) for w in (16, 32) if p == "sp" or s < 2
+        (p, s, w): 3 for p in ("mup", "sp") for s in (0, 1, 2, 3) for w in (16, 32) if p == "sp" or s < 3
     }
     again = run_cli(args, ray_env)
     assert again.returncode == proc.returncode, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "transfer runs: ok 0, diverged 0, failed 0;" in again.stdout and "get seed 2 (look 2" in again.stdout
+    assert "transfer runs: ok 0, diverged 0, failed 0;" in again.stdout and "get seed 3 (look 2" in again.stdout
     assert sorted(pd.read_parquet(path).trial_id) == sorted(trials.trial_id)
