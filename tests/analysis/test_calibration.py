@@ -115,3 +115,13 @@ def test_an_edge_limited_optimum_is_never_transfers_even_when_k_and_regret_pass(
     assert abs(g.loc["mup", "drift_exponent"]) < 0.05 and g.loc["mup", "edge_limited_widths"] == "64,128,256,512"
     assert g.loc["mup", "verdict"] == "inconclusive"
     assert "edge-limited" in g.loc["mup", "verdict_reason"]
+
+
+def test_the_old_per_width_bootstrap_misses_the_floor_on_the_same_replicates():
+    """The first coverage test's 3-seed design, judged by the percentile bootstrap that resampled each
+    width's seeds on its own (the analysis before 2026-12-07, re-implemented in analysis.calibration_report)."""
+    from analysis.calibration_report import baseline_coverage
+
+    old = {r["method"]: r for r in baseline_coverage(0.2, 3, 0.1, REPLICATES, 7)}["old bootstrap"]
+    new = coverage(0.2, n_seeds=3, sigma=0.1, replicates=REPLICATES, rng_seed=7)
+    assert old["k_coverage"] < 0.93 <= new["k_coverage"], (old, new)
