@@ -46,8 +46,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _start_table(spec: str, cfg):
-    from trainers import Table, resolve_table
-    from trainers._table_file import TableFileError, parse_table
+    from trainers import Table, TableFileError, parse_table, resolve_table
 
     if spec in ("sp", "mup"):
         try:
@@ -78,9 +77,7 @@ def _show_table(table) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from trainers import DESIDERATA, Desiderata, coord_check, derive
-    from trainers._derive import using_table
-    from trainers._table_file import table_key, write_table_file
+    from trainers import DESIDERATA, Desiderata, coord_check, derive, table_key, using_table, write_table_file
 
     for name in ("steps", "batch_size"):
         if getattr(args, name) <= 0:

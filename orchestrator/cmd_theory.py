@@ -142,8 +142,7 @@ def _run_interpolation(args: argparse.Namespace) -> int:
 
 
 def _run_geometry(args: argparse.Namespace) -> int:
-    from trainers import pc_geometry
-    from trainers._geometry import check_steps
+    from trainers import check_steps, pc_geometry
 
     if args.gamma_L_c is not None:
         return _run_interpolation(args)

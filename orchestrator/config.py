@@ -411,12 +411,11 @@ def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
 def check_runnable(sweep: Sweep) -> None:
     """Checks that need the trainers and the data: an algorithm with no trainer, an unknown dataset,
     a dataset read from files whose files are missing (its registered ``check``), a bad
-    ``$MUTRANSFER_MATMUL`` (the trials' product backend, ``trainers._products``)."""
-    from trainers import DATASETS, TRAINERS, DataError, dataset_entry
-    from trainers._products import forced
+    ``$MUTRANSFER_MATMUL`` (the trials' product backend, ``trainers.forced_matmul``)."""
+    from trainers import DATASETS, TRAINERS, DataError, dataset_entry, forced_matmul
 
     try:
-        forced()
+        forced_matmul()
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 

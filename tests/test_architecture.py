@@ -87,3 +87,15 @@ def test_the_cycle_check_finds_the_old_sweep_tune_base_tune_runner_circle():
     graph["orchestrator.tune_runner"] = graph["orchestrator.tune_runner"] | {"orchestrator.tune_base"}
     cycle = find_cycle(graph)
     assert cycle and cycle[0] == cycle[-1] and "orchestrator.tune_runner" in cycle and "orchestrator.tune_base" in cycle
+
+
+def test_code_outside_trainers_uses_only_its_public_api():
+    """orchestrator/ and analysis/ import what trainers/__init__.py exports, never a private ``trainers._x``."""
+    private = [
+        f"{p.relative_to(ROOT)}: {name}"
+        for pkg in ("orchestrator", "analysis")
+        for p in (ROOT / pkg).rglob("*.py")
+        for name in _imports(p)
+        if name.startswith("trainers._")
+    ]
+    assert not private, private

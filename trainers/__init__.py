@@ -113,14 +113,22 @@ __all__ += [
     "alignment_exponent",
 ]
 
-from ._geometry import pc_geometry  # noqa: E402
+from ._geometry import check_steps, pc_geometry  # noqa: E402
 from ._pc_interp import pc_interpolation  # noqa: E402
+from ._products import forced as forced_matmul  # noqa: E402
 
-__all__ += ["pc_geometry", "pc_interpolation"]
+__all__ += ["check_steps", "forced_matmul", "pc_geometry", "pc_interpolation"]
 
 from . import _derive_rules  # noqa: E402,F401  (the built-in algorithms' desiderata)
-from ._derive import DESIDERATA, Derivation, Desiderata, derive, measure, register_desiderata  # noqa: E402
-from ._table_file import TableFileError, load_table_file, table_to_dict, write_table_file  # noqa: E402
+from ._derive import DESIDERATA, Derivation, Desiderata, derive, measure, register_desiderata, using_table  # noqa: E402
+from ._table_file import (  # noqa: E402
+    TableFileError,
+    load_table_file,
+    parse_table,
+    table_key,
+    table_to_dict,
+    write_table_file,
+)
 
 __all__ += [
     "DESIDERATA",
@@ -130,7 +138,10 @@ __all__ += [
     "derive",
     "load_table_file",
     "measure",
+    "parse_table",
     "register_desiderata",
+    "table_key",
     "table_to_dict",
+    "using_table",
     "write_table_file",
 ]
