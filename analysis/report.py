@@ -60,26 +60,11 @@ GROUP_FIELDS = (
 )
 # The held-out verdict's group columns (from analysis.transfer.analyze_logs), when there is one.
 HELD_OUT_FIELDS = ("held_out_metric", "held_out_verdict", "held_out_k", "held_out_k_lo", "held_out_k_hi")
-# Columns of the per-width table in report.md (summary.parquet has them all).
+# Columns of the per-width table in report.md (summary.parquet has them all): the summary's but the raw
+# regret's interval, then the diagnostics.
 REPORT_WIDTH_COLUMNS = (
-    "lr_star",
-    "lr_star_lo",
-    "lr_star_hi",
-    "best_loss",
-    "regret",
-    "excess_regret",
-    "excess_lo",
-    "excess_hi",
-    "n_censored",
-    "n_diverged_at_base",
-    "lr_max",
-    "edge_limited",
-    "spacing",
-    "n_seeds",
-    "n_lr",
-    "n_diverged",
-    "refined",
-    "at_edge",
+    *(c for c in SUMMARY_COLUMNS if c not in ("regret_lo", "regret_hi")),
+    *("spacing", "n_seeds", "n_lr", "n_diverged", "refined", "at_edge"),
 )
 
 

@@ -53,20 +53,21 @@ VERDICT_HEAD = (
 )
 
 
-def _num(v, fmt: str = "+.3f") -> str:
+def _special(v) -> str | None:
+    """How a missing or infinite value reads (summary.json writes ±∞ as strings), None for a finite number."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     if isinstance(v, str) or math.isinf(v):
         return "∞" if str(v) in ("inf", "Infinity") or (not isinstance(v, str) and v > 0) else "−∞"
-    return format(v, fmt).replace("-", "−")
+    return None
+
+
+def _num(v, fmt: str = "+.3f") -> str:
+    return _special(v) or format(v, fmt).replace("-", "−")
 
 
 def _pct(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    if isinstance(v, str) or math.isinf(v):
-        return "∞" if str(v) in ("inf", "Infinity") or (not isinstance(v, str) and v > 0) else "−∞"
-    return f"{100 * v:.1f}%".replace("-", "−")
+    return _special(v) or f"{100 * v:.1f}%".replace("-", "−")
 
 
 def _level(summary: dict) -> str:

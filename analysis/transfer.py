@@ -204,10 +204,12 @@ def _seed_regrets(st: dict, w: int, x0: dict | float) -> dict:
     return {s: seed_regret(*s_w["curves"][s], s_w["opts"][s], at(s)) for s in s_w["curves"]}
 
 
-def _loo_excess(st: dict, w: int, base_width: int, seeds: list) -> float:
-    """Mean over ``seeds`` of r_sw − r_s,base, each at the mean base optimum of the *other* seeds of ``seeds``."""
+def _loo_excesses(st: dict, others: list[int], base_width: int, seeds: list) -> np.ndarray:
+    """Per width of ``others``, the mean over ``seeds`` of r_sw − r_s,base, each seed judged at the mean
+    base optimum of the *other* seeds of ``seeds`` (the base width's regrets computed once)."""
     loo = leave_one_out({s: st[base_width]["x"][s] for s in seeds})
-    return summarize(excess(_seed_regrets(st, w, loo), _seed_regrets(st, base_width, loo)), LEVEL)[0]
+    at_base = _seed_regrets(st, base_width, loo)
+    return np.array([summarize(excess(_seed_regrets(st, w, loo), at_base), LEVEL)[0] for w in others], float)
 
 
 def _excess_bounds(st: dict, widths: list[int], base_width: int, level: float) -> dict[int, tuple[float, float]]:
@@ -218,20 +220,21 @@ def _excess_bounds(st: dict, widths: list[int], base_width: int, level: float) -
     which every seed's regret shares. The lower bound is simultaneous over the other widths.
     """
     seeds = [s for s in st[base_width]["x"] if all(s in st[w]["curves"] for w in widths)]
+    others = [w for w in widths if w != base_width]
+    out = {base_width: (0.0, 0.0)}
     n = len(seeds)
-    lo_level = 1.0 - (1.0 - level) / max(1, len(widths) - 1)
-    out = {}
-    for w in widths:
-        if w == base_width or n < 3:
-            out[w] = (0.0, 0.0) if w == base_width else (np.nan, np.nan)
+    if n < 3:
+        return {**out, **{w: (np.nan, np.nan) for w in others}}
+    est = _loo_excesses(st, others, base_width, seeds)
+    reps = np.array([_loo_excesses(st, others, base_width, [s for s in seeds if s != j]) for j in seeds])
+    lo_t = t_quantile(1.0 - (1.0 - level) / max(1, len(others)), n - 1)
+    for i, w in enumerate(others):
+        e, r = est[i], reps[:, i]
+        if not (np.isfinite(e) and np.isfinite(r).all()):
+            out[w] = (np.inf, np.inf) if np.isposinf(e) and np.isposinf(r).all() else (np.nan, np.nan)
             continue
-        est = _loo_excess(st, w, base_width, seeds)
-        reps = np.array([_loo_excess(st, w, base_width, [s for s in seeds if s != j]) for j in seeds], float)
-        if not (np.isfinite(est) and np.isfinite(reps).all()):
-            out[w] = (np.inf, np.inf) if np.isposinf(est) and np.isposinf(reps).all() else (np.nan, np.nan)
-            continue
-        se = float(np.sqrt((n - 1) / n * ((reps - reps.mean()) ** 2).sum()))
-        out[w] = (est - t_quantile(lo_level, n - 1) * se, est + t_quantile(level, n - 1) * se)
+        se = float(np.sqrt((n - 1) / n * ((r - r.mean()) ** 2).sum()))
+        out[w] = (e - lo_t * se, e + t_quantile(level, n - 1) * se)
     return out
 
 
