@@ -157,24 +157,6 @@ class Trainer:
             )
 
         return descend
-        groups = {g["name"]: g for g in self.optimizer.param_groups}
-
-        def descend(name: str, grad: torch.Tensor) -> None:
-            g = groups[name]
-            sgd(
-                g["params"],
-                [grad],
-                [None],
-                weight_decay=g["weight_decay"],
-                momentum=g["momentum"],
-                lr=g["lr"],
-                dampening=g["dampening"],
-                nesterov=g["nesterov"],
-                maximize=g["maximize"],
-            )
-
-        self._descend = descend if all(g["momentum"] == 0 for g in groups.values()) else None
-        return self._descend
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> dict:
