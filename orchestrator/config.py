@@ -115,13 +115,19 @@ class SearchSection:
     """Optuna at the base width (tune-base): ``space`` maps a trainer field to ``{low, high, log}``
     or ``{choices: [...]}`` (empty: lr over the grid's lr range, log); the study lives in ``storage``
     (an SQLAlchemy URL, default SQLite at ``<results>/<name>/optuna.db``; ``journal:PATH`` or ``journal``
-    for Optuna's journal file on a shared file system: :mod:`orchestrator.study_storage`)."""
+    for Optuna's journal file on a shared file system: :mod:`orchestrator.study_storage`).
+
+    The search runs in rounds (:mod:`orchestrator.base_study`): each study still short of ``trials``
+    COMPLETE trials asks ``batch`` suggestions at once (fewer when it needs fewer), and the round's
+    suggestions of all groups run together. A larger batch keeps more workers busy; a smaller one lets
+    each suggestion see more results. ``seed`` seeds every group's sampler (per group and round)."""
 
     space: dict[str, Any] = field(default_factory=dict)
     trials: int = 20
     storage: str | None = None
     seed: int = 0
     max_concurrent: int = 0
+    batch: int = 4
 
 
 @dataclass
