@@ -1,6 +1,8 @@
 """`mutransfer` command line: one sub-command module per idea, each with add_parser() and run().
 
-Exit codes: 0 done (verify: transfer holds), 1 the check ran and failed, 2 bad input.
+Exit codes: 0 done (verify: transfer holds), 1 the check ran and failed, 2 bad input, 3 inconclusive
+(verify), 4 the machine refused to store results (no space, read-only, permission: one line naming the
+path), 130 / 143 interrupted by SIGINT / SIGTERM. Every error among these is one line on stderr.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import BadInput
+from .errors import BadInput, EnvironmentFault, Interrupted, environment_fault
 
 # Each module defines COMMANDS: {name: (help, add_arguments(parser), run(args) -> int)}.
 COMMAND_MODULES = [
@@ -60,10 +62,35 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as exc:
         sys.stderr.write(f"mutransfer {args.command}: error: {exc}\n")
         return 2
+    except Interrupted as exc:
+        sys.stderr.write(f"mutransfer {args.command}: {exc}\n")
+        return int(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("mutransfer: interrupted\n")
         return 130
+    except Exception as exc:  # an environment error anywhere in the chain (Ray Tune and pyarrow wrap them): exit 4
+        fault = environment_fault(exc, where=_written_under(args))
+        if fault is None:
+            raise
+        return _environment_exit(args, fault)
     return int(code or 0)
+
+
+def _environment_exit(args: argparse.Namespace, fault: EnvironmentFault) -> int:
+    sys.stderr.write(
+        f"mutransfer {args.command}: error: cannot write results: {fault}; free space or fix the "
+        "permissions, then rerun the same command: it resumes\n"
+    )
+    return 4
+
+
+def _written_under(args: argparse.Namespace) -> str | None:
+    """The results directory the command writes under (named when an error gives no file name)."""
+    for key in ("sweep_dir", "results", "out"):
+        value = getattr(args, key, None)
+        if isinstance(value, str) and value:
+            return f"under {value}"
+    return None
 
 
 if __name__ == "__main__":
