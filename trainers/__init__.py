@@ -5,6 +5,7 @@ No Ray, Optuna or MLflow here: a trainer runs in a Python loop, a notebook or a 
 
 from . import _bp, _pc, _tp  # noqa: F401  (register the trainers and their tables)
 from ._base import TRAINERS, Trainer, make_trainer, register_trainer
+from ._batched import batchable, train_batched
 from ._config import CHOICES, TrainerConfig
 from ._coord import DEFAULT_WIDTHS, CoordCheck, coord_check, fit_slopes
 from ._data import (
@@ -73,6 +74,8 @@ __all__ = [
     "dataset_entry",
     "resolve_table",
     "train",
+    "train_batched",
+    "batchable",
 ]
 
 from ._pc import PC_TABLES, PCTrainer  # noqa: E402

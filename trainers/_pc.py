@@ -39,10 +39,11 @@ _PAIRS = {
     "linear": lambda h: (h, torch.ones_like(h)),
 }
 
-# loss -> (μ_L, target) ↦ e_L = −∂ℓ/∂μ_L for one sample's ℓ (the trainer's loss_fn times B)
+# loss -> (μ_L, target) ↦ e_L = −∂ℓ/∂μ_L for one sample's ℓ (the trainer's loss_fn times B); classes on
+# the last axis, so a leading member axis (trainers._stacked) passes through
 _OUTPUT_ERRORS = {
     "mse": lambda mu, y: y - mu,
-    "ce": lambda mu, y: F.one_hot(y, mu.shape[1]).to(mu.dtype).sub_(torch.softmax(mu, dim=1)),
+    "ce": lambda mu, y: F.one_hot(y, mu.shape[-1]).to(mu.dtype).sub_(torch.softmax(mu, dim=-1)),
 }
 
 # ---- parametrization tables -------------------------------------------------
@@ -286,6 +287,11 @@ class PCTrainer(Trainer):
         return [mu1] + [self._predict(pairs[l - 1][0], Ws[l], alphas[l]) for l in range(1, L)]
 
     # ---- learning ----------------------------------------------------------
+    @staticmethod
+    def _samples(inputs: torch.Tensor) -> int:
+        """The batch size B of a layer's input (its first axis; the stacked trainers' second)."""
+        return inputs.shape[0]
+
     def energy_gradient(self, state: dict) -> dict[str, torch.Tensor]:
         """∂F/∂θ at relaxed activities (``state`` from :meth:`infer`): what the optimizer descends.
 
@@ -293,7 +299,7 @@ class PCTrainer(Trainer):
         (the scale is applied inside the product, not as a pass over the result).
         """
         layers, alphas = self._params()
-        B = state["inputs"][0].shape[0]
+        B = self._samples(state["inputs"][0])
         grads = {}
         for l, (layer, e, inp) in enumerate(zip(layers, state["errors"], state["inputs"])):
             scale = -self.gammas[l] * alphas[l] / B

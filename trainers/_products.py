@@ -169,6 +169,14 @@ def used() -> str:
     return f"{text} (float32 matmul precision {precision})" if text and precision != "highest" else text
 
 
+def note_used(name: str) -> None:
+    """Record that products outside this module ran on backend ``name`` (the stacked trainers'
+    batched matmuls, ``trainers._stacked``, are torch's own)."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend {name!r} is not one of {', '.join(BACKENDS)}")
+    _used.add(name)
+
+
 def reset_used() -> None:
     """Start a new record of :func:`used` (the measured choices stay cached)."""
     _used.clear()
