@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,25 +27,69 @@ def current_umask() -> int:
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Write ``path`` so that readers see either the old file or the new one, never half of it.
 
-    ``write`` fills a temporary file beside ``path``, which is fsynced, given the usual mode
-    and renamed over ``path``; on any error the temporary file is removed. The one atomic
-    writer of the package: Parquet tables, sweep.yaml and JSON files all go through it.
+    ``write`` fills a temporary file beside ``path`` (``.<name>.<random>.tmp``, locked with
+    ``flock`` while it is written, so that :func:`remove_stale_temps` can tell a live writer from a
+    dead one), which is fsynced, given the usual mode and renamed over ``path``; on any error the
+    temporary file is removed. The one atomic writer of the package: Parquet tables, sweep.yaml
+    and JSON files all go through it.
+
+    Raises:
+        OSError: as the system raised it, naming ``path`` when the error named no file (pyarrow's
+            "Error writing bytes" does not) or named the temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when it is closed, or when this process dies
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(exc, OSError) and exc.errno and exc.filename in (None, tmp):
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
         raise
     return path
+
+
+TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # write_atomic's temporary files
+
+
+def remove_stale_temps(directory: str | Path, min_age_s: float = 2.0) -> list[Path]:
+    """Remove the temporary files :func:`write_atomic` left in ``directory`` when its writer died
+    (killed between creating and renaming one); the paths removed.
+
+    A temporary file is stale when no process holds its lock (a live writer does, from the moment
+    after it created it) and it is older than ``min_age_s`` (the moment between creating and
+    locking). Readers never read them (part files are listed by name), so this only frees space.
+    """
+    directory = Path(directory)
+    try:
+        names = [n for n in os.listdir(directory) if TEMP.match(n)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    gone, now = [], time.time()
+    for name in names:
+        p = directory / name
+        try:
+            with open(p, "r+b") as fh:  # writable: flock over NFS is a POSIX lock, exclusive needs it
+                if now - os.fstat(fh.fileno()).st_mtime < min_age_s:
+                    continue
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a live writer
+                p.unlink()
+                gone.append(p)
+        except OSError:  # BlockingIOError: a live writer; gone meanwhile; not ours to remove
+            continue
+    return gone
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> Path:

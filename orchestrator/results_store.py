@@ -8,31 +8,56 @@ keyed by ``trial_id`` (a trial recorded again replaces its rows). :meth:`Results
 folds the parts into the base files (a sweep does it when it ends). A crash at any moment
 leaves tables in which every recorded trial is whole and none is duplicated. Only the driver
 writes here.
+
+What a killed driver leaves is reconciled when a driver takes the directory (:meth:`ResultsStore.write_config`)
+and at every compaction (:meth:`ResultsStore.reconcile`): temporary files of a write it did not finish
+are removed (readers never read them) and history rows whose trial has no row (recorded up to its
+history part only) are dropped. The machine refusing a write (no space, read-only, permission) is an
+:class:`orchestrator.errors.EnvironmentFault` naming the path (exit 4).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from analysis import parts
-from analysis.io import ParquetError, write_text_atomic
+from analysis.io import ParquetError, remove_stale_temps, write_text_atomic
 from analysis.schema import DONE_STATUSES, HISTORY_COLUMNS, SGD_STEPS, STATUS_DIVERGED, TRIAL_COLUMNS
 
 from .config import EXECUTION_KEYS
-from .errors import BadInput
+from .errors import BadInput, EnvironmentFault, is_environment_error
 
 # The columns and statuses are the results contract (analysis/schema.py, docs/ARCHITECTURE.md);
 # re-exported here for the callers that import them from the writer.
-__all__ = ["TRIAL_COLUMNS", "HISTORY_COLUMNS", "DONE_STATUSES", "trial_row", "ResultsStore"]
+__all__ = ["TRIAL_COLUMNS", "HISTORY_COLUMNS", "DONE_STATUSES", "trial_row", "ResultsStore", "storing"]
+
+# A history part younger than this may belong to a record() still under way (its trials part next):
+# its trials are not orphans yet.
+ORPHAN_GRACE_S = 60.0
+
+
+@contextmanager
+def storing(path: str | Path) -> Iterator[None]:
+    """Writes under ``path``: an ``OSError`` of the environment (no space, read-only, permission,
+    file size limit) becomes an :class:`EnvironmentFault` naming the file (else ``path``)."""
+    try:
+        yield
+    except OSError as exc:
+        if is_environment_error(exc):
+            raise EnvironmentFault(exc.filename or path, exc) from None
+        raise
 
 
 def trial_row(
@@ -108,7 +133,65 @@ class ResultsStore:
             )
 
     def write_config(self, text: str) -> None:
-        write_text_atomic(text, self.config_path)
+        """Write ``sweep.yaml`` (a driver takes the directory): first reconcile what a killed driver left."""
+        with storing(self.dir):
+            self.reconcile()
+            write_text_atomic(text, self.config_path)
+
+    def reconcile(self, grace_s: float = ORPHAN_GRACE_S) -> tuple[int, int]:
+        """Clean what a killed driver left: its temporary files (of part files, bases, ``sweep.yaml``)
+        are removed, and history rows whose trial has no row in the trials table are dropped (a
+        null-epoch part hides them; the next compaction deletes them). History parts younger than
+        ``grace_s`` are left alone: a writer may be between its history part and its trials part.
+
+        Returns:
+            (temporary files removed, trial ids whose history was dropped).
+        """
+        with storing(self.dir):
+            removed = sum(
+                len(remove_stale_temps(d))
+                for d in (self.dir, parts.parts_dir(self.trials_path), parts.parts_dir(self.history_path))
+            )
+            orphans = self._orphans(grace_s)
+            if orphans:
+                none = pa.table(
+                    {"trial_id": pa.array(orphans, pa.large_string()), "epoch": pa.nulls(len(orphans), pa.int64())}
+                )
+                parts.write_part(none, self.history_path, self._next_seq())
+        return removed, len(orphans)
+
+    def _orphans(self, grace_s: float) -> list[str]:
+        """Trial ids with history rows and no trials row, but none in a history part younger than ``grace_s``."""
+        if not parts.has_table(self.history_path):
+            return []
+        history = self.history()
+        if history.empty:
+            return []
+        trials = self.trials()
+        known = set(trials.trial_id) if not trials.empty else set()
+        orphans = set(history.trial_id) - known
+        if not orphans:
+            return []
+        young = time.time_ns() - int(grace_s * 1e9)
+        for p in parts.list_parts(self.history_path):
+            if parts.part_seq(p) > young:
+                try:
+                    orphans -= set(pq.read_table(p, columns=["trial_id"]).column("trial_id").to_pylist())
+                except FileNotFoundError:  # compacted meanwhile: its rows are in the base
+                    continue
+        return sorted(orphans)
+
+    def _next_seq(self) -> int:
+        """A part seq above every part and mark of both tables (found once, then counted on)."""
+        if self._seq is None:
+            found = [parts.watermark(p) for p in (self.trials_path, self.history_path)]
+            found += [
+                parts.part_seq(p)
+                for p in (parts.list_parts(self.trials_path)[-1:] + parts.list_parts(self.history_path)[-1:])
+            ]
+            self._seq = max(found)
+        self._seq = parts.next_seq(self._seq)
+        return self._seq
 
     # ---- tables ------------------------------------------------------------
     def trials(self) -> pd.DataFrame:
@@ -156,14 +239,7 @@ class ResultsStore:
             for tid in ids
             for h in histories.get(tid, [])
         ]
-        if self._seq is None:
-            found = [parts.watermark(p) for p in (self.trials_path, self.history_path)]
-            found += [
-                parts.part_seq(p)
-                for p in (parts.list_parts(self.trials_path)[-1:] + parts.list_parts(self.history_path)[-1:])
-            ]
-            self._seq = max(found)
-        self._seq = seq = parts.next_seq(self._seq)
+        seq = self._next_seq()
         hist = (
             pa.Table.from_pandas(
                 _ordered(pd.DataFrame(hist_new), HISTORY_COLUMNS).sort_values(["trial_id", "epoch"]),
@@ -176,14 +252,18 @@ class ResultsStore:
         if empty:  # recorded again without history: a row with a null epoch hides the old history
             none = pa.table({"trial_id": pa.array(empty, pa.large_string()), "epoch": pa.nulls(len(empty), pa.int64())})
             hist = none if hist is None else pa.concat_tables([hist, none], promote_options="permissive")
-        parts.write_part(hist, self.history_path, seq)
-        parts.write_part(_ordered(pd.DataFrame(rows), TRIAL_COLUMNS), self.trials_path, seq)
+        with storing(self.dir):
+            parts.write_part(hist, self.history_path, seq)
+            parts.write_part(_ordered(pd.DataFrame(rows), TRIAL_COLUMNS), self.trials_path, seq)
 
     def compact(self) -> int:
-        """Fold the part files into ``history.parquet`` and ``trials.parquet`` (each atomic, crash-safe);
-        the number of part files removed. BadInput when a file is corrupt."""
+        """Reconcile (:meth:`reconcile`), then fold the part files into ``history.parquet`` and
+        ``trials.parquet`` (each atomic, crash-safe); the number of part files removed. BadInput when
+        a file is corrupt, :class:`EnvironmentFault` when the machine refuses a write."""
         try:
-            return parts.compact_sweep(self.dir)
+            with storing(self.dir):
+                self.reconcile()
+                return parts.compact_sweep(self.dir)
         except ParquetError as exc:
             raise BadInput(f"{exc}; move it aside and compact again") from None
 
