@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .errors import BadInput
@@ -39,13 +42,14 @@ def _run_sync(args: argparse.Namespace) -> int:
     from .config import load_sweep
     from .results_store import ResultsStore
     from .run_summary import base_summary, read_json
-    from .tracking import Tracker, default_tracking_uri, log_report
+    from .tracking import Tracker, check_store, default_tracking_uri, log_report
 
     store = ResultsStore(args.sweep_dir)
     if not store.config_path.is_file() or not store.has_trials():
         raise BadInput(f"{args.sweep_dir}: not a sweep's results directory (no sweep.yaml and trials table)")
     sweep = load_sweep(store.config_path)
     uri = args.tracking_uri or default_tracking_uri(store.dir.parent, sweep.config.tracking.uri)
+    check_store(uri)  # a damaged SQLite file: one line saying to move it aside, exit 2
     experiment = sweep.config.tracking.experiment or sweep.name
     root = store.dir.parent / "mlartifacts"
     tracker = Tracker(uri, sweep.name, experiment, artifact_root=root)
@@ -144,31 +148,82 @@ def sweep_urls(uri: str, base: str, artifacts: Path | None = None) -> list[tuple
     return out
 
 
+def check_port(host: str, port: int) -> None:
+    """BadInput (one line naming the port and what to do) when ``host:port`` cannot be listened on:
+    another server holds it, the address is not this machine's, or the port needs privileges."""
+    if not 0 < port < 65536:
+        raise BadInput(f"--port={port} is not a port number")
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+            0
+        ]
+    except socket.gaierror as exc:
+        raise BadInput(f"--host={host}: not an address ({exc.strerror})") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no obstacle
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise BadInput(
+                    f"port {port} on {host} is in use (another `mutransfer ui` or server); "
+                    f"give another with --port, e.g. --port {port + 1 if port < 65535 else 5001}"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise BadInput(f"--host={host}: not an address of this machine") from None
+            raise BadInput(f"port {port} on {host}: {os.strerror(exc.errno or 0)}; give another with --port") from None
+
+
+def _listening(host: str, port: int) -> bool:
+    """Whether something accepts connections on ``host:port`` (a wildcard host: on loopback)."""
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    try:
+        with socket.create_connection((target, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+START_TIMEOUT_S = 180.0  # mlflow server on a loaded 2-CPU machine takes 10-30 s
+
+
 def _run_ui(args: argparse.Namespace) -> int:
-    from .tracking import default_tracking_uri, is_remote
+    from .tracking import check_store, default_tracking_uri, is_remote
 
     uri = args.tracking_uri or default_tracking_uri(args.results)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise BadInput(f"{uri.removeprefix('sqlite:///')}: no tracking store yet (run `mutransfer sweep` first)")
-    if not 0 < args.port < 65536:
-        raise BadInput(f"--port={args.port} is not a port number")
+    check_store(uri)  # a damaged SQLite file: one line, before anything is started or printed
+    check_port(args.host, args.port)
     base = f"http://{args.host}:{args.port}"
     artifacts = None if is_remote(uri) else Path(args.results) / "mlartifacts"
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    print(f"MLflow UI on {base} for {uri} (Ctrl-C stops it)", flush=True)
+    listed: list[str] = []
     if not is_remote(uri):
         try:
-            for name, url in sweep_urls(uri, base, artifacts):
-                print(f"  {name}: {url}", flush=True)
+            listed = [f"  {name}: {url}" for name, url in sweep_urls(uri, base, artifacts)]
         except Exception as exc:  # the listing is a courtesy; the server shows everything
-            print(f"  (could not list the sweeps: {str(exc).splitlines()[0][:200] if str(exc) else exc!r})")
+            listed = [f"  (could not list the sweeps: {str(exc).splitlines()[0][:200] if str(exc) else exc!r})"]
     proc = subprocess.Popen(ui_command(uri, args.host, args.port, artifacts), env=env, start_new_session=True)
 
     def stop(signum, frame):
-        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
     signal.signal(signal.SIGTERM, stop)
     try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while proc.poll() is None and not _listening(args.host, args.port) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        if proc.poll() is not None:  # it never served: say why, print no URL
+            check_port(args.host, args.port)  # taken meanwhile by another server: that line, exit 2
+            sys.stderr.write(f"mutransfer ui: the MLflow server exited ({proc.returncode}) before it served\n")
+            return proc.returncode or 1
+        print(f"MLflow UI on {base} for {uri} (Ctrl-C stops it)", flush=True)
+        for line in listed:
+            print(line, flush=True)
         return proc.wait()
     except KeyboardInterrupt:
         stop(None, None)

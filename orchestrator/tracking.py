@@ -16,15 +16,24 @@ served by ``mutransfer ui`` (``--artifacts-destination <results>/mlartifacts``):
 directory copied elsewhere keeps every artifact. MLflow is for looking; Parquet is the truth. A
 :class:`Tracker` that cannot reach its store switches itself off with one warning, and the sweep
 goes on; :meth:`Tracker.sync` back-fills (or re-logs in this format) every trial that Parquet has.
+
+Several drivers may share one SQLite store (different sweeps in one results directory): MLflow
+creates and migrates a new store's tables without a lock, so :meth:`Tracker.start` connects under
+:func:`store_lock` (``flock`` on ``<db>.lock`` beside it) and the first of them creates the tables
+while the others wait. :func:`check_store` tells a damaged SQLite file (cut short, overwritten) from
+a good one before a command relies on it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
+import sqlite3
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -52,6 +61,7 @@ from analysis.schema import (  # noqa: F401
 )
 
 from . import run_summary as rs
+from .errors import BadInput
 
 # Fail fast when a tracking server is down (MLflow's defaults retry for minutes).
 _HTTP_DEFAULTS = {
@@ -76,6 +86,83 @@ def default_tracking_uri(results_dir: str | Path, configured: str | None = None)
 
 def is_remote(uri: str) -> bool:
     return uri.startswith(("http://", "https://", "databricks"))
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` tracking URI (None for other stores and in-memory SQLite)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+LOCK_TIMEOUT_S = 120.0
+
+
+@contextmanager
+def store_lock(uri: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on ``<db>.lock`` beside a SQLite store (nothing for
+    other stores): MLflow creates and migrates a new store's tables without one, and two processes
+    doing it at once fail (``duplicate column name``). ``flock``: on one host every process sees it,
+    on NFS (v4, or v3 with its lock manager) Linux turns it into a POSIX lock that other hosts see;
+    a file system without locks (ENOLCK, EOPNOTSUPP) goes on without it.
+
+    Raises:
+        TimeoutError: another process held it for ``timeout_s`` seconds.
+    """
+    path = sqlite_path(uri)
+    fd = None
+    if path is not None:
+        lock = path.with_name(path.name + ".lock")
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # a read-only directory: nobody can create the store there either
+            fd = None
+    try:
+        if fd is not None:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{path}.lock: held by another process for {timeout_s:g} s") from None
+                    time.sleep(0.05)
+                except OSError:  # no locks on this file system
+                    break
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def check_store(uri: str) -> None:
+    """BadInput (one line: what is wrong, what to do) when ``uri`` is a SQLite file that is not a
+    readable database (cut short, overwritten); nothing for other stores or a file not there yet."""
+    path = sqlite_path(uri)
+    if path is None or not path.is_file():
+        return
+    try:
+        con = sqlite3.connect(str(path), timeout=30)  # read-write: a hot journal is rolled back, as MLflow would
+        try:
+            rows = con.execute("PRAGMA quick_check(1)").fetchall()
+        finally:
+            con.close()
+        problem = None if rows == [("ok",)] else str(rows[0][0] if rows else "no answer")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "readonly" in str(exc) or "unable to open" in str(exc):
+            return  # busy, or not writable here: not damaged; MLflow says what it finds
+        problem = str(exc)
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+        problem = str(exc) or type(exc).__name__
+    if problem is not None:
+        raise BadInput(
+            f"{path}: the MLflow tracking store is damaged ({problem.splitlines()[0][:160]}); move it aside "
+            f"(mv {path} {path}.broken) and run `mutransfer sync RESULTS/NAME` for each sweep: it rebuilds "
+            "the MLflow runs from the Parquet results"
+        )
 
 
 def _params(row: dict[str, Any]) -> dict[str, str]:
@@ -138,51 +225,54 @@ class Tracker:
         for k, v in _HTTP_DEFAULTS.items():
             os.environ.setdefault(k, v)
         try:
-            from mlflow.tracking import MlflowClient
-
-            self.client = MlflowClient(tracking_uri=self.uri)
-            exp = self.client.get_experiment_by_name(self.experiment)
-            if (
-                exp is not None
-                and repair
-                and self.proxied
-                and not exp.artifact_location.startswith("mlflow-artifacts:")
-            ):
-                self.repaired = f"{self.experiment}.before-sync-{time.strftime('%Y%m%d-%H%M%S')}"
-                self.client.rename_experiment(exp.experiment_id, self.repaired)
-                self.client.delete_experiment(exp.experiment_id)
-                exp = None
-            if exp is None and not create:
-                return False
-            if exp is None:
-                loc = f"mlflow-artifacts:/{self.experiment}" if self.proxied else None
-                self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=loc)
-            else:
-                self.experiment_id = exp.experiment_id
-                if exp.lifecycle_stage == "deleted":
-                    self.client.restore_experiment(exp.experiment_id)
-            self.client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND)
-            self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{rs.VIEW_KEY}", rs.view_state())
-            parents = self.client.search_runs(
-                [self.experiment_id],
-                filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep}' and tags.`{TAG_ROLE}` = '{ROLE_SWEEP}'",
-                max_results=1,
-                order_by=["attributes.start_time DESC"],
-            )
-            if parents:
-                self.parent_id = parents[0].info.run_id
-            elif not create:
-                return False
-            else:
-                self.parent_id = self.client.create_run(
-                    self.experiment_id,
-                    run_name=self.sweep,
-                    tags={TAG_SWEEP: self.sweep, TAG_ROLE: ROLE_SWEEP, TAG_FORMAT: TRACKING_FORMAT},
-                ).info.run_id
-            self._logged = self.logged_trials()
+            with store_lock(self.uri):  # the first driver on a new SQLite store creates its tables alone
+                self._connect(repair, create)
+            if self.enabled:
+                self._logged = self.logged_trials()
         except Exception as exc:  # any failure of the store: tracking off, sweep on
             self._off(exc)
         return self.enabled
+
+    def _connect(self, repair: bool, create: bool) -> None:
+        """:meth:`start`'s work: the client, the experiment, the parent run, the trials logged."""
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.uri)
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is not None and repair and self.proxied and not exp.artifact_location.startswith("mlflow-artifacts:"):
+            self.repaired = f"{self.experiment}.before-sync-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.client.rename_experiment(exp.experiment_id, self.repaired)
+            self.client.delete_experiment(exp.experiment_id)
+            exp = None
+        if exp is None and not create:
+            self.enabled = False
+            return
+        if exp is None:
+            loc = f"mlflow-artifacts:/{self.experiment}" if self.proxied else None
+            self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=loc)
+        else:
+            self.experiment_id = exp.experiment_id
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+        self.client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND)
+        self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{rs.VIEW_KEY}", rs.view_state())
+        parents = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep}' and tags.`{TAG_ROLE}` = '{ROLE_SWEEP}'",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        if parents:
+            self.parent_id = parents[0].info.run_id
+        elif not create:
+            self.enabled = False
+            return
+        else:
+            self.parent_id = self.client.create_run(
+                self.experiment_id,
+                run_name=self.sweep,
+                tags={TAG_SWEEP: self.sweep, TAG_ROLE: ROLE_SWEEP, TAG_FORMAT: TRACKING_FORMAT},
+            ).info.run_id
 
     def logged_trials(self) -> dict[str, tuple[str, str]]:
         """``{trial id: (run id, status)}`` of the sweep's finished nested runs in this format;
