@@ -5,6 +5,11 @@ killed-and-resumed search it suggested lr = 0.05, the upper bound, twice in a ro
 trial's id is a hash of its config the second run was the same trial again, one of the study's
 few trials spent on nothing. :class:`NoRepeat` hands such a trial to the independent sampler
 (Optuna's random one) instead.
+
+It compares with the study's trials that are not FAIL: measured (COMPLETE) or asked and not yet told
+(RUNNING, the batch of a round). A FAIL trial measured nothing, and tune-base's rounds retire the asks
+of a batch cut by a killed driver as FAIL: were they compared, the batch asked again with the same
+seed would differ from the one an uninterrupted run asked (:mod:`orchestrator.base_study`).
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ def _no_repeat_class():
     stays fast), and the class lives at module level under its own name, so Ray Tune can pickle the
     searcher that holds it."""
     import optuna
+    from optuna.trial import TrialState
 
     class NoRepeat(optuna.samplers.BaseSampler):
-        """``inner``'s relative suggestion, dropped when a trial of the study already holds exactly
-        those parameters (the trial's parameters are then drawn by ``inner``'s independent sampler)."""
+        """``inner``'s relative suggestion, dropped when a trial of the study that is not FAIL already
+        holds exactly those parameters (the trial's parameters are then drawn by ``inner``'s
+        independent sampler)."""
 
         def __init__(self, inner):
             self.inner = inner
@@ -46,7 +53,8 @@ def _no_repeat_class():
         def sample_relative(self, study, trial, search_space):
             params = self.inner.sample_relative(study, trial, search_space)
             if params and any(
-                t.number != trial.number and _same(t.params, params) for t in study.get_trials(deepcopy=False)
+                t.number != trial.number and t.state != TrialState.FAIL and _same(t.params, params)
+                for t in study.get_trials(deepcopy=False)
             ):
                 return {}
             return params
@@ -75,6 +83,6 @@ def __getattr__(name: str):
 
 
 def no_repeat(inner):
-    """``inner`` (an Optuna sampler) that never suggests a point the study already holds."""
+    """``inner`` (an Optuna sampler) that never suggests a point a trial of the study (not FAIL) holds."""
     cls = globals().get("NoRepeat") or __getattr__("NoRepeat")
     return cls(inner)

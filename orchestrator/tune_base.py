@@ -1,9 +1,9 @@
-"""tune-base: Optuna at the base width, one study per group, trials run in parallel on Ray Tune.
+"""tune-base: Optuna at the base width, one study per group, the groups' trials run together on Ray Tune.
 
 A sweep file's ``search:`` section says what is searched (default: lr, log-uniform over the
 grid's lr range) and how::
 
-    search: {space: {lr: {low: 1.0e-4, high: 1.0, log: true}}, trials: 20, storage: null, seed: 0}
+    search: {space: {lr: {low: 1.0e-4, high: 1.0, log: true}}, trials: 20, batch: 4, storage: null, seed: 0}
 
 Groups: one study per combination of the grid keys that change the network at the base width
 (e.g. algorithm, inference_steps), every trial at ``width = base_width``. Width, seed and
@@ -11,27 +11,29 @@ parametrization are not group keys: at the base width SP and μP are the same ne
 same learning rate (m = 1), so one search serves both (its trials run as ``mup``, or the grid's
 only parametrization), and the search uses the grid's first seed.
 
+Rounds (issues 27, 28; :mod:`.base_study`): Optuna's ask-and-tell, driven here. In each round every
+study short of ``trials`` COMPLETE trials asks ``search.batch`` suggestions; all groups' suggestions
+run as one submission (:func:`_run_batch`: a Ray Tune run of the specs through the sweep's
+``Recorder``), so the workers stay busy across groups; then each trial is told the value Parquet
+recorded. Each group's round r asks through a fresh sampler seeded by (``search.seed``, group, r), and
+a driver killed at any point resumes where it was: the learning rates depend only on the seed and
+the trials before them, not on when the driver died.
+
 Resume: the studies live in an RDB storage (default SQLite ``results/<name>/optuna.db``) or a
 journal file (``search.storage: journal``, for shared file systems; :mod:`.study_storage`). A
-rerun counts each study's COMPLETE trials and runs only the remainder to reach ``trials``; a
-RUNNING trial left by a killed driver is told COMPLETE with its recorded value when Parquet
-holds it (the driver records a trial from its result marked ``last``, which Tune hands to its
-callbacks before it tells the searcher), else FAIL.
+rerun finishes the interrupted round (its trials that Parquet holds as done are not run again),
+then asks new rounds until each study holds ``trials`` COMPLETE trials. RUNNING trials of a study
+written by the former ``OptunaSearch`` path are settled by :func:`resume_study`.
 
 Sampler (:func:`base_sampler`, issue 26): Optuna's ``GPSampler`` (3 random start-up trials, then a
-Gaussian process and log-EI, qLogEI over trials still running) when the space has at most 4 keys and
-no ``choices``; multivariate TPE (3 start-up trials, constant liar) when a key has ``choices`` or there
-are more keys (not measured). Log-scale keys are modelled in log space. A diverged trial's ``inf`` is
-clipped by GPSampler to the worst finite value (a warning), so the cliff looks only as bad as the worst
-trial and the GP may probe it again. On a planted 1-D optimum (``benchmarks/base_sampler.py``) GP put
-the best of 6 and 10 trials within 1/4 octave of the optimum more often than random draws and TPE,
-and less often than TPE with 20 trials. Each suggestion costs GP 0.1-0.4 s on 2 CPUs.
-
-Seeds (:func:`sampler_seed`): a stable hash of ``search.seed``, the group and the number of trials
-the study already holds. Each group draws its own learning rates (with one seed for all, the demo's
-three algorithms drew the same six), and a rerun's fresh sampler does not replay the first run's
-draws (with the bare seed it suggested a finished trial's lr again, bit for bit: the same trial id,
-so Parquet held one row for two COMPLETE Optuna trials; seen in CI).
+Gaussian process and log-EI, qLogEI over the batch's trials asked before) when the space has at most 4
+keys and no ``choices``; multivariate TPE (3 start-up trials, constant liar) when a key has ``choices``
+or there are more keys (not measured). Log-scale keys are modelled in log space. A diverged trial's
+``inf`` is clipped by GPSampler to the worst finite value (a warning), so the cliff looks only as bad as
+the worst trial and the GP may probe it again. On a planted 1-D optimum (``benchmarks/base_sampler.py``,
+one trial at a time) GP put the best of 6 and 10 trials within 1/4 octave of the optimum more often
+than random draws and TPE, and less often than TPE with 20 trials. Each suggestion costs GP 0.1-0.4 s
+on 2 CPUs.
 
 Layout::
 
@@ -45,8 +47,10 @@ Layout::
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -55,13 +59,25 @@ from omegaconf import OmegaConf
 
 from analysis.io import write_json_atomic
 
-from .config import Sweep, check_runnable, searched_spec, suggest, trainer_fields, trial_id  # noqa: F401
-from .driver import driver_session, preflight, ray_held
+from .base_study import (  # noqa: F401  (re-exported: tune_base's public names before base_study)
+    GP_MAX_DIMS,
+    STARTUP_TRIALS,
+    _params,
+    base_sampler,
+    objective_value,
+    open_round,
+    recorded,
+    resume_study,
+    sampler_seed,
+    search_rounds,
+    study_best,
+)
+from .config import Sweep, TrialSpec, check_runnable, searched_spec, suggest, trainer_fields, trial_id  # noqa: F401
+from .driver import Session, driver_session, preflight, ray_held
 from .errors import BadInput
 from .paths import inside
-from .recorder import SearchRecorder  # noqa: F401  (re-exported)
+from .recorder import Recorder, SearchRecorder  # noqa: F401  (SearchRecorder re-exported)
 from .results_store import DONE_STATUSES, ResultsStore
-from .sampler import no_repeat
 from .study_storage import check_storage_url, default_url, open_storage, storage_file  # noqa: F401
 
 NOT_SEARCHABLE = ("width", "base_width", "parametrization", "seed", "algorithm", "device", "dtype")
@@ -171,124 +187,6 @@ def search_groups(sweep: Sweep, space: list[dict[str, Any]]) -> list[SearchGroup
     return list(groups.values())
 
 
-# ---- the study -----------------------------------------------------------------------
-def _params(trial) -> dict[str, Any]:
-    """An Optuna trial's params as trainer fields (OptunaSearch flattens ``params/lr``)."""
-    return {k.split("/", 1)[-1]: v for k, v in trial.params.items()}
-
-
-def objective_value(row: dict[str, Any], metric: str, mode: str) -> float:
-    """The value Optuna sees for a recorded trial: its objective, ±inf when diverged or not finite."""
-    v = float(row.get(metric, math.nan))
-    if row.get("status") == "diverged" or not math.isfinite(v):
-        return math.inf if mode == "min" else -math.inf
-    return v
-
-
-def resume_study(storage, group: SearchGroup, mode: str, metric: str, done: dict[str, dict]) -> dict[str, int]:
-    """Open (or create) the group's study and settle the RUNNING trials a killed driver left.
-
-    A RUNNING trial whose trial id Parquet holds as done is told COMPLETE with its recorded
-    value; any other is told FAIL (``skip_if_finished``). Returns counts ``complete, recovered, failed``
-    and ``trials`` (all the study's trials, whatever their state).
-    """
-    import optuna
-    from optuna.trial import TrialState
-
-    study = optuna.create_study(
-        storage=storage,
-        study_name=group.study,
-        load_if_exists=True,
-        direction="minimize" if mode == "min" else "maximize",
-    )
-    recovered = failed = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        tid = None
-        try:
-            tid = searched_spec(group.template, _params(t))["trial_id"]
-        except (TypeError, ValueError):
-            pass
-        if tid in done:
-            study.tell(t.number, objective_value(done[tid], metric, mode), skip_if_finished=True)
-            recovered += 1
-        else:
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            failed += 1
-    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    return {
-        "complete": complete,
-        "recovered": recovered,
-        "failed": failed,
-        "trials": len(study.get_trials(deepcopy=False)),
-    }
-
-
-def sampler_seed(seed: int, label: dict[str, Any], trials_in_study: int) -> int:
-    """The sampler's seed for group ``label``'s study when it already holds ``trials_in_study`` trials.
-
-    A stable hash (SHA-256 of JSON, not Python's salted ``hash``) of ``search.seed``, the group and the
-    trial count, in ``[0, 2**32)``: each group draws its own learning rates (with one seed for all, the
-    demo's three algorithms drew the same six), and a rerun's fresh sampler does not replay the first
-    run's draws (with the bare seed it re-suggested a finished trial's lr bit for bit).
-    """
-    key = json.dumps({"seed": int(seed), "group": label, "trials": int(trials_in_study)}, sort_keys=True, default=str)
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
-
-
-STARTUP_TRIALS = 3  # random trials before the model: few, the base search runs 6-20 trials
-GP_MAX_DIMS = 4
-
-
-def base_sampler(seed: int, space: list[dict[str, Any]]):
-    """The Optuna sampler of a base-width study: GP for up to 4 numeric keys, else multivariate TPE.
-
-    Both start modelling after :data:`STARTUP_TRIALS` random trials and account for trials still
-    running (GP: qLogEI over them; TPE: constant liar), as Ray Tune asks while trials run; GP never
-    suggests a measured point again (:func:`orchestrator.sampler.no_repeat`).
-    ``benchmarks/base_sampler.py`` measured GP against random and TPE on a planted 1-D optimum.
-    """
-    import optuna
-
-    numeric = all("choices" not in p for p in space)
-    if numeric and len(space) <= GP_MAX_DIMS:
-        return no_repeat(optuna.samplers.GPSampler(seed=seed, n_startup_trials=STARTUP_TRIALS))
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, multivariate=True, constant_liar=True)
-
-
-def study_best(storage, group: SearchGroup, metric: str, mode: str) -> dict[str, Any]:
-    """The group's best COMPLETE trial: params, value, trial id (``best`` None when no finite value)."""
-    import optuna
-    from optuna.trial import TrialState
-
-    study = optuna.load_study(study_name=group.study, storage=storage)
-    trials = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
-    ]
-    out = {
-        "group": group.label,
-        "study": group.study,
-        "base_width": group.template["trainer"]["base_width"],
-        "parametrization_run": group.template["trainer"]["parametrization"],
-        "trials_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-        "trial_ids": sorted(
-            searched_spec(group.template, _params(t))["trial_id"]
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        ),
-        "metric": metric,
-        "mode": mode,
-        "best": None,
-        "best_value": None,
-        "best_trial_id": None,
-    }
-    if trials:
-        best = (min if mode == "min" else max)(trials, key=lambda t: t.value)
-        params = _params(best)
-        out.update(best=params, best_value=best.value, best_trial_id=searched_spec(group.template, params)["trial_id"])
-    return out
-
-
 # ---- the command's engine ------------------------------------------------------------
 @dataclass
 class BaseResult:
@@ -346,6 +244,8 @@ def tune_base(
         )
     if cfg.search.max_concurrent < 0:
         raise BadInput(f"{sweep.source}: search.max_concurrent={cfg.search.max_concurrent!r} must be >= 0")
+    if cfg.search.batch <= 0:
+        raise BadInput(f"{sweep.source}: search.batch={cfg.search.batch!r} must be a positive integer")
     space = search_space(sweep)
     groups = search_groups(sweep, space)
     url = storage_url(sweep, results_dir, storage)
@@ -380,10 +280,8 @@ def _search(
     sweep_dir, results_dir = store.dir.parent, store.dir.parent.parent
     sweep_dir.mkdir(parents=True, exist_ok=True)
     st = open_storage(url)
-    table = store.trials()
-    done = (
-        {r["trial_id"]: r for r in table.to_dict("records") if r["status"] in DONE_STATUSES} if not table.empty else {}
-    )
+    rows = recorded(store)
+    done = {tid: r for tid, r in rows.items() if r["status"] in DONE_STATUSES}
     states = [resume_study(st, g, mode, metric, done) for g in groups]
     todo = [max(0, n - s["complete"]) for s in states]
     base_sweep = Sweep(name=f"{sweep.name}-base", source=sweep.source, config=cfg, trials=[])
@@ -395,7 +293,7 @@ def _search(
         store,
         OmegaConf.to_yaml(base_cfg),
         address=address,
-        needs_ray=any(todo),
+        needs_ray=any(todo) or any(open_round(st, g) for g in groups),
         track=track,
         tracked_name=base_sweep.name,
         experiment=cfg.tracking.experiment or sweep.name,
@@ -403,10 +301,18 @@ def _search(
         skipped=sum(min(n, s["complete"]) for s in states),
         stream=stream,
     ) as session:
-        recorder = SearchRecorder(base_sweep, store, session.tracker, session.progress)
-        for g, k, s in zip(groups, todo, states):
-            if k:
-                _run_study(sweep, g, k, s, space, st, recorder, store)
+        search_rounds(
+            st,
+            groups,
+            space,
+            n,
+            cfg.search.batch,
+            cfg.search.seed,
+            metric,
+            mode,
+            store,
+            _run_batch(base_sweep, store, session),
+        )
         store.compact()  # the search's part files into base/trials.parquet and history.parquet
     result = BaseResult(sweep_dir, store.dir, url, tracking_uri=session.tracking_uri)
     for g, s in zip(groups, states):
@@ -444,39 +350,29 @@ def _search(
     return result
 
 
-def _run_study(
-    sweep: Sweep,
-    group: SearchGroup,
-    k: int,
-    state: dict[str, int],
-    space: list[dict[str, Any]],
-    st,
-    recorder: SearchRecorder,
-    store: ResultsStore,
-) -> None:
-    """``k`` more trials of ``group``'s study through Ray Tune (:func:`base_sampler`, seeded by group and progress)."""
-    from . import tune_runner
+def _run_batch(base_sweep: Sweep, store: ResultsStore, session: Session) -> Callable[[list[TrialSpec]], None]:
+    """The ``run_batch`` of :func:`search_rounds`: one Ray Tune run of a round's specs, recorded by the
+    sweep's :class:`Recorder` in ``store`` (Parquet, then MLflow, then the progress line)."""
+    cfg = base_sweep.config
+    rounds = itertools.count()
 
-    cfg = sweep.config
-    tune_runner.run_search(
-        group.template,
-        space,
-        searched_spec,
-        recorder,
-        store.dir / "tune",
-        f"{sweep.name}-base",
-        group.study,
-        st,
-        k,
-        metric=cfg.objective.metric.removeprefix("final_"),
-        mode=cfg.objective.mode,
-        sampler=base_sampler(sampler_seed(cfg.search.seed, group.label, state["trials"]), space),
-        cpu=cfg.resources.cpu,
-        gpu=cfg.resources.gpu,
-        max_concurrent=cfg.search.max_concurrent or cfg.max_concurrent,
-        max_failures=cfg.max_failures,
-        plugins=list(cfg.plugins),
-    )
+    def run_batch(specs: list[TrialSpec]) -> None:
+        from . import tune_runner
+
+        batch = Sweep(name=base_sweep.name, source=base_sweep.source, config=cfg, trials=list(specs))
+        tune_runner.run_trials(
+            [t.to_dict() for t in specs],
+            Recorder(batch, store, session.tracker, session.progress),
+            store.dir / "tune",
+            f"{base_sweep.name}-r{next(rounds)}",
+            cpu=cfg.resources.cpu,
+            gpu=cfg.resources.gpu,
+            max_concurrent=cfg.search.max_concurrent or cfg.max_concurrent,
+            max_failures=cfg.max_failures,
+            plugins=list(cfg.plugins),
+        )
+
+    return run_batch
 
 
 def _study_specs(groups: list[SearchGroup], st) -> dict[str, dict[str, Any]]:
@@ -487,6 +383,8 @@ def _study_specs(groups: list[SearchGroup], st) -> dict[str, dict[str, Any]]:
     for g in groups:
         study = optuna.load_study(study_name=g.study, storage=st)
         for t in study.get_trials(deepcopy=False):
+            if not t.params:
+                continue
             try:
                 spec = searched_spec(g.template, _params(t))
             except (TypeError, ValueError):
@@ -516,4 +414,6 @@ __all__ = [
     "storage_url",
     "group_of",
     "objective_value",
+    "base_sampler",
+    "sampler_seed",
 ]

@@ -7,14 +7,14 @@ import math
 import textwrap
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 import pytest
 import torch
 
-from orchestrator import tune_base, tune_runner
+from orchestrator import base_study, tune_base
 from orchestrator.config import load_sweep
+from orchestrator.results_store import ResultsStore
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("base_sampler_bench", ROOT / "benchmarks" / "base_sampler.py")
@@ -72,36 +72,79 @@ def test_base_sampler_is_gp_for_few_numeric_keys_else_tpe():
     assert isinstance(tune_base.base_sampler(0, [lr] * 5), optuna.samplers.TPESampler)
 
 
-def test_groups_of_one_verify_get_their_own_seeds_and_first_lrs(tmp_path, monkeypatch):
-    """The demo's three algorithms drew the same six lrs (one seed for every group). _run_study, as tune_base calls
-    it, now hands each group's study a sampler of its own seed: their first lrs differ; the same group and
-    progress give the same seed again (reproducible), more trials in the study a new one (a rerun)."""
+def test_groups_of_one_verify_get_their_own_seeds_and_first_lrs(tmp_path):
+    """The demo's three algorithms drew the same six lrs (one seed for every group). Each group's round now
+    asks through base_sampler seeded by (search.seed, group, round): the groups' first lrs differ; the same
+    group and round give the same seed again (a rerun asks what the first run asked), another round or
+    search.seed a new one. Checked on the engine's own asks (search_rounds, no Ray: run_batch records nothing)."""
     path = tmp_path / "groups.yaml"
     path.write_text(textwrap.dedent(VERIFY))
     sweep = load_sweep(path)
     space = tune_base.search_space(sweep)
     groups = tune_base.search_groups(sweep, space)
     assert [g.label for g in groups] == [{"algorithm": a} for a in ("bp", "pc", "tp")]
-    seen = []
-    monkeypatch.setattr(tune_runner, "run_search", lambda *a, **kw: seen.append(kw["sampler"]))
-    store = SimpleNamespace(dir=tmp_path / "base")
+    storage = optuna.storages.InMemoryStorage()
     for g in groups:
-        tune_base._run_study(sweep, g, 6, {"trials": 0}, space, None, None, store)
+        tune_base.resume_study(storage, g, "min", "final_train_loss", {})
+    batches = []
+    store = ResultsStore(tmp_path / "base")
+    assert (
+        base_study.search_rounds(storage, groups, space, 2, 2, 0, "final_train_loss", "min", store, batches.append) == 1
+    )
+    (specs,) = batches  # one submission: every group's asks; nothing recorded, so all told FAIL
+    assert [t.trainer["algorithm"] for t in specs] == ["bp", "bp", "pc", "pc", "tp", "tp"]
+    firsts = [t.trainer["lr"] for t in specs[::2]]
+    assert len(set(firsts)) == 3 and all(1e-3 <= lr <= 2.0 and math.isfinite(lr) for lr in firsts), firsts
     seeds = [tune_base.sampler_seed(0, g.label, 0) for g in groups]
     assert len(set(seeds)) == 3 and all(0 <= s < 2**32 for s in seeds)
     assert tune_base.sampler_seed(0, groups[0].label, 0) == seeds[0]
-    assert tune_base.sampler_seed(0, groups[0].label, 4) != seeds[0]
+    assert tune_base.sampler_seed(0, groups[0].label, 1) != seeds[0]
     assert tune_base.sampler_seed(1, groups[0].label, 0) != seeds[0]
     dist = {"lr": optuna.distributions.FloatDistribution(1e-3, 2.0, log=True)}
+    # the sampler each group asked through is base_sampler with that group's round-0 seed
+    assert firsts == [
+        optuna.create_study(sampler=tune_base.base_sampler(s, space)).ask(dist).params["lr"] for s in seeds
+    ]
+    for g in groups:  # tagged with their round and slot; told FAIL (no Parquet row)
+        trials = optuna.load_study(study_name=g.study, storage=storage).get_trials()
+        assert [(t.user_attrs["round"], t.user_attrs["slot"], t.user_attrs["of"]) for t in trials] == [
+            (0, 0, 2),
+            (0, 1, 2),
+        ]
+        assert {t.state.name for t in trials} == {"FAIL"}
 
-    def first_lr(sampler) -> float:
-        return optuna.create_study(sampler=sampler).ask(dist).params["lr"]
 
-    firsts = [first_lr(s) for s in seen]
-    assert len(set(firsts)) == 3, firsts
-    # the sampler each group got is base_sampler with that group's seed
-    assert firsts == [first_lr(tune_base.base_sampler(s, space)) for s in seeds]
-    assert all(1e-3 <= lr <= 2.0 and math.isfinite(lr) for lr in firsts)
+@pytest.mark.parametrize("keys", ["gp", "tpe"])
+def test_fail_trials_do_not_change_a_batch_of_suggestions(keys, quiet_one_thread):
+    """Why a batch cut among its asks can be FAIL-ed and asked again (issue 28): with the same seed, a study
+    that also holds FAIL trials (at other points, and at the very points asked) asks the same batch, for
+    base_sampler's GP (lr) and its TPE (lr and a choice)."""
+    space = [{"name": "lr", "type": "float", "low": 1e-3, "high": 1.0, "log": True}]
+    if keys == "tpe":
+        space.append({"name": "activation", "type": "other", "choices": ["tanh", "relu"]})
+    dist = {
+        "lr": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True),
+        "activation": optuna.distributions.CategoricalDistribution(["tanh", "relu"]),
+    }
+    dist = {p["name"]: dist[p["name"]] for p in space}
+    done = [(2.0**-x, (x - 5.5) ** 2) for x in (1, 3, 4, 7, 9)]
+
+    def batch(fails: list[dict]) -> list[dict]:
+        """3 asks of a fresh sampler (seed 11) on a study of 5 COMPLETE trials and FAIL trials at ``fails``."""
+        study = optuna.create_study(sampler=tune_base.base_sampler(11, space))
+        for i, (lr, v) in enumerate(done):
+            params = {"lr": lr, **({"activation": ["tanh", "relu"][i % 2]} if keys == "tpe" else {})}
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=dist, value=v))
+        for params in fails:
+            study.add_trial(
+                optuna.trial.create_trial(params=params, distributions=dist, state=optuna.trial.TrialState.FAIL)
+            )
+        return [study.ask(dist).params for _ in range(3)]
+
+    clean = batch([])
+    assert len({p["lr"] for p in clean}) == 3 and all(1e-3 <= p["lr"] <= 1.0 for p in clean)
+    other = {"lr": 0.5, **({"activation": "relu"} if keys == "tpe" else {})}
+    assert batch([other, *clean[:2]]) == clean  # a cut batch's asks (FAIL) and another failed point
 
 
 def test_gp_never_suggests_a_measured_point_again():

@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
+from orchestrator.base_study import recorded, rounds_of, search_rounds
 from orchestrator.cli import main
 from orchestrator.config import load_sweep, trial_id
 from orchestrator.errors import BadInput
+from orchestrator.results_store import ResultsStore, trial_row
 from orchestrator.tune_base import (
     base_sampler,
     objective_value,
@@ -234,6 +236,175 @@ def test_objective_of_a_diverged_trial_is_worst():
     assert objective_value({"status": "diverged", "final_train_loss": 0.1}, "final_train_loss", "min") == float("inf")
     assert objective_value({"status": "ok", "final_test_acc": float("nan")}, "final_test_acc", "max") == -float("inf")
     assert objective_value({"status": "ok", "final_train_loss": 0.3}, "final_train_loss", "min") == 0.3
+
+
+# ---- rounds of ask-and-tell (issues 27, 28): no Ray, a planted objective ----------------------
+class Killed(Exception):
+    """What the driver's death looks like to the engine: raised in the middle of a round."""
+
+
+def planted(spec: dict) -> tuple[str, float]:
+    """A deterministic "training": a quadratic in log2 lr, its optimum at 2^-5 (bp) or 2^-4 (pc), diverged above 2^-1."""
+    x = math.log2(spec["trainer"]["lr"])
+    if x > -1:
+        return "diverged", math.inf
+    centre = -5.0 if spec["trainer"]["algorithm"] == "bp" else -4.0
+    return "ok", 0.3 + 0.05 * (x - centre) ** 2
+
+
+class PlantedRuns:
+    """A run_batch that records each spec's planted value in a real ResultsStore; ``kill_at`` = (call, after):
+    that call records ``after`` specs, then raises :class:`Killed`."""
+
+    def __init__(self, store: ResultsStore, kill_at: tuple[int, int] | None = None) -> None:
+        self.store, self.kill_at, self.calls, self.ran = store, kill_at, 0, []
+
+    def __call__(self, specs) -> None:
+        call, self.calls = self.calls, self.calls + 1
+        for i, t in enumerate(specs):
+            if self.kill_at and self.kill_at == (call, i):
+                raise Killed(f"killed in run_batch call {call} after {i} trials")
+            spec = t.to_dict()
+            status, value = planted(spec)
+            history = [{"epoch": 1, "train_loss": value, "test_loss": value, "test_acc": 0.5, "wall_s": 0.01}]
+            self.store.record([trial_row("tb-base", spec, history, status)], {spec["trial_id"]: history})
+            self.ran.append(spec["trial_id"])
+
+
+class KillAtAsk:
+    """make_sampler for the engine: base_sampler, raising :class:`Killed` when round ``number`` of group ``seed_of``
+    creates its ``ask``-th trial (the trial exists, untagged, unsampled: a kill among the asks)."""
+
+    def __init__(self, seed: int, ask: int) -> None:
+        self.seed, self.ask = seed, ask
+
+    def __call__(self, seed: int, space):
+        inner = base_sampler(seed, space)
+        if seed != self.seed:
+            return inner
+        left = [self.ask]
+
+        class Dies(optuna.samplers.BaseSampler):
+            def infer_relative_search_space(self, study, trial):
+                return inner.infer_relative_search_space(study, trial)
+
+            def sample_relative(self, study, trial, search_space):
+                return inner.sample_relative(study, trial, search_space)
+
+            def sample_independent(self, study, trial, name, dist):
+                return inner.sample_independent(study, trial, name, dist)
+
+            def before_trial(self, study, trial):
+                left[0] -= 1
+                if left[0] < 0:
+                    raise Killed("killed among the asks")
+                inner.before_trial(study, trial)
+
+            def after_trial(self, study, trial, state, values):
+                inner.after_trial(study, trial, state, values)
+
+        return Dies()
+
+
+def _search(sw, root, run_batch, make_sampler=base_sampler, n=9, batch=3, storage=None):
+    """tune_base's engine on a real ResultsStore and Optuna storage (default: SQLite in ``root``), resume_study
+    first, as tune_base does."""
+    groups = search_groups(sw, search_space(sw))
+    root.mkdir(parents=True, exist_ok=True)
+    storage = storage or optuna.storages.RDBStorage(f"sqlite:///{root / 'optuna.db'}")
+    store = ResultsStore(root / "base")
+    done = {k: r for k, r in recorded(store).items() if r["status"] in ("ok", "diverged")}
+    for g in groups:
+        resume_study(storage, g, "min", "final_train_loss", done)
+    rounds = search_rounds(
+        storage, groups, search_space(sw), n, batch, 7, "final_train_loss", "min", store, run_batch, make_sampler
+    )
+    return groups, storage, store, rounds
+
+
+def _history(groups, storage) -> list[list[tuple]]:
+    """Per group, (round, slot, lr, value) of every trial that counts, in (round, slot) order."""
+    out = []
+    for g in groups:
+        trials = rounds_of(optuna.load_study(study_name=g.study, storage=storage).get_trials())
+        out.append([(t.user_attrs["round"], t.user_attrs["slot"], t.params["lr"], t.value) for t in trials])
+    return out
+
+
+@pytest.mark.slow
+def test_rounds_resume_after_a_kill_as_if_uninterrupted(space, tmp_path):
+    """Issue 28: 8 trials in rounds of 3, 3, 2 (GP from round 1), run through once; and run killed in round 1's
+    batch after 2 recorded trials, resumed, killed again among round 2's asks (after its first ask), resumed
+    again. Same lrs in the same order, same values, same best; the 2 trials recorded before the first kill
+    were not run again; no trial ran twice. Slow: 11 GP asks, 0.3-0.8 s each, and SQLite commits; 16-20 s on
+    the 2 shared CPUs at load 10. (One group; test_rounds_run_all_groups_together... runs two.)"""
+    sw = load_sweep(space, ["grid.algorithm=[bp]"])
+    straight = PlantedRuns(ResultsStore(tmp_path / "a" / "base"))
+    groups, st_a, _, rounds = _search(sw, tmp_path / "a", straight, n=8)
+    assert rounds == 3 and straight.calls == 3 and len(straight.ran) == 8 == len(set(straight.ran))
+    expected = _history(groups, st_a)
+    (trials,) = expected
+    assert [(r, s) for r, s, *_ in trials] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]
+    for r in range(3):  # a batch's asks are distinct points inside the space
+        lrs = [lr for rr, _, lr, _ in trials if rr == r]
+        assert len(set(lrs)) == len(lrs) and all(1e-4 <= lr <= 1.0 for lr in lrs)
+    (best,) = [study_best(st_a, g, "final_train_loss", "min") for g in groups]
+    assert abs(math.log2(best["best"]["lr"]) + 5.0) < 1.0, best  # GP came within an octave of the planted optimum
+
+    root = tmp_path / "b"
+    first = PlantedRuns(ResultsStore(root / "base"), kill_at=(1, 2))
+    with pytest.raises(Killed):
+        _search(sw, root, first, n=8)
+    assert first.calls == 2 and len(first.ran) == 3 + 2
+    second = PlantedRuns(ResultsStore(root / "base"))
+    with pytest.raises(Killed):
+        _search(sw, root, second, KillAtAsk(sampler_seed(7, groups[0].label, 2), ask=1), n=8)
+    assert second.calls == 1 and len(second.ran) == 1 and not set(second.ran) & set(first.ran)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{root / 'optuna.db'}")
+    study = optuna.load_study(study_name=groups[0].study, storage=storage)
+    cut = [t for t in study.get_trials() if t.user_attrs.get("round") == 2 or not t.params]
+    assert [t.state.name for t in cut] == ["RUNNING", "RUNNING"]  # round 2's first ask, and a bare trial
+    third = PlantedRuns(ResultsStore(root / "base"))
+    _, st_b, _, rounds = _search(sw, root, third, n=8)
+    assert rounds == 1 and third.calls == 1
+    assert _history(groups, st_b) == expected
+    assert [study_best(st_b, g, "final_train_loss", "min") for g in groups] == [best]
+    ran = first.ran + second.ran + third.ran
+    assert len(ran) == len(set(ran)) == 8 and set(ran) == set(straight.ran)
+    retired = [t for t in study.get_trials() if t.user_attrs.get("retired") or not t.params]
+    assert [t.state.name for t in retired] == ["FAIL", "FAIL"]
+
+
+def test_rounds_run_all_groups_together_and_ask_only_what_is_missing(space, tmp_path):
+    """One run_batch per round with every group's asks; a failed trial is told FAIL and asked again next round;
+    search.batch caps each group's asks; a rerun of a finished search runs nothing."""
+    sw = load_sweep(space)
+    store = ResultsStore(tmp_path / "base")
+    storage = optuna.storages.InMemoryStorage()  # the runs share it as they would a database
+    seen = []
+
+    def run_batch(specs):
+        seen.append(specs)
+        for t in specs:
+            spec = t.to_dict()
+            status, value = planted(spec)
+            if len(seen) == 1 and t is specs[0]:
+                status, value = "failed", math.nan  # the first trial of the first round fails
+            h = [{"epoch": 1, "train_loss": value, "test_loss": value, "test_acc": 0.5, "wall_s": 0.0}]
+            store.record([trial_row("tb-base", spec, h, status)], {spec["trial_id"]: h})
+
+    groups, st, _, rounds = _search(sw, tmp_path, run_batch, n=5, batch=4, storage=storage)
+    assert rounds == 2 and [len(b) for b in seen] == [8, 2]  # 4 + 4, then 1 + 1 (bp: 3 complete + the failed one)
+    assert {t.trainer["algorithm"] for t in seen[0]} == {"bp", "pc"}
+    bp = optuna.load_study(study_name=groups[0].study, storage=st).get_trials()
+    assert [t.state.name for t in bp].count("FAIL") == 1 and [t.state.name for t in bp].count("COMPLETE") == 4
+    assert [study_best(st, g, "final_train_loss", "min")["trials_complete"] for g in groups] == [4, 5]
+    _, _, _, rounds = _search(
+        sw, tmp_path, run_batch, n=5, batch=4, storage=storage
+    )  # bp: one more trial (its rerun budget)
+    assert rounds == 1 and [len(b) for b in seen] == [8, 2, 1]
+    _, _, _, rounds = _search(sw, tmp_path, run_batch, n=5, batch=4, storage=storage)
+    assert rounds == 0 and len(seen) == 3
 
 
 # ---- bad input: one line, exit 2, nothing written -------------------------------------------
