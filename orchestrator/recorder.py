@@ -24,6 +24,7 @@ class Recorder:
 
     A trial is written once: from its result marked ``last`` (so before Tune tells a searcher
     such as Optuna that it completed), or on Tune's complete/error event if no such result came.
+    Events for a trial already written (a retried pack's member that had finished) change nothing.
     """
 
     def __init__(self, sweep: Sweep, store: ResultsStore, tracker: Tracker | None, progress: Progress) -> None:
@@ -38,10 +39,14 @@ class Recorder:
         self.times: dict[str, tuple[float, float]] = {}  # the trial's own start and last report (epoch s)
 
     def started(self, trial_id: str) -> None:
+        if trial_id in self.finished:
+            return
         self.history[trial_id] = {}
         self.progress.started(trial_id)
 
     def result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.finished:
+            return
         if result.get("started_at") is not None:
             self.times[trial_id] = (float(result["started_at"]), float(result.get("reported_at") or time.time()))
         if result.get("failed"):  # set-up failed in the worker: recorded once, not retried
@@ -63,6 +68,8 @@ class Recorder:
             self.progress.render()
 
     def restarted(self, trial_id: str) -> None:
+        if trial_id in self.finished:
+            return
         self.history[trial_id] = {}  # the retried trial starts again from epoch 1
         self.retries[trial_id] = self.retries.get(trial_id, 0) + 1
         self.progress.retried(trial_id)

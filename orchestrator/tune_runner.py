@@ -1,14 +1,21 @@
-"""Ray Tune: the pure trainable, the recording callback, and the Tuner. The only module importing ray.tune.
+"""Ray Tune: the pure trainables, the recording callbacks, and the Tuner. The only module importing ray.tune.
 
-The trainable builds a trainer, runs epochs and calls ``tune.report`` once per epoch;
-it writes nothing. The driver's :class:`RecordingCallback` hands every event to a
-plain-Python recorder (``orchestrator.sweep.Recorder``), which alone writes Parquet and MLflow.
+A grid sweep's Tune trial is a **pack** of trial specs (:mod:`orchestrator.packs`: specs that share
+their costly set-up, about ``PACK_SECONDS`` of training together): :func:`pack_trainable` builds each
+member's trainer in turn (the data made once), runs its epochs and calls ``tune.report`` once per
+epoch with the member's id; it writes nothing. After a member finishes, its last report carries a
+checkpoint naming the finished members, so a pack that Tune retries after its worker died skips them.
+The driver's :class:`PackCallback` hands every member's events to a plain-Python recorder
+(``orchestrator.recorder.Recorder``), which alone writes Parquet and MLflow; each member stays one
+recorded trial. tune-base's searched trials are one Tune trial each (:class:`SearchCallback`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,19 +34,50 @@ from .data_shipping import ship
 CRASH_ONCE_ENV = "MUTRANSFER_TEST_CRASH_ONCE"
 # Test hook: "LR:FILE": a trial whose lr is LR (any, for "*") raises in its set-up (and appends a line to FILE each time).
 SETUP_ERROR_ENV = "MUTRANSFER_TEST_SETUP_ERROR"
+# Test hook: "WHEN:MARKER[,WHEN:MARKER...]": a pack's worker dies (os._exit) once per marker that does not exist yet:
+# ``start`` as the pack starts (before any member's set-up), ``member`` after a member finished (its last
+# result and the checkpoint naming it reported), ``idle`` just after the pack returned (the worker dies
+# while Tune keeps it for the next trial: the next trial finds it dead).
+KILL_ENV = "MUTRANSFER_TEST_KILL"
+# Test hook: FILE: every member appends "<trial_id> <pid>" to FILE as it starts.
+START_LOG_ENV = "MUTRANSFER_TEST_START_LOG"
+MEMBER = "member_id"  # the result key naming the member (Tune's own ``trial_id`` is the pack's)
+
+
+def _claim(marker: str) -> bool:
+    """Create ``marker`` atomically; True if this call created it (the hook fires once per marker)."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
+    return True
 
 
 def _maybe_crash() -> None:
     marker = os.environ.get(CRASH_ONCE_ENV)
-    if not marker:
-        return
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    os.write(fd, f"{os.getpid()}\n".encode())
-    os.close(fd)
-    os._exit(17)
+    if marker and _claim(marker):
+        os._exit(17)
+
+
+def _maybe_kill(when: str) -> None:
+    for item in filter(None, os.environ.get(KILL_ENV, "").split(",")):
+        point, _, marker = item.partition(":")
+        if point == when and marker and _claim(marker):
+            if when == "idle":  # let the pack's return reach the driver, then die with the worker idle
+                import threading
+
+                threading.Thread(target=lambda: (time.sleep(0.02), os._exit(19)), daemon=True).start()
+            else:
+                os._exit(19)
+
+
+def _log_start(trial_id: str) -> None:
+    log = os.environ.get(START_LOG_ENV)
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{trial_id} {os.getpid()}\n")
 
 
 class SetupError(Exception):
@@ -54,8 +92,11 @@ def _device(tc) -> str:
     return "cuda" if ray.get_gpu_ids() else "cpu"
 
 
-def _setup(spec: dict[str, Any], threads: int, data_ref: Any):
-    """The trial's config (device resolved), data and trainer; any exception is a :class:`SetupError`."""
+def _setup(spec: dict[str, Any], threads: int, data_ref: Any, cache: dict | None = None):
+    """The trial's config (device resolved), data and trainer; any exception is a :class:`SetupError`.
+
+    ``cache`` (a pack's): datasets already made in this process, by device, dtype and (for a
+    generated dataset) seed, so a pack loads its data once."""
     import torch
 
     from trainers import TrainerConfig, make_trainer
@@ -67,7 +108,13 @@ def _setup(spec: dict[str, Any], threads: int, data_ref: Any):
         _maybe_fail_setup(tc.lr)
         tc = tc.replace(device=_device(tc))
         torch.set_num_threads(max(1, int(threads)))
-        data = dataset_for_trial(spec["data"], data_ref, tc.torch_device, tc.torch_dtype, tc.seed)
+        key = (str(tc.torch_device), str(tc.torch_dtype), tc.seed if data_ref is None else None)
+        if cache is not None and key in cache:
+            data = cache[key]
+        else:
+            data = dataset_for_trial(spec["data"], data_ref, tc.torch_device, tc.torch_dtype, tc.seed)
+            if cache is not None:
+                cache[key] = data
         torch.manual_seed(tc.seed)
         trainer = make_trainer(tc, data.input_dim, data.output_dim)
     except (MemoryError, KeyboardInterrupt):
@@ -134,15 +181,102 @@ def _run_spec(spec: dict[str, Any], threads: int, data_ref: Any, extra: Callable
     train(trainer, data, epochs, spec["train"]["batch_size"], seed=tc.seed, on_epoch=report)
 
 
-def trainable(config: dict[str, Any], data_ref: Any = None) -> None:
-    """One trial: ``config["trial"]`` is a ``TrialSpec.to_dict()``; reports each epoch's history row.
+# ---- packs: one Tune trial runs several trial specs (orchestrator.packs) --------------------
+def _checkpoint_done(checkpoint) -> set[str]:
+    """The members a pack's checkpoint names as finished (none without one)."""
+    if checkpoint is None:
+        return set()
+    with checkpoint.as_directory() as d:
+        return set(json.loads((Path(d) / "done.json").read_text()))
 
+
+def _report(result: dict, done: set[str] | None = None) -> None:
+    """``tune.report`` one result; with ``done``, also a checkpoint naming the finished members."""
+    if done is None:
+        tune.report(result)
+        return
+    with tempfile.TemporaryDirectory(prefix="pack-") as d:
+        (Path(d) / "done.json").write_text(json.dumps(sorted(done)))
+        tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def _run_member(spec: dict[str, Any], threads: int, data_ref: Any, done: set[str], cache: dict) -> None:
+    """Train one member of a pack, reporting as a lone trial does plus its id (:data:`MEMBER`).
+
+    It reports ``{MEMBER: id, "member_start": True}`` first; its last result carries a checkpoint
+    naming it finished. A set-up error, an exception in training (not in reporting) or divergence
+    end the member, recorded as such, and the pack goes on; a lost worker ends the pack (Tune retries it).
+    """
+    from trainers import train
+
+    tid = spec["trial_id"]
+    _log_start(tid)
+    started_at = time.time()  # epoch seconds (Tune's own timestamps are whole seconds): for benchmarks
+    where = {
+        MEMBER: tid,
+        "node": ray.get_runtime_context().get_node_id(),
+        "hostname": socket.gethostname(),
+        "started_at": started_at,
+    }
+    _report({**where, "member_start": True, "reported_at": started_at})
+
+    def fail(error: str) -> None:
+        done.add(tid)
+        _report({**where, "failed": True, "error": error, "last": True, "reported_at": time.time()}, done)
+
+    try:
+        tc, data, trainer = _setup(spec, threads, data_ref, cache)
+    except SetupError as exc:
+        fail(str(exc))
+        return
+    where["device_used"] = str(tc.torch_device)
+    epochs = int(spec["train"]["epochs"])
+    reporting = False
+
+    def report(row: dict) -> None:
+        nonlocal reporting
+        last = bool(row.get("diverged")) or int(row["epoch"]) >= epochs
+        if last:
+            done.add(tid)
+        reporting = True
+        _report({**row, **where, "last": last, "reported_at": time.time()}, done if last else None)
+        reporting = False
+        _maybe_crash()
+        if last:
+            _maybe_kill("member")
+
+    try:
+        train(trainer, data, epochs, spec["train"]["batch_size"], seed=tc.seed, on_epoch=report)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if reporting or type(exc).__name__ == "OutOfMemoryError" or tid in done:
+            raise  # Tune's session, or CUDA memory that another attempt may have: the pack fails
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        fail(f"{type(exc).__name__}: {first}"[:500])
+
+
+def _train_members(members: list[dict[str, Any]], threads: int, data_ref: Any, done: set[str]) -> None:
+    """Train a pack's members one after another, the data made once (the place for a batched path later)."""
+    cache: dict = {}
+    for spec in members:
+        if spec["trial_id"] not in done:
+            _run_member(spec, threads, data_ref, done, cache)
+
+
+def pack_trainable(config: dict[str, Any], data_ref: Any = None) -> None:
+    """One Tune trial: ``config["pack"]`` = ``{"id", "members": [TrialSpec.to_dict(), ...]}``, run in turn.
+
+    Members named finished by the checkpoint Tune restores after a lost worker are skipped.
     ``config["plugins"]`` (the sweep's ``plugins``) are imported first, then ``$MUTRANSFER_PLUGINS``.
     """
     from .plugins import import_all
 
     import_all(config.get("plugins", ()))
-    _run_spec(config["trial"], config.get("threads", 1), data_ref)
+    done = _checkpoint_done(tune.get_checkpoint())
+    _maybe_kill("start")
+    _train_members(list(config["pack"]["members"]), config.get("threads", 1), data_ref, done)
+    _maybe_kill("idle")
 
 
 class Recorder(Protocol):
@@ -179,6 +313,103 @@ class RecordingCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.recorder.errored(self._id(trial), _error_text(trial))
+
+
+class _Pack:
+    """What the driver knows of one pack (a Tune trial): its members, which finished, which run now."""
+
+    def __init__(self, members: list[dict[str, Any]], deaths: int) -> None:
+        self.members = members
+        self.finished: set[str] = set()
+        self.running: set[str] = set()  # started in this attempt, not finished
+        self.ran: set[str] = set()  # started in any attempt
+        self.deaths = deaths  # lost workers counted against max_failures, over every round
+        self.stale = False  # a death was handled and the pack has not started again since
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        return [m for m in self.members if m["trial_id"] not in self.finished]
+
+
+class PackCallback(tune.Callback):
+    """Forwards a pack's events to a :class:`Recorder` as its members' own events.
+
+    A member's results (its id in :data:`MEMBER`) become ``started``/``result`` of that member; when
+    Tune retries the pack after its worker died, the members running then are ``restarted``; the
+    pack's complete or final error finishes the members that had not finished.
+
+    A lost worker counts once against ``max_failures``, whenever it died (issue 28): Tune 2.60 may
+    report one death twice (the dead actor it reuses for a trial fails two task futures) and calls
+    the second ``on_trial_error`` without a retry when the trial had been re-queued. A report that
+    comes after a retry was scheduled and before the pack started again is that same death; a pack
+    that Tune ends in error with fewer deaths than ``max_failures`` + 1 is put in :attr:`requeued`,
+    and :func:`run_trials` runs its unfinished members again.
+    """
+
+    def __init__(self, recorder: Recorder, max_failures: int) -> None:
+        self.recorder, self.max_failures = recorder, max_failures
+        self.packs: dict[str, _Pack] = {}  # Tune's trial id -> the pack
+        self.deaths: dict[str, int] = {}  # pack id -> deaths before this round
+        self.requeued: list[tuple[list[dict[str, Any]], int]] = []  # (unfinished members, deaths so far)
+
+    def _pack(self, trial) -> _Pack:
+        if trial.trial_id not in self.packs:
+            cfg = trial.config["pack"]
+            self.packs[trial.trial_id] = _Pack(list(cfg["members"]), self.deaths.get(cfg["id"], 0))
+        return self.packs[trial.trial_id]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._pack(trial).stale = False
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        pack, mid = self._pack(trial), result.get(MEMBER)
+        pack.stale = False
+        if mid is None or mid in pack.finished:
+            return
+        if result.get("member_start"):
+            pack.running.add(mid)
+            pack.ran.add(mid)
+            self.recorder.started(mid)
+            return
+        self.recorder.result(mid, result)
+        if result.get("last"):
+            pack.finished.add(mid)
+            pack.running.discard(mid)
+
+    def _lost_worker(self, pack: _Pack) -> None:
+        for mid in sorted(pack.running):
+            self.recorder.restarted(mid)
+        pack.running.clear()
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        pack = self._pack(trial)
+        if pack.stale:
+            return  # the death already counted
+        pack.deaths += 1
+        pack.stale = True
+        self._lost_worker(pack)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        pack = self._pack(trial)
+        for m in pack.unfinished():
+            mid = m["trial_id"]
+            pack.finished.add(mid)
+            if mid in pack.ran:
+                self.recorder.completed(mid)
+            else:
+                self.recorder.errored(mid, "its pack ended before it ran")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        pack = self._pack(trial)
+        deaths = pack.deaths + (0 if pack.stale else 1)
+        if deaths <= self.max_failures and pack.unfinished():
+            self._lost_worker(pack)
+            self.requeued.append((pack.unfinished(), deaths))
+            pack.finished |= {m["trial_id"] for m in pack.unfinished()}  # this Tune trial is over
+            return
+        error = _error_text(trial)
+        for m in pack.unfinished():
+            pack.finished.add(m["trial_id"])
+            self.recorder.errored(m["trial_id"], error)
 
 
 def _error_text(trial) -> str:
@@ -290,6 +521,27 @@ def _fit(
     tuner.fit()
 
 
+def _slots(cpu: float, gpu: float, max_concurrent: int) -> int:
+    """Packs that run at once: ``max_concurrent``, else what the connected cluster's CPUs (GPUs) hold now."""
+    if max_concurrent:
+        return max(1, int(max_concurrent))
+    have = ray.cluster_resources() if ray.is_initialized() else {}
+    n = int(have.get("CPU", 1) // cpu) if cpu > 0 else int(have.get("CPU", 1))
+    if gpu > 0:
+        n = min(n, int(have.get("GPU", 0) // gpu))
+    return max(1, n)
+
+
+def _recorded(storage_dir: str | Path):
+    """The trials recorded in the results directory above Tune's storage (``<results>/<sweep>/tune``), if any."""
+    from .results_store import ResultsStore
+
+    try:
+        return ResultsStore(Path(storage_dir).parent).trials()
+    except Exception:  # an estimate only: without records the trials are calibrated
+        return None
+
+
 def run_trials(
     specs: list[dict[str, Any]],
     recorder: Recorder,
@@ -300,24 +552,61 @@ def run_trials(
     max_concurrent: int = 0,
     max_failures: int = 2,
     plugins: Sequence[str] = (),
+    *,
+    pack_seconds: float | None = None,
+    seconds: dict[str, float] | None = None,
+    slots: int | None = None,
 ) -> None:
-    """Run ``specs`` (``TrialSpec.to_dict()``) on Ray Tune, one trial each, recording through ``recorder``;
-    every worker imports ``plugins`` first."""
-    _fit(
-        trainable,
-        specs[0]["data"] if specs else None,
-        {"trial": tune.grid_search(specs)},
-        storage_dir,
-        name,
-        cpu,
-        gpu,
-        max_failures,
-        [RecordingCallback(recorder)],
-        plugins=plugins,
-        max_concurrent_trials=max_concurrent or None,
-        trial_name_creator=lambda t: t.config["trial"]["trial_id"],
-        trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
-    )
+    """Run ``specs`` (``TrialSpec.to_dict()``) on Ray Tune in packs (:mod:`orchestrator.packs`), recording
+    every spec as its own trial through ``recorder``; every worker imports ``plugins`` first.
+
+    ``pack_seconds``: the estimated training seconds a pack aims at (default ``packs.PACK_SECONDS``, or
+    ``$MUTRANSFER_PACK_SECONDS``; 0: one trial per pack). ``seconds``: estimated seconds by trial id
+    (default: ``packs.estimate_seconds`` from the trials recorded in ``storage_dir``'s parent, else
+    calibrated). ``slots``: packs at once (default ``max_concurrent``, else the cluster's CPUs / ``cpu``):
+    at least twice as many packs are made when there are that many specs (0: no such floor).
+    A pack whose worker dies is retried up to ``max_failures`` times without its finished members.
+    """
+    from . import packs as packing
+
+    if not specs:
+        return
+    if pack_seconds is None:
+        pack_seconds = float(os.environ.get("MUTRANSFER_PACK_SECONDS", packing.PACK_SECONDS))
+    n_slots = _slots(cpu, gpu, max_concurrent) if slots is None else slots
+    if seconds is None:
+        if pack_seconds > 0 and len(specs) > 2 * n_slots:  # else one trial per pack anyway
+            seconds = packing.estimate_seconds(specs, _recorded(storage_dir), threads=max(1, int(cpu)))
+        else:
+            seconds = {}
+    callback = PackCallback(recorder, max_failures)
+    todo = [(p, 0) for p in packing.form_packs(specs, seconds, pack_seconds, n_slots)]
+    for attempt in range(max_failures + 1):
+        for used in sorted({d for _, d in todo}):
+            group = [{"id": packing.pack_id(p), "members": list(p)} for p, d in todo if d == used]
+            for g in group:
+                callback.deaths[g["id"]] = used
+            _fit(
+                pack_trainable,
+                specs[0]["data"],
+                {"pack": tune.grid_search(group)},
+                storage_dir,
+                name if not attempt else f"{name}-retry{attempt}-{used}",
+                cpu,
+                gpu,
+                max_failures - used,
+                [callback],
+                plugins=plugins,
+                max_concurrent_trials=max_concurrent or None,
+                trial_name_creator=lambda t: t.config["pack"]["id"],
+                trial_dirname_creator=lambda t: t.config["pack"]["id"],
+            )
+        todo, callback.requeued = [(list(p), d) for p, d in callback.requeued], []
+        if not todo:
+            return
+    for members, _ in todo:  # re-queued every round (a death Tune reported but never retried): give up
+        for m in members:
+            recorder.errored(m["trial_id"], f"lost worker: not run after {max_failures + 1} rounds of retries")
 
 
 # ---- Optuna through Ray Tune (tune-base) --------------------------------------------------
