@@ -7,7 +7,6 @@ the verdict at that epoch, the ±max_drift band where k counts as transferring s
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +15,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from .plots import DPI, FORMATS, ONLY_FOR, PAR_LABEL, PAR_ORDER, _kv, _natural, _save, plt
+from .plots import COLUMN_IN, DPI, FORMATS, MIN_PT, ONLY_FOR, PAR_LABEL, PAR_ORDER, _kv, _natural, _save, plt, styled
 
 PAR_STYLE = {"sp": ("tab:orange", "s"), "mup": ("tab:blue", "o")}  # colour, marker
 VERDICT_FACE = {"transfers": "tab:green", "drifts": "tab:red"}  # anything else (inconclusive): hollow
-WIDTH_IN = 9.0  # inches: scaled to a page's text width (about 6.5 in), 11 pt labels read as about 8 pt
+WIDTH_IN = COLUMN_IN  # inches: one column of a page, texts at 7 pt (analysis.plots.STYLE)
 
 
 def _panels(table: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[tuple]]:
@@ -57,6 +56,7 @@ def _log_steps_axis(ax, steps: pd.Series) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+@styled
 def plot_k_over_time(
     table: pd.DataFrame,
     path: str | Path,
@@ -83,14 +83,15 @@ def plot_k_over_time(
     x_col = "sgd_steps" if np.isfinite(table.sgd_steps.astype(float)).any() else "epoch"
     pk, panels = _panels(table, keys)
     n = len(panels)
-    ncols = 1 if n <= 2 else math.ceil(math.sqrt(n))
+    ncols = min(n, 3)  # a row of up to three panels sharing k's axis
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(
         nrows,
         ncols,
-        figsize=(WIDTH_IN, max(WIDTH_IN / 1.6, 2.3 * nrows + 1.0)),
+        figsize=(WIDTH_IN, max(WIDTH_IN / 1.6, 1.3 * nrows + 0.8)),  # a page's aspect where it fits
         squeeze=False,
         sharex=True,
+        sharey=True,
         layout="constrained",
     )
     for ax in axes.flat[n:]:
@@ -100,11 +101,11 @@ def plot_k_over_time(
         t.parametrization.unique() if "parametrization" in t else ["-"],
         key=lambda p: (PAR_ORDER.index(p) if p in PAR_ORDER else len(PAR_ORDER), p),
     )
+    ks = []  # every panel's point estimates: the panels share k's axis
     for ax, panel in zip(axes.flat, panels):
         sel = t[(t[pk] == pd.Series(panel, index=pk)).all(axis=1)] if pk else t
         ax.axhspan(-max_drift, max_drift, color="0.85", lw=0, zorder=0)
         ax.axhline(0.0, color="0.5", lw=0.8, zorder=1)
-        ks = []
         for i, par in enumerate(pars):
             d = sel[sel.parametrization == par] if "parametrization" in sel else sel
             if d.empty:
@@ -112,36 +113,35 @@ def plot_k_over_time(
             d = d.sort_values(x_col)
             x, k = d[x_col].astype(float), d.drift_exponent.astype(float)
             color, marker = _style(par, i)
-            ax.plot(x, k, "-", color=color, lw=1.4, zorder=3)
+            ax.plot(x, k, "-", color=color, lw=1.0, zorder=3)
             band = np.isfinite(d.drift_lo.astype(float)) & np.isfinite(d.drift_hi.astype(float))
             ax.fill_between(x[band], d.drift_lo[band], d.drift_hi[band], color=color, alpha=0.18, lw=0, zorder=2)
             for v, dv in d.groupby("verdict"):
                 face = VERDICT_FACE.get(str(v), "white")
-                ax.plot(dv[x_col], dv.drift_exponent, marker, ms=6.5, mfc=face, mec=color, mew=1.5, ls="", zorder=4)
+                ax.plot(dv[x_col], dv.drift_exponent, marker, ms=4, mfc=face, mec=color, mew=1.0, ls="", zorder=4)
             ks += list(k[np.isfinite(k)])
-        if ks:  # the point estimates and the band, not a wide interval of one epoch
-            lo, hi = min(min(ks), -max_drift), max(max(ks), max_drift)
-            pad = 0.25 * max(hi - lo, 0.5)
-            ax.set_ylim(lo - pad, hi + pad)
         if x_col == "sgd_steps":
             _log_steps_axis(ax, table.sgd_steps.astype(float))
-        ax.set_title(_panel_title(pk, panel), fontsize=12)
-        ax.tick_params(labelsize=10)
+        ax.set_title(_panel_title(pk, panel))
         ax.grid(True, which="major", color="0.92", lw=0.6)
+    if ks:  # the point estimates and the band, not a wide interval of one epoch
+        lo, hi = min(min(ks), -max_drift), max(max(ks), max_drift)
+        pad = 0.25 * max(hi - lo, 0.5)
+        axes.flat[0].set_ylim(lo - pad, hi + pad)
     for i, j in np.ndindex(axes.shape):  # the lowest panel of each column carries the x axis
         if axes[i, j].get_visible() and (i + 1 == nrows or not axes[i + 1, j].get_visible()):
             axes[i, j].xaxis.set_tick_params(which="both", labelbottom=True)
-            axes[i, j].set_xlabel(
-                "SGD steps (log)" if x_col == "sgd_steps" else "epoch (SGD steps unknown)", fontsize=11
-            )
+            axes[i, j].set_xlabel("SGD steps (log)" if x_col == "sgd_steps" else "epoch (SGD steps unknown)")
     for row in axes:
-        row[0].set_ylabel("drift exponent k", fontsize=11)
-    handles = [Line2D([], [], color=_style(p, i)[0], marker=_style(p, i)[1], lw=1.4) for i, p in enumerate(pars)]
+        row[0].set_ylabel("drift exponent k")
+    for ax in axes.flat:
+        ax.xaxis.set_tick_params(which="both", labelsize=MIN_PT)
+    handles = [Line2D([], [], color=_style(p, i)[0], marker=_style(p, i)[1], lw=1.0) for i, p in enumerate(pars)]
     labels = [PAR_LABEL.get(p, p) for p in pars]
     handles += [
-        Line2D([], [], marker="o", ls="", ms=6.5, mfc=VERDICT_FACE["transfers"], mec="0.3"),
-        Line2D([], [], marker="o", ls="", ms=6.5, mfc=VERDICT_FACE["drifts"], mec="0.3"),
-        Line2D([], [], marker="o", ls="", ms=6.5, mfc="white", mec="0.3"),
+        Line2D([], [], marker="o", ls="", ms=4, mfc=VERDICT_FACE["transfers"], mec="0.3"),
+        Line2D([], [], marker="o", ls="", ms=4, mfc=VERDICT_FACE["drifts"], mec="0.3"),
+        Line2D([], [], marker="o", ls="", ms=4, mfc="white", mec="0.3"),
         Patch(color="0.85"),
     ]
     labels += ["transfers", "drifts", "inconclusive", f"|k| ≤ {max_drift:g}"]
@@ -149,11 +149,9 @@ def plot_k_over_time(
         handles,
         labels,
         loc="outside lower center",
-        ncol=len(labels),
-        fontsize=10,
-        title=f"η* ∝ width^k at each epoch ({table.attrs.get('metric', 'objective')}); "
-        f"band: {level:.0%} interval; marker face: the verdict at that epoch",
-        title_fontsize=10,
+        ncol=4,
+        title=f"η* ∝ width^k at each epoch ({str(table.attrs.get('metric', 'objective')).replace('_', ' ')});\n"
+        f"band: {100 * level:.3g}% interval; marker face: the verdict at that epoch",
         frameon=False,
     )
     return _save(fig, path, dpi, formats)

@@ -11,6 +11,7 @@ import html
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -23,7 +24,8 @@ from .io import current_umask, write_parquet_atomic
 from .load import SweepLogs
 from .over_time import k_over_time
 from .over_time_plots import plot_k_over_time
-from .plots import DPI, FORMATS, plot_learning_curves, plot_loss_vs_lr, plot_lr_star_vs_width
+from .plots import DPI, FORMATS, group_label, plot_learning_curves, plot_loss_vs_lr, plot_lr_star_vs_width
+from .report_setup import INF_TEXT, advice, blank_inapplicable, conclusions, has_inf, setup_table, three_figures
 from .schema import EPOCH_METRICS
 from .transfer import TransferResult
 
@@ -133,7 +135,7 @@ def _fmt(v) -> str:
             return "–"
         if math.isinf(v):
             return "∞" if v > 0 else "−∞"
-        return f"{v:.4g}"
+        return f"{v:.3g}"
     return str(v)
 
 
@@ -144,10 +146,15 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join([head, sep, *body])
 
 
+def inline_html(text: str) -> str:
+    """``text`` escaped for HTML, its `code` spans (Markdown backticks) as <code> elements."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(text)))
+
+
 def _html_table(df: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    head = "".join(f"<th>{inline_html(c)}</th>" for c in df.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(f"<td>{inline_html(_fmt(v))}</td>" for v in row) + "</tr>"
         for row in df.itertuples(index=False)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -162,13 +169,13 @@ def render(blocks: list[tuple], out_dir: Path) -> tuple[str, str]:
     for kind, *rest in blocks:
         if kind in ("h1", "h2"):
             md.append(("# " if kind == "h1" else "## ") + rest[0])
-            ht.append(f"<{kind}>{html.escape(rest[0])}</{kind}>")
+            ht.append(f"<{kind}>{inline_html(rest[0])}</{kind}>")
         elif kind == "p":
             md.append(rest[0])
-            ht.append(f"<p>{html.escape(rest[0])}</p>")
+            ht.append(f"<p>{inline_html(rest[0])}</p>")
         elif kind == "ul":
             md.append("\n".join(f"- {x}" for x in rest[0]))
-            ht.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in rest[0]) + "</ul>")
+            ht.append("<ul>" + "".join(f"<li>{inline_html(x)}</li>" for x in rest[0]) + "</ul>")
         elif kind == "table":
             md.append(_md_table(rest[0]))
             ht.append(_html_table(rest[0]))
@@ -182,7 +189,7 @@ def render(blocks: list[tuple], out_dir: Path) -> tuple[str, str]:
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}"
-        "img{max-width:100%}"
+        "img{max-width:100%}code{background:#f3f3f3;padding:0 2px}"
     )
     title = html.escape(blocks[0][1]) if blocks and blocks[0][0] == "h1" else "report"
     page = (
@@ -203,7 +210,7 @@ def metric_text(metric: str) -> str:
 
 
 def _group_name(row, keys: list[str]) -> str:
-    return "/".join(str(row[k]) for k in keys)
+    return group_label(row, keys)
 
 
 def _has_held_out(result: TransferResult) -> bool:
@@ -233,11 +240,11 @@ def verdict_table(result: TransferResult) -> pd.DataFrame:
             for v, k, a, b in zip(g.held_out_verdict, g.held_out_k, g.held_out_k_lo, g.held_out_k_hi)
         ]
     out["verdict"] = g.verdict
-    return out
+    return blank_inapplicable(out)
 
 
 def held_out_disagreements(result: TransferResult) -> list[str]:
-    """``pc/mup/10: transfers on final_train_loss, inconclusive on final_test_loss`` for each group whose
+    """``PC μP T=10: transfers on final_train_loss, inconclusive on final_test_loss`` for each group whose
     held-out verdict differs from the objective's (none without a held-out analysis)."""
     if not _has_held_out(result):
         return []
@@ -334,7 +341,7 @@ def _over_time_rows(table: pd.DataFrame, level: float) -> pd.DataFrame:
         f"{_fmt(k)} [{_fmt(a)}, {_fmt(b)}]" for k, a, b in zip(table.drift_exponent, table.drift_lo, table.drift_hi)
     ]
     out["verdict"] = table.verdict
-    return out
+    return blank_inapplicable(out)
 
 
 # A figure maker for the report: called with the report's directory, it writes its PNGs there and
@@ -350,6 +357,7 @@ def _blocks(
     formats: tuple[str, ...] = (),
     over_time: pd.DataFrame | None = None,
     extra_notes: list[str] = (),
+    sweep_cfg: Mapping | None = None,
 ) -> list[tuple]:
     t = result.table
     counts = t.status.value_counts().to_dict()
@@ -364,14 +372,31 @@ def _blocks(
             + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
             + ".",
         ),
-        ("p", rule_text(result)),
-        ("h2", "Verdicts"),
-        ("table", verdict_table(result)),
     ]
+    overall, per_group = conclusions(result)
+    blocks += [("p", overall), ("ul", per_group)]
+    trials = logs.trials if logs is not None else t
+    blocks += [
+        ("h2", "Setup"),
+        (
+            "p",
+            "What was trained, from the sweep's recorded config (sweep.yaml) and its trials table; every "
+            "trial of a group differs from the others only in width, learning rate and seed.",
+        ),
+        ("table", setup_table(result, trials, sweep_cfg, logs.history if logs is not None else None)),
+        ("h2", "Verdicts"),
+        ("p", rule_text(result)),
+    ]
+    verdicts = verdict_table(result)
+    blocks.append(("table", verdicts))
     disagree = held_out_line(result)
     if disagree:
         blocks.append(("p", disagree))
-    blocks.append(("table", result.groups[[*result.keys, "verdict_reason"]]))
+    reasons = blank_inapplicable(result.groups[[*result.keys, "verdict_reason"]])
+    reasons["verdict_reason"] = [three_figures(r) for r in reasons.verdict_reason]
+    blocks.append(("table", reasons))
+    if has_inf(verdicts, result.per_width[["regret", "excess_regret"]]):
+        blocks.append(("p", INF_TEXT))
     if "loss" in pngs:
         blocks += [
             ("h2", "Loss against learning rate"),
@@ -426,12 +451,18 @@ def _blocks(
             "point at an end of the learning rates tried (η* censored). summary.parquet has these and "
             "regret's own interval (regret_lo, regret_hi).",
         ),
-        ("table", summary_table(result)[cols]),
+        ("table", blank_inapplicable(summary_table(result)[cols])),
     ]
     if "curves" in pngs:
         blocks += [
-            ("h2", "Learning curves at the base width's η*"),
-            ("img", pngs["curves"].name, "learning curves at the base width's optimal learning rate"),
+            ("h2", "Learning curves near the base width's η*"),
+            (
+                "p",
+                "Training loss per epoch (mean over seeds), one curve per width, at the learning rate measured at "
+                "every width that lies nearest the base width's η* (η* itself is a fit between measured rates, so "
+                "no trial ran at it); each panel's title gives that rate and the base η*.",
+            ),
+            ("img", pngs["curves"].name, "learning curves at the learning rate nearest the base width's η*"),
         ]
     for name, heading, caption in extra:
         blocks += [("h2", heading), ("p", caption), ("img", name, heading)]
@@ -446,7 +477,7 @@ def _blocks(
         ]
     notes = result.notes + (logs.notes if logs else []) + list(extra_notes)
     if notes:
-        blocks += [("h2", "Notes"), ("ul", notes)]
+        blocks += [("h2", "Notes"), ("ul", [advice(n) for n in notes])]
     return blocks
 
 
@@ -495,7 +526,7 @@ def write_report(
         extra = figures(tmp) if figures is not None else []
         write_parquet_atomic(summary_table(result), tmp / "summary.parquet")
         (tmp / "summary.json").write_text(json.dumps(summary_json(result, logs), indent=2, allow_nan=False) + "\n")
-        blocks = _blocks(result, logs, pngs, extra, formats, over_time, [why] if why else [])
+        blocks = _blocks(result, logs, pngs, extra, formats, over_time, [why] if why else [], sweep_cfg)
         md, page = render(blocks, tmp)
         (tmp / "report.md").write_text(md)
         (tmp / "report.html").write_text(page)

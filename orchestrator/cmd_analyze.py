@@ -27,7 +27,8 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--formats",
         default="png,svg",
-        help="figure formats, comma-separated, png first: png, svg, pdf (default png,svg)",
+        help="figure formats, comma-separated, any of png, svg, pdf (default png,svg); PNG is always written "
+        "(report.html embeds it), so 'pdf' alone gives png and pdf",
     )
 
 
@@ -35,7 +36,8 @@ FIGURE_FORMATS = ("png", "svg", "pdf")
 
 
 def figure_options(args: argparse.Namespace) -> tuple[int, tuple[str, ...]]:
-    """``(dpi, formats)`` from --dpi and --formats (BadInput naming the option when bad)."""
+    """``(dpi, formats)`` from --dpi and --formats (BadInput naming the option when bad). The formats
+    start with png, which the report always writes (report.html embeds the PNGs), then the others given."""
     from analysis.plots import DPI
 
     dpi = DPI if args.dpi is None else args.dpi
@@ -43,14 +45,18 @@ def figure_options(args: argparse.Namespace) -> tuple[int, tuple[str, ...]]:
         raise BadInput(f"--dpi={dpi} must be between 30 and 1200")
     formats = tuple(f.strip().lower() for f in str(args.formats).split(",") if f.strip())
     bad = [f for f in formats if f not in FIGURE_FORMATS]
-    if bad or not formats or formats[0] != "png":
-        raise BadInput(f"--formats={args.formats!r}: give png first, then any of svg, pdf (e.g. png,svg)")
-    return dpi, formats
+    if bad or not formats:
+        raise BadInput(
+            f"--formats={args.formats!r}: {'unknown ' + ', '.join(bad) if bad else 'no format'}; give any of "
+            f"{', '.join(FIGURE_FORMATS)}, comma-separated (e.g. pdf, or png,svg)"
+        )
+    return dpi, ("png", *dict.fromkeys(f for f in formats if f != "png"))
 
 
 def _run(args: argparse.Namespace) -> int:
     from analysis.load import MODES, LogError, load_sweep, read_sweep_yaml
     from analysis.report import held_out_line, level_text, verdict_table, write_report
+    from analysis.report_setup import advice, conclusions
     from analysis.transfer import analyze_logs
 
     from .tracking import log_report
@@ -103,7 +109,8 @@ def _run(args: argparse.Namespace) -> int:
     if line:
         print(line)
     for note in result.notes + logs.notes:
-        print(f"  note: {note}")
+        print(f"  note: {advice(note)}")
+    print(conclusions(result)[0])
     print(f"report: {out / 'report.md'} (and report.html, summary.parquet, summary.json)")
     if not args.no_mlflow and logs.tracking_uri:
         try:

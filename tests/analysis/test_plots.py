@@ -135,19 +135,80 @@ def test_titles_carry_only_the_keys_a_group_has(mixed_study, figures, tmp_path):
     assert {"BP SP", "BP μP", "PC SP  T=20", "PC μP  T=20"} == titles
 
 
+def _legend_texts(fig) -> list[str]:
+    return [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+
+
 def test_lr_star_has_reference_slopes_edge_rings_and_a_seed_band(pc_study, mixed_study, figures, tmp_path):
+    """One legend for the figure (guides, band, every group by its full name); η* left, η_max on its own
+    panels right; a band over seeds only where there are seeds."""
     result, _ = pc_study
     plots.plot_lr_star_vs_width(result, tmp_path / "a.png")
     plots.plot_lr_star_vs_width(mixed_study, tmp_path / "b.png")
     seeds2, seed1 = figures
-    for ax in _visible_axes(seeds2):
-        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    for fig in (seeds2, seed1):
+        assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
+        labels = _legend_texts(fig)
         assert "k = 0" in labels and "k = −1" in labels
-        assert ax.collections, "no band over seeds"  # fill_between of the t interval over seeds
-    for ax in _visible_axes(seed1):
-        assert not ax.collections  # one seed: no band
-        labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert any("1 seed" in t for t in labels) and not any("[+0.00, +0.00]" in t for t in labels)
+        axes = np.array(fig.axes).reshape(-1, 2)
+        assert all(ax.get_title().endswith("η* ∝ width^k") for ax in axes[:, 0])
+        assert all(ax.get_title().endswith("η_max") for ax in axes[:, 1])
+    assert all(ax.collections for ax in np.array(seeds2.axes).reshape(-1, 2)[:, 0]), "no band over seeds"
+    assert any(t.startswith("band: 95% t interval") for t in _legend_texts(seeds2))
+    assert not any(ax.collections for ax in seed1.axes)  # one seed: no band
+    labels = _legend_texts(seed1)
+    assert {t.split(":")[0] for t in labels if ":" in t} >= {"BP SP", "BP μP", "PC SP T=20", "PC μP T=20"}
+    assert any("1 seed" in t for t in labels) and not any("[+0.00, +0.00]" in t for t in labels)
+    edge = any(result.per_width.edge_limited) or any(mixed_study.per_width.edge_limited)
+    assert edge == any("edge-limited" in t for f in figures for t in _legend_texts(f))
+
+
+def _texts(fig) -> list:
+    """Every visible text of a drawn figure: titles, labels, tick labels, legend entries."""
+    return [t for t in fig.findobj(plots.matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+
+
+@pytest.mark.parametrize("kind", ["loss", "lr_star", "curves"])
+def test_figures_are_one_column_wide_with_7pt_text(mixed_study, figures, tmp_path, kind):
+    """Two columns of panels (SP, μP) or η* beside η_max: the figure is 3.3 in wide and no text is
+    under 7 pt at that size; labels name what is drawn."""
+    history = planted_trials(0.0, widths=(64, 128, 256), log2_lrs=range(-7, 1), seeds=(0,))[1]
+    if kind == "loss":
+        plots.plot_loss_vs_lr(mixed_study, tmp_path / "f.png")
+    elif kind == "lr_star":
+        plots.plot_lr_star_vs_width(mixed_study, tmp_path / "f.png")
+    else:
+        plots.plot_learning_curves(mixed_study, history, tmp_path / "f.png")
+    (fig,) = figures
+    assert fig.get_size_inches()[0] == pytest.approx(plots.COLUMN_IN)
+    sizes = {t.get_text(): t.get_fontsize() for t in _texts(fig)}
+    assert sizes and min(sizes.values()) >= plots.MIN_PT, sorted(sizes.items(), key=lambda x: x[1])[:5]
+    assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
+    if kind == "loss":
+        assert fig.get_supylabel() == "final train loss (mean over seeds)"
+    if kind == "curves":
+        titles = [ax.get_title() for ax in _visible_axes(fig)]
+        assert all("η=" in t and "nearest base η*" in t for t in titles), titles
+
+
+def test_wide_facets_get_the_double_column_width(pc_study, figures, tmp_path):
+    result, _ = pc_study
+    plots.plot_loss_vs_lr(result, tmp_path / "f.png")
+    (fig,) = figures
+    assert fig.get_size_inches()[0] == pytest.approx(plots.DOUBLE_IN)  # four columns of panels
+    assert min(t.get_fontsize() for t in _texts(fig)) >= plots.MIN_PT
+
+
+def test_learning_curves_use_the_grid_lr_nearest_base_lr_star(mixed_study):
+    """The curves' η is a rate measured at every width, the nearest to the base η* in log2."""
+    t = mixed_study.table
+    g = t[(t.algorithm == "bp") & (t.parametrization == "mup")]
+    base = float(mixed_study.groups.set_index(["algorithm", "parametrization"]).lr_star_base[("bp", "mup")])
+    eta = plots.nearest_grid_lr(g, base)
+    rates = sorted(set(g.lr))
+    assert eta in rates and all(abs(np.log2(eta / base)) <= abs(np.log2(r / base)) + 1e-9 for r in rates)
+    uneven = pd.concat([g, g[g.width == 64].assign(lr=base, log2_lr=np.log2(base))])  # base η* at one width only
+    assert plots.nearest_grid_lr(uneven, base) == eta
 
 
 def test_png_at_the_dpi_and_a_vector_copy_that_is_byte_stable(mixed_study, tmp_path):

@@ -172,7 +172,7 @@ def test_held_out_column_and_disagreement_sentence(disagreeing_dir):
     verdicts = dict(zip(result.groups.parametrization, result.groups.verdict))
     held = dict(zip(result.groups.parametrization, result.groups.held_out_verdict))
     assert verdicts == {"mup": "transfers", "sp": "drifts"} and held["mup"] == "drifts", result.groups
-    assert held_out_disagreements(result) == ["bp/mup/20: transfers on final_train_loss, drifts on final_test_loss"]
+    assert held_out_disagreements(result) == ["BP μP: transfers on final_train_loss, drifts on final_test_loss"]
 
     table = verdict_table(result)
     assert list(table.columns[-2:]) == ["held-out (test loss)", "verdict"]
@@ -184,7 +184,7 @@ def test_held_out_column_and_disagreement_sentence(disagreeing_dir):
     md = (out / "report.md").read_text()
     verdicts_section = md.split("## Verdicts")[1].split("## Loss against")[0]
     assert "| held-out (test loss) | verdict |" in verdicts_section
-    assert "bp/mup/20: transfers on final_train_loss, drifts on final_test_loss" in verdicts_section
+    assert "BP μP: transfers on final_train_loss, drifts on final_test_loss" in verdicts_section
     assert "bootstrap" not in md and "Bonferroni" in md and "jackknife" in md and "censored" in md
     data = json.loads((out / "summary.json").read_text())
     assert data["level"] == 0.95 and data["held_out"] == {"metric": "final_test_loss", "mode": "min"}
@@ -234,3 +234,137 @@ def test_report_is_logged_to_the_sweep_parent_run(small_dir, tmp_path):
         assert run.data.tags[f"verdict/{label}"] == g["verdict"]
         assert f"| {label} |" in run.data.tags["mlflow.note.content"]
     assert log_report(out, uri, "other", "other") is None
+
+
+SETUP_YAML = """name: setup
+trainer: {optimizer: sgd, loss: ce, depth: 3, activation: tanh, base_width: 64, inference_steps: 20,
+  inference_lr: 0.1, feedback_lr: 0.01, target_step: 0.1}
+grid: {algorithm: [bp, pc], parametrization: [sp, mup], width: [64, 128], seed: [0, 1, 2],
+  lr: {log2: [-6, -2, 1]}}
+data: {dataset: fmnist7, subset: 2000, test_subset: 500}
+train: {epochs: 3, batch_size: 64}
+objective: {metric: final_train_loss, mode: min}
+verify: {max_drift: 0.2, max_regret: 0.05}
+"""
+
+
+@pytest.fixture(scope="module")
+def setup_report(tmp_path_factory):
+    """BP and PC (T = 20) under SP and μP, three seeds, with a sweep.yaml: the report and its config."""
+    from analysis.io import write_parquet_atomic
+    from analysis.load import read_sweep_yaml
+    from analysis.planted import planted_trials
+    from analysis.transfer import analyze_logs
+
+    d = tmp_path_factory.mktemp("results") / "setup"
+    groups = (("bp", "mup", 0.0), ("bp", "sp", -1.0), ("pc", "mup", 0.0), ("pc", "sp", -1.0))
+    kw = {"widths": (64, 128), "log2_lrs": range(-6, -1), "seeds": (0, 1, 2), "name": "setup"}
+    parts = [planted_trials(k, algorithm=a, parametrization=p, rng_seed=i, **kw) for i, (a, p, k) in enumerate(groups)]
+    trials = pd.concat([t for t, _ in parts]).assign(dataset="fmnist7")
+    write_parquet_atomic(trials, d / "trials.parquet")
+    write_parquet_atomic(pd.concat([h for _, h in parts]), d / "history.parquet")
+    (d / "sweep.yaml").write_text(SETUP_YAML)
+    logs = load_sweep(d)
+    result = analyze_logs(logs)
+    out = write_report(result, d / "report", logs, formats=("png",), dpi=60, sweep_cfg=read_sweep_yaml(d))
+    return result, out
+
+
+def _section(md: str, head: str) -> str:
+    return md.split(f"## {head}\n")[1].split("\n## ")[0]
+
+
+def test_setup_section_names_what_was_trained_from_the_config(setup_report):
+    _, out = setup_report
+    md = (out / "report.md").read_text()
+    rows = dict(
+        ln.strip("|").split(" | ", 1)
+        for ln in _section(md, "Setup").splitlines()
+        if ln.startswith("| ") and "---" not in ln
+    )
+    rows = {k.strip(): v.strip(" |") for k, v in rows.items()}
+    assert rows["data"] == "fmnist7; training subset 2000 (2000 examples), test subset 500"
+    assert rows["inputs → outputs"] == "49 → 10 classes"
+    assert rows["model"].startswith("mlp, depth 3") and rows["model"].endswith("tanh")
+    assert rows["widths"] == "64, 128" and rows["base width"] == "64"
+    assert rows["optimizer"] == "sgd" and rows["loss"] == "ce" and rows["epochs, batch size"] == "3, 64"
+    assert rows["SGD steps per trial"] == "45"  # planted history: 15 steps per epoch, 3 epochs
+    assert rows["seeds"] == "3 (0, 1, 2)"
+    assert rows["learning rates"].startswith("grid 2^-6 to 2^-2 in steps of 1 octave(s); 5 distinct rates")
+    assert rows["parametrizations"] == "SP, μP"
+    assert rows["algorithm BP"] == "no keys of its own"
+    assert rows["algorithm PC"] == "inference_steps 20; inference_lr 0.1"
+    assert rows["objective"].startswith("min final_train_loss")
+
+
+def test_conclusions_one_line_per_group_and_overall(setup_report):
+    """One line overall (μP first, each verdict with its groups) and one per group, from the verdicts."""
+    result, out = setup_report
+    md = (out / "report.md").read_text()
+    head = md.split("## Setup")[0]
+    (overall,) = [ln for ln in head.splitlines() if ln.startswith("Conclusion: ")]
+    v = {(a, p): x for a, p, x in zip(result.groups.algorithm, result.groups.parametrization, result.groups.verdict)}
+    assert overall.startswith("Conclusion: μP ") and ". SP " in overall
+    for (a, p), x in v.items():
+        label = f"{a.upper()} {'μP' if p == 'mup' else 'SP'}" + (" T=20" if a == "pc" else "")
+        words = {"transfers": "η* transfers across widths", "drifts": "η* drifts with width"}.get(x, x)
+        assert any(ln.startswith(f"- {label}: {words}, k = ") for ln in head.splitlines()), (label, head)
+    assert v[("pc", "sp")] == "drifts" and "SP drifts for BP, PC T=20." in overall
+
+
+def test_keys_only_where_the_algorithm_reads_them(setup_report):
+    """inference_steps is empty on BP rows, 20 on PC rows, in every table that has it."""
+    _, out = setup_report
+    md = (out / "report.md").read_text()
+    tables = [ln for ln in md.splitlines() if ln.startswith("| bp |") or ln.startswith("| pc |")]
+    assert tables
+    for ln in tables:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        assert cells[2] == ("" if cells[0] == "bp" else "20"), ln
+
+
+def test_numbers_at_three_significant_figures(setup_report):
+    """No number in the report's tables has more than 3 significant digits (widths, counts and steps aside)."""
+    import re
+
+    _, out = setup_report
+    md = (out / "report.md").read_text()
+    for ln in md.splitlines():
+        if not ln.startswith("| bp |") and not ln.startswith("| pc |"):
+            continue
+        for num in re.findall(r"-?\d+\.\d+(?:e[-+]?\d+)?", ln):
+            digits = num.lstrip("-").split("e")[0].replace(".", "").lstrip("0")
+            assert len(digits) <= 3, (num, ln)
+
+
+def test_html_has_no_markup_leaks(setup_report):
+    """The page's rendered text (tags stripped, entities resolved) holds no backtick, ** or ![; `code` is <code>."""
+    from html.parser import HTMLParser
+
+    _, out = setup_report
+    page = (out / "report.html").read_text()
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.parts, self.tags = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+
+        def handle_data(self, data):
+            self.parts.append(data)
+
+    p = Text()
+    p.feed(page)
+    text = "".join(p.parts)
+    assert "`" not in text and "**" not in text and "![" not in text
+    assert "code" in p.tags and "<code>transfers</code>" in page
+
+
+def test_infinite_regret_is_explained_where_it_appears():
+    from analysis.report_setup import INF_TEXT, has_inf
+
+    assert has_inf(pd.DataFrame({"r": [0.1, np.inf]})) and has_inf(pd.DataFrame({"r": ["∞ [∞, ∞]"]}))
+    assert not has_inf(pd.DataFrame({"r": [0.1, np.nan], "s": ["a", "b"]}))
+    assert INF_TEXT.startswith("∞ (regret):")

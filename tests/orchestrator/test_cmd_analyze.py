@@ -61,9 +61,8 @@ def test_analyze_prints_the_rule_and_the_held_out_disagreement(sweep_dir, capsys
     out = capsys.readouterr().out
     assert "excess regret over the base width's" in out and "edge-limited eta* never transfers" in out
     assert "k's 95% interval" in out and "bootstrap" not in out
-    assert (
-        "disagrees with the objective for: bp/mup/20: transfers on final_train_loss, drifts on final_test_loss" in out
-    )
+    assert "disagrees with the objective for: BP μP: transfers on final_train_loss, drifts on final_test_loss" in out
+    assert "Conclusion: μP transfers for BP. SP drifts for BP." in out
     md = (sweep_dir / "report" / "report.md").read_text()
     assert "held-out (test loss)" in md and (sweep_dir / "report" / "k_over_time.parquet").exists()
 
@@ -79,8 +78,8 @@ def test_no_disagreement_no_line(sweep_dir, capsys):
         (["--metric", "final_trian_loss"], "final_train_loss"),
         (["--mode", "biggest"], "--mode"),
         (["--dpi", "5"], "--dpi"),
-        (["--formats", "svg,png"], "--formats"),
         (["--formats", "png,jpeg"], "--formats"),
+        (["--formats", ","], "--formats"),
     ],
 )
 def test_bad_options_exit_2_and_write_nothing(sweep_dir, capsys, argv, match):
@@ -113,3 +112,26 @@ def test_the_results_root_points_to_its_sweeps(sweep_dir, capsys):
     err = capsys.readouterr().err
     assert f"pass {sweep_dir}" in err and err.count("\n") == 1
     assert not (sweep_dir.parent / "report").exists()
+
+
+def test_formats_in_any_order_and_pdf_alone_write_png_too(sweep_dir, capsys):
+    """--formats pdf: the PNGs (report.html embeds them) and PDF copies, no SVG; svg,png is png,svg."""
+    import argparse
+
+    from orchestrator.cmd_analyze import figure_options
+
+    assert figure_options(argparse.Namespace(dpi=None, formats="svg,png"))[1] == ("png", "svg")
+    assert figure_options(argparse.Namespace(dpi=None, formats="pdf,png,pdf"))[1] == ("png", "pdf")
+    assert main(["analyze", str(sweep_dir), "--formats", "pdf", "--dpi", "60"]) == 0
+    report = sweep_dir / "report"
+    assert (report / "lr_star_vs_width.png").is_file() and (report / "lr_star_vs_width.pdf").is_file()
+    assert not (report / "lr_star_vs_width.svg").exists()
+
+
+def test_notes_say_what_to_do(sweep_dir, capsys):
+    """One seed: the note says to rerun with three seeds or more."""
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    write_parquet_atomic(trials[trials.seed == 0], sweep_dir / "trials.parquet")
+    assert main(["analyze", str(sweep_dir), "--dpi", "60"]) == 0
+    notes = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  note:")]
+    assert notes and all("rerun with three seeds or more" in n for n in notes if "one seed" in n), notes
