@@ -115,12 +115,12 @@ def base_figures(sweep_dir: str | Path, dpi: int = 150) -> Callable[[Path], list
 
 
 def _values(study) -> tuple[list[int], list[float], list[int]]:
-    """(numbers, values) of the complete trials and the numbers of the failed (diverged) ones."""
+    """(numbers from 1, values) of the complete trials and the numbers of the failed (diverged) ones."""
     import optuna
 
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     failed = [t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
-    return [t.number for t in done], [float(t.value) for t in done], failed
+    return [t.number + 1 for t in done], [float(t.value) for t in done], [n + 1 for n in failed]
 
 
 def _top_marks(ax, xs, color) -> None:
@@ -148,6 +148,7 @@ def plot_history(studies: list, path: Path, label: str, dpi: int = 150) -> Path:
             ax.step(num, best, where="post", color=color, lw=1.0, label=study.study_name)
             _top_marks(ax, failed, color)
         ax.set_xlabel("trial (in the order recorded)")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.set_title("tune-base: value per trial and best so far")
         fig.legend(loc="outside lower center", ncol=min(len(studies), 3), frameon=False)

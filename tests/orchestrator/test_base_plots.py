@@ -104,3 +104,21 @@ def test_analyze_adds_the_optuna_history_and_slices_to_the_report(sweep_dir, cap
 
 def test_no_search_no_optuna_figures(sweep_dir):
     assert base_figures(sweep_dir) is None
+
+
+def test_base_plots_are_one_column_wide_in_the_report_style(sweep_dir, tmp_path):
+    """The history and a slice: 3.3 in wide (read back from the PNG at its dpi), not Optuna's own plots."""
+    from PIL import Image
+
+    from analysis.plots import COLUMN_IN
+    from orchestrator.base_plots import plot_history, plot_slice
+
+    _plant_search(sweep_dir)
+    base = json.loads((sweep_dir / "base_lr.json").read_text())
+    studies = rebuild_studies(base, ResultsStore(sweep_dir / "base").trials())
+    for p in (
+        plot_history(studies, tmp_path / "h.png", "final train loss", dpi=100),
+        plot_slice(studies[0], SPACE, tmp_path / "s.png", "final train loss", dpi=100),
+    ):
+        img = Image.open(p)
+        assert img.size[0] / img.info["dpi"][0] == pytest.approx(COLUMN_IN, abs=0.02)
