@@ -8,18 +8,20 @@ it alone, to fp32 rounding:
 - each member is initialised by its own ordinary trainer (``torch.manual_seed(seed)`` and
   ``make_trainer``, as the orchestrator builds a trial), and draws its minibatch order from its own
   ``torch.Generator`` seeded with its seed, as ``train`` does: members see different minibatches;
-- a member whose step loss is non-finite or above ``diverge_loss`` (BP and PC; for PC also a
-  non-finite update) is taken out of the pack before its update: its rows end at that epoch with
-  ``diverged`` as in ``train``, and no NaN of it reaches the others (the pack's tensors are
-  re-indexed without it). A member whose test loss diverges, or whose ``on_epoch`` returns True,
+- a member whose step loss is non-finite or above ``diverge_loss`` (for PC also a non-finite
+  update; for TP a non-finite feedback loss or update) is taken out of the pack before its update:
+  its rows end at that epoch with ``diverged`` as in ``train``, and no NaN of it reaches the others
+  (the pack's tensors are re-indexed without it; TP's feedback steps run before that check, on the
+  member's own slices only). A member whose test loss diverges, or whose ``on_epoch`` returns True,
   leaves after that epoch's row;
 - ``wall_s`` is the member's share of the pack's wall time: every interval (a step, an evaluation)
   is divided equally among the members that took part in it, and ``wall_s`` is the sum of its
   shares up to the row. Over the members of a pack the last ``wall_s`` add up to the pack's wall time.
   The loop synchronises with the device once per step (the step losses, which ``train`` reads too).
 
-:func:`batchable` says whether a list of configs can take this path: BP or PC (the built-in
-trainers), ``model="mlp"``, every field equal except ``lr`` and ``seed``. Other packs run member
+:func:`batchable` says whether a list of configs can take this path: BP, PC or TP (the built-in
+trainers; TP with trained feedback, ``linear`` or ``tanh``), ``model="mlp"``, every field equal
+except ``lr`` and ``seed``. Other packs run member
 by member (``trainers.train``).
 """
 
@@ -35,21 +37,21 @@ from . import _products as products
 from ._base import TRAINERS, make_trainer
 from ._config import TrainerConfig
 from ._data import Dataset
-from ._pc import PCTrainer
-from ._stacked import STACKED, StackedMLP, StackedOptimizer, member_finite
+from ._stacked import STACKED, StackedBP, StackedPC, StackedTP, member_finite
 
 EVAL_FLOATS = 1 << 24  # largest activation of a test chunk, in floats (4096 rows when it fits)
 
 
 def batchable(configs: list[TrainerConfig]) -> bool:
-    """True if ``configs`` can train as one batched model: a built-in BP or PC trainer, an MLP,
-    and every field equal but ``lr`` and ``seed``."""
+    """True if ``configs`` can train as one batched model: a built-in BP, PC or TP trainer (TP with
+    trained feedback), an MLP, and every field equal but ``lr`` and ``seed``."""
     if not configs:
         return False
     first = configs[0]
     if any(c.replace(lr=first.lr, seed=first.seed) != first for c in configs[1:]):
         return False
-    return TRAINERS.get(first.algorithm) in STACKED and first.model == "mlp"
+    stacked = STACKED.get(TRAINERS.get(first.algorithm))
+    return stacked is not None and first.model == "mlp" and stacked.supports(first)
 
 
 class _Pack:
@@ -61,13 +63,9 @@ class _Pack:
             torch.manual_seed(cfg.seed)
             members.append(make_trainer(cfg, input_dim, output_dim))
         self.trainer = STACKED[type(members[0])](configs[0], input_dim, output_dim)
-        self.trainer.model = StackedMLP([t.model for t in members])
-        self.optimizer = StackedOptimizer(members, self.trainer.device, self.trainer.dtype)
+        self.trainer.adopt(members)
         self.members = list(range(len(configs)))  # slot -> index into configs
         self.diverge_loss = float(configs[0].diverge_loss)
-
-    def params(self) -> dict[str, torch.Tensor]:
-        return dict(self.trainer.model.named_parameters())
 
     def healthy(self, losses: list[float]) -> list[bool]:
         """Per slot: the step loss is finite and not above ``diverge_loss`` (``Trainer._is_diverged``)."""
@@ -80,8 +78,7 @@ class _Pack:
         keep = torch.tensor([i for i, good in enumerate(ok) if good], dtype=torch.long, device=self.trainer.device)
         self.members = [m for m, good in zip(self.members, ok) if good]
         if self.members:
-            self.trainer.model.select(keep)
-            self.optimizer.select(keep)
+            self.trainer.select(keep)
         return keep
 
 
@@ -97,7 +94,7 @@ def _bp_step(pack: _Pack, x: torch.Tensor, target: torch.Tensor) -> tuple[list[f
             return losses, ok
         hs, inputs, target = [h[keep] for h in hs], [a[keep] for a in inputs], target[keep]
         pairs = [tuple(t[keep] for t in pair) for pair in pairs]
-    params, opt = pack.params(), pack.optimizer
+    params, opt = dict(tr.model.named_parameters()), tr.stacked_optimizer
     opt.begin_step()
     tr._backward(hs, pairs, inputs, target, lambda name, grad: opt.descend(name, params[name], grad))
     return losses, ok
@@ -114,10 +111,36 @@ def _pc_step(pack: _Pack, x: torch.Tensor, target: torch.Tensor) -> tuple[list[f
     if keep is not None:
         grads = {n: g[keep] for n, g in grads.items()}
     if pack.members:
-        pack.optimizer.begin_step()
-        for name, p in pack.params().items():
-            pack.optimizer.descend(name, p, grads[name])
+        tr.descend(grads)
     return losses, ok
+
+
+def _tp_step(pack: _Pack, x: torch.Tensor, target: torch.Tensor) -> tuple[list[float], list[bool]]:
+    """TPTrainer.step for every slot: the loss; (healthy slots) the feedback, then the forward update of
+    the slots whose feedback loss and gradients are finite."""
+    tr = pack.trainer
+    hs = tr.model.preactivations(x)
+    losses = tr.loss_fn(hs[-1], target).tolist()
+    ok = pack.healthy(losses)
+    keep = pack.keep(ok)
+    if keep is not None:
+        if not pack.members:
+            return losses, ok
+        hs, x, target = [h[keep] for h in hs], x[keep], target[keep]
+    fb = tr.update_feedback(x, hs)
+    grads = tr._local_gradients(x, hs, tr._deltas(hs, target))
+    good = (fb["feedback_finite"] & torch.isfinite(fb["feedback_loss"]) & member_finite(grads.values())).tolist()
+    after = iter(good)
+    ok = [healthy and next(after) for healthy in ok]  # the slots that passed the loss check, in order
+    keep = pack.keep(good)
+    if keep is not None:
+        grads = {n: g[keep] for n, g in grads.items()}
+    if pack.members:
+        tr.descend(grads)
+    return losses, ok
+
+
+STEPS = {StackedBP: _bp_step, StackedPC: _pc_step, StackedTP: _tp_step}
 
 
 def _evaluate(pack: _Pack, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -165,7 +188,7 @@ def train_batched(
         raise ValueError("train_batched: the configs differ in more than lr and seed, or no stacked trainer fits")
     pack = _Pack(configs, data.input_dim, data.output_dim)
     tr = pack.trainer
-    step = _pc_step if isinstance(tr, PCTrainer) else _bp_step
+    step = STEPS[type(tr)]
     data = data.to(tr.device, tr.dtype)
     gens = [torch.Generator().manual_seed(int(c.seed)) for c in configs]
     n = data.x_train.shape[0]

@@ -25,9 +25,12 @@ from torch import nn
 
 from ._base import Trainer
 from ._bp import BPTrainer
+from ._config import TrainerConfig
 from ._layers import Dense
 from ._model import MLP, Net
 from ._pc import PCTrainer
+from ._tp import TPTrainer
+from ._tp_feedback import REGRESSION_KINDS, apply_feedback
 
 
 def _member_view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -120,15 +123,15 @@ class StackedOptimizer:
     The updates are those of ``torch.optim.sgd``/``adam`` (single-tensor), up to fp32 rounding.
     """
 
-    def __init__(self, trainers: list[Trainer], device: torch.device, dtype: torch.dtype) -> None:
-        opt = trainers[0].optimizer
+    def __init__(self, optimizers: list[torch.optim.Optimizer], device: torch.device, dtype: torch.dtype) -> None:
+        opt = optimizers[0]
         self.adam = isinstance(opt, torch.optim.Adam)
         if not self.adam and not (isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0):
             raise ValueError(f"no stacked optimizer for {type(opt).__name__}")
         if any(g["weight_decay"] for g in opt.param_groups):
             raise ValueError("no stacked optimizer with weight decay")
         self.betas, self.eps = opt.defaults.get("betas", (0.9, 0.999)), opt.defaults.get("eps", 1e-8)
-        groups = [{g["name"]: g["lr"] for g in t.optimizer.param_groups} for t in trainers]
+        groups = [{g["name"]: g["lr"] for g in o.param_groups} for o in optimizers]
         self.lrs = {n: torch.tensor([g[n] for g in groups], device=device, dtype=dtype) for n in groups[0]}
         self.state: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.steps = 0  # Adam's step count (every member steps together)
@@ -160,7 +163,31 @@ class StackedOptimizer:
 
 
 class _PerMember:
-    """Trainer methods that reduce over the batch, per member: ``M × B × C`` in, an ``M``-vector out."""
+    """What a stacked trainer adds to its algorithm's trainer: the members' weights and optimizer
+    (:meth:`adopt`), dropping members (:meth:`select`), and the methods that reduce over the batch
+    made per member (``M × B × C`` in, an ``M``-vector out)."""
+
+    @staticmethod
+    def supports(cfg: TrainerConfig) -> bool:
+        """Whether members of this config can stack (beyond ``model="mlp"``)."""
+        return True
+
+    def adopt(self, members: list[Trainer]) -> None:
+        """Take the members' initial weights (stacked) and their learning rates."""
+        self.model = StackedMLP([t.model for t in members])
+        self.stacked_optimizer = StackedOptimizer([t.optimizer for t in members], self.device, self.dtype)
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the members ``keep`` (indices), in that order."""
+        self.model.select(keep)
+        self.stacked_optimizer.select(keep)
+
+    def descend(self, grads: dict[str, torch.Tensor]) -> None:
+        """One optimizer step of the stacked weights along −``grads`` (every member's)."""
+        opt = self.stacked_optimizer
+        opt.begin_step()
+        for name, p in self.model.named_parameters():
+            opt.descend(name, p, grads[name])
 
     def loss_fn(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         M, B, C = out.shape
@@ -192,8 +219,69 @@ class StackedPC(_PerMember, PCTrainer):
         return hidden + self.gammas[-1] * self.loss_fn(mu_L, target)
 
 
+class _StackedWeights(nn.Module):
+    """M weights of one shape, ``weight`` ``M × ...`` (TP's feedback maps Q_k)."""
+
+    def __init__(self, weights: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([w.detach() for w in weights]), requires_grad=False)
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.weight = nn.Parameter(self.weight[keep], requires_grad=False)
+
+
+class StackedTP(_PerMember, TPTrainer):
+    """TP on a :class:`StackedMLP` with trained feedback (``linear``/``tanh``): the feedback maps
+    stacked too, each member's noise from its own generator (``noise_gen`` is their list, which
+    ``_tp_feedback``'s samplers accept), targets and local gradients unchanged."""
+
+    @staticmethod
+    def supports(cfg: TrainerConfig) -> bool:
+        return cfg.feedback not in REGRESSION_KINDS  # the closed-form ridge solution is not stacked
+
+    def adopt(self, members: list[Trainer]) -> None:
+        super().adopt(members)
+        self.feedback = nn.ModuleDict(
+            {n: _StackedWeights([t.feedback[n].weight for t in members]) for n in self.feedback}
+        )
+        self.noise_gen = [t.noise_gen for t in members]
+        self.stacked_feedback_optimizer = StackedOptimizer(
+            [t.feedback_optimizer for t in members], self.device, self.dtype
+        )
+
+    def select(self, keep: torch.Tensor) -> None:
+        super().select(keep)
+        for fb in self.feedback.values():
+            fb.select(keep)
+        self.stacked_feedback_optimizer.select(keep)
+        self.noise_gen = [self.noise_gen[i] for i in keep.tolist()]
+
+    @torch.no_grad()
+    def update_feedback(self, x: torch.Tensor, hs: list[torch.Tensor] | None = None) -> dict:
+        """``TPTrainer._train_feedback`` per member: ``feedback_loss`` (first draw) and ``feedback_finite``
+        are ``M``-vectors. A member whose gradient is not finite keeps stepping (only its own slice:
+        it has diverged and leaves the pack)."""
+        if hs is None:
+            hs = self.model.preactivations(x.to(device=self.device, dtype=self.dtype))
+        opt, first_loss, finite = self.stacked_feedback_optimizer, None, None
+        for _ in range(self.cfg.feedback_steps):
+            losses, grads = 0.0, {}
+            for k, (name, (u, e)) in enumerate(self._draw(hs).items(), start=1):
+                layer, s = self.model.layers[k], u.shape[1]
+                r = apply_feedback(layer, self.feedback[name].weight, u, e.shape) - e
+                losses = losses + 0.5 * r.pow(2).sum((1, 2)) / s
+                grads[f"{name}.weight"] = layer.weight_grad(u, r).div_(s)
+            first_loss = losses if first_loss is None else first_loss
+            ok = member_finite(grads.values())
+            finite = ok if finite is None else finite & ok
+            opt.begin_step()
+            for n, p in self.feedback.named_parameters():
+                opt.descend(n, p, grads[n])
+        return {"feedback_loss": first_loss, "feedback_finite": finite}
+
+
 # the registered trainer class -> its stacked twin
-STACKED: dict[type, type] = {BPTrainer: StackedBP, PCTrainer: StackedPC}
+STACKED: dict[type, type] = {BPTrainer: StackedBP, PCTrainer: StackedPC, TPTrainer: StackedTP}
 
 
 def member_finite(tensors) -> torch.Tensor:

@@ -112,6 +112,17 @@ def propagate_targets(
     return deltas
 
 
+def _randn(like: torch.Tensor, gen: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
+    """Standard normal noise shaped like ``like``; with a list of generators (stacked members,
+    ``trainers._stacked``), entry i of the leading axis is drawn from generator i, as that member
+    alone would draw it."""
+    if isinstance(gen, list):
+        return torch.stack(
+            [torch.randn(like.shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in gen]
+        )
+    return torch.randn(like.shape, generator=gen, device=like.device, dtype=like.dtype)
+
+
 def _image(layer: nn.Module, multiplier: float, phi, psi, h: torch.Tensor) -> torch.Tensor:
     """ψ(f(h)) for the forward layer f(h) = α W φ(h) (+ α b): a perturbed activity's image."""
     out = layer(phi(h))
@@ -127,7 +138,7 @@ def drl_samples(
     h_in: torch.Tensor,
     h_out: torch.Tensor,
     noise: float,
-    gen: torch.Generator | None = None,
+    gen: torch.Generator | list[torch.Generator] | None = None,
 ):
     """One noise draw of the DRL's regression pairs for forward layer f(h) = α W φ(h) (+ α b).
 
@@ -139,7 +150,7 @@ def drl_samples(
     Returns:
         (u, e): e = ε/σ with ε ~ N(0, σ²) shaped like h_in, and u = (ψ(f(h_in + ε)) − ψ(h_out))/σ.
     """
-    eps = torch.randn(h_in.shape, generator=gen, device=h_in.device, dtype=h_in.dtype) * noise
+    eps = _randn(h_in, gen) * noise
     return (_image(layer, multiplier, phi, psi, h_in + eps) - psi(h_out)) / noise, eps / noise
 
 
@@ -152,7 +163,7 @@ def reconstruction_samples(
     h_in: torch.Tensor,
     h_out: torch.Tensor,
     noise: float,
-    gen: torch.Generator | None = None,
+    gen: torch.Generator | list[torch.Generator] | None = None,
 ):
     """One noise draw of the classic DTP reconstruction loss's pairs (Lee et al., 2015).
 
@@ -160,7 +171,7 @@ def reconstruction_samples(
         (u, e): e = h_in + ε and u = ψ(f(h_in + ε)); the loss is ½ mean ||Q u − e||²,
         a regression of the noise-perturbed activities on their images.
     """
-    e = h_in + torch.randn(h_in.shape, generator=gen, device=h_in.device, dtype=h_in.dtype) * noise
+    e = h_in + _randn(h_in, gen) * noise
     return _image(layer, multiplier, phi, psi, e), e
 
 

@@ -43,11 +43,17 @@ def _assert_same(expected, got, rtol):
                     assert g[key] == pytest.approx(e[key], rel=rtol), (member, key, e, g)
 
 
+@pytest.fixture(scope="module")
+def fmnist():
+    """A pooled Fashion-MNIST subset (7 × 7 inputs), read once for the module."""
+    return load_fashion_mnist(subset=320, test_subset=100, pool=4)
+
+
 def _teacher(dtype=torch.float64):
     return make_teacher_student(n_train=192, n_test=48, input_dim=12, output_dim=3, dtype=dtype)
 
 
-@pytest.mark.parametrize("algorithm", ["bp", "pc"])
+@pytest.mark.parametrize("algorithm", ["bp", "pc", "tp"])
 @pytest.mark.parametrize("parametrization", ["sp", "mup"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_batched_equals_one_by_one_and_a_diverging_member_leaves_alone(algorithm, parametrization, optimizer):
@@ -72,11 +78,11 @@ def test_batched_equals_one_by_one_and_a_diverging_member_leaves_alone(algorithm
     _assert_same(expected, train_batched(configs, data, epochs=3, batch_size=32), rtol=1e-9)
 
 
-@pytest.mark.parametrize("algorithm", ["bp", "pc"])
-def test_float32_cross_entropy_on_fashion_mnist_and_a_divergence_mid_epoch(algorithm):
+@pytest.mark.parametrize("algorithm", ["bp", "pc", "tp"])
+def test_float32_cross_entropy_on_fashion_mnist_and_a_divergence_mid_epoch(algorithm, fmnist):
     """float32, CE, a pooled Fashion-MNIST subset; one member diverges after a few updates (not at its
     first step), so the pack shrinks in the middle of an epoch. ``matmul_backend``: torch's bmm."""
-    data = load_fashion_mnist(subset=320, test_subset=100, pool=4)
+    data = fmnist
     base = TrainerConfig(
         algorithm=algorithm, loss="ce", width=32, base_width=16, device="cpu", inference_steps=4, diverge_loss=5.0
     )
@@ -95,6 +101,16 @@ def test_float32_cross_entropy_on_fashion_mnist_and_a_divergence_mid_epoch(algor
 def test_pc_variants_batch(fields):
     base = TrainerConfig(
         algorithm="pc", width=24, base_width=12, dtype="float64", device="cpu", inference_steps=3, **fields
+    )
+    configs = [base.replace(lr=0.1, seed=0), base.replace(lr=0.03, seed=5)]
+    data = _teacher()
+    _assert_same(_one_by_one(configs, data, 2, 32), train_batched(configs, data, 2, 32), rtol=1e-9)
+
+
+def test_tp_tanh_feedback_with_several_feedback_steps_batches():
+    """Each member's feedback noise comes from its own generator, draw after draw."""
+    base = TrainerConfig(
+        algorithm="tp", width=24, base_width=12, dtype="float64", device="cpu", feedback="tanh", feedback_steps=3
     )
     configs = [base.replace(lr=0.1, seed=0), base.replace(lr=0.03, seed=5)]
     data = _teacher()
@@ -131,7 +147,8 @@ def test_batchable_only_lr_and_seed_may_differ():
     assert not batchable([])
     assert not batchable([base, base.replace(width=64)])
     assert not batchable([base, base.replace(parametrization="sp")])
-    assert not batchable([base.replace(algorithm="tp")] * 2)
+    assert batchable([base.replace(algorithm="tp", seed=s) for s in range(2)])
+    assert not batchable([base.replace(algorithm="tp", feedback="regression")] * 2)  # closed form: not stacked
     assert not batchable([base.replace(model="cnn")] * 2)
     with pytest.raises(ValueError, match="lr and seed"):
         train_batched([base, base.replace(depth=4)], _teacher(), epochs=1)
@@ -140,7 +157,7 @@ def test_batchable_only_lr_and_seed_may_differ():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_pack_equals_cpu_pack():
-    for algorithm in ("bp", "pc"):
+    for algorithm in ("bp", "pc", "tp"):
         base = TrainerConfig(algorithm=algorithm, width=64, base_width=16, inference_steps=4, bias=True)
         configs = [base.replace(lr=lr, seed=s, device="cpu") for lr, s in [(0.05, 0), (0.2, 1), (1e4, 2)]]
         data = _teacher(torch.float32)
