@@ -413,7 +413,10 @@ def test_two_drivers_creating_one_new_mlflow_db_both_log(tmp_path):
             (tmp_path / f"go{r}").touch()
             deadline = time.time() + 240
             while not all((tmp_path / f"done{r}-{n}").exists() for n in names):
-                assert time.time() < deadline and all(p.poll() is None for p in procs), "a worker died"
+                dead = [
+                    n for n, p in zip(names, procs) if p.poll() is not None and not (tmp_path / f"done{r}-{n}").exists()
+                ]
+                assert time.time() < deadline and not dead, f"worker {dead} died"
                 time.sleep(0.05)
     finally:
         errs = [p.communicate(timeout=120)[1] for p in procs]
