@@ -4,7 +4,9 @@ One sweep (12 PC trials, a third diverging), `analyze`, the results directory co
 original deleted, then a real `mlflow server` started by `mutransfer ui` on the copy: run names,
 statuses, start/end times, params against tags, the parent's params, artifacts and verdicts, and the
 report's images all come through the server. Then a store in the layout written before (trial ids as
-names and params, artifacts by absolute path) is repaired by `mutransfer sync`.
+names and params, artifacts by absolute path) is repaired by `mutransfer sync`. A busy port and a damaged
+store (issues 28, 29): one line, exit 2, no URL printed (fast with a plain listener and SQLite file; slow
+with a second `mutransfer ui` beside the real one and the sweep's own mlflow.db cut in half).
 """
 
 import json
@@ -24,8 +26,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-pytestmark = pytest.mark.slow
 
 SPACE = """
 name: uisweep
@@ -140,6 +140,7 @@ def _runs(base, exp_id):
     return _post(base, "api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id], "max_results": 1000})["runs"]
 
 
+@pytest.mark.slow
 def test_trial_runs_through_the_rest_api(swept, server):
     base = server["base"]
     exp = json.loads(_get(base, "api/2.0/mlflow/experiments/get-by-name", experiment_name="uisweep"))["experiment"]
@@ -177,6 +178,7 @@ def test_trial_runs_through_the_rest_api(swept, server):
             assert all(start * 1000 <= m["timestamp"] <= end * 1000 for m in hist)
 
 
+@pytest.mark.slow
 def test_the_analysis_reads_the_same_trials_from_mlflow(swept):
     """Parquet is the truth; without it the analysis reads MLflow: same rows, no derived column."""
     from analysis.load import read_mlflow
@@ -190,6 +192,7 @@ def test_the_analysis_reads_the_same_trials_from_mlflow(swept):
     assert a.keys == b.keys and list(a.groups.lr_star_base) == list(b.groups.lr_star_base)
 
 
+@pytest.mark.slow
 def test_parent_run_params_verdicts_and_artifacts_of_the_copied_directory(swept, server):
     base = server["base"]
     exp = json.loads(_get(base, "api/2.0/mlflow/experiments/get-by-name", experiment_name="uisweep"))["experiment"]
@@ -223,6 +226,7 @@ def test_parent_run_params_verdicts_and_artifacts_of_the_copied_directory(swept,
         assert _get(base, link).startswith(b"\x89PNG")  # as the UI's page resolves it, relative to /
 
 
+@pytest.mark.slow
 def test_sync_repairs_a_store_in_the_older_layout(swept):
     """A store as written before: runs named by trial id, trial_id/sweep as params, no format tag,
     artifacts by absolute path to a place that no longer exists."""
@@ -276,6 +280,7 @@ def test_sync_repairs_a_store_in_the_older_layout(swept):
     assert (art / "sweep.yaml").is_file() and (art / "report" / "loss_vs_lr.png").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.ui
 def test_browser_screenshots_of_the_runs_table_a_trial_and_the_report(swept, server):
     """Opt-in (`make ui-check`): headless Chromium opens what `mutransfer ui` printed, a trial run, the
@@ -321,3 +326,90 @@ def test_browser_screenshots_of_the_runs_table_a_trial_and_the_report(swept, ser
         png = out / f"{name}.png"
         assert png.is_file() and png.stat().st_size > 20_000, name  # a rendered page, not a blank one
     print(f"screenshots in {out}")
+
+
+# ---- a busy port, a damaged store: one line, exit 2, nothing printed as if it worked ----------------
+def _ui(results, port, env=None):
+    env = dict(env or os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "ui", "--results", str(results), "--port", str(port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _sqlite_store(path, cut=False):
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    con.execute("create table runs (id integer primary key, name text)")
+    con.executemany("insert into runs (name) values (?)", [(f"run-{i}" * 20,) for i in range(2000)])
+    con.commit()
+    con.close()
+    if cut:  # as `truncate -s half`
+        os.truncate(path, path.stat().st_size // 2)
+
+
+def test_ui_on_a_busy_port_is_one_line_and_exit_2(tmp_path):
+    _sqlite_store(tmp_path / "mlflow.db")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        proc = _ui(tmp_path, port)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"port {port} on 127.0.0.1 is in use" in lines[0] and "--port" in lines[0]
+
+
+def test_ui_on_a_damaged_store_is_one_line_and_exit_2_before_anything_starts(tmp_path):
+    _sqlite_store(tmp_path / "mlflow.db", cut=True)
+    proc = _ui(tmp_path, _free_port())
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the MLflow tracking store is damaged" in lines[0]
+    assert "move it aside" in lines[0] and "mutransfer sync" in lines[0]
+
+
+@pytest.mark.slow
+def test_a_second_ui_on_the_same_port_is_refused(swept, server):
+    port = int(server["base"].rsplit(":", 1)[1])
+    proc = _ui(swept["results"], port, swept["env"])
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and f"port {port} on 127.0.0.1 is in use" in proc.stderr
+    assert _get(server["base"], "health") == b"OK"  # the first one still serves
+
+
+@pytest.mark.slow
+def test_ui_and_sync_on_the_sweeps_mlflow_db_cut_in_half(swept):
+    results = swept["tmp"] / "cut" / "results"
+    shutil.copytree(swept["results"], results)
+    db = results / "mlflow.db"
+    os.truncate(db, db.stat().st_size // 2)
+    ui = _ui(results, _free_port(), swept["env"])
+    sync = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "sync", str(results / "uisweep")],
+        env=swept["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    for proc, cmd in ((ui, "ui"), (sync, "sync")):
+        assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+        assert proc.stderr.startswith(f"mutransfer {cmd}: error: {db}: the MLflow tracking store is damaged")
+        assert proc.stderr.count("\n") == 1
+    db.rename(db.with_name("mlflow.db.broken"))  # what the line says to do: sync then rebuilds the runs
+    again = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "sync", str(results / "uisweep")],
+        env=swept["env"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert again.returncode == 0 and "back-filled 12" in again.stdout, again.stdout + again.stderr[-2000:]
