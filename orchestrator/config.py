@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import itertools
 import json
@@ -178,7 +179,15 @@ class TrialSpec:
     train: dict[str, Any]
     swept: tuple[str, ...]
 
+    @functools.cached_property
+    def config(self):
+        """The typed ``trainers.TrainerConfig`` (built once; the grid's expansion hands its own over)."""
+        from trainers import TrainerConfig
+
+        return TrainerConfig(**self.trainer)
+
     def to_dict(self) -> dict[str, Any]:
+        """The plain form handed to Ray (a worker builds its own TrainerConfig from it)."""
         return {
             "trial_id": self.trial_id,
             "trainer": dict(self.trainer),
@@ -410,7 +419,9 @@ def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
             raise BadInput(f"{src}: {bad}: {exc}") from None
         trainer = dataclasses.asdict(tc)
         tid = trial_id(trainer, data, train)
-        trials.setdefault(tid, TrialSpec(tid, trainer, data, train, swept))
+        if tid not in trials:
+            trials[tid] = TrialSpec(tid, trainer, data, train, swept)
+            trials[tid].__dict__["config"] = tc  # cached_property's slot: the config built once
     return list(trials.values())
 
 

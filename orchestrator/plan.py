@@ -66,9 +66,9 @@ class CostModel:
         """Time a few steps and one evaluation of ``spec``'s trial here; scale to its epochs."""
         import torch
 
-        from trainers import TrainerConfig, load_dataset, make_trainer
+        from trainers import load_dataset, make_trainer
 
-        tc = TrainerConfig(**spec.trainer)
+        tc = spec.config
         tc = tc.replace(device="cpu" if tc.device == "auto" else tc.device)
         d = spec.data
         key = f"{d['dataset']}:{d['subset']}:{d['test_subset']}:{tc.device}:{tc.dtype}"

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from analysis.schema import DEFAULT_MODE, DEFAULT_OBJECTIVE_METRIC, STATUS_OK
 
-from .config import Sweep, check_runnable, to_yaml
-from .driver import driver_session, embedded, preflight, start_ray  # noqa: F401  (re-exported)
-from .recorder import Recorder
+from .config import Sweep, TrialSpec, to_yaml
+from .driver import embedded, preflight, start_ray  # noqa: F401  (re-exported)
 from .results_store import ResultsStore
+from .session import Session, Stage, open_session
 
 
 @dataclass
@@ -54,84 +56,84 @@ def run_sweep(
     into ``trials.parquet`` and ``history.parquet`` when the sweep ends.
 
     Validation (a different sweep in the directory, no trainer for an algorithm, no dataset,
-    an unreachable ``address``) happens before anything is written and raises :class:`BadInput`.
+    an unreachable ``address``, the sweep's lock held by another driver) happens before anything is
+    written and raises :class:`BadInput`.
     """
-    results_dir = preflight(sweep, results_dir, address)
-    store = ResultsStore(results_dir / sweep.name)
+    if max_concurrent is not None:
+        cfg = sweep.config.copy()
+        cfg.max_concurrent = max_concurrent
+        sweep = Sweep(sweep.name, sweep.source, cfg, sweep.trials)
+    with open_session(sweep, results_dir, address, "mutransfer sweep") as session:
+        with sweep_stage(session, sweep, track, stream, compact=compact) as stage:
+            stage.run(sweep.trials)
+        return finish_sweep(stage, sweep, len(sweep.trials))
+
+
+@contextmanager
+def sweep_stage(
+    session: Session,
+    sweep: Sweep,
+    track: bool,
+    stream: TextIO | None,
+    compact: bool = True,
+    specs: list[TrialSpec] | None = None,
+) -> Iterator[Stage]:
+    """The sweep's own results store opened in ``session``: its owner checked, its tables readable,
+    rows that only Tune's storage holds (a table moved aside) recorded again, MLflow back-filled.
+
+    ``specs``: the trials this command will submit first (default the grid's; verify's bracket)."""
+    specs = sweep.trials if specs is None else specs
+    store = ResultsStore(session.results_dir / sweep.name)
     store.check_owner(sweep.identity())
-    check_runnable(sweep)
     done = store.done_ids()
     store.history()  # a corrupt table: BadInput now, not after the trials ran
     rebuilt: tuple[list, dict] = ([], {})
-    specs = {t.trial_id: t.to_dict() for t in sweep.trials}
     if not store.trials_path.exists():  # moved aside (corrupt) or never written: Tune's storage may hold trials
         from .recover import tune_records
 
-        rows, histories = tune_records(store.dir, sweep.name, specs)
+        rows, histories = tune_records(store.dir, sweep.name, {t.trial_id: t.to_dict() for t in specs})
         rows = [r for r in rows if r["trial_id"] not in done]  # part files already hold the others
         rebuilt = (rows, {r["trial_id"]: histories[r["trial_id"]] for r in rows})
-        done |= {r["trial_id"] for r in rows}
-    todo = [t for t in sweep.trials if t.trial_id not in done]
-    cfg = sweep.config
-    with driver_session(
-        sweep,
-        results_dir,
+    with session.stage(
         store,
         to_yaml(sweep),
-        address=address,
-        needs_ray=bool(todo),
+        recorded_as=sweep,
         track=track,
         tracked_name=sweep.name,
-        experiment=cfg.tracking.experiment,
-        total=len(sweep.trials),
-        skipped=len(sweep.trials) - len(todo),
+        experiment=sweep.config.tracking.experiment,
         stream=stream,
-    ) as session:
+        known=specs,
+        compact=compact,
+    ) as stage:
         if rebuilt[0]:
-            store.record(*rebuilt)
+            stage.record(*rebuilt)
             (stream or sys.stderr).write(
                 f"rebuilt {len(rebuilt[0])} finished trial(s) of {store.trials_path} "
                 f"from Tune's storage {store.dir / 'tune'}\n"
             )
-        tracker = session.tracker
-        if tracker is not None and tracker.enabled:
-            tracker.sync(
-                store.trials(), store.history(), specs, tune_dir=store.dir / "tune"
-            )  # back-fill what an earlier run missed
-        if todo:
-            from . import tune_runner
+        yield stage
 
-            tune_runner.run_trials(
-                [t.to_dict() for t in todo],
-                Recorder(sweep, store, tracker, session.progress),
-                store.dir / "tune",
-                sweep.name,
-                cpu=cfg.resources.cpu,
-                gpu=cfg.resources.gpu,
-                max_concurrent=cfg.max_concurrent if max_concurrent is None else max_concurrent,
-                max_failures=cfg.max_failures,
-                plugins=list(cfg.plugins),
-            )
-        if compact:
-            store.compact()
-    counts = dict(session.progress.counts)
+
+def finish_sweep(stage: Stage, sweep: Sweep, total: int) -> SweepResult:
+    """After the stage closed: MLflow synced with the table and the parent run ended; the result."""
+    store, tracker = stage.store, stage.tracker
     table = store.trials()
     totals = table.status.value_counts().to_dict() if not table.empty else {}
     if tracker is not None:
         from omegaconf import OmegaConf
 
-        tracker.sync(table, store.history(), specs, tune_dir=store.dir / "tune")
+        tracker.sync(table, store.history(), stage.specs, tune_dir=store.dir / "tune")
         tracker.finish(
             {f"trials_{k}": float(v) for k, v in totals.items()},
             files=[store.config_path, store.dir / "base_lr.json"],
-            config=OmegaConf.to_container(cfg, resolve=True),
+            config=OmegaConf.to_container(sweep.config, resolve=True),
         )
     return SweepResult(
         store.dir,
-        len(sweep.trials),
-        len(sweep.trials) - len(todo),
-        counts,
-        session.tracking_uri,
+        total,
+        total - stage.submitted,
+        dict(stage.counts),
+        stage.tracking_uri,
         bool(tracker and tracker.enabled),
     )
 

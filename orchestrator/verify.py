@@ -31,12 +31,11 @@ import pandas as pd
 from analysis.transfer import tidy
 
 from .config import Sweep, TrialSpec, expand, trial_id
-from .driver import ray_held
 from .errors import BadInput
 from .refine import next_offsets
-from .results_store import ResultsStore
 from .seeding import at_seeds, grow, look_line, seed_plan, undecided
-from .sweep import run_sweep
+from .session import Stage, open_session
+from .sweep import finish_sweep, sweep_stage
 from .tracking import log_report
 from .tune_base import BaseResult, group_of, tune_base
 
@@ -158,62 +157,36 @@ def _measure(
     base: list[dict[str, Any]],
     offsets: dict[int, set[float]],
     specs: list[TrialSpec],
-    results_dir,
-    address: str | None,
-    track: bool,
+    stage: Stage,
     stream: TextIO | None,
-):
-    """Run the bracket, then round after round of :func:`refinements`, on one Ray connection.
-
-    Returns:
-        ``(last SweepResult, trials run per status)``.
-    """
-    counts: dict[str, int] = {}
+) -> None:
+    """Run the bracket, then round after round of :func:`refinements`, through ``stage`` (one session,
+    one results store: no checks, tracker syncs or compaction between rounds)."""
     out = stream or sys.stdout
-    # held across rounds: each run_sweep would otherwise start (and stop) its own embedded Ray
-    with ray_held(sweep, address):
-        for round_ in range(1, max_rounds(sweep.config.verify) + 1):
-            run = run_sweep(
-                Sweep(sweep.name, sweep.source, sweep.config, specs),
-                results_dir,
-                address=address,
-                track=track,
-                stream=stream,
-            )
-            for status, n in run.counts.items():  # this round's trials (the sweep skips those already done)
-                counts[status] = counts.get(status, 0) + n
-            more = refinements(sweep, base, ResultsStore(run.sweep_dir).trials(), offsets)
-            if not more:
-                break
-            for i, v in more.items():
-                offsets[i] |= v
-            out.write(
-                f"refine (round {round_}): {sum(map(len, more.values()))} more learning rate(s) at "
-                f"{len(more)} of {len(sweep.trials)} (group, width, seed) points, towards "
-                f"{float(sweep.config.verify.resolution):g}-octave spacing around η* and the stability edge\n"
-            )
-            out.flush()
-            specs = transfer_trials(sweep, base, offsets)
-    return run, counts
+    for round_ in range(1, max_rounds(sweep.config.verify) + 1):
+        stage.run(specs)  # the stage skips those already done
+        more = refinements(sweep, base, stage.store.trials(), offsets)
+        if not more:
+            break
+        for i, v in more.items():
+            offsets[i] |= v
+        out.write(
+            f"refine (round {round_}): {sum(map(len, more.values()))} more learning rate(s) at "
+            f"{len(more)} of {len(sweep.trials)} (group, width, seed) points, towards "
+            f"{float(sweep.config.verify.resolution):g}-octave spacing around η* and the stability edge\n"
+        )
+        out.flush()
+        specs = transfer_trials(sweep, base, offsets)
 
 
-def _looks(
-    sweep: Sweep,
-    base: list[dict[str, Any]],
-    run,
-    counts: dict[str, int],
-    results_dir,
-    address: str | None,
-    track: bool,
-    stream: TextIO | None,
-):
+def _looks(sweep: Sweep, base: list[dict[str, Any]], stage: Stage, stream: TextIO | None):
     """Analyse at each look of the seed schedule; give the groups still undecided the next seeds
     (:mod:`orchestrator.seeding`) through :func:`_measure`, until none is or the schedule ends.
 
-    Each look analyses only the trials of its own seeds. ``counts`` gains the trials run.
+    Each look analyses only the trials of its own seeds.
 
     Returns:
-        ``(last SweepResult, the last look's analysis, the logs it analysed)``.
+        ``(the last look's analysis, the logs it analysed)``.
     """
     from analysis.load import LogError, load_sweep
     from analysis.transfer import analyze_logs
@@ -224,7 +197,7 @@ def _looks(
     out = stream or sys.stdout
     for look in range(len(looks)):
         try:
-            logs = at_seeds(load_sweep(run.sweep_dir), values[: looks[look]])
+            logs = at_seeds(load_sweep(stage.store.dir), values[: looks[look]])
         except LogError as exc:
             raise BadInput(str(exc)) from None
         result = analyze_logs(logs)
@@ -238,11 +211,8 @@ def _looks(
         if points:
             sub = Sweep(sweep.name, sweep.source, sweep.config, points)
             offsets = {i: set(bracket) for i in range(len(points))}
-            specs = transfer_trials(sub, base, offsets)
-            run, more = _measure(sub, base, offsets, specs, results_dir, address, track, stream)
-            for status, n in more.items():
-                counts[status] = counts.get(status, 0) + n
-    return run, result, logs
+            _measure(sub, base, offsets, transfer_trials(sub, base, offsets), stage, stream)
+    return result, logs
 
 
 @dataclass
@@ -269,7 +239,7 @@ def run_verify(
     track: bool = True,
     stream: TextIO | None = None,
 ) -> VerifyResult:
-    """tune-base, then the bracket at every width through :func:`orchestrator.sweep.run_sweep`, then the report.
+    """tune-base, then the bracket at every width, then the report: one session (checks, lock, Ray) for all.
 
     Returns:
         The :class:`VerifyResult` (``code``: 0 transfer holds, 1 it fails).
@@ -285,15 +255,20 @@ def run_verify(
     if "width" not in sweep.swept_keys or len({t.trainer["width"] for t in sweep.trials}) < 2:
         raise BadInput(f"{sweep.source}: grid.width needs at least two widths to verify a transfer")
     sweep = with_seeds(sweep)
-    base = tune_base(sweep, results_dir, trials=trials, storage=storage, address=address, track=track, stream=stream)
-    offsets = {i: set(bracket) for i in range(len(sweep.trials))}
-    try:
-        specs = transfer_trials(sweep, base.groups, offsets)
-    except NoOptimum as exc:
-        return VerifyResult(base, base.sweep_dir, base.sweep_dir / "report", None, 1, [str(exc)])
-    with ray_held(sweep, address):  # one connection for the bracket, the refinement and every look
-        run, counts = _measure(sweep, base.groups, offsets, specs, results_dir, address, track, stream)
-        run, result, logs = _looks(sweep, base.groups, run, counts, results_dir, address, track, stream)
+    with open_session(sweep, results_dir, address, "mutransfer verify") as session:
+        base = tune_base(
+            sweep, results_dir, trials=trials, storage=storage, address=address, track=track, stream=stream
+        )
+        offsets = {i: set(bracket) for i in range(len(sweep.trials))}
+        try:
+            specs = transfer_trials(sweep, base.groups, offsets)
+        except NoOptimum as exc:
+            return VerifyResult(base, base.sweep_dir, base.sweep_dir / "report", None, 1, [str(exc)])
+        with sweep_stage(session, sweep, track, stream, specs=specs) as stage:
+            _measure(sweep, base.groups, offsets, specs, stage, stream)
+            result, logs = _looks(sweep, base.groups, stage, stream)
+        run = finish_sweep(stage, sweep, len(stage.specs))
+        counts = dict(stage.counts)
     out = run.sweep_dir / "report"
     from .base_plots import base_figures
 

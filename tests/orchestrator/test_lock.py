@@ -1,0 +1,58 @@
+"""The sweep lock: one driver per sweep directory; a dead holder's lock on this host is taken over."""
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.errors import BadInput
+from orchestrator.lock import LOCK_NAME, SweepLock
+
+
+def test_a_second_driver_is_refused_with_the_holder_named(tmp_path):
+    with SweepLock(tmp_path / "s", "mutransfer sweep"):
+        holder = json.loads((tmp_path / "s" / LOCK_NAME).read_text())
+        with pytest.raises(BadInput) as err:
+            SweepLock(tmp_path / "s", "mutransfer verify").acquire()
+    msg = str(err.value)
+    assert f"pid {holder['pid']} on host {socket.gethostname()}" in msg and "mutransfer sweep" in msg
+    assert "\n" not in msg
+    assert not (tmp_path / "s" / LOCK_NAME).exists()  # released
+
+
+def test_a_dead_holder_on_this_host_is_taken_over(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "since": "x"}))
+    lock = SweepLock(tmp_path, "mutransfer sweep")
+    lock.acquire()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] != int(dead.stdout)
+    lock.release()
+
+
+def test_a_reused_pid_does_not_keep_a_dead_holder_alive(tmp_path):
+    import os
+
+    (tmp_path / LOCK_NAME).write_text(
+        json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "started": -5.0, "since": "x"})
+    )
+    with SweepLock(tmp_path, "mutransfer sweep"):  # the parent started at another time than the holder did
+        pass
+
+
+def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"host": "node-7", "pid": 1, "since": "2026-12-07 10:00:00 UTC"}))
+    with pytest.raises(BadInput) as err:
+        SweepLock(tmp_path, "mutransfer verify").acquire()
+    assert "host node-7, since 2026-12-07 10:00:00 UTC" in str(err.value)
+    assert "remove this file" in str(err.value)
+    assert (tmp_path / LOCK_NAME).exists()
+
+
+def test_release_leaves_a_lock_taken_by_another_driver(tmp_path):
+    lock = SweepLock(tmp_path, "a")
+    lock.acquire()
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    lock.release()
+    assert (tmp_path / LOCK_NAME).exists()
