@@ -35,6 +35,19 @@ def _results(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _by_trial(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """One result.json's results by our trial id: a pack's (Tune trial folder named by the pack) by the
+    member each names (``member_id``), a lone trial's (folder named by its trial id) all its own."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    folder = path.parent.name
+    for r in _results(path):
+        tid = r.get("member_id") or (r.get("config") or {}).get("trial", {}).get("trial_id", folder)
+        if "member_id" not in r and "pack" in (r.get("config") or {}):
+            continue  # a pack's own bookkeeping, no member's
+        out.setdefault(str(tid), []).append(r)
+    return out
+
+
 def tune_records(
     sweep_dir: str | Path, sweep_name: str, specs: dict[str, dict]
 ) -> tuple[list[dict[str, Any]], dict[str, list[dict]]]:
@@ -45,14 +58,13 @@ def tune_records(
     """
     found: dict[str, tuple[dict, list[dict]]] = {}
     for path in sorted(Path(sweep_dir).glob("tune/*/*/result.json")):
-        tid = path.parent.name
-        results = [r for r in _results(path) if (r.get("config") or {}).get("trial", {}).get("trial_id", tid) == tid]
-        if tid not in specs or not results or not results[-1].get("last") or results[-1].get("failed"):
-            continue
-        starts = [i for i, r in enumerate(results) if r.get("epoch") == 1]
-        history = [{k: r.get(k) for k in KEEP} for r in results[starts[-1] if starts else 0 :] if "epoch" in r]
-        if history:
-            found[tid] = (results[-1], history)
+        for tid, results in _by_trial(path).items():
+            if tid not in specs or not results or not results[-1].get("last") or results[-1].get("failed"):
+                continue
+            starts = [i for i, r in enumerate(results) if r.get("epoch") == 1]
+            history = [{k: r.get(k) for k in KEEP} for r in results[starts[-1] if starts else 0 :] if "epoch" in r]
+            if history:
+                found[tid] = (results[-1], history)
     rows, histories = [], {}
     for tid, (last, history) in found.items():
         status = "diverged" if history[-1].get("diverged") else "ok"
@@ -72,11 +84,12 @@ def tune_times(tune_dir: str | Path) -> dict[str, tuple[float, float]]:
     ``started_at`` and its last ``reported_at`` (what the trainable reports with every epoch)."""
     out: dict[str, tuple[float, float]] = {}
     for path in sorted(Path(tune_dir).glob("*/*/result.json")):
-        results = [r for r in _results(path) if r.get("started_at") is not None]
-        if results:
-            last = results[-1]
-            out[path.parent.name] = (
-                float(last["started_at"]),
-                float(last.get("reported_at") or last.get("timestamp") or last["started_at"]),
-            )
+        for tid, found in _by_trial(path).items():
+            results = [r for r in found if r.get("started_at") is not None]
+            if results:
+                last = results[-1]
+                out[tid] = (
+                    float(last["started_at"]),
+                    float(last.get("reported_at") or last.get("timestamp") or last["started_at"]),
+                )
     return out

@@ -111,3 +111,23 @@ def test_with_compact_off_the_rebuilt_trials_stay_part_files_and_a_rerun_skips_t
     again = run_sweep(sweep, tmp_path / "results", track=False, stream=out)  # parts count as done: nothing rebuilt
     assert again.skipped == 4 and "rebuilt" not in out.getvalue()
     assert len(store.trials()) == 4 and store.trials_path.is_file() and not (sd / "trials").exists()
+
+
+def test_a_packs_members_are_rebuilt_each_from_its_own_results(tmp_path):
+    space = tmp_path / "rec.yaml"
+    space.write_text(SPACE)
+    sweep = load_sweep(space)
+    a, b, c, _ = (t.trial_id for t in sweep.trials)
+    pack = {"pack": {"id": "p1", "members": [{"trial_id": a}, {"trial_id": b}, {"trial_id": c}]}}
+
+    def member(tid, epoch, last, **kw):
+        return _result(tid, epoch, last, member_id=tid, config=pack, **kw)
+
+    # a finished; the worker died while b ran (b's first attempt is torn off), the retried pack skipped a,
+    # finished b and died in c's first epoch
+    lines = [json.dumps({"member_id": a, "member_start": True, "config": pack}), member(a, 1, False)]
+    lines += [member(a, 2, True), member(b, 1, False), member(b, 1, False), member(b, 2, True), member(c, 1, False)]
+    _write(tmp_path / "results" / "rec", "rec-20260101-000000-1", "p1", lines)
+    rows, hist = tune_records(tmp_path / "results" / "rec", "rec", {t.trial_id: t.to_dict() for t in sweep.trials})
+    assert sorted(r["trial_id"] for r in rows) == sorted([a, b])
+    assert [h["epoch"] for h in hist[a]] == [1, 2] and [h["epoch"] for h in hist[b]] == [1, 2]
