@@ -214,9 +214,10 @@ ADVICE = (
     ),
     (
         r"edge-limited",
-        "to resolve it, rerun verify with a finer verify.resolution (it halves the gap between the last stable "
-        "and the first diverged rate) or more seeds (verify.seeds); if the loss still falls up to the edge, the "
-        "optimum is the stability edge and k_edge is the exponent to read",
+        "to resolve it, measure between η* and the first diverged rate: rerun verify with a finer "
+        "verify.resolution (it halves that gap down to the resolution), or give a grid sweep a finer grid.lr "
+        "there; if the loss still falls up to the edge, the optimum is the stability edge and k_edge is the "
+        "exponent to read",
     ),
     (
         r"^(?:.*: )?one seed",
