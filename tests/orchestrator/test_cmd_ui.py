@@ -118,7 +118,7 @@ def server(swept):
     base = f"http://127.0.0.1:{port}"
     lines, deadline, up = [], time.time() + 120, False
     try:
-        while len(lines) < 2 and time.time() < deadline:  # the banner and the sweep's URL
+        while time.time() < deadline and not any("uisweep: " in x for x in lines):  # printed once it serves
             lines.append(proc.stdout.readline())
         while time.time() < deadline and proc.poll() is None and not up:
             try:
