@@ -368,25 +368,24 @@ def _panels(result: TransferResult) -> tuple[list[str], list[tuple]]:
 
 
 def _line_styles(result: TransferResult, panel_keys: list[str]) -> dict[str, tuple]:
-    """``{line label: (colour, line style)}``: a line's label is its group without the panel's keys
-    (``μP T=10``); the same label has the same colour in every panel, SP dashed."""
+    """``{colour key: (colour, line style)}``: a line's colour key is its group without the panel's keys
+    and without the keys only some algorithms read (:func:`_colour_key`), so the same parametrization
+    and depth have the same colour in every panel; SP dashed."""
     labels = {}
     for _, g in result.groups.iterrows():
-        lab = _line_label(g, result.keys, panel_keys)
-        labels.setdefault(lab, str(g.get("parametrization")))
+        labels.setdefault(_colour_key(g, result.keys, panel_keys), str(g.get("parametrization")))
     names = sorted(labels, key=lambda lab: (labels[lab] != "mup", lab))
-    if set(labels.values()) <= {"sp", "mup"} and len(names) == len(set(labels.values())):
+    if len(names) == len(set(labels.values())) and set(labels.values()) <= {"sp", "mup"}:
         base = {"mup": "tab:blue", "sp": "tab:orange"}
         return {lab: (base[labels[lab]], "--" if labels[lab] == "sp" else "-") for lab in names}
     return {lab: (f"C{i % 10}", "--" if labels[lab] == "sp" else "-") for i, lab in enumerate(names)}
 
 
-def _line_label(g, keys: list[str], panel_keys: list[str]) -> str:
-    algo = str(g["algorithm"])
+def _colour_key(g, keys: list[str], panel_keys: list[str]) -> str:
     return " ".join(
         PAR_LABEL.get(str(g[k]), str(g[k])) if k == "parametrization" else _kv(k, g[k])
         for k in keys
-        if k not in panel_keys and algo in ONLY_FOR.get(k, (algo,))
+        if k not in panel_keys and k not in ONLY_FOR
     )
 
 
@@ -432,7 +431,7 @@ def plot_lr_star_vs_width(
         for i, g in result.groups[sel].iterrows():
             mask = (pw_all[result.keys] == g_all.loc[i, result.keys]).all(axis=1).to_numpy()
             pw = result.per_width[mask].sort_values("width")
-            color, ls = styles[_line_label(g, result.keys, keys)]
+            color, ls = styles[_colour_key(g, result.keys, keys)]
             (line,) = ax.plot(pw.width, pw.lr_star, marker="o", ms=3, ls=ls, color=color)
             entries.append((line, f"{group_label(g, result.keys)}: {_k_text(g)}, {g.verdict}"))
             if int(g.n_seeds) > 1:
