@@ -122,7 +122,7 @@ def resume_study(storage, group, mode: str, metric: str, done: dict[str, dict]) 
     )
     recovered = failed = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if ROUND in t.user_attrs and not t.user_attrs.get(RETIRED):
+        if in_round(t):
             continue
         tid = _trial_id(group, t)
         if tid in done and not t.user_attrs.get(RETIRED):
@@ -169,10 +169,15 @@ def study_best(storage, group, metric: str, mode: str) -> dict[str, Any]:
 
 
 # ---- the rounds -------------------------------------------------------------------------------
+def in_round(trial) -> bool:
+    """Whether an Optuna trial belongs to a round: asked in full (params, then ``round``, ``slot`` and
+    last ``of`` set) and not retired. Any other RUNNING trial is :func:`resume_study`'s to settle."""
+    return OF in trial.user_attrs and not trial.user_attrs.get(RETIRED)
+
+
 def rounds_of(trials: list) -> list:
-    """The trials that belong to a round (tagged, not retired), in (round, slot) order."""
-    tagged = [t for t in trials if ROUND in t.user_attrs and not t.user_attrs.get(RETIRED)]
-    return sorted(tagged, key=lambda t: (t.user_attrs[ROUND], t.user_attrs[SLOT]))
+    """The trials that belong to a round (:func:`in_round`), in (round, slot) order."""
+    return sorted(filter(in_round, trials), key=lambda t: (t.user_attrs[ROUND], t.user_attrs[SLOT]))
 
 
 @dataclass
@@ -184,6 +189,7 @@ class Round:
     number: int
     trials: list  # optuna FrozenTrial or Trial, in slot order
     specs: list[dict[str, Any]]
+    told: frozenset[int] = frozenset()  # numbers of the trials already told (a driver died among the tells)
 
 
 def _suggest(trial, p: dict[str, Any], prefix: str) -> None:
@@ -198,7 +204,8 @@ def _suggest(trial, p: dict[str, Any], prefix: str) -> None:
 
 
 def ask_batch(study, group, space: list[dict[str, Any]], number: int, k: int) -> list:
-    """Ask ``k`` trials of round ``number`` on ``study`` (its sampler), each tagged before it is sampled.
+    """Ask ``k`` trials of round ``number`` on ``study`` (its sampler), each tagged once its params are set
+    (``of`` last: a trial cut before it belongs to no round, and :func:`resume_study` fails it).
 
     All the batch's asks happen before anything runs: the j-th sees the j - 1 before it RUNNING.
     A study of the former OptunaSearch path keeps its ``params/`` prefix (one search space for GP).
@@ -208,11 +215,11 @@ def ask_batch(study, group, space: list[dict[str, Any]], number: int, k: int) ->
     out = []
     for slot in range(k):
         trial = study.ask()
+        for p in space:
+            _suggest(trial, p, prefix)
         trial.set_user_attr(ROUND, number)
         trial.set_user_attr(SLOT, slot)
         trial.set_user_attr(OF, k)
-        for p in space:
-            _suggest(trial, p, prefix)
         out.append(trial)
     return out
 
@@ -268,7 +275,8 @@ def plan_round(
             of = batch_trials[0].user_attrs[OF]
             if [t.user_attrs[SLOT] for t in batch_trials] == list(range(of)):
                 specs = [searched_spec(group.template, _params(t)) for t in batch_trials]
-                return Round(group, study, last, batch_trials, specs)
+                told = frozenset(t.number for t in batch_trials if t.state != TrialState.RUNNING)
+                return Round(group, study, last, batch_trials, specs, told)
             _retire(study, batch_trials)  # cut among its asks: asked again, same seed
             number = last
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -292,6 +300,8 @@ def tell_round(rnd: Round, rows: dict[str, dict[str, Any]], metric: str, mode: s
     from optuna.trial import TrialState
 
     for t, spec in zip(rnd.trials, rnd.specs):
+        if t.number in rnd.told:
+            continue
         row = rows.get(spec["trial_id"])
         if row is not None and row["status"] in DONE_STATUSES:
             rnd.study.tell(t.number, objective_value(row, metric, mode), skip_if_finished=True)
@@ -359,7 +369,9 @@ def search_rounds(
         rows = recorded(store)
         todo: dict[str, dict[str, Any]] = {}
         for rnd in rounds:
-            for spec in rnd.specs:
+            for t, spec in zip(rnd.trials, rnd.specs):
+                if t.number in rnd.told:
+                    continue
                 row = rows.get(spec["trial_id"])
                 if row is None or row["status"] not in DONE_STATUSES:
                     todo.setdefault(spec["trial_id"], spec)
