@@ -351,6 +351,11 @@ class PackCallback(tune.Callback):
         self.deaths: dict[str, int] = {}  # pack id -> deaths before this round
         self.requeued: list[tuple[list[dict[str, Any]], int]] = []  # (unfinished members, deaths so far)
 
+    def __getstate__(self) -> dict:
+        """Tune pickles its callbacks with the experiment's state (for ``Tuner.restore``, unused here):
+        leave out the recorder, which may hold what cannot be pickled (locks, open stores)."""
+        return {**self.__dict__, "recorder": None}
+
     def _pack(self, trial) -> _Pack:
         if trial.trial_id not in self.packs:
             cfg = trial.config["pack"]

@@ -197,14 +197,14 @@ def _starts(path):
 
 @pytest.mark.slow
 def test_packed_and_one_per_trial_runs_are_bit_identical_and_a_diverged_member_spares_its_mates(hooks, tmp_path):
-    sweep = _sweep(tmp_path, [0.0625, 0.25, 1.0e6], seeds=[0, 1])  # 1e6 diverges at once
+    sweep = _sweep(tmp_path, [1.0e6, 0.25], seeds=[0, 1])  # 1e6 diverges at once, before its pack-mates
     alone, hist_alone, _ = _run(sweep, tmp_path / "alone", pack_seconds=0, max_concurrent=2)
-    packed, hist_packed, _ = _run(sweep, tmp_path / "packed", pack_seconds=1e9, slots=0)  # one pack of 6
+    packed, hist_packed, _ = _run(sweep, tmp_path / "packed", pack_seconds=1e9, slots=0)  # one pack of 4
     assert len(list((tmp_path / "packed" / "packs" / "tune").glob("*/pack-*"))) == 1
-    assert len(list((tmp_path / "alone" / "packs" / "tune").glob("*/*/params.json"))) == 6
+    assert len(list((tmp_path / "alone" / "packs" / "tune").glob("*/*/params.json"))) == 4
     for t in (alone, packed):
-        assert len(t) == 6 and t.trial_id.is_unique
-        assert sorted(t.status) == ["diverged"] * 2 + ["ok"] * 4 and (t.retries == 0).all()
+        assert len(t) == 4 and t.trial_id.is_unique
+        assert sorted(t.status) == ["diverged"] * 2 + ["ok"] * 2 and (t.retries == 0).all()
     key = ["trial_id", "epoch"]
     a, p = (h.sort_values(key).reset_index(drop=True) for h in (hist_alone, hist_packed))
     pd.testing.assert_frame_equal(a[key + LOSSES], p[key + LOSSES])  # exactly: the same bits
@@ -243,9 +243,9 @@ def test_a_worker_killed_before_its_first_epoch_or_while_idle_is_retried_not_fai
     hooks.marks["start"].unlink()  # the first pack's worker dies before its first member starts
     hooks.marks["idle"].unlink()  # then a worker dies as its pack returned: the next pack finds it dead
     hooks.starts.unlink(missing_ok=True)
-    sweep = _sweep(tmp_path, [0.0625, 0.125, 0.25, 0.5])
+    sweep = _sweep(tmp_path, [0.0625, 0.125])  # two packs, one at a time
     trials, _, progress = _run(sweep, tmp_path / "r", pack_seconds=0, max_concurrent=1, max_failures=1)
     assert hooks.marks["start"].exists() and hooks.marks["idle"].exists()
-    assert sorted(trials.status) == ["ok"] * 4, trials[["lr", "status", "error"]]
+    assert sorted(trials.status) == ["ok"] * 2, trials[["lr", "status", "error"]]
     assert (trials.epochs_done == 2).all() and (trials.retries == 0).all()  # no member was running
     assert sorted(_starts(hooks.starts)) == sorted(trials.trial_id)  # each trained once

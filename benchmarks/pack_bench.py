@@ -1,0 +1,87 @@
+"""Trials in packs vs one Tune trial per trial: the same ~100 tiny trials, run both ways on one embedded Ray.
+
+    python benchmarks/pack_bench.py [--trials-per-width 32] [--workers 2]
+
+Prints, for each way, the wall of ``tune_runner.run_trials``, the trials' own training seconds
+(sum of ``wall_s``) and the overhead ratio ``wall / (sum wall_s / workers)`` (1.0: no overhead).
+Both ways run in the same Ray session, one after the other (one-per-trial first), with
+``MUTRANSFER_MATMUL=torch`` so that both train the same products.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SPACE = """
+name: packbench
+trainer: {algorithm: bp, depth: 3, base_width: 16}
+data: {dataset: teacher, subset: 512, test_subset: 128}
+train: {epochs: 2, batch_size: 64}
+grid: {width: [16, 64, 256], lr: LRS, seed: SEEDS}
+max_failures: 2
+resources: {cpu: 1}
+"""
+
+
+def _run(sweep, results: Path, workers: int, pack_seconds: float | None) -> tuple[float, float, int]:
+    from orchestrator import tune_runner
+    from orchestrator.progress import Progress
+    from orchestrator.recorder import Recorder
+    from orchestrator.results_store import ResultsStore
+
+    store = ResultsStore(results / sweep.name)
+    rec = Recorder(sweep, store, None, Progress(len(sweep.trials), stream=io.StringIO(), tty=False))
+    t0 = time.perf_counter()
+    tune_runner.run_trials(
+        [t.to_dict() for t in sweep.trials],
+        rec,
+        store.dir / "tune",
+        sweep.name,
+        max_concurrent=workers,
+        pack_seconds=pack_seconds,
+    )
+    wall = time.perf_counter() - t0
+    trials = store.trials()
+    return wall, float(trials.wall_s.sum()), len(trials)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials-per-width", type=int, default=32, help="lr x seed points per width (8 lrs)")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    seeds = max(1, args.trials_per_width // 8)
+    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    os.environ.setdefault("MUTRANSFER_MATMUL", "torch")
+    from orchestrator import tune_runner
+    from orchestrator.config import load_sweep
+
+    tmp = Path(tempfile.mkdtemp(prefix="packbench"))
+    space = tmp / "space.yaml"
+    lrs = [2.0**-k for k in range(8)]
+    space.write_text(textwrap.dedent(SPACE).replace("LRS", str(lrs)).replace("SEEDS", str(list(range(seeds)))))
+    sweep = load_sweep(space)
+    tune_runner.connect()
+    try:
+        for label, pack_seconds in (("one trial per Tune trial", 0.0), ("packs (default)", None)):
+            wall, train, n = _run(sweep, tmp / label.split()[0], args.workers, pack_seconds)
+            print(
+                f"{label:26s}: {n} trials, wall {wall:6.1f} s, sum wall_s {train:6.1f} s, "
+                f"wall / (sum wall_s / {args.workers}) = {wall / (train / args.workers):.2f}",
+                flush=True,
+            )
+    finally:
+        tune_runner.shutdown()
+
+
+if __name__ == "__main__":
+    main()
