@@ -53,6 +53,8 @@ class Session:
         self.stages: list[Stage] = []
         self._stop: int | None = None  # the signal received, while a record was being written
         self._critical = 0
+        self._in_tune = False
+        self._last: Stage | None = None  # the last stage closed (an interrupt's line counts its trials)
 
     # ---- Ray ----------------------------------------------------------------------
     def ray(self) -> str | None:
@@ -63,6 +65,9 @@ class Session:
                 self.address, cfg.resources.cpu, cfg.resources.gpu, self.sweep.source
             )
             self.ray_ready = True
+            if threading.current_thread() is threading.main_thread():  # Ray's own SIGTERM handler aborts
+                for s in SIGNAL_CODES:
+                    signal.signal(s, self._on_signal)
             if self.ray_started:  # embedded: nothing of it may outlive this driver (orchestrator.watchdog)
                 from ray._private import worker
 
@@ -82,28 +87,51 @@ class Session:
 
     # ---- interrupts ---------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._stop is not None:  # a second signal: stop now, whatever is being written
-            raise Stop(signum)
+        """SIGINT / SIGTERM. Inside Ray Tune, raising would cut Ray's own calls mid-way (seen: a
+        SystemError from CoreWorker.wait, then an abort): the stop goes through Tune's own graceful
+        stop (its SIGUSR1 handler) and :meth:`Stage.run` raises once Tune returned. Elsewhere it is
+        raised at once, or after the record being written (:meth:`critical`)."""
+        again = self._stop is not None
         self._stop = signum
-        if self._critical == 0:
+        if self._in_tune and not again:
+            import logging
+
+            logging.getLogger("ray.tune").setLevel(logging.ERROR)  # no "Tuner.restore" hint: rerunning resumes
+            tune_stop = signal.getsignal(signal.SIGUSR1)
+            if callable(tune_stop):
+                tune_stop(signal.SIGUSR1, frame)
+                return
+        if again or self._critical == 0:
             raise Stop(signum)
 
     @contextmanager
     def critical(self) -> Iterator[None]:
-        """A block a signal does not cut (a trial being written): the stop is raised after it."""
+        """A block a signal does not cut (a trial being written): the stop is raised after it
+        (inside Ray Tune, once Tune returned)."""
         self._critical += 1
         try:
             yield
         finally:
             self._critical -= 1
-        if self._critical == 0 and self._stop is not None:
+        if self._critical == 0 and self._stop is not None and not self._in_tune:
+            raise Stop(self._stop)
+
+    @contextmanager
+    def in_tune(self) -> Iterator[None]:
+        """Ray Tune runs trials in this block: a stop goes through Tune and is raised after it."""
+        self._in_tune = True
+        try:
+            yield
+        finally:
+            self._in_tune = False
+        if self._stop is not None:
             raise Stop(self._stop)
 
     def interrupted(self, signum: int) -> Exception:
         """The one line for an interrupt (an :class:`errors.Interrupted`): what was recorded, how to resume."""
         from .errors import Interrupted
 
-        stage = self.stages[-1] if self.stages else None
+        stage = self.stages[-1] if self.stages else self._last
         if stage is not None:
             done, total = stage.progress.done, stage.progress.total
             what = f"{done} of {total} trials recorded in {stage.store.dir}"
@@ -165,6 +193,7 @@ class Session:
         finally:
             st.progress.close()
             self.stages.remove(st)
+            self._last = st
 
 
 class Stage:
@@ -216,17 +245,18 @@ class Stage:
         recorder = Recorder(
             Sweep(self.recorded_as.name, self.recorded_as.source, cfg, todo), self.store, self.tracker, p
         )
-        tune_runner.run_trials(
-            [t.to_dict() for t in todo],
-            _Guarded(recorder, self.session),
-            self.store.dir / "tune",
-            self.recorded_as.name,
-            cpu=cfg.resources.cpu,
-            gpu=cfg.resources.gpu,
-            max_concurrent=cfg.max_concurrent,
-            max_failures=cfg.max_failures,
-            plugins=list(cfg.plugins),
-        )
+        with self.session.in_tune():
+            tune_runner.run_trials(
+                [t.to_dict() for t in todo],
+                _Guarded(recorder, self.session),
+                self.store.dir / "tune",
+                self.recorded_as.name,
+                cpu=cfg.resources.cpu,
+                gpu=cfg.resources.gpu,
+                max_concurrent=cfg.max_concurrent,
+                max_failures=cfg.max_failures,
+                plugins=list(cfg.plugins),
+            )
         self.done |= recorder.finished & self.store.done_ids()
         ran = {k: p.counts.get(k, 0) - before.get(k, 0) for k in p.counts}
         ran = {k: v for k, v in ran.items() if v}
