@@ -7,8 +7,9 @@ GPU (or a CPU at small widths) sees M times more work per call.
 
 The math is not written again: :class:`StackedDense` has ``Dense``'s interface (``forward``,
 ``transpose``, ``residual``, ``weight_grad``, ``bias_grad``) on stacked weights, and the batched
-trainers are the ordinary ``BPTrainer``/``PCTrainer`` whose ``model`` is a :class:`StackedMLP`,
-with only the few methods that reduce over the batch axis made per member (:class:`_PerMember`).
+trainers are the ordinary ``BPTrainer``/``PCTrainer``/``TPTrainer`` whose ``model`` is a
+:class:`StackedMLP`, with only the few methods that reduce over the batch axis made per member
+(:class:`_PerMember`; TP's feedback training too, :class:`StackedTP`).
 Each member's initial weights come from its own ordinary trainer (its seed, its table), and its
 learning rates from that trainer's optimizer groups, so the parametrization tables are read in
 one place. The optimizers (:class:`StackedOptimizer`) are torch.optim's SGD and Adam updates,
@@ -36,6 +37,15 @@ from ._tp_feedback import REGRESSION_KINDS, apply_feedback
 def _member_view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """An ``M``-vector shaped to broadcast against a stacked tensor ``like`` (``M × ...``)."""
     return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def member_finite(tensors) -> torch.Tensor:
+    """Per member (leading axis): True where no entry of any tensor is NaN or ±inf (one sum each)."""
+    total = None
+    for t in tensors:
+        s = t.sum(tuple(range(1, t.dim()))) if t.dim() > 1 else t
+        total = s if total is None else total + s
+    return torch.isfinite(total)
 
 
 class StackedDense(nn.Module):
@@ -282,12 +292,3 @@ class StackedTP(_PerMember, TPTrainer):
 
 # the registered trainer class -> its stacked twin
 STACKED: dict[type, type] = {BPTrainer: StackedBP, PCTrainer: StackedPC, TPTrainer: StackedTP}
-
-
-def member_finite(tensors) -> torch.Tensor:
-    """Per member (leading axis): True where no entry of any tensor is NaN or ±inf (one sum each)."""
-    total = None
-    for t in tensors:
-        s = t.sum(tuple(range(1, t.dim()))) if t.dim() > 1 else t
-        total = s if total is None else total + s
-    return torch.isfinite(total)
