@@ -429,3 +429,50 @@ def test_two_drivers_creating_one_new_mlflow_db_both_log(tmp_path):
             runs = client.search_runs([exp.experiment_id], filter_string="tags.`mutransfer.role` = 'trial'")
             assert len(runs) == 2 and {x.info.status for x in runs} == {"FINISHED"}
     assert not any("warning: MLflow" in e for e in errs), errs
+
+
+SMALL = """
+name: small
+trainer: {algorithm: bp, depth: 3, activation: tanh, base_width: 16}
+data: {dataset: fmnist, subset: 200, test_subset: 100}
+train: {epochs: 1, batch_size: 50}
+grid:
+  width: [16]
+  lr: [0.015625, 0.0625, 256.0]
+metric: test_loss
+mode: min
+resources: {cpu: 1}
+"""
+
+
+@pytest.mark.slow
+@needs_mount
+def test_a_sweep_on_a_full_disk_exits_4_with_one_line_and_its_rerun_completes(tmp_path, ray_env):
+    """The trials' part files on a 12 KiB tmpfs: the recorder's write fails inside Ray Tune's callback
+    (the 139-line traceback of issue 28); then the tmpfs grows and the same command resumes."""
+    import pandas as pd
+
+    space = tmp_path / "small.yaml"
+    space.write_text(textwrap.dedent(SMALL))
+    results = tmp_path / "results"
+    (results / "small" / "trials").mkdir(parents=True)
+    cli = f"{sys.executable} -m orchestrator.cli sweep {space} --results {results}"
+    script = (
+        f"mount -t tmpfs -o size=12k tmpfs {results}/small/trials || exit 99; "
+        f"{cli} >{tmp_path}/out1 2>{tmp_path}/err1; echo $? >{tmp_path}/rc1; "
+        f"mount -o remount,size=4m {results}/small/trials; "
+        f"{cli} >{tmp_path}/out2 2>{tmp_path}/err2; echo $? >{tmp_path}/rc2"
+    )
+    subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ROOT, env=ray_env, timeout=900, check=True)
+    err1 = (tmp_path / "err1").read_text()
+    assert (tmp_path / "rc1").read_text().strip() == "4", err1[-3000:]
+    errors = [line for line in err1.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert errors == [line for line in err1.splitlines() if line.startswith("mutransfer sweep: error:")], err1[-3000:]
+    assert len(errors) == 1 and f"{results}/small/trials/part-" in errors[0]
+    assert "No space left on device" in errors[0]
+    assert (tmp_path / "rc2").read_text().strip() == "0", (tmp_path / "err2").read_text()[-3000:]
+    trials = pd.read_parquet(results / "small" / "trials.parquet")
+    history = pd.read_parquet(results / "small" / "history.parquet")
+    assert len(trials) == trials.trial_id.nunique() == 3
+    assert set(history.trial_id) == set(trials.trial_id)
+    assert not list((results / "small").glob("**/*.tmp")) and not (results / "small" / "history").exists()
