@@ -204,7 +204,17 @@ def _title(row_keys, row, par) -> str:
         if k == "algorithm" or algo is None or algo in ONLY_FOR.get(k, (algo,))
     ]
     head, keys = f"{parts[0].upper() if parts else ''} {PAR_LABEL.get(par, par)}", " ".join(parts[1:])
-    return f"{head}  {keys}".rstrip() if len(head) + len(keys) <= 24 else f"{head}\n{keys}"
+    if len(head) + len(keys) <= 24:
+        return f"{head}  {keys}".rstrip()
+    lines = [head, ""]  # the keys below the head, wrapped at TITLE_CHARS (a panel's width at 7.5 pt)
+    for part in parts[1:]:
+        if lines[-1] and len(lines[-1]) + 1 + len(part) > TITLE_CHARS:
+            lines.append("")
+        lines[-1] = f"{lines[-1]} {part}".strip()
+    return "\n".join(lines)
+
+
+TITLE_CHARS = 22  # characters of a panel title's line (a quarter of the double-column width)
 
 
 def _save(fig, path: str | Path, dpi: int = 110, formats: tuple[str, ...] = ("png",)) -> Path:
