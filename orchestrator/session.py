@@ -156,6 +156,7 @@ class Session:
         stream: TextIO | None,
         known: list[TrialSpec] = (),
         compact: bool = True,
+        max_concurrent: int | None = None,
     ) -> Iterator[Stage]:
         """A results store opened for this command: config written, tracking started and back-filled,
         progress shown; compacted when the block ends.
@@ -168,6 +169,7 @@ class Session:
             stream: where progress goes (default stderr).
             known: trial specs whose recorded rows MLflow should back-fill now (an earlier run's).
             compact: fold the part files into the two tables when the block ends.
+            max_concurrent: trials at once (default the sweep's ``max_concurrent``).
         """
         cfg = self.sweep.config
         store.write_config(config_text)
@@ -181,6 +183,7 @@ class Session:
             )
             tracker.start()
         st = Stage(self, store, recorded_as, tracker, Progress(0, 0, cfg.objective.metric, cfg.objective.mode, stream))
+        st.max_concurrent = cfg.max_concurrent if max_concurrent is None else max_concurrent
         st.specs.update({t.trial_id: t.to_dict() for t in known})
         if tracker is not None and tracker.enabled and st.specs:
             tracker.sync(store.trials(), store.history(), st.specs, tune_dir=store.dir / "tune")
@@ -208,6 +211,7 @@ class Stage:
         self.done = store.done_ids()
         self.counts: dict[str, int] = {}  # trials run per status, over every run of this stage
         self.submitted = 0  # trials handed to Ray (not recorded as done before)
+        self.max_concurrent = 0  # trials at once (0: as many as the resources allow)
         self._shown = False
 
     @property
@@ -253,7 +257,7 @@ class Stage:
                 self.recorded_as.name,
                 cpu=cfg.resources.cpu,
                 gpu=cfg.resources.gpu,
-                max_concurrent=cfg.max_concurrent,
+                max_concurrent=self.max_concurrent,
                 max_failures=cfg.max_failures,
                 plugins=list(cfg.plugins),
             )

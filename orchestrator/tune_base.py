@@ -47,10 +47,8 @@ Layout::
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -73,11 +71,10 @@ from .base_study import (  # noqa: F401  (re-exported: tune_base's public names 
     study_best,
 )
 from .config import Sweep, TrialSpec, check_runnable, searched_spec, suggest, trainer_fields, trial_id  # noqa: F401
-from .driver import Session, driver_session, preflight, ray_held
 from .errors import BadInput
-from .paths import inside
-from .recorder import Recorder, SearchRecorder  # noqa: F401  (SearchRecorder re-exported)
+from .paths import check_results_dir, inside
 from .results_store import DONE_STATUSES, ResultsStore
+from .session import Session, open_session
 from .study_storage import check_storage_url, default_url, open_storage, storage_file  # noqa: F401
 
 NOT_SEARCHABLE = ("width", "base_width", "parametrization", "seed", "algorithm", "device", "dtype")
@@ -249,72 +246,60 @@ def tune_base(
     space = search_space(sweep)
     groups = search_groups(sweep, space)
     url = storage_url(sweep, results_dir, storage)
-    check_runnable(sweep)
-    results_dir = preflight(sweep, results_dir, address)
-    store = ResultsStore(results_dir / sweep.name / "base")
+    resolved = check_results_dir(results_dir)
+    store = ResultsStore(resolved / sweep.name / "base")
     store.trials()  # a corrupt table: BadInput before anything is written
     store.history()
     db = storage_file(url)
     if db is not None and (storage or cfg.search.storage) in (None, "", "journal"):
-        inside(db, results_dir, f"{sweep.source}: name={sweep.name!r}: study storage")
+        inside(db, resolved, f"{sweep.source}: name={sweep.name!r}: study storage")
     if db is None:
         open_storage(url)  # a server that is down: BadInput before anything is written
-    # a new study: trials will run; check Ray before writing
-    with ray_held(sweep, address, needed=db is not None and not db.exists()):
-        return _search(sweep, store, url, n, groups, space, address, track, stream)
+    with open_session(sweep, results_dir, address, "mutransfer tune-base") as session:
+        return _search(sweep, session, store, url, n, groups, space, track, stream)
 
 
 def _search(
     sweep: Sweep,
+    session: Session,
     store: ResultsStore,
     url: str,
     n: int,
     groups: list[SearchGroup],
     space: list[dict[str, Any]],
-    address: str | None,
     track: bool,
     stream: TextIO | None,
 ) -> BaseResult:
-    """tune_base once its input is checked: settle the studies, run what is missing, write base_lr.json."""
+    """tune_base once its input is checked: settle the studies, run what is missing in rounds through
+    one stage of the command's session, write base_lr.json."""
     cfg, metric, mode = sweep.config, sweep.config.objective.metric, sweep.config.objective.mode
-    sweep_dir, results_dir = store.dir.parent, store.dir.parent.parent
+    sweep_dir = store.dir.parent
     sweep_dir.mkdir(parents=True, exist_ok=True)
     st = open_storage(url)
     rows = recorded(store)
     done = {tid: r for tid, r in rows.items() if r["status"] in DONE_STATUSES}
     states = [resume_study(st, g, mode, metric, done) for g in groups]
-    todo = [max(0, n - s["complete"]) for s in states]
     base_sweep = Sweep(name=f"{sweep.name}-base", source=sweep.source, config=cfg, trials=[])
     base_cfg = cfg.copy()
     base_cfg.name = base_sweep.name  # base/ reads as the sweep "<name>-base"
-    with driver_session(
-        sweep,
-        results_dir,
+    known = [
+        TrialSpec(tid, s["trainer"], s["data"], s["train"], tuple(s["swept"]))
+        for tid, s in _study_specs(groups, st).items()
+    ]
+    with session.stage(
         store,
         OmegaConf.to_yaml(base_cfg),
-        address=address,
-        needs_ray=any(todo) or any(open_round(st, g) for g in groups),
+        recorded_as=base_sweep,
         track=track,
         tracked_name=base_sweep.name,
         experiment=cfg.tracking.experiment or sweep.name,
-        total=n * len(groups),
-        skipped=sum(min(n, s["complete"]) for s in states),
         stream=stream,
-    ) as session:
-        search_rounds(
-            st,
-            groups,
-            space,
-            n,
-            cfg.search.batch,
-            cfg.search.seed,
-            metric,
-            mode,
-            store,
-            _run_batch(base_sweep, store, session),
-        )
-        store.compact()  # the search's part files into base/trials.parquet and history.parquet
-    result = BaseResult(sweep_dir, store.dir, url, tracking_uri=session.tracking_uri)
+        known=known,
+        max_concurrent=cfg.search.max_concurrent or cfg.max_concurrent,
+    ) as stage:
+        search_rounds(st, groups, space, n, cfg.search.batch, cfg.search.seed, metric, mode, store, stage.run)
+    tracker = stage.tracker
+    result = BaseResult(sweep_dir, store.dir, url, tracking_uri=stage.tracking_uri)
     for g, s in zip(groups, states):
         best = study_best(st, g, metric, mode)
         best.update(
@@ -335,44 +320,19 @@ def _search(
         "groups": result.groups,
     }
     write_json_atomic(summary, result.path)
-    if session.tracker is not None:
+    if tracker is not None:
         from .run_summary import base_summary
 
-        session.tracker.sync(store.trials(), store.history(), _study_specs(groups, st), tune_dir=store.dir / "tune")
+        tracker.sync(store.trials(), store.history(), _study_specs(groups, st), tune_dir=store.dir / "tune")
         text, metrics, _ = base_summary(json.loads(json.dumps(summary, default=str)))
-        session.tracker.finish(
+        tracker.finish(
             metrics,
             files=[store.config_path, result.path],
             config=OmegaConf.to_container(base_cfg, resolve=True),
             description=text,
         )
-        result.tracked = session.tracker.enabled
+        result.tracked = tracker.enabled
     return result
-
-
-def _run_batch(base_sweep: Sweep, store: ResultsStore, session: Session) -> Callable[[list[TrialSpec]], None]:
-    """The ``run_batch`` of :func:`search_rounds`: one Ray Tune run of a round's specs, recorded by the
-    sweep's :class:`Recorder` in ``store`` (Parquet, then MLflow, then the progress line)."""
-    cfg = base_sweep.config
-    rounds = itertools.count()
-
-    def run_batch(specs: list[TrialSpec]) -> None:
-        from . import tune_runner
-
-        batch = Sweep(name=base_sweep.name, source=base_sweep.source, config=cfg, trials=list(specs))
-        tune_runner.run_trials(
-            [t.to_dict() for t in specs],
-            Recorder(batch, store, session.tracker, session.progress),
-            store.dir / "tune",
-            f"{base_sweep.name}-r{next(rounds)}",
-            cpu=cfg.resources.cpu,
-            gpu=cfg.resources.gpu,
-            max_concurrent=cfg.search.max_concurrent or cfg.max_concurrent,
-            max_failures=cfg.max_failures,
-            plugins=list(cfg.plugins),
-        )
-
-    return run_batch
 
 
 def _study_specs(groups: list[SearchGroup], st) -> dict[str, dict[str, Any]]:
@@ -410,7 +370,6 @@ __all__ = [
     "tune_base",
     "BaseResult",
     "SearchGroup",
-    "SearchRecorder",
     "storage_url",
     "group_of",
     "objective_value",
