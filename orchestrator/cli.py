@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "orchestrator.cmd_verify",
     "orchestrator.cmd_theory",
     "orchestrator.cmd_derive",
+    "orchestrator.cmd_status",
 ]
 
 

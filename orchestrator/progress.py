@@ -3,17 +3,29 @@
 On a terminal one line is redrawn in place (cut to the terminal's width, so a redraw never
 wraps); elsewhere (a log file, CI) plain mode writes whole lines, no carriage returns: one every
 ``every`` finished trials or ``interval`` seconds, at once for a failure or a retry, and at the end.
+
+With ``status_path`` (``<sweep dir>/status.json``, :data:`STATUS_NAME`) the same counts are also
+written there as JSON, atomically, at every finished trial and at most every
+``status_interval`` seconds otherwise, for ``mutransfer status`` in another terminal
+(:mod:`orchestrator.cmd_status`): ``state`` (``running``, then ``closed``), ``total``, ``done``,
+``skipped``, ``counts``, ``running``, ``retries``, ``started``, ``updated`` (epoch seconds),
+``eta_s``, ``rate_per_min``, ``best``, ``pid``, ``host``.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from analysis.schema import DEFAULT_MODE, DEFAULT_OBJECTIVE_METRIC
+
+STATUS_NAME = "status.json"  # what a running driver leaves in its sweep directory (and in base/)
 
 
 def duration(seconds: float) -> str:
@@ -38,6 +50,8 @@ class Progress:
         every, interval: plain mode writes a line every ``every`` finished trials (default: about
             1 % of the trials, at least 1) or ``interval`` seconds, whichever comes first.
         tty: redraw in place (default: whether ``stream`` is a terminal).
+        status_path: where to keep the status JSON (None: nowhere); status_interval: seconds between
+            its writes when no trial finished.
     """
 
     def __init__(
@@ -51,6 +65,8 @@ class Progress:
         every: int | None = None,
         interval: float = 30.0,
         tty: bool | None = None,
+        status_path: str | Path | None = None,
+        status_interval: float = 2.0,
     ) -> None:
         self.total, self.skipped, self.metric, self.mode = total, skipped, metric, mode
         self.stream = stream or sys.stderr
@@ -64,17 +80,24 @@ class Progress:
         self.waiting: str | None = None  # set when trials can start only once resources are added
         self.best: tuple[float, str] | None = None
         self.start = time.monotonic()
+        self.started_at = time.time()
         self._last = -math.inf
         self._last_done = -1
+        self.status_path = Path(status_path) if status_path is not None else None
+        self.status_interval = status_interval
+        self._status_last = -math.inf
 
     def started(self, trial_id: str) -> None:
+        """A trial started."""
         self.running.add(trial_id)
         self.render()
+        self.write_status()
 
     def retried(self, trial_id: str) -> None:
         """Tune restarts a trial whose worker (or node) was lost."""
         self.retries += 1
         self.render(force=True)
+        self.write_status(force=True)
 
     def finished(self, trial_id: str, status: str, row: dict[str, Any]) -> None:
         """A trial ended with ``status`` (ok, diverged or failed); ``row`` is its trials row."""
@@ -87,6 +110,7 @@ class Progress:
                 label = f"width={row.get('width')} lr={row.get('lr'):.4g} [{trial_id}]"
                 self.best = (value, label)
         self.render(force=status == "failed" or self.tty)
+        self.write_status(force=True)
 
     @property
     def done(self) -> int:
@@ -138,11 +162,55 @@ class Progress:
             self.stream.write(self.line(now) + "\n")
         self._last = now
         self.stream.flush()
+        self.write_status()
+
+    def status(self, state: str = "running", now: float | None = None) -> dict[str, Any]:
+        """What :meth:`write_status` writes: counts, ETA, times, this driver's pid and host."""
+        now = time.monotonic() if now is None else now
+        eta = self.eta(now)
+        return {
+            "state": state,
+            "total": self.total,
+            "done": self.done,
+            "skipped": self.skipped,
+            "counts": dict(self.counts),
+            "running": len(self.running),
+            "retries": self.retries,
+            "waiting": self.waiting,
+            "started": self.started_at,
+            "updated": time.time(),
+            "elapsed_s": now - self.start,
+            "rate_per_min": self.rate(now),
+            "eta_s": eta,
+            "best": None
+            if self.best is None
+            else {"metric": self.metric, "value": self.best[0], "trial": self.best[1]},
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+
+    def write_status(self, force: bool = False, state: str = "running") -> None:
+        """Write :meth:`status` to ``status_path`` atomically (when set), at most every
+        ``status_interval`` seconds unless ``force``. A failed write (a full disk) never stops the sweep:
+        the trials are what must be recorded."""
+        if self.status_path is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._status_last < self.status_interval:
+            return
+        self._status_last = now
+        from analysis.io import write_json_atomic
+
+        try:
+            write_json_atomic(self.status(state, now), self.status_path)
+        except OSError:
+            pass
 
     def close(self) -> None:
-        """End the line (terminal) or write the final counts (plain mode)."""
+        """End the line (terminal) or write the final counts (plain mode); the status JSON says ``closed``."""
         if self.tty:
             self.stream.write("\n")
         elif self._last_done != self.done:
             self.stream.write(self.line() + "\n")
         self.stream.flush()
+        self.write_status(force=True, state="closed")
