@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-fast lint format bench data install clean ui-check
+.PHONY: demo test test-fast lint format bench data install clean ui-check fault-suite
 
 install: $(STAMP)
 
@@ -50,6 +50,12 @@ test: data lint
 ui-check: $(STAMP)
 	MUTRANSFER_UI_CHECK=1 MUTRANSFER_UI_SHOTS=$(CURDIR)/ui-shots $(PY) -m pytest -o addopts='--import-mode=importlib' \
 	  -m ui -q -rsx -s tests/orchestrator/test_cmd_ui.py
+
+# The fault suite's opt-in rows (minutes: a full disk under a real sweep, a verify killed in tune-base and
+# rerun against an uninterrupted one); the other rows run in `make test`.
+fault-suite: data
+	MUTRANSFER_FAULT_SUITE=1 $(PY) -m pytest -o addopts='--import-mode=importlib' -q -rsx \
+	  tests/orchestrator/test_faults_store.py tests/orchestrator/test_faults_driver.py
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q
