@@ -2,9 +2,10 @@
 
 A grid sweep's Tune trial is a **pack** of trial specs (:mod:`orchestrator.packs`: specs that share
 their costly set-up, about ``PACK_SECONDS`` of training together): :func:`pack_trainable` builds each
-member's trainer in turn (the data made once), runs its epochs and calls ``tune.report`` once per
-epoch with the member's id; it writes nothing. After a member finishes, its last report carries a
-checkpoint naming the finished members, so a pack that Tune retries after its worker died skips them.
+member's trainer in turn (the data made once) and runs its epochs; it writes nothing. Each member's
+start and each epoch's history row are events sent in batches (one ``tune.report`` at most every
+``FLUSH_S`` seconds and at the end, with a checkpoint naming the members finished so far), so a pack
+that Tune retries after its worker died skips the members it reported finished.
 The driver's :class:`PackCallback` hands every member's events to a plain-Python recorder
 (``orchestrator.recorder.Recorder``), which alone writes Parquet and MLflow; each member stays one
 recorded trial. tune-base's searched trials are one Tune trial each (:class:`SearchCallback`).
@@ -36,12 +37,13 @@ CRASH_ONCE_ENV = "MUTRANSFER_TEST_CRASH_ONCE"
 SETUP_ERROR_ENV = "MUTRANSFER_TEST_SETUP_ERROR"
 # Test hook: "WHEN:MARKER[,WHEN:MARKER...]": a pack's worker dies (os._exit) once per marker that does not exist yet:
 # ``start`` as the pack starts (before any member's set-up), ``member`` after a member finished (its last
-# result and the checkpoint naming it reported), ``idle`` just after the pack returned (the worker dies
-# while Tune keeps it for the next trial: the next trial finds it dead).
+# result and the checkpoint naming it reported), ``idle`` after the pack returned, when Tune reuses the
+# worker for its next trial (that trial finds it dead before it started: issue 28).
 KILL_ENV = "MUTRANSFER_TEST_KILL"
 # Test hook: FILE: every member appends "<trial_id> <pid>" to FILE as it starts.
 START_LOG_ENV = "MUTRANSFER_TEST_START_LOG"
-MEMBER = "member_id"  # the result key naming the member (Tune's own ``trial_id`` is the pack's)
+MEMBER = "member_id"  # the event key naming the member (Tune's own ``trial_id`` is the pack's)
+FLUSH_S = 1.0  # a pack reports its members' events at most this often (and when it ends)
 
 
 def _claim(marker: str) -> bool:
@@ -55,22 +57,37 @@ def _claim(marker: str) -> bool:
     return True
 
 
-def _maybe_crash() -> None:
+def _maybe_crash(before: Callable[[], None] | None = None) -> None:
     marker = os.environ.get(CRASH_ONCE_ENV)
     if marker and _claim(marker):
+        if before:
+            before()  # a pack sends what it holds: the epoch was reported, then the worker died
         os._exit(17)
 
 
-def _maybe_kill(when: str) -> None:
+def _maybe_kill(when: str, before: Callable[[], None] | None = None) -> None:
     for item in filter(None, os.environ.get(KILL_ENV, "").split(",")):
         point, _, marker = item.partition(":")
         if point == when and marker and _claim(marker):
-            if when == "idle":  # let the pack's return reach the driver, then die with the worker idle
-                import threading
-
-                threading.Thread(target=lambda: (time.sleep(0.02), os._exit(19)), daemon=True).start()
+            if before:
+                before()
+            if when == "idle":
+                _die_on_reuse()
             else:
                 os._exit(19)
+
+
+def _die_on_reuse() -> None:
+    """Let the pack's return reach the driver; die when Tune hands this worker (kept for reuse) its next
+    trial or stops it: the next trial finds its worker dead before it started (issue 28)."""
+    try:
+        from ray.train._internal.session import get_session  # private: a test hook only
+
+        get_session().finish = lambda *a, **k: os._exit(19)  # reset_config and cleanup call it first
+    except Exception:
+        import threading
+
+        threading.Thread(target=lambda: (time.sleep(0.02), os._exit(19)), daemon=True).start()
 
 
 def _log_start(trial_id: str) -> None:
@@ -190,22 +207,44 @@ def _checkpoint_done(checkpoint) -> set[str]:
         return set(json.loads((Path(d) / "done.json").read_text()))
 
 
-def _report(result: dict, done: set[str] | None = None) -> None:
-    """``tune.report`` one result; with ``done``, also a checkpoint naming the finished members."""
-    if done is None:
-        tune.report(result)
-        return
-    with tempfile.TemporaryDirectory(prefix="pack-") as d:
-        (Path(d) / "done.json").write_text(json.dumps(sorted(done)))
-        tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+class _Outbox:
+    """A pack's member events, sent to the driver as one ``tune.report({"events": [...]})`` at most every
+    :data:`FLUSH_S` seconds and when the pack ends: a report costs a round trip through Tune's driver
+    loop (its callbacks and loggers), which is what the many short trials paid. When members finished
+    since the last report, it carries a checkpoint naming every finished member."""
+
+    def __init__(self, done: set[str]) -> None:
+        self.done, self.sent = done, set(done)
+        self.events: list[dict] = []
+        self.last = time.monotonic()
+
+    def add(self, event: dict) -> None:
+        self.events.append(event)
+        if time.monotonic() - self.last >= FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.events:
+            return
+        result = {"events": self.events, "reported_at": time.time()}
+        if self.done == self.sent:
+            tune.report(result)
+        else:
+            with tempfile.TemporaryDirectory(prefix="pack-") as d:
+                (Path(d) / "done.json").write_text(json.dumps(sorted(self.done)))
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+            self.sent = set(self.done)
+        self.events = []
+        self.last = time.monotonic()
 
 
-def _run_member(spec: dict[str, Any], threads: int, data_ref: Any, done: set[str], cache: dict) -> None:
-    """Train one member of a pack, reporting as a lone trial does plus its id (:data:`MEMBER`).
+def _run_member(spec: dict[str, Any], threads: int, data_ref: Any, out: _Outbox, cache: dict) -> None:
+    """Train one member of a pack; its events (:data:`MEMBER` names it) go to ``out``.
 
-    It reports ``{MEMBER: id, "member_start": True}`` first; its last result carries a checkpoint
-    naming it finished. A set-up error, an exception in training (not in reporting) or divergence
-    end the member, recorded as such, and the pack goes on; a lost worker ends the pack (Tune retries it).
+    A start event first (``member_start``), then each epoch's history row as a lone trial reports it
+    (``last`` on the last one). A set-up error, an exception in training (not in reporting) or
+    divergence end the member, recorded as such, and the pack goes on; a lost worker ends the pack
+    (Tune retries it).
     """
     from trainers import train
 
@@ -218,11 +257,11 @@ def _run_member(spec: dict[str, Any], threads: int, data_ref: Any, done: set[str
         "hostname": socket.gethostname(),
         "started_at": started_at,
     }
-    _report({**where, "member_start": True, "reported_at": started_at})
+    out.add({**where, "member_start": True, "reported_at": started_at})
 
     def fail(error: str) -> None:
-        done.add(tid)
-        _report({**where, "failed": True, "error": error, "last": True, "reported_at": time.time()}, done)
+        out.done.add(tid)
+        out.add({**where, "failed": True, "error": error, "last": True, "reported_at": time.time()})
 
     try:
         tc, data, trainer = _setup(spec, threads, data_ref, cache)
@@ -237,31 +276,31 @@ def _run_member(spec: dict[str, Any], threads: int, data_ref: Any, done: set[str
         nonlocal reporting
         last = bool(row.get("diverged")) or int(row["epoch"]) >= epochs
         if last:
-            done.add(tid)
+            out.done.add(tid)
         reporting = True
-        _report({**row, **where, "last": last, "reported_at": time.time()}, done if last else None)
+        out.add({**row, **where, "last": last, "reported_at": time.time()})
         reporting = False
-        _maybe_crash()
+        _maybe_crash(out.flush)
         if last:
-            _maybe_kill("member")
+            _maybe_kill("member", out.flush)
 
     try:
         train(trainer, data, epochs, spec["train"]["batch_size"], seed=tc.seed, on_epoch=report)
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:
-        if reporting or type(exc).__name__ == "OutOfMemoryError" or tid in done:
+        if reporting or type(exc).__name__ == "OutOfMemoryError" or tid in out.done:
             raise  # Tune's session, or CUDA memory that another attempt may have: the pack fails
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         fail(f"{type(exc).__name__}: {first}"[:500])
 
 
-def _train_members(members: list[dict[str, Any]], threads: int, data_ref: Any, done: set[str]) -> None:
+def _train_members(members: list[dict[str, Any]], threads: int, data_ref: Any, out: _Outbox) -> None:
     """Train a pack's members one after another, the data made once (the place for a batched path later)."""
     cache: dict = {}
     for spec in members:
-        if spec["trial_id"] not in done:
-            _run_member(spec, threads, data_ref, done, cache)
+        if spec["trial_id"] not in out.done:
+            _run_member(spec, threads, data_ref, out, cache)
 
 
 def pack_trainable(config: dict[str, Any], data_ref: Any = None) -> None:
@@ -273,9 +312,10 @@ def pack_trainable(config: dict[str, Any], data_ref: Any = None) -> None:
     from .plugins import import_all
 
     import_all(config.get("plugins", ()))
-    done = _checkpoint_done(tune.get_checkpoint())
+    out = _Outbox(_checkpoint_done(tune.get_checkpoint()))
     _maybe_kill("start")
-    _train_members(list(config["pack"]["members"]), config.get("threads", 1), data_ref, done)
+    _train_members(list(config["pack"]["members"]), config.get("threads", 1), data_ref, out)
+    out.flush()
     _maybe_kill("idle")
 
 
@@ -333,7 +373,8 @@ class _Pack:
 class PackCallback(tune.Callback):
     """Forwards a pack's events to a :class:`Recorder` as its members' own events.
 
-    A member's results (its id in :data:`MEMBER`) become ``started``/``result`` of that member; when
+    A pack reports its members' events in batches (``{"events": [...]}``, each naming its member in
+    :data:`MEMBER`): they become ``started``/``result`` of that member, in order; when
     Tune retries the pack after its worker died, the members running then are ``restarted``; the
     pack's complete or final error finishes the members that had not finished.
 
@@ -366,17 +407,22 @@ class PackCallback(tune.Callback):
         self._pack(trial).stale = False
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        pack, mid = self._pack(trial), result.get(MEMBER)
+        pack = self._pack(trial)
         pack.stale = False
+        for event in result.get("events") or ():
+            self._event(pack, event)
+
+    def _event(self, pack: _Pack, event: dict) -> None:
+        mid = event.get(MEMBER)
         if mid is None or mid in pack.finished:
             return
-        if result.get("member_start"):
+        if event.get("member_start"):
             pack.running.add(mid)
             pack.ran.add(mid)
             self.recorder.started(mid)
             return
-        self.recorder.result(mid, result)
-        if result.get("last"):
+        self.recorder.result(mid, event)
+        if event.get("last"):
             pack.finished.add(mid)
             pack.running.discard(mid)
 

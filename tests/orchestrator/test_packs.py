@@ -106,9 +106,9 @@ def test_one_death_reported_twice_is_one_retry_and_requeues_instead_of_failing()
     members = [_spec("a"), _spec("b"), _spec("c")]
     t = _trial(members)
     cb.on_trial_start(0, [], t)
-    cb.on_trial_result(0, [], t, {MEMBER: "a", "member_start": True})
-    cb.on_trial_result(0, [], t, {MEMBER: "a", "epoch": 2, "last": True})
-    cb.on_trial_result(0, [], t, {MEMBER: "b", "member_start": True})
+    events = [{MEMBER: "a", "member_start": True}, {MEMBER: "a", "epoch": 2, "last": True}]
+    cb.on_trial_result(0, [], t, {"events": events + [{MEMBER: "b", "member_start": True}]})
+    cb.on_trial_result(0, [], t, {"events": events})  # a finished member's events again: nothing
     cb.on_trial_recover(0, [], t)  # the worker died while b ran
     cb.on_trial_error(0, [], t)  # Tune's second report of the same death, trial re-queued: no retry
     assert ev.log == [("started", "a"), ("result", "a"), ("started", "b"), ("restarted", "b")]
@@ -118,7 +118,7 @@ def test_one_death_reported_twice_is_one_retry_and_requeues_instead_of_failing()
     cb2 = PackCallback(ev2, max_failures=0)
     t2 = _trial(members)
     cb2.on_trial_start(0, [], t2)
-    cb2.on_trial_result(0, [], t2, {MEMBER: "a", "member_start": True})
+    cb2.on_trial_result(0, [], t2, {"events": [{MEMBER: "a", "member_start": True}]})
     cb2.on_trial_error(0, [], t2)
     assert ev2.log == [("started", "a"), ("errored", "a"), ("errored", "b"), ("errored", "c")]
     assert cb2.requeued == []
@@ -249,3 +249,5 @@ def test_a_worker_killed_before_its_first_epoch_or_while_idle_is_retried_not_fai
     assert sorted(trials.status) == ["ok"] * 2, trials[["lr", "status", "error"]]
     assert (trials.epochs_done == 2).all() and (trials.retries == 0).all()  # no member was running
     assert sorted(_starts(hooks.starts)) == sorted(trials.trial_id)  # each trained once
+    # Tune counted the second pack's one death twice and ended it in error: run_trials ran it again
+    assert len(list((tmp_path / "r" / "packs" / "tune").glob("packs-retry1-*/*/params.json"))) == 1
