@@ -139,7 +139,9 @@ def status_lines(sweep_dir: str | Path) -> list[str]:
     d = Path(sweep_dir)
     if d.name == "base" and (d.parent / LOCK_NAME).exists() | (d.parent / "base_lr.json").exists():
         d = d.parent  # tune-base's store: shown with its sweep
-    if not d.is_dir() or not any((d / f).exists() for f in ("sweep.yaml", LOCK_NAME, "trials.parquet", "trials")):
+    if not d.is_dir() or not any(
+        (d / f).exists() for f in ("sweep.yaml", LOCK_NAME, STATUS_NAME, "trials.parquet", "trials")
+    ):
         raise BadInput(f"{sweep_dir}: not a sweep's results directory (no sweep.yaml, trials or {LOCK_NAME})")
     holder, state = driver_state(d)
     if holder is None:

@@ -52,6 +52,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
         from .plan import sweep_plan
 
         print("\n".join(sweep_plan(sweep, args.results, args.address, args.max_concurrent)))
+        print(f"next: mutransfer sweep {' '.join([args.space, *args.overrides])} --results {args.results}   # runs it")
         return 0
     print(
         f"sweep {sweep.name}: {len(sweep.trials)} trials over {', '.join(sweep.swept_keys)} "
@@ -86,7 +87,20 @@ def _run_sweep(args: argparse.Namespace) -> int:
         print("MLflow: off (--no-mlflow); `mutransfer sync` logs this sweep later")
     else:
         print(f"MLflow: {res.tracking_uri}" + ("" if res.tracked else " (unreachable: run `mutransfer sync` later)"))
-    return 1 if totals.get("failed", 0) else 0
+    failed = totals.get("failed", 0)
+    for line in next_lines(args.space, args.overrides, args.results, res.sweep_dir, failed):
+        print(line)
+    return 1 if failed else 0
+
+
+def next_lines(space: str, overrides: list[str], results: str, sweep_dir: Path, failed: int = 0) -> list[str]:
+    """What to run after a sweep: rerun its failed trials, the analysis, the MLflow UI."""
+    lines = []
+    if failed:
+        again = " ".join([space, *(repr(o) if " " in o else o for o in overrides), "--results", results])
+        lines.append(f"next: mutransfer sweep {again}   # runs the {failed} failed trial(s) again")
+    lines += [f"next: mutransfer analyze {sweep_dir}", f"next: mutransfer ui --results {results}"]
+    return lines
 
 
 # ---- compact ---------------------------------------------------------------------
@@ -104,6 +118,7 @@ def _run_compact(args: argparse.Namespace) -> int:
     print(
         f"{store.dir}: folded {n} part file(s) into trials.parquet and history.parquet ({len(store.trials())} trials)"
     )
+    print(f"next: mutransfer analyze {store.dir.parent if store.dir.name == 'base' else store.dir}")
     return 0
 
 

@@ -98,7 +98,14 @@ def _run_tune_base(args: argparse.Namespace) -> int:
     print(f"study storage: {res.storage}; trials: {res.base_dir / 'trials.parquet'}")
     if res.tracking_uri:
         print(f"MLflow: {res.tracking_uri}" + ("" if res.tracked else " (unreachable: run `mutransfer sync` later)"))
-    return 0 if all(g["best"] for g in res.groups) else 1
+    ok = all(g["best"] for g in res.groups)
+    again = " ".join([args.space, *args.overrides, "--results", args.results])
+    if ok:
+        print(f"next: mutransfer verify {again}   # checks the transfer at every width (reuses these trials)")
+    else:
+        print(f"next: widen search.space.lr or add search.trials, then: mutransfer tune-base {again}")
+    print(f"next: mutransfer ui --results {args.results}")
+    return 0 if ok else 1
 
 
 def _add_verify(p: argparse.ArgumentParser) -> None:
@@ -122,6 +129,7 @@ def _run_verify(args: argparse.Namespace) -> int:
         from .plan import verify_plan
 
         print("\n".join(verify_plan(sweep, args.results, args.trials, args.address)))
+        print(f"next: mutransfer verify {' '.join([args.space, *args.overrides])} --results {args.results}   # runs it")
         return 0
     results = Path(args.results).resolve()
     print(f"verify {sweep.name} -> {results / sweep.name}", flush=True)
@@ -140,6 +148,9 @@ def _run_verify(args: argparse.Namespace) -> int:
         print("VERDICT: transfer not checked")
         for line in res.failures:
             print(f"  {line}")
+        print(
+            f"next: look at tune-base's trials: mutransfer status {res.base.sweep_dir}; mutransfer ui --results {args.results}"
+        )
         return res.code
     print(
         f"\ntransfer runs: {', '.join(f'{k} {v}' for k, v in res.run_counts.items()) or 'all done before'}; "
@@ -161,7 +172,23 @@ def _run_verify(args: argparse.Namespace) -> int:
     print(VERDICT_LINES[res.code])
     for line in res.failures:
         print(f"  {line}")
+    for line in verify_next_lines(args.results, res.report_dir, res.code):
+        print(line)
     return res.code
+
+
+def verify_next_lines(results: str, report_dir: Path, code: int) -> list[str]:
+    """What to look at after verify: the report, the MLflow UI, and what an inconclusive verdict needs."""
+    lines = [f"next: open {report_dir / 'report.html'}", f"next: mutransfer ui --results {results}"]
+    if code == INCONCLUSIVE_CODE:
+        lines.append(
+            "next: inconclusive: raise verify.max_seeds (more seeds where undecided) or lower verify.resolution, "
+            "then rerun the same verify: it keeps every recorded trial"
+        )
+    return lines
+
+
+INCONCLUSIVE_CODE = 3
 
 
 VERDICT_LINES = {

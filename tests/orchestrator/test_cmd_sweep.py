@@ -151,3 +151,16 @@ def test_compact_folds_part_files_and_refuses_a_directory_without_trials(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a sweep's results directory" in err[0]
     assert _snapshot(tmp_path) == before
+
+
+def test_next_lines_name_analyze_ui_and_a_rerun_of_failed_trials(tmp_path):
+    from orchestrator.cmd_sweep import next_lines
+    from orchestrator.cmd_verify import verify_next_lines
+
+    d = tmp_path / "res" / "tiny"
+    assert next_lines("s.yaml", [], "res", d) == [f"next: mutransfer analyze {d}", "next: mutransfer ui --results res"]
+    again = next_lines("s.yaml", ["train.epochs=2"], "res", d, failed=3)[0]
+    assert again.startswith("next: mutransfer sweep s.yaml train.epochs=2 --results res") and "3 failed" in again
+    v = verify_next_lines("res", d / "report", 3)
+    assert v[0] == f"next: open {d / 'report' / 'report.html'}" and v[1] == "next: mutransfer ui --results res"
+    assert "verify.max_seeds" in v[2] and len(verify_next_lines("res", d / "report", 0)) == 2

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import socket
 import textwrap
 from pathlib import Path
@@ -135,5 +136,16 @@ def test_verify_plan_counts_the_recorded_bracket_once_base_lr_json_is_there(tmp_
     )
     assert "72 (group, width, parametrization, seed) points x 5 learning rates" in text
     assert "= 360 trials; already recorded: 360 (η*_base from base_lr.json)" in text
-    assert "estimated cost of the bracket's trials to run: ~0 trial-seconds" in text
+    # a finished verify: the replay of its rounds finds every trial recorded, so nothing more is planned
+    assert "every round's trials are recorded" in text and "at most" not in text.split("# the plan:")[1]
+    assert "estimated cost of the round to run: ~0 trial-seconds" in text
     assert _snapshot(tmp_path / "results") == before
+
+
+def test_sweep_plan_has_a_wall_time_and_plans_a_gpu_sweep_here(tiny_space, tmp_path):
+    """The wall time counts start-up; a GPU sweep is planned (not refused) on a machine without one."""
+    text = "\n".join(sweep_plan(load_sweep(tiny_space), tmp_path / "r"))
+    assert re.search(r"expected wall time: ~\d+s on 2 slot\(s\), start-up included", text)
+    gpu = "\n".join(sweep_plan(load_sweep(tiny_space, ["resources.gpu=1", "trainer.device=cuda"]), tmp_path / "r"))
+    assert "planned for a cluster" in gpu and "expected wall time" in gpu
+    assert "an upper bound for a GPU" in gpu
