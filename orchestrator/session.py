@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from .config import Sweep, TrialSpec, check_runnable
 from .driver import preflight, start_ray
 from .lock import SweepLock
-from .progress import Progress
+from .progress import STATUS_NAME, Progress
 from .recorder import Recorder
 from .results_store import ResultsStore
 from .tracking import Tracker, default_tracking_uri
@@ -182,7 +182,10 @@ class Session:
                 artifact_root=self.results_dir / "mlartifacts",
             )
             tracker.start()
-        st = Stage(self, store, recorded_as, tracker, Progress(0, 0, cfg.objective.metric, cfg.objective.mode, stream))
+        progress = Progress(
+            0, 0, cfg.objective.metric, cfg.objective.mode, stream, status_path=store.dir / STATUS_NAME
+        )  # status.json: what `mutransfer status` reads from another terminal
+        st = Stage(self, store, recorded_as, tracker, progress)
         st.max_concurrent = cfg.max_concurrent if max_concurrent is None else max_concurrent
         st.specs.update({t.trial_id: t.to_dict() for t in known})
         if tracker is not None and tracker.enabled and st.specs:
