@@ -163,3 +163,25 @@ def form_packs(
         half = len(big) // 2
         packs[i : i + 1] = [big[:half], big[half:]]
     return sorted(packs, key=cost, reverse=True)  # stable: equal packs keep their grid order
+
+
+def member_results(results: Sequence[Mapping[str, Any]], dirname: str) -> dict[str, list[dict[str, Any]]]:
+    """``{trial_id: its results in order}`` from one Tune trial's results (its ``result.json`` lines).
+
+    A pack reports ``{"events": [...]}``, each event naming its member in ``member_id`` (a start event
+    ``member_start``, then one per epoch with the history row, ``last`` on the last, ``failed`` and
+    ``error`` when its set-up or training failed), flattened here per member (start events included;
+    a retried member's last attempt begins at its last start event). A result without events (the
+    one-trial-per-Tune-trial format before packs) belongs to ``config.trial.trial_id``, else ``dirname``.
+    For ``orchestrator.recover``, which rebuilds trials from Tune's storage.
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        if "events" in r:
+            for event in r.get("events") or ():
+                if event.get("member_id"):
+                    out.setdefault(str(event["member_id"]), []).append(dict(event))
+        else:
+            tid = ((r.get("config") or {}).get("trial") or {}).get("trial_id", dirname)
+            out.setdefault(str(tid), []).append(dict(r))
+    return out

@@ -637,6 +637,7 @@ def run_trials(
             group = [{"id": packing.pack_id(p), "members": list(p)} for p, d in todo if d == used]
             for g in group:
                 callback.deaths[g["id"]] = used
+            callback.packs.clear()  # Tune's trial ids are per Tuner
             _fit(
                 pack_trainable,
                 specs[0]["data"],

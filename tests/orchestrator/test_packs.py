@@ -251,3 +251,15 @@ def test_a_worker_killed_before_its_first_epoch_or_while_idle_is_retried_not_fai
     assert sorted(_starts(hooks.starts)) == sorted(trials.trial_id)  # each trained once
     # Tune counted the second pack's one death twice and ended it in error: run_trials ran it again
     assert len(list((tmp_path / "r" / "packs" / "tune").glob("packs-retry1-*/*/params.json"))) == 1
+
+
+def test_member_results_flatten_a_packs_events_and_keep_the_old_format():
+    old = [{"epoch": 1, "last": False, "config": {"trial": {"trial_id": "t"}}}, {"epoch": 2, "last": True}]
+    assert {k: [r["epoch"] for r in v] for k, v in packs.member_results(old, "t").items()} == {"t": [1, 2]}
+    new = [
+        {"events": [{"member_id": "a", "member_start": True}, {"member_id": "a", "epoch": 1, "last": True}]},
+        {"events": [{"member_id": "b", "member_start": True}, {"member_id": "b", "failed": True, "last": True}]},
+    ]
+    got = packs.member_results(new, "pack-x")
+    assert sorted(got) == ["a", "b"] and got["a"][-1] == {"member_id": "a", "epoch": 1, "last": True}
+    assert got["b"][-1]["failed"] and got["b"][0]["member_start"]
