@@ -29,6 +29,7 @@ PACK_SECONDS = 3.0  # estimated training seconds a pack aims at
 FREE_KEYS = ("lr", "seed", "parametrization")  # as orchestrator.plan.FREE_KEYS: cost the same whatever their value
 CALIBRATION_STEPS = 3
 FALLBACK_SECONDS = PACK_SECONDS  # a trial that cannot be estimated is a pack of its own
+PACKS_PER_SLOT = 2  # at least this many packs per slot (4 and 8 did not help: benchmarks/pack_bench.py)
 
 
 def pack_key(spec: Mapping[str, Any]) -> str:
@@ -153,7 +154,7 @@ def form_packs(
                 current = []
         if current:
             packs.append(current)
-    want = min(len(specs), 2 * max(0, int(slots)))
+    want = min(len(specs), PACKS_PER_SLOT * max(0, int(slots)))
     while len(packs) < want:
         splittable = [p for p in packs if len(p) > 1]
         if not splittable:
