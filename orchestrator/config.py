@@ -28,6 +28,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,71 @@ class Sweep:
         return {k: v for k, v in c.items() if k not in EXECUTION_KEYS}
 
 
+# ---- a recorded sweep growing --------------------------------------------------------
+GROWABLE = ("trainer", "grid")  # identity sections whose change may only add or drop grid points
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """``(dotted key, old value, new value)`` of the first difference, or None when equal."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+        return None
+    return None if old == new else (path or "config", old, new)
+
+
+def _axis(section: dict, fixed: dict, key: str, src: str) -> tuple[str, list[Any]]:
+    """Where ``key`` stands in a config and its values: ``grid.key`` (coerced grid values),
+    ``trainer.key`` (its fixed value) or ``key`` with TrainerConfig's default."""
+    if key in section:
+        values = [_coerce(key, v, f"grid.{key}={v!r}", src) for v in _grid_values(key, section[key], src)]
+        return f"grid.{key}", values
+    if key in fixed:
+        return f"trainer.{key}", [_coerce(key, fixed[key], f"trainer.{key}", src)]
+    f = trainer_fields()[key]
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return f"{key} (the default)", [default]
+
+
+def identity_change(old: dict[str, Any], new: dict[str, Any], src: str = "sweep.yaml") -> str | None:
+    """The first change from the recorded identity ``old`` to ``new`` (:meth:`Sweep.identity`) that
+    changes what a recorded trial is, in words (``train.epochs=3 (was 2)``); None when ``new`` only
+    grows or narrows the grid.
+
+    Allowed: new or dropped values of a grid axis; a new grid axis whose values include the old
+    fixed (or default) value; a grid axis fixed at one of its old values. Anything else (a fixed
+    trainer key, ``data``, ``train``, the name) must be equal.
+    """
+    rest = _first_difference(
+        {k: v for k, v in old.items() if k not in GROWABLE}, {k: v for k, v in new.items() if k not in GROWABLE}
+    )
+    if rest is not None:
+        return f"{rest[0]}={rest[2]!r} (was {rest[1]!r})"
+    old_grid, new_grid = dict(old.get("grid") or {}), dict(new.get("grid") or {})
+    old_fixed, new_fixed = dict(old.get("trainer") or {}), dict(new.get("trainer") or {})
+    fields = trainer_fields()
+    for key in sorted(set(old_grid) | set(new_grid) | set(old_fixed) | set(new_fixed), key=str):
+        if key in old_grid and key in new_grid:
+            continue  # an axis grows or shrinks: its other points are other trials
+        if key not in fields:  # not a trainer field (load_sweep refuses it): compare as written
+            a, b = old_fixed.get(key, old_grid.get(key)), new_fixed.get(key, new_grid.get(key))
+            if a != b:
+                return f"trainer.{key}={b!r} (was {a!r})"
+            continue
+        was, old_values = _axis(old_grid, old_fixed, key, src)
+        now, new_values = _axis(new_grid, new_fixed, key, "the new config")
+        if key in new_grid:  # fixed -> axis: the recorded trials are the axis's points at the old value
+            if old_values[0] not in new_values:
+                return f"{now}={new_values!r} leaves out {old_values[0]!r}, the recorded trials' {was}"
+        elif key in old_grid:  # axis -> fixed: this run is the recorded points at that value
+            if new_values[0] not in old_values:
+                return f"{now}={new_values[0]!r} is not one of the recorded {was}={old_values!r}"
+        elif old_values != new_values:
+            return f"trainer.{key}={new_values[0]!r} (was {old_values[0]!r})"
+    return None
+
+
 # ---- loading -----------------------------------------------------------------------
 def trainer_fields() -> dict[str, dataclasses.Field]:
     """The fields of ``trainers.TrainerConfig`` by name (the keys a sweep may fix, sweep or search)."""
@@ -258,6 +324,35 @@ def _exc_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def _override_hint(value: str) -> str:
+    """A likely fix of a dotlist value YAML could not parse (a flow-style colon with no space after it)."""
+    if re.search(r"[{,]\s*[^\s:{}\[\],]+:[^\s]", value):
+        fixed = re.sub(r"(?<![:\s]):(?=\S)", ": ", value)
+        fixed = re.sub(r",(?=\S)", ", ", fixed)
+        return f"; in YAML flow style a colon needs a space after it: {fixed}"
+    if value.count("[") != value.count("]") or value.count("{") != value.count("}"):
+        return "; a bracket is not closed (quote the whole override for the shell: 'key=[a, b]')"
+    return ""
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` dotlist overrides as a nested dict (values are YAML).
+
+    Raises:
+        BadInput: one override YAML or OmegaConf cannot parse; the message names it and the likely fix.
+    """
+    for ov in overrides:  # one at a time first, so that the message names the override at fault
+        try:
+            OmegaConf.from_dotlist([ov])
+        except (OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:
+            value = ov.split("=", 1)[1] if "=" in ov else ov
+            raise BadInput(f"override {ov!r}: {_exc_line(exc)}{_override_hint(value)}") from None
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:
+        raise BadInput(f"override {' '.join(overrides)!r}: {_exc_line(exc)}") from None
+
+
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
     """Read ``path``, merge ``key=value`` overrides, validate, and expand the grid.
 
@@ -280,14 +375,14 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         raise BadInput(f"{src}: cannot read ({exc})") from None
     raw = {} if raw is None else raw
     _check_keys(raw, SweepConfig, "", src)
-    try:
-        dot = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
-    except (OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:
-        raise BadInput(f"override {' '.join(overrides)!r}: {_exc_line(exc)}") from None
+    dot = parse_overrides(overrides)
     _check_keys(dot, SweepConfig, "", "override")
-    for section in ("grid", "trainer"):  # an override replaces a grid entry (list or log2 range) whole
-        if isinstance(dot.get(section), dict) and isinstance(raw.get(section), dict):
-            raw[section] = {k: v for k, v in raw[section].items() if k not in dot[section]}
+    # An override replaces a grid entry (list or log2 range) whole, and moves a key between trainer
+    # and grid: grid.depth=[3,4] over the file's trainer.depth: 3 makes depth an axis (a sweep grows).
+    given = {k for section in ("grid", "trainer") if isinstance(dot.get(section), dict) for k in dot[section]}
+    for section in ("grid", "trainer"):
+        if given and isinstance(raw.get(section), dict):
+            raw[section] = {k: v for k, v in raw[section].items() if k not in given}
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(SweepConfig), raw, dot)
     except (OmegaConfBaseException, TypeError) as exc:

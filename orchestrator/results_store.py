@@ -36,7 +36,7 @@ from analysis import parts
 from analysis.io import ParquetError, remove_stale_temps, write_text_atomic
 from analysis.schema import DONE_STATUSES, HISTORY_COLUMNS, SGD_STEPS, STATUS_DIVERGED, TRIAL_COLUMNS
 
-from .config import EXECUTION_KEYS
+from .config import EXECUTION_KEYS, identity_change
 from .errors import BadInput, EnvironmentFault, is_environment_error
 
 # The columns and statuses are the results contract (analysis/schema.py, docs/ARCHITECTURE.md);
@@ -117,19 +117,26 @@ class ResultsStore:
 
     # ---- config ------------------------------------------------------------
     def check_owner(self, identity: dict[str, Any]) -> None:
-        """BadInput if this directory holds a different sweep (its ``sweep.yaml`` differs)."""
+        """BadInput if this directory holds a different sweep: one whose recorded trials the config
+        ``identity`` (:meth:`Sweep.identity`) would compute differently (a fixed trainer key, data,
+        train). Grid growth is the same sweep (:func:`orchestrator.config.identity_change`): new or
+        dropped values of an axis, a new axis through the old fixed value, an axis fixed at one of
+        its values; the recorded trials are kept and only the new ones run."""
         if not self.config_path.exists():
             return
         try:
             old = OmegaConf.to_container(OmegaConf.load(self.config_path), resolve=True) or {}
         except (yaml.YAMLError, OmegaConfBaseException, OSError):
             raise BadInput(f"{self.config_path}: unreadable; this directory is not a sweep's") from None
+        if not isinstance(old, dict):
+            raise BadInput(f"{self.config_path}: not a mapping; this directory is not a sweep's")
         old = {k: v for k, v in old.items() if k not in EXECUTION_KEYS}
-        if old != identity:
-            diff = _first_difference(old, identity)
+        change = identity_change(old, identity, str(self.config_path))
+        if change is not None:
             raise BadInput(
-                f"{self.dir}: belongs to a different sweep config ({diff} differs from "
-                f"{self.config_path.name}); use another --results or name="
+                f"{self.dir}: {change} in {self.config_path.name}: that changes what its recorded trials "
+                "computed, so it is another sweep: give it another name= (or --results); only grid axes "
+                "may grow in place (new widths, seeds, lrs or groups keep the recorded trials and run the new ones)"
             )
 
     def write_config(self, text: str) -> None:
@@ -271,11 +278,3 @@ class ResultsStore:
 def _ordered(df: pd.DataFrame, first: list[str]) -> pd.DataFrame:
     cols = [c for c in first if c in df.columns] + [c for c in df.columns if c not in first]
     return df[cols].reset_index(drop=True)
-
-
-def _first_difference(old: Any, new: Any, path: str = "") -> str:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new), key=str):
-            if old.get(key) != new.get(key):
-                return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
-    return f"{path or 'config'}={new!r} (was {old!r})"

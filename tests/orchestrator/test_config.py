@@ -110,4 +110,28 @@ def test_a_missing_file_is_bad_input(tmp_path):
 
 def test_expand_rejects_a_key_in_both_trainer_and_grid(tmp_path):
     with pytest.raises(BadInput, match="both in trainer and in grid"):
-        load_sweep(_write(tmp_path, GOOD), ["trainer.lr=0.1"])
+        load_sweep(_write(tmp_path, GOOD.replace("depth: 3}", "depth: 3, lr: 0.1}")))
+
+
+def test_an_override_moves_a_key_between_trainer_and_grid(tmp_path):
+    """grid.depth=[3,4] over the file's trainer.depth makes depth an axis (how a sweep grows); and back."""
+    axis = load_sweep(_write(tmp_path, GOOD), ["grid.depth=[3,4]"])
+    assert "depth" not in axis.config.trainer and {t.trainer["depth"] for t in axis.trials} == {3, 4}
+    fixed = load_sweep(_write(tmp_path, GOOD), ["trainer.lr=0.25"])
+    assert "lr" not in fixed.config.grid and {t.trainer["lr"] for t in fixed.trials} == {0.25}
+
+
+@pytest.mark.parametrize(
+    "override, hint",
+    [
+        ("grid.lr={log2:[-4,0,2]}", "in YAML flow style a colon needs a space after it: {log2: [-4, 0, 2]}"),
+        ("grid.width=[16,32", "a bracket is not closed"),
+    ],
+)
+def test_an_unparsable_override_is_named_with_its_likely_fix(tmp_path, override, hint):
+    with pytest.raises(BadInput) as err:
+        load_sweep(_write(tmp_path, GOOD), ["train.epochs=2", override])
+    msg = str(err.value)
+    assert msg.startswith(f"override {override!r}: ") and hint in msg and "\n" not in msg, msg
+    fixed = override.replace(":[", ": [") + ("]" if override.count("[") > override.count("]") else "")
+    assert load_sweep(_write(tmp_path, GOOD), ["train.epochs=2", fixed]).trials  # the fix it names works
