@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from analysis.schema import TAG_ROLE
+
 # Trainer keys a run name always shows (T only for PC, whose inference steps are a real setting).
 NAMED_KEYS = ("algorithm", "parametrization", "width", "lr", "inference_steps", "seed")
 # MLflow's limit on a param value (MLflow 3: 6000 characters).
@@ -87,9 +89,16 @@ def config_params(config: dict[str, Any]) -> dict[str, str]:
 def view_state() -> str:
     """The JSON of the runs-table view stored as the experiment tag ``mlflow.sharedViewState.<VIEW_KEY>``:
     the study's columns, the trial runs grouped by algorithm and parametrization (groups open, so the
-    trials are listed rather than folded under their parent; the parent runs under "Additional runs")."""
+    trials are listed rather than folded under their parent; the parent runs under "Additional runs"),
+    sorted by the tag ``mutransfer.role`` ascending: the server returns the parent runs (``sweep``, the
+    verdicts) before the trials, so they are on the first page rather than after every "Load more".
+    (MLflow 3.17 takes from a shared view state the search facets ``searchFilter``, ``orderByKey``,
+    ``orderByAsc``, ... and the UI keys ``selectedColumns``, ``groupBy``, ``compareRunCharts``, ...;
+    ``runsPinned`` it drops.)"""
     return json.dumps(
         {
+            "orderByKey": f"tags.`{TAG_ROLE}`",
+            "orderByAsc": True,
             "selectedColumns": [f"{kind}.`{name}`" for kind, name in VIEW_COLUMNS],
             "groupBy": {
                 "aggregateFunction": "min",
@@ -119,7 +128,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if math.isnan(v):
             return "–"
-        return f"{v:.3g}"
+        return f"{v:.{SIG}g}"
     return str(v)
 
 
@@ -128,7 +137,7 @@ def _pct(v: Any) -> str:
         return "–"
     if v == "inf" or (isinstance(v, float) and math.isinf(v)):
         return "∞"
-    return f"{100 * float(v):.3g}%"
+    return f"{100 * float(v):.{SIG}g}%"
 
 
 def _num(v: Any) -> float | None:
@@ -152,15 +161,16 @@ def _level(summary: dict[str, Any]) -> str:
     """The intervals' level as ``95%`` (summary.json's ``level``, else its groups', else 95%)."""
     groups = summary.get("groups") or [{}]
     level = _num(summary.get("level")) or _num(groups[0].get("level")) or 0.95
-    return f"{100 * level:.3g}%"
+    return f"{100 * level:.{SIG - 1}g}%"
 
 
 def verdict_summary(summary: dict[str, Any], run_id: str) -> tuple[str, dict[str, float], dict[str, str]]:
     """From ``report/summary.json``: the parent run's description (the verdict table, links to the
     report and its plots), metrics ``drift_k/<group>``, ``drift_k_lo/..``, ``drift_k_hi/..``,
     ``max_regret/<group>`` (the largest excess regret), ``base_regret/<group>`` (the base width's own
-    regret, the noise floor), ``lr_star_base/<group>``, ``k_edge/<group>`` and tags ``verdict/<group>``
-    and, where the held-out metric was judged, ``held_out_verdict/<group>``."""
+    regret, the noise floor), ``lr_star_base/<group>``, ``k_edge/<group>`` (4 significant figures; a value
+    that is ∞ or NaN is a tag of that key instead, e.g. ``max_regret/<group>`` = ``"inf"``) and tags
+    ``verdict/<group>`` and, where the held-out metric was judged, ``held_out_verdict/<group>``."""
     keys = list(summary.get("group_keys") or [])
     metrics: dict[str, float] = {}
     tags: dict[str, str] = {}
@@ -180,8 +190,10 @@ def verdict_summary(summary: dict[str, Any], run_id: str) -> tuple[str, dict[str
             ("lr_star_base", "lr_star_base"),
             ("k_edge", "edge_exponent"),
         ):
-            if _num(g.get(key)) is not None:
-                metrics[f"{metric}/{label}"] = _num(g[key])
+            if key in g:  # a finite value a metric (rounded), ∞ or NaN a tag of the same key
+                m, t = split_values({f"{metric}/{label}": g[key]})
+                metrics.update(m)
+                tags.update(t)
         tags[f"verdict/{label}"] = str(g.get("verdict"))
         held = g.get("held_out_verdict")
         if held:
@@ -232,10 +244,10 @@ def base_summary(base: dict[str, Any]) -> tuple[str, dict[str, float], dict[str,
         label = group_label(g.get("group") or {})
         lr = (g.get("best") or {}).get("lr")
         if _num(lr) is not None and lr > 0:
-            metrics[f"best_lr/{label}"] = float(lr)
+            metrics[f"best_lr/{label}"] = sig(lr)
             metrics[f"best_log2_lr/{label}"] = log2_lr(lr)
         if _num(g.get("best_value")) is not None:
-            metrics[f"best_value/{label}"] = float(g["best_value"])
+            metrics[f"best_value/{label}"] = sig(g["best_value"])
         metrics[f"trials/{label}"] = float(g.get("trials_complete") or 0)
         log2 = f"{log2_lr(lr):g}" if _num(lr) is not None and lr > 0 else "–"
         lines.append(
@@ -272,3 +284,157 @@ def md_served_at(md: str, base: str) -> str:
         lambda m: f"![{m.group(1)}]({base.rstrip('/')}/{m.group(2)})",
         md,
     )
+
+
+# ---- numbers MLflow shows: rounded, and ∞/NaN as tags ------------------------------------------
+SIG = 4  # significant figures of the numbers the parent run and the experiment description show
+
+
+def sig(v: float, n: int = SIG) -> float:
+    """``v`` rounded to ``n`` significant figures (MLflow's tables otherwise show 8 digits)."""
+    v = float(v)
+    return float(f"{v:.{n}g}") if math.isfinite(v) and v != 0 else v
+
+
+def nonfinite(v: Any) -> str | None:
+    """``"inf"``, ``"-inf"`` or ``"nan"`` for a value MLflow cannot log as a metric (summary.json writes
+    ∞ as ``"inf"`` and NaN as null), else None."""
+    try:
+        x = float(v) if v is not None else math.nan
+    except (TypeError, ValueError):
+        return None
+    return None if math.isfinite(x) else ("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
+
+
+def split_values(values: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """Per key: a finite value as a metric rounded to :data:`SIG` figures, ∞ or NaN (or null) as a tag
+    of the same key (``max_regret/bp-sp`` = ``"inf"``), so that nothing is silently missing."""
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    for k, v in values.items():
+        bad = nonfinite(v)
+        if bad is None:
+            metrics[k] = sig(v)
+        else:
+            tags[k] = bad
+    return metrics, tags
+
+
+# ---- the transfer study as metric series the chart view plots ----------------------------------
+def lr_step(lr: float) -> int:
+    """The step of a ``loss_vs_log2lr/...`` point: ``round(4 · log2 lr)``, quarter octaves (lr = 2^(step/4);
+    the grid's octaves and the refinement's quarter octaves land on integers; negative below lr = 1)."""
+    return round(4 * math.log2(float(lr)))
+
+
+def transfer_series(summary: dict[str, Any], trials: Any = None) -> list[tuple[str, float, int]]:
+    """``(key, value, step)`` points for the parent run: ``lr_star/<group>`` = η* at step = width (from
+    ``summary.json``'s ``per_width``) and, from the sweep's ``trials`` (a DataFrame), the mean over seeds of
+    the analysed metric against the learning rate per width, ``loss_vs_log2lr/<group>/w<width>`` at step
+    :func:`lr_step` (seeds whose loss is not finite, the diverged ones, left out; a point where every
+    seed diverged is absent, so a curve ends at the stability edge). Values rounded to :data:`SIG` figures."""
+    keys = list(summary.get("group_keys") or [])
+    out: list[tuple[str, float, int]] = []
+    for row in summary.get("per_width") or []:
+        lr = _num(row.get("lr_star"))
+        if lr is not None and _num(row.get("width")) is not None:
+            out.append((f"lr_star/{group_label({k: row.get(k) for k in keys})}", sig(lr), int(row["width"])))
+    metric = str(summary.get("metric") or "final_train_loss")
+    if trials is None or len(trials) == 0 or metric not in trials or not keys or "width" not in trials:
+        return out
+    import numpy as np
+
+    df = trials[[*keys, "width", "lr", metric]].copy() if all(k in trials for k in keys) else None
+    if df is None:
+        return out
+    df[metric] = df[metric].astype(float).where(np.isfinite(df[metric].astype(float)))
+    df = df.dropna(subset=[metric])
+    for (*group, width, lr), loss in df.groupby([*keys, "width", "lr"], dropna=False)[metric].mean().items():
+        label = group_label(dict(zip(keys, [_plain(g) for g in group], strict=True)))
+        out.append((f"loss_vs_log2lr/{label}/w{int(width)}", sig(loss), lr_step(lr)))
+    return out
+
+
+def _plain(v: Any) -> Any:
+    """A pandas/numpy scalar as the plain value summary.json holds (``10`` rather than ``10.0`` or np.int64)."""
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+# ---- the experiment's description ---------------------------------------------------------------
+def experiment_description(
+    summary: dict[str, Any], config: dict[str, Any] | None = None, trials: Any = None, run_id: str | None = None
+) -> str:
+    """The experiment's description (markdown, the tag ``mlflow.note.content`` on the experiment): the
+    study's setup (data, model, loop, widths, seeds, trials), the transfer rule and each group's verdict,
+    numbers at :data:`SIG` significant figures."""
+    config = config or {}
+    tr, data, loop = config.get("trainer") or {}, config.get("data") or {}, config.get("train") or {}
+    grid = config.get("grid") or {}
+    name = summary.get("sweep") or config.get("name") or "sweep"
+    lines = [f"## {name}: does the optimal learning rate transfer across widths?", ""]
+    setup = []
+    if data:
+        sub = data.get("subset")
+        setup.append(
+            f"data {data.get('dataset')}"
+            + (f" ({sub} training images" if sub else " (all training images")
+            + (f", {data.get('test_subset')} test)" if data.get("test_subset") else ")")
+        )
+    model = [f"{k} {tr[k]}" for k in ("model", "depth", "activation", "optimizer", "loss") if tr.get(k) is not None]
+    if model:
+        setup.append(", ".join(model))
+    if loop:
+        setup.append(f"{loop.get('epochs')} epochs of batch {loop.get('batch_size')}")
+    widths = (
+        sorted({int(w) for w in trials["width"]}) if trials is not None and "width" in trials else grid.get("width")
+    )
+    if widths:
+        setup.append(f"widths {', '.join(map(str, widths))} (base {tr.get('base_width', '?')})")
+    if trials is not None and "seed" in trials:
+        setup.append(f"{trials['seed'].nunique()} seeds")
+    if trials is not None and "status" in trials:
+        counts = trials["status"].value_counts()
+        setup.append(f"{len(trials)} trials (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ")")
+    if setup:
+        lines += ["**Setup**: " + "; ".join(setup) + ".", ""]
+    th = summary.get("thresholds") or {}
+    lv = _level(summary)
+    lines += [
+        f"**Rule**: {summary.get('mode')} {summary.get('metric')}; a group transfers when the {lv} interval of "
+        f"the drift exponent k (η* ∝ width^k) lies within ±{th.get('max_drift')} and the excess regret's upper "
+        f"bound is ≤ {_pct(th.get('max_regret'))}.",
+        "",
+        "| group | verdict | k | excess regret | why |",
+        "|---|---|---|---|---|",
+    ]
+    keys = list(summary.get("group_keys") or [])
+    verdicts = []
+    for g in summary.get("groups", []):
+        label = group_label({k: g.get(k) for k in keys})
+        verdicts.append(str(g.get("verdict")))
+        lines.append(
+            f"| {label} | **{g.get('verdict')}** | {_fmt4(g.get('drift_exponent'))} | {_pct(g.get('max_regret'))} "
+            f"| {str(g.get('verdict_reason') or '').replace('|', '/')} |"
+        )
+    if verdicts:
+        tally = ", ".join(f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts)))
+        lines += ["", f"**Verdict**: {tally} of {len(verdicts)} groups."]
+    if run_id:
+        lines += ["", f"The report: [report.html]({artifact_link(run_id, 'report/report.html')}) on run `{name}`."]
+    lines += [
+        "",
+        "Charts: `lr_star/<group>` (η* against width, step = width) and `loss_vs_log2lr/<group>/w<width>` "
+        "(mean loss over seeds, step = 4·log2 lr) on the run named after the sweep.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt4(v: Any) -> str:
+    bad = nonfinite(v)
+    if bad is not None:
+        return {"inf": "∞", "-inf": "−∞"}.get(bad, "–")
+    return f"{float(v):.{SIG}g}"

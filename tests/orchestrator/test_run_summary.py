@@ -123,8 +123,9 @@ def test_verdict_and_base_summaries():
         "verdict/pc-mup-T10": "transfers",
         "held_out_verdict/pc-mup-T10": "inconclusive",
         "verdict/bp-sp": "drifts",
+        "max_regret/pc-mup-T10": "inf",  # ∞ cannot be a metric: a tag of the same key says it
     }
-    assert metrics["drift_k/pc-mup-T10"] == -0.05 and "max_regret/pc-mup-T10" not in metrics  # inf not logged
+    assert metrics["drift_k/pc-mup-T10"] == -0.05 and "max_regret/pc-mup-T10" not in metrics
     assert metrics["base_regret/pc-mup-T10"] == 0.004 and "base_regret/bp-sp" not in metrics
     assert "| pc-mup-T10 | 0.3 | -0.05 [-0.1, 0.01] | ∞ [–, –] | 0.4% | 0 | inconclusive | **transfers** |" in text
     assert "| bp-sp | – | -0.9 [–, –] | – [–, –] | – | – | – | **drifts** |" in text
@@ -154,3 +155,66 @@ def test_verdict_and_base_summaries():
         "trials/tp": 0.0,
     }
     assert "| bp | 0.25 | -2 | 0.66 | 6 | 39d6 |" in text and "| tp | – | – | – | 0 | – |" in text
+
+
+def test_numbers_are_rounded_and_non_finite_values_become_tags():
+    from orchestrator.run_summary import lr_step, sig, split_values
+
+    assert sig(0.2984611852760617) == 0.2985 and sig(-0.045919063790330394) == -0.04592 and sig(123456.0) == 123500.0
+    assert sig(0.0) == 0.0
+    metrics, tags = split_values({"a": 0.123456, "b": "inf", "c": float("-inf"), "d": None, "e": float("nan")})
+    assert metrics == {"a": 0.1235} and tags == {"b": "inf", "c": "-inf", "d": "nan", "e": "nan"}
+    # quarter octaves land on integer steps, lr = 2^(step/4)
+    assert [lr_step(2.0**x) for x in (-4, -3.75, 0, 1.5)] == [-16, -15, 0, 6]
+
+
+def test_view_state_lists_the_parent_runs_first():
+    state = json.loads(view_state())
+    # ascending on the role tag: "sweep" (the parent runs holding the verdicts) before "trial"
+    assert state["orderByKey"] == "tags.`mutransfer.role`" and state["orderByAsc"] is True
+    assert sorted(["trial", "sweep"])[0] == "sweep"
+
+
+def test_experiment_description_has_the_setup_and_each_groups_verdict():
+    import pandas as pd
+
+    from orchestrator.run_summary import experiment_description
+
+    summary = {
+        "sweep": "demo",
+        "metric": "final_train_loss",
+        "mode": "min",
+        "group_keys": ["algorithm", "parametrization"],
+        "thresholds": {"max_drift": 0.2, "max_regret": 0.05},
+        "groups": [
+            {
+                "algorithm": "bp",
+                "parametrization": "mup",
+                "drift_exponent": -0.045919,
+                "max_regret": 0.0123456,
+                "verdict": "transfers",
+                "verdict_reason": "k within",
+            },
+            {
+                "algorithm": "bp",
+                "parametrization": "sp",
+                "drift_exponent": -0.44,
+                "max_regret": "inf",
+                "verdict": "drifts",
+                "verdict_reason": "k outside",
+            },
+        ],
+    }
+    config = {
+        "trainer": {"depth": 3, "optimizer": "sgd", "loss": "ce", "base_width": 64},
+        "data": {"dataset": "fmnist7", "subset": 2000, "test_subset": 500},
+        "train": {"epochs": 3, "batch_size": 64},
+    }
+    trials = pd.DataFrame({"width": [64, 128, 64, 128], "seed": [0, 0, 1, 1], "status": ["ok", "ok", "ok", "diverged"]})
+    text = experiment_description(summary, config, trials, "rid")
+    assert "fmnist7 (2000 training images, 500 test)" in text and "3 epochs of batch 64" in text
+    assert "widths 64, 128 (base 64)" in text and "2 seeds" in text and "4 trials (1 diverged, 3 ok)" in text
+    assert "| bp-mup | **transfers** | -0.04592 | 1.235% | k within |" in text
+    assert "| bp-sp | **drifts** | -0.44 | ∞ | k outside |" in text
+    assert "**Verdict**: 1 drifts, 1 transfers of 2 groups." in text
+    assert "get-artifact?path=report%2Freport.html&run_uuid=rid" in text
