@@ -180,6 +180,30 @@ def _finite(v: Any) -> bool:
         return False
 
 
+def divergence(row: dict[str, Any], history: list[dict]) -> dict[str, float]:
+    """Where a diverged trial diverged, from its history (empty for other trials): ``diverged_at_epoch``
+    (the epoch whose row is marked ``diverged``), ``diverged_at_step`` (the optimizer updates applied
+    before it, the row's ``sgd_steps``, when the history has them) and ``loss_at_divergence`` (that
+    row's ``train_loss``: ∞ when a step's loss was not finite or above ``diverge_loss``, finite when
+    the test loss diverged; the step's own loss is not recorded) and ``last_finite_train_loss`` (the
+    epoch before's, when there is one)."""
+    if row.get("status") != STATUS_DIVERGED or not history:
+        return {}
+    rows = sorted(history, key=lambda h: int(h["epoch"]))
+    hit = next((h for h in rows if _finite(h.get("diverged")) and bool(h["diverged"])), rows[-1])
+    out: dict[str, float] = {"diverged_at_epoch": float(hit["epoch"])}
+    if _finite(hit.get(SGD_STEPS)):
+        out["diverged_at_step"] = float(hit[SGD_STEPS])
+    try:
+        out["loss_at_divergence"] = float(hit.get("train_loss"))
+    except (TypeError, ValueError):
+        pass
+    before = [h for h in rows if int(h["epoch"]) < int(hit["epoch"]) and _finite(h.get("train_loss"))]
+    if before:
+        out["last_finite_train_loss"] = float(before[-1]["train_loss"])
+    return out
+
+
 class Tracker:
     """Logs a sweep to MLflow from the driver; every call is a no-op once the store is unreachable."""
 
@@ -317,7 +341,7 @@ class Tracker:
         tid = row["trial_id"]
         if not self.enabled or self._logged.get(tid, ("", None))[1] == row["status"]:
             return
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric, Param, RunTag
 
         try:
             if tid in self._logged:  # an earlier run of this trial failed; this one replaces it
@@ -357,9 +381,17 @@ class Tracker:
             last = max((int(h["epoch"]) for h in history), default=0)
             metrics += [Metric(k, float(row[k]), end_ms, last) for k in FINAL_METRICS if _finite(row.get(k))]
             metrics.append(Metric("diverged", float(row["status"] == STATUS_DIVERGED), end_ms, last))
+            at = divergence(row, history)
+            metrics += [Metric(k, float(v), end_ms, last) for k, v in at.items() if _finite(v)]
+            # ∞ and NaN cannot be metrics: a tag of the same key says so (final_train_loss = "inf")
+            bad = {k: rs.nonfinite(row.get(k)) for k in FINAL_METRICS if k in row and not _finite(row.get(k))}
+            bad.update({k: rs.nonfinite(v) for k, v in at.items() if not _finite(v)})
+            run_tags = [RunTag(k, v) for k, v in bad.items() if v is not None]
             params = [Param(k, v) for k, v in _params(row).items()]
             for i in range(0, len(metrics), 900):
-                self.client.log_batch(rid, metrics=metrics[i : i + 900], params=params if i == 0 else [])
+                self.client.log_batch(
+                    rid, metrics=metrics[i : i + 900], params=params if i == 0 else [], tags=run_tags if i == 0 else []
+                )
             self.client.set_terminated(rid, RUN_STATUS.get(row["status"], "FAILED"), end_time=end_ms)
             self._logged[tid] = (rid, row["status"])
         except Exception as exc:
@@ -442,6 +474,55 @@ class Tracker:
         except Exception as exc:
             self._off(exc)
 
+    def log_series(self, points: Iterable[tuple[str, float, int]]) -> None:
+        """Metric series on the parent run, ``(key, value, step)`` (:func:`run_summary.transfer_series`):
+        the chart view draws each key as a line against its step. A key logged before is replaced
+        (its old points deleted), so a re-analysis does not mix two studies."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        try:
+            now = int(time.time() * 1000)
+            ms = [Metric(k, float(v), now, int(step)) for k, v, step in points if _finite(v)]
+            have = set(self.client.get_run(self.parent_id).data.metrics)
+            stale = {m.key for m in ms} & have
+            if stale:
+                self._delete_metric_history(stale)
+            for i in range(0, len(ms), 900):
+                self.client.log_batch(self.parent_id, metrics=ms[i : i + 900])
+        except Exception as exc:
+            self._off(exc)
+
+    def _delete_metric_history(self, keys: set[str]) -> None:
+        """Forget the parent run's points of ``keys`` (SQLite store only; elsewhere the new points add
+        to the old ones, which at the same step the chart view shows as the latest)."""
+        path = sqlite_path(self.uri)
+        if path is None:
+            return
+        try:
+            con = sqlite3.connect(str(path), timeout=30)
+        except sqlite3.Error:
+            return
+        try:
+            with con:
+                for k in keys:
+                    con.execute("DELETE FROM metrics WHERE run_uuid = ? AND key = ?", (self.parent_id, k))
+                    con.execute("DELETE FROM latest_metrics WHERE run_uuid = ? AND key = ?", (self.parent_id, k))
+        except sqlite3.Error:  # another schema: the new points add to the old
+            pass
+        finally:
+            con.close()
+
+    def set_experiment_description(self, text: str) -> None:
+        """The experiment's description (markdown; MLflow's experiment page shows the tag ``mlflow.note.content``)."""
+        if not self.enabled:
+            return
+        try:
+            self.client.set_experiment_tag(self.experiment_id, NOTE, text)
+        except Exception as exc:
+            self._off(exc)
+
     def finish(
         self,
         summary: dict[str, Any] | None = None,
@@ -503,4 +584,29 @@ def log_report(
     if summary is not None:
         text, metrics, tags = rs.verdict_summary(summary, rid)
         tr.describe(metrics=metrics, tags={**tags, TAG_REPORT: "report/report.html"}, description=text)
+        trials = _read_trials(report_dir.parent)
+        tr.log_series(rs.transfer_series(summary, trials))
+        config = _read_yaml(report_dir.parent / "sweep.yaml")
+        tr.set_experiment_description(rs.experiment_description(summary, config, trials, rid))
     return rid if tr.enabled else None
+
+
+def _read_trials(sweep_dir: Path) -> pd.DataFrame | None:
+    """The sweep's trials table (None when it cannot be read: the series from it are left out)."""
+    from analysis.parts import read_trials
+
+    try:
+        return read_trials(sweep_dir)
+    except Exception:
+        return None
+
+
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    """``sweep.yaml`` as a dict (None when missing or unreadable)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -144,3 +144,82 @@ def test_group_keys_beyond_algorithm_reach_mlflow_as_metric_and_tag_keys(tmp_pat
     assert data.metrics["drift_k/pc-mup-T20-gamma_bar_L:-1.0-act:a_b"] == 0.09
     assert data.metrics["best_lr/pc-mup-T20-gamma_bar_L:-1.0-act:a_b"] == 0.117
     assert data.tags["verdict/pc-mup-T20-gamma_bar_L:-1.0-act:a_b"] == "transfers"
+
+
+def test_diverged_trial_records_where_it_diverged_and_inf_as_tags(tmp_path):
+    """About 5 s. Epoch 2's row is the diverged one (train_loss ∞, the updates applied before it)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tr = Tracker(uri, "s", artifact_root=tmp_path / "art")
+    assert tr.start()
+    hist = _hist(1) + [
+        {
+            "epoch": 2,
+            "train_loss": float("inf"),
+            "test_loss": float("inf"),
+            "test_acc": float("nan"),
+            "wall_s": 2.0,
+            "sgd_steps": 5,
+            "diverged": True,
+        }
+    ]
+    spec = _spec("x", 4.0)
+    tr.log_trial(trial_row("s", spec, hist, "diverged"), spec, hist)
+    assert tr.enabled
+    run = tr.client.get_run(tr._logged["x"][0])
+    m, tags = run.data.metrics, run.data.tags
+    assert m["diverged"] == 1.0 and m["diverged_at_epoch"] == 2 and m["diverged_at_step"] == 5
+    assert m["last_finite_train_loss"] == hist[0]["train_loss"]
+    assert tags["loss_at_divergence"] == "inf" and tags["final_train_loss"] == "inf"
+    assert "final_train_loss" not in m and run.info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_report_draws_the_transfer_study_in_mlflow(tmp_path):
+    """About 10-20 s: the demo's committed results logged as a report; read back with MlflowClient."""
+    import json
+    import math
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking import log_report
+
+    sd = tmp_path / "demo"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "docs" / "demo_cpu", sd)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert Tracker(uri, "demo", artifact_root=tmp_path / "mlartifacts").start()
+    rid = log_report(sd / "report", uri, "demo", "demo")
+    assert rid
+    client = MlflowClient(tracking_uri=uri)
+    summary = json.loads((sd / "report" / "summary.json").read_text())
+    # the experiment's description: the setup and every group's verdict
+    text = client.get_experiment_by_name("demo").tags["mlflow.note.content"]
+    assert "**Setup**" in text and "fmnist7" in text and "widths 64, 128, 256, 512" in text
+    for g in summary["groups"]:
+        assert f"**{g['verdict']}**" in text
+    run = client.get_run(rid)
+    # ∞ regret is a tag, finite values metrics at 4 significant figures
+    for g in summary["groups"]:
+        label = "-".join(
+            [g["algorithm"], g["parametrization"]] + ([f"T{g['inference_steps']}"] if g["algorithm"] == "pc" else [])
+        )
+        if g["max_regret"] == "inf":
+            assert run.data.tags[f"max_regret/{label}"] == "inf" and f"max_regret/{label}" not in run.data.metrics
+        else:
+            assert run.data.metrics[f"max_regret/{label}"] == float(f"{g['max_regret']:.4g}")
+    # η* against width: one point per width, step = width
+    pw = [r for r in summary["per_width"] if r["algorithm"] == "bp" and r["parametrization"] == "mup"]
+    hist = client.get_metric_history(rid, "lr_star/bp-mup")
+    assert sorted((m.step, m.value) for m in hist) == sorted((r["width"], float(f"{r['lr_star']:.4g}")) for r in pw)
+    # the loss against log2 lr of one width: the mean over the seeds whose loss is finite
+    trials = pd.read_parquet(sd / "trials.parquet")
+    t = trials[(trials.algorithm == "bp") & (trials.parametrization == "mup") & (trials.width == 128)]
+    t = t[np.isfinite(t.final_train_loss)]
+    want = {round(4 * math.log2(lr)): float(f"{v:.4g}") for lr, v in t.groupby("lr").final_train_loss.mean().items()}
+    got = {m.step: m.value for m in client.get_metric_history(rid, "loss_vs_log2lr/bp-mup/w128")}
+    assert got == want and len(got) > 5
+    # analysed again: the series are replaced, not doubled
+    assert log_report(sd / "report", uri, "demo", "demo") == rid
+    assert len(client.get_metric_history(rid, "lr_star/bp-mup")) == len(pw)
