@@ -212,6 +212,7 @@ def load_sweep(results_dir: str | Path) -> SweepLogs:
         notes.append(f"read from MLflow ({uri}, experiment {experiment!r}): {trials_path} not found")
     if trials.empty:
         raise LogError(f"{trials_path}: no trials")
+    trials = trials.fillna({k: v for k, v in (cfg.get("trainer") or {}).items() if k in trials.columns})
     missing = [c for c in ("trial_id", "width", "lr", "status") if c not in trials.columns]
     if missing:
         raise LogError(f"{trials_path}: missing column(s) {', '.join(missing)}")
