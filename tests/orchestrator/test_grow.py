@@ -121,3 +121,30 @@ def test_analysis_of_a_new_axis_keeps_the_old_trials_at_the_old_value(tmp_path):
     _run(store, _sweep(tmp_path, NO_ACT, ["grid.activation=[tanh,relu]"]))
     table, keys, _ = tidy(load_logs(store.dir).trials, "final_test_loss")
     assert "activation" in keys and table.groupby("activation").size().to_dict() == {"relu": 8, "tanh": 8}
+
+
+@pytest.mark.slow
+def test_a_finished_sweep_grown_by_a_width_runs_only_that_width(tmp_path, tiny_space, ray_env, run_cli):
+    """Real sweeps (embedded Ray): width 32 added to a finished width-16 sweep runs its 2 trials only;
+    then a changed train.epochs is refused (exit 2), naming the key, with nothing written."""
+    results = tmp_path / "results"
+    small = ["grid.lr=[0.0625,256.0]", "train.epochs=1"]
+    opts = ["--no-mlflow", "--results", str(results)]
+    first = run_cli(["sweep", str(tiny_space), "grid.width=[16]", *small, *opts], ray_env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    store = ResultsStore(results / "tiny")
+    before = store.trials()
+    assert sorted(before.width) == [16, 16]
+    grown = run_cli(["sweep", str(tiny_space), "grid.width=[16,32]", *small, *opts], ray_env)
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    after = store.trials().set_index("trial_id")
+    assert len(after) == 4 and sorted(after.width) == [16, 16, 32, 32]
+    old = after.loc[before.trial_id]
+    assert list(old.started_at) == list(before.started_at) and list(old.status) == list(before.status)
+    assert "width:\n  - 16\n  - 32" in store.config_path.read_text()  # sweep.yaml holds the grown grid
+
+    files = {p: p.stat().st_mtime_ns for p in store.dir.rglob("*")}
+    refused = run_cli(["sweep", str(tiny_space), "grid.width=[16,32]", *small, "train.epochs=2", *opts], ray_env)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "train.epochs=2 (was 1)" in refused.stderr and "grid axes may grow" in refused.stderr
+    assert {p: p.stat().st_mtime_ns for p in store.dir.rglob("*")} == files
