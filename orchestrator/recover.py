@@ -15,6 +15,7 @@ from typing import Any
 
 from analysis.schema import HISTORY_COLUMNS
 
+from .packs import member_results
 from .results_store import trial_row
 
 KEEP = (*HISTORY_COLUMNS[1:], "diverged")
@@ -36,16 +37,9 @@ def _results(path: Path) -> list[dict[str, Any]]:
 
 
 def _by_trial(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """One result.json's results by our trial id: a pack's (Tune trial folder named by the pack) by the
-    member each names (``member_id``), a lone trial's (folder named by its trial id) all its own."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    folder = path.parent.name
-    for r in _results(path):
-        tid = r.get("member_id") or (r.get("config") or {}).get("trial", {}).get("trial_id", folder)
-        if "member_id" not in r and "pack" in (r.get("config") or {}):
-            continue  # a pack's own bookkeeping, no member's
-        out.setdefault(str(tid), []).append(r)
-    return out
+    """One result.json's results by our trial id (:func:`packs.member_results`: a pack's events by member,
+    a lone trial's results of the format before packs by its trial id)."""
+    return member_results(_results(path), path.parent.name)
 
 
 def tune_records(

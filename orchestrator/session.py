@@ -212,7 +212,7 @@ class Stage:
         self.tracker, self.progress = tracker, progress
         self.specs: dict[str, dict[str, Any]] = {}  # every spec submitted (for MLflow's back-fill)
         self.done = store.done_ids()
-        self.counts: dict[str, int] = {}  # trials run per status, over every run of this stage
+        self.counts: dict[str, int] = dict.fromkeys(progress.counts, 0)  # trials run per status, every run
         self.submitted = 0  # trials handed to Ray (not recorded as done before)
         self.max_concurrent = 0  # trials at once (0: as many as the resources allow)
         self._shown = False
@@ -265,8 +265,7 @@ class Stage:
                 plugins=list(cfg.plugins),
             )
         self.done |= recorder.finished & self.store.done_ids()
-        ran = {k: p.counts.get(k, 0) - before.get(k, 0) for k in p.counts}
-        ran = {k: v for k, v in ran.items() if v}
+        ran = {k: p.counts.get(k, 0) - before.get(k, 0) for k in p.counts}  # every status, 0 included
         for k, v in ran.items():
             self.counts[k] = self.counts.get(k, 0) + v
         return ran

@@ -121,12 +121,16 @@ def test_a_packs_members_are_rebuilt_each_from_its_own_results(tmp_path):
     pack = {"pack": {"id": "p1", "members": [{"trial_id": a}, {"trial_id": b}, {"trial_id": c}]}}
 
     def member(tid, epoch, last, **kw):
-        return _result(tid, epoch, last, member_id=tid, config=pack, **kw)
+        return {**json.loads(_result(tid, epoch, last, **kw)), "member_id": tid}
+
+    def report(*events):  # a pack's report to Tune: its members' events since the last one
+        return json.dumps({"events": list(events), "config": pack})
 
     # a finished; the worker died while b ran (b's first attempt is torn off), the retried pack skipped a,
     # finished b and died in c's first epoch
-    lines = [json.dumps({"member_id": a, "member_start": True, "config": pack}), member(a, 1, False)]
-    lines += [member(a, 2, True), member(b, 1, False), member(b, 1, False), member(b, 2, True), member(c, 1, False)]
+    lines = [report({"member_id": a, "member_start": True}, member(a, 1, False), member(a, 2, True))]
+    lines += [report(member(b, 1, False)), report({"member_id": b, "member_start": True}, member(b, 1, False))]
+    lines += [report(member(b, 2, True), member(c, 1, False))]
     _write(tmp_path / "results" / "rec", "rec-20260101-000000-1", "p1", lines)
     rows, hist = tune_records(tmp_path / "results" / "rec", "rec", {t.trial_id: t.to_dict() for t in sweep.trials})
     assert sorted(r["trial_id"] for r in rows) == sorted([a, b])

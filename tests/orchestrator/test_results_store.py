@@ -99,12 +99,13 @@ def test_a_crash_during_a_write_leaves_the_previous_table(tmp_path, monkeypatch)
     assert [p.name for p in store.dir.rglob("*") if p.name.endswith(".tmp")] == []
 
 
-def test_check_owner_refuses_a_different_sweep(tmp_path):
+def test_check_owner_lets_the_grid_grow_and_refuses_a_different_sweep(tmp_path):
     store = ResultsStore(tmp_path / "s")
     store.write_config("name: s\ngrid:\n  width: [16]\nresources: {cpu: 1}\n")
     store.check_owner({"name": "s", "grid": {"width": [16]}})  # same sweep, other resources: fine
-    with pytest.raises(BadInput, match=r"grid.width=\[16, 32\] \(was \[16\]\)"):
-        store.check_owner({"name": "s", "grid": {"width": [16, 32]}})
+    store.check_owner({"name": "s", "grid": {"width": [16, 32]}})  # one more width: the study grows
+    with pytest.raises(BadInput, match=r"data=\{'subset': 1\} \(was None\).*only grid axes may grow"):
+        store.check_owner({"name": "s", "data": {"subset": 1}, "grid": {"width": [16]}})
 
 
 # ---- part files (one per recorded trial) -------------------------------------------------
