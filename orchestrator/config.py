@@ -63,12 +63,19 @@ class TrainSection:
     batch_size: int = 128
 
 
+BATCHED = ("auto", "on", "off")
+
+
 @dataclass
 class Resources:
-    """Per-trial Ray resources (fractional GPUs allowed)."""
+    """Per-trial Ray resources (fractional GPUs allowed); a pack (trials that share their set-up) takes one
+    trial's. ``batched``: train a pack's members as one stacked model (``trainers.train_batched``, equal to
+    member by member to fp32 rounding): ``auto`` on CUDA only (on CPU packs stay bit-identical), ``on``
+    wherever ``trainers.batchable`` allows, ``off`` never."""
 
     cpu: float = 1.0
     gpu: float = 0.0
+    batched: str = "auto"
 
 
 @dataclass
@@ -484,6 +491,8 @@ def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
     for key in ("subset", "test_subset"):
         if cfg.data[key] is not None and cfg.data[key] < 0:
             raise BadInput(f"{src}: data.{key}={cfg.data[key]!r} must be >= 0 (0 = all)")
+    if cfg.resources.batched not in BATCHED:
+        raise BadInput(f"{src}: resources.batched={cfg.resources.batched!r}: one of {', '.join(BATCHED)}")
     if cfg.resources.cpu < 0 or cfg.resources.gpu < 0 or (cfg.resources.cpu == 0 and cfg.resources.gpu == 0):
         raise BadInput(f"{src}: resources cpu={cfg.resources.cpu!r} gpu={cfg.resources.gpu!r}: need >= 0, not both 0")
     if cfg.max_concurrent < 0 or cfg.max_failures < 0:

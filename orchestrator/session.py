@@ -263,6 +263,7 @@ class Stage:
                 max_concurrent=self.max_concurrent,
                 max_failures=cfg.max_failures,
                 plugins=list(cfg.plugins),
+                batched=cfg.resources.get("batched", "auto"),
             )
         self.done |= recorder.finished & self.store.done_ids()
         ran = {k: p.counts.get(k, 0) - before.get(k, 0) for k in p.counts}  # every status, 0 included

@@ -295,12 +295,69 @@ def _run_member(spec: dict[str, Any], threads: int, data_ref: Any, out: _Outbox,
         fail(f"{type(exc).__name__}: {first}"[:500])
 
 
-def _train_members(members: list[dict[str, Any]], threads: int, data_ref: Any, out: _Outbox) -> None:
-    """Train a pack's members one after another, the data made once (the place for a batched path later)."""
+def _train_members(
+    members: list[dict[str, Any]], threads: int, data_ref: Any, out: _Outbox, batched: str = "auto"
+) -> None:
+    """Train a pack's members, the data made once: as one stacked model when ``batched`` allows it
+    (:func:`_train_stacked`), else one after another."""
     cache: dict = {}
-    for spec in members:
-        if spec["trial_id"] not in out.done:
-            _run_member(spec, threads, data_ref, out, cache)
+    todo = [spec for spec in members if spec["trial_id"] not in out.done]
+    if len(todo) > 1 and batched != "off" and _train_stacked(todo, threads, data_ref, out, cache, batched):
+        return
+    for spec in todo:
+        _run_member(spec, threads, data_ref, out, cache)
+
+
+def _train_stacked(todo: list[dict[str, Any]], threads: int, data_ref: Any, out: _Outbox, cache: dict, mode: str):
+    """Train ``todo`` as one stacked model (``trainers.train_batched``); False when they cannot be
+    (``auto`` off CUDA, ``trainers.batchable`` says no, generated data that differs by seed, a set-up
+    error): the caller then trains them one by one. Each member's events are its own, as in
+    :func:`_run_member`; ``wall_s`` is its share of the pack's time."""
+    from trainers import TrainerConfig, batchable, train_batched
+
+    try:
+        configs = [TrainerConfig(**spec["trainer"]) for spec in todo]
+        configs = [c.replace(device=_device(c)) for c in configs]
+    except Exception:
+        return False
+    if mode == "auto" and configs[0].torch_device.type != "cuda":
+        return False
+    if not batchable(configs) or (data_ref is None and len({c.seed for c in configs}) > 1):
+        return False
+    try:
+        _, data, _ = _setup(todo[0], threads, data_ref, cache)
+    except SetupError:
+        return False
+    epochs = int(todo[0]["train"]["epochs"])
+    node, host = ray.get_runtime_context().get_node_id(), socket.gethostname()
+    wheres = []
+    for spec, tc in zip(todo, configs):
+        _log_start(spec["trial_id"])
+        where = {MEMBER: spec["trial_id"], "node": node, "hostname": host, "started_at": time.time()}
+        where["device_used"] = str(tc.torch_device)
+        out.add({**where, "member_start": True, "reported_at": where["started_at"]})
+        wheres.append(where)
+
+    def report(i: int, row: dict) -> None:
+        last = bool(row.get("diverged")) or int(row["epoch"]) >= epochs
+        if last:
+            out.done.add(todo[i]["trial_id"])
+        out.add({**row, **wheres[i], "last": last, "reported_at": time.time()})
+
+    try:
+        train_batched(configs, data, epochs, int(todo[0]["train"]["batch_size"]), on_epoch=report)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if type(exc).__name__ == "OutOfMemoryError":
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        for spec, where in zip(todo, wheres):
+            if spec["trial_id"] not in out.done:
+                out.done.add(spec["trial_id"])
+                error = f"{type(exc).__name__}: {first}"[:500]
+                out.add({**where, "failed": True, "error": error, "last": True, "reported_at": time.time()})
+    return True
 
 
 def pack_trainable(config: dict[str, Any], data_ref: Any = None) -> None:
@@ -314,7 +371,9 @@ def pack_trainable(config: dict[str, Any], data_ref: Any = None) -> None:
     import_all(config.get("plugins", ()))
     out = _Outbox(_checkpoint_done(tune.get_checkpoint()))
     _maybe_kill("start")
-    _train_members(list(config["pack"]["members"]), config.get("threads", 1), data_ref, out)
+    _train_members(
+        list(config["pack"]["members"]), config.get("threads", 1), data_ref, out, config.get("batched", "auto")
+    )
     out.flush()
     _maybe_kill("idle")
 
@@ -604,6 +663,7 @@ def run_trials(
     max_failures: int = 2,
     plugins: Sequence[str] = (),
     *,
+    batched: str = "auto",
     pack_seconds: float | None = None,
     seconds: dict[str, float] | None = None,
     slots: int | None = None,
@@ -641,7 +701,7 @@ def run_trials(
             _fit(
                 pack_trainable,
                 specs[0]["data"],
-                {"pack": tune.grid_search(group)},
+                {"pack": tune.grid_search(group), "batched": batched},
                 storage_dir,
                 name if not attempt else f"{name}-retry{attempt}-{used}",
                 cpu,

@@ -12,6 +12,7 @@ import tempfile
 import textwrap
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -214,6 +215,24 @@ def test_packed_and_one_per_trial_runs_are_bit_identical_and_a_diverged_member_s
         packed.sort_values("trial_id")[cols].reset_index(drop=True),
     )
     assert (packed.wall_s > 0).all() and packed.started_at.is_unique  # each member its own clock
+
+
+@pytest.mark.slow
+def test_a_batched_pack_equals_its_members_trained_one_by_one_to_fp32_rounding(hooks, tmp_path):
+    sweep = _sweep(tmp_path, [1.0e6, 0.25, 0.125, 0.0625])  # one seed: a generated dataset is the same for all
+    alone, hist_alone, _ = _run(sweep, tmp_path / "alone", pack_seconds=0, max_concurrent=2)
+    stacked, hist_stacked, _ = _run(sweep, tmp_path / "stacked", pack_seconds=1e9, slots=0, batched="on")
+    # one stacked model: its members start together (one by one, each starts when the one before has trained)
+    assert stacked.started_at.max() - stacked.started_at.min() < 0.05
+    assert (stacked.matmul_backend == "torch").all()
+    key = ["trial_id", "epoch"]
+    a, b = (h.sort_values(key).reset_index(drop=True) for h in (hist_alone, hist_stacked))
+    assert list(a[key].itertuples(index=False)) == list(b[key].itertuples(index=False))
+    assert list(a.diverged) == list(b.diverged) and list(a.sgd_steps) == list(b.sgd_steps)
+    finite = ~a.diverged.astype(bool)
+    for col in ("train_loss", "test_loss"):
+        np.testing.assert_allclose(b[col][finite].to_numpy(float), a[col][finite].to_numpy(float), rtol=1e-4)
+    assert sorted(stacked.status) == sorted(alone.status) and stacked.trial_id.is_unique
 
 
 @pytest.mark.slow
