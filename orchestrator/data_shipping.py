@@ -9,12 +9,12 @@ either, the first cluster node that has one loads it. When no node has it, one
 (``teacher``) is made from its seed where the trial runs and is not shipped.
 
 Call sites in ``orchestrator/tune_runner.py`` (the module that owns ``ray.tune``), for
-``trainable``/``run_trials`` and likewise ``search_trainable``/``run_search``::
+``pack_trainable``/``run_trials``::
 
     # building the Tuner:
-    tune.with_resources(tune.with_parameters(trainable, data_ref=ship(specs[0]["data"])), resources)
+    tune.with_resources(tune.with_parameters(pack_trainable, data_ref=ship(specs[0]["data"])), resources)
 
-    # in trainable(config, data_ref=None), instead of load_dataset(...):
+    # in pack_trainable(config, data_ref=None), instead of load_dataset(...):
     data = dataset_for_trial(spec["data"], data_ref, tc.torch_device, tc.torch_dtype, tc.seed)
 """
 

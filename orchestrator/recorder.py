@@ -2,14 +2,13 @@
 
 Parquet first (:class:`orchestrator.results_store.ResultsStore`), then MLflow
 (:class:`orchestrator.tracking.Tracker`), then the progress line. Used by the grid sweep
-(:mod:`orchestrator.sweep`) and, with :class:`SearchRecorder`, by tune-base.
+(:mod:`orchestrator.sweep`) and by tune-base, through the command's session (:mod:`orchestrator.session`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 from analysis.schema import HISTORY_COLUMNS, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK
 
@@ -97,10 +96,3 @@ class Recorder:
 
     def errored(self, trial_id: str, error: str) -> None:
         self._finish(trial_id, STATUS_FAILED, error)
-
-
-class SearchRecorder(Recorder):
-    """The sweep's Recorder for trials whose specs arrive as Optuna suggests them; records each once."""
-
-    def register(self, spec: dict[str, Any]) -> None:
-        self.specs[spec["trial_id"]] = spec

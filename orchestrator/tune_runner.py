@@ -26,8 +26,6 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from analysis.schema import DEFAULT_METRIC, DEFAULT_MODE
-
 from .data_shipping import ship
 
 # Test hook: a trial dies (os._exit) once after its first epoch if this names a marker file
@@ -154,48 +152,6 @@ def _maybe_fail_setup(lr: float) -> None:
             with open(log, "a") as fh:
                 fh.write(f"{os.getpid()}\n")
         raise RuntimeError(f"test hook: set-up of the trial with lr={lr} fails")
-
-
-def _run_spec(spec: dict[str, Any], threads: int, data_ref: Any, extra: Callable[[dict], dict] | None = None) -> None:
-    """Train one trial spec, ``tune.report`` each epoch's history row (plus where it ran, plus ``extra(row)``).
-
-    A set-up error is reported once as a last result ``{"failed": True, "error": ...}`` and the
-    trial returns: Tune sees it complete and does not retry it (``max_failures`` is for lost workers).
-    """
-    from trainers import train
-
-    started_at = time.time()  # epoch seconds (Tune's own timestamps are whole seconds): for benchmarks
-    where = {
-        "trial_id": spec["trial_id"],
-        "node": ray.get_runtime_context().get_node_id(),
-        "hostname": socket.gethostname(),
-        "started_at": started_at,
-    }
-    try:
-        tc, data, trainer = _setup(spec, threads, data_ref)
-    except SetupError as exc:
-        tune.report(
-            {
-                **where,
-                **(extra({}) if extra else {}),
-                "failed": True,
-                "error": str(exc),
-                "last": True,
-                "reported_at": time.time(),
-            }
-        )
-        return
-    where["device_used"] = str(tc.torch_device)
-    epochs = int(spec["train"]["epochs"])
-
-    def report(row: dict) -> None:
-        # "last" lets the driver record the trial from this result, before Tune tells a searcher
-        # (Optuna) that the trial completed: Tune calls the searcher before its callbacks.
-        last = bool(row.get("diverged")) or int(row["epoch"]) >= epochs
-        tune.report({**row, **where, **(extra(row) if extra else {}), "last": last, "reported_at": time.time()})
-        _maybe_crash()
-
-    train(trainer, data, epochs, spec["train"]["batch_size"], seed=tc.seed, on_epoch=report)
 
 
 # ---- packs: one Tune trial runs several trial specs (orchestrator.packs) --------------------
@@ -386,32 +342,6 @@ class Recorder(Protocol):
     def restarted(self, trial_id: str) -> None: ...
     def completed(self, trial_id: str) -> None: ...
     def errored(self, trial_id: str, error: str) -> None: ...
-
-
-class RecordingCallback(tune.Callback):
-    """Forwards Tune's trial events to a :class:`Recorder` in the driver."""
-
-    def __init__(self, recorder: Recorder) -> None:
-        self.recorder = recorder
-
-    @staticmethod
-    def _id(trial) -> str:
-        return trial.config["trial"]["trial_id"]
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.recorder.started(self._id(trial))
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.recorder.result(self._id(trial), result)
-
-    def on_trial_recover(self, iteration, trials, trial, **info):
-        self.recorder.restarted(self._id(trial))
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.recorder.completed(self._id(trial))
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.recorder.errored(self._id(trial), _error_text(trial))
 
 
 class _Pack:
@@ -719,128 +649,3 @@ def run_trials(
     for members, _ in todo:  # re-queued every round (a death Tune reported but never retried): give up
         for m in members:
             recorder.errored(m["trial_id"], f"lost worker: not run after {max_failures + 1} rounds of retries")
-
-
-# ---- Optuna through Ray Tune (tune-base) --------------------------------------------------
-def search_trainable(config: dict[str, Any], data_ref: Any = None) -> None:
-    """One Optuna trial: ``config["template"]`` with the suggested ``config["params"]`` set, run as a sweep trial."""
-    import math
-
-    from .config import searched_spec
-    from .plugins import import_all
-
-    import_all(config.get("plugins", ()))  # before searched_spec builds a TrainerConfig
-    spec = searched_spec(config["template"], config["params"])
-    metric, mode = config["objective"]["metric"], config["objective"]["mode"]
-    worst = math.inf if mode == "min" else -math.inf
-
-    def objective(row: dict) -> dict:
-        value = float(row.get(metric, math.nan))
-        return {"objective": worst if row.get("diverged") or not math.isfinite(value) else value}
-
-    _run_spec(spec, config.get("threads", 1), data_ref, objective)
-
-
-def _domain(p: dict[str, Any]):
-    """A Tune domain from a checked search-space entry (``tune_base.search_space``)."""
-    if "choices" in p:
-        return tune.choice(list(p["choices"]))
-    if p["type"] == "int":
-        return (tune.lograndint if p["log"] else tune.randint)(int(p["low"]), int(p["high"]) + 1)
-    return (tune.loguniform if p["log"] else tune.uniform)(float(p["low"]), float(p["high"]))
-
-
-class SearchCallback(RecordingCallback):
-    """RecordingCallback for searched trials: the trial's spec is known only once Optuna suggested it."""
-
-    def __init__(self, recorder, make_spec) -> None:
-        super().__init__(recorder)
-        self.make_spec = make_spec
-        self.ids: dict[str, str] = {}  # Tune's trial id -> our trial id
-
-    def _id(self, trial) -> str:
-        if trial.trial_id not in self.ids:
-            spec = self.make_spec(trial.config["template"], trial.config["params"])
-            self.recorder.register(spec)
-            self.ids[trial.trial_id] = spec["trial_id"]
-        return self.ids[trial.trial_id]
-
-
-def run_search(
-    template: dict[str, Any],
-    space: list[dict[str, Any]],
-    make_spec,
-    recorder: Recorder,
-    storage_dir: str | Path,
-    name: str,
-    study_name: str,
-    study_storage,
-    num_samples: int,
-    metric: str = DEFAULT_METRIC,
-    mode: str = DEFAULT_MODE,
-    seed: int = 0,
-    cpu: float = 1.0,
-    gpu: float = 0.0,
-    max_concurrent: int = 0,
-    max_failures: int = 2,
-    plugins: Sequence[str] = (),
-    sampler=None,
-) -> None:
-    """Run ``num_samples`` Optuna trials through Ray Tune's ``OptunaSearch`` on the study
-    ``study_name`` in ``study_storage`` (an ``optuna.storages.BaseStorage``; created if absent).
-
-    ``sampler``: an Optuna sampler (``tune_base.base_sampler``); default TPE seeded with ``seed``.
-
-    Each trial is ``template`` with the searched keys set; Optuna sees the trial's last
-    ``objective`` report (``metric``, a history column, or ±inf when the trial diverged). The driver records
-    a finished trial (Parquet, then MLflow) before Optuna is told, so a driver killed in between
-    leaves a RUNNING Optuna trial that ``tune_base`` can match to its Parquet row.
-    """
-    import optuna
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    callback = SearchCallback(recorder, make_spec)
-
-    class RecordFirst(OptunaSearch):
-        def on_trial_result(self, trial_id, result):
-            pass  # no pruner: Optuna needs only the final value
-
-        def on_trial_complete(self, trial_id, result=None, error=False):
-            if result and result.get("failed"):  # a set-up error, reported once: FAIL in the study
-                result, error = None, True
-            if result and not error and trial_id in callback.ids:
-                recorder.completed(callback.ids[trial_id])  # Parquet before the study: see above
-            super().on_trial_complete(trial_id, result=result, error=error)
-
-    if sampler is None:
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, num_samples // 3)))
-    searcher = RecordFirst(
-        metric="objective",
-        mode=mode,
-        study_name=study_name,
-        storage=study_storage,
-        sampler=sampler,
-    )
-    if max_concurrent:
-        searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
-    space_of_trial = {
-        "params": {p["name"]: _domain(p) for p in space},
-        "template": template,
-        "objective": {"metric": metric, "mode": mode},
-    }
-    _fit(
-        search_trainable,
-        template["data"],
-        space_of_trial,
-        storage_dir,
-        name,
-        cpu,
-        gpu,
-        max_failures,
-        [callback],
-        plugins=plugins,
-        search_alg=searcher,
-        num_samples=num_samples,
-        max_concurrent_trials=max_concurrent or None,
-    )
