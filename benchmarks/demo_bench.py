@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -37,11 +38,28 @@ def phase(trials: pd.DataFrame, workers: int) -> dict[str, float]:
     return {"trials": len(trials), "span_s": span, "work_s": work, "ratio": span / (work / workers), "start": start}
 
 
+def planned_wall(command: str, space: Path, overrides: list[str], results: Path, env: dict) -> float | None:
+    """The wall time ``mutransfer COMMAND SPACE --dry-run`` expects (seconds), None if it states none."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", command, str(space), *overrides, "--results", str(results)]
+        + ["--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    m = re.search(r"expected wall time: ~(?:(\d+)h)?(?:(\d+)m)?(\d+)s", proc.stdout)
+    if not m:
+        return None
+    return 3600 * int(m.group(1) or 0) + 60 * int(m.group(2) or 0) + int(m.group(3))
+
+
 def run(space: Path, overrides: list[str], workers: int, keep: Path | None = None) -> dict[str, dict]:
     """Run verify once and measure its phases (see the module docstring)."""
     results = keep or Path(tempfile.mkdtemp(prefix="demo-bench-"))
     ray_tmp = tempfile.mkdtemp(prefix="rb", dir="/tmp")
     env = dict(os.environ, RAY_TMPDIR=ray_tmp, RAY_USAGE_STATS_ENABLED="0")
+    planned = planned_wall("verify", space, overrides, results, env)
     t0 = time.time()
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "verify", str(space), *overrides, "--results", str(results)]
@@ -65,6 +83,8 @@ def run(space: Path, overrides: list[str], workers: int, keep: Path | None = Non
         "trials": len(base) + len(transfer),
     }
     out["command"]["ratio"] = total / (out["command"]["work_s"] / workers)
+    if planned is not None:
+        out["plan (--dry-run's expected wall; ratio: planned / real)"] = {"span_s": planned, "ratio": planned / total}
     return out
 
 
