@@ -114,7 +114,11 @@ def _run_compact(args: argparse.Namespace) -> int:
     store = ResultsStore(args.sweep_dir)
     if not store.dir.is_dir() or not store.has_trials():
         raise BadInput(f"{args.sweep_dir}: not a sweep's results directory (no trials.parquet or trials/)")
-    n = store.compact()
+    from .lock import SweepLock
+
+    sweep_dir = store.dir.parent if store.dir.name == "base" else store.dir
+    with SweepLock(sweep_dir, "mutransfer compact"):  # a running driver still writes part files there
+        n = store.compact()
     print(
         f"{store.dir}: folded {n} part file(s) into trials.parquet and history.parquet ({len(store.trials())} trials)"
     )

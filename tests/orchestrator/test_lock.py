@@ -56,3 +56,17 @@ def test_release_leaves_a_lock_taken_by_another_driver(tmp_path):
     (tmp_path / LOCK_NAME).write_text(json.dumps({"host": "elsewhere", "pid": 1}))
     lock.release()
     assert (tmp_path / LOCK_NAME).exists()
+
+
+def test_compact_waits_for_no_driver_it_refuses_while_one_holds_the_sweep(tmp_path, capsys):
+    from orchestrator.cli import main
+    from orchestrator.results_store import ResultsStore
+
+    store = ResultsStore(tmp_path / "s")
+    store.record([{"trial_id": "a", "sweep": "s", "status": "ok", "lr": 0.1}], {"a": [{"epoch": 1, "train_loss": 1.0}]})
+    with SweepLock(tmp_path / "s", "mutransfer sweep"):
+        assert main(["compact", str(tmp_path / "s")]) == 2
+    assert "this sweep is in use by mutransfer sweep" in capsys.readouterr().err
+    assert (tmp_path / "s" / "trials").is_dir()  # nothing folded under the running driver
+    assert main(["compact", str(tmp_path / "s")]) == 0
+    assert not (tmp_path / "s" / "trials").exists() and not (tmp_path / "s" / LOCK_NAME).exists()
