@@ -71,23 +71,25 @@ class _WorkerWatch(threading.Thread):
 
 
 def _trial_records(results: Path) -> list[dict]:
-    """One record per trial from Tune's result.json (read once): ``pid``, ``started_at`` and
-    ``reported_at`` (epoch seconds of its start and last report), ``time_total_s`` (Tune's own)."""
+    """One record per trial from Tune's result.json files (read once): ``pid`` (the worker's),
+    ``started_at`` and ``reported_at`` (epoch seconds of its start and last report, from its own events:
+    a Tune trial runs a pack of trials, ``orchestrator.packs.member_results``) and ``time_total_s`` (its
+    last report minus its start)."""
     import json
+
+    from orchestrator.packs import member_results
 
     out = []
     for f in results.glob("tune/*/*/result.json"):
-        lines = f.read_text().splitlines()
-        if lines:
-            first, last = json.loads(lines[0]), json.loads(lines[-1])
-            out.append(
-                {
-                    "pid": int(first["pid"]),
-                    "started_at": first["started_at"],
-                    "reported_at": last["reported_at"],
-                    "time_total_s": float(last["time_total_s"]),
-                }
-            )
+        lines = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
+        if not lines:
+            continue
+        pid = int(lines[0]["pid"])
+        for events in member_results(lines, f.parent.name).values():
+            timed = [e for e in events if e.get("started_at") is not None]
+            if timed:
+                start, end = float(timed[-1]["started_at"]), float(events[-1].get("reported_at") or 0.0)
+                out.append({"pid": pid, "started_at": start, "reported_at": end, "time_total_s": end - start})
     return out
 
 
