@@ -52,6 +52,7 @@ class SweepLock:
         self.path = Path(sweep_dir) / LOCK_NAME
         self.what = what  # the command, for the holder's description
         self.held = False
+        self.created: list[Path] = []
 
     def _mine(self) -> dict:
         return {
@@ -72,6 +73,11 @@ class SweepLock:
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`BadInput` naming the driver that holds it."""
+        self.created = []  # directories made for the lock: removed on release if still empty
+        d = self.path.parent
+        while not d.exists():
+            self.created.insert(0, d)
+            d = d.parent
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
@@ -119,6 +125,11 @@ class SweepLock:
         holder = self._read()
         if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
             self.path.unlink(missing_ok=True)
+        for d in reversed(self.created):  # a command refused before writing anything leaves nothing
+            try:
+                d.rmdir()
+            except OSError:
+                break  # not empty: the command wrote there
 
     def __enter__(self) -> SweepLock:
         self.acquire()

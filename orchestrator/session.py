@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .config import Sweep, TrialSpec, check_runnable
-from .driver import preflight, start_ray
+from .driver import embedded, preflight, start_ray
 from .lock import SweepLock
 from .progress import STATUS_NAME, Progress
 from .recorder import Recorder
 from .results_store import ResultsStore
 from .tracking import Tracker, default_tracking_uri
-from .watchdog import watch
+from .watchdog import started_here, watch
 
 SIGNAL_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -68,10 +68,13 @@ class Session:
             if threading.current_thread() is threading.main_thread():  # Ray's own SIGTERM handler aborts
                 for s in SIGNAL_CODES:
                     signal.signal(s, self._on_signal)
-            if self.ray_started:  # embedded: nothing of it may outlive this driver (orchestrator.watchdog)
+            if self.ray_started and embedded(self.address):  # nothing of an embedded Ray may outlive this
+                # driver (orchestrator.watchdog); a cluster's processes are the cluster's, never ours to kill
                 from ray._private import worker
 
-                self._watchdog = watch(worker._global_node.get_session_dir_path())
+                session_dir = worker._global_node.get_session_dir_path()
+                if started_here(session_dir):
+                    self._watchdog = watch(session_dir)
         return self.waiting
 
     def stop_ray(self) -> None:
@@ -157,6 +160,7 @@ class Session:
         known: list[TrialSpec] = (),
         compact: bool = True,
         max_concurrent: int | None = None,
+        needs_ray: bool = False,
     ) -> Iterator[Stage]:
         """A results store opened for this command: config written, tracking started and back-filled,
         progress shown; compacted when the block ends.
@@ -170,8 +174,11 @@ class Session:
             known: trial specs whose recorded rows MLflow should back-fill now (an earlier run's).
             compact: fold the part files into the two tables when the block ends.
             max_concurrent: trials at once (default the sweep's ``max_concurrent``).
+            needs_ray: trials will run: connect (and check what a trial needs) before anything is written.
         """
         cfg = self.sweep.config
+        if needs_ray:
+            self.ray()  # a cluster that cannot run a trial: BadInput before anything is written
         store.write_config(config_text)
         tracker = None
         if track:

@@ -104,6 +104,7 @@ def sweep_stage(
         stream=stream,
         known=specs,
         compact=compact,
+        needs_ray=any(t.trial_id not in done | {r["trial_id"] for r in rebuilt[0]} for t in specs),
     ) as stage:
         if rebuilt[0]:
             stage.record(*rebuilt)

@@ -296,6 +296,7 @@ def _search(
         stream=stream,
         known=known,
         max_concurrent=cfg.search.max_concurrent or cfg.max_concurrent,
+        needs_ray=any(s["complete"] < n for s in states) or any(open_round(st, g) for g in groups),
     ) as stage:
         search_rounds(st, groups, space, n, cfg.search.batch, cfg.search.seed, metric, mode, store, stage.run)
     tracker = stage.tracker

@@ -42,6 +42,20 @@ def session_pids(session_dir: str | Path, exclude: int | None = None) -> list[in
     return found
 
 
+def started_here(session_dir: str | Path) -> bool:
+    """Whether a child of this process holds files in ``session_dir``: Ray was started here (embedded),
+    not joined (a cluster's processes are never this watchdog's to kill)."""
+    me = os.getpid()
+    for pid in session_pids(session_dir):
+        try:
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == me:
+            return True
+    return False
+
+
 def watch(session_dir: str | Path) -> subprocess.Popen:
     """Start the watchdog of the embedded Ray whose session directory is ``session_dir``.
 
