@@ -63,10 +63,23 @@ def run_sweep(
         cfg = sweep.config.copy()
         cfg.max_concurrent = max_concurrent
         sweep = Sweep(sweep.name, sweep.source, cfg, sweep.trials)
+    check_stores(sweep, results_dir)
     with open_session(sweep, results_dir, address, "mutransfer sweep") as session:
         with sweep_stage(session, sweep, track, stream, compact=compact) as stage:
             stage.run(sweep.trials)
         return finish_sweep(stage, sweep, len(sweep.trials))
+
+
+def check_stores(sweep: Sweep, results_dir: str | Path) -> None:
+    """Before the lock is taken (nothing written yet): the directory holds this sweep or none, and its
+    tables (and tune-base's in ``base/``) are readable; else :class:`BadInput`."""
+    from .paths import check_results_dir
+
+    store = ResultsStore(check_results_dir(results_dir) / sweep.name)
+    store.check_owner(sweep.identity())
+    for s in (store, ResultsStore(store.dir / "base")):
+        s.trials()
+        s.history()
 
 
 @contextmanager

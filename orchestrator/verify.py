@@ -35,7 +35,7 @@ from .errors import BadInput
 from .refine import next_offsets
 from .seeding import at_seeds, grow, look_line, seed_plan, undecided
 from .session import Stage, open_session
-from .sweep import finish_sweep, sweep_stage
+from .sweep import check_stores, finish_sweep, sweep_stage
 from .tracking import log_report
 from .tune_base import BaseResult, group_of, tune_base
 
@@ -255,6 +255,7 @@ def run_verify(
     if "width" not in sweep.swept_keys or len({t.trainer["width"] for t in sweep.trials}) < 2:
         raise BadInput(f"{sweep.source}: grid.width needs at least two widths to verify a transfer")
     sweep = with_seeds(sweep)
+    check_stores(sweep, results_dir)
     with open_session(sweep, results_dir, address, "mutransfer verify") as session:
         base = tune_base(
             sweep, results_dir, trials=trials, storage=storage, address=address, track=track, stream=stream

@@ -102,7 +102,7 @@ def test_dry_run_refuses_what_the_run_would_refuse(tiny_space, tmp_path, run_cli
     _record(load_sweep(tiny_space, ["train.epochs=3"]), results, 1, wall=1.0)  # a different sweep named tiny
     before = _snapshot(results)
     proc = run_cli(["sweep", str(tiny_space), "--dry-run", "--results", str(results)], dict(os.environ), timeout=300)
-    assert proc.returncode == 2 and "belongs to a different sweep config" in proc.stderr
+    assert proc.returncode == 2 and "train.epochs=2 (was 3)" in proc.stderr and "another sweep" in proc.stderr
     assert "Traceback" not in proc.stderr and _snapshot(results) == before
 
 
