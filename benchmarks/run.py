@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(HERE / "RESULTS.md"), help="where to write the markdown table")
     p.add_argument(
         "--only",
-        choices=("store", "sweep"),
+        choices=("store", "sweep", "demo"),
         default=None,
         help="run only this part and replace (or add) its rows in --out, leaving the other rows",
     )
@@ -248,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         for row in bench_sweep(quick=args.quick, smoke=args.smoke):
             rows.append(row)
         rows += _store_rows(args.smoke)
+        if not args.smoke and not args.quick:
+            rows += _demo_rows()
 
     header = ["goal", "measured", "target", "verdict"]
     widths = [max(len(r[i]) for r in rows + [tuple(header)]) for i in range(4)]
@@ -286,10 +288,31 @@ def _store_rows(smoke: bool) -> list[tuple[str, str, str, str]]:
     return bench_store(sizes=(10, 30), probes=3) if smoke else bench_store()
 
 
+def _demo_rows() -> list[tuple[str, str, str, str]]:
+    """The demo's own trial mix through the real driver (``demo_bench.py``): issue 27's overhead goals."""
+    from demo_bench import run as run_demo  # noqa: E402
+
+    m = run_demo(HERE.parent / "search_spaces" / "demo.yaml", [], max(1, os.cpu_count() or 1))
+    rows = [("demo start-up (command start -> first trial)", f"{m['start-up']['span_s']:.1f} s", "<= 10 s", "")]
+    for phase, goal in (("verify (transfer)", 1.15), ("tune-base", 1.3)):
+        r = m[phase]["ratio"]
+        rows.append(
+            (
+                f"demo {phase}: wall / (sum of trial wall_s / workers)",
+                f"{r:.2f} ({m[phase]['span_s']:.0f} s, {m[phase]['trials']} trials)",
+                f"<= {goal}",
+                "met" if r <= goal else "missed",
+            )
+        )
+    return rows
+
+
 def partial(part: str, args: argparse.Namespace) -> int:
     """``--only``: run one part; its rows replace the rows of the same goal in ``--out`` (added if absent)."""
     if part == "store":
         rows = _store_rows(args.smoke)
+    elif part == "demo":
+        rows = _demo_rows()
     else:
         from sweep_bench import bench_sweep  # noqa: E402
 
