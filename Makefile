@@ -43,7 +43,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 test: data lint
-	$(PY) -m pytest -o addopts='--import-mode=importlib' -m 'not gpu or gpu' -q -rsx
+	$(PY) -m pytest -o addopts='--import-mode=importlib' -m 'not gpu or gpu' -q -rsx --durations=15
 
 # The MLflow UI in headless Chromium (Debian's `chromium`; no Python browser package): a small sweep,
 # `mutransfer ui`, screenshots of the runs table, a trial, the parent run and report.md in ui-shots/.
@@ -55,7 +55,8 @@ ui-check: $(STAMP)
 # rerun against an uninterrupted one); the other rows run in `make test`.
 fault-suite: data
 	MUTRANSFER_FAULT_SUITE=1 $(PY) -m pytest -o addopts='--import-mode=importlib' -q -rsx \
-	  tests/orchestrator/test_faults_store.py tests/orchestrator/test_faults_driver.py
+	  tests/orchestrator/test_faults_store.py tests/orchestrator/test_faults_driver.py \
+	  tests/orchestrator/test_session.py tests/orchestrator/test_grow.py
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q

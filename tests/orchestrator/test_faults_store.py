@@ -390,6 +390,9 @@ for r in range(rounds):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("MUTRANSFER_FAULT_SUITE") != "1", reason="opt-in (make fault-suite): keeps make test near 25 min"
+)
 def test_two_drivers_creating_one_new_mlflow_db_both_log(tmp_path):
     """Three times, two processes start a Tracker on the same new SQLite store at the same instant
     (without the lock, MLflow's migrations race: ``duplicate column name: step``, one logs nothing)."""

@@ -1,6 +1,7 @@
 """Studies that grow: new grid values or axes keep the recorded trials and run only the new ones;
 a changed trial config (train, data, a fixed trainer key) is another sweep, refused by name."""
 
+import os
 import textwrap
 
 import pandas as pd
@@ -124,6 +125,9 @@ def test_analysis_of_a_new_axis_keeps_the_old_trials_at_the_old_value(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("MUTRANSFER_FAULT_SUITE") != "1", reason="opt-in (make fault-suite): keeps make test near 25 min"
+)
 def test_a_finished_sweep_grown_by_a_width_runs_only_that_width(tmp_path, tiny_space, ray_env, run_cli):
     """Real sweeps (embedded Ray): width 32 added to a finished width-16 sweep runs its 2 trials only;
     then a changed train.epochs is refused (exit 2), naming the key, with nothing written."""

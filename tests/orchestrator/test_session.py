@@ -1,6 +1,7 @@
 """One session per command, in real processes: an interrupt ends in one line and exit 130 / 143,
 a second driver on the same sweep is refused, and a rerun resumes without duplicating a trial."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -45,7 +46,12 @@ def _wait_for_a_recorded_trial(results, timeout=240):
     raise AssertionError("no trial was recorded in time")
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+SIGTERM_OPT_IN = pytest.mark.skipif(
+    os.environ.get("MUTRANSFER_FAULT_SUITE") != "1", reason="opt-in (make fault-suite): keeps make test near 25 min"
+)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=SIGTERM_OPT_IN)])
 def test_an_interrupt_stops_with_one_line_and_a_rerun_resumes(tmp_path, ray_env, sig, code, run_cli):
     space = tmp_path / "longer.yaml"
     space.write_text(textwrap.dedent(LONGER))
