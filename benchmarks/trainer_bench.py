@@ -20,9 +20,8 @@ import jax_peer
 import torch
 from torch import nn
 
-from trainers import TrainerConfig, make_trainer
+from trainers import TrainerConfig, make_trainer, tanh_pair
 from trainers import _products as products
-from trainers._pc import _tanh_pair
 
 D_IN, WIDTH, D_OUT, BATCH = 784, 1024, 10, 128
 
@@ -173,8 +172,8 @@ def _fast_plain_bp_step(width: int, batch: int) -> Callable[[], object]:
 
     @torch.no_grad()
     def step():
-        a0, d0 = _tanh_pair(products.linear(x, ws[0]))
-        a1, d1 = _tanh_pair(products.linear(a0, ws[1]))
+        a0, d0 = tanh_pair(products.linear(x, ws[0]))
+        a1, d1 = tanh_pair(products.linear(a0, ws[1]))
         err = products.linear(a1, ws[2]).sub_(target)
         loss = 0.5 * float(err.pow(2).sum()) / batch
         e2 = err.div_(batch)

@@ -70,19 +70,24 @@ def recorded_seconds(specs: Sequence[Mapping[str, Any]], trials) -> dict[str, fl
     return out
 
 
-def calibrate(spec: Mapping[str, Any], threads: int = 1) -> float:
-    """Seconds of ``spec``'s training, timed here: a few steps and one evaluation, scaled to its epochs (on CPU)."""
+def calibrate(spec: Mapping[str, Any], threads: int = 1, device: str = "cpu", cache: dict | None = None) -> float:
+    """Seconds of ``spec``'s training, timed here on ``device``: a few steps and one evaluation, scaled to
+    its epochs (the loop's full batches). ``cache``: datasets already loaded, by data, device and dtype."""
     import torch
 
     from trainers import TrainerConfig, load_dataset, make_trainer
 
-    tc = TrainerConfig(**spec["trainer"])
-    tc = tc.replace(device="cpu")
+    tc = TrainerConfig(**spec["trainer"]).replace(device=device)
     d = spec["data"]
+    subset, test_subset = d.get("subset") or None, d.get("test_subset") or None  # 0: all, as the sweep reads it
+    key = f"{d['dataset']}:{subset}:{test_subset}:{tc.device}:{tc.dtype}"
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
+    torch.set_num_threads(max(1, int(threads)))  # as a trial does: one thread per CPU it was given
     try:
-        data = load_dataset(d["dataset"], d.get("subset") or None, d.get("test_subset") or None, "cpu", tc.torch_dtype)
+        cache = {} if cache is None else cache
+        if key not in cache:
+            cache[key] = load_dataset(d["dataset"], subset, test_subset, tc.torch_device, tc.torch_dtype, tc.seed)
+        data = cache[key]
         torch.manual_seed(tc.seed)
         trainer = make_trainer(tc, data.input_dim, data.output_dim)
         n = data.x_train.shape[0]
@@ -98,7 +103,7 @@ def calibrate(spec: Mapping[str, Any], threads: int = 1) -> float:
         per_eval = time.perf_counter() - t0
     finally:
         torch.set_num_threads(before)
-    return int(spec["train"]["epochs"]) * (math.ceil(n / bs) * per_step + per_eval)
+    return int(spec["train"]["epochs"]) * ((n // bs) * per_step + per_eval)
 
 
 def estimate_seconds(

@@ -24,7 +24,6 @@ import math
 import os
 import socket
 import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,38 +79,19 @@ class CostModel:
         return out
 
     def _calibrate(self, spec: TrialSpec) -> float:
-        """Time a few steps and one evaluation of ``spec``'s trial here; scale to its epochs."""
+        """Time a few steps and one evaluation of ``spec``'s trial here (:func:`packs.calibrate`); a trial
+        that asks for a GPU this machine lacks is timed on the CPU (an upper bound, said in the plan)."""
         import torch
 
-        from trainers import load_dataset, make_trainer
+        from . import packs
 
-        tc = spec.config
-        device = tc.device
+        device = spec.config.device
         wants_gpu = device.startswith("cuda") or (device == "auto" and self.gpu)
         if wants_gpu and not torch.cuda.is_available():
             device, self.cpu_for_gpu = "cpu", True
         elif device == "auto":
             device = "cuda" if wants_gpu else "cpu"
-        tc = tc.replace(device=device)
-        d = spec.data
-        subset, test_subset = d.get("subset") or None, d.get("test_subset") or None  # 0: all, as the sweep reads it
-        key = f"{d['dataset']}:{subset}:{test_subset}:{tc.device}:{tc.dtype}"
-        if key not in self._data:
-            self._data[key] = load_dataset(d["dataset"], subset, test_subset, tc.torch_device, tc.torch_dtype, tc.seed)
-        data = self._data[key]
-        torch.manual_seed(tc.seed)
-        trainer = make_trainer(tc, data.input_dim, data.output_dim)
-        n, bs = data.x_train.shape[0], max(1, min(int(spec.train["batch_size"]), data.x_train.shape[0]))
-        xb, yb = data.x_train[:bs], data.y_train[:bs]
-        trainer.step(xb, yb)  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(CALIBRATION_STEPS):
-            trainer.step(xb, yb)
-        per_step = (time.perf_counter() - t0) / CALIBRATION_STEPS
-        t0 = time.perf_counter()
-        trainer.evaluate(data.x_test, data.y_test)
-        per_eval = time.perf_counter() - t0
-        return int(spec.train["epochs"]) * (math.ceil(n / bs) * per_step + per_eval)
+        return packs.calibrate(spec.to_dict(), self.threads, device, self._data)
 
     def trial_seconds(self, spec: TrialSpec) -> float | None:
         """Estimated training seconds of ``spec`` (None when unknown and calibration is off)."""
@@ -121,14 +101,7 @@ class CostModel:
             if recorded:
                 self.seconds[key], self.source[key] = statistics.median(recorded), "recorded"
             elif self.calibrate:
-                import torch
-
-                before = torch.get_num_threads()
-                torch.set_num_threads(self.threads)  # as a trial does: one thread per CPU it was given
-                try:
-                    self.seconds[key], self.source[key] = self._calibrate(spec), "calibrated"
-                finally:
-                    torch.set_num_threads(before)
+                self.seconds[key], self.source[key] = self._calibrate(spec), "calibrated"
             else:
                 return None
         return self.seconds[key]

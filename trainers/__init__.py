@@ -30,6 +30,7 @@ from ._layers import Conv, Dense
 from ._loop import train
 from ._model import ACTIVATIONS, CNN, MLP, MODELS, Net, init_mlp, init_net, make_model
 from ._param import LayerRule, Table, layer_roles, register_table, resolve_table
+from ._pc import _tanh_pair as tanh_pair  # tanh and its derivative in one pass (benchmarks)
 
 __all__ = [
     "ACTIVATIONS",
@@ -73,6 +74,7 @@ __all__ = [
     "DatasetEntry",
     "dataset_entry",
     "resolve_table",
+    "tanh_pair",
     "train",
     "train_batched",
     "batchable",

@@ -38,7 +38,7 @@ def test_a_reused_pid_does_not_keep_a_dead_holder_alive(tmp_path):
         json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "started": -5.0, "since": "x"})
     )
     with SweepLock(tmp_path, "mutransfer sweep"):  # the parent started at another time than the holder did
-        pass
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()  # taken over
 
 
 def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
