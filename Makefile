@@ -49,14 +49,14 @@ test: data lint
 # `mutransfer ui`, screenshots of the runs table, a trial, the parent run and report.md in ui-shots/.
 ui-check: $(STAMP)
 	MUTRANSFER_UI_CHECK=1 MUTRANSFER_UI_SHOTS=$(CURDIR)/ui-shots $(PY) -m pytest -o addopts='--import-mode=importlib' \
-	  -m ui -q -rsx -s tests/orchestrator/test_cmd_ui.py
+	  -m ui -q -rsx -s tests/orchestrator/cli/test_cmd_ui.py
 
 # The fault suite's opt-in rows (minutes: a full disk under a real sweep, a verify killed in tune-base and
 # rerun against an uninterrupted one); the other rows run in `make test`.
 fault-suite: data
 	MUTRANSFER_FAULT_SUITE=1 $(PY) -m pytest -o addopts='--import-mode=importlib' -q -rsx \
 	  tests/orchestrator/test_faults_store.py tests/orchestrator/test_faults_driver.py \
-	  tests/orchestrator/test_session.py tests/orchestrator/test_grow.py
+	  tests/orchestrator/engine/test_session.py tests/orchestrator/test_grow.py
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,6 +1,6 @@
 """The transfer report: report.md and report.html with the plots and tables, summary.parquet,
 summary.json, and η* over training time (k_over_time.png, k_over_time.parquet) when the history has
-several epochs (docs/ARCHITECTURE.md, "The results contract"); `orchestrator.tracking.log_report`
+several epochs (docs/ARCHITECTURE.md, "The results contract"); `orchestrator.stores.tracking.log_report`
 logs it to the sweep's MLflow run.
 """
 
@@ -345,7 +345,7 @@ def _over_time_rows(table: pd.DataFrame, level: float) -> pd.DataFrame:
 
 
 # A figure maker for the report: called with the report's directory, it writes its PNGs there and
-# returns ``(file name, heading, caption)`` for each (e.g. tune-base's Optuna plots, orchestrator/base_plots.py).
+# returns ``(file name, heading, caption)`` for each (e.g. tune-base's Optuna plots, orchestrator/studies/base_plots.py).
 FigureMaker = Callable[[Path], list[tuple[str, str, str]]]
 
 

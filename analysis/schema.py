@@ -2,7 +2,7 @@
 
 ``results/<sweep>/trials.parquet`` and ``history.parquet`` (their columns and statuses), the
 MLflow layout (tags, metrics) and the objective's defaults. The driver
-(``orchestrator.results_store``, ``orchestrator.tracking``) writes by these names, the analysis
+(``orchestrator.stores.results_store``, ``orchestrator.stores.tracking``) writes by these names, the analysis
 (``analysis.load``, ``analysis.report``) reads by them. See docs/ARCHITECTURE.md, "The results
 contract". Plain data and two small functions; it imports only the standard library.
 """

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.tune_base import base_sampler  # noqa: E402
+from orchestrator.studies.tune_base import base_sampler  # noqa: E402
 
 LR_RANGE = (1.0e-3, 2.0)
 SPACE = [{"name": "lr", "type": "float", "low": LR_RANGE[0], "high": LR_RANGE[1], "log": True}]

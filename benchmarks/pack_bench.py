@@ -35,10 +35,10 @@ resources: {cpu: 1}
 
 
 def _run(sweep, results: Path, workers: int, pack_seconds: float | None) -> tuple[float, float, int, float]:
-    from orchestrator import tune_runner
-    from orchestrator.progress import Progress
-    from orchestrator.recorder import Recorder
-    from orchestrator.results_store import ResultsStore
+    from orchestrator.engine import tune_runner
+    from orchestrator.engine.progress import Progress
+    from orchestrator.engine.recorder import Recorder
+    from orchestrator.stores.results_store import ResultsStore
 
     store = ResultsStore(results / sweep.name)
     rec = Recorder(sweep, store, None, Progress(len(sweep.trials), stream=io.StringIO(), tty=False))
@@ -65,8 +65,8 @@ def main() -> None:
     seeds = max(1, args.trials_per_width // 8)
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     os.environ.setdefault("MUTRANSFER_MATMUL", "torch")
-    from orchestrator import tune_runner
-    from orchestrator.config import load_sweep
+    from orchestrator.engine import tune_runner
+    from orchestrator.spec.config import load_sweep
 
     tmp = Path(tempfile.mkdtemp(prefix="packbench"))
     space = tmp / "space.yaml"

@@ -3,7 +3,7 @@
 The driver records each finished trial (its ``trials`` row and its history). Until part files,
 ``ResultsStore.record`` read both tables and rewrote them whole (:func:`old_record`, kept here as
 it was, to measure against); now it writes one part file per table
-(:meth:`orchestrator.results_store.ResultsStore.record`). For each size N the store is first
+(:meth:`orchestrator.stores.results_store.ResultsStore.record`). For each size N the store is first
 filled with N trials of ``EPOCHS`` epochs (untimed: the old layout as one compacted file pair,
 the new one as N part pairs, as a live sweep leaves them), then the next ``PROBES`` trials are
 recorded one by one and timed; the median per trial is reported. Every store (each size, old
@@ -56,7 +56,7 @@ def old_record(store, rows: list[dict[str, Any]], histories: dict[str, list[dict
 
 def _trial(i: int) -> tuple[dict[str, Any], list[dict]]:
     """A trials row (as the Recorder builds it) and its history, for trial number ``i``."""
-    from orchestrator.results_store import trial_row
+    from orchestrator.stores.results_store import trial_row
 
     tid = f"{i:016x}"
     spec = {
@@ -114,7 +114,7 @@ def bench_store(sizes=SIZES, probes: int = PROBES) -> list[tuple[str, str, str, 
     """
     import random
 
-    from orchestrator.results_store import ResultsStore
+    from orchestrator.stores.results_store import ResultsStore
 
     rng = random.Random(0)
     cells = [(n, kind) for n in sizes for kind in ("old", "new")]

@@ -73,11 +73,11 @@ class _WorkerWatch(threading.Thread):
 def _trial_records(results: Path) -> list[dict]:
     """One record per trial from Tune's result.json files (read once): ``pid`` (the worker's),
     ``started_at`` and ``reported_at`` (epoch seconds of its start and last report, from its own events:
-    a Tune trial runs a pack of trials, ``orchestrator.packs.member_results``) and ``time_total_s`` (its
+    a Tune trial runs a pack of trials, ``orchestrator.engine.packs.member_results``) and ``time_total_s`` (its
     last report minus its start)."""
     import json
 
-    from orchestrator.packs import member_results
+    from orchestrator.engine.packs import member_results
 
     out = []
     for f in results.glob("tune/*/*/result.json"):
@@ -114,11 +114,11 @@ def _cpu_seconds() -> float:
 
 def bench_sweep(quick: bool = False, smoke: bool = False) -> list[tuple[str, str, str, str]]:
     """Rows (goal, measured, target, verdict) for the sweep, tracking and memory goals."""
-    from orchestrator import tune_runner
-    from orchestrator.config import load_sweep
-    from orchestrator.results_store import ResultsStore, trial_row
-    from orchestrator.sweep import run_sweep
-    from orchestrator.tracking import Tracker
+    from orchestrator.engine import tune_runner
+    from orchestrator.spec.config import load_sweep
+    from orchestrator.stores.results_store import ResultsStore, trial_row
+    from orchestrator.stores.tracking import Tracker
+    from orchestrator.studies.sweep import run_sweep
     from trainers import TrainerConfig, load_dataset, make_trainer, train
 
     n = 2 if smoke else 4 if quick else TRIALS

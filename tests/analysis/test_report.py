@@ -208,7 +208,7 @@ def test_report_is_logged_to_the_sweep_parent_run(small_dir, tmp_path):
     file path (as before mlflow-artifacts:/): the report goes there; the verdicts go to the run."""
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.tracking import log_report
+    from orchestrator.stores.tracking import log_report
 
     _, _, out = _report(small_dir)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -56,7 +56,7 @@ def test_results_md_is_what_the_script_writes_from_the_committed_summaries():
 def test_committed_trials_are_the_search_space_files_trials(study):
     """docs/<study>/trials.parquet holds exactly the trials search_spaces/<study>.yaml defines (same ids).
     (The verify studies, whose learning rates follow tune-base and the refinement, are checked by the rerun.)"""
-    from orchestrator.config import load_sweep as load_space
+    from orchestrator.spec.config import load_sweep as load_space
 
     trials = pd.read_parquet(DOCS / study / "trials.parquet")
     ids = {t.trial_id for t in load_space(DOCS.parent / "search_spaces" / f"{study}.yaml").trials}

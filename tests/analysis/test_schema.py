@@ -33,7 +33,8 @@ def test_the_architecture_doc_states_the_columns_of_the_schema():
 
 
 def test_writer_and_readers_use_the_schema_objects():
-    from orchestrator import config, results_store, tracking
+    from orchestrator.spec import config
+    from orchestrator.stores import results_store, tracking
 
     assert results_store.TRIAL_COLUMNS is schema.TRIAL_COLUMNS
     assert results_store.HISTORY_COLUMNS is schema.HISTORY_COLUMNS

@@ -267,13 +267,13 @@ def _commands() -> list[tuple[str, list[str]]]:
 
 
 def _parser():
-    from orchestrator.cli import build_parser
+    from orchestrator.cli.main import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     if "sweep" not in sub.choices:
         pytest.fail(
-            "`mutransfer sweep` is not a sub-command of orchestrator.cli yet (issue 5): "
+            "`mutransfer sweep` is not a sub-command of orchestrator.cli.main yet (issue 5): "
             f"the CLI knows {sorted(sub.choices)}; cluster/ runs `mutransfer sweep`"
         )
     return parser
@@ -285,7 +285,7 @@ def test_cluster_files_run_real_mutransfer_commands():
     for must in ("kuberay/rayjob.yaml entrypoint", "aws_sweep.sh", "slurm/sweep.sbatch", "README.md"):
         assert must in wheres, f"no mutransfer command found in {must}"
     parser = _parser()
-    from orchestrator.config import load_sweep
+    from orchestrator.spec.config import load_sweep
 
     sweeps = 0
     for where, argv in commands:
@@ -307,8 +307,8 @@ def test_command_check_rejects_a_bad_command():
     argv = _mutransfer_argv("mutransfer sweep search_spaces/smoke.yaml --adress auto", "test")
     with pytest.raises(SystemExit):
         parser.parse_args(argv)
-    from orchestrator.config import load_sweep
     from orchestrator.errors import BadInput
+    from orchestrator.spec.config import load_sweep
 
     with pytest.raises(BadInput):
         load_sweep(ROOT / "search_spaces" / "smoke.yaml", ["resources.gpus=0.25"])

@@ -280,7 +280,7 @@ def _finish(proc: subprocess.Popen, timeout: float) -> str:
 
 
 def _trial_ids(space: Path) -> set[str]:
-    from orchestrator.config import load_sweep
+    from orchestrator.spec.config import load_sweep
 
     return {t.trial_id for t in load_sweep(space).trials}
 
@@ -354,7 +354,7 @@ def test_worker_without_the_dataset_on_disk(cluster, tmp_path):
 
 SHIP_FROM_A_NODE = """
 import ray
-from orchestrator.data_shipping import ship
+from orchestrator.engine.data_shipping import ship
 from trainers import DataError, find_fashion_mnist
 try:
     print("DRIVER HAS THE DATA:", find_fashion_mnist())

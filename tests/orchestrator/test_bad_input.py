@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 
 SPACE = """
 name: t

@@ -12,9 +12,9 @@ import optuna
 import pytest
 import torch
 
-from orchestrator import base_study, tune_base
-from orchestrator.config import load_sweep
-from orchestrator.results_store import ResultsStore
+from orchestrator.spec.config import load_sweep
+from orchestrator.stores.results_store import ResultsStore
+from orchestrator.studies import base_study, tune_base
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("base_sampler_bench", ROOT / "benchmarks" / "base_sampler.py")
@@ -150,7 +150,7 @@ def test_fail_trials_do_not_change_a_batch_of_suggestions(keys, quiet_one_thread
 def test_gp_never_suggests_a_measured_point_again():
     """In a killed-and-resumed search GP suggested lr = 0.05, the space's upper bound, twice in a row
     (one of 7 trials spent on a trial already recorded); no_repeat draws such a trial at random."""
-    from orchestrator.sampler import no_repeat
+    from orchestrator.studies.sampler import no_repeat
 
     class Stuck(optuna.samplers.RandomSampler):
         def infer_relative_search_space(self, study, trial):

@@ -2,7 +2,7 @@
 
 A verify SIGKILLed during its tune-base and rerun reaches the same base_lr.json and the same verdict
 table as an uninterrupted verify: the learning rates tune-base asks depend only on the study's seed
-and the trials before them (orchestrator.base_study), never on when the driver died.
+and the trials before them (orchestrator.studies.base_study), never on when the driver died.
 """
 
 import json
@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from orchestrator.results_store import ResultsStore
+from orchestrator.stores.results_store import ResultsStore
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,7 +38,16 @@ resources: {cpu: 1}
 
 
 def _verify(space, results, env, **kw):
-    cmd = [sys.executable, "-m", "orchestrator.cli", "verify", str(space), "--results", str(results), "--no-mlflow"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "verify",
+        str(space),
+        "--results",
+        str(results),
+        "--no-mlflow",
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 

@@ -24,14 +24,14 @@ import pytest
 
 from analysis import parts
 from orchestrator.errors import EnvironmentFault
-from orchestrator.results_store import ResultsStore, trial_row
+from orchestrator.stores.results_store import ResultsStore, trial_row
 
 ROOT = Path(__file__).resolve().parents[2]
 
 HELPERS = """
 import json, os, subprocess, sys
 from pathlib import Path
-from orchestrator.results_store import ResultsStore, trial_row
+from orchestrator.stores.results_store import ResultsStore, trial_row
 from orchestrator.errors import EnvironmentFault
 
 def spec(i, epochs=2):
@@ -261,7 +261,7 @@ def _cut_in_half(path: Path) -> None:
 
 
 def test_sync_on_a_damaged_store_says_to_move_it_aside(tmp_path, tiny_space):
-    from orchestrator.tracking import check_store
+    from orchestrator.stores.tracking import check_store
 
     results = tmp_path / "results"
     store = ResultsStore(results / "tiny")
@@ -374,7 +374,7 @@ def test_a_live_writers_temporary_is_left_alone(tmp_path):
 WORKER = """
 import sys, time
 from pathlib import Path
-from orchestrator.tracking import Tracker
+from orchestrator.stores.tracking import Tracker
 base, name, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 for r in range(rounds):
     while not (base / f"go{r}").exists():

@@ -9,9 +9,9 @@ import pytest
 
 from analysis.load import load_sweep as load_logs
 from analysis.transfer import tidy
-from orchestrator.config import load_sweep, to_yaml
 from orchestrator.errors import BadInput
-from orchestrator.results_store import ResultsStore, trial_row
+from orchestrator.spec.config import load_sweep, to_yaml
+from orchestrator.stores.results_store import ResultsStore, trial_row
 
 TINY = NO_ACT = ""  # set from conftest's TINY (the tiny_space fixture) by the autouse fixture below
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import load_sweep
+from orchestrator.spec.config import load_sweep
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 

@@ -44,11 +44,11 @@ def test_sweep_writes_parquet_and_mlflow_retries_a_dead_worker_and_marks_diverge
     trials, hist = _tables(results)
 
     # exactly the 8 trials of the grid, once each, with the contract's columns
-    from orchestrator.config import load_sweep
+    from orchestrator.spec.config import load_sweep
 
     sweep = load_sweep(tiny_space)
     assert sorted(trials.trial_id) == sorted(t.trial_id for t in sweep.trials)
-    from orchestrator.results_store import HISTORY_COLUMNS, TRIAL_COLUMNS
+    from orchestrator.stores.results_store import HISTORY_COLUMNS, TRIAL_COLUMNS
 
     assert list(trials.columns[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
     assert list(hist.columns[: len(HISTORY_COLUMNS)]) == HISTORY_COLUMNS
@@ -138,7 +138,7 @@ def test_sigkill_mid_sweep_then_rerun_records_every_trial_once(tmp_path, tiny_sp
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    from orchestrator.results_store import ResultsStore
+    from orchestrator.stores.results_store import ResultsStore
 
     store = ResultsStore(results / "tiny")  # mid-sweep the trials are part files (trials/): read as one table
     deadline = time.time() + 300

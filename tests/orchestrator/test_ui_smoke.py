@@ -12,8 +12,8 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from orchestrator.results_store import trial_row
-from orchestrator.tracking import Tracker
+from orchestrator.stores.results_store import trial_row
+from orchestrator.stores.tracking import Tracker
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ def test_ui_serves_the_sweeps_runs_on_localhost(tmp_path):
 
 def test_smoke_yaml_runs_as_the_readme_says(tmp_path, ray_env):
     """About 1-2 min on 2 CPUs (more when they are shared): the README's first sweep command."""
-    from orchestrator.cmd_sweep import SMOKE
+    from orchestrator.cli.cmd_sweep import SMOKE
 
     results = tmp_path / "results"
     t0 = time.time()

@@ -69,7 +69,7 @@ def test_builtin_datasets_are_registered_with_how_they_ship():
 
 
 def test_registered_dataset_loads_by_name_and_ships_as_generated(scratch_dataset):
-    from orchestrator.data_shipping import SHIPPED
+    from orchestrator.engine.data_shipping import SHIPPED
     from trainers import DATASETS, load_dataset
 
     ds = load_dataset(scratch_dataset, 6, 2, seed=1)

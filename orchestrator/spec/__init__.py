@@ -1,0 +1,1 @@
+"""The sweep-file model: loading and validating a sweep file, expanding its grid into trial specs."""

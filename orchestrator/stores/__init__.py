@@ -1,0 +1,1 @@
+"""The stores: Parquet results, MLflow tracking, Optuna storage, and the summaries read back from them."""

@@ -1,0 +1,1 @@
+"""The studies a command runs on the engine: a sweep, the base-width search (tune-base), verify."""

@@ -1,0 +1,137 @@
+"""`mutransfer analyze`: verdict table and report from the logs; exit 2, one line, nothing written on bad input."""
+
+import pandas as pd
+import pytest
+
+from analysis.io import write_parquet_atomic
+from analysis.planted import planted_trials
+from orchestrator.cli.main import main
+
+
+@pytest.fixture
+def sweep_dir(tmp_path, monkeypatch):
+    """results/small/: BP μP (k = 0) and BP SP (k = −1), three widths, three seeds, no MLflow store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    d = tmp_path / "results" / "small"
+    parts = [
+        planted_trials(
+            k,
+            parametrization=p,
+            widths=(64, 128, 256),
+            log2_lrs=range(-9, 1),
+            seeds=(0, 1, 2),
+            name="small",
+            rng_seed=i,
+        )
+        for i, (p, k) in enumerate((("mup", 0.0), ("sp", -1.0)))
+    ]
+    write_parquet_atomic(pd.concat([t for t, _ in parts]), d / "trials.parquet")
+    write_parquet_atomic(pd.concat([h for _, h in parts]), d / "history.parquet")
+    (d / "sweep.yaml").write_text(
+        "name: small\nobjective: {metric: final_train_loss, mode: min}\nverify: {max_drift: 0.2, max_regret: 0.05}\n"
+    )
+    return d
+
+
+def test_analyze_prints_the_verdicts_and_writes_the_report(sweep_dir, capsys):
+    assert main(["analyze", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    rows = {ln.split()[1]: ln.split()[-1] for ln in out.splitlines() if ln.split()[:1] == ["bp"]}
+    assert rows == {"mup": "transfers", "sp": "drifts"}, out
+    for name in (
+        "report.md",
+        "report.html",
+        "summary.parquet",
+        "summary.json",
+        "loss_vs_lr.png",
+        "lr_star_vs_width.png",
+        "learning_curves.png",
+    ):
+        assert (sweep_dir / "report" / name).exists(), name
+
+
+def test_analyze_prints_the_rule_and_the_held_out_disagreement(sweep_dir, capsys):
+    """The μP group's test loss made to drift (k = −1): the objective transfers, the held-out metric drifts."""
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    drifting, _ = planted_trials(-1.0, widths=(64, 128, 256), log2_lrs=range(-9, 1), name="small", rng_seed=5)
+    mup = (trials.parametrization == "mup").to_numpy()
+    trials.loc[mup, "final_test_loss"] = drifting["final_train_loss"].to_numpy() * 1.1  # the same grid, row for row
+    write_parquet_atomic(trials, sweep_dir / "trials.parquet")
+    assert main(["analyze", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "excess regret over the base width's" in out and "edge-limited eta* never transfers" in out
+    assert "k's 95% interval" in out and "bootstrap" not in out
+    assert "disagrees with the objective for: BP μP: transfers on final_train_loss, drifts on final_test_loss" in out
+    assert "Conclusion: μP transfers for BP. SP drifts for BP." in out
+    md = (sweep_dir / "report" / "report.md").read_text()
+    assert "held-out (test loss)" in md and (sweep_dir / "report" / "k_over_time.parquet").exists()
+
+
+def test_no_disagreement_no_line(sweep_dir, capsys):
+    assert main(["analyze", str(sweep_dir)]) == 0
+    assert "disagrees with the objective" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--metric", "final_trian_loss"], "final_train_loss"),
+        (["--mode", "biggest"], "--mode"),
+        (["--dpi", "5"], "--dpi"),
+        (["--formats", "png,jpeg"], "--formats"),
+        (["--formats", ","], "--formats"),
+    ],
+)
+def test_bad_options_exit_2_and_write_nothing(sweep_dir, capsys, argv, match):
+    assert main(["analyze", str(sweep_dir), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and match in err and "Traceback" not in err
+    assert not (sweep_dir / "report").exists()
+
+
+def test_bad_sweep_yaml_exits_2(sweep_dir, capsys):
+    (sweep_dir / "sweep.yaml").write_text("verify: {max_regret: -1}\n")
+    assert main(["analyze", str(sweep_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "verify.max_regret" in err and err.count("\n") == 1
+    assert not (sweep_dir / "report").exists()
+
+
+def test_not_a_results_directory_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["analyze", str(tmp_path / "missing")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["analyze", str(tmp_path / "empty")]) == 2
+    assert "not a sweep's results directory" in capsys.readouterr().err
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_the_results_root_points_to_its_sweeps(sweep_dir, capsys):
+    assert main(["analyze", str(sweep_dir.parent)]) == 2
+    err = capsys.readouterr().err
+    assert f"pass {sweep_dir}" in err and err.count("\n") == 1
+    assert not (sweep_dir.parent / "report").exists()
+
+
+def test_formats_in_any_order_and_pdf_alone_write_png_too(sweep_dir, capsys):
+    """--formats pdf: the PNGs (report.html embeds them) and PDF copies, no SVG; svg,png is png,svg."""
+    import argparse
+
+    from orchestrator.cli.cmd_analyze import figure_options
+
+    assert figure_options(argparse.Namespace(dpi=None, formats="svg,png"))[1] == ("png", "svg")
+    assert figure_options(argparse.Namespace(dpi=None, formats="pdf,png,pdf"))[1] == ("png", "pdf")
+    assert main(["analyze", str(sweep_dir), "--formats", "pdf", "--dpi", "60"]) == 0
+    report = sweep_dir / "report"
+    assert (report / "lr_star_vs_width.png").is_file() and (report / "lr_star_vs_width.pdf").is_file()
+    assert not (report / "lr_star_vs_width.svg").exists()
+
+
+def test_notes_say_what_to_do(sweep_dir, capsys):
+    """One seed: the note says to rerun with three seeds or more."""
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    write_parquet_atomic(trials[trials.seed == 0], sweep_dir / "trials.parquet")
+    assert main(["analyze", str(sweep_dir), "--dpi", "60"]) == 0
+    notes = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  note:")]
+    assert notes and all("rerun with three seeds or more" in n for n in notes if "one seed" in n), notes

@@ -1,0 +1,225 @@
+"""MLflow tracking: nested runs per trial, back-fill from Parquet, and an unreachable server."""
+
+import socket
+import time
+
+import pandas as pd
+import pytest
+
+from orchestrator.stores.results_store import trial_row
+from orchestrator.stores.tracking import Tracker, default_tracking_uri
+
+
+def _spec(tid, lr):
+    return {
+        "trial_id": tid,
+        "trainer": {
+            "algorithm": "bp",
+            "parametrization": "mup",
+            "optimizer": "sgd",
+            "model": "mlp",
+            "width": 32,
+            "base_width": 16,
+            "depth": 3,
+            "lr": lr,
+            "inference_steps": 20,
+            "seed": 0,
+        },
+        "data": {"dataset": "fmnist", "subset": 100},
+        "train": {"epochs": 2},
+        "swept": ["lr"],
+    }
+
+
+def _hist(n):
+    return [
+        {
+            "epoch": e,
+            "train_loss": 1.0 / e,
+            "test_loss": 2.0 / e,
+            "test_acc": 0.1 * e,
+            "wall_s": float(e),
+            "sgd_steps": 3 * e,
+        }
+        for e in range(1, n + 1)
+    ]
+
+
+def test_default_uri_prefers_config_then_environment_then_sqlite(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://x:1")
+    assert default_tracking_uri(tmp_path) == "http://x:1"
+    assert default_tracking_uri(tmp_path, "sqlite:///y.db") == "sqlite:///y.db"
+
+
+def test_unreachable_server_turns_tracking_off_quickly(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.time()
+    tr = Tracker(f"http://127.0.0.1:{port}", "s")
+    assert tr.start() is False
+    tr.log_trial(trial_row("s", _spec("a", 0.1), _hist(1), "ok"), _spec("a", 0.1), _hist(1))  # a no-op
+    assert time.time() - t0 < 30
+    err = capsys.readouterr().err
+    assert err.count("unreachable") == 1 and "mutransfer sync" in err
+
+
+@pytest.mark.slow
+def test_nested_runs_back_fill_and_half_logged_runs(tmp_path):
+    """About 10-20 s: creates a SQLite tracking store."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    specs = {t: _spec(t, lr) for t, lr in (("a", 0.1), ("b", 0.2), ("c", 0.4))}
+    tr = Tracker(uri, "s", artifact_root=tmp_path / "art")
+    assert tr.start()
+    tr.log_trial(trial_row("s", specs["a"], _hist(2), "ok"), specs["a"], _hist(2))
+    # a run left RUNNING by a driver that died while logging it
+    half = tr.client.create_run(
+        tr.experiment_id,
+        run_name="b",
+        tags={
+            "mlflow.parentRunId": tr.parent_id,
+            "mutransfer.sweep": "s",
+            "mutransfer.role": "trial",
+            "mutransfer.trial_id": "b",
+        },
+    )
+    tr2 = Tracker(uri, "s", artifact_root=tmp_path / "art")
+    assert tr2.start() and set(tr2._logged) == {"a"} and tr2.parent_id == tr.parent_id
+    trials = pd.DataFrame([trial_row("s", specs[t], _hist(2), "ok") for t in "abc"])
+    hist = pd.DataFrame([{"trial_id": t, **h} for t in "abc" for h in _hist(2)])
+    assert tr2.sync(trials, hist, specs) == 2
+    assert tr2.sync(trials, hist, specs) == 0
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([tr.experiment_id], filter_string="tags.`mutransfer.role` = 'trial'")
+    names = {r.data.tags["mutransfer.trial_id"]: r.info.run_name for r in runs}
+    assert names == {"a": "bp-mup-w32-lr2^-3.32-s0", "b": "bp-mup-w32-lr2^-2.32-s0", "c": "bp-mup-w32-lr2^-1.32-s0"}
+    assert half.info.run_id not in {r.info.run_id for r in runs}
+    b = next(r for r in runs if r.data.tags["mutransfer.trial_id"] == "b")
+    assert b.data.params["lr"] == "0.2" and b.data.tags["mlflow.parentRunId"] == tr.parent_id
+    assert "trial_id" not in b.data.params and b.data.params["log2_lr"] == "-2.3219"
+    assert b.data.tags["mutransfer.status"] == "ok" and "status" not in b.data.params
+    assert b.data.metrics["final_test_loss"] == 1.0 and b.data.metrics["epochs_done"] == 2
+    # a trial that failed and later succeeded: its FAILED run is replaced, not duplicated
+    specs["d"] = _spec("d", 0.8)
+    tr2.log_trial(trial_row("s", specs["d"], _hist(1), "failed", error="died"), specs["d"], _hist(1))
+    tr3 = Tracker(uri, "s")
+    assert tr3.start() and tr3._logged["d"][1] == "failed"
+    trials = pd.concat([trials, pd.DataFrame([trial_row("s", specs["d"], _hist(2), "ok")])])
+    hist = pd.concat([hist, pd.DataFrame([{"trial_id": "d", **h} for h in _hist(2)])])
+    assert tr3.sync(trials, hist, specs) == 1
+    runs = client.search_runs([tr.experiment_id], filter_string="tags.`mutransfer.role` = 'trial'")
+    assert sorted(r.data.tags["mutransfer.trial_id"] for r in runs) == ["a", "b", "c", "d"]
+    assert {r.data.tags["mutransfer.status"] for r in runs} == {"ok"}
+    assert [m.value for m in sorted(client.get_metric_history(b.info.run_id, "test_loss"), key=lambda m: m.step)] == [
+        2.0,
+        1.0,
+    ]
+    steps = sorted(client.get_metric_history(b.info.run_id, "sgd_steps"), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in steps] == [(1, 3.0), (2, 6.0)]  # per epoch: a chart's x axis
+    assert "sgd_steps" not in client.get_run(b.info.run_id).data.params  # a result, not a param
+
+
+def test_group_keys_beyond_algorithm_reach_mlflow_as_metric_and_tag_keys(tmp_path):
+    """A verify over gamma_bar_L (or any extra key) logs per-group metrics and tags MLflow accepts:
+    ``=`` in a key made MLflow refuse the whole batch and turned tracking off (about 5 s)."""
+    from orchestrator.stores.run_summary import base_summary, verdict_summary
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tr = Tracker(uri, "s", artifact_root=tmp_path / "art")
+    assert tr.start()
+    group = {"algorithm": "pc", "parametrization": "mup", "inference_steps": 20, "gamma_bar_L": -1.0, "act": "a=b"}
+    summary = {
+        "group_keys": list(group),
+        "groups": [{**group, "drift_exponent": 0.09, "lr_star_base": 0.117, "verdict": "transfers"}],
+    }
+    _, metrics, tags = verdict_summary(summary, tr.parent_id)
+    _, base_metrics, _ = base_summary({"groups": [{"group": group, "best": {"lr": 0.117}, "trials_complete": 8}]})
+    tr.describe(metrics={**metrics, **base_metrics}, tags=tags)
+    assert tr.enabled
+    data = tr.client.get_run(tr.parent_id).data
+    assert data.metrics["drift_k/pc-mup-T20-gamma_bar_L:-1.0-act:a_b"] == 0.09
+    assert data.metrics["best_lr/pc-mup-T20-gamma_bar_L:-1.0-act:a_b"] == 0.117
+    assert data.tags["verdict/pc-mup-T20-gamma_bar_L:-1.0-act:a_b"] == "transfers"
+
+
+def test_diverged_trial_records_where_it_diverged_and_inf_as_tags(tmp_path):
+    """About 5 s. Epoch 2's row is the diverged one (train_loss ∞, the updates applied before it)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tr = Tracker(uri, "s", artifact_root=tmp_path / "art")
+    assert tr.start()
+    hist = _hist(1) + [
+        {
+            "epoch": 2,
+            "train_loss": float("inf"),
+            "test_loss": float("inf"),
+            "test_acc": float("nan"),
+            "wall_s": 2.0,
+            "sgd_steps": 5,
+            "diverged": True,
+        }
+    ]
+    spec = _spec("x", 4.0)
+    tr.log_trial(trial_row("s", spec, hist, "diverged"), spec, hist)
+    assert tr.enabled
+    run = tr.client.get_run(tr._logged["x"][0])
+    m, tags = run.data.metrics, run.data.tags
+    assert m["diverged"] == 1.0 and m["diverged_at_epoch"] == 2 and m["diverged_at_step"] == 5
+    assert m["last_finite_train_loss"] == hist[0]["train_loss"]
+    assert tags["loss_at_divergence"] == "inf" and tags["final_train_loss"] == "inf"
+    assert "final_train_loss" not in m and run.info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_report_draws_the_transfer_study_in_mlflow(tmp_path):
+    """About 10-20 s: the demo's committed results logged as a report; read back with MlflowClient."""
+    import json
+    import math
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.stores.tracking import log_report
+
+    sd = tmp_path / "demo"
+    shutil.copytree(Path(__file__).resolve().parents[3] / "docs" / "demo_cpu", sd)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert Tracker(uri, "demo", artifact_root=tmp_path / "mlartifacts").start()
+    rid = log_report(sd / "report", uri, "demo", "demo")
+    assert rid
+    client = MlflowClient(tracking_uri=uri)
+    summary = json.loads((sd / "report" / "summary.json").read_text())
+    # the experiment's description: the setup and every group's verdict
+    text = client.get_experiment_by_name("demo").tags["mlflow.note.content"]
+    assert "**Setup**" in text and "fmnist7" in text and "widths 64, 128, 256, 512" in text
+    for g in summary["groups"]:
+        assert f"**{g['verdict']}**" in text
+    run = client.get_run(rid)
+    # ∞ regret is a tag, finite values metrics at 4 significant figures
+    for g in summary["groups"]:
+        label = "-".join(
+            [g["algorithm"], g["parametrization"]] + ([f"T{g['inference_steps']}"] if g["algorithm"] == "pc" else [])
+        )
+        if g["max_regret"] == "inf":
+            assert run.data.tags[f"max_regret/{label}"] == "inf" and f"max_regret/{label}" not in run.data.metrics
+        else:
+            assert run.data.metrics[f"max_regret/{label}"] == float(f"{g['max_regret']:.4g}")
+    # η* against width: one point per width, step = width
+    pw = [r for r in summary["per_width"] if r["algorithm"] == "bp" and r["parametrization"] == "mup"]
+    hist = client.get_metric_history(rid, "lr_star/bp-mup")
+    assert sorted((m.step, m.value) for m in hist) == sorted((r["width"], float(f"{r['lr_star']:.4g}")) for r in pw)
+    # the loss against log2 lr of one width: the mean over the seeds whose loss is finite
+    trials = pd.read_parquet(sd / "trials.parquet")
+    t = trials[(trials.algorithm == "bp") & (trials.parametrization == "mup") & (trials.width == 128)]
+    t = t[np.isfinite(t.final_train_loss)]
+    want = {round(4 * math.log2(lr)): float(f"{v:.4g}") for lr, v in t.groupby("lr").final_train_loss.mean().items()}
+    got = {m.step: m.value for m in client.get_metric_history(rid, "loss_vs_log2lr/bp-mup/w128")}
+    assert got == want and len(got) > 5
+    # analysed again: the series are replaced, not doubled
+    assert log_report(sd / "report", uri, "demo", "demo") == rid
+    assert len(client.get_metric_history(rid, "lr_star/bp-mup")) == len(pw)
