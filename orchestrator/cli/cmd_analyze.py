@@ -1,4 +1,6 @@
-"""`mutransfer analyze results/<sweep>`: the transfer report from a sweep's logs alone."""
+"""`mutransfer analyze results/<sweep>`: the transfer report from a sweep's logs alone;
+`mutransfer analyze A B [C ...] --out DIR`: several sweeps, each analysed on its own, side by side
+(analysis/compare.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,19 @@ from orchestrator.errors import BadInput
 
 
 def _add(p: argparse.ArgumentParser) -> None:
-    p.add_argument("results", help="a sweep's results directory, results/<sweep>")
+    p.description = (
+        "Transfer report from a sweep's logs: optimal learning rate per width, drift exponent, regret, verdict, "
+        "plots (RESULTS/report/, or --out). Given several sweeps (mutransfer analyze A B [C ...] --out DIR), "
+        "each is analysed on its own, as alone, and DIR gets one comparison report: a table with one row per "
+        "(sweep, group) (k with its interval, the excess regret, the verdict), the sweep.yaml keys that differ "
+        "between the sweeps, the trial ids they share (never merged), and eta* against width with every "
+        "sweep's groups (comparison.parquet, comparison.json, lr_star_compare.png); nothing is logged to MLflow."
+    )
+    p.add_argument(
+        "results",
+        nargs="+",
+        help="a sweep's results directory, results/<sweep>; several: compare them (needs --out)",
+    )
     p.add_argument(
         "--metric",
         default=None,
@@ -21,7 +35,12 @@ def _add(p: argparse.ArgumentParser) -> None:
         default=None,
         help="min or max (default: the sweep's objective.mode; with --metric: max for *_acc, min otherwise)",
     )
-    p.add_argument("--out", default=None, help="report directory (default RESULTS/report)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="report directory (default RESULTS/report); with several sweeps, required, outside every sweep "
+        "directory, and new, empty or an earlier comparison (it is replaced)",
+    )
     p.add_argument("--no-mlflow", action="store_true", help="do not log the report to the sweep's MLflow run")
     p.add_argument("--dpi", type=int, default=None, help="resolution of the PNG figures (default 150)")
     p.add_argument(
@@ -53,25 +72,21 @@ def figure_options(args: argparse.Namespace) -> tuple[int, tuple[str, ...]]:
     return dpi, ("png", *dict.fromkeys(f for f in formats if f != "png"))
 
 
-def _run(args: argparse.Namespace) -> int:
-    from analysis.load import MODES, LogError, load_sweep, read_sweep_yaml
-    from analysis.report import held_out_line, level_text, verdict_table, write_report
-    from analysis.report_setup import advice, conclusions
-    from analysis.transfer import analyze_logs
-    from orchestrator.stores.tracking import log_report
+def _check_mode(args: argparse.Namespace) -> None:
+    from analysis.load import MODES
 
-    dpi, formats = figure_options(args)
     if args.mode is not None and args.mode not in MODES:
         raise BadInput(f"--mode={args.mode!r} is not one of {', '.join(MODES)}")
-    if args.out:
-        out = Path(args.out)  # the user's choice of place
-    else:  # the default lies in the sweep's directory, even where report/ is a symbolic link
-        from orchestrator.stores.paths import inside
 
-        out = Path(args.results) / "report"
-        inside(out, args.results, "report directory")
+
+def _analyze(results: str, args: argparse.Namespace):
+    """``(logs, result, metric, mode)``: the sweep in ``results`` read and analysed, its objective unless
+    --metric/--mode say otherwise (BadInput naming the directory when it is not a readable sweep)."""
+    from analysis.load import LogError, load_sweep
+    from analysis.transfer import analyze_logs
+
     try:
-        logs = load_sweep(args.results)
+        logs = load_sweep(results)
     except LogError as exc:
         raise BadInput(str(exc)) from None
     metric = args.metric or logs.objective["metric"]
@@ -84,7 +99,30 @@ def _run(args: argparse.Namespace) -> int:
     try:
         result = analyze_logs(logs, metric=metric, mode=mode)
     except ValueError as exc:
-        raise BadInput(f"{args.results}: {exc}") from None
+        raise BadInput(f"{results}: {exc}") from None
+    return logs, result, metric, mode
+
+
+def _run(args: argparse.Namespace) -> int:
+    if len(args.results) > 1:
+        return _run_compare(args)
+    args.results = args.results[0]  # one sweep: a path, as before (main's exit-4 line names it)
+    from analysis.load import read_sweep_yaml
+    from analysis.report import held_out_line, level_text, verdict_table, write_report
+    from analysis.report_setup import advice, conclusions
+    from orchestrator.stores.tracking import log_report
+
+    results = args.results
+    dpi, formats = figure_options(args)
+    _check_mode(args)
+    if args.out:
+        out = Path(args.out)  # the user's choice of place
+    else:  # the default lies in the sweep's directory, even where report/ is a symbolic link
+        from orchestrator.stores.paths import inside
+
+        out = Path(results) / "report"
+        inside(out, results, "report directory")
+    logs, result, metric, mode = _analyze(results, args)
     from orchestrator.studies.base_plots import base_figures
 
     write_report(
@@ -93,8 +131,8 @@ def _run(args: argparse.Namespace) -> int:
         logs,
         dpi=dpi,
         formats=formats,
-        figures=base_figures(args.results, dpi),
-        sweep_cfg=read_sweep_yaml(args.results),
+        figures=base_figures(results, dpi),
+        sweep_cfg=read_sweep_yaml(results),
     )
     print(
         f"{logs.name}: {len(logs.trials)} trials from {logs.source}; {mode} {metric}; "
@@ -122,9 +160,83 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_compare_paths(results: list[str], out: str | None) -> list[Path]:
+    """The sweep directories, resolved; BadInput (one line naming the path) when --out is missing, lies
+    inside a sweep directory or holds one, exists and is not an earlier comparison, or a directory is given
+    twice."""
+    from analysis.compare import MARKER
+
+    if not out:
+        raise BadInput(f"--out is required with several sweeps ({' '.join(results)}): give a new directory")
+    out_r = Path(out).resolve()
+    paths: list[Path] = []
+    for r in results:
+        p = Path(r).resolve()
+        if p in paths:
+            raise BadInput(f"{r}: given twice; a comparison needs two different sweeps or more")
+        if out_r == p or p in out_r.parents:
+            raise BadInput(f"--out {out}: lies inside the sweep directory {r}; give a directory outside every sweep")
+        if out_r in p.parents:
+            raise BadInput(f"--out {out}: holds the sweep directory {r} (it would be replaced); give another directory")
+        paths.append(p)
+    if out_r.exists() and (not out_r.is_dir() or (any(out_r.iterdir()) and not (out_r / MARKER).is_file())):
+        raise BadInput(
+            f"--out {out}: exists and is not an earlier comparison (no {MARKER}); give a new or empty directory"
+        )
+    return paths
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    """Several sweeps: each analysed as alone, then one comparison report in --out; nothing written
+    until every sweep has been read and analysed."""
+    from analysis.compare import (
+        comparison_table,
+        display_table,
+        labels,
+        overlap_text,
+        setup_differences,
+        sweep_analysis,
+        verdict_changes,
+        write_comparison,
+    )
+
+    dpi, formats = figure_options(args)
+    _check_mode(args)
+    _check_compare_paths(args.results, args.out)
+    analysed = [_analyze(r, args) for r in args.results]
+    names = labels([logs.name for logs, *_ in analysed], [Path(r) for r in args.results])
+    sweeps = [
+        sweep_analysis(r, logs, result, label) for r, (logs, result, *_), label in zip(args.results, analysed, names)
+    ]
+    out = write_comparison(sweeps, args.out, dpi=dpi, formats=formats)
+    table = comparison_table(sweeps)
+    for s in sweeps:
+        print(
+            f"{s.label}: {len(s.logs.trials)} trials from {s.path} ({s.logs.source}); {s.result.mode} {s.result.metric}"
+        )
+    print(display_table(table).to_string(index=False))
+    diffs = setup_differences(sweeps)
+    setup = diffs[diffs.kind == "setup"].key.tolist()
+    run_only = diffs[diffs.kind != "setup"].key.tolist()
+    print(
+        "setup differences: "
+        + (", ".join(setup) if setup else "none")
+        + (f" (and, run only: {', '.join(run_only)})" if run_only else "")
+    )
+    print(overlap_text(sweeps))
+    for line in verdict_changes(table):
+        print(f"  verdict differs: {line}")
+    print(f"report: {out / 'report.md'} (and report.html, comparison.parquet, comparison.json)")
+    print(f"next: open {out / 'report.html'}")
+    for s in sweeps:
+        print(f"next: mutransfer analyze {s.path}   # {s.label}'s own report: every width, plots, notes")
+    return 0
+
+
 COMMANDS = {
     "analyze": (
-        "Transfer report from a sweep's logs: optimal learning rate per width, drift exponent, regret, verdict, plots.",
+        "Transfer report from a sweep's logs: optimal learning rate per width, drift exponent, regret, verdict, "
+        "plots; several sweeps (A B ... --out DIR): one report comparing them.",
         _add,
         _run,
     ),
