@@ -1,5 +1,8 @@
 """`mutransfer analyze`: verdict table and report from the logs; exit 2, one line, nothing written on bad input."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -135,3 +138,111 @@ def test_notes_say_what_to_do(sweep_dir, capsys):
     assert main(["analyze", str(sweep_dir), "--dpi", "60"]) == 0
     notes = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  note:")]
     assert notes and all("rerun with three seeds or more" in n for n in notes if "one seed" in n), notes
+
+
+# ---- several sweeps: mutransfer analyze A B ... --out DIR ------------------------------------
+DOCS = Path(__file__).resolve().parents[3] / "docs"
+E2, E10 = DOCS / "paper_mlp_pool_cpu", DOCS / "paper_mlp_pool_e10_cpu"  # the same sweep at 2 and 10 epochs
+
+
+def _listing(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+
+
+def test_analyze_two_committed_studies_writes_one_comparison(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = {d: _listing(d) for d in (E2, E10)}
+    out = tmp_path / "cmp"
+    assert main(["analyze", str(E2), str(E10), "--out", str(out), "--dpi", "40", "--formats", "png"]) == 0
+    text = capsys.readouterr().out
+    assert {_listing(d) == before[d] for d in (E2, E10)} == {True}  # nothing written beside the inputs
+    assert sorted(p.name for p in out.iterdir()) == [
+        "comparison.json",
+        "comparison.parquet",
+        "lr_star_compare.png",
+        "report.html",
+        "report.md",
+    ]
+    table = pd.read_parquet(out / "comparison.parquet")
+    for d in (E2, E10):  # one row per group of each sweep, its verdicts as its own summary.json's
+        groups = json.loads((d / "report" / "summary.json").read_text())["groups"]
+        got = table[table.sweep == d.name].sort_values(["algorithm", "parametrization"])
+        want = sorted(groups, key=lambda g: (g["algorithm"], g["parametrization"]))
+        assert list(got.verdict) == [g["verdict"] for g in want], d
+    assert "setup differences: train.epochs" in text and "share no trial id" in text
+    md = (out / "report.md").read_text()
+    assert "| train.epochs | setup | 2 | 10 |" in md and "![" in md
+    lines = text.rstrip().splitlines()
+    assert lines[-3:] == [
+        f"next: open {out / 'report.html'}",
+        f"next: mutransfer analyze {E2}   # {E2.name}'s own report: every width, plots, notes",
+        f"next: mutransfer analyze {E10}   # {E10.name}'s own report: every width, plots, notes",
+    ]
+
+
+def test_sweeps_that_share_trials_are_said_to_overlap(sweep_dir, tmp_path, capsys):
+    """A copy of the sweep with its seed-0 trials: the same trial ids, counted, each sweep analysed alone."""
+    other = tmp_path / "results" / "other"
+    other.mkdir()
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    history = pd.read_parquet(sweep_dir / "history.parquet")
+    seed0 = trials[trials.seed == 0]
+    write_parquet_atomic(seed0, other / "trials.parquet")
+    write_parquet_atomic(history[history.trial_id.isin(seed0.trial_id)], other / "history.parquet")
+    (other / "sweep.yaml").write_text((sweep_dir / "sweep.yaml").read_text().replace("name: small", "name: other"))
+    out = tmp_path / "cmp"
+    assert main(["analyze", str(sweep_dir), str(other), "--out", str(out), "--dpi", "40", "--formats", "png"]) == 0
+    text = capsys.readouterr().out
+    assert f"small and other share {len(seed0)} trial ids" in text and "not merged" in text
+    assert f"share {len(seed0)} trial ids" in (out / "report.md").read_text()
+    doc = json.loads((out / "comparison.json").read_text())
+    assert doc["overlaps"] == [{"a": "small", "b": "other", "shared_trial_ids": len(seed0)}]
+    assert "setup differences: none" in text
+    # an earlier comparison may be replaced (here by the sweeps in the other order)
+    assert main(["analyze", str(other), str(sweep_dir), "--out", str(out), "--dpi", "40", "--formats", "png"]) == 0
+    assert pd.read_parquet(out / "comparison.parquet").sweep.iloc[0] == "other"
+    assert not list(out.parent.glob(".cmp.*"))  # no temporary or old directory left beside it
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("not_a_sweep", "not a sweep's results directory"),
+        ("missing", "no such directory"),
+        ("twice", "given twice"),
+        ("no_out", "--out is required"),
+        ("out_inside", "lies inside the sweep directory"),
+        ("out_holds", "holds the sweep directory"),
+        ("out_not_comparison", "is not an earlier comparison"),
+    ],
+)
+def test_bad_comparisons_exit_2_with_one_line_and_write_nothing(sweep_dir, tmp_path, capsys, case, match):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    other, out = str(E2), str(tmp_path / "cmp")
+    argv = {
+        "not_a_sweep": [str(sweep_dir), str(empty), "--out", out],
+        "missing": [str(sweep_dir), str(tmp_path / "nope"), "--out", out],
+        "twice": [str(sweep_dir), str(sweep_dir) + "/", "--out", out],
+        "no_out": [str(sweep_dir), other],
+        "out_inside": [str(sweep_dir), other, "--out", str(sweep_dir / "cmp")],
+        "out_holds": [str(sweep_dir), other, "--out", str(tmp_path)],
+        "out_not_comparison": [str(sweep_dir), other, "--out", str(busy)],
+    }[case]
+    before = _listing(tmp_path)
+    assert main(["analyze", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and match in err and "Traceback" not in err, err
+    named = {"not_a_sweep": empty, "missing": tmp_path / "nope", "out_inside": sweep_dir / "cmp", "out_holds": tmp_path}
+    assert str(named.get(case, "")) in err
+    assert _listing(tmp_path) == before  # nothing written, the busy directory kept
+
+
+def test_help_explains_the_comparison(capsys):
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "analyze A B [C ...] --out DIR" in text and "comparison" in text
