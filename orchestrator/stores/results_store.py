@@ -18,6 +18,7 @@ history part only) are dropped. The machine refusing a write (no space, read-onl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -36,7 +37,7 @@ from analysis import parts
 from analysis.io import ParquetError, remove_stale_temps, write_text_atomic
 from analysis.schema import DONE_STATUSES, HISTORY_COLUMNS, SGD_STEPS, STATUS_DIVERGED, TRIAL_COLUMNS
 from orchestrator.errors import BadInput, EnvironmentFault, is_environment_error
-from orchestrator.spec.config import EXECUTION_KEYS, identity_change
+from orchestrator.spec.config import EXECUTION_KEYS, TrialSpec, identity_change, trainer_fields
 
 # The columns and statuses are the results contract (analysis/schema.py, docs/ARCHITECTURE.md);
 # re-exported here for the callers that import them from the writer.
@@ -121,15 +122,9 @@ class ResultsStore:
         train). Grid growth is the same sweep (:func:`orchestrator.spec.config.identity_change`): new or
         dropped values of an axis, a new axis through the old fixed value, an axis fixed at one of
         its values; the recorded trials are kept and only the new ones run."""
-        if not self.config_path.exists():
+        old = self.recorded_identity()
+        if old is None:
             return
-        try:
-            old = OmegaConf.to_container(OmegaConf.load(self.config_path), resolve=True) or {}
-        except (yaml.YAMLError, OmegaConfBaseException, OSError):
-            raise BadInput(f"{self.config_path}: unreadable; this directory is not a sweep's") from None
-        if not isinstance(old, dict):
-            raise BadInput(f"{self.config_path}: not a mapping; this directory is not a sweep's")
-        old = {k: v for k, v in old.items() if k not in EXECUTION_KEYS}
         change = identity_change(old, identity, str(self.config_path))
         if change is not None:
             raise BadInput(
@@ -137,6 +132,77 @@ class ResultsStore:
                 "computed, so it is another sweep: give it another name= (or --results); only grid axes "
                 "may grow in place (new widths, seeds, lrs or groups keep the recorded trials and run the new ones)"
             )
+
+    def recorded_identity(self) -> dict[str, Any] | None:
+        """The identity (execution keys left out) of ``sweep.yaml``; None when there is none; BadInput
+        when it is unreadable or not a mapping."""
+        if not self.config_path.exists():
+            return None
+        try:
+            old = OmegaConf.to_container(OmegaConf.load(self.config_path), resolve=True) or {}
+        except (yaml.YAMLError, OmegaConfBaseException, OSError):
+            raise BadInput(f"{self.config_path}: unreadable; this directory is not a sweep's") from None
+        if not isinstance(old, dict):
+            raise BadInput(f"{self.config_path}: not a mapping; this directory is not a sweep's")
+        return {k: v for k, v in old.items() if k not in EXECUTION_KEYS}
+
+    def restate_axes(self, identity: dict[str, Any], specs: Iterable[TrialSpec]) -> int:
+        """Give the recorded rows the value of every grid axis of ``identity`` that they lack.
+
+        :func:`trial_row` writes a column for the swept keys only, so the rows recorded while a key
+        was fixed (or at its default) have no value in its column once it becomes an axis, and the
+        analysis would pool them with no group (``sweep.yaml`` no longer says the fixed value). Each
+        such row gets the value it ran with: its spec's in ``specs`` (a trial id hashes the whole
+        trainer config, so the same id is the same config), else the fixed (or default) value of the
+        recorded ``sweep.yaml`` when the key was not an axis there. Call it after :meth:`check_owner`
+        and before :meth:`write_config` (which replaces that ``sweep.yaml``).
+
+        The rows are written again as one trials part (atomic; it replaces them by ``trial_id``, their
+        history untouched); a rerun finds nothing missing and writes nothing.
+
+        Returns:
+            The number of rows restated.
+        """
+        grid = dict(identity.get("grid") or {})
+        if not grid or not self.has_trials():
+            return 0
+        table = self.trials()
+        if table.empty:
+            return 0
+        old = self.recorded_identity() or {}
+        old_grid, old_fixed = dict(old.get("grid") or {}), dict(old.get("trainer") or {})
+        by_id = {t.trial_id: t.trainer for t in specs}
+        fields = trainer_fields()
+        ran: dict[str, pd.Series] = {}  # key -> the value each lacking row ran with, by row
+        for key in grid:
+            if key not in fields:
+                continue
+            lacking = table[key].isna() if key in table.columns else pd.Series(True, index=table.index)
+            if not lacking.any():
+                continue
+            fallback = None  # unknown: the key was an axis already (rows recorded before this restating)
+            if self.config_path.exists() and key not in old_grid:  # fixed (or default) when they ran
+                fallback = old_fixed[key] if key in old_fixed else _default(fields[key])
+            values = pd.Series(
+                [by_id[tid][key] if tid in by_id else fallback for tid in table.trial_id[lacking]],
+                index=table.index[lacking],
+                dtype=object,
+            )
+            values = values[values.notna()]
+            if not values.empty:
+                ran[key] = values
+        if not ran:
+            return 0
+        rows = table.loc[sorted(set().union(*(v.index for v in ran.values())))].copy()
+        for key, values in ran.items():
+            column = (
+                rows[key].astype(object) if key in rows.columns else pd.Series(None, index=rows.index, dtype=object)
+            )
+            column.loc[values.index.intersection(rows.index)] = values
+            rows[key] = column
+        with storing(self.dir):
+            parts.write_part(_ordered(rows, TRIAL_COLUMNS), self.trials_path, self._next_seq())
+        return len(rows)
 
     def write_config(self, text: str) -> None:
         """Write ``sweep.yaml`` (a driver takes the directory): first reconcile what a killed driver left."""
@@ -272,6 +338,11 @@ class ResultsStore:
                 return parts.compact_sweep(self.dir)
         except ParquetError as exc:
             raise BadInput(f"{exc}; move it aside and compact again") from None
+
+
+def _default(f: dataclasses.Field) -> Any:
+    """A TrainerConfig field's default value."""
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def _ordered(df: pd.DataFrame, first: list[str]) -> pd.DataFrame:

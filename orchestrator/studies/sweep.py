@@ -92,6 +92,9 @@ def sweep_stage(
 ) -> Iterator[Stage]:
     """The sweep's own results store opened in ``session``: its owner checked, its tables readable,
     rows that only Tune's storage holds (a table moved aside) recorded again, MLflow back-filled.
+    A fixed key that became a grid axis: the recorded rows get the value they ran with in its column
+    (:meth:`ResultsStore.restate_axes`, under the lock, before ``sweep.yaml`` is replaced), so the
+    analysis groups them with that value.
 
     ``specs``: the trials this command will submit first (default the grid's; verify's bracket)."""
     specs = sweep.trials if specs is None else specs
@@ -99,6 +102,12 @@ def sweep_stage(
     store.check_owner(sweep.identity())
     done = store.done_ids()
     store.history()  # a corrupt table: BadInput now, not after the trials ran
+    restated = store.restate_axes(sweep.identity(), [*sweep.trials, *specs])  # before sweep.yaml is replaced
+    if restated:
+        (stream or sys.stderr).write(
+            f"{restated} recorded trial(s) of {store.trials_path} given the value they ran with in the "
+            "column of a key that is now a grid axis\n"
+        )
     rebuilt: tuple[list, dict] = ([], {})
     if not store.trials_path.exists():  # moved aside (corrupt) or never written: Tune's storage may hold trials
         from orchestrator.engine.recover import tune_records

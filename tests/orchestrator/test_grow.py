@@ -36,6 +36,7 @@ def _hist(loss):
 def _run(store, sweep):
     """What a sweep stage does with a store, without training: owner check, sweep.yaml, the trials not done."""
     store.check_owner(sweep.identity())
+    store.restate_axes(sweep.identity(), sweep.trials)
     store.write_config(to_yaml(sweep))
     done = store.done_ids()
     todo = [t for t in sweep.trials if t.trial_id not in done]
@@ -111,17 +112,38 @@ def test_analysis_of_an_axis_fixed_again_and_grown_keeps_the_new_trials(tmp_path
     assert sizes == {("relu", 16): 4, ("relu", 32): 4, ("tanh", 16): 4, ("tanh", 32): 4, ("tanh", 64): 4}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a fixed key that became an axis: the recorded rows have no value in its column and sweep.yaml no "
-    "longer says the old one, so the analysis pools them with the new value (needs the writer to restate them)",
+@pytest.mark.parametrize(
+    "fixed, overrides, key, sizes",
+    [
+        (False, ["grid.activation=[tanh,relu]"], "activation", {"relu": 8, "tanh": 8}),  # from its default
+        # from trainer.activation: tanh, and a narrowed lr: 6 old rows are no grid point now (sweep.yaml's value)
+        (True, ["grid.activation=[tanh,relu]", "grid.lr=[0.0625]"], "activation", {"relu": 2, "tanh": 8}),
+        (False, ["grid.inference_steps=[20,5]"], "inference_steps", {5: 8, 20: 8}),  # a contract column
+    ],
 )
-def test_analysis_of_a_new_axis_keeps_the_old_trials_at_the_old_value(tmp_path):
+def test_analysis_of_a_new_axis_keeps_the_old_trials_at_the_old_value(tmp_path, fixed, overrides, key, sizes):
+    """A fixed (or default) key that became an axis: the old trials keep their ids (the axis's
+    points at the old value are done), their rows are restated with that value, once, and the analysis
+    and ``mutransfer status`` read the grown sweep right."""
+    from orchestrator.cli.cmd_status import status_lines
+
     store = ResultsStore(tmp_path / "r" / "tiny")
-    _run(store, _sweep(tmp_path))
-    _run(store, _sweep(tmp_path, NO_ACT, ["grid.activation=[tanh,relu]"]))
+    _run(store, _sweep(tmp_path, TINY if fixed else NO_ACT))
+    before = store.trials()
+    assert "activation" not in before.columns  # recorded while fixed: no column of its own
+    grown = _sweep(tmp_path, NO_ACT, overrides)
+    todo = _run(store, grown)
+    assert {t.trainer[key] for t in todo} == set(sizes) - {20, "tanh"}  # the old value's points are done
     table, keys, _ = tidy(load_logs(store.dir).trials, "final_test_loss")
-    assert "activation" in keys and table.groupby("activation").size().to_dict() == {"relu": 8, "tanh": 8}
+    assert key in keys and table.groupby(key).size().to_dict() == sizes
+    after = store.trials().set_index("trial_id").loc[before.trial_id].reset_index()
+    pd.testing.assert_frame_equal(after[before.columns], before, check_dtype=False)  # nothing else changed
+    files = sorted(store.dir.rglob("*.parquet"))
+    assert store.restate_axes(grown.identity(), grown.trials) == 0 and sorted(store.dir.rglob("*.parquet")) == files
+    assert store.compact() > 0 and table.equals(tidy(load_logs(store.dir).trials, "final_test_loss")[0])
+    ids = {t.trial_id for t in grown.trials}
+    if set(store.trials().trial_id) <= ids:  # a narrowed grid's rows outside it: counted by status (reported)
+        assert status_lines(store.dir)[1].startswith(f"trials: done {len(ids)} of {len(ids)} (ok {len(ids)}, ")
 
 
 @pytest.mark.slow
