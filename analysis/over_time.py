@@ -171,3 +171,161 @@ def k_over_time(
     out = out[[*keys, "epoch", SGD_STEPS, *GROUP_COLUMNS]].sort_values([*keys, "epoch"]).reset_index(drop=True)
     out.attrs.update(keys=keys, **attrs)
     return out
+
+
+# The columns of analyze's groups that :func:`k_at_steps` reports (the crossed table of issue 30).
+AT_STEPS_COLUMNS = (
+    "drift_exponent",
+    "drift_lo",
+    "drift_hi",
+    "max_regret",
+    "regret_lo",
+    "regret_hi",
+    "edge_limited_widths",
+    "n_seeds",
+    "level",
+    "verdict",
+    "own_verdict",
+)
+
+
+def epochs_at_steps(
+    history: pd.DataFrame, steps, *, sweep_yaml_cfg: Mapping | None = None, rel_tol: float = 0.25
+) -> dict[float, int | None]:
+    """For each target SGD-step count, the recorded epoch whose step count is nearest to it.
+
+    The step count of an epoch is the median of history's ``sgd_steps`` (or
+    :func:`sgd_steps_from_config`) over the rows that had not diverged. A target farther than
+    ``rel_tol`` (relative) from every epoch's count maps to None: the study was not recorded there.
+    """
+    if history is None or history.empty:
+        return {float(s): None for s in steps}
+    h = history[history.epoch.notna()].copy()
+    h[SGD_STEPS] = _steps(h, sweep_yaml_cfg)
+    if "diverged" in h.columns:
+        h = h[~h["diverged"].eq(True)]
+    per_epoch = h.groupby("epoch")[SGD_STEPS].median().dropna()
+    out: dict[float, int | None] = {}
+    for s in steps:
+        s = float(s)
+        if per_epoch.empty or not s > 0:
+            out[s] = None
+            continue
+        gap = (per_epoch - s).abs() / s
+        e = gap.idxmin()
+        out[s] = int(e) if gap.loc[e] <= rel_tol else None
+    return out
+
+
+def k_at_steps(
+    trials: pd.DataFrame,
+    history: pd.DataFrame,
+    steps=(100, 300, 1000),
+    *,
+    metric: str,
+    mode: str,
+    max_drift: float,
+    max_regret: float,
+    level: float = 0.95,
+    sweep_yaml_cfg: Mapping | None = None,
+    rel_tol: float = 0.25,
+) -> pd.DataFrame:
+    """The transfer verdict of every group read at given SGD-step counts of the same trials.
+
+    Each target in ``steps`` is read at the epoch :func:`epochs_at_steps` picks (the trials table as it
+    would read had every trial stopped there, :func:`trials_at_epoch`), then
+    :func:`analysis.transfer.analyze`. One row per (group, target) with ``target_steps, epoch,
+    sgd_steps`` (the median over the group's trials that had not diverged) and :data:`AT_STEPS_COLUMNS`
+    (k with its interval, the largest excess regret with its interval, verdict). Targets the history does
+    not reach within ``rel_tol`` are left out. ``attrs``: ``keys``, ``metric``, ``level``, ``missing``
+    (the targets left out).
+
+    Raises:
+        ValueError: ``metric`` has no per-epoch history.
+    """
+    if metric.removeprefix("final_") not in EPOCH_METRICS:
+        raise ValueError(
+            f"metric={metric!r} has no per-epoch history; use one of final_{', final_'.join(EPOCH_METRICS)}"
+        )
+    picked = epochs_at_steps(history, steps, sweep_yaml_cfg=sweep_yaml_cfg, rel_tol=rel_tol)
+    missing = [s for s, e in picked.items() if e is None]
+    frames, keys = [], []
+    if picked and any(e is not None for e in picked.values()):
+        history = history[history.epoch.notna() & history.trial_id.isin(trials.trial_id)].copy()
+        history[SGD_STEPS] = _steps(history, sweep_yaml_cfg)
+        div_epoch = diverged_at(trials, history)
+        for target, epoch in picked.items():
+            if epoch is None:
+                continue
+            t = trials_at_epoch(trials, history, epoch, div_epoch)
+            result = analyze(t, metric=metric, mode=mode, max_drift=max_drift, max_regret=max_regret, level=level)
+            k = list(result.keys)
+            keys += [c for c in k if c not in keys]
+            for c in k:
+                if c not in t.columns:
+                    t[c] = "-"
+            ok = t[t.status == STATUS_OK].groupby(k, dropna=False)[SGD_STEPS].median().rename(SGD_STEPS)
+            cols = [c for c in AT_STEPS_COLUMNS if c in result.groups.columns]
+            g = result.groups[[*k, *cols]].merge(ok.reset_index(), on=k, how="left")
+            g.insert(len(k), "target_steps", target)
+            g.insert(len(k) + 1, "epoch", epoch)
+            frames.append(g)
+    if not frames:
+        out = pd.DataFrame(columns=["target_steps", "epoch", SGD_STEPS, *AT_STEPS_COLUMNS])
+    else:
+        out = pd.concat(frames, ignore_index=True)
+        cols = [c for c in AT_STEPS_COLUMNS if c in out.columns]
+        out = out[[*keys, "target_steps", "epoch", SGD_STEPS, *cols]].sort_values([*keys, "target_steps"])
+        out = out.reset_index(drop=True)
+    out.attrs.update(keys=keys, metric=metric, level=level, missing=missing)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m analysis.over_time DIR [--steps 100,300,1000] [--out FILE.parquet]``: the verdict of
+    every group of a results directory read at those SGD-step counts (:func:`k_at_steps`), printed and
+    optionally written as Parquet. Exit 2 on a directory it cannot read."""
+    import argparse
+    import sys
+
+    from .io import write_parquet_atomic
+    from .load import LogError, load_sweep, read_sweep_yaml
+    from .transfer import logs_level
+
+    p = argparse.ArgumentParser(prog="python -m analysis.over_time", description=main.__doc__)
+    p.add_argument("results_dir")
+    p.add_argument("--steps", default="100,300,1000", help="comma-separated SGD-step counts (default 100,300,1000)")
+    p.add_argument("--rel-tol", type=float, default=0.25, help="largest relative gap to an epoch's step count")
+    p.add_argument("--out", default=None, help="write the table as Parquet here")
+    args = p.parse_args(argv)
+    try:
+        targets = [float(s) for s in args.steps.split(",") if s.strip()]
+        logs = load_sweep(args.results_dir)
+    except (ValueError, LogError, OSError) as exc:
+        print(f"{args.results_dir}: {exc}", file=sys.stderr)
+        return 2
+    cfg = read_sweep_yaml(args.results_dir)
+    table = k_at_steps(
+        logs.trials,
+        logs.history,
+        targets,
+        metric=logs.objective["metric"],
+        mode=logs.objective["mode"],
+        max_drift=logs.verify["max_drift"],
+        max_regret=logs.verify["max_regret"],
+        level=logs_level(logs.verify),
+        sweep_yaml_cfg=cfg,
+        rel_tol=args.rel_tol,
+    )
+    if table.attrs["missing"]:
+        print(f"not recorded within {args.rel_tol:g} of: {', '.join(f'{s:g}' for s in table.attrs['missing'])}")
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(table.round(3).to_string(index=False))
+    if args.out:
+        write_parquet_atomic(table, args.out)
+        print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

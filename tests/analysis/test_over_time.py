@@ -2,6 +2,7 @@
 
 import gzip
 import struct
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -163,3 +164,44 @@ def test_the_figure_is_written_as_png_and_svg_at_a_page_aspect(tmp_path):
     assert plot_k_over_time(out.iloc[:0], tmp_path / "none.png") is None
     no_steps = out.assign(sgd_steps=np.nan)  # a plugin's dataset recorded before the count: epochs instead
     assert plot_k_over_time(no_steps, tmp_path / "epochs.png", formats=("png",)).exists()
+
+
+# ---- k_at_steps: the verdict read at given SGD-step counts (issue 30's crossed table) ----------------
+def test_k_at_steps_reads_the_epochs_nearest_the_targets():
+    from analysis.over_time import epochs_at_steps, k_at_steps
+
+    k, per_epoch, epochs = -0.6, 0.02, 20
+    trials, history = planted_trials(k, k_per_epoch=per_epoch, epochs=epochs, steps_per_epoch=50)
+    assert epochs_at_steps(history, (100, 300, 1000, 5000)) == {100.0: 2, 300.0: 6, 1000.0: 20, 5000.0: None}
+    out = k_at_steps(trials, history, (100, 300, 1000, 5000), **KW)
+    assert list(out.target_steps) == [100.0, 300.0, 1000.0] and list(out.epoch) == [2, 6, 20]
+    assert list(out.sgd_steps) == [100.0, 300.0, 1000.0] and out.attrs["missing"] == [5000.0]
+    np.testing.assert_allclose(out.drift_exponent, k + per_epoch * (out.epoch - epochs), atol=0.05)
+    assert {"regret_lo", "regret_hi", "verdict"} <= set(out.columns)
+    # the last target is the analysis of the trials table itself
+    full = analyze(trials, **KW).groups.iloc[0]
+    assert out.drift_exponent.iloc[-1] == pytest.approx(full.drift_exponent, rel=1e-9)
+    assert out.verdict.iloc[-1] == full.verdict
+
+
+def test_k_at_steps_counts_steps_from_the_config_when_history_has_none():
+    from analysis.over_time import k_at_steps
+
+    trials, history = planted_trials(0.0, epochs=4, steps_per_epoch=50)
+    history = history.drop(columns=["sgd_steps"])
+    cfg = {"data": {"dataset": "fmnist7", "subset": 6400}, "train": {"batch_size": 128}}  # 50 per epoch
+    out = k_at_steps(trials, history, (100, 200), sweep_yaml_cfg=cfg, **KW)
+    assert list(out.epoch) == [2, 4]
+    assert k_at_steps(trials, history, (100,), **KW).empty  # no counts at all: nothing is read
+
+
+def test_over_time_main_prints_and_writes_the_table(tmp_path, capsys):
+    from analysis.over_time import main
+
+    assert main([str(tmp_path / "missing")]) == 2
+    out = tmp_path / "k.parquet"
+    study = str(Path(__file__).resolve().parents[2] / "docs" / "paper_mlp_pool_e10_cpu")
+    assert main([study, "--steps", "30,150,1000", "--out", str(out)]) == 0
+    table = pd.read_parquet(out)
+    assert sorted(set(table.target_steps)) == [30.0, 150.0] and set(table.epoch) == {2, 10}
+    assert "not recorded within 0.25 of: 1000" in capsys.readouterr().out
