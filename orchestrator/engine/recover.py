@@ -1,7 +1,9 @@
 """Rebuild a sweep's Parquet rows from Tune's storage (``<results>/<name>/tune/``), without Ray.
 
-Tune's JSON logger writes every result a trial reported to ``tune/<run>/<trial_id>/result.json``
-(the folder is named by our trial id). When ``trials.parquet`` is gone (moved aside because it
+Tune's JSON logger writes every result a trial reported to ``tune/<run>/<pack>/result.json``.
+A command runs one Tune run for all its stages (``tune_runner.Runner``), in the sweep's own
+``<results>/<name>/tune/``: tune-base's trials (``<name>/base/``) are found in the parent's
+``tune/`` (and in ``base/tune/``, where runs before issue 27 wrote them). When ``trials.parquet`` is gone (moved aside because it
 was corrupt or truncated), a rerun of the sweep records again, from there, every trial whose
 last attempt reported its last epoch and that no part file (``trials/``) holds as done, and runs
 only the others.
@@ -41,16 +43,29 @@ def _by_trial(path: Path) -> dict[str, list[dict[str, Any]]]:
     return member_results(_results(path), path.parent.name)
 
 
+def _result_files(sweep_dir: Path) -> list[Path]:
+    """Every result.json of the runs that may hold this store's trials, oldest first (by write time)."""
+    paths = {p for d in (sweep_dir, sweep_dir.parent) for p in d.glob("tune/*/*/result.json")}
+
+    def written(p: Path) -> tuple[float, str]:
+        try:
+            return (p.stat().st_mtime, str(p))
+        except OSError:
+            return (0.0, str(p))
+
+    return sorted(paths, key=written)
+
+
 def tune_records(
     sweep_dir: str | Path, sweep_name: str, specs: dict[str, dict]
 ) -> tuple[list[dict[str, Any]], dict[str, list[dict]]]:
     """``(rows, histories)`` of the trials in ``specs`` that Tune's storage holds as finished (ok or diverged).
 
-    Later runs (their folders sort by start time) replace earlier ones; within a result.json,
-    a retried trial's last attempt starts at its last epoch-1 result.
+    Later files (by write time) replace earlier ones; within a result.json, a retried trial's last
+    attempt starts at its last epoch-1 result. Trials not in ``specs`` are ignored.
     """
     found: dict[str, tuple[dict, list[dict]]] = {}
-    for path in sorted(Path(sweep_dir).glob("tune/*/*/result.json")):
+    for path in _result_files(Path(sweep_dir)):
         for tid, results in _by_trial(path).items():
             if tid not in specs or not results or not results[-1].get("last") or results[-1].get("failed"):
                 continue

@@ -29,6 +29,7 @@ from orchestrator.stores.results_store import ResultsStore
 from orchestrator.stores.tracking import Tracker, default_tracking_uri
 
 SIGNAL_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+WAIT_S = 0.2  # a stage waiting for Ray Tune looks for a stop this often
 
 
 class Stop(BaseException):
@@ -55,6 +56,7 @@ class Session:
         self._critical = 0
         self._in_tune = False
         self._last: Stage | None = None  # the last stage closed (an interrupt's line counts its trials)
+        self.runner = None  # tune_runner.Runner: one Ray Tune run for every stage's rounds (issue 27)
 
     # ---- Ray ----------------------------------------------------------------------
     def ray(self) -> str | None:
@@ -77,6 +79,34 @@ class Session:
                     self._watchdog = watch(session_dir)
         return self.waiting
 
+    def tune(self, specs: list[dict[str, Any]]):
+        """The session's Ray Tune run (:class:`tune_runner.Runner`), started at its first submission and
+        kept for every round and stage after it; another only if the specs need another (their data)."""
+        from orchestrator.engine import tune_runner
+
+        cfg = self.sweep.config
+        args = (
+            self.results_dir / self.sweep.name / "tune",
+            specs[0]["data"],
+            cfg.resources.cpu,
+            cfg.resources.gpu,
+            cfg.max_failures,
+            list(cfg.plugins),
+            cfg.resources.get("batched", "auto"),
+        )
+        if self.runner is not None and self.runner.key != tune_runner.Runner.key_of(*args):
+            self.close_tune()
+        if self.runner is None:
+            storage, data, cpu, gpu, max_failures, plugins, batched = args
+            self.runner = tune_runner.Runner(storage, self.sweep.name, data, cpu, gpu, max_failures, plugins, batched)
+        return self.runner
+
+    def close_tune(self, stop: bool = False) -> None:
+        """End the session's Tune run: once its trials ended, or at once (``stop``: Tune stops them)."""
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            runner.stop(timeout=60) if stop else runner.close()
+
     def stop_ray(self) -> None:
         """Stop the embedded Ray this session started; its watchdog then removes what is left."""
         if self.ray_started:
@@ -90,20 +120,17 @@ class Session:
 
     # ---- interrupts ---------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
-        """SIGINT / SIGTERM. Inside Ray Tune, raising would cut Ray's own calls mid-way (seen: a
-        SystemError from CoreWorker.wait, then an abort): the stop goes through Tune's own graceful
-        stop (its SIGUSR1 handler) and :meth:`Stage.run` raises once Tune returned. Elsewhere it is
-        raised at once, or after the record being written (:meth:`critical`)."""
+        """SIGINT / SIGTERM. While a stage waits for Ray Tune (which runs in its own thread and records
+        there), the waiting loop (:meth:`wait`) stops Tune gracefully and raises once Tune returned.
+        Elsewhere it is raised at once, or after the record being written (:meth:`critical`); a second
+        signal at once."""
         again = self._stop is not None
         self._stop = signum
         if self._in_tune and not again:
             import logging
 
             logging.getLogger("ray.tune").setLevel(logging.ERROR)  # no "Tuner.restore" hint: rerunning resumes
-            tune_stop = signal.getsignal(signal.SIGUSR1)
-            if callable(tune_stop):
-                tune_stop(signal.SIGUSR1, frame)
-                return
+            return
         if again or self._critical == 0:
             raise Stop(signum)
 
@@ -111,6 +138,10 @@ class Session:
     def critical(self) -> Iterator[None]:
         """A block a signal does not cut (a trial being written): the stop is raised after it
         (inside Ray Tune, once Tune returned)."""
+        main = threading.current_thread() is threading.main_thread()
+        if not main:  # Tune's thread records; the main thread waits and raises (:meth:`wait`)
+            yield
+            return
         self._critical += 1
         try:
             yield
@@ -119,14 +150,17 @@ class Session:
         if self._critical == 0 and self._stop is not None and not self._in_tune:
             raise Stop(self._stop)
 
-    @contextmanager
-    def in_tune(self) -> Iterator[None]:
-        """Ray Tune runs trials in this block: a stop goes through Tune and is raised after it."""
+    def wait(self, runner, batch) -> None:
+        """Wait (on this thread, a signal handled every ``WAIT_S``) until Ray Tune ran ``batch``; on a
+        SIGINT / SIGTERM, stop Tune gracefully (what it records meanwhile is written whole), then raise."""
         self._in_tune = True
         try:
-            yield
+            while self._stop is None and not runner.wait(batch, WAIT_S):
+                pass
         finally:
             self._in_tune = False
+            if self._stop is not None:
+                self.close_tune(stop=True)
         if self._stop is not None:
             raise Stop(self._stop)
 
@@ -253,48 +287,19 @@ class Stage:
         if not todo:
             return {}
         self.submitted += len(todo)
-        from orchestrator.engine import tune_runner
-
         cfg = self.session.sweep.config
         recorder = Recorder(
             Sweep(self.recorded_as.name, self.recorded_as.source, cfg, todo), self.store, self.tracker, p
         )
-        with self.session.in_tune():
-            tune_runner.run_trials(
-                [t.to_dict() for t in todo],
-                _Guarded(recorder, self.session),
-                self.store.dir / "tune",
-                self.recorded_as.name,
-                cpu=cfg.resources.cpu,
-                gpu=cfg.resources.gpu,
-                max_concurrent=self.max_concurrent,
-                max_failures=cfg.max_failures,
-                plugins=list(cfg.plugins),
-                batched=cfg.resources.get("batched", "auto"),
-            )
+        dicts = [t.to_dict() for t in todo]
+        runner = self.session.tune(dicts)
+        batch = runner.submit(dicts, recorder, max_concurrent=self.max_concurrent, recorded_in=self.store.dir)
+        self.session.wait(runner, batch)
         self.done |= recorder.finished & self.store.done_ids()
         ran = {k: p.counts.get(k, 0) - before.get(k, 0) for k in p.counts}  # every status, 0 included
         for k, v in ran.items():
             self.counts[k] = self.counts.get(k, 0) + v
         return ran
-
-
-class _Guarded:
-    """A recorder whose every event is written whole: a signal arriving meanwhile stops after it."""
-
-    def __init__(self, recorder: Recorder, session: Session) -> None:
-        self._recorder, self._session = recorder, session
-
-    def __getattr__(self, name: str):
-        method = getattr(self._recorder, name)
-        if not callable(method):
-            return method
-
-        def guarded(*args, **kwargs):
-            with self._session.critical():
-                return method(*args, **kwargs)
-
-        return guarded
 
 
 _open: dict[Path, Session] = {}
@@ -328,7 +333,10 @@ def open_session(sweep: Sweep, results_dir: str | Path, address: str | None, com
                 yield session
             finally:
                 del _open[key]
-                session.stop_ray()
+                try:
+                    session.close_tune(stop=session._stop is not None)
+                finally:
+                    session.stop_ray()
     except Stop as stop:
         raise session.interrupted(stop.signum) from None
     finally:

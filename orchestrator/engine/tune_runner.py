@@ -17,7 +17,9 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +27,7 @@ from typing import Any, Protocol
 import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.search import Searcher
 
 from orchestrator.engine.data_shipping import ship
 
@@ -42,6 +45,7 @@ KILL_ENV = "MUTRANSFER_TEST_KILL"
 START_LOG_ENV = "MUTRANSFER_TEST_START_LOG"
 MEMBER = "member_id"  # the event key naming the member (Tune's own ``trial_id`` is the pack's)
 FLUSH_S = 1.0  # a pack reports its members' events at most this often (and when it ends)
+IDLE_WAIT_S = 60.0  # a runner with nothing queued nor running waits this long per Tune poll for a submission
 
 
 def _claim(marker: str) -> bool:
@@ -346,13 +350,16 @@ class Recorder(Protocol):
 class _Pack:
     """What the driver knows of one pack (a Tune trial): its members, which finished, which run now."""
 
-    def __init__(self, members: list[dict[str, Any]], deaths: int) -> None:
+    def __init__(self, members: list[dict[str, Any]], deaths: int, recorder: Recorder | None = None) -> None:
         self.members = members
         self.finished: set[str] = set()
         self.running: set[str] = set()  # started in this attempt, not finished
         self.ran: set[str] = set()  # started in any attempt
         self.deaths = deaths  # lost workers counted against max_failures, over every round
         self.stale = False  # a death was handled and the pack has not started again since
+        self.recorder = recorder  # where its members' events go (the submitting stage's recorder)
+        self.config: dict[str, Any] = {}  # the pack's config (``trial.config["pack"]``)
+        self.ended = False  # the Tune trial is over (complete, or its error handled)
 
     def unfinished(self) -> list[dict[str, Any]]:
         return [m for m in self.members if m["trial_id"] not in self.finished]
@@ -370,25 +377,37 @@ class PackCallback(tune.Callback):
     report one death twice (the dead actor it reuses for a trial fails two task futures) and calls
     the second ``on_trial_error`` without a retry when the trial had been re-queued. A report that
     comes after a retry was scheduled and before the pack started again is that same death; a pack
-    that Tune ends in error with fewer deaths than ``max_failures`` + 1 is put in :attr:`requeued`,
-    and :func:`run_trials` runs its unfinished members again.
+    that Tune ends in error with fewer deaths than ``max_failures`` + 1 is put in :attr:`requeued`
+    (or handed to ``on_requeue``), and :class:`Runner` runs its unfinished members again.
+
+    In a :class:`Runner`, ``route(pack config)`` names the recorder of each pack (its stage's),
+    ``on_end(pack config)`` hears that a Tune trial is over, and each trial's own ``max_failures`` is
+    what its pack has left (``pack["deaths"]`` spent before).
     """
 
-    def __init__(self, recorder: Recorder, max_failures: int) -> None:
+    def __init__(self, recorder: Recorder | None, max_failures: int) -> None:
         self.recorder, self.max_failures = recorder, max_failures
         self.packs: dict[str, _Pack] = {}  # Tune's trial id -> the pack
-        self.deaths: dict[str, int] = {}  # pack id -> deaths before this round
+        self.deaths: dict[str, int] = {}  # pack id -> deaths before this round (without pack["deaths"])
         self.requeued: list[tuple[list[dict[str, Any]], int]] = []  # (unfinished members, deaths so far)
+        self.route: Callable[[dict], Recorder] | None = None
+        self.on_end: Callable[[dict], None] | None = None
+        self.on_requeue: Callable[[dict, list[dict[str, Any]], int], None] | None = None
 
     def __getstate__(self) -> dict:
         """Tune pickles its callbacks with the experiment's state (for ``Tuner.restore``, unused here):
-        leave out the recorder, which may hold what cannot be pickled (locks, open stores)."""
-        return {**self.__dict__, "recorder": None}
+        leave out the recorders and hooks, which hold what cannot be pickled (locks, open stores)."""
+        return {"max_failures": self.max_failures, "recorder": None, "packs": {}, "deaths": {}, "requeued": []}
 
     def _pack(self, trial) -> _Pack:
         if trial.trial_id not in self.packs:
             cfg = trial.config["pack"]
-            self.packs[trial.trial_id] = _Pack(list(cfg["members"]), self.deaths.get(cfg["id"], 0))
+            deaths = int(cfg.get("deaths", self.deaths.get(cfg["id"], 0)))
+            recorder = self.route(cfg) if self.route is not None else self.recorder
+            pack = self.packs[trial.trial_id] = _Pack(list(cfg["members"]), deaths, recorder)
+            pack.config = cfg
+            if "deaths" in cfg:  # the retries Tune may still make of this trial
+                trial.max_failures = max(0, self.max_failures - deaths)
         return self.packs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -407,16 +426,16 @@ class PackCallback(tune.Callback):
         if event.get("member_start"):
             pack.running.add(mid)
             pack.ran.add(mid)
-            self.recorder.started(mid)
+            pack.recorder.started(mid)
             return
-        self.recorder.result(mid, event)
+        pack.recorder.result(mid, event)
         if event.get("last"):
             pack.finished.add(mid)
             pack.running.discard(mid)
 
     def _lost_worker(self, pack: _Pack) -> None:
         for mid in sorted(pack.running):
-            self.recorder.restarted(mid)
+            pack.recorder.restarted(mid)
         pack.running.clear()
 
     def on_trial_recover(self, iteration, trials, trial, **info):
@@ -429,26 +448,41 @@ class PackCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         pack = self._pack(trial)
-        for m in pack.unfinished():
-            mid = m["trial_id"]
-            pack.finished.add(mid)
-            if mid in pack.ran:
-                self.recorder.completed(mid)
-            else:
-                self.recorder.errored(mid, "its pack ended before it ran")
+        try:
+            for m in pack.unfinished():
+                mid = m["trial_id"]
+                pack.finished.add(mid)
+                if mid in pack.ran:
+                    pack.recorder.completed(mid)
+                else:
+                    pack.recorder.errored(mid, "its pack ended before it ran")
+        finally:
+            self._end(pack)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         pack = self._pack(trial)
-        deaths = pack.deaths + (0 if pack.stale else 1)
-        if deaths <= self.max_failures and pack.unfinished():
-            self._lost_worker(pack)
-            self.requeued.append((pack.unfinished(), deaths))
-            pack.finished |= {m["trial_id"] for m in pack.unfinished()}  # this Tune trial is over
-            return
-        error = _error_text(trial)
-        for m in pack.unfinished():
-            pack.finished.add(m["trial_id"])
-            self.recorder.errored(m["trial_id"], error)
+        try:
+            deaths = pack.deaths + (0 if pack.stale else 1)
+            if deaths <= self.max_failures and pack.unfinished():
+                self._lost_worker(pack)
+                unfinished = pack.unfinished()
+                pack.finished |= {m["trial_id"] for m in unfinished}  # this Tune trial is over
+                if self.on_requeue is not None:
+                    self.on_requeue(pack.config, unfinished, deaths)
+                else:
+                    self.requeued.append((unfinished, deaths))
+                return
+            error = _error_text(trial)
+            for m in pack.unfinished():
+                pack.finished.add(m["trial_id"])
+                pack.recorder.errored(m["trial_id"], error)
+        finally:
+            self._end(pack)
+
+    def _end(self, pack: _Pack) -> None:
+        if self.on_end is not None and not pack.ended:  # once per Tune trial, whatever Tune reports twice
+            pack.ended = True
+            self.on_end(pack.config)
 
 
 def _error_text(trial) -> str:
@@ -520,44 +554,273 @@ def shutdown() -> None:
         ray.shutdown()
 
 
-def _fit(
-    trainable,
-    data: dict[str, Any] | None,
-    param_space: dict[str, Any],
-    storage_dir: str | Path,
-    name: str,
-    cpu: float,
-    gpu: float,
-    max_failures: int,
-    callbacks: list,
-    plugins: Sequence[str] = (),
-    **tune_config: Any,
-) -> None:
-    """Build and run one Tuner: ``trainable`` with the dataset shipped once, ``cpu``/``gpu`` per trial,
-    Tune's JSON/CSV logs under ``storage_dir``, ``max_failures`` retries, ``callbacks`` after them;
-    ``plugins`` (modules) go to every trial in its config, imported there before anything else."""
-    # Tune's own JSON/CSV logs (which its ResultGrid reads) but not TensorBoard's, which warns at every inf.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables; progress.py reports
-    storage = Path(storage_dir).resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    resources = {"cpu": cpu, "gpu": gpu} if gpu else {"cpu": cpu}
-    tuner = tune.Tuner(
-        tune.with_resources(
-            tune.with_parameters(trainable, data_ref=ship(data, plugins=plugins) if data is not None else None),
-            resources,
-        ),
-        param_space={**param_space, "threads": max(1, int(cpu)), "plugins": list(plugins)},
-        tune_config=tune.TuneConfig(reuse_actors=True, **tune_config),  # one worker runs many trials
-        run_config=tune.RunConfig(
-            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-            storage_path=str(storage),
-            failure_config=tune.FailureConfig(max_failures=max_failures),
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *callbacks],
-            verbose=0,
-        ),
-    )
-    tuner.fit()
+class _QueueSearcher(Searcher):
+    """Tune's source of trials in a :class:`Runner`: pack configs from a queue, in order.
+
+    ``suggest`` returns the next config whose stage has a slot left, None while there is none,
+    and ``FINISHED`` once the runner closes. When nothing runs it waits for the next submission
+    (or the close): Tune, finding no trial, would otherwise poll once a second."""
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__()
+        self._runner = runner
+        self._cond = threading.Condition()
+        self._queue: deque[dict[str, Any]] = deque()
+        self._closed = False
+
+    def __getstate__(self) -> dict:
+        return {"_closed": self._closed}  # Tune may save its searcher: nothing of ours to keep
+
+    def put(self, configs: list[dict[str, Any]]) -> None:
+        with self._cond:
+            self._queue.extend(configs)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        with self._cond:
+            while not self._queue and not self._closed and not self._runner.busy():
+                self._cond.wait(IDLE_WAIT_S)
+            if self._queue and self._runner.take(self._queue[0]):
+                return self._queue.popleft()
+            return Searcher.FINISHED if self._closed and not self._queue else None
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Results go through :class:`PackCallback`; nothing to learn here."""
+
+
+class _StopFlag(tune.Stopper):
+    """Stops the whole run once :attr:`flag` is set (a SIGINT / SIGTERM in the driver)."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.flag
+
+
+class Batch:
+    """The packs of one submission (a stage's round), routed to its recorder; done when every pack ended."""
+
+    def __init__(self, number: int, recorder: Recorder, max_concurrent: int) -> None:
+        self.number, self.recorder, self.max_concurrent = number, recorder, max_concurrent
+        self.open = 0  # packs queued or running (a re-queued pack counts again)
+        self.live = 0  # packs handed to Tune and not ended
+        self.done = threading.Event()
+
+
+class Runner:
+    """One Ray Tune run for a whole command (issue 27): ``Tuner.fit`` in a background thread, fed packs
+    through a queue (:class:`_QueueSearcher`), so workers (and Tune's set-up) last across rounds and stages.
+
+    :meth:`submit` packs specs (:mod:`orchestrator.engine.packs`) and queues them as one :class:`Batch`,
+    whose events go to its own recorder; :meth:`wait` blocks with a timeout (the caller's thread stays
+    free for signals); :meth:`stop` ends the run gracefully (Tune stops its trials: nothing more is
+    recorded), :meth:`close` once the queue is done. A pack whose worker died is retried by Tune up to
+    what its ``max_failures`` leaves, and re-queued (``-retry<n>`` in its folder's name) when Tune ended
+    it in error on a death it counted twice. Tune's storage: ``storage_dir/<name>-<time>-<pid>/<pack>/``.
+    """
+
+    def __init__(
+        self,
+        storage_dir: str | Path,
+        name: str,
+        data: dict[str, Any] | None,
+        cpu: float = 1.0,
+        gpu: float = 0.0,
+        max_failures: int = 2,
+        plugins: Sequence[str] = (),
+        batched: str = "auto",
+    ) -> None:
+        self.storage = Path(storage_dir).resolve()
+        self.name, self.data, self.cpu, self.gpu = name, data, cpu, gpu
+        self.max_failures, self.plugins, self.batched = max_failures, list(plugins), batched
+        self.key = self.key_of(storage_dir, data, cpu, gpu, max_failures, plugins, batched)
+        self.searcher = _QueueSearcher(self)
+        self.stopper = _StopFlag()
+        self.callback = PackCallback(None, max_failures)
+        self.callback.route, self.callback.on_end, self.callback.on_requeue = self._route, self._ended, self._requeue
+        self.batches: dict[int, Batch] = {}
+        self.experiment = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        self.fits = 0  # Tuner.fit calls (one per runner)
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._open = 0
+        self._numbers = 0
+        self._dirs: dict[str, int] = {}
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def key_of(storage_dir, data, cpu, gpu, max_failures, plugins, batched) -> str:
+        """What one run fixes: a submission that differs needs another runner."""
+        return json.dumps(
+            [str(Path(storage_dir).resolve()), data, cpu, gpu, max_failures, list(plugins), batched],
+            sort_keys=True,
+            default=str,
+        )
+
+    # ---- the queue (driver's threads) ----------------------------------------------------------
+    def busy(self) -> bool:
+        """Whether a pack is queued or running."""
+        return self._open > 0
+
+    def take(self, config: dict[str, Any]) -> bool:
+        """Tune may start ``config`` now: its stage's ``max_concurrent`` is not reached (counted as started)."""
+        with self._lock:
+            batch = self.batches[config["pack"]["batch"]]
+            if batch.max_concurrent and batch.live >= batch.max_concurrent:
+                return False
+            batch.live += 1
+            return True
+
+    def _config(self, batch: Batch, members: list[dict[str, Any]], deaths: int, attempt: int) -> dict[str, Any]:
+        from orchestrator.engine import packs as packing
+
+        pid = packing.pack_id(members)
+        seen = self._dirs.get(pid, 0)
+        self._dirs[pid] = seen + 1
+        folder = pid if not seen else f"{pid}-retry{seen}"
+        pack = {"id": pid, "members": list(members), "batch": batch.number, "deaths": deaths, "attempt": attempt}
+        pack["dir"] = folder
+        return {"pack": pack, "batched": self.batched, "threads": max(1, int(self.cpu)), "plugins": self.plugins}
+
+    def _queue(self, batch: Batch, configs: list[dict[str, Any]]) -> None:
+        with self._lock:
+            batch.open += len(configs)
+            self._open += len(configs)
+        self.searcher.put(configs)
+
+    def submit(
+        self,
+        specs: list[dict[str, Any]],
+        recorder: Recorder,
+        *,
+        max_concurrent: int = 0,
+        pack_seconds: float | None = None,
+        seconds: dict[str, float] | None = None,
+        slots: int | None = None,
+        recorded_in: str | Path | None = None,
+    ) -> Batch:
+        """Queue ``specs`` in packs; their events go to ``recorder``. See :func:`run_trials` for the
+        arguments; ``recorded_in``: the results directory whose trials estimate the packs' seconds."""
+        from orchestrator.engine import packs as packing
+
+        if pack_seconds is None:
+            pack_seconds = float(os.environ.get("MUTRANSFER_PACK_SECONDS", packing.PACK_SECONDS))
+        n_slots = _slots(self.cpu, self.gpu, max_concurrent) if slots is None else slots
+        if seconds is None:
+            if pack_seconds > 0 and len(specs) > 2 * n_slots:  # else one trial per pack anyway
+                trials = _recorded(recorded_in if recorded_in is not None else self.storage.parent)
+                seconds = packing.estimate_seconds(specs, trials, threads=max(1, int(self.cpu)))
+            else:
+                seconds = {}
+        with self._lock:
+            batch = Batch(self._numbers, recorder, max_concurrent)
+            self._numbers += 1
+            self.batches[batch.number] = batch
+        configs = [
+            self._config(batch, list(p), 0, 0) for p in packing.form_packs(specs, seconds, pack_seconds, n_slots)
+        ]
+        if not configs:
+            batch.done.set()
+            return batch
+        self._queue(batch, configs)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._main, name="ray-tune", daemon=True)
+            self._thread.start()
+        return batch
+
+    def wait(self, batch: Batch, timeout: float) -> bool:
+        """True once every pack of ``batch`` ended; False after ``timeout`` seconds.
+
+        Raises:
+            RuntimeError: Tune's run ended (an error in Tune, or a stop) before the batch did.
+        """
+        if batch.done.wait(timeout):
+            return True
+        if self._thread is not None and not self._thread.is_alive() and not batch.done.is_set():
+            raise RuntimeError(f"Ray Tune's run ended before its trials did: {self.error!r}") from self.error
+        return False
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """End the run now: Tune stops its trials (their members are not recorded) and returns."""
+        self.stopper.flag = True
+        self.close(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """No more submissions: Tune ends once its trials did; wait for it (``timeout`` seconds at most)."""
+        self.searcher.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ---- Tune's thread -------------------------------------------------------------------------
+    def _route(self, pack: dict[str, Any]) -> Recorder:
+        return self.batches[pack["batch"]].recorder
+
+    def _ended(self, pack: dict[str, Any]) -> None:
+        with self._lock:
+            batch = self.batches[pack["batch"]]
+            batch.open -= 1
+            batch.live -= 1
+            self._open -= 1
+            if batch.open == 0:
+                batch.done.set()
+                del self.batches[batch.number]
+        with self.searcher._cond:
+            self.searcher._cond.notify_all()
+
+    def _requeue(self, pack: dict[str, Any], members: list[dict[str, Any]], deaths: int) -> None:
+        batch = self.batches[pack["batch"]]
+        attempt = int(pack.get("attempt", 0)) + 1
+        if attempt > self.max_failures:  # re-queued at every try (a death Tune reported but never retried)
+            for m in members:
+                batch.recorder.errored(
+                    m["trial_id"], f"lost worker: not run after {self.max_failures + 1} rounds of retries"
+                )
+            return
+        self._queue(batch, [self._config(batch, members, deaths, attempt)])
+
+    def _main(self) -> None:
+        try:
+            self.fits += 1
+            self._fit()
+        except BaseException as exc:  # noqa: BLE001 - :meth:`wait` raises it in the waiting thread
+            self.error = exc
+
+    def _fit(self) -> None:
+        # Tune's own JSON/CSV logs (which its ResultGrid reads) but not TensorBoard's, which warns at every inf.
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables; progress.py reports
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "16")  # a custom searcher's default is 1 at a time
+        self.storage.mkdir(parents=True, exist_ok=True)
+        resources = {"cpu": self.cpu, "gpu": self.gpu} if self.gpu else {"cpu": self.cpu}
+        data_ref = ship(self.data, plugins=self.plugins) if self.data is not None else None
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(pack_trainable, data_ref=data_ref), resources),
+            tune_config=tune.TuneConfig(
+                search_alg=self.searcher,
+                num_samples=-1,  # until the searcher says FINISHED
+                reuse_actors=True,  # one worker runs many packs, across rounds and stages
+                trial_name_creator=lambda t: t.config["pack"]["dir"],
+                trial_dirname_creator=lambda t: t.config["pack"]["dir"],
+            ),
+            run_config=tune.RunConfig(
+                name=self.experiment,
+                storage_path=str(self.storage),
+                failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), self.callback],
+                stop=self.stopper,
+                verbose=0,
+            ),
+        )
+        tuner.fit()
 
 
 def _slots(cpu: float, gpu: float, max_concurrent: int) -> int:
@@ -571,12 +834,12 @@ def _slots(cpu: float, gpu: float, max_concurrent: int) -> int:
     return max(1, n)
 
 
-def _recorded(storage_dir: str | Path):
-    """The trials recorded in the results directory above Tune's storage (``<results>/<sweep>/tune``), if any."""
+def _recorded(results_dir: str | Path):
+    """The trials recorded in a results directory, if any."""
     from orchestrator.stores.results_store import ResultsStore
 
     try:
-        return ResultsStore(Path(storage_dir).parent).trials()
+        return ResultsStore(Path(results_dir)).trials()
     except Exception:  # an estimate only: without records the trials are calibrated
         return None
 
@@ -598,7 +861,8 @@ def run_trials(
     slots: int | None = None,
 ) -> None:
     """Run ``specs`` (``TrialSpec.to_dict()``) on Ray Tune in packs (:mod:`orchestrator.engine.packs`), recording
-    every spec as its own trial through ``recorder``; every worker imports ``plugins`` first.
+    every spec as its own trial through ``recorder``; every worker imports ``plugins`` first. One
+    :class:`Runner` for this call alone (a session keeps one for all its rounds).
 
     ``pack_seconds``: the estimated training seconds a pack aims at (default ``packs.PACK_SECONDS``, or
     ``$MUTRANSFER_PACK_SECONDS``; 0: one trial per pack). ``seconds``: estimated seconds by trial id
@@ -607,44 +871,16 @@ def run_trials(
     at least twice as many packs are made when there are that many specs (0: no such floor).
     A pack whose worker dies is retried up to ``max_failures`` times without its finished members.
     """
-    from orchestrator.engine import packs as packing
-
     if not specs:
         return
-    if pack_seconds is None:
-        pack_seconds = float(os.environ.get("MUTRANSFER_PACK_SECONDS", packing.PACK_SECONDS))
-    n_slots = _slots(cpu, gpu, max_concurrent) if slots is None else slots
-    if seconds is None:
-        if pack_seconds > 0 and len(specs) > 2 * n_slots:  # else one trial per pack anyway
-            seconds = packing.estimate_seconds(specs, _recorded(storage_dir), threads=max(1, int(cpu)))
-        else:
-            seconds = {}
-    callback = PackCallback(recorder, max_failures)
-    todo = [(p, 0) for p in packing.form_packs(specs, seconds, pack_seconds, n_slots)]
-    for attempt in range(max_failures + 1):
-        for used in sorted({d for _, d in todo}):
-            group = [{"id": packing.pack_id(p), "members": list(p)} for p, d in todo if d == used]
-            for g in group:
-                callback.deaths[g["id"]] = used
-            callback.packs.clear()  # Tune's trial ids are per Tuner
-            _fit(
-                pack_trainable,
-                specs[0]["data"],
-                {"pack": tune.grid_search(group), "batched": batched},
-                storage_dir,
-                name if not attempt else f"{name}-retry{attempt}-{used}",
-                cpu,
-                gpu,
-                max_failures - used,
-                [callback],
-                plugins=plugins,
-                max_concurrent_trials=max_concurrent or None,
-                trial_name_creator=lambda t: t.config["pack"]["id"],
-                trial_dirname_creator=lambda t: t.config["pack"]["id"],
-            )
-        todo, callback.requeued = [(list(p), d) for p, d in callback.requeued], []
-        if not todo:
-            return
-    for members, _ in todo:  # re-queued every round (a death Tune reported but never retried): give up
-        for m in members:
-            recorder.errored(m["trial_id"], f"lost worker: not run after {max_failures + 1} rounds of retries")
+    runner = Runner(storage_dir, name, specs[0]["data"], cpu, gpu, max_failures, plugins, batched)
+    try:
+        batch = runner.submit(
+            specs, recorder, max_concurrent=max_concurrent, pack_seconds=pack_seconds, seconds=seconds, slots=slots
+        )
+        while not runner.wait(batch, 0.5):
+            pass
+    except BaseException:
+        runner.stop()
+        raise
+    runner.close()
