@@ -108,6 +108,40 @@ def test_check_owner_lets_the_grid_grow_and_refuses_a_different_sweep(tmp_path):
         store.check_owner({"name": "s", "data": {"subset": 1}, "grid": {"width": [16]}})
 
 
+def test_restate_axes_fills_a_new_axis_column_from_the_spec_atomically_and_once(tmp_path, monkeypatch):
+    """Rows recorded while ``activation`` was fixed have no such column: a grid spec of the same id
+    gives its value; a row that is no grid point gets sweep.yaml's fixed value, or stays unknown
+    when sweep.yaml already has the axis; a crash mid-write changes nothing; history is untouched."""
+    from orchestrator.spec.config import TrialSpec
+
+    store = ResultsStore(tmp_path / "s")
+    for tid, lr in (("a", 0.1), ("b", 0.2)):
+        store.record([trial_row("s", _spec(tid, lr), _hist(2), "ok")], {tid: _hist(2)})
+    store.write_config("name: s\ngrid:\n  lr: [0.1, 0.2]\n  activation: [tanh, relu]\n")
+    history, before = store.history(), store.trials()
+    grid = {"name": "s", "grid": {"lr": [0.1], "activation": ["tanh", "relu"]}}
+    specs = [TrialSpec("a", {**_spec("a")["trainer"], "activation": "relu"}, {}, {}, ("lr", "activation"))]
+
+    def half_write(table, where, **kw):
+        where.write(b"PAR1 partial")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(pq, "write_table", half_write)
+    with pytest.raises(KeyboardInterrupt):
+        store.restate_axes(grid, specs)
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(store.trials(), before)
+    assert store.restate_axes(grid, specs) == 1 and store.restate_axes(grid, specs) == 0
+    t = store.trials().set_index("trial_id")
+    assert t.activation["a"] == "relu" and pd.isna(t.activation["b"])  # b: an axis already, no spec: unknown
+    store.write_config("name: s\ntrainer: {activation: linear}\ngrid:\n  lr: [0.1]\n")
+    assert store.restate_axes(grid, specs) == 1 and store.trials().set_index("trial_id").activation["b"] == "linear"
+    pd.testing.assert_frame_equal(store.history(), history)
+    pd.testing.assert_frame_equal(store.trials().drop(columns="activation"), before, check_dtype=False)
+    assert store.compact() > 0 and list(store.trials().activation) == ["relu", "linear"]
+    assert [p.name for p in store.dir.rglob("*") if p.name.endswith(".tmp")] == []
+
+
 # ---- part files (one per recorded trial) -------------------------------------------------
 def _old_layout(store, rows, hists):
     """What ResultsStore.record wrote before part files: both tables rewritten whole."""
