@@ -316,7 +316,7 @@ def write_comparison(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        png = plot_lr_star_compare(sweeps, tmp / "lr_star_compare.png", dpi, formats)
+        png = plot_lr_star_compare([(s.label, s.result) for s in sweeps], tmp / "lr_star_compare.png", dpi, formats)
         write_parquet_atomic(table, tmp / "comparison.parquet")
         doc = comparison_json(sweeps, table, diffs)
         (tmp / MARKER).write_text(json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False) + "\n")

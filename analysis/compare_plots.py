@@ -4,14 +4,11 @@ one column wide, 7 pt text, one legend below the panels)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .plots import COLUMN_IN, DPI, FORMATS, LEGEND_ROW_IN, _save, group_label, plt, styled
-
-if TYPE_CHECKING:
-    from .compare import SweepAnalysis
+from .transfer import TransferResult
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -24,10 +21,14 @@ def sweep_styles(n: int) -> list[tuple[str, str]]:
 
 @styled
 def plot_lr_star_compare(
-    sweeps: list[SweepAnalysis], path: str | Path, dpi: int = DPI, formats: tuple[str, ...] = FORMATS
+    sweeps: list[tuple[str, TransferResult]],
+    path: str | Path,
+    dpi: int = DPI,
+    formats: tuple[str, ...] = FORMATS,
 ) -> Path | None:
     """η* (mean over seeds) against width on log2 axes, one panel per algorithm: one colour per group
-    (the same group in every sweep), one marker and line style per sweep. None when no sweep has an η*.
+    (the same group in every sweep), one marker and line style per sweep. ``sweeps``: each sweep's
+    label and its own analysis. None when no sweep has an η*.
 
     Returns:
         The PNG's path, or None.
@@ -35,8 +36,7 @@ def plot_lr_star_compare(
     from matplotlib.lines import Line2D
 
     lines = []  # (algorithm, group label, sweep index, widths, lr_star)
-    for i, s in enumerate(sweeps):
-        r = s.result
+    for i, (_, r) in enumerate(sweeps):
         pw_all = r.per_width.astype({k: str for k in r.keys})
         for _, g in r.groups.iterrows():
             mask = np.ones(len(pw_all), dtype=bool)
@@ -76,6 +76,6 @@ def plot_lr_star_compare(
     axes[-1][0].set_xlabel("width")
     handles = [Line2D([], [], color=colours[lab], lw=1.5) for lab in groups]
     handles += [Line2D([], [], color="0.3", marker=m, ms=3, ls=ls) for m, ls in styles]
-    names = groups + [s.label for s in sweeps]
+    names = groups + [label for label, _ in sweeps]
     fig.legend(handles, names, loc="outside lower center", ncol=ncol, frameon=False, handletextpad=0.5)
     return _save(fig, path, dpi, formats)
