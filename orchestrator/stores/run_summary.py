@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from analysis.schema import TAG_ROLE
+from analysis.schema import STATUS_DIVERGED, TAG_ROLE
 
 # Trainer keys a run name always shows (T only for PC, whose inference steps are a real setting).
 NAMED_KEYS = ("algorithm", "parametrization", "width", "lr", "inference_steps", "seed")
@@ -25,10 +25,18 @@ MAX_PARAM = 6000
 VIEW_KEY = "mutransfer"
 VIEW_COLUMNS = (
     [("params", k) for k in ("algorithm", "parametrization", "width", "log2_lr", "lr", "inference_steps", "seed")]
-    + [("metrics", k) for k in ("final_train_loss", "final_test_loss", "final_test_acc", "diverged", "wall_s")]
+    + [("tags", k) for k in ("final_train_loss", "final_test_loss", "final_test_acc", "diverged", "wall_s")]
     + [("tags", "mutransfer.status")]
 )
 VIEW_GROUPS = ("algorithm", "parametrization")
+# The report's figures the parent run's description shows, (file, alt text); MLflow's description shows an
+# image at its own pixel size (its sanitizer drops width attributes), so a wider one is shown as a copy
+# at most PREVIEW_PX wide (:func:`orchestrator.stores.tracking.log_report` writes it) linked to the original.
+DESCRIPTION_IMAGES = (
+    ("lr_star_vs_width.png", "optimal learning rate against width"),
+    ("loss_vs_lr.png", "loss against learning rate"),
+)
+PREVIEW_PX = 800
 # What MLflow refuses in a metric or tag key (it takes alphanumerics, _ - . space : /).
 _KEY_UNSAFE = re.compile(r"[^\w\-. :/]")
 
@@ -164,9 +172,12 @@ def _level(summary: dict[str, Any]) -> str:
     return f"{100 * level:.{SIG - 1}g}%"
 
 
-def verdict_summary(summary: dict[str, Any], run_id: str) -> tuple[str, dict[str, float], dict[str, str]]:
+def verdict_summary(
+    summary: dict[str, Any], run_id: str, previews: dict[str, str] | None = None
+) -> tuple[str, dict[str, float], dict[str, str]]:
     """From ``report/summary.json``: the parent run's description (the verdict table, links to the
-    report and its plots), metrics ``drift_k/<group>``, ``drift_k_lo/..``, ``drift_k_hi/..``,
+    report and its plots: :data:`DESCRIPTION_IMAGES`, each shown as its copy in ``previews``, ``{png:
+    artifact path}``, where it has one, linked to the full-size figure), metrics ``drift_k/<group>``, ``drift_k_lo/..``, ``drift_k_hi/..``,
     ``max_regret/<group>`` (the largest excess regret), ``base_regret/<group>`` (the base width's own
     regret, the noise floor), ``lr_star_base/<group>``, ``k_edge/<group>`` (4 significant figures; a value
     that is ∞ or NaN is a tag of that key instead, e.g. ``max_regret/<group>`` = ``"inf"``) and tags
@@ -217,13 +228,11 @@ def verdict_summary(summary: dict[str, Any], run_id: str) -> tuple[str, dict[str
         f"[report.md]({artifact_link(run_id, 'report/report.md')}) · "
         f"[summary.json]({artifact_link(run_id, 'report/summary.json')})"
     )
-    images = [
-        f"![{alt}]({artifact_link(run_id, 'report/' + png)})"
-        for png, alt in (
-            ("lr_star_vs_width.png", "optimal learning rate against width"),
-            ("loss_vs_lr.png", "loss against learning rate"),
-        )
-    ]
+    images = []
+    for png, alt in DESCRIPTION_IMAGES:
+        full = artifact_link(run_id, "report/" + png)
+        small = (previews or {}).get(png)
+        images.append(f"[![{alt}]({artifact_link(run_id, small)})]({full})" if small else f"![{alt}]({full})")
     return "\n\n".join([head, "\n".join(lines), links, *images]) + "\n", metrics, tags
 
 
@@ -304,6 +313,33 @@ def nonfinite(v: Any) -> str | None:
     except (TypeError, ValueError):
         return None
     return None if math.isfinite(x) else ("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
+
+
+def tag_number(v: Any) -> str:
+    """A number as a tag's text: an integer as written (``2``), else :data:`SIG` significant figures
+    (``0.1235``), ∞ and NaN as ``inf``, ``-inf``, ``nan``; anything else as ``str``."""
+    if isinstance(v, bool):
+        return str(int(v))
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if not math.isfinite(x):
+        return nonfinite(x) or "nan"
+    return str(int(x)) if x.is_integer() and abs(x) < 1e15 else f"{x:.{SIG}g}"
+
+
+def trial_summary(row: dict[str, Any], keys: tuple[str, ...], extra: dict[str, float] | None = None) -> dict[str, str]:
+    """A trial's own numbers as tags: ``keys`` of its trials row that it has (``diverged`` = 1 or 0 from its
+    status) and ``extra`` (where it diverged), each as :func:`tag_number`."""
+    out = {}
+    for k in keys:
+        if k == "diverged":
+            out[k] = "1" if row.get("status") == STATUS_DIVERGED else "0"
+        elif k in row and row[k] is not None:
+            out[k] = tag_number(row[k])
+    out.update({k: tag_number(v) for k, v in (extra or {}).items()})
+    return out
 
 
 def split_values(values: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:

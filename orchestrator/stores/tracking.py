@@ -7,8 +7,12 @@ Parent run named after the sweep: params = the resolved config, artifacts ``swee
 ``base_lr.json``), the description a summary (:mod:`orchestrator.stores.run_summary`). One nested run per
 trial, named readably (``pc-mup-w256-lr2^-6-T20-s0``), started and ended at the trial's own times,
 status FINISHED (ok), KILLED (diverged: stopped early by the divergence check) or FAILED; tags
-``mutransfer.*`` (trial id, sweep, status, format), params = the config columns plus ``log2_lr``,
-metrics per epoch (step = epoch, timestamp = when the epoch ended) and final ones plus ``diverged``.
+``mutransfer.*`` (trial id, sweep, status, format) and the trial's own numbers (:data:`SUMMARY_TAGS`:
+``final_*``, ``epochs_done``, ``wall_s``, ``diverged``, where it diverged; 4 significant figures,
+filterable as ``tags.final_test_loss``), params = the config columns plus ``log2_lr``, metrics only
+the learning curves (per epoch: step = epoch, timestamp = when the epoch ended), so that a trial's chart
+page shows them and no one-point charts of constants (MLflow 3.17 lays a run's charts out by key,
+alphabetically). While a sweep runs, :meth:`Tracker.log_progress` keeps live counts on the parent run.
 
 With the default store (SQLite in the results directory) the experiment's artifact location is
 ``mlflow-artifacts:/<experiment>``, written here under ``<results>/mlartifacts/<experiment>`` and
@@ -56,7 +60,6 @@ from analysis.schema import (  # noqa: F401
     TAG_STATUS,
     TAG_SWEEP,
     TAG_TRIAL,
-    TRACKING_FORMAT,
     tracking_uri,
 )
 from orchestrator.errors import BadInput
@@ -76,6 +79,13 @@ DONE_RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 NOTE = "mlflow.note.content"  # a run's description (markdown) in MLflow's UI
 TAG_REPORT = "mutransfer.report"  # on a parent run whose description is the verdict table
+# The layout of the runs (tag ``mutransfer.format``): "3" logs a trial's own numbers as tags, not metrics;
+# `mutransfer sync` re-logs runs of an older format. (analysis.schema.TRACKING_FORMAT still says "2".)
+TRACKING_FORMAT = "3"
+# A trial's own numbers, logged as tags (4 significant figures; ∞ as "inf"): results, not curves.
+SUMMARY_TAGS = (*FINAL_METRICS, "diverged")
+TAG_PROGRESS = "mutransfer.progress"  # on the parent run while its sweep runs: "12/40 done"
+PROGRESS_INTERVAL_S = 10.0  # at most one progress write per this many seconds (and always the last)
 
 
 def default_tracking_uri(results_dir: str | Path, configured: str | None = None) -> str:
@@ -221,6 +231,8 @@ class Tracker:
         self.times: dict[str, tuple[float, float]] = {}  # trial id -> (start, end), for rows without them
         self._logged: dict[str, tuple[str, str]] = {}  # trial id -> (run id, status), current format only
         self._stale: dict[str, list[str]] = {}  # trial id -> run ids logged in an older format
+        self._progress: tuple[dict[str, int], int] | None = None  # the latest counts not yet written
+        self._progress_at = -math.inf  # time.monotonic() of the last progress write
 
     @property
     def logged(self) -> int:
@@ -340,7 +352,7 @@ class Tracker:
         tid = row["trial_id"]
         if not self.enabled or self._logged.get(tid, ("", None))[1] == row["status"]:
             return
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         try:
             if tid in self._logged:  # an earlier run of this trial failed; this one replaces it
@@ -364,6 +376,9 @@ class Tracker:
                     if row.get(k) not in (None, "") and not (isinstance(row[k], float) and math.isnan(row[k]))
                 }
             )
+            # the trial's own numbers (final values, epochs, time, where it diverged) are tags, not metrics:
+            # MLflow would chart each, one point apiece, ahead of the learning curves
+            tags.update(rs.trial_summary(row, SUMMARY_TAGS, divergence(row, history)))
             if row.get("error"):
                 tags["error"] = str(row["error"])[:5000]
                 tags[NOTE] = f"**failed**: {row['error']}"[:5000]
@@ -377,20 +392,9 @@ class Tracker:
                 for k in (*EPOCH_METRICS, SGD_STEPS)  # sgd_steps: an x axis for the charts besides the epoch
                 if _finite(h.get(k))
             ]
-            last = max((int(h["epoch"]) for h in history), default=0)
-            metrics += [Metric(k, float(row[k]), end_ms, last) for k in FINAL_METRICS if _finite(row.get(k))]
-            metrics.append(Metric("diverged", float(row["status"] == STATUS_DIVERGED), end_ms, last))
-            at = divergence(row, history)
-            metrics += [Metric(k, float(v), end_ms, last) for k, v in at.items() if _finite(v)]
-            # ∞ and NaN cannot be metrics: a tag of the same key says so (final_train_loss = "inf")
-            bad = {k: rs.nonfinite(row.get(k)) for k in FINAL_METRICS if k in row and not _finite(row.get(k))}
-            bad.update({k: rs.nonfinite(v) for k, v in at.items() if not _finite(v)})
-            run_tags = [RunTag(k, v) for k, v in bad.items() if v is not None]
             params = [Param(k, v) for k, v in _params(row).items()]
-            for i in range(0, len(metrics), 900):
-                self.client.log_batch(
-                    rid, metrics=metrics[i : i + 900], params=params if i == 0 else [], tags=run_tags if i == 0 else []
-                )
+            for i in range(0, max(len(metrics), 1), 900):
+                self.client.log_batch(rid, metrics=metrics[i : i + 900], params=params if i == 0 else [])
             self.client.set_terminated(rid, RUN_STATUS.get(row["status"], "FAILED"), end_time=end_ms)
             self._logged[tid] = (rid, row["status"])
         except Exception as exc:
@@ -513,6 +517,41 @@ class Tracker:
         finally:
             con.close()
 
+    def log_progress(self, counts: dict[str, int], total: int, force: bool = False) -> None:
+        """Live counts on the parent run while its sweep runs: metrics ``progress/<name>`` for each of
+        ``counts`` (the progress line's ``ok``, ``diverged``, ``failed``, ``running``, ``skipped``, ...),
+        ``progress/done`` (every count but ``running``) and ``progress/total``, and the tag
+        ``mutransfer.progress`` (``12/40 done: ok 10, diverged 2, ... running 4``), in one request.
+        At most one write every :data:`PROGRESS_INTERVAL_S` seconds (unless ``force``); the counts held
+        back are written by the next call after it, by :meth:`flush_progress` or by :meth:`finish`.
+        Step 0: the runs table shows the latest write."""
+        if not self.enabled:
+            return
+        self._progress = ({str(k): int(v) for k, v in counts.items()}, int(total))
+        if force or time.monotonic() - self._progress_at >= PROGRESS_INTERVAL_S:
+            self.flush_progress()
+
+    def flush_progress(self) -> None:
+        """Write the counts :meth:`log_progress` held back (nothing when none are)."""
+        if not self.enabled or self._progress is None:
+            return
+        from mlflow.entities import Metric, RunTag
+
+        counts, total = self._progress
+        self._progress, self._progress_at = None, time.monotonic()
+        done = sum(v for k, v in counts.items() if k not in ("running", "retries", "done", "total"))
+        values = {**counts, "done": done, "total": total}
+        now = int(time.time() * 1000)
+        text = f"{done}/{total} done: " + ", ".join(f"{k} {v}" for k, v in counts.items() if k != "done")
+        try:
+            self.client.log_batch(
+                self.parent_id,
+                metrics=[Metric(f"progress/{k}", float(v), now, 0) for k, v in values.items()],
+                tags=[RunTag(TAG_PROGRESS, text)],
+            )
+        except Exception as exc:
+            self._off(exc)
+
     def set_experiment_description(self, text: str) -> None:
         """The experiment's description (markdown; MLflow's experiment page shows the tag ``mlflow.note.content``)."""
         if not self.enabled:
@@ -533,6 +572,7 @@ class Tracker:
         description (kept when it is already the verdict table of a report); then marked finished."""
         if not self.enabled:
             return
+        self.flush_progress()  # the last counts, held back by the throttle
         try:
             counts = {
                 k.removeprefix("trials_"): int(v)
@@ -579,15 +619,37 @@ def log_report(
             (Path(tmp) / "report.md").write_text(rs.md_for_mlflow(md.read_text(), rid))
             files.append(Path(tmp) / "report.md")
         tr.log_artifacts(rid, files, "report")
+        previews = _previews(report_dir, Path(tmp) / "preview")
+        tr.log_artifacts(rid, [Path(tmp) / "preview" / p for p in previews], "report/preview")
     summary = rs.read_json(report_dir / "summary.json")
     if summary is not None:
-        text, metrics, tags = rs.verdict_summary(summary, rid)
+        text, metrics, tags = rs.verdict_summary(summary, rid, {p: f"report/preview/{p}" for p in previews})
         tr.describe(metrics=metrics, tags={**tags, TAG_REPORT: "report/report.html"}, description=text)
         trials = _read_trials(report_dir.parent)
         tr.log_series(rs.transfer_series(summary, trials))
         config = _read_yaml(report_dir.parent / "sweep.yaml")
         tr.set_experiment_description(rs.experiment_description(summary, config, trials, rid))
     return rid if tr.enabled else None
+
+
+def _previews(report_dir: Path, out: Path, max_px: int = rs.PREVIEW_PX) -> list[str]:
+    """Copies at most ``max_px`` wide, in ``out``, of the description's figures (:data:`run_summary.DESCRIPTION_IMAGES`)
+    that are wider; returns their file names (none when Pillow cannot read a figure: the original is shown)."""
+    names = []
+    for png, _ in rs.DESCRIPTION_IMAGES:
+        try:
+            from PIL import Image
+
+            with Image.open(report_dir / png) as im:
+                if im.width <= max_px:
+                    continue
+                out.mkdir(parents=True, exist_ok=True)
+                small = im.resize((max_px, max(1, round(im.height * max_px / im.width))), Image.Resampling.LANCZOS)
+                small.save(out / png, optimize=True)
+            names.append(png)
+        except (OSError, ValueError, ImportError):
+            continue
+    return names
 
 
 def _read_trials(sweep_dir: Path) -> pd.DataFrame | None:

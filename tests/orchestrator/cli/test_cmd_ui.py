@@ -166,7 +166,8 @@ def test_trial_runs_through_the_rest_api(swept, server):
         assert not {"trial_id", "sweep", "status"} & set(params)  # tags, not params
         assert float(params["lr"]) == t.lr and float(params["log2_lr"]) == math.log2(t.lr)
         assert r["info"]["status"] == {"ok": "FINISHED", "diverged": "KILLED"}[t.status]
-        assert metrics["diverged"] == float(t.status == "diverged")
+        assert tags["diverged"] == str(int(t.status == "diverged")) and tags["epochs_done"] == str(t.epochs_done)
+        assert set(metrics) <= {"train_loss", "test_loss", "test_acc", "sgd_steps"}  # the curves: their charts first
         start, end = r["info"]["start_time"] / 1000, r["info"]["end_time"] / 1000
         assert swept["t0"] <= start <= end <= swept["t1"]  # within the sweep, not when it was logged
         assert abs(start - t.started_at) < 0.002 and end - start >= t.wall_s - 0.002  # the trial's own times
@@ -314,7 +315,7 @@ def test_browser_screenshots_of_the_runs_table_a_trial_and_the_report(swept, ser
                 "--disable-gpu",
                 "--hide-scrollbars",
                 f"--user-data-dir={profile}",
-                f"--window-size=1600,{2600 if name == 'report_md' else 1100}",
+                f"--window-size=1600,{2600 if name in ('report_md', 'parent_run') else 1100}",
                 "--virtual-time-budget=90000",
                 f"--screenshot={out / (name + '.png')}",
                 url,

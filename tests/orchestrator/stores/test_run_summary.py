@@ -12,6 +12,8 @@ from orchestrator.stores.run_summary import (
     md_served_at,
     run_name,
     runs_url,
+    tag_number,
+    trial_summary,
     verdict_summary,
     view_state,
 )
@@ -57,7 +59,7 @@ def test_group_labels_and_config_params():
 
 def test_view_state_selects_the_studys_columns_and_the_url_opens_it():
     cols = json.loads(view_state())["selectedColumns"]
-    assert "params.`log2_lr`" in cols and "metrics.`final_train_loss`" in cols and "metrics.`diverged`" in cols
+    assert "params.`log2_lr`" in cols and "tags.`final_train_loss`" in cols and "tags.`diverged`" in cols
     assert json.loads(view_state())["groupBy"]["groupByKeys"] == [
         {"mode": "param", "groupByData": "algorithm"},
         {"mode": "param", "groupByData": "parametrization"},
@@ -218,3 +220,34 @@ def test_experiment_description_has_the_setup_and_each_groups_verdict():
     assert "| bp-sp | **drifts** | -0.44 | ∞ | k outside |" in text
     assert "**Verdict**: 1 drifts, 1 transfers of 2 groups." in text
     assert "get-artifact?path=report%2Freport.html&run_uuid=rid" in text
+
+
+def test_a_trials_own_numbers_as_tags_at_four_significant_figures():
+    assert [tag_number(v) for v in (2, 2.0, 0.123456789, 12.3456, 1234567.0, 3.4e-7)] == [
+        "2",
+        "2",
+        "0.1235",
+        "12.35",
+        "1234567",
+        "3.4e-07",
+    ]
+    assert [tag_number(v) for v in (float("inf"), float("-inf"), float("nan"), True, "x")] == [
+        "inf",
+        "-inf",
+        "nan",
+        "1",
+        "x",
+    ]
+    row = {"status": "diverged", "final_train_loss": float("inf"), "epochs_done": 2, "wall_s": None}
+    tags = trial_summary(row, ("final_train_loss", "epochs_done", "wall_s", "diverged"), {"diverged_at_step": 5.0})
+    assert tags == {"final_train_loss": "inf", "epochs_done": "2", "diverged": "1", "diverged_at_step": "5"}
+
+
+def test_the_description_shows_a_wide_figure_as_its_preview_linked_to_the_original():
+    summary = {"group_keys": ["algorithm"], "groups": [{"algorithm": "bp", "verdict": "transfers"}]}
+    text, _, _ = verdict_summary(summary, "r1", {"lr_star_vs_width.png": "report/preview/lr_star_vs_width.png"})
+    full = "get-artifact?path=report%2Flr_star_vs_width.png&run_uuid=r1"
+    small = "get-artifact?path=report%2Fpreview%2Flr_star_vs_width.png&run_uuid=r1"
+    assert f"[![optimal learning rate against width]({small})]({full})" in text
+    assert "![loss against learning rate](get-artifact?path=report%2Floss_vs_lr.png&run_uuid=r1)" in text
+    assert "preview" not in verdict_summary(summary, "r1")[0]

@@ -45,6 +45,25 @@ def _hist(n):
     ]
 
 
+@pytest.fixture(scope="module")
+def _empty_store(tmp_path_factory):
+    """A new SQLite tracking store with MLflow's tables, created once (its migrations take seconds)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def sqlite_uri(tmp_path, _empty_store):
+    """A fresh copy of the empty store at ``tmp_path/mlflow.db``."""
+    import shutil
+
+    shutil.copy(_empty_store, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
 def test_default_uri_prefers_config_then_environment_then_sqlite(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
@@ -67,11 +86,11 @@ def test_unreachable_server_turns_tracking_off_quickly(capsys):
 
 
 @pytest.mark.slow
-def test_nested_runs_back_fill_and_half_logged_runs(tmp_path):
-    """About 10-20 s: creates a SQLite tracking store."""
+def test_nested_runs_back_fill_and_half_logged_runs(tmp_path, sqlite_uri):
+    """A few seconds on a copy of the empty store (creating one takes 10-20 s: once per module)."""
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_uri
     specs = {t: _spec(t, lr) for t, lr in (("a", 0.1), ("b", 0.2), ("c", 0.4))}
     tr = Tracker(uri, "s", artifact_root=tmp_path / "art")
     assert tr.start()
@@ -102,7 +121,8 @@ def test_nested_runs_back_fill_and_half_logged_runs(tmp_path):
     assert b.data.params["lr"] == "0.2" and b.data.tags["mlflow.parentRunId"] == tr.parent_id
     assert "trial_id" not in b.data.params and b.data.params["log2_lr"] == "-2.3219"
     assert b.data.tags["mutransfer.status"] == "ok" and "status" not in b.data.params
-    assert b.data.metrics["final_test_loss"] == 1.0 and b.data.metrics["epochs_done"] == 2
+    assert b.data.tags["final_test_loss"] == "1" and b.data.tags["epochs_done"] == "2"  # tags: no charts
+    assert set(b.data.metrics) == {"train_loss", "test_loss", "test_acc", "sgd_steps"}  # the curves only
     # a trial that failed and later succeeded: its FAILED run is replaced, not duplicated
     specs["d"] = _spec("d", 0.8)
     tr2.log_trial(trial_row("s", specs["d"], _hist(1), "failed", error="died"), specs["d"], _hist(1))
@@ -123,12 +143,12 @@ def test_nested_runs_back_fill_and_half_logged_runs(tmp_path):
     assert "sgd_steps" not in client.get_run(b.info.run_id).data.params  # a result, not a param
 
 
-def test_group_keys_beyond_algorithm_reach_mlflow_as_metric_and_tag_keys(tmp_path):
+def test_group_keys_beyond_algorithm_reach_mlflow_as_metric_and_tag_keys(tmp_path, sqlite_uri):
     """A verify over gamma_bar_L (or any extra key) logs per-group metrics and tags MLflow accepts:
-    ``=`` in a key made MLflow refuse the whole batch and turned tracking off (about 5 s)."""
+    ``=`` in a key made MLflow refuse the whole batch and turned tracking off (about 1-3 s)."""
     from orchestrator.stores.run_summary import base_summary, verdict_summary
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_uri
     tr = Tracker(uri, "s", artifact_root=tmp_path / "art")
     assert tr.start()
     group = {"algorithm": "pc", "parametrization": "mup", "inference_steps": 20, "gamma_bar_L": -1.0, "act": "a=b"}
@@ -146,9 +166,9 @@ def test_group_keys_beyond_algorithm_reach_mlflow_as_metric_and_tag_keys(tmp_pat
     assert data.tags["verdict/pc-mup-T20-gamma_bar_L:-1.0-act:a_b"] == "transfers"
 
 
-def test_diverged_trial_records_where_it_diverged_and_inf_as_tags(tmp_path):
-    """About 5 s. Epoch 2's row is the diverged one (train_loss ∞, the updates applied before it)."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_diverged_trial_records_where_it_diverged_and_inf_as_tags(tmp_path, sqlite_uri):
+    """About 1-3 s. Epoch 2's row is the diverged one (train_loss ∞, the updates applied before it)."""
+    uri = sqlite_uri
     tr = Tracker(uri, "s", artifact_root=tmp_path / "art")
     assert tr.start()
     hist = _hist(1) + [
@@ -167,15 +187,25 @@ def test_diverged_trial_records_where_it_diverged_and_inf_as_tags(tmp_path):
     assert tr.enabled
     run = tr.client.get_run(tr._logged["x"][0])
     m, tags = run.data.metrics, run.data.tags
-    assert m["diverged"] == 1.0 and m["diverged_at_epoch"] == 2 and m["diverged_at_step"] == 5
-    assert m["last_finite_train_loss"] == hist[0]["train_loss"]
-    assert tags["loss_at_divergence"] == "inf" and tags["final_train_loss"] == "inf"
-    assert "final_train_loss" not in m and run.info.status == "KILLED"
+    assert tags["diverged"] == "1" and tags["diverged_at_epoch"] == "2" and tags["diverged_at_step"] == "5"
+    assert tags["last_finite_train_loss"] == "1" and tags["epochs_done"] == "2" and tags["wall_s"] == "2"
+    assert tags["loss_at_divergence"] == "inf" and tags["final_train_loss"] == "inf" and tags["final_test_acc"] == "nan"
+    assert set(m) == {"train_loss", "test_loss", "test_acc", "sgd_steps"} and run.info.status == "KILLED"
+    # summaries at 4 significant figures (Parquet keeps every digit); a failed trial without epochs still
+    # gets its params and tags
+    spec = _spec("y", 0.3)
+    row = trial_row("s", spec, [{**_hist(1)[0], "train_loss": 0.123456789, "wall_s": 12.3456}], "ok")
+    tr.log_trial(row, spec, [])
+    spec_f = _spec("z", 0.5)
+    tr.log_trial(trial_row("s", spec_f, [], "failed", error="boom"), spec_f, [])
+    y, z = (tr.client.get_run(tr._logged[t][0]).data for t in "yz")
+    assert y.tags["final_train_loss"] == "0.1235" and y.tags["wall_s"] == "12.35" and y.tags["diverged"] == "0"
+    assert z.params["lr"] == "0.5" and z.tags["epochs_done"] == "0" and z.tags["error"] == "boom"
 
 
 @pytest.mark.slow
-def test_report_draws_the_transfer_study_in_mlflow(tmp_path):
-    """About 10-20 s: the demo's committed results logged as a report; read back with MlflowClient."""
+def test_report_draws_the_transfer_study_in_mlflow(tmp_path, sqlite_uri):
+    """About 3-10 s: the demo's committed results logged as a report; read back with MlflowClient."""
     import json
     import math
     import shutil
@@ -188,7 +218,7 @@ def test_report_draws_the_transfer_study_in_mlflow(tmp_path):
 
     sd = tmp_path / "demo"
     shutil.copytree(Path(__file__).resolve().parents[3] / "docs" / "demo_cpu", sd)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_uri
     assert Tracker(uri, "demo", artifact_root=tmp_path / "mlartifacts").start()
     rid = log_report(sd / "report", uri, "demo", "demo")
     assert rid
@@ -223,3 +253,43 @@ def test_report_draws_the_transfer_study_in_mlflow(tmp_path):
     # analysed again: the series are replaced, not doubled
     assert log_report(sd / "report", uri, "demo", "demo") == rid
     assert len(client.get_metric_history(rid, "lr_star/bp-mup")) == len(pw)
+
+
+def test_live_counts_on_the_parent_run_are_throttled_and_the_last_always_written(tmp_path, sqlite_uri):
+    """A few seconds: counts as ``progress/*`` metrics and one tag on the parent run, at most one write per
+    10 s; what the throttle held back is written by finish()."""
+    from orchestrator.stores.tracking import PROGRESS_INTERVAL_S, TAG_PROGRESS
+
+    uri = sqlite_uri
+    tr = Tracker(uri, "s", artifact_root=tmp_path / "art")
+    assert tr.start() and PROGRESS_INTERVAL_S >= 5
+    t0 = time.monotonic()
+    tr.log_progress({"ok": 1, "diverged": 0, "failed": 0, "running": 3, "skipped": 2}, 10)
+    tr.log_progress({"ok": 2, "diverged": 1, "failed": 0, "running": 3, "skipped": 2}, 10)  # held back
+    tr.log_progress({"ok": 3, "diverged": 1, "failed": 1, "running": 2, "skipped": 2}, 10)  # held back
+    assert time.monotonic() - t0 < PROGRESS_INTERVAL_S  # else the second call was due and the check below moot
+    run = tr.client.get_run(tr.parent_id)
+    assert run.info.status == "RUNNING" and run.data.tags[TAG_PROGRESS].startswith("3/10 done: ok 1")
+    assert run.data.metrics["progress/done"] == 3 and run.data.metrics["progress/running"] == 3
+    assert run.data.metrics["progress/total"] == 10
+    tr.finish({"trials_ok": 3.0})
+    run = tr.client.get_run(tr.parent_id)
+    assert run.data.tags[TAG_PROGRESS] == "7/10 done: ok 3, diverged 1, failed 1, running 2, skipped 2"
+    assert run.data.metrics["progress/done"] == 7 and run.data.metrics["progress/failed"] == 1
+    assert len(tr.client.get_metric_history(tr.parent_id, "progress/ok")) == 2  # two writes, not three
+    assert run.info.status == "FINISHED" and tr.enabled
+
+
+def test_description_previews_are_at_most_800_px_wide(tmp_path):
+    """The η* figure of a report with many panels (2340 px wide) overflowed the parent run's page."""
+    from PIL import Image
+
+    from orchestrator.stores.tracking import _previews
+
+    Image.new("RGB", (2340, 690), "white").save(tmp_path / "lr_star_vs_width.png")
+    Image.new("RGB", (495, 756), "white").save(tmp_path / "loss_vs_lr.png")
+    assert _previews(tmp_path, tmp_path / "preview") == ["lr_star_vs_width.png"]  # the narrow one is shown as is
+    with Image.open(tmp_path / "preview" / "lr_star_vs_width.png") as im:
+        assert im.size == (800, 236)
+    (tmp_path / "loss_vs_lr.png").write_bytes(b"not a png")  # unreadable: no preview, no error
+    assert _previews(tmp_path, tmp_path / "p2", max_px=100) == ["lr_star_vs_width.png"]
