@@ -4,18 +4,22 @@ The plan holds the trial counts per grid axis and in total, how many of those tr
 directory already holds as done (read through :class:`ResultsStore`), the resources per trial, and
 an **estimate** of the cost in trial-seconds (training seconds, summed over trials): per kind of
 trial (its trainer config without lr, seed and parametrization, which do not change its cost), the
-median ``wall_s`` of such trials recorded ``ok`` on this machine, else a calibration: a few steps and
+mean ``wall_s`` of such trials recorded done (ok or diverged) on this machine, else a calibration: a few steps and
 one evaluation of that trial, timed in this process and scaled to its epochs (on this machine's CPU
 when the trials ask for a GPU it lacks: then an upper bound, and the plan says so).
 
-The **wall time** (:class:`WallModel`) adds what is not training, measured on the repository's
-2-CPU machine while other jobs ran (``mutransfer sweep`` of 8, 44 and 3 trials; see
-docs/ARCHITECTURE.md): the command's own start and end (:data:`PROCESS_S`: imports, checks,
-compaction, exit), starting embedded Ray (:data:`RAY_START_S`), each Ray Tune run
-(:data:`TUNE_RUN_S`: a sweep is one; tune-base one per round, verify one per refinement round) and
-each pack (:data:`PACK_S`: a Tune trial's worker set-up and round trip, :mod:`.packs`), spread over
-the slots. Finished work is excluded: recorded trials, and for verify every round whose trials the
-results directory already holds (:func:`replay_verify`), so a finished verify plans ~0 more.
+The **wall time** (:class:`WallModel`) adds what is not training. Where earlier commands ran on this
+host (:mod:`.overheads`: the per-host cache, and the closed stages of the results directory's sweeps)
+it uses what they measured: the command's start and end around its stages, each stage's lead (its start
+to the first trial) and tail (the last trial to its end: compaction), the gap between two Tune runs of
+a stage, and each trial's overhead on its slot; and it scales calibrated trial-seconds by the ratio
+real / calibrated those runs found. Each part no run measured falls back to a constant measured on the
+repository's 2-CPU machine while other jobs ran: the command's own start and end
+(:data:`PROCESS_S`: imports, checks, compaction, exit), starting embedded Ray (:data:`RAY_START_S`),
+each Ray Tune run (:data:`TUNE_RUN_S`) and each pack (:data:`PACK_S`: a Tune trial's worker set-up and
+round trip, :mod:`.packs`), spread over the slots. Finished work is excluded: recorded trials, and for
+verify every round whose trials the results directory already holds (:func:`replay_verify`), so a
+finished verify plans ~0 more.
 """
 
 from __future__ import annotations
@@ -29,12 +33,12 @@ from typing import Any
 
 import pandas as pd
 
+from orchestrator.engine.overheads import Measured, measured
 from orchestrator.engine.progress import duration
 from orchestrator.spec.config import Sweep, TrialSpec
 from orchestrator.stores.results_store import ResultsStore
 
 FREE_KEYS = ("lr", "seed", "parametrization")  # cost the same whatever their value
-CALIBRATION_STEPS = 3
 # Seconds of a command that are not training, measured on the 2-CPU machine (shared): see the module doc.
 PROCESS_S = 10.0  # python start, imports, checks, compaction, exit (a sweep with nothing to run: 12 s)
 RAY_START_S = 14.0  # embedded Ray's start and shutdown (a cluster is joined in ~2 s)
@@ -54,15 +58,20 @@ def axis_counts(sweep: Sweep) -> list[tuple[str, int]]:
 
 @dataclass
 class CostModel:
-    """Seconds per trial by :func:`cost_key`, from recorded trials of this machine, else calibration."""
+    """Seconds per trial by :func:`cost_key`: the mean ``wall_s`` of the trials of that kind recorded done
+    (ok or diverged: a diverged trial's early stop is its real cost) on this machine, else a calibration
+    scaled by ``ratio`` (real / calibrated, :attr:`overheads.Measured.calibration_ratio`) when known."""
 
     recorded: list[pd.DataFrame] = field(default_factory=list)
     calibrate: bool = True
     threads: int = 1
     gpu: bool = False  # the trials ask for a GPU (resources.gpu > 0)
     cpu_for_gpu: bool = False  # set when a trial that would run on a GPU was timed on this CPU
+    ratio: float | None = None  # real / calibrated trial-seconds, measured by earlier runs on this host
+    ratio_runs: int = 0  # how many
     seconds: dict[tuple, float] = field(default_factory=dict)
     source: dict[tuple, str] = field(default_factory=dict)
+    calibrated: dict[tuple, float] = field(default_factory=dict)  # the calibration's own seconds, unscaled
     _data: dict[str, Any] = field(default_factory=dict)
 
     def _from_records(self, spec: TrialSpec) -> list[float]:
@@ -71,7 +80,7 @@ class CostModel:
         for table in self.recorded:
             if table.empty or "wall_s" not in table.columns:
                 continue
-            rows = table[(table.status == "ok") & (table.get("hostname", host) == host)]
+            rows = table[table.status.isin(["ok", "diverged"]) & (table.get("hostname", host) == host)]
             for key, value in spec.trainer.items():  # a column the table has must match; others are fixed there
                 if key not in FREE_KEYS and key in rows.columns:
                     rows = rows[rows[key].astype(str) == str(value)]
@@ -99,9 +108,10 @@ class CostModel:
         if key not in self.seconds:
             recorded = self._from_records(spec)
             if recorded:
-                self.seconds[key], self.source[key] = statistics.median(recorded), "recorded"
+                self.seconds[key], self.source[key] = statistics.fmean(recorded), "recorded"
             elif self.calibrate:
-                self.seconds[key], self.source[key] = self._calibrate(spec), "calibrated"
+                self.calibrated[key] = self._calibrate(spec)
+                self.seconds[key], self.source[key] = self.calibrated[key] * (self.ratio or 1.0), "calibrated"
             else:
                 return None
         return self.seconds[key]
@@ -118,20 +128,26 @@ class CostModel:
         parts = []
         if rec:
             parts.append(
-                f"{rec} kind(s) of trial from the median wall_s of trials recorded ok on this machine "
-                f"({socket.gethostname()})"
+                f"{rec} kind(s) of trial from the mean wall_s of trials recorded done (ok or diverged) on this "
+                f"machine ({socket.gethostname()})"
             )
         if cal:
+            from orchestrator.engine.packs import CALIBRATION_STEPS
+
+            scaled = (
+                f"x {self.ratio:.2f}, the ratio real / calibrated of {self.ratio_runs} earlier run(s) on this host"
+                if self.ratio
+                else "a diverged trial stops early, so this errs high"
+            )
             parts.append(
                 f"{cal} kind(s) calibrated here ({CALIBRATION_STEPS} steps and one evaluation each, "
-                "scaled to the epochs; a diverged trial stops early, so this errs high)"
+                f"scaled to the epochs; {scaled})"
             )
         if self.cpu_for_gpu:
             parts.append("the trials ask for a GPU but were timed on this machine's CPU: an upper bound for a GPU")
         return ("; ".join(parts) or "nothing to estimate") + (
             ". Trial-seconds count training only (wall_s); the wall time adds the start-up, each Tune run "
-            f"and each pack (~{PROCESS_S:g} s + Ray ~{RAY_START_S:g} s + ~{TUNE_RUN_S:g} s per Tune run + "
-            f"~{PACK_S:g} s per pack, measured on a 2-CPU machine)"
+            "and each trial's or pack's overhead (see its line)"
         )
 
 
@@ -153,9 +169,12 @@ def slots(sweep: Sweep, address: str | None, max_concurrent: int | None = None) 
     return max(1, min(n, cap) if cap else n)
 
 
-def pack_costs(model: CostModel, specs: list[TrialSpec], n_slots: int) -> list[float]:
-    """Estimated training seconds of each pack ``tune_runner.run_trials`` would make of ``specs``
-    (:func:`packs.form_packs`, with the same rule: one trial per pack up to ``2 x slots`` trials)."""
+def pack_costs(
+    model: CostModel, specs: list[TrialSpec], n_slots: int, per_trial: float = 0.0, per_pack: float = 0.0
+) -> list[float]:
+    """Estimated seconds of each pack ``tune_runner.run_trials`` would make of ``specs`` (:func:`packs.form_packs`,
+    with the same rule: one trial per pack up to ``2 x slots`` trials): its members' training, plus
+    ``per_trial`` a member and ``per_pack`` a pack."""
     from orchestrator.engine import packs
 
     if not specs:
@@ -164,51 +183,91 @@ def pack_costs(model: CostModel, specs: list[TrialSpec], n_slots: int) -> list[f
     target = float(os.environ.get("MUTRANSFER_PACK_SECONDS", packs.PACK_SECONDS))
     grouping = secs if target > 0 and len(specs) > 2 * n_slots else {}
     formed = packs.form_packs([s.to_dict() for s in specs], grouping, target, n_slots)
-    return [sum(secs[m["trial_id"]] for m in p) for p in formed]
+    return [per_pack + sum(secs[m["trial_id"]] + per_trial for m in p) for p in formed]
 
 
 def makespan(costs: list[float], n_slots: int) -> float:
-    """Seconds until the last of ``costs`` (each plus :data:`PACK_S`) ends on ``n_slots`` slots, longest first."""
+    """Seconds until the last of ``costs`` ends on ``n_slots`` slots, longest first."""
     ends = [0.0] * max(1, n_slots)
     for c in sorted(costs, reverse=True):
         i = ends.index(min(ends))
-        ends[i] += c + PACK_S
+        ends[i] += c
     return max(ends)
 
 
 @dataclass
 class WallModel:
-    """The expected wall time of one command: start-up, then stages of Tune runs (see the module doc)."""
+    """The expected wall time of one command: start-up, then stages of Tune runs (see the module doc).
+    ``measured``: what earlier runs on this host measured (:func:`overheads.measured`); each part it
+    lacks is the module's constant."""
 
     n_slots: int
     embedded: bool = True
+    measured: Measured = field(default_factory=Measured)
     parts: list[tuple[str, float]] = field(default_factory=list)  # (what, seconds)
 
-    def stage(self, label: str, model: CostModel, specs: list[TrialSpec], runs: int = 1) -> float:
-        """Add ``runs`` Tune runs of ``specs`` (split evenly over the runs); their seconds."""
+    def stage(
+        self, label: str, model: CostModel, specs: list[TrialSpec], runs: int = 1, new_stage: bool = True
+    ) -> float:
+        """Add ``runs`` Tune runs of ``specs`` (split evenly over the runs); their seconds. ``new_stage``: the
+        first run opens a results store (its lead and tail: compaction); else it follows one of the same store."""
         if not specs or runs <= 0:
             return 0.0
+        m = self.measured
         per = math.ceil(len(specs) / runs)
         chunks = [specs[i : i + per] for i in range(0, len(specs), per)]
-        packs_s = sum(makespan(pack_costs(model, c, self.n_slots), self.n_slots) for c in chunks)
-        secs = len(chunks) * TUNE_RUN_S + packs_s
+        if m.per_trial_s is not None:
+            packs_s = sum(makespan(pack_costs(model, c, self.n_slots, m.per_trial_s), self.n_slots) for c in chunks)
+        else:
+            packs_s = sum(makespan(pack_costs(model, c, self.n_slots, per_pack=PACK_S), self.n_slots) for c in chunks)
+        gap = TUNE_RUN_S if m.round_gap_s is None else m.round_gap_s
+        first = gap
+        if new_stage:
+            first = TUNE_RUN_S if m.lead_s is None else m.lead_s + (m.tail_s or 0.0)
+        secs = first + (len(chunks) - 1) * gap + packs_s
         self.parts.append((f"{label} {len(chunks)} Tune run(s)", secs))
         return secs
 
-    def total(self) -> float:
-        """Start-up (Ray only when a stage runs) plus the stages."""
+    def ends(self) -> tuple[float, float]:
+        """Seconds before the first stage (python, checks, Ray's start, MLflow) and after the last (exit)."""
+        m = self.measured
         ray = (RAY_START_S if self.embedded else 2.0) if self.parts else 0.0
-        return PROCESS_S + ray + sum(s for _, s in self.parts)
+        pre = PROCESS_S / 2 + ray if m.pre_s is None else m.pre_s
+        post = PROCESS_S / 2 if m.post_s is None else m.post_s
+        return pre, post
+
+    def total(self) -> float:
+        """Start-up and end plus the stages."""
+        return sum(self.ends()) + sum(s for _, s in self.parts)
+
+    def source(self) -> str:
+        """Where the overheads come from: earlier runs on this host, or the module's constants."""
+        m = self.measured
+        if not m.runs:
+            return "start-up and overheads assumed (no earlier run on this host measured them)"
+        which = [
+            name
+            for name, v in (
+                ("command start/end", m.pre_s if m.post_s is not None else None),
+                ("Tune run lead/tail", m.lead_s),
+                ("per trial", m.per_trial_s),
+                ("between Tune runs", m.round_gap_s),
+            )
+            if v is not None
+        ]
+        return f"start-up from {m.runs} earlier run(s) on this host ({', '.join(which) or 'nothing usable'}; the rest assumed)"
 
     def line(self, upper: bool = False) -> str:
         """``expected wall time: ~W (start-up ~S; stage ~X; ...)``."""
-        ray = (RAY_START_S if self.embedded else 2.0) if self.parts else 0.0
+        pre, post = self.ends()
         detail = "; ".join(f"{what} ~{duration(s)}" for what, s in self.parts)
         where = f"on {self.n_slots} slot(s)" + ("" if self.embedded else " (the cluster's trials at once, assumed)")
         bound = " (an upper bound: trials timed on this CPU)" if upper else ""
         return (
             f"expected wall time: ~{duration(self.total())} {where}{bound}, start-up included "
-            f"(command ~{duration(PROCESS_S)}, Ray ~{duration(ray)}" + (f"; {detail}" if detail else "") + ")"
+            f"(command start ~{duration(pre)} and end ~{duration(post)}"
+            + (f"; {detail}" if detail else "")
+            + f"; {self.source()})"
         )
 
 
@@ -301,7 +360,8 @@ def sweep_plan(
     done = store.done_ids()
     todo = [t for t in sweep.trials if t.trial_id not in done]
     n_slots = _slots_for(sweep, address, note, max_concurrent)
-    model = _model(sweep, [store.trials()], calibrate)
+    meas = _measured(results_dir, embedded(address) and not note)
+    model = _model(sweep, [store.trials()], calibrate, meas)
     seconds = model.total(todo)
     lines = _header(sweep) + [
         _axes_line(sweep),
@@ -310,16 +370,24 @@ def sweep_plan(
         cost_line("estimated cost of the trials to run", seconds, n_slots),
     ]
     if seconds is not None:
-        wall = WallModel(_assumed_slots(sweep, n_slots, max_concurrent), embedded(address) and not note)
+        wall = WallModel(_assumed_slots(sweep, n_slots, max_concurrent), embedded(address) and not note, meas)
         wall.stage("trials:", model, todo)
         lines.append(wall.line(model.cpu_for_gpu))
     lines.append(f"estimate from: {model.basis()}")
     return lines
 
 
-def _model(sweep: Sweep, tables: list[pd.DataFrame], calibrate: bool) -> CostModel:
+def _model(sweep: Sweep, tables: list[pd.DataFrame], calibrate: bool, meas: Measured | None = None) -> CostModel:
     r = sweep.config.resources
-    return CostModel(tables, calibrate, max(1, int(float(r.cpu))), gpu=float(r.gpu) > 0)
+    ratio = meas.calibration_ratio if meas is not None else None
+    runs = meas.calibration_runs if meas is not None else 0
+    return CostModel(tables, calibrate, max(1, int(float(r.cpu))), gpu=float(r.gpu) > 0, ratio=ratio, ratio_runs=runs)
+
+
+def _measured(results_dir, here: bool) -> Measured:
+    """What earlier runs on this host measured (:func:`overheads.measured`) when the trials run here; else
+    nothing (a cluster's overheads are not this host's)."""
+    return measured(results_dir) if here else Measured()
 
 
 def _assumed_slots(sweep: Sweep, n_slots: int | None, max_concurrent: int | None = None) -> int:
@@ -400,7 +468,8 @@ def verify_plan(
     check_runnable(sweep)
     store, base_store = ResultsStore(results_dir / sweep.name), ResultsStore(results_dir / sweep.name / "base")
     n_slots = _slots_for(sweep, address, note)
-    model = _model(sweep, [store.trials(), base_store.trials()], calibrate)
+    meas = _measured(results_dir, embedded(address) and not note)
+    model = _model(sweep, [store.trials(), base_store.trials()], calibrate, meas)
     rep = _representative(space)
     base_specs = [
         TrialSpec(**{**s, "swept": tuple(s["swept"])}) for g in groups for s in [searched_spec(g.template, rep)]
@@ -469,7 +538,7 @@ def verify_plan(
             cost_line("refinement, at most", None if point_cost is None else point_cost * per_round * rounds, n_slots)
         )
     if point_cost is not None and model.total(base_specs[base_done:]) is not None and model.total(pending) is not None:
-        wall = WallModel(_assumed_slots(sweep, n_slots), embedded(address) and not note)
+        wall = WallModel(_assumed_slots(sweep, n_slots), embedded(address) and not note, meas)
         todo_base = base_specs[base_done:]
         base_rounds = math.ceil(
             math.ceil(len(todo_base) / max(1, len(groups))) / max(1, int(sweep.config.search.batch))
@@ -477,7 +546,7 @@ def verify_plan(
         wall.stage("tune-base:", model, todo_base, base_rounds)
         wall.stage("bracket/round:", model, pending, 1 if pending else 0)
         extra = (point_specs * math.ceil(more / max(1, points)))[:more]
-        wall.stage("refinement (expected):", model, extra, left if more else 0)
+        wall.stage("refinement (expected):", model, extra, left if more else 0, new_stage=not pending)
         lines.append(wall.line(model.cpu_for_gpu) + ("; more if groups need more seeds" if not finished else ""))
     lines.append(f"estimate from: {model.basis()}" + (f"; tune-base's trials costed at {others}" if others else ""))
     return lines

@@ -1,6 +1,7 @@
 """--dry-run (orchestrator/engine/plan.py): counts per axis, what is recorded, the cost estimate; nothing written."""
 
 import hashlib
+import json
 import os
 import re
 import socket
@@ -149,3 +150,29 @@ def test_sweep_plan_has_a_wall_time_and_plans_a_gpu_sweep_here(tiny_space, tmp_p
     gpu = "\n".join(sweep_plan(load_sweep(tiny_space, ["resources.gpu=1", "trainer.device=cuda"]), tmp_path / "r"))
     assert "planned for a cluster" in gpu and "expected wall time" in gpu
     assert "an upper bound for a GPU" in gpu
+
+
+@pytest.fixture(autouse=True)
+def _no_overheads_cache(tmp_path, monkeypatch):
+    """Plans here read no per-host cache but their own (orchestrator.engine.overheads.cache_path)."""
+    monkeypatch.setenv("MUTRANSFER_OVERHEADS", str(tmp_path / "overheads.json"))
+
+
+def test_sweep_plan_uses_the_overheads_measured_on_this_host(tiny_space, tmp_path):
+    """With a cache entry of this host the wall time is its start-up, lead, tail and per-trial seconds."""
+    sweep = load_sweep(tiny_space)
+    results = tmp_path / "results"
+    _record(sweep, results, 5, wall=2.5)  # width 16 all recorded; width 32: 1 of 4, so 3 to run at 2.5 s
+    assumed = "\n".join(sweep_plan(sweep, results, max_concurrent=1, calibrate=False))
+    assert "start-up and overheads assumed" in assumed
+    run = {"dir": "/x", "host": socket.gethostname(), "stage_started": 1.0, "pre_s": 30.0, "post_s": 6.0}
+    run.update(lead_s=10.0, tail_s=3.0, per_trial_s=4.5, round_gaps=[], calibration_ratio=0.5)
+    other = {**run, "host": "another-host", "pre_s": 999.0}
+    Path(os.environ["MUTRANSFER_OVERHEADS"]).write_text(json.dumps([run, other]))
+    text = "\n".join(sweep_plan(sweep, results, max_concurrent=1, calibrate=False))
+    # 30 + 6 (command) + 10 + 3 (the Tune run's lead and tail) + 3 x (2.5 + 4.5) (trials on one slot) = 70 s
+    assert "expected wall time: ~1m10s on 1 slot(s)" in text
+    assert "start-up from 1 earlier run(s) on this host" in text
+    model = CostModel(calibrate=True, ratio=0.5)
+    seconds = model.trial_seconds(sweep.trials[0])
+    assert seconds == pytest.approx(0.5 * model.calibrated[cost_key(sweep.trials[0].trainer)])
