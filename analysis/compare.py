@@ -104,16 +104,19 @@ def _flat(cfg: dict, prefix: str = "") -> dict[str, object]:
 
 
 def _text(v) -> str:
+    """A config value as the table shows it; absent, null and empty (``plugins: []``) alike as ``–``."""
+    if v is None or (isinstance(v, (list, dict)) and not v):
+        return "–"
     if isinstance(v, list):
         return ", ".join(map(str, v))
-    return "–" if v is None else str(v)
+    return str(v)
 
 
 def setup_differences(sweeps: list[SweepAnalysis]) -> pd.DataFrame:
     """The keys of ``sweep.yaml`` (dotted, e.g. ``train.epochs``) whose values differ between the sweeps:
     one row per key, ``key``, ``kind`` (``setup``, or ``run only`` for :data:`RUN_ONLY`: resources,
-    tracking, ...), then each sweep's value (``–`` where its file lacks the key); the sweep's ``name``
-    left out. Setup keys first, each kind in the files' order."""
+    tracking, ...), then each sweep's value (``–`` where its file lacks the key or holds null or an
+    empty list); the sweep's ``name`` left out. Setup keys first, each kind in the files' order."""
     flats = [_flat(s.cfg) for s in sweeps]
     keys = list(dict.fromkeys(k for f in flats for k in f))
     rows = []
@@ -285,8 +288,9 @@ def _blocks(sweeps: list[SweepAnalysis], table: pd.DataFrame, diffs: pd.DataFram
             ("h2", "Optimal learning rate against width"),
             (
                 "p",
-                "η* (mean over seeds) of every sweep's groups, one panel per algorithm: colour = group, marker "
-                "and line style = sweep. The intervals are in each sweep's own report.",
+                "η* (mean over seeds) of every sweep's groups, one panel per algorithm: colour = group (its "
+                "parametrization and the keys that vary inside a sweep; a key a sweep holds fixed is among the "
+                "setup differences), marker and line style = sweep. The intervals are in each sweep's own report.",
             ),
             ("img", png.name, "optimal learning rate against width, every sweep"),
         ]

@@ -108,3 +108,22 @@ def test_verdict_changes_and_display(sweeps):
 def test_labels_are_names_unless_two_sweeps_share_one():
     assert labels(["a", "b"], [Path("x/a"), Path("y/b")]) == ["a", "b"]
     assert labels(["a", "a", "b"], [Path("x/a"), Path("y/a"), Path("b")]) == ["x/a", "y/a", "b"]
+
+
+def test_an_empty_list_is_no_difference_and_the_figure_colours_groups_not_sweeps(sweeps):
+    from analysis.compare_plots import colour_keys, colour_label, group_colours, sweep_styles
+
+    a, b = sweeps
+    assert setup_differences([replace(a, cfg={**a.cfg, "plugins": []}), b]).key.tolist() == ["train.epochs"]
+    # T=20 is fixed in each sweep: the colour is the parametrization, the same in both sweeps and every panel
+    keys = colour_keys(a.result)
+    labs = {colour_label(g, keys) for _, g in a.result.groups.iterrows()}
+    assert keys == ["parametrization"] and labs == {"μP", "SP"}
+    assert group_colours(["μP", "SP"]) == {"μP": "tab:blue", "SP": "tab:orange"}
+    # a key that varies inside a sweep (depth) names the colour; each sweep has its own marker and line
+    g = a.result.groups.assign(depth=[3, 5] * (len(a.result.groups) // 2))
+    deep = replace(a.result, groups=g, keys=[*a.result.keys, "depth"])
+    assert colour_keys(deep) == ["parametrization", "depth"]
+    assert colour_label(g.iloc[0], colour_keys(deep)) == "μP depth=3"
+    assert len(set(group_colours([f"c{i}" for i in range(12)]).values())) == 12
+    assert len(set(sweep_styles(4))) == 4
