@@ -122,6 +122,13 @@ def _run(args: argparse.Namespace) -> int:
 
         out = Path(results) / "report"
         inside(out, results, "report directory")
+    from analysis.compare import MARKER
+
+    if (out / MARKER).is_file():  # a comparison of several sweeps is not replaced by one sweep's report
+        raise BadInput(
+            f"--out {out}: holds a comparison of several sweeps ({MARKER}); compare two sweeps or more "
+            "(mutransfer analyze A B --out DIR), or give another --out"
+        )
     logs, result, metric, mode = _analyze(results, args)
     from orchestrator.studies.base_plots import base_figures
 

@@ -246,3 +246,14 @@ def test_help_explains_the_comparison(capsys):
         main(["analyze", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "analyze A B [C ...] --out DIR" in text and "comparison" in text
+
+
+def test_one_sweep_into_a_comparison_exits_2(sweep_dir, tmp_path, capsys):
+    """Fewer than two sweeps with --out an earlier comparison: one line, the comparison kept."""
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "comparison.json").write_text("{}\n")
+    assert main(["analyze", str(sweep_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {out}: holds a comparison of several sweeps" in err
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.json"] and not (sweep_dir / "report").exists()
