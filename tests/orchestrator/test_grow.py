@@ -75,6 +75,7 @@ def test_grid_growth_keeps_the_recorded_trials(tmp_path, no_act, overrides):
         (["train.epochs=3"], "train.epochs=3 (was 2)"),
         (["data.subset=100"], "data.subset=100 (was 300)"),
         (["trainer.depth=4"], "trainer.depth=4 (was 3)"),
+        (["trainer.activation=relu"], "trainer.activation='relu' (was 'tanh')"),
         (["grid.depth=[4,5]"], "grid.depth=[4, 5] leaves out 3, the recorded trials' trainer.depth"),
         (["grid.seed=[1,2]"], "leaves out 0, the recorded trials' seed (the default)"),
     ],
