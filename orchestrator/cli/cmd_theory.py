@@ -239,6 +239,13 @@ def _add_alignment(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated initialisation seeds (default 0,1,2)")
     p.add_argument("--steps", type=int, default=3, help="training steps; every step is measured (default 3)")
     p.add_argument("--lr", type=float, default=0.1, help="learning rate η (default 0.1)")
+    p.add_argument(
+        "--settings",
+        default=None,
+        help="comma-separated ALGORITHM:TABLE, TABLE one of sp, mup, ntk (trainers.NTK_TABLE) or a table file "
+        "(YAML, docs/EXTENDING.md; labelled by its file name), e.g. tp:mup,tp:ntk,tp:search_spaces/tables/"
+        "tp_ntk_sgd.yaml (default bp:sp,bp:mup,bp:ntk,pc:mup,tp:sp,tp:mup)",
+    )
     p.add_argument("--out", default="results/theory/alignment", help="output directory")
 
 
@@ -251,9 +258,44 @@ def _regime(row) -> str:
     return "features grow" if row.dphi_slope > 0.1 else "unclear"
 
 
-def _run_alignment(args: argparse.Namespace) -> int:
-    from trainers import NTK_TABLE, TrainerConfig, alignment_profile, loglog_slope, omega_intervals
+def _alignment_settings(text: str | None) -> list[tuple[str, str, object]]:
+    """``--settings``: (algorithm, label, table or None) per entry; a table file is read, not registered."""
+    from trainers import NTK_TABLE, TRAINERS, TableFileError, parse_table
 
+    if text is None:
+        return [(a, p, NTK_TABLE if p == "ntk" else None) for a, p in ALIGNMENT_SETTINGS]
+    out = []
+    for item in _list(text, str, "--settings"):
+        alg, sep, par = (part.strip() for part in item.partition(":"))
+        if not sep or alg not in TRAINERS or not par:
+            raise BadInput(f"--settings: {item!r} is not ALGORITHM:TABLE with ALGORITHM one of {', '.join(TRAINERS)}")
+        if par in ("sp", "mup"):
+            out.append((alg, par, None))
+        elif par == "ntk":
+            out.append((alg, par, NTK_TABLE))
+        else:
+            import yaml
+
+            path = Path(par)
+            try:
+                doc = yaml.safe_load(path.read_text())
+                table_alg, _key, table = parse_table(doc, str(path))
+            except (OSError, yaml.YAMLError) as exc:
+                raise BadInput(f"--settings: {par}: cannot read a table file ({type(exc).__name__})") from None
+            except TableFileError as exc:
+                raise BadInput(f"--settings: {exc}") from None
+            if table_alg != alg:
+                raise BadInput(f"--settings: {par} is a {table_alg} table, not {alg}'s")
+            out.append((alg, path.stem, table))
+    return out
+
+
+def _run_alignment(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
+    from trainers import TrainerConfig, alignment_profile, loglog_slope, omega_intervals, using_table
+
+    settings = _alignment_settings(args.settings)
     widths = _widths(args.widths)
     if len(widths) < 2:
         raise BadInput(f"--widths={args.widths!r}: need at least two widths to fit ω_L")
@@ -271,17 +313,16 @@ def _run_alignment(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     start = time.perf_counter()
     profiles, omegas, fits = [], [], []
-    for alg, par in ALIGNMENT_SETTINGS:
+    for alg, par, table in settings:
         cfg = TrainerConfig(
             algorithm=alg,
-            parametrization="mup" if par == "ntk" else par,
+            parametrization=par if par in ("sp", "mup") else "mup",
             lr=args.lr,
             dtype="float64",
             **ALGORITHM_KEYS.get(alg, {}),
         )
-        prof = alignment_profile(
-            cfg, widths=widths, steps=args.steps, seeds=seeds, table=NTK_TABLE if par == "ntk" else None
-        )
+        with using_table(cfg, table) if table is not None else nullcontext():  # every trainer takes it so
+            prof = alignment_profile(cfg, widths=widths, steps=args.steps, seeds=seeds)
         profiles.append(prof.assign(algorithm=alg, parametrization=par))
         omegas.append(omega_intervals(prof).assign(algorithm=alg, parametrization=par))
         last = prof[(prof.layer == f"layers.{cfg.depth - 1}") & (prof.step == args.steps)]

@@ -1,5 +1,7 @@
 """`mutransfer pc-geometry` and `mutransfer alignment`: files, tables, agreement with direct computations, bad input."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -200,3 +202,39 @@ def test_out_that_is_a_file_is_refused(tmp_path, capsys):
     f.write_text("x")
     assert main(["alignment", "--out", str(f)]) == 2
     assert "not a directory" in capsys.readouterr().err and f.read_text() == "x"
+
+
+TP_NTK_FILE = Path(__file__).resolve().parents[3] / "search_spaces" / "tables" / "tp_ntk_sgd.yaml"
+
+
+def test_alignment_settings_take_a_table_file(tmp_path, capsys):
+    """--settings: TP under the NTK-style table file beside TP μP (issue 30's kernel-regime control)."""
+    from trainers import TrainerConfig, resolve_table
+
+    out = tmp_path / "al"
+    settings = f"tp:mup,tp:{TP_NTK_FILE}"
+    argv = ["alignment", "--settings", settings, "--widths", "64,128,256", "--seeds", "0", "--steps", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    omega = pd.read_parquet(out / "alignment_omega.parquet").set_index(["algorithm", "parametrization", "layer"])
+    assert set(omega.index.droplevel(2)) == {("tp", "mup"), ("tp", "tp_ntk_sgd")}
+    # the feedback map at the transposed output layer's scale freezes TP's features after one step; μP does not
+    assert omega.dphi_slope["tp", "tp_ntk_sgd", "layers.2"] < -0.35 < -0.15 < omega.dphi_slope["tp", "mup", "layers.2"]
+    assert "tp tp_ntk_sgd: kernel (features freeze)" in capsys.readouterr().out
+    assert resolve_table(TrainerConfig(algorithm="tp")).name == "tp/mup/sgd"  # the registered table is back
+
+
+@pytest.mark.parametrize(
+    "settings, word",
+    [
+        ("xx:mup", "ALGORITHM:TABLE"),
+        ("tp", "ALGORITHM:TABLE"),
+        ("tp:nofile.yaml", "cannot read"),
+        ("bp:FILE", "tp table"),
+    ],
+)
+def test_alignment_settings_bad_input(tmp_path, capsys, settings, word):
+    out = tmp_path / "al"
+    assert main(["alignment", "--settings", settings.replace("FILE", str(TP_NTK_FILE)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert word in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
