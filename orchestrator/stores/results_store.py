@@ -37,7 +37,7 @@ from analysis import parts
 from analysis.io import ParquetError, remove_stale_temps, write_text_atomic
 from analysis.schema import DONE_STATUSES, HISTORY_COLUMNS, SGD_STEPS, STATUS_DIVERGED, TRIAL_COLUMNS
 from orchestrator.errors import BadInput, EnvironmentFault, is_environment_error
-from orchestrator.spec.config import EXECUTION_KEYS, TrialSpec, identity_change, trainer_fields
+from orchestrator.spec.config import EXECUTION_KEYS, TrialSpec, identity_change
 
 # The columns and statuses are the results contract (analysis/schema.py, docs/ARCHITECTURE.md);
 # re-exported here for the callers that import them from the writer.
@@ -172,22 +172,16 @@ class ResultsStore:
         old = self.recorded_identity() or {}
         old_grid, old_fixed = dict(old.get("grid") or {}), dict(old.get("trainer") or {})
         by_id = {t.trial_id: t.trainer for t in specs}
-        fields = trainer_fields()
         ran: dict[str, pd.Series] = {}  # key -> the value each lacking row ran with, by row
         for key in grid:
-            if key not in fields:
-                continue
             lacking = table[key].isna() if key in table.columns else pd.Series(True, index=table.index)
-            if not lacking.any():
+            ids = table.trial_id[lacking]
+            if ids.empty:
                 continue
             fallback = None  # unknown: the key was an axis already (rows recorded before this restating)
-            if self.config_path.exists() and key not in old_grid:  # fixed (or default) when they ran
-                fallback = old_fixed[key] if key in old_fixed else _default(fields[key])
-            values = pd.Series(
-                [by_id[tid][key] if tid in by_id else fallback for tid in table.trial_id[lacking]],
-                index=table.index[lacking],
-                dtype=object,
-            )
+            if not ids.isin(by_id.keys()).all() and self.config_path.exists() and key not in old_grid:
+                fallback = old_fixed[key] if key in old_fixed else _default(key)  # fixed when they ran
+            values = pd.Series([by_id[t][key] if t in by_id else fallback for t in ids], index=ids.index, dtype=object)
             values = values[values.notna()]
             if not values.empty:
                 ran[key] = values
@@ -340,8 +334,13 @@ class ResultsStore:
             raise BadInput(f"{exc}; move it aside and compact again") from None
 
 
-def _default(f: dataclasses.Field) -> Any:
-    """A TrainerConfig field's default value."""
+def _default(key: str) -> Any:
+    """``TrainerConfig``'s default of ``key`` (None when it is no field of it)."""
+    from trainers import TrainerConfig  # torch: imported only when a row needs a default
+
+    f = {f.name: f for f in dataclasses.fields(TrainerConfig)}.get(key)
+    if f is None:
+        return None
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 

@@ -116,9 +116,9 @@ def test_analysis_of_an_axis_fixed_again_and_grown_keeps_the_new_trials(tmp_path
 @pytest.mark.parametrize(
     "fixed, overrides, key, sizes",
     [
-        (False, ["grid.activation=[tanh,relu]"], "activation", {"relu": 8, "tanh": 8}),  # from its default
-        # from trainer.activation: tanh, and a narrowed lr: 6 old rows are no grid point now (sweep.yaml's value)
-        (True, ["grid.activation=[tanh,relu]", "grid.lr=[0.0625]"], "activation", {"relu": 2, "tanh": 8}),
+        (True, ["grid.activation=[tanh,relu]"], "activation", {"relu": 8, "tanh": 8}),  # trainer.activation: tanh
+        # from its default, and a narrowed lr: 6 old rows are no grid point now (TrainerConfig's default)
+        (False, ["grid.activation=[tanh,relu]", "grid.lr=[0.0625]"], "activation", {"relu": 2, "tanh": 8}),
         (False, ["grid.inference_steps=[20,5]"], "inference_steps", {5: 8, 20: 8}),  # a contract column
     ],
 )
