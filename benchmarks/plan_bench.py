@@ -10,7 +10,8 @@ For each case, in order, with one per-host overheads cache (``--cache``, a fresh
    the trial-seconds the plan calibrated), so the next case's plan uses them.
 
 It prints one Markdown row per case: planned (assumed), planned (measured), real, their ratios, the load
-average before and after. The machine may be shared: say so beside the numbers.
+average before, after and meanwhile (sampled every 5 s; the cache keeps it per CPU, and the plan scales
+what earlier runs measured by the contention now against theirs). The machine may be shared: say so beside the numbers.
 
     python benchmarks/plan_bench.py [--cases tiny,medium,full] [--cache FILE] [--keep DIR]
 """
@@ -43,6 +44,7 @@ resources: {cpu: 1}
 # name -> (command, space, overrides)
 CASES = {
     "tiny": ("sweep", None, []),  # 8 trials of the tests' tiny space
+    "tiny2": ("sweep", None, ["name=tiny2"]),  # the same again, planned from what the others measured
     "medium": (  # 2 x 3 x 7 = 42 trials of the smoke space, 2000 images, 2 epochs
         "sweep",
         ROOT / "search_spaces" / "smoke.yaml",
@@ -89,7 +91,8 @@ def plan(command: str, space: Path, overrides: list[str], results: Path, env: di
     wall = _seconds(WALL.search(out))
     cost = COST.search(out)
     ratio = RATIO.search(out)
-    calibrated = "calibrated here" in out and "recorded done" not in out
+    # the plan prints whole trial-seconds: a ratio real / calibrated needs enough of them
+    calibrated = "calibrated here" in out and "recorded done" not in out and cost and int(cost.group(1)) >= 20
     train = float(cost.group(1)) / (float(ratio.group(1)) if ratio else 1.0) if cost and calibrated else None
     line = next((ln for ln in out.splitlines() if ln.startswith("expected wall time")), "")
     return {"wall": wall, "calibrated_train_s": train, "line": line}
@@ -113,20 +116,37 @@ def run_case(name: str, results: Path, cache: Path, scratch: Path) -> dict:
     planned = plan(command, space, overrides, results, env)
     load0 = os.getloadavg()[0]
     t0 = time.time()
-    proc = cli([command, str(space), *overrides, "--results", str(results)], env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", command, str(space), *overrides, "--results", str(results)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    samples = []
+    while proc.poll() is None:  # the 1-minute load average every 5 s while it runs
+        samples.append(os.getloadavg()[0])
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
     t1 = time.time()
     load1 = os.getloadavg()[0]
+    err = proc.stderr.read()
     if proc.returncode not in (0, 1, 3):
-        raise SystemExit(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"{name} failed (exit {proc.returncode}):\n{err[-3000:]}")
+    load = sum(samples) / len(samples) / (os.cpu_count() or 1) if samples else None
     sweep_name = next(o.split("=", 1)[1] for o in [*overrides, "name=" + name] if o.startswith("name="))
     if name == "demo":
         sweep_name = "demo"
     d = results / sweep_name
     if (d / "base").is_dir():
-        remember(d / "base", command_started=t0, path=cache)
-        remember(d, command_ended=t1, path=cache)
+        remember(d / "base", command_started=t0, path=cache, load=load)
+        remember(d, command_ended=t1, path=cache, load=load)
     else:
-        remember(d, command_started=t0, command_ended=t1, planned_train_s=planned["calibrated_train_s"], path=cache)
+        train = planned["calibrated_train_s"]
+        remember(d, command_started=t0, command_ended=t1, planned_train_s=train, path=cache, load=load)
     real = t1 - t0
     return {
         "case": name,
@@ -134,7 +154,7 @@ def run_case(name: str, results: Path, cache: Path, scratch: Path) -> dict:
         "assumed": assumed["wall"],
         "measured": planned["wall"],
         "real": real,
-        "load": f"{load0:.1f} -> {load1:.1f}",
+        "load": f"{load0:.1f} -> {load1:.1f} (mean {load * (os.cpu_count() or 1):.1f})" if load else "",
         "line": planned["line"],
     }
 

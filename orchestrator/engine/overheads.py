@@ -64,6 +64,7 @@ class RunTimes:
     pre_s: float | None = None  # command start -> stage start (when the command was timed)
     post_s: float | None = None  # stage end -> command end (when the command was timed)
     calibration_ratio: float | None = None  # real mean wall_s / calibrated seconds (when given)
+    load: float | None = None  # runnable processes per CPU meanwhile (load average / CPUs), when remembered
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunTimes:
@@ -197,7 +198,7 @@ def cache_path(host: str | None = None) -> Path:
     return base / "mutransfer" / f"overheads-{host or socket.gethostname()}.json"
 
 
-def load(path: str | Path | None = None) -> list[RunTimes]:
+def load_cache(path: str | Path | None = None) -> list[RunTimes]:
     """The cache's runs (empty when it is absent or unreadable)."""
     try:
         entries = json.loads(Path(path or cache_path()).read_text())
@@ -212,11 +213,13 @@ def remember(
     command_ended: float | None = None,
     planned_train_s: float | None = None,
     path: str | Path | None = None,
+    load: float | None = None,
 ) -> RunTimes | None:
     """Add the last command's stage of ``sweep_dir`` to the per-host cache (atomically; a write that fails
     is ignored: the cache only improves plans). ``command_started``/``command_ended``: the command's own
     epoch seconds, when the caller timed it; ``planned_train_s``: the trial-seconds a plan calibrated for
-    the trials this command ran (the run keeps the ratio real / calibrated: :attr:`Measured.calibration_ratio`)."""
+    the trials this command ran (the run keeps the ratio real / calibrated: :attr:`Measured.calibration_ratio`);
+    ``load``: the load average per CPU while it ran (default: the 5-minute one now, :func:`load_now`)."""
     from analysis.io import write_json_atomic
 
     run = derive(sweep_dir)
@@ -229,8 +232,9 @@ def remember(
         run.post_s = float(command_ended) - float(status["updated"])
     if planned_train_s:
         run.calibration_ratio = run.train_s / float(planned_train_s)
+    run.load = load_now(minutes=5) if load is None else float(load)
     target = Path(path or cache_path(run.host))
-    runs = [r for r in load(target) if (r.dir, r.stage_started) != (run.dir, run.stage_started)] + [run]
+    runs = [r for r in load_cache(target) if (r.dir, r.stage_started) != (run.dir, run.stage_started)] + [run]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic([asdict(r) for r in runs[-KEEP:]], target)
@@ -250,10 +254,24 @@ def process_started() -> float | None:
         return None
 
 
+def load_now(minutes: int = 1) -> float | None:
+    """The load average over 1, 5 or 15 ``minutes`` per CPU (None where the OS has none)."""
+    try:
+        return os.getloadavg()[{1: 0, 5: 1, 15: 2}[minutes]] / (os.cpu_count() or 1)
+    except (OSError, AttributeError):
+        return None
+
+
+def contention(load: float | None) -> float:
+    """How much slower a process runs than alone: ``load`` runnable processes per CPU share it (at least 1)."""
+    return 1.0 if load is None else max(1.0, float(load))
+
+
 # ---- what the plan reads -------------------------------------------------------------------------
 @dataclass
 class Measured:
-    """Medians over earlier runs on this host; None where no run measured that part."""
+    """Medians over earlier runs on this host; None where no run measured that part. With ``load`` (now)
+    each run's seconds are scaled by :func:`contention` now / then, for the runs that know their load."""
 
     runs: int = 0
     pre_s: float | None = None
@@ -264,25 +282,33 @@ class Measured:
     post_s: float | None = None
     calibration_ratio: float | None = None
     calibration_runs: int = 0  # runs that measured calibration_ratio
+    load: float | None = None  # the load per CPU the seconds were scaled to
+    scale: float = 1.0  # the median scale applied (contention now / then)
 
     @classmethod
-    def of(cls, runs: list[RunTimes]) -> Measured:
-        """Combine runs: the median of each part over the runs that measured it."""
+    def of(cls, runs: list[RunTimes], load: float | None = None) -> Measured:
+        """Combine runs: the median of each part over the runs that measured it, each scaled to ``load``."""
+        scales = [
+            contention(load) / contention(r.load) if load is not None and r.load is not None else 1.0 for r in runs
+        ]
 
         def med(values: list[float | None]) -> float | None:
-            vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+            vals = [float(v) * k for v, k in zip(values, scales, strict=True) if v is not None and math.isfinite(v)]
             return statistics.median(vals) if vals else None
 
+        gaps = [statistics.fmean(r.round_gaps) if r.round_gaps else None for r in runs]
         return cls(
             runs=len(runs),
             pre_s=med([r.pre_s for r in runs]),
             lead_s=med([r.lead_s for r in runs]),
             per_trial_s=med([r.per_trial_s for r in runs]),
-            round_gap_s=med([g for r in runs for g in r.round_gaps]),
+            round_gap_s=med(gaps),
             tail_s=med([r.tail_s for r in runs]),
             post_s=med([r.post_s for r in runs]),
             calibration_ratio=med([r.calibration_ratio for r in runs]),
             calibration_runs=sum(r.calibration_ratio is not None for r in runs),
+            load=load,
+            scale=statistics.median(scales) if scales else 1.0,
         )
 
 
@@ -304,16 +330,19 @@ def scan(results_dir: str | Path, host: str | None = None) -> list[RunTimes]:
     return [r for r in runs if r is not None]
 
 
-def measured(results_dir: str | Path | None = None, path: str | Path | None = None) -> Measured:
+def measured(
+    results_dir: str | Path | None = None, path: str | Path | None = None, at_load: float | None = None
+) -> Measured:
     """What earlier runs on this host measured: the cache's runs, plus those in ``results_dir`` not in it
-    (a run the cache holds keeps its command timing). Reads only."""
+    (a run the cache holds keeps its command timing), scaled to ``at_load`` (per CPU; e.g. :func:`load_now`)
+    where they know theirs. Reads only."""
     host = socket.gethostname()
-    runs = [r for r in load(path or cache_path(host)) if r.host == host]
+    runs = [r for r in load_cache(path or cache_path(host)) if r.host == host]
     seen = {(r.dir, r.stage_started) for r in runs}
     if results_dir is not None:
         runs += [r for r in scan(results_dir, host) if (r.dir, r.stage_started) not in seen]
     runs.sort(key=lambda r: r.stage_started)
-    return Measured.of(runs)
+    return Measured.of(runs, at_load)
 
 
 __all__ = [
@@ -321,8 +350,10 @@ __all__ = [
     "RunTimes",
     "cache_path",
     "derive",
+    "contention",
     "idle_gaps",
-    "load",
+    "load_now",
+    "load_cache",
     "measured",
     "process_started",
     "remember",

@@ -33,7 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator.engine.overheads import Measured, measured
+from orchestrator.engine.overheads import Measured, load_now, measured
 from orchestrator.engine.progress import duration
 from orchestrator.spec.config import Sweep, TrialSpec
 from orchestrator.stores.results_store import ResultsStore
@@ -255,7 +255,15 @@ class WallModel:
             )
             if v is not None
         ]
-        return f"start-up from {m.runs} earlier run(s) on this host ({', '.join(which) or 'nothing usable'}; the rest assumed)"
+        scaled = (
+            f"; x {m.scale:.2f} for the load now, {m.load:.1f} per CPU, against theirs"
+            if m.load is not None and m.scale != 1.0
+            else ""
+        )
+        return (
+            f"start-up from {m.runs} earlier run(s) on this host ({', '.join(which) or 'nothing usable'}; "
+            f"the rest assumed{scaled})"
+        )
 
     def line(self, upper: bool = False) -> str:
         """``expected wall time: ~W (start-up ~S; stage ~X; ...)``."""
@@ -360,7 +368,7 @@ def sweep_plan(
     done = store.done_ids()
     todo = [t for t in sweep.trials if t.trial_id not in done]
     n_slots = _slots_for(sweep, address, note, max_concurrent)
-    meas = _measured(results_dir, embedded(address) and not note)
+    meas = _measured(results_dir, embedded(address) and not note, n_slots)
     model = _model(sweep, [store.trials()], calibrate, meas)
     seconds = model.total(todo)
     lines = _header(sweep) + [
@@ -384,10 +392,14 @@ def _model(sweep: Sweep, tables: list[pd.DataFrame], calibrate: bool, meas: Meas
     return CostModel(tables, calibrate, max(1, int(float(r.cpu))), gpu=float(r.gpu) > 0, ratio=ratio, ratio_runs=runs)
 
 
-def _measured(results_dir, here: bool) -> Measured:
-    """What earlier runs on this host measured (:func:`overheads.measured`) when the trials run here; else
-    nothing (a cluster's overheads are not this host's)."""
-    return measured(results_dir) if here else Measured()
+def _measured(results_dir, here: bool, n_slots: int | None = None) -> Measured:
+    """What earlier runs on this host measured (:func:`overheads.measured`) when the trials run here, scaled
+    to the load now plus the command's own workers (``n_slots``); else nothing (a cluster's are not ours)."""
+    if not here:
+        return Measured()
+    now = load_now()
+    own = (n_slots or 1) / (os.cpu_count() or 1)
+    return measured(results_dir, at_load=None if now is None else now + own)
 
 
 def _assumed_slots(sweep: Sweep, n_slots: int | None, max_concurrent: int | None = None) -> int:
@@ -468,7 +480,7 @@ def verify_plan(
     check_runnable(sweep)
     store, base_store = ResultsStore(results_dir / sweep.name), ResultsStore(results_dir / sweep.name / "base")
     n_slots = _slots_for(sweep, address, note)
-    meas = _measured(results_dir, embedded(address) and not note)
+    meas = _measured(results_dir, embedded(address) and not note, n_slots)
     model = _model(sweep, [store.trials(), base_store.trials()], calibrate, meas)
     rep = _representative(space)
     base_specs = [

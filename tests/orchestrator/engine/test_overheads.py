@@ -2,10 +2,20 @@
 
 import json
 import socket
+from dataclasses import asdict
 
 import pytest
 
-from orchestrator.engine.overheads import Measured, derive, idle_gaps, load, measured, remember, slot_chains
+from orchestrator.engine.overheads import (
+    Measured,
+    RunTimes,
+    derive,
+    idle_gaps,
+    load_cache,
+    measured,
+    remember,
+    slot_chains,
+)
 from orchestrator.spec.config import load_sweep, to_yaml
 from orchestrator.stores.results_store import ResultsStore, trial_row
 
@@ -83,7 +93,7 @@ def test_remember_keeps_one_entry_per_stage_with_the_command_times(tiny_space, t
     assert run.pre_s == pytest.approx(30.0) and run.post_s == pytest.approx(6.0)
     assert run.calibration_ratio == pytest.approx(0.5)  # 57 s trained for 114 s calibrated
     remember(d, command_started=T0 - 30.0, path=cache)  # the same stage again: replaced, not added
-    (stored,) = load(cache)
+    (stored,) = load_cache(cache)
     assert stored.pre_s == pytest.approx(30.0) and stored.post_s is None and stored.lead_s == pytest.approx(10.0)
 
 
@@ -112,3 +122,13 @@ def test_process_started_is_when_the_process_started():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     after = time.time()
     assert before - 1.0 <= float(out) <= after  # /proc counts clock ticks (1/100 s) from a whole-second boot time
+
+
+def test_measured_scales_each_run_to_the_load_now(tiny_space, tmp_path):
+    """Seconds measured at 2 runnable processes per CPU count double at 4; a run at no contention counts as 1."""
+    run = derive(_plant(tiny_space, tmp_path / "results"))
+    busy, idle = RunTimes.from_dict({**asdict(run), "load": 2.0}), RunTimes.from_dict({**asdict(run), "load": 0.3})
+    assert Measured.of([busy], load=4.0).lead_s == pytest.approx(20.0)
+    assert Measured.of([idle], load=4.0).lead_s == pytest.approx(40.0)
+    assert Measured.of([busy, busy], load=None).lead_s == pytest.approx(10.0)  # no load now: as measured
+    assert Measured.of([run], load=4.0).lead_s == pytest.approx(10.0)  # a run that does not know its load
