@@ -50,26 +50,32 @@ def driver_state(sweep_dir: Path) -> tuple[dict[str, Any] | None, str]:
     return holder, "alive" if _alive(holder) else "dead"
 
 
-def recorded_counts(store_dir: Path) -> tuple[dict[str, int], Any]:
-    """Trials recorded per status in ``store_dir`` (base file and part files), and the table."""
+def recorded_counts(store_dir: Path, ids: set[str] | None = None) -> tuple[dict[str, int], Any, int]:
+    """Trials recorded per status in ``store_dir`` (base file and part files), the table, and how many
+    recorded trials lie outside ``ids`` (a grid narrowed since they ran; None: count every trial)."""
     from orchestrator.stores.results_store import ResultsStore
 
     table = ResultsStore(store_dir).trials()
     counts = {k: 0 for k in ("ok", "diverged", "failed")}
-    if not table.empty and "status" in table.columns:
-        for k, v in table.status.value_counts().items():
+    outside = 0
+    mine = table
+    if ids is not None and not table.empty and "trial_id" in table.columns:
+        inside = table.trial_id.isin(ids)
+        outside, mine = int((~inside).sum()), table[inside]
+    if not mine.empty and "status" in mine.columns:
+        for k, v in mine.status.value_counts().items():
             counts[str(k)] = int(v)
-    return counts, table
+    return counts, table, outside
 
 
-def planned_total(store_dir: Path) -> int | None:
-    """The trials of a grid sweep's ``sweep.yaml`` (None for a verify or tune-base, whose trials grow)."""
+def planned_ids(store_dir: Path) -> set[str] | None:
+    """The trial ids of a grid sweep's ``sweep.yaml`` (None for a verify or tune-base, whose trials grow)."""
     if (store_dir / "base").is_dir() or (store_dir / "base_lr.json").exists() or store_dir.name == "base":
         return None
     try:
         from orchestrator.spec.config import load_sweep
 
-        return len(load_sweep(store_dir / "sweep.yaml").trials)
+        return {t.trial_id for t in load_sweep(store_dir / "sweep.yaml").trials}
     except Exception:  # an unreadable or foreign sweep.yaml: the counts still say what is done
         return None
 
@@ -85,19 +91,22 @@ def _recent_rate(table, since: float, now: float) -> float:
 
 def stage_lines(store_dir: Path, label: str, state: str, holder: dict[str, Any] | None) -> list[str]:
     """The lines of one results store: done by status, running, total, ETA, how fresh."""
-    counts, table = recorded_counts(store_dir)
+    ids = planned_ids(store_dir)
+    counts, table, outside = recorded_counts(store_dir, ids)
     done = counts["ok"] + counts["diverged"]
     status = read_json(store_dir / STATUS_NAME)
     now = time.time()
     live = state in ("alive", "unknown") and status is not None and status.get("state") == "running"
     if status is not None and holder is not None and status.get("pid") != holder.get("pid"):
         live = False  # an earlier driver's file
-    total = int(status["total"]) if live and status.get("total") else planned_total(store_dir)
+    total = int(status["total"]) if live and status.get("total") else (len(ids) if ids else None)
     of = f" of {total}" if total else ""
     lines = [
         f"{label}: done {done}{of} (ok {counts['ok']}, diverged {counts['diverged']}), failed {counts['failed']} "
         f"(rerun runs failed trials again) [{store_dir}]"
     ]
+    if outside:
+        lines.append(f"  (+{outside} recorded outside this sweep.yaml's grid: kept, not counted above)")
     if live:
         age = now - float(status.get("updated", now))
         eta = status.get("eta_s")

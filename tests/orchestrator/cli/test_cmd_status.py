@@ -84,3 +84,24 @@ def test_plan_and_status_of_a_running_sweep(tiny_space, tmp_path, ray_env, run_c
     assert after.returncode == 0 and "no driver holds it" in after.stdout
     assert "done 8 of 8" in after.stdout and f"next: mutransfer analyze {results / 'tiny'}" in after.stdout
     assert f"next: mutransfer analyze {results / 'tiny'}" in out and f"mutransfer ui --results {results}" in out
+
+
+def test_status_counts_only_the_grid_and_names_what_lies_outside(tiny_space, tmp_path):
+    """A grid narrowed after a run (growth keeps every recorded trial): status counts the trials of the
+    current sweep.yaml and names the recorded ones outside it, never "done 8 of 4"."""
+    from orchestrator.spec.config import load_sweep, to_yaml
+    from orchestrator.stores.results_store import ResultsStore, trial_row
+
+    wide = load_sweep(tiny_space)  # 2 widths x 4 lrs
+    narrow = load_sweep(tiny_space, ["grid.width=[16]"])  # the same sweep, one width
+    hist = [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0, "test_acc": 0.5, "wall_s": 1.0, "diverged": False}]
+    store = ResultsStore(tmp_path / "tiny")
+    rows = [trial_row("tiny", t.to_dict(), hist, "ok") for t in wide.trials]
+    store.record(rows, {t.trial_id: hist for t in wide.trials})
+    store.write_config(to_yaml(narrow))
+    text = "\n".join(status_lines(tmp_path / "tiny"))
+    assert "done 4 of 4 (ok 4, diverged 0)" in text, text
+    assert "+4 recorded outside this sweep.yaml's grid" in text, text
+    store.write_config(to_yaml(wide))
+    text = "\n".join(status_lines(tmp_path / "tiny"))
+    assert "done 8 of 8" in text and "outside" not in text, text
