@@ -576,9 +576,12 @@ class _QueueSearcher(Searcher):
             self._queue.extend(configs)
             self._cond.notify_all()
 
-    def close(self) -> None:
+    def close(self, drop: bool = False) -> None:
+        """No more submissions; ``drop``: nor the configs still queued (a stop)."""
         with self._cond:
             self._closed = True
+            if drop:
+                self._queue.clear()
             self._cond.notify_all()
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -752,6 +755,7 @@ class Runner:
     def stop(self, timeout: float = 60.0) -> None:
         """End the run now: Tune stops its trials (their members are not recorded) and returns."""
         self.stopper.flag = True
+        self.searcher.close(drop=True)  # no pack more: Tune would start one only to stop it
         self.close(timeout)
 
     def close(self, timeout: float | None = None) -> None:

@@ -282,3 +282,33 @@ def test_member_results_flatten_a_packs_events_and_keep_the_old_format():
     got = packs.member_results(new, "pack-x")
     assert sorted(got) == ["a", "b"] and got["a"][-1] == {"member_id": "a", "epoch": 1, "last": True}
     assert got["b"][-1]["failed"] and got["b"][0]["member_start"]
+
+
+@pytest.mark.slow
+def test_a_session_runs_its_rounds_and_stages_in_one_tune_run_on_the_same_workers(hooks, tmp_path):
+    """Issue 27: three rounds over two stages of one session are one Tuner.fit (one experiment folder)
+    whose workers outlive the rounds (Ray's 2 CPUs: at most 2 worker processes ran every member)."""
+    from orchestrator.engine.session import open_session
+    from orchestrator.stores.results_store import ResultsStore
+
+    hooks.starts.unlink(missing_ok=True)
+    sweep = _sweep(tmp_path, [0.0625, 0.125, 0.25])
+    results = tmp_path / "results"
+    kw = {"recorded_as": sweep, "track": False, "tracked_name": sweep.name, "experiment": None}
+    with open_session(sweep, results, None, "sweep") as session:
+        with session.stage(ResultsStore(results / "packs"), "x: 1\n", stream=io.StringIO(), **kw) as main:
+            first = main.run(sweep.trials[:2])
+            second = main.run(sweep.trials)  # the third only: the others are recorded
+        with session.stage(ResultsStore(results / "packs" / "base"), "x: 1\n", stream=io.StringIO(), **kw) as base:
+            third = base.run(sweep.trials[:1])
+        runner = session.runner
+    assert (first["ok"], second["ok"], third["ok"]) == (2, 1, 1)
+    assert runner is not None and runner.fits == 1 and session.runner is None  # closed with the session
+    assert [p.name for p in (results / "packs" / "tune").iterdir() if p.is_dir()] == [runner.experiment]
+    assert not (results / "packs" / "base" / "tune").exists()
+    assert (
+        len(ResultsStore(results / "packs").trials()) == 3
+        and len(ResultsStore(results / "packs" / "base").trials()) == 1
+    )
+    pids = hooks.starts.read_text().split()[1::2]
+    assert len(pids) == 4 and len(set(pids)) <= 2, pids  # a Tuner per round would have started new workers
