@@ -1,14 +1,16 @@
 """The results contract: the names every writer and reader of a sweep's results agree on.
 
 ``results/<sweep>/trials.parquet`` and ``history.parquet`` (their columns and statuses), the
-MLflow layout (tags, metrics) and the objective's defaults. The driver
+MLflow layout (tags, metrics), the keys that make a group and the axes inside one, and the
+objective: its defaults and its rule (which way is better, how a diverged trial counts). The driver
 (``orchestrator.stores.results_store``, ``orchestrator.stores.tracking``) writes by these names, the analysis
 (``analysis.load``, ``analysis.report``) reads by them. See docs/ARCHITECTURE.md, "The results
-contract". Plain data and two small functions; it imports only the standard library.
+contract". Plain data and a few small functions; it imports only the standard library.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -41,6 +43,15 @@ TRIAL_COLUMNS = [
 # ``analysis.over_time.sgd_steps_from_config`` derives it there).
 HISTORY_COLUMNS = ["trial_id", "epoch", "train_loss", "test_loss", "test_acc", "wall_s", "sgd_steps"]
 SGD_STEPS = "sgd_steps"
+
+# ---- groups and axes ----------------------------------------------------------------
+# A group (one study at the base width, one verdict) is a value of each of these keys, plus of every
+# other swept key that varies (analysis.transfer.group_keys); inside a group the axes vary: the width
+# (what transfers), the learning rate (the curve whose optimum is η*) and the seed (the replicates).
+# analysis.transfer groups by them, tune-base (orchestrator.studies.tune_base) groups by the swept keys
+# that are not axes, verify names its groups by them.
+GROUP_KEYS = ("algorithm", "parametrization", "inference_steps")
+AXES = ("width", "lr", "seed")
 
 # ---- statuses ------------------------------------------------------------------------
 STATUS_OK, STATUS_DIVERGED, STATUS_FAILED = "ok", "diverged", "failed"
@@ -137,3 +148,31 @@ DEFAULT_VERIFY = {"max_drift": 0.2, "max_regret": 0.05}
 def final(metric: str) -> str:
     """``test_loss`` -> ``final_test_loss`` (a ``final_*`` name is returned as it is)."""
     return metric if metric.startswith("final_") else f"final_{metric}"
+
+
+# The objective's rule: ``mode`` min or max says which way is better; a trial that diverged, or whose
+# objective is not finite, counts as the worst value there is (+inf under min, -inf under max), never
+# as missing. tune-base tells Optuna :func:`objective_value`, the analysis minimises ``sign(mode) * value``
+# with diverged trials at +inf (analysis.transfer.tidy).
+def sign(mode: str) -> float:
+    """1.0 for ``min``, -1.0 for ``max``: ``sign(mode) * value`` is a loss to minimise.
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`MODES`.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not one of {', '.join(MODES)}")
+    return 1.0 if mode == "min" else -1.0
+
+
+def counts_as_diverged(status, value):
+    """Whether a trial counts as diverged under the objective: its status is ``diverged`` or its value is
+    not finite (NaN or ±inf). Elementwise on pandas Series and numpy arrays as on scalars."""
+    return (status == STATUS_DIVERGED) | (value != value) | (abs(value) == math.inf)
+
+
+def objective_value(value: float, status: str | None, mode: str) -> float:
+    """A trial's objective as the optimiser sees it: ``value``, or the worst there is (``sign(mode) * inf``)
+    when it counts as diverged (:func:`counts_as_diverged`)."""
+    value = float(value)
+    return sign(mode) * math.inf if counts_as_diverged(status, value) else value

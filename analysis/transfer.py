@@ -31,12 +31,10 @@ from scipy.stats import rankdata
 
 from .curve import Optimum, loss_at, optimum, stability_edge  # noqa: F401  (re-exported)
 from .regret import excess, leave_one_out, seed_regret, summarize
-from .schema import DEFAULT_MODE, DEFAULT_OBJECTIVE_METRIC, MODES, RESULT_COLUMNS
+from .schema import AXES, DEFAULT_MODE, DEFAULT_OBJECTIVE_METRIC, GROUP_KEYS, RESULT_COLUMNS, counts_as_diverged, sign
 from .stats import LEVEL, look_level, mean_interval, seed_schedule, seed_slopes, t_quantile
 from .verdict import VERDICTS, apply_controls, verdict  # noqa: F401  (re-exported)
 
-BASE_KEYS = ("algorithm", "parametrization", "inference_steps")
-AXES = ("width", "lr", "seed")
 NOT_KEYS = frozenset({"trial_id", "sweep", *AXES, *RESULT_COLUMNS})
 
 
@@ -45,7 +43,7 @@ class TransferResult:
     """The transfer analysis of a sweep.
 
     Attributes:
-        keys: group columns of a verdict (BASE_KEYS plus every other swept key that varies).
+        keys: group columns of a verdict (GROUP_KEYS plus every other swept key that varies).
         per_width: one row per (keys, width): ``lr_star, lr_star_lo, lr_star_hi, best_loss``
             (mean over seeds of the lowest loss measured), ``regret, regret_lo, regret_hi``
             (measured at the leave-one-seed-out base η*), ``excess_regret, excess_lo, excess_hi``
@@ -83,12 +81,12 @@ class TransferResult:
 
 # ---- the tidy table ------------------------------------------------------------------
 def group_keys(trials: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Group columns: BASE_KEYS, plus every other config column with more than one value.
+    """Group columns: GROUP_KEYS, plus every other config column with more than one value.
 
     Returns:
         ``(keys, notes)``: the notes name each extra key, so that nothing is averaged silently.
     """
-    keys, notes = list(BASE_KEYS), []
+    keys, notes = list(GROUP_KEYS), []
     for col in trials.columns:
         if col in NOT_KEYS or col in keys:
             continue
@@ -115,13 +113,12 @@ def tidy(
     Raises:
         ValueError: ``mode`` not in ``min, max``, or ``metric`` not a numeric column.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is not one of {', '.join(MODES)}")
+    loss_sign = sign(mode)  # ValueError when mode is neither min nor max
     numeric = [c for c in trials.columns if c.startswith("final_") and pd.api.types.is_numeric_dtype(trials[c])]
     if metric not in numeric:
         raise ValueError(f"metric={metric!r} is not one of {', '.join(numeric) or '(no final_* column)'}")
     t = trials.copy()
-    for col in BASE_KEYS:
+    for col in GROUP_KEYS:
         if col not in t.columns:
             t[col] = "-"
     if "seed" not in t.columns:
@@ -132,14 +129,14 @@ def tidy(
         notes.append(f"{int(failed.sum())} failed trial(s) left out (an error, not a divergence)")
     t = t[~failed].copy()
     keys, key_notes = group_keys(t)
-    value = t[metric].astype(float) * (1.0 if mode == "min" else -1.0)
-    bad = (t.status == "diverged") | ~np.isfinite(value)
+    value = t[metric].astype(float) * loss_sign
+    bad = counts_as_diverged(t.status, value)
     t["loss"] = value.where(~bad, np.inf)
     t["diverged"] = bad
     t["log2_lr"] = np.log2(t.lr.astype(float))
     cols = [*keys, "width", "lr", "log2_lr", "seed", "trial_id", "status", "diverged", "loss"]
     cols += ["base_width"] if "base_width" in t.columns and "base_width" not in keys else []
-    table = t[cols].sort_values([*keys, "width", "lr", "seed"]).reset_index(drop=True)
+    table = t[cols].sort_values([*keys, *AXES]).reset_index(drop=True)
     return table, keys, notes + key_notes
 
 

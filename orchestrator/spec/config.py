@@ -22,27 +22,31 @@ Every problem is a :class:`BadInput` naming the file and key, raised before anyt
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import hashlib
 import itertools
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from analysis.schema import DEFAULT_METRIC, DEFAULT_MODE, EPOCH_METRICS, MODES, final
+from analysis.schema import DEFAULT_METRIC, DEFAULT_MODE, DEFAULT_VERIFY
 from orchestrator.errors import BadInput
+from orchestrator.spec import validate
+from orchestrator.spec.validate import (  # noqa: F401  (METRICS, BATCHED, suggest: re-exported)
+    BATCHED,
+    METRICS,
+    coerce,
+    grid_values,
+    suggest,
+    trainer_fields,
+)
 from orchestrator.stores.paths import check_name
-
-# The per-epoch metrics a sweep may optimise (the results contract's EPOCH_METRICS), test loss first.
-METRICS = tuple(sorted(EPOCH_METRICS, key=lambda m: m != DEFAULT_METRIC))
 
 
 @dataclass
@@ -60,9 +64,6 @@ class TrainSection:
 
     epochs: int = 10
     batch_size: int = 128
-
-
-BATCHED = ("auto", "on", "off")
 
 
 @dataclass
@@ -97,8 +98,8 @@ class Objective:
 class VerifySection:
     """Thresholds of the transfer verdict, the log2 learning-rate bracket around the base η*, and the seeds (verify)."""
 
-    max_drift: float = 0.2
-    max_regret: float = 0.05
+    max_drift: float = DEFAULT_VERIFY["max_drift"]  # the results contract's defaults (analysis.schema)
+    max_regret: float = DEFAULT_VERIFY["max_regret"]
     bracket: list[float] = field(default_factory=lambda: [-2.0, -1.0, 0.0, 1.0, 2.0])
     # When a width's best lr is at an end of its bracket (and the next point is not known to
     # diverge), extend the bracket there by one spacing, at most this many times per side.
@@ -241,10 +242,10 @@ def _axis(section: dict, fixed: dict, key: str, src: str) -> tuple[str, list[Any
     """Where ``key`` stands in a config and its values: ``grid.key`` (coerced grid values),
     ``trainer.key`` (its fixed value) or ``key`` with TrainerConfig's default."""
     if key in section:
-        values = [_coerce(key, v, f"grid.{key}={v!r}", src) for v in _grid_values(key, section[key], src)]
+        values = [coerce(key, v, f"grid.{key}={v!r}", src) for v in grid_values(key, section[key], src)]
         return f"grid.{key}", values
     if key in fixed:
-        return f"trainer.{key}", [_coerce(key, fixed[key], f"trainer.{key}", src)]
+        return f"trainer.{key}", [coerce(key, fixed[key], f"trainer.{key}", src)]
     f = trainer_fields()[key]
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     return f"{key} (the default)", [default]
@@ -289,43 +290,6 @@ def identity_change(old: dict[str, Any], new: dict[str, Any], src: str = "sweep.
 
 
 # ---- loading -----------------------------------------------------------------------
-def trainer_fields() -> dict[str, dataclasses.Field]:
-    """The fields of ``trainers.TrainerConfig`` by name (the keys a sweep may fix, sweep or search)."""
-    from trainers import TrainerConfig
-
-    return {f.name: f for f in dataclasses.fields(TrainerConfig)}
-
-
-def suggest(key: str, valid) -> str:
-    """`` (did you mean 'x'?)`` naming the valid key nearest to ``key``, or an empty string."""
-    near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
-    return f" (did you mean {near[0]!r}?)" if near else ""
-
-
-def _check_keys(raw: dict, schema: type, where: str, src: str) -> None:
-    """Unknown keys anywhere in ``raw`` are BadInput naming the key and the nearest valid one."""
-    if not isinstance(raw, dict):
-        raise BadInput(f"{src}: {where or 'top level'} must be a mapping, got {raw!r}")
-    names = {f.name: f for f in dataclasses.fields(schema)}
-    for key, value in raw.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            raise BadInput(f"{src}: unknown key {path!r}{suggest(str(key), names)}")
-        sub = names[key].default_factory if names[key].default_factory is not dataclasses.MISSING else None
-        if sub is not None and dataclasses.is_dataclass(sub) and value is not None:
-            _check_keys(value, sub, path, src)
-    for section in ("trainer", "grid"):
-        if section in raw and raw[section] is not None and not where:
-            if not isinstance(raw[section], dict):
-                raise BadInput(f"{src}: {section} must be a mapping of trainer fields, got {raw[section]!r}")
-            tf = trainer_fields()
-            for key in raw[section]:
-                if key not in tf:
-                    raise BadInput(
-                        f"{src}: unknown key '{section}.{key}' (not a TrainerConfig field){suggest(str(key), tf)}"
-                    )
-
-
 def _exc_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
@@ -380,9 +344,9 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"{src}: cannot read ({exc})") from None
     raw = {} if raw is None else raw
-    _check_keys(raw, SweepConfig, "", src)
+    validate.check_keys(raw, SweepConfig, "", src)
     dot = parse_overrides(overrides)
-    _check_keys(dot, SweepConfig, "", "override")
+    validate.check_keys(dot, SweepConfig, "", "override")
     # An override replaces a grid entry (list or log2 range) whole, and moves a key between trainer
     # and grid: grid.depth=[3,4] over the file's trainer.depth: 3 makes depth an axis (a sweep grows).
     given = {k for section in ("grid", "trainer") if isinstance(dot.get(section), dict) for k in dot[section]}
@@ -411,42 +375,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     return Sweep(name=name, source=src, config=cfg, trials=trials)
 
 
-# ---- validation and grid expansion ----------------------------------------------------
-def _grid_values(key: str, spec: Any, src: str) -> list[Any]:
-    """A grid entry: a list, a scalar, or ``{log2: [start, stop, step]}`` (2^k, stop included)."""
-    if isinstance(spec, (DictConfig, dict)):
-        spec = OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else spec
-        if set(spec) != {"log2"}:
-            raise BadInput(f"{src}: grid.{key}: a mapping must be {{log2: [start, stop, step]}}, got {spec!r}")
-        r = spec["log2"]
-        if (
-            not isinstance(r, list)
-            or len(r) not in (2, 3)
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
-        ):
-            raise BadInput(f"{src}: grid.{key}.log2 must be [start, stop] or [start, stop, step] numbers, got {r!r}")
-        start, stop, step = (list(r) + [1])[:3]
-        if step <= 0:
-            raise BadInput(f"{src}: grid.{key}.log2 step must be > 0, got {step!r}")
-        n = int(math.floor((stop - start) / step + 1e-9)) + 1
-        return [float(2.0 ** (start + i * step)) for i in range(max(n, 0))]
-    if isinstance(spec, (ListConfig, list)):
-        return list(OmegaConf.to_container(spec) if isinstance(spec, ListConfig) else spec)
-    return [spec]
-
-
-def _coerce(key: str, value: Any, where: str, src: str) -> Any:
-    """Convert ``value`` to the type of TrainerConfig.``key`` (bad types are BadInput)."""
-    from trainers import TrainerConfig
-
-    try:
-        node = OmegaConf.merge(OmegaConf.structured(TrainerConfig), {key: value})
-        return node[key]
-    except OmegaConfBaseException:
-        ftype = trainer_fields()[key].type
-        raise BadInput(f"{src}: {where}: {value!r} is not a valid {ftype}") from None
-
-
+# ---- grid expansion and trial ids ---------------------------------------------------
 def trial_id(trainer: dict, data: dict, train: dict) -> str:
     """Deterministic id: the first 12 hex digits of the SHA-256 of the resolved trial config.
 
@@ -477,49 +406,18 @@ def searched_spec(template: dict[str, Any], params: dict[str, Any]) -> dict[str,
 
 
 def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
-    """All trials of the grid (cartesian product), each validated as a TrainerConfig."""
-    from trainers import TrainerConfig
-
-    if cfg.mode not in MODES:
-        raise BadInput(f"{src}: mode={cfg.mode!r} is not one of min, max")
-    if cfg.metric not in METRICS:
-        raise BadInput(f"{src}: metric={cfg.metric!r} is not one of {', '.join(METRICS)}{suggest(cfg.metric, METRICS)}")
-    for key in ("epochs", "batch_size"):
-        if cfg.train[key] <= 0:
-            raise BadInput(f"{src}: train.{key}={cfg.train[key]!r} must be a positive integer")
-    for key in ("subset", "test_subset"):
-        if cfg.data[key] is not None and cfg.data[key] < 0:
-            raise BadInput(f"{src}: data.{key}={cfg.data[key]!r} must be >= 0 (0 = all)")
-    if cfg.resources.batched not in BATCHED:
-        raise BadInput(f"{src}: resources.batched={cfg.resources.batched!r}: one of {', '.join(BATCHED)}")
-    if cfg.resources.cpu < 0 or cfg.resources.gpu < 0 or (cfg.resources.cpu == 0 and cfg.resources.gpu == 0):
-        raise BadInput(f"{src}: resources cpu={cfg.resources.cpu!r} gpu={cfg.resources.gpu!r}: need >= 0, not both 0")
-    if cfg.max_concurrent < 0 or cfg.max_failures < 0:
-        raise BadInput(f"{src}: max_concurrent and max_failures must be >= 0")
-    fixed = {k: _coerce(k, v, f"trainer.{k}", src) for k, v in cfg.trainer.items()}
-    both = sorted(set(fixed) & set(cfg.grid))
-    if both:
-        raise BadInput(f"{src}: key {both[0]!r} is both in trainer and in grid; keep one")
-    if not cfg.grid:
-        raise BadInput(f"{src}: empty grid: give at least one key, e.g. grid.lr: {{log2: [-8, 0, 1]}}")
-    axes: list[tuple[str, list]] = []
-    for key, spec in cfg.grid.items():
-        values = _grid_values(key, spec, src)
-        if not values:
-            raise BadInput(f"{src}: grid.{key} is empty")
-        coerced = [_coerce(key, v, f"grid.{key}={v!r}", src) for v in values]
-        axes.append((key, list(dict.fromkeys(coerced))))
+    """All trials of the grid (cartesian product), each validated as a TrainerConfig
+    (the checks: :mod:`orchestrator.spec.validate`)."""
+    validate.check_run(cfg, src)
+    fixed = {k: coerce(k, v, f"trainer.{k}", src) for k, v in cfg.trainer.items()}
+    validate.check_grid(fixed, cfg.grid, src)
+    axes = [(key, validate.grid_axis(key, spec, src)) for key, spec in cfg.grid.items()]
     data = dict(OmegaConf.to_container(cfg.data))
     train = dict(OmegaConf.to_container(cfg.train))
     swept = tuple(k for k, _ in axes)
     trials: dict[str, TrialSpec] = {}  # by id: grid.device [cpu, auto] names one trial
     for combo in itertools.product(*(v for _, v in axes)):
-        values = {**fixed, **dict(zip(swept, combo))}
-        try:
-            tc = TrainerConfig(**values)
-        except (ValueError, TypeError) as exc:
-            bad = next((f"grid.{k}" for k in swept if f"{k}=" in str(exc)), "trainer")
-            raise BadInput(f"{src}: {bad}: {exc}") from None
+        tc = validate.trainer_config({**fixed, **dict(zip(swept, combo))}, swept, src)
         trainer = dataclasses.asdict(tc)
         tid = trial_id(trainer, data, train)
         if tid not in trials:
@@ -529,33 +427,11 @@ def expand(cfg: DictConfig, src: str = "<config>") -> list[TrialSpec]:
 
 
 def check_runnable(sweep: Sweep) -> None:
-    """Checks that need the trainers and the data: an algorithm with no trainer, an unknown dataset,
-    a dataset read from files whose files are missing (its registered ``check``), a bad
-    ``$MUTRANSFER_MATMUL`` (the trials' product backend, ``trainers.forced_matmul``)."""
-    from trainers import DATASETS, TRAINERS, DataError, dataset_entry, forced_matmul
-
-    try:
-        forced_matmul()
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
-
-    algos = sorted({t.trainer["algorithm"] for t in sweep.trials})
-    missing = [a for a in algos if a not in TRAINERS]
-    if missing:
-        raise BadInput(
-            f"{sweep.source}: algorithm={missing[0]!r} has no trainer yet (available: {', '.join(sorted(TRAINERS))})"
-        )
-    name = sweep.config.data.dataset
-    if name not in DATASETS:
-        raise BadInput(
-            f"{sweep.source}: data.dataset={name!r} is not one of {', '.join(DATASETS)}{suggest(name, list(DATASETS))}"
-        )
-    entry = dataset_entry(name)
-    if entry.from_files and entry.check is not None:
-        try:
-            entry.check()
-        except DataError as exc:
-            raise BadInput(f"{sweep.source}: data.dataset={name}: {exc}") from None
+    """Checks that need the trainers and the data (:func:`orchestrator.spec.validate.check_runnable`):
+    an algorithm with no trainer, an unknown dataset or one whose files are missing, a bad
+    ``$MUTRANSFER_MATMUL``."""
+    algorithms = {t.trainer["algorithm"] for t in sweep.trials}
+    validate.check_runnable(algorithms, sweep.config.data.dataset, sweep.source)
 
 
 def to_yaml(sweep: Sweep) -> str:
@@ -569,31 +445,5 @@ def resolve_judging(cfg: DictConfig, src: str = "<config>") -> None:
     Raises:
         BadInput: an unknown objective metric or mode, a negative threshold, an empty bracket.
     """
-    metric = cfg.objective.metric if cfg.objective.metric is not None else cfg.metric
-    short = metric.removeprefix("final_")
-    if short not in METRICS:
-        valid = [f"final_{m}" for m in METRICS]
-        raise BadInput(f"{src}: objective.metric={metric!r} is not one of {', '.join(valid)}{suggest(metric, valid)}")
-    mode = cfg.objective.mode if cfg.objective.mode is not None else cfg.mode
-    if mode not in MODES:
-        raise BadInput(f"{src}: objective.mode={mode!r} is not one of min, max")
-    cfg.objective.metric, cfg.objective.mode = final(short), mode
-    for key in ("max_drift", "max_regret"):
-        if not cfg.verify[key] >= 0:
-            raise BadInput(f"{src}: verify.{key}={cfg.verify[key]!r} must be >= 0")
-    if int(cfg.verify.max_extend) < 0:
-        raise BadInput(f"{src}: verify.max_extend={cfg.verify.max_extend} must be >= 0")
-    if not 0 < float(cfg.verify.resolution) <= 4:
-        raise BadInput(f"{src}: verify.resolution={cfg.verify.resolution!r} must be in (0, 4] octaves, e.g. 0.25")
-    if int(cfg.verify.seeds) < 1:
-        raise BadInput(f"{src}: verify.seeds={cfg.verify.seeds!r} must be >= 1")
-    for key in ("max_seeds", "seed_step"):
-        if int(cfg.verify[key]) < 1:
-            raise BadInput(f"{src}: verify.{key}={cfg.verify[key]!r} must be >= 1")
-    if int(cfg.verify.max_seeds) < int(cfg.verify.seeds):
-        raise BadInput(
-            f"{src}: verify.max_seeds={cfg.verify.max_seeds} is below verify.seeds={cfg.verify.seeds}: "
-            "give max_seeds >= seeds (max_seeds = seeds adds none)"
-        )
-    if not len(cfg.verify.bracket):
-        raise BadInput(f"{src}: verify.bracket is empty: give log2 offsets, e.g. [-2, -1, 0, 1, 2]")
+    cfg.objective.metric, cfg.objective.mode = validate.check_objective(cfg, src)
+    validate.check_verify(cfg, src)

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from analysis import schema
 from orchestrator.spec.config import TrialSpec, searched_spec
 from orchestrator.stores.results_store import DONE_STATUSES, ResultsStore
 from orchestrator.studies.sampler import no_repeat
@@ -50,11 +51,9 @@ GP_MAX_DIMS = 4
 
 # ---- values, params, seeds, sampler -------------------------------------------------------
 def objective_value(row: dict[str, Any], metric: str, mode: str) -> float:
-    """The value Optuna sees for a recorded trial: its objective, ±inf when diverged or not finite."""
-    v = float(row.get(metric, math.nan))
-    if row.get("status") == "diverged" or not math.isfinite(v):
-        return math.inf if mode == "min" else -math.inf
-    return v
+    """The value Optuna sees for a recorded trial: its objective, ±inf when diverged or not finite
+    (the objective's rule: :func:`analysis.schema.objective_value`)."""
+    return schema.objective_value(row.get(metric, math.nan), row.get("status"), mode)
 
 
 def _params(trial) -> dict[str, Any]:
@@ -162,7 +161,7 @@ def study_best(storage, group, metric: str, mode: str) -> dict[str, Any]:
         "best_trial_id": None,
     }
     if trials:
-        best = (min if mode == "min" else max)(trials, key=lambda t: t.value)
+        best = min(trials, key=lambda t: schema.sign(mode) * t.value)
         params = _params(best)
         out.update(best=params, best_value=best.value, best_trial_id=searched_spec(group.template, params)["trial_id"])
     return out

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -56,9 +55,10 @@ from typing import Any, TextIO
 from omegaconf import OmegaConf
 
 from analysis.io import write_json_atomic
+from analysis.schema import AXES
 from orchestrator.engine.session import Session, open_session
-from orchestrator.errors import BadInput
-from orchestrator.spec.config import Sweep, TrialSpec, check_runnable, searched_spec, suggest, trainer_fields, trial_id  # noqa: F401
+from orchestrator.spec.config import Sweep, TrialSpec, check_runnable, searched_spec, trial_id  # noqa: F401
+from orchestrator.spec.validate import check_search, search_param
 from orchestrator.stores.paths import check_results_dir, inside
 from orchestrator.stores.results_store import DONE_STATUSES, ResultsStore
 from orchestrator.stores.study_storage import check_storage_url, default_url, open_storage, storage_file  # noqa: F401
@@ -76,8 +76,9 @@ from orchestrator.studies.base_study import (  # noqa: F401  (re-exported: tune_
     study_best,
 )
 
-NOT_SEARCHABLE = ("width", "base_width", "parametrization", "seed", "algorithm", "device", "dtype")
-NOT_GROUPED = ("width", "parametrization", "seed", "lr")
+# Not a tune-base group key: the axes (schema.AXES), and the parametrization: at the base width SP and
+# muP are one network (m = 1), so one search serves both.
+NOT_GROUPED = (*AXES, "parametrization")
 DEFAULT_LR_RANGE = (1.0e-4, 1.0)
 
 
@@ -92,49 +93,11 @@ def search_space(sweep: Sweep) -> list[dict[str, Any]]:
     """
     src, cfg = sweep.source, sweep.config
     raw = OmegaConf.to_container(cfg.search.space, resolve=True) or {}
-    fields = trainer_fields()
     if "lr" not in raw:
         lrs = [t.trainer["lr"] for t in sweep.trials] if "lr" in cfg.grid else []
         low, high = (min(lrs), max(lrs)) if len(set(lrs)) > 1 else DEFAULT_LR_RANGE
         raw = {"lr": {"low": low, "high": high, "log": True}, **raw}
-    out = []
-    for name, spec in raw.items():
-        where = f"{src}: search.space.{name}"
-        if name not in fields:
-            raise BadInput(f"{where}: not a TrainerConfig field{suggest(str(name), fields)}")
-        if name in NOT_SEARCHABLE:
-            raise BadInput(f"{where}: {name} cannot be searched (searchable: any other TrainerConfig field)")
-        if name != "lr" and name in cfg.grid:
-            raise BadInput(f"{where}: {name} is also a grid axis; keep one")
-        ftype = str(fields[name].type)
-        kind = (
-            "int"
-            if ftype in ("int", "<class 'int'>")
-            else "float"
-            if ftype in ("float", "<class 'float'>")
-            else "other"
-        )
-        if not isinstance(spec, dict):
-            raise BadInput(f"{where}: expected {{low, high, log}} or {{choices: [...]}}, got {spec!r}")
-        if "choices" in spec:
-            if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
-                raise BadInput(f"{where}: choices must be a non-empty list and alone, got {spec!r}")
-            out.append({"name": name, "type": kind, "choices": spec["choices"]})
-            continue
-        extra = set(spec) - {"low", "high", "log"}
-        if extra or not {"low", "high"} <= set(spec):
-            raise BadInput(f"{where}: expected keys low, high (and log), got {sorted(spec)}")
-        if kind == "other":
-            raise BadInput(f"{where}: {name} is a {ftype} field: give choices: [...]")
-        low, high, log = spec["low"], spec["high"], spec.get("log", name == "lr")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not isinstance(
-            log, bool
-        ):
-            raise BadInput(f"{where}: low and high must be numbers and log a boolean, got {spec!r}")
-        if not (math.isfinite(low) and math.isfinite(high) and low < high) or (log and low <= 0):
-            raise BadInput(f"{where}: need finite low < high{' and low > 0 (log)' if log else ''}, got {spec!r}")
-        out.append({"name": name, "type": kind, "low": low, "high": high, "log": log})
-    return out
+    return [search_param(name, spec, cfg.grid, src) for name, spec in raw.items()]
 
 
 @dataclass
@@ -233,15 +196,7 @@ def tune_base(
         BadInput: bad search space, trials, storage URL, missing data; nothing is written then.
     """
     cfg = sweep.config
-    n = cfg.search.trials if trials is None else trials
-    if not isinstance(n, int) or n <= 0:
-        raise BadInput(
-            f"{'--trials' if trials is not None else sweep.source + ': search.trials'}={n!r} must be a positive integer"
-        )
-    if cfg.search.max_concurrent < 0:
-        raise BadInput(f"{sweep.source}: search.max_concurrent={cfg.search.max_concurrent!r} must be >= 0")
-    if cfg.search.batch <= 0:
-        raise BadInput(f"{sweep.source}: search.batch={cfg.search.batch!r} must be a positive integer")
+    n = check_search(cfg, sweep.source, trials)
     space = search_space(sweep)
     groups = search_groups(sweep, space)
     url = storage_url(sweep, results_dir, storage)

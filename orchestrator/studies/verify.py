@@ -28,10 +28,12 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
+from analysis.schema import GROUP_KEYS
 from analysis.transfer import tidy
 from orchestrator.engine.session import Stage, open_session
 from orchestrator.errors import BadInput
 from orchestrator.spec.config import Sweep, TrialSpec, expand, trial_id
+from orchestrator.spec.validate import check_verify_run
 from orchestrator.stores.tracking import log_report
 from orchestrator.studies.refine import next_offsets
 from orchestrator.studies.seeding import at_seeds, grow, look_line, seed_plan, undecided
@@ -144,7 +146,7 @@ def decide(groups, keys: list[str] | None = None) -> tuple[int, list[str]]:
         return INCONCLUSIVE, ["no group could be analysed"]
     judged = groups[groups.parametrization == JUDGED] if (groups.parametrization == JUDGED).any() else groups
     bad = judged[judged.verdict != "transfers"]
-    keys = keys or [k for k in ("algorithm", "parametrization", "inference_steps") if k in groups.columns]
+    keys = keys or [k for k in GROUP_KEYS if k in groups.columns]
     lines = [f"{'/'.join(str(r[k]) for k in keys)}: {r['verdict']}: {r['verdict_reason']}" for _, r in bad.iterrows()]
     if (judged.verdict == "drifts").any():
         return DRIFTS, lines
@@ -248,11 +250,7 @@ def run_verify(
     """
     from analysis.report import write_report
 
-    bracket = [float(k) for k in sweep.config.verify.bracket]
-    if 0.0 not in bracket:
-        raise BadInput(f"{sweep.source}: verify.bracket={bracket} must contain 0 (the base η* itself)")
-    if "width" not in sweep.swept_keys or len({t.trainer["width"] for t in sweep.trials}) < 2:
-        raise BadInput(f"{sweep.source}: grid.width needs at least two widths to verify a transfer")
+    bracket = check_verify_run(sweep.config, (t.trainer["width"] for t in sweep.trials), sweep.source)
     sweep = with_seeds(sweep)
     check_stores(sweep, results_dir)
     with open_session(sweep, results_dir, address, "mutransfer verify") as session:
