@@ -36,7 +36,7 @@ DESCRIPTION_IMAGES = (
     ("lr_star_vs_width.png", "optimal learning rate against width"),
     ("loss_vs_lr.png", "loss against learning rate"),
 )
-PREVIEW_PX = 800
+PREVIEW_PX = 720
 # What MLflow refuses in a metric or tag key (it takes alphanumerics, _ - . space : /).
 _KEY_UNSAFE = re.compile(r"[^\w\-. :/]")
 

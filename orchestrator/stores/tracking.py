@@ -299,6 +299,8 @@ class Tracker:
         )
         if parents:
             self.parent_id = parents[0].info.run_id
+            if create and parents[0].data.tags.get(TAG_FORMAT) != TRACKING_FORMAT:  # its trials are re-logged
+                self.client.set_tag(self.parent_id, TAG_FORMAT, TRACKING_FORMAT)
         elif not create:
             self.enabled = False
             return

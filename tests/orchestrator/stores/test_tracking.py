@@ -280,7 +280,7 @@ def test_live_counts_on_the_parent_run_are_throttled_and_the_last_always_written
     assert run.info.status == "FINISHED" and tr.enabled
 
 
-def test_description_previews_are_at_most_800_px_wide(tmp_path):
+def test_description_previews_are_at_most_720_px_wide(tmp_path):
     """The η* figure of a report with many panels (2340 px wide) overflowed the parent run's page."""
     from PIL import Image
 
@@ -290,6 +290,6 @@ def test_description_previews_are_at_most_800_px_wide(tmp_path):
     Image.new("RGB", (495, 756), "white").save(tmp_path / "loss_vs_lr.png")
     assert _previews(tmp_path, tmp_path / "preview") == ["lr_star_vs_width.png"]  # the narrow one is shown as is
     with Image.open(tmp_path / "preview" / "lr_star_vs_width.png") as im:
-        assert im.size == (800, 236)
+        assert im.size == (720, 212)
     (tmp_path / "loss_vs_lr.png").write_bytes(b"not a png")  # unreadable: no preview, no error
     assert _previews(tmp_path, tmp_path / "p2", max_px=100) == ["lr_star_vs_width.png"]
