@@ -12,7 +12,8 @@ A finished command leaves what this needs in its results directory, nothing adde
 :func:`derive` reads one directory (``<results>/<name>`` or its ``base/``) and returns a
 :class:`RunTimes`: the stage's lead (its start to the first trial's start: the Tune run's set-up and
 the first workers), each trial's overhead on its slot (the seconds between trials on one worker slot
-plus each trial's seconds not in ``wall_s``), the idle gaps in which no trial ran (Tune runs ending and
+plus each trial's seconds not in ``wall_s``), the same per pack where the command's Tune directory
+(``tune/<name>-<date>-<time>-<pid>/pack-*/params.json``) tells which packs ran them, the idle gaps in which no trial ran (Tune runs ending and
 starting: verify's rounds), the tail (the last trial recorded to the stage's end) and the trials'
 real cost per kind (ok and diverged alike: a diverged trial stops early, and that is its real cost).
 The seconds before the stage (python, imports, checks, the lock, Ray's start) and after it (MLflow,
@@ -57,6 +58,8 @@ class RunTimes:
     slots: int = 0
     lead_s: float | None = None  # stage start -> first trial start
     per_trial_s: float | None = None  # non-training seconds per trial on its slot
+    packs: int | None = None  # Tune trials (packs) that ran them, where the Tune directory tells
+    per_pack_s: float | None = None  # the same non-training seconds per pack
     round_gaps: list[float] = field(default_factory=list)  # idle gaps >= ROUND_GAP_S between trials
     tail_s: float | None = None  # last trial recorded -> stage end
     train_s: float = 0.0  # the trials' summed wall_s
@@ -108,6 +111,24 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
     return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
 
 
+def count_packs(sweep_dir: str | Path, pid: int, trial_ids: set[str]) -> int | None:
+    """How many Tune trials (packs) of the command ``pid`` ran any of ``trial_ids``: the ``pack-*``
+    directories of its Tune runs (``tune/<name>-<date>-<time>-<pid>/``, in ``sweep_dir`` or the one above
+    it) whose ``params.json`` names one of them. None when no such run is there."""
+    sweep_dir = Path(sweep_dir)
+    runs = [e for t in (sweep_dir / "tune", sweep_dir.parent / "tune") for e in t.glob(f"*-{pid}") if e.is_dir()]
+    if not runs:
+        return None
+    n = 0
+    for pack in (p for e in runs for p in e.glob("pack-*")):
+        try:
+            members = json.loads((pack / "params.json").read_text())["pack"]["members"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        n += any(isinstance(m, dict) and m.get("trial_id") in trial_ids for m in members)
+    return n or None
+
+
 def _read_status(sweep_dir: Path) -> dict[str, Any] | None:
     try:
         status = json.loads((sweep_dir / STATUS_NAME).read_text())
@@ -153,6 +174,7 @@ def derive(sweep_dir: str | Path, trials: pd.DataFrame | None = None) -> RunTime
     keys = [c for c in rows.columns if c in _CONFIG_COLUMNS]
     kinds = rows.assign(_kind=[kind_of(r, keys) for r in rows[keys].to_dict("records")]).groupby("_kind").wall_s
     host = str(status.get("host") or (rows.hostname.iloc[0] if "hostname" in rows.columns else ""))
+    packs = count_packs(sweep_dir, int(status.get("pid") or 0), set(rows.trial_id)) if "trial_id" in rows else None
     return RunTimes(
         dir=str(sweep_dir.resolve()),
         host=host,
@@ -161,6 +183,8 @@ def derive(sweep_dir: str | Path, trials: pd.DataFrame | None = None) -> RunTime
         slots=len(chains),
         lead_s=first - started,
         per_trial_s=(within + between) / len(rows),
+        packs=packs,
+        per_pack_s=(within + between) / packs if packs else None,
         round_gaps=[e - s for s, e in rounds],
         tail_s=ended - last if math.isfinite(ended) else None,
         train_s=float(sum(walls)),
@@ -277,6 +301,7 @@ class Measured:
     pre_s: float | None = None
     lead_s: float | None = None
     per_trial_s: float | None = None
+    per_pack_s: float | None = None
     round_gap_s: float | None = None
     tail_s: float | None = None
     post_s: float | None = None
@@ -302,6 +327,7 @@ class Measured:
             pre_s=med([r.pre_s for r in runs]),
             lead_s=med([r.lead_s for r in runs]),
             per_trial_s=med([r.per_trial_s for r in runs]),
+            per_pack_s=med([r.per_pack_s for r in runs]),
             round_gap_s=med(gaps),
             tail_s=med([r.tail_s for r in runs]),
             post_s=med([r.post_s for r in runs]),
@@ -351,6 +377,7 @@ __all__ = [
     "cache_path",
     "derive",
     "contention",
+    "count_packs",
     "idle_gaps",
     "load_now",
     "load_cache",

@@ -12,7 +12,7 @@ The **wall time** (:class:`WallModel`) adds what is not training. Where earlier 
 host (:mod:`.overheads`: the per-host cache, and the closed stages of the results directory's sweeps)
 it uses what they measured: the command's start and end around its stages, each stage's lead (its start
 to the first trial) and tail (the last trial to its end: compaction), the gap between two Tune runs of
-a stage, and each trial's overhead on its slot; and it scales calibrated trial-seconds by the ratio
+a stage, and each pack's (else each trial's) overhead on its slot; and it scales calibrated trial-seconds by the ratio
 real / calibrated those runs found. Each part no run measured falls back to a constant measured on the
 repository's 2-CPU machine while other jobs ran: the command's own start and end
 (:data:`PROCESS_S`: imports, checks, compaction, exit), starting embedded Ray (:data:`RAY_START_S`),
@@ -216,10 +216,13 @@ class WallModel:
         m = self.measured
         per = math.ceil(len(specs) / runs)
         chunks = [specs[i : i + per] for i in range(0, len(specs), per)]
-        if m.per_trial_s is not None:
-            packs_s = sum(makespan(pack_costs(model, c, self.n_slots, m.per_trial_s), self.n_slots) for c in chunks)
+        if m.per_pack_s is not None:
+            over = {"per_pack": m.per_pack_s}
+        elif m.per_trial_s is not None:
+            over = {"per_trial": m.per_trial_s}
         else:
-            packs_s = sum(makespan(pack_costs(model, c, self.n_slots, per_pack=PACK_S), self.n_slots) for c in chunks)
+            over = {"per_pack": PACK_S}
+        packs_s = sum(makespan(pack_costs(model, c, self.n_slots, **over), self.n_slots) for c in chunks)
         gap = TUNE_RUN_S if m.round_gap_s is None else m.round_gap_s
         first = gap
         if new_stage:
@@ -250,7 +253,7 @@ class WallModel:
             for name, v in (
                 ("command start/end", m.pre_s if m.post_s is not None else None),
                 ("Tune run lead/tail", m.lead_s),
-                ("per trial", m.per_trial_s),
+                ("per pack" if m.per_pack_s is not None else "per trial", m.per_trial_s),
                 ("between Tune runs", m.round_gap_s),
             )
             if v is not None

@@ -75,6 +75,24 @@ def test_derive_returns_the_planted_overheads(tiny_space, tmp_path):
     assert run.per_trial_s == pytest.approx((within + between) / 7)
     assert run.train_s == pytest.approx(57.0)
     assert sum(run.kinds.values()) > 0 and len(run.kinds) == 2  # one kind per width
+    assert run.packs is None and run.per_pack_s is None  # no Tune directory: packs unknown
+
+
+def test_derive_counts_the_packs_of_the_command_from_its_tune_directory(tiny_space, tmp_path):
+    d = _plant(tiny_space, tmp_path / "results")  # status.json: pid 1
+    ids = [t.trial_id for t in load_sweep(tiny_space).trials]
+
+    def pack(run: str, name: str, members: list[str]) -> None:
+        p = d / "tune" / run / name
+        p.mkdir(parents=True)
+        (p / "params.json").write_text(json.dumps({"pack": {"members": [{"trial_id": i} for i in members]}}))
+
+    pack("tiny-20260101-000000-1", "pack-a", ids[:4])
+    pack("tiny-20260101-000000-1", "pack-b", ids[4:7])
+    pack("tiny-20260101-000000-1", "pack-c", ids[8:])  # the earlier command's trial: not this stage's
+    pack("tiny-20250101-000000-71", "pack-d", ids[:2])  # another command's Tune run
+    run = derive(d)
+    assert run.packs == 2 and run.per_pack_s == pytest.approx(run.per_trial_s * 7 / 2)
 
 
 def test_derive_needs_a_closed_stage(tiny_space, tmp_path):
