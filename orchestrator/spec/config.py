@@ -369,9 +369,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     import_plugins(cfg.plugins, f"{src}: plugins")  # before expansion: their algorithms and datasets validate
     trials = expand(cfg, src)
     resolve_judging(cfg, src)
-    from orchestrator.engine.preflight import check_device_request
-
-    check_device_request((t.trainer["device"] for t in trials), float(cfg.resources.gpu), src)
+    validate.check_device_request((t.trainer["device"] for t in trials), float(cfg.resources.gpu), src)
     return Sweep(name=name, source=src, config=cfg, trials=trials)
 
 

@@ -160,6 +160,17 @@ def check_run(cfg: DictConfig, src: str) -> None:
         raise BadInput(f"{src}: max_concurrent and max_failures must be >= 0")
 
 
+def check_device_request(devices: Iterable[str], gpu: float, src: str) -> None:
+    """A trial that asks for ``cuda`` (``trainer.device``) but not for a GPU (``resources.gpu``) is
+    BadInput: Ray would give it none."""
+    cuda = sorted({d for d in devices if str(d).startswith("cuda")})
+    if cuda and not gpu > 0:
+        raise BadInput(
+            f"{src}: trainer.device={cuda[0]} needs resources.gpu > 0 (Ray gives a trial a GPU "
+            "only when it asks for one); or use trainer.device=auto"
+        )
+
+
 def check_runnable(algorithms: Iterable[str], dataset: str, src: str) -> None:
     """Checks that need the trainers and the data: an algorithm with no trainer, an unknown dataset,
     a dataset read from files whose files are missing (its registered ``check``), a bad
