@@ -89,9 +89,10 @@ def tune_records(
 
 def tune_times(tune_dir: str | Path) -> dict[str, tuple[float, float]]:
     """``{trial id: (start, end)}`` in epoch seconds from Tune's storage: the last attempt's
-    ``started_at`` and its last ``reported_at`` (what the trainable reports with every epoch)."""
+    ``started_at`` and its last ``reported_at`` (what the trainable reports with every epoch); the
+    session's run one level up included (``base/tune`` -> ``tune``)."""
     out: dict[str, tuple[float, float]] = {}
-    for path in sorted(Path(tune_dir).glob("*/*/result.json")):
+    for path in _result_files(Path(tune_dir).parent):
         for tid, found in _by_trial(path).items():
             results = [r for r in found if r.get("started_at") is not None]
             if results:

@@ -7,6 +7,10 @@ exit 130 / 143 (:class:`errors.Interrupted`). Within it, a :class:`Stage` is one
 sweep's, or tune-base's ``base/``) with its MLflow parent run and progress line; ``stage.run(specs)``
 submits trial specs (verify's rounds, tune-base's batches) and runs only those not recorded yet. A
 nested ``open_session`` for the same sweep (verify's tune-base) reuses the open one.
+
+Every stage's rounds go to one Ray Tune run per session (``tune_runner.Runner``, in
+``<results>/<name>/tune/``), which runs in a thread of its own and records there; the main thread
+waits for each round and handles the signals (:meth:`Session.wait`).
 """
 
 from __future__ import annotations

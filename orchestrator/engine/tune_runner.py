@@ -8,7 +8,11 @@ start and each epoch's history row are events sent in batches (one ``tune.report
 that Tune retries after its worker died skips the members it reported finished.
 The driver's :class:`PackCallback` hands every member's events to a plain-Python recorder
 (``orchestrator.engine.recorder.Recorder``), which alone writes Parquet and MLflow; each member stays one
-recorded trial. tune-base's searched trials are one Tune trial each (:class:`SearchCallback`).
+recorded trial.
+
+A command runs **one** Tune run (:class:`Runner`, issue 27): ``Tuner.fit`` in a background thread, fed
+packs through a queue (:class:`_QueueSearcher`), so its workers and Tune's set-up last across every
+round and stage of the command; each stage's round is a :class:`Batch` routed to its own recorder.
 """
 
 from __future__ import annotations

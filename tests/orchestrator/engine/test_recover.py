@@ -135,3 +135,24 @@ def test_a_packs_members_are_rebuilt_each_from_its_own_results(tmp_path):
     rows, hist = tune_records(tmp_path / "results" / "rec", "rec", {t.trial_id: t.to_dict() for t in sweep.trials})
     assert sorted(r["trial_id"] for r in rows) == sorted([a, b])
     assert [h["epoch"] for h in hist[a]] == [1, 2] and [h["epoch"] for h in hist[b]] == [1, 2]
+
+
+def test_a_stage_below_the_session_finds_its_trials_in_the_sessions_tune_run_and_later_files_win(tmp_path):
+    """Issue 27: one Tune run per command, in ``<name>/tune/``: tune-base's ``<name>/base`` rebuilds from
+    there (and from ``base/tune``, where runs before wrote); a later result.json replaces an earlier one."""
+    import os
+
+    space = tmp_path / "rec.yaml"
+    space.write_text(SPACE)
+    sweep = load_sweep(space)
+    a, b, _, _ = (t.trial_id for t in sweep.trials)
+    session_dir = tmp_path / "results" / "rec"
+    _write(session_dir, "rec-20260101-000000-1", a, [_result(a, 1, False), _result(a, 2, True, train_loss=0.9)])
+    _write(session_dir / "base", "rec-base-20250101-000000-1", a, [_result(a, 1, False), _result(a, 2, True)])
+    old = session_dir / "base" / "tune" / "rec-base-20250101-000000-1" / a / "result.json"
+    os.utime(old, (1, 1))  # written long before the session's run
+    _write(session_dir / "base", "rec-base-20250101-000000-1", b, [_result(b, 1, False), _result(b, 2, True)])
+    specs = {t.trial_id: t.to_dict() for t in sweep.trials}
+    rows, hist = tune_records(session_dir / "base", "rec-base", specs)
+    assert sorted(r["trial_id"] for r in rows) == sorted([a, b])
+    assert [h["train_loss"] for h in hist[a]] == [1.0, 0.9]  # the session's later file
