@@ -120,8 +120,6 @@ MACHINE_CHECKS = {
 # The count may only go down.
 PENDING = {
     ("orchestrator/engine/plan.py", "verify_plan"): 3,  # verify.bracket, grid.width, search.trials
-    # trainer.device vs resources.gpu: now spec.validate.check_device_request; preflight's copy is unused
-    ("orchestrator/engine/preflight.py", "check_device_request"): 1,
 }
 
 

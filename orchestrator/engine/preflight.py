@@ -3,7 +3,6 @@
 * :func:`probe_address`: a TCP connect with a short timeout to the Ray address (``ray.init``
   on an address where nothing listens retries for minutes).
 * :func:`check_local_device`: ``cuda`` asked for on a machine whose torch has no CUDA.
-* :func:`check_device_request`: ``trainer.device=cuda`` without a GPU per trial.
 * :func:`check_fit`: a trial's cpu/gpu request against the nodes there are and the nodes the
   autoscaler may still add (Tune would wait forever for resources that never come).
 
@@ -52,16 +51,6 @@ def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_S) -> None
     except OSError as exc:
         why = f"no answer within {timeout:g}s" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
         raise BadInput(f"{shown}: nothing answers at {host}:{port} ({why}); is the Ray head running there?") from None
-
-
-def check_device_request(devices: Iterable[str], gpu: float, src: str) -> None:
-    """BadInput when a trial asks for ``cuda`` but not for a GPU (Ray then gives it none)."""
-    cuda = sorted({d for d in devices if str(d).startswith("cuda")})
-    if cuda and not gpu > 0:
-        raise BadInput(
-            f"{src}: trainer.device={cuda[0]} needs resources.gpu > 0 (Ray gives a trial a GPU "
-            "only when it asks for one); or use trainer.device=auto"
-        )
 
 
 def check_local_device(devices: Iterable[str], where: str) -> None:
