@@ -333,10 +333,22 @@ def _trial_row(run, fallbacks: set[str]) -> dict:
     row["status"] = status
     for key in FINAL_METRICS:
         default = math.inf if (status == STATUS_DIVERGED and key.endswith("_loss")) else math.nan
-        value = metrics.get(key)
-        if value is None and key.startswith("final_") and key[6:] in metrics:
-            value = metrics[key[6:]]  # not logged as final_*: the last epoch's value
-            fallbacks.add(key)
+        value = metrics.get(key)  # tracking format 2: a metric
+        try:
+            tagged = float(tags[key])  # format 3: a tag at 4 significant figures ("inf", "nan" spelled out)
+        except (KeyError, ValueError):
+            tagged = None
+        if (
+            value is None
+            and key.startswith("final_")
+            and key[6:] in metrics
+            and (tagged is None or math.isfinite(tagged))
+        ):
+            value = metrics[key[6:]]  # the last epoch's value, every digit
+            if tagged is None:
+                fallbacks.add(key)  # neither logged as final_* nor tagged
+        if value is None:
+            value = tagged
         value = default if value is None else float(value)
         row[key] = math.copysign(math.inf, value) if abs(value) >= _MLFLOW_INF else value
     row["node"] = None

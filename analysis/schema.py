@@ -109,7 +109,7 @@ TAG_SWEEP, TAG_ROLE, TAG_TRIAL, TAG_STATUS = (
 )
 ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
 # Runs logged in the current layout carry TAG_FORMAT = TRACKING_FORMAT; `mutransfer sync` re-logs older ones.
-TAG_FORMAT, TRACKING_FORMAT = "mutransfer.format", "2"
+TAG_FORMAT, TRACKING_FORMAT = "mutransfer.format", "3"  # 3: a trial's own numbers are tags
 MLFLOW_DB = "mlflow.db"  # the default SQLite store, in the results root
 
 

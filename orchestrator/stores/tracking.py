@@ -60,6 +60,7 @@ from analysis.schema import (  # noqa: F401
     TAG_STATUS,
     TAG_SWEEP,
     TAG_TRIAL,
+    TRACKING_FORMAT,
     tracking_uri,
 )
 from orchestrator.errors import BadInput
@@ -80,8 +81,7 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 NOTE = "mlflow.note.content"  # a run's description (markdown) in MLflow's UI
 TAG_REPORT = "mutransfer.report"  # on a parent run whose description is the verdict table
 # The layout of the runs (tag ``mutransfer.format``): "3" logs a trial's own numbers as tags, not metrics;
-# `mutransfer sync` re-logs runs of an older format. (analysis.schema.TRACKING_FORMAT still says "2".)
-TRACKING_FORMAT = "3"
+# `mutransfer sync` re-logs runs of an older format (analysis.schema.TRACKING_FORMAT).
 # A trial's own numbers, logged as tags (4 significant figures; ∞ as "inf"): results, not curves.
 SUMMARY_TAGS = (*FINAL_METRICS, "diverged")
 TAG_PROGRESS = "mutransfer.progress"  # on the parent run while its sweep runs: "12/40 done"

@@ -76,6 +76,9 @@ def test_same_numbers_from_parquet_and_from_mlflow(tmp_path, monkeypatch, mlflow
     assert (back.status.to_numpy() == trials.status.to_numpy()).all()
     div = trials.status.to_numpy() == "diverged"
     assert div.any() and np.isinf(back.final_train_loss.to_numpy()[div]).all()
+    # tracking format 3: a trial's own numbers are tags at 4 significant figures; they come back
+    np.testing.assert_allclose(back.epochs_done.to_numpy(float), trials.epochs_done.to_numpy(float), rtol=1e-3)
+    assert not any("lack" in n for n in logs.notes), logs.notes
     assert len(logs.history) == len(history)  # diverged epochs (not logged: non-finite) come back as +inf
     h = logs.history.set_index(["trial_id", "epoch"]).loc[history.set_index(["trial_id", "epoch"]).index]
     np.testing.assert_allclose(h.train_loss.to_numpy(), history.train_loss.to_numpy())
