@@ -7,7 +7,7 @@ from pathlib import Path
 
 from orchestrator.errors import BadInput
 
-SMOKE = Path(__file__).resolve().parent.parent / "search_spaces" / "smoke.yaml"
+SMOKE = Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml"
 
 
 # ---- sweep -----------------------------------------------------------------------

@@ -198,7 +198,7 @@ VERDICT_LINES = {
 
 
 # ---- demo ----------------------------------------------------------------------
-DEMO = Path(__file__).resolve().parent.parent / "search_spaces" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "search_spaces" / "demo.yaml"
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
