@@ -81,6 +81,7 @@ __all__ = [
 ]
 
 from ._pc import PC_TABLES, PCTrainer  # noqa: E402
+from ._pc_interp_trained import pc_interpolation_pc_trained  # noqa: E402  (PC vs BP after PC training)
 from ._pc_theory import (  # noqa: E402
     activity_gauss_newton_direction,
     direction_cosines,
@@ -92,6 +93,7 @@ from ._pc_theory import (  # noqa: E402
 )
 
 __all__ += [
+    "pc_interpolation_pc_trained",
     "PC_TABLES",
     "PCTrainer",
     "activity_gauss_newton_direction",
