@@ -63,7 +63,6 @@ class RunTimes:
     round_gaps: list[float] = field(default_factory=list)  # idle gaps >= ROUND_GAP_S between trials
     tail_s: float | None = None  # last trial recorded -> stage end
     train_s: float = 0.0  # the trials' summed wall_s
-    data: str | None = None  # the sweep's data (data_key): its size decides much of the lead (loading, shipping)
     kinds: dict[str, float] = field(default_factory=dict)  # kind -> mean wall_s (ok and diverged)
     pre_s: float | None = None  # command start -> stage start (when the command was timed)
     post_s: float | None = None  # stage end -> command end (when the command was timed)
@@ -130,22 +129,6 @@ def count_packs(sweep_dir: str | Path, pid: int, trial_ids: set[str]) -> int | N
     return n or None
 
 
-def data_key(data: dict[str, Any]) -> str:
-    """``dataset:subset:test_subset`` of a sweep's ``data`` section (0 or missing: all)."""
-    return f"{data.get('dataset')}:{int(data.get('subset') or 0)}:{int(data.get('test_subset') or 0)}"
-
-
-def _read_data(sweep_dir: Path) -> str | None:
-    import yaml
-
-    for d in (sweep_dir, sweep_dir.parent):
-        try:
-            return data_key(yaml.safe_load((d / "sweep.yaml").read_text())["data"])
-        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
-            continue
-    return None
-
-
 def _read_status(sweep_dir: Path) -> dict[str, Any] | None:
     try:
         status = json.loads((sweep_dir / STATUS_NAME).read_text())
@@ -206,7 +189,6 @@ def derive(sweep_dir: str | Path, trials: pd.DataFrame | None = None) -> RunTime
         tail_s=ended - last if math.isfinite(ended) else None,
         train_s=float(sum(walls)),
         kinds={k: float(v) for k, v in kinds.mean().items()},
-        data=_read_data(sweep_dir),
     )
 
 
@@ -329,13 +311,11 @@ class Measured:
     scale: float = 1.0  # the median scale applied (contention now / then)
 
     @classmethod
-    def of(cls, runs: list[RunTimes], load: float | None = None, data: str | None = None) -> Measured:
-        """Combine runs: the median of each part over the runs that measured it, each scaled to ``load``;
-        the lead (data loaded and shipped) over the runs of the same ``data`` (:func:`data_key`) where any."""
+    def of(cls, runs: list[RunTimes], load: float | None = None) -> Measured:
+        """Combine runs: the median of each part over the runs that measured it, each scaled to ``load``."""
         scales = [
             contention(load) / contention(r.load) if load is not None and r.load is not None else 1.0 for r in runs
         ]
-        same = [r.data == data for r in runs] if data is not None and any(r.data == data for r in runs) else None
 
         def med(values: list[float | None]) -> float | None:
             vals = [float(v) * k for v, k in zip(values, scales, strict=True) if v is not None and math.isfinite(v)]
@@ -345,7 +325,7 @@ class Measured:
         return cls(
             runs=len(runs),
             pre_s=med([r.pre_s for r in runs]),
-            lead_s=med([r.lead_s if same is None or same[i] else None for i, r in enumerate(runs)]),
+            lead_s=med([r.lead_s for r in runs]),
             per_trial_s=med([r.per_trial_s for r in runs]),
             per_pack_s=med([r.per_pack_s for r in runs]),
             round_gap_s=med(gaps),
@@ -377,21 +357,18 @@ def scan(results_dir: str | Path, host: str | None = None) -> list[RunTimes]:
 
 
 def measured(
-    results_dir: str | Path | None = None,
-    path: str | Path | None = None,
-    at_load: float | None = None,
-    data: str | None = None,
+    results_dir: str | Path | None = None, path: str | Path | None = None, at_load: float | None = None
 ) -> Measured:
     """What earlier runs on this host measured: the cache's runs, plus those in ``results_dir`` not in it
     (a run the cache holds keeps its command timing), scaled to ``at_load`` (per CPU; e.g. :func:`load_now`)
-    where they know theirs; the lead from runs of the same ``data`` where any. Reads only."""
+    where they know theirs. Reads only."""
     host = socket.gethostname()
     runs = [r for r in load_cache(path or cache_path(host)) if r.host == host]
     seen = {(r.dir, r.stage_started) for r in runs}
     if results_dir is not None:
         runs += [r for r in scan(results_dir, host) if (r.dir, r.stage_started) not in seen]
     runs.sort(key=lambda r: r.stage_started)
-    return Measured.of(runs, at_load, data)
+    return Measured.of(runs, at_load)
 
 
 __all__ = [
@@ -401,7 +378,6 @@ __all__ = [
     "derive",
     "contention",
     "count_packs",
-    "data_key",
     "idle_gaps",
     "load_now",
     "load_cache",

@@ -33,7 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator.engine.overheads import Measured, data_key, load_now, measured
+from orchestrator.engine.overheads import Measured, load_now, measured
 from orchestrator.engine.progress import duration
 from orchestrator.spec.config import Sweep, TrialSpec
 from orchestrator.stores.results_store import ResultsStore
@@ -371,7 +371,7 @@ def sweep_plan(
     done = store.done_ids()
     todo = [t for t in sweep.trials if t.trial_id not in done]
     n_slots = _slots_for(sweep, address, note, max_concurrent)
-    meas = _measured(sweep, results_dir, embedded(address) and not note, n_slots)
+    meas = _measured(results_dir, embedded(address) and not note, n_slots)
     model = _model(sweep, [store.trials()], calibrate, meas)
     seconds = model.total(todo)
     lines = _header(sweep) + [
@@ -395,15 +395,14 @@ def _model(sweep: Sweep, tables: list[pd.DataFrame], calibrate: bool, meas: Meas
     return CostModel(tables, calibrate, max(1, int(float(r.cpu))), gpu=float(r.gpu) > 0, ratio=ratio, ratio_runs=runs)
 
 
-def _measured(sweep: Sweep, results_dir, here: bool, n_slots: int | None = None) -> Measured:
+def _measured(results_dir, here: bool, n_slots: int | None = None) -> Measured:
     """What earlier runs on this host measured (:func:`overheads.measured`) when the trials run here, scaled
     to the load now plus the command's own workers (``n_slots``); else nothing (a cluster's are not ours)."""
     if not here:
         return Measured()
     now = load_now()
     own = (n_slots or 1) / (os.cpu_count() or 1)
-    data = data_key(dict(sweep.config.data))
-    return measured(results_dir, at_load=None if now is None else now + own, data=data)
+    return measured(results_dir, at_load=None if now is None else now + own)
 
 
 def _assumed_slots(sweep: Sweep, n_slots: int | None, max_concurrent: int | None = None) -> int:
@@ -484,7 +483,7 @@ def verify_plan(
     check_runnable(sweep)
     store, base_store = ResultsStore(results_dir / sweep.name), ResultsStore(results_dir / sweep.name / "base")
     n_slots = _slots_for(sweep, address, note)
-    meas = _measured(sweep, results_dir, embedded(address) and not note, n_slots)
+    meas = _measured(results_dir, embedded(address) and not note, n_slots)
     model = _model(sweep, [store.trials(), base_store.trials()], calibrate, meas)
     rep = _representative(space)
     base_specs = [

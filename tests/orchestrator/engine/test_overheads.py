@@ -150,13 +150,3 @@ def test_measured_scales_each_run_to_the_load_now(tiny_space, tmp_path):
     assert Measured.of([idle], load=4.0).lead_s == pytest.approx(40.0)
     assert Measured.of([busy, busy], load=None).lead_s == pytest.approx(10.0)  # no load now: as measured
     assert Measured.of([run], load=4.0).lead_s == pytest.approx(10.0)  # a run that does not know its load
-
-
-def test_the_lead_comes_from_runs_of_the_same_data(tiny_space, tmp_path):
-    run = derive(_plant(tiny_space, tmp_path / "results"))
-    assert run.data == "fmnist:300:200"  # the tiny space's data section, from its sweep.yaml
-    big = RunTimes.from_dict({**asdict(run), "data": "fmnist:0:0", "lead_s": 50.0, "per_trial_s": 1.0})
-    assert Measured.of([run, big], data="fmnist:0:0").lead_s == pytest.approx(50.0)
-    assert Measured.of([run, big], data="fmnist:300:200").lead_s == pytest.approx(10.0)
-    assert Measured.of([run, big], data="teacher:0:0").lead_s == pytest.approx(30.0)  # none of it: every run's
-    assert Measured.of([run, big], data="fmnist:0:0").per_trial_s == pytest.approx((run.per_trial_s + 1.0) / 2)
