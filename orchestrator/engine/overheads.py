@@ -322,6 +322,7 @@ class Measured:
             return statistics.median(vals) if vals else None
 
         gaps = [statistics.fmean(r.round_gaps) if r.round_gaps else None for r in runs]
+        ratios = [r.calibration_ratio for r in runs if r.calibration_ratio is not None]
         return cls(
             runs=len(runs),
             pre_s=med([r.pre_s for r in runs]),
@@ -331,7 +332,7 @@ class Measured:
             round_gap_s=med(gaps),
             tail_s=med([r.tail_s for r in runs]),
             post_s=med([r.post_s for r in runs]),
-            calibration_ratio=med([r.calibration_ratio for r in runs]),
+            calibration_ratio=statistics.median(ratios) if ratios else None,  # a ratio: not scaled
             calibration_runs=sum(r.calibration_ratio is not None for r in runs),
             load=load,
             scale=statistics.median(scales) if scales else 1.0,

@@ -150,3 +150,5 @@ def test_measured_scales_each_run_to_the_load_now(tiny_space, tmp_path):
     assert Measured.of([idle], load=4.0).lead_s == pytest.approx(40.0)
     assert Measured.of([busy, busy], load=None).lead_s == pytest.approx(10.0)  # no load now: as measured
     assert Measured.of([run], load=4.0).lead_s == pytest.approx(10.0)  # a run that does not know its load
+    rated = RunTimes.from_dict({**asdict(busy), "calibration_ratio": 0.4})
+    assert Measured.of([rated], load=4.0).calibration_ratio == pytest.approx(0.4)  # a ratio: never scaled
