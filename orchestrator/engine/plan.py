@@ -462,19 +462,14 @@ def verify_plan(
         BadInput: what verify would refuse before writing.
     """
     from orchestrator.engine.driver import embedded
-    from orchestrator.errors import BadInput
     from orchestrator.spec.config import check_runnable, searched_spec
+    from orchestrator.spec.validate import check_search, check_verify_run
     from orchestrator.studies.tune_base import search_groups, search_space
     from orchestrator.studies.verify import max_rounds, transfer_trials, with_seeds
 
     v = sweep.config.verify
-    if 0.0 not in [float(k) for k in v.bracket]:
-        raise BadInput(f"{sweep.source}: verify.bracket={list(v.bracket)} must contain 0 (the base η* itself)")
-    if "width" not in sweep.swept_keys or len({t.trainer["width"] for t in sweep.trials}) < 2:
-        raise BadInput(f"{sweep.source}: grid.width needs at least two widths to verify a transfer")
-    n = sweep.config.search.trials if trials is None else trials
-    if not isinstance(n, int) or n <= 0:
-        raise BadInput(f"{sweep.source}: search.trials={n!r} must be a positive integer")
+    check_verify_run(sweep.config, (t.trainer["width"] for t in sweep.trials), sweep.source)  # as verify checks
+    n = check_search(sweep.config, sweep.source, trials)
     seeds_from = "grid.seed" if "seed" in sweep.swept_keys else "verify.seeds"
     sweep = with_seeds(sweep)
     space = search_space(sweep)
