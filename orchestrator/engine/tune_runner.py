@@ -558,6 +558,15 @@ def shutdown() -> None:
         ray.shutdown()
 
 
+# A round whose estimated work per slot exceeds this many seconds gets a new Tune run. Between rounds Tune
+# keeps one idle worker (actor) only (``_ObjectCache(may_keep_one=True)``); the next round's packs then
+# start a second one, but a pack that ends before that worker is up is given the kept worker again and
+# the new one is removed (``TuneController._maybe_reuse_cached_actor``): with packs of a few seconds a
+# round runs on ONE worker. A new ``Tuner.fit`` costs its start (~5-10 s on 2 CPUs) but starts every
+# worker together: worth it for long rounds (verify's refinement), not for short ones (tune-base's).
+FRESH_RUN_S = 15.0
+
+
 class _QueueSearcher(Searcher):
     """Tune's source of trials in a :class:`Runner`: pack configs from a queue, in order.
 
@@ -656,7 +665,7 @@ class Runner:
         self.callback.route, self.callback.on_end, self.callback.on_requeue = self._route, self._ended, self._requeue
         self.batches: dict[int, Batch] = {}
         self.experiment = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        self.fits = 0  # Tuner.fit calls (one per runner)
+        self.fits = 0  # Tuner.fit calls (one, unless a long round asked for a new run: FRESH_RUN_S)
         self.error: BaseException | None = None
         self._lock = threading.Lock()
         self._open = 0
@@ -738,6 +747,9 @@ class Runner:
         if not configs:
             batch.done.set()
             return batch
+        work = sum(seconds.values()) / max(1, n_slots)
+        if self._thread is not None and len(configs) > 1 and work > FRESH_RUN_S:
+            self._restart()  # a long round on every worker (see FRESH_RUN_S)
         self._queue(batch, configs)
         if self._thread is None:
             self._thread = threading.Thread(target=self._main, name="ray-tune", daemon=True)
@@ -755,6 +767,14 @@ class Runner:
         if self._thread is not None and not self._thread.is_alive() and not batch.done.is_set():
             raise RuntimeError(f"Ray Tune's run ended before its trials did: {self.error!r}") from self.error
         return False
+
+    def _restart(self) -> None:
+        """End the current Tune run (every earlier batch has ended) and let the next submission start a
+        new ``Tuner.fit``, which starts a worker for every slot at once."""
+        self.close()
+        self.searcher, self.stopper = _QueueSearcher(self), _StopFlag()
+        self.experiment = f"{self.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{self.fits}"
+        self._thread = None
 
     def stop(self, timeout: float = 60.0) -> None:
         """End the run now: Tune stops its trials (their members are not recorded) and returns."""

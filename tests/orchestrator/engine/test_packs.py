@@ -312,3 +312,27 @@ def test_a_session_runs_its_rounds_and_stages_in_one_tune_run_on_the_same_worker
     )
     pids = hooks.starts.read_text().split()[1::2]
     assert len(pids) == 4 and len(set(pids)) <= 2, pids  # a Tuner per round would have started new workers
+
+
+@pytest.mark.slow
+def test_a_long_round_of_several_packs_gets_a_new_tune_run(hooks, tmp_path, monkeypatch):
+    """A round whose work per slot exceeds tune_runner.FRESH_RUN_S (here: any) and that has more than one
+    pack ends the session's Tune run and starts another (every worker at once); a one-pack round does not."""
+    from orchestrator.engine import tune_runner
+    from orchestrator.engine.session import open_session
+    from orchestrator.stores.results_store import ResultsStore
+
+    monkeypatch.setattr(tune_runner, "FRESH_RUN_S", -1.0)
+    sweep = _sweep(tmp_path, [0.0625, 0.125, 0.25, 0.5])
+    results = tmp_path / "results"
+    kw = {"recorded_as": sweep, "track": False, "tracked_name": sweep.name, "experiment": None}
+    with open_session(sweep, results, None, "sweep") as session:
+        with session.stage(ResultsStore(results / "packs"), "x: 1\n", stream=io.StringIO(), **kw) as main:
+            first = main.run(sweep.trials[:1])  # one pack: the run starts
+            second = main.run(sweep.trials[1:3])  # two packs: a new run
+            third = main.run(sweep.trials[3:4])  # one pack: the same run
+            runner = session.runner
+    assert (first["ok"], second["ok"], third["ok"]) == (1, 2, 1)
+    assert runner.fits == 2 and len([p for p in (results / "packs" / "tune").iterdir() if p.is_dir()]) == 2
+    trials = ResultsStore(results / "packs").trials()
+    assert len(trials) == 4 and trials.trial_id.is_unique
