@@ -31,7 +31,7 @@ FREE_KEYS = (
     "seed",
     "parametrization",
 )  # as orchestrator.engine.plan.FREE_KEYS: cost the same whatever their value
-CALIBRATION_STEPS = 3
+CALIBRATION_STEPS = 7  # timed one by one; the median counts (a load spike in one step does not)
 FALLBACK_SECONDS = PACK_SECONDS  # a trial that cannot be estimated is a pack of its own
 PACKS_PER_SLOT = 2  # at least this many packs per slot (4 and 8 did not help: benchmarks/pack_bench.py)
 
@@ -98,10 +98,12 @@ def calibrate(spec: Mapping[str, Any], threads: int = 1, device: str = "cpu", ca
         bs = max(1, min(int(spec["train"]["batch_size"]), n))
         xb, yb = data.x_train[:bs], data.y_train[:bs]
         trainer.step(xb, yb)  # warm-up
-        t0 = time.perf_counter()
+        times = []
         for _ in range(CALIBRATION_STEPS):
+            t0 = time.perf_counter()
             trainer.step(xb, yb)
-        per_step = (time.perf_counter() - t0) / CALIBRATION_STEPS
+            times.append(time.perf_counter() - t0)
+        per_step = sorted(times)[len(times) // 2]
         t0 = time.perf_counter()
         trainer.evaluate(data.x_test, data.y_test)
         per_eval = time.perf_counter() - t0

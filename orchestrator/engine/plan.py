@@ -140,7 +140,7 @@ class CostModel:
                 else "a diverged trial stops early, so this errs high"
             )
             parts.append(
-                f"{cal} kind(s) calibrated here ({CALIBRATION_STEPS} steps and one evaluation each, "
+                f"{cal} kind(s) calibrated here (the median of {CALIBRATION_STEPS} steps and one evaluation each, "
                 f"scaled to the epochs; {scaled})"
             )
         if self.cpu_for_gpu:
