@@ -56,6 +56,7 @@ class Session:
         self.waiting: str | None = None
         self._watchdog = None
         self.stages: list[Stage] = []
+        self.stage_dirs: list[Path] = []  # every store this command wrote (engine.overheads remembers them)
         self._stop: int | None = None  # the signal received, while a record was being written
         self._critical = 0
         self._in_tune = False
@@ -218,6 +219,8 @@ class Session:
         if needs_ray:
             self.ray()  # a cluster that cannot run a trial: BadInput before anything is written
         store.write_config(config_text)
+        if store.dir not in self.stage_dirs:
+            self.stage_dirs.append(store.dir)
         tracker = None
         if track:
             tracker = Tracker(
@@ -341,11 +344,30 @@ def open_session(sweep: Sweep, results_dir: str | Path, address: str | None, com
                     session.close_tune(stop=session._stop is not None)
                 finally:
                     session.stop_ray()
+            _remember(session)
     except Stop as stop:
         raise session.interrupted(stop.signum) from None
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _remember(session: Session) -> None:
+    """Keep this command's real overheads in the per-host cache (``engine.overheads``) for later plans."""
+    try:
+        import time
+
+        from orchestrator.engine.overheads import process_started, remember
+
+        ended, dirs = time.time(), session.stage_dirs
+        for i, d in enumerate(dirs):
+            remember(
+                d,
+                command_started=process_started() if i == 0 else None,
+                command_ended=ended if i == len(dirs) - 1 else None,
+            )
+    except Exception:  # noqa: BLE001 - the cache only improves plans; a command never fails for it
+        pass
 
 
 __all__ = ["Session", "Stage", "Stop", "open_session"]

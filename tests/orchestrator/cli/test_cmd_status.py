@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +85,11 @@ def test_plan_and_status_of_a_running_sweep(tiny_space, tmp_path, ray_env, run_c
     assert after.returncode == 0 and "no driver holds it" in after.stdout
     assert "done 8 of 8" in after.stdout and f"next: mutransfer analyze {results / 'tiny'}" in after.stdout
     assert f"next: mutransfer analyze {results / 'tiny'}" in out and f"mutransfer ui --results {results}" in out
+    # the command remembered its real overheads for later plans (engine/overheads.py; tests' own cache file)
+    from orchestrator.engine.overheads import load_cache
+
+    mine = [r for r in load_cache(ray_env["MUTRANSFER_OVERHEADS"]) if Path(r.dir) == (results / "tiny").resolve()]
+    assert len(mine) == 1 and mine[0].pre_s is not None and 0 < mine[0].pre_s < wall, mine
 
 
 def test_status_counts_only_the_grid_and_names_what_lies_outside(tiny_space, tmp_path):
