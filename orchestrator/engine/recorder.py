@@ -41,6 +41,7 @@ class Recorder:
             return
         self.history[trial_id] = {}
         self.progress.started(trial_id)
+        self._live()
 
     def result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.finished:
@@ -89,6 +90,13 @@ class Recorder:
         if self.tracker is not None:
             self.tracker.log_trial(row, self.specs[trial_id], rows)
         self.progress.finished(trial_id, status, row)
+        self._live()
+
+    def _live(self) -> None:
+        """The counts on the sweep's MLflow parent run (throttled there: ``Tracker.log_progress``)."""
+        if self.tracker is not None:
+            p = self.progress
+            self.tracker.log_progress({**p.counts, "running": len(p.running), "skipped": p.skipped}, p.total)
 
     def completed(self, trial_id: str) -> None:
         self._finish(trial_id, None)

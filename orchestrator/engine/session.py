@@ -246,6 +246,8 @@ class Session:
                     store.compact()
         finally:
             st.progress.close()
+            if tracker is not None:
+                tracker.flush_progress()  # the last live counts, also after an interrupt
             self.stages.remove(st)
             self._last = st
 

@@ -101,6 +101,10 @@ def test_sweep_writes_parquet_and_mlflow_retries_a_dead_worker_and_marks_diverge
     assert [m.step for m in sorted(steps, key=lambda m: m.step)] == [1, 2]
     assert one.data.params["lr"] == str(small.lr.iloc[0]) and one.data.params["width"] == str(small.width.iloc[0])
     assert one.data.tags["mutransfer.status"] == "ok" and parents[0].info.run_name == "tiny"
+    # the parent's live counts (Recorder -> Tracker.log_progress), the last written when the stage ended
+    live = parents[0].data.metrics
+    assert live["progress/done"] == live["progress/total"] == len(trials) and live["progress/running"] == 0, live
+    assert parents[0].data.tags["mutransfer.progress"].startswith(f"{len(trials)}/{len(trials)} done")
     div = next(r for r in nested if r.data.tags["mutransfer.trial_id"] == big.trial_id.iloc[0])
     assert div.data.tags["mutransfer.status"] == "diverged" and "final_test_loss" not in div.data.metrics
 
