@@ -159,6 +159,6 @@ def test_bad_input_answers_exit_2_in_one_line_and_writes_nothing(
     lines = err.strip().splitlines()
     assert 1 <= len(lines) <= 3 and "Traceback" not in err + out, err
     assert needle.format(T=tmp_path) in err, err
-    assert wall < 30, wall
+    assert wall < 120, wall  # a hang guard, not a timing: a refused Ray address retried for minutes before
     assert _snapshot(tmp_path) == before
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "a" / "results" / "a").exists()
