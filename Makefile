@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-fast lint format bench data install clean ui-check fault-suite
+.PHONY: demo test test-long test-fast lint format bench data install clean ui-check fault-suite
 
 install: $(STAMP)
 
@@ -43,7 +43,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 test: data lint
-	$(PY) -m pytest -o addopts='--import-mode=importlib' -m 'not gpu or gpu' -q -rsx --durations=15
+	$(PY) -m pytest -o addopts='--import-mode=importlib' -m 'not long' -q -rsx --durations=15
+
+# Costly rows that a faster row of make test covers (marker `long`).
+test-long: data
+	$(PY) -m pytest -o addopts='--import-mode=importlib' -m long -q -rsx
 
 # The MLflow UI in headless Chromium (Debian's `chromium`; no Python browser package): a small sweep,
 # `mutransfer ui`, screenshots of the runs table, a trial, the parent run and report.md in ui-shots/.

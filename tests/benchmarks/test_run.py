@@ -70,6 +70,7 @@ def test_trainer_benchmarks_smoke(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # the harness's own smoke rows run in make test; this adds a real sweep through it
 def test_full_harness_smoke_with_a_real_sweep(tmp_path):
     text = _run(tmp_path)
     for goal in GOALS:

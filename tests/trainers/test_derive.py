@@ -110,6 +110,7 @@ def test_bp_adam_mup_is_recovered_from_sp():
 
 
 @pytest.mark.slow(reason="measured 30 s CPU of search, 90 s wall under load")
+@pytest.mark.long  # PC's derive is covered at gamma_bar_L = -1
 def test_pc_mup_at_gamma_bar_0_is_recovered_from_sp():
     _, problems = _recover(_cfg(algorithm="pc", gamma_bar_L=0.0))
     assert not problems, problems

@@ -186,6 +186,7 @@ def test_real_bp_sgd_verify_on_pooled_inputs_sp_drifts_mup_does_not(tmp_path, ra
 
 
 @pytest.mark.slow
+@pytest.mark.long  # the pooled-inputs verify below covers the same path on real data
 def test_real_bp_sgd_verify_sp_drifts_on_teacher_student(tmp_path, ray_env):
     """The same verify on the teacher-student set (d = 32): the hidden layers dominate SP's NTK, so SP's
     optimum (at its divergence cliff) drifts like width^-1/2 or faster; muP's does not. Measured
