@@ -773,7 +773,8 @@ class Runner:
         new ``Tuner.fit``, which starts a worker for every slot at once."""
         self.close()
         self.searcher, self.stopper = _QueueSearcher(self), _StopFlag()
-        self.experiment = f"{self.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{self.fits}"
+        # the pid last, as every run's folder ends (engine.overheads counts a command's packs by it)
+        self.experiment = f"{self.name}-{time.strftime('%Y%m%d-%H%M%S')}-r{self.fits}-{os.getpid()}"
         self._thread = None
 
     def stop(self, timeout: float = 60.0) -> None:

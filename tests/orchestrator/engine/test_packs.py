@@ -334,6 +334,8 @@ def test_a_long_round_of_several_packs_gets_a_new_tune_run(hooks, tmp_path, monk
             third = main.run(sweep.trials[3:4])  # one pack: the same run
             runner = session.runner
     assert (first["ok"], second["ok"], third["ok"]) == (1, 2, 1)
-    assert runner.fits == 2 and len([p for p in (results / "packs" / "tune").iterdir() if p.is_dir()]) == 2
+    runs = [p for p in (results / "packs" / "tune").iterdir() if p.is_dir()]
+    assert runner.fits == 2 and len(runs) == 2
+    assert all(p.name.endswith(f"-{os.getpid()}") for p in runs), runs  # engine.overheads finds a command's runs
     trials = ResultsStore(results / "packs").trials()
     assert len(trials) == 4 and trials.trial_id.is_unique
