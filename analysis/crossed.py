@@ -36,8 +36,12 @@ def _loss(cfg: dict) -> str:
     return str((cfg.get("trainer") or {}).get("loss", "mse"))
 
 
-def read_study(results_dir: str | Path, steps: Sequence[float]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(k at ``steps``, k at every epoch) of one results directory, each with ``study`` and ``loss`` columns."""
+def read_study(
+    results_dir: str | Path, steps: Sequence[float], over_time: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(k at ``steps``, k at every epoch) of one results directory, each with ``study`` and ``loss`` columns.
+
+    ``over_time=False`` skips the every-epoch table (None): the table at ``steps`` alone is much cheaper."""
     from .load import load_sweep, read_sweep_yaml
     from .transfer import logs_level
 
@@ -52,9 +56,9 @@ def read_study(results_dir: str | Path, steps: Sequence[float]) -> tuple[pd.Data
         "sweep_yaml_cfg": cfg,
     }
     at = k_at_steps(logs.trials, logs.history, steps, **kw)
-    over = k_over_time(logs.trials, logs.history, **kw)
+    over = k_over_time(logs.trials, logs.history, **kw) if over_time else None
     loss = _loss(cfg)
-    for t in (at, over):
+    for t in (at, over) if over_time else (at,):
         keys = list(t.attrs.get("keys") or [])
         t.insert(0, "study", logs.name)
         t.insert(1, "loss", loss)
@@ -73,15 +77,26 @@ def _stack(tables: list[pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-def crossed(dirs: Sequence[str | Path], steps: Sequence[float] = (100, 300, 1000)) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The crossed table (k, regret and verdict per group, loss and length) and the k-over-time table."""
-    parts = [read_study(d, steps) for d in dirs]
-    return _stack([p[0] for p in parts]), _stack([p[1] for p in parts])
+def crossed(
+    dirs: Sequence[str | Path], steps: Sequence[float] = (100, 300, 1000), over_time: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The crossed table (k, regret and verdict per group, loss and length) and the k-over-time table
+    (None with ``over_time=False``)."""
+    parts = [read_study(d, steps, over_time) for d in dirs]
+    return _stack([p[0] for p in parts]), _stack([p[1] for p in parts]) if over_time else None
 
 
-def _interval(v, lo, hi) -> str:
-    f = lambda x: "∞" if np.isposinf(x) else ("NaN" if not np.isfinite(x) else f"{x:+.2f}")  # noqa: E731
-    return f"{f(float(v))} [{f(float(lo))}, {f(float(hi))}]"
+def _interval(v, lo, hi, percent: bool = False) -> str:
+    """``v [lo, hi]``: k to two decimals, a regret (``percent``) in per cent to one; ∞ and n/a spelled out."""
+
+    def f(x: float) -> str:
+        if np.isposinf(x):
+            return "∞"
+        if not np.isfinite(x):
+            return "n/a"
+        return (f"{100 * x:+.1f}" if percent else f"{x:+.2f}").replace("-", "−")
+
+    return f"{f(float(v))} [{f(float(lo))}, {f(float(hi))}]" + (" %" if percent else "")
 
 
 def crossed_markdown(table: pd.DataFrame) -> str:
@@ -103,7 +118,7 @@ def crossed_markdown(table: pd.DataFrame) -> str:
         lines.append(
             f"| {d['loss']} | {float(d['sgd_steps']):.0f} | {alg} | {d['parametrization']} | "
             f"{_interval(d['drift_exponent'], d['drift_lo'], d['drift_hi'])} | "
-            f"{_interval(d['max_regret'], d['regret_lo'], d['regret_hi'])} | `{d['verdict']}` |"
+            f"{_interval(d['max_regret'], d['regret_lo'], d['regret_hi'], percent=True)} | `{d['verdict']}` |"
         )
     return "\n".join(lines) + "\n"
 

@@ -4,8 +4,10 @@
 
 reads every ``docs/<study>/report/summary.json`` and ``sweep.yaml`` (regenerate those first with
 ``mutransfer analyze docs/<study> --no-mlflow``) and rewrites the blocks between
-``<!-- <study> verdicts -->`` and ``<!-- end -->``, and between ``<!-- claims -->`` and
-``<!-- end claims -->``. ``tests/analysis/test_results_doc.py`` checks that the committed document
+``<!-- <study> verdicts -->`` and ``<!-- end -->``, between ``<!-- claims -->`` and
+``<!-- end claims -->``, and between ``<!-- crossed -->`` and ``<!-- end crossed -->`` (issue 30's crossed
+design: the committed ``crossed_*`` studies read at 100, 300 and 1000 SGD updates,
+:func:`analysis.crossed.crossed`). ``tests/analysis/test_results_doc.py`` checks that the committed document
 equals what this writes, so no verdict, interval or step count in those blocks is typed by hand.
 """
 
@@ -16,6 +18,9 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
+
+from .crossed import crossed, crossed_markdown
 from .load import read_sweep_yaml
 from .over_time import sgd_steps_from_config
 
@@ -47,6 +52,11 @@ CLAIMS = [
         [("study 3, seeded", "paper_cnn_pool_cpu", {}), ("study 3 (28 × 28)", "paper_cnn_cpu", {})],
     ),
 ]
+# Issue 30's crossed design (loss x length x algorithm x parametrization): the studies, where committed, and
+# the SGD-update counts each is read at (epochs 2, 6 and 20 of 50 updates).
+CROSSED_STUDIES = ("crossed_bptp_mse", "crossed_bptp_ce", "crossed_pc_mse", "crossed_pc_ce")
+CROSSED_STEPS = (100, 300, 1000)
+LOSS_NAMES = {"ce": "cross-entropy", "mse": "MSE"}
 VERDICT_HEAD = (
     "| {keys} | drift k [{lvl} interval] | excess regret [{lvl}] | base regret | k_edge | edge-limited at "
     "| held-out: {held} | seeds | verdict |"
@@ -109,7 +119,7 @@ def _setting(cfg: dict) -> str:
     steps = sgd_steps_from_config(cfg, epochs)
     seeds = len(grid.get("seed") or []) or int((cfg.get("verify") or {}).get("seeds", 1))
     widths = grid.get("width") or []
-    loss = {"ce": "cross-entropy", "mse": "MSE"}.get(trainer.get("loss", "mse"), trainer.get("loss"))
+    loss = LOSS_NAMES.get(trainer.get("loss", "mse"), trainer.get("loss"))
     span = f"widths {min(widths)}–{max(widths)}" if widths else ""
     return f"{loss}, {int(steps) if math.isfinite(steps) else '?'} SGD steps, {seeds} seed{'s' * (seeds > 1)}, {span}"
 
@@ -161,9 +171,57 @@ def _answer(counts: dict) -> str:
     )
 
 
-def claims_block(docs: Path) -> str:
-    """The table of the transfer claims, every verdict and step count read from the committed studies."""
+def crossed_table(docs: Path) -> pd.DataFrame | None:
+    """The committed crossed studies read at :data:`CROSSED_STEPS` (None when none is committed)."""
+    dirs = [docs / s for s in CROSSED_STUDIES if (docs / s / "trials.parquet").exists()]
+    return crossed(dirs, CROSSED_STEPS, over_time=False)[0] if dirs else None
+
+
+def crossed_block(table: pd.DataFrame | None) -> str:
+    """The crossed table for RESULTS.md (the same text as ``python -m analysis.crossed``'s crossed.md)."""
+    if table is None or table.empty:
+        return "(no crossed study is committed yet)\n"
+    return crossed_markdown(table)
+
+
+def _crossed_rows(table: pd.DataFrame) -> list[str]:
+    """One claims row per loss of the crossed design: the answer at each length, and its evidence."""
+    keys = [k for k in table.attrs.get("keys", []) if k != "loss"]
+    rows = []
+    for loss, t in table.groupby("loss", sort=True):
+        seeds = int(t.n_seeds.min())
+        answers, evidence = [], []
+        for _target, at in t.groupby("target_steps", sort=True):
+            mup, sp = at[at.parametrization == "mup"], at[at.parametrization == "sp"]
+            counts = {v: int((mup.verdict == v).sum()) for v in ("transfers", "drifts", "inconclusive")}
+            counts.update(sp=len(sp), sp_drifts=int((sp.verdict == "drifts").sum()))
+            if seeds < 3:  # as the other claims: fewer than 3 seeds decide nothing
+                counts["sp"] = 0
+            steps = f"{float(at.sgd_steps.median()):.0f}"
+            answers.append(f"at {steps} updates: {_answer(counts)}")
+            parts = [
+                f"{_label(g, keys)} `{g['verdict']}` (k {_num(g['drift_exponent'], '+.2f')} "
+                f"[{_num(g['drift_lo'], '+.2f')}, {_num(g['drift_hi'], '+.2f')}])"
+                for g in mup.to_dict("records")
+            ]
+            evidence.append(
+                f"**{steps} updates**: μP " + "; ".join(parts) + f"; SP drifts in {counts['sp_drifts']} of {len(sp)}"
+            )
+        name = LOSS_NAMES.get(str(loss), str(loss))
+        claim = (
+            f"μP transfers where SP does not, as training gets longer ({name}; crossed design: batch 128, "
+            f"{seeds} seeds or more, studies {', '.join(sorted(t.study.unique()))})"
+        )
+        rows.append(f"| {claim} | " + "<br>".join(answers) + " | " + "<br>".join(evidence) + " |")
+    return rows
+
+
+def claims_block(docs: Path, crossed_t: pd.DataFrame | None = None) -> str:
+    """The table of the transfer claims, every verdict and step count read from the committed studies
+    (``crossed_t``: :func:`crossed_table`'s, whose rows come first)."""
     lines = ["| claim of the paper | reproduced? (seeded studies with an SP control) | evidence |", "|---|---|---|"]
+    if crossed_t is not None and not crossed_t.empty:
+        lines += _crossed_rows(crossed_t)
     for claim, studies in CLAIMS:
         total = {"transfers": 0, "drifts": 0, "inconclusive": 0, "sp": 0, "sp_drifts": 0}
         evidence = []
@@ -191,8 +249,11 @@ def render(docs: Path) -> str:
         begin = f"<!-- {study} verdicts -->"
         if begin in text:
             text = _replace(text, begin, "<!-- end -->", verdict_block(json.loads(summary_path.read_text())))
+    table = crossed_table(docs)
+    if "<!-- crossed -->" in text:
+        text = _replace(text, "<!-- crossed -->", "<!-- end crossed -->", crossed_block(table))
     if "<!-- claims -->" in text:
-        text = _replace(text, "<!-- claims -->", "<!-- end claims -->", claims_block(docs))
+        text = _replace(text, "<!-- claims -->", "<!-- end claims -->", claims_block(docs, table))
     return text
 
 

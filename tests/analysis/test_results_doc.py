@@ -62,3 +62,33 @@ def test_committed_trials_are_the_search_space_files_trials(study):
     ids = {t.trial_id for t in load_space(DOCS.parent / "search_spaces" / f"{study}.yaml").trials}
     assert set(trials.trial_id) == ids and len(trials) == len(ids)
     assert (trials.status != "failed").all()
+
+
+def test_a_crossed_study_gets_a_claims_row_per_loss_with_every_length_it_reaches(tmp_path):
+    """The demo (cross-entropy, 93 updates) committed as if it were a crossed study: its row answers at the
+    one length it reaches (100 is within 25 % of 93; 300 and 1000 are not), from the same verdicts as
+    its summary.json, and the crossed block is analysis.crossed's table."""
+    from analysis.crossed import crossed, crossed_markdown
+    from analysis.results_doc import claims_block, crossed_block, crossed_table
+
+    docs = tmp_path / "docs"
+    shutil.copytree(DOCS / "demo_cpu", docs / "crossed_bptp_ce")
+    table = crossed_table(docs)
+    assert sorted(table.target_steps.unique()) == [100.0]
+    assert crossed_block(table) == crossed_markdown(crossed([docs / "crossed_bptp_ce"], (100,), over_time=False)[0])
+    summary = json.loads((DOCS / "demo_cpu" / "report" / "summary.json").read_text())
+    mup = [g for g in summary["groups"] if g["parametrization"] == "mup"]
+    row = claims_block(DOCS, table).splitlines()[2]
+    assert row.startswith("| μP transfers where SP does not, as training gets longer (cross-entropy;")
+    n_transfers = sum(g["verdict"] == "transfers" for g in mup)
+    assert f"at 93 updates: **{'yes' if n_transfers == len(mup) else 'partly'}**" in row
+    assert f"μP `transfers` in {n_transfers} of {len(mup)} groups" in row
+    assert crossed_block(None) == "(no crossed study is committed yet)\n"
+
+
+def test_the_crossed_table_gives_regret_in_per_cent_and_spells_out_infinity():
+    from analysis.crossed import _interval
+
+    assert _interval(-0.051, -0.12, 0.03) == "−0.05 [−0.12, +0.03]"
+    assert _interval(0.07, -0.01, float("inf"), percent=True) == "+7.0 [−1.0, ∞] %"
+    assert _interval(float("nan"), 0.0, 0.0) == "n/a [+0.00, +0.00]"
