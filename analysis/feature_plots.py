@@ -109,14 +109,14 @@ def plot_pc_distance(table: pd.DataFrame, path: str | Path, dpi: int = DPI, form
     for (depth, c), d in t.groupby(["depth", "c"]):
         m = d.groupby("width").one_minus_cos.mean()
         (line,) = ax.plot(
-            m.index, m.values, "-o", ms=3, label=f"L = {depth}, c = {c:g} ({_slope(m.index, m.values):+.2f})"
+            m.index, m.values, "-o", ms=3, label=f"L = {depth}, c = {c:g} (slope {_slope(m.index, m.values):+.2f})"
         )
         ax.plot(d.width, d.one_minus_cos, ".", color=line.get_color(), alpha=0.35, ms=2.5)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=10)
     ax.set_xlabel("width")
     ax.set_ylabel("1 − cos(PC, BP gradient)")
-    ax.set_title("after PC training, γ_L = c·m (slope of log₂ in the legend)")
+    ax.set_title("after PC training, γ_L = c·m")
     ax.legend(frameon=False)
     return _save(fig, path, dpi, formats)
 

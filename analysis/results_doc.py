@@ -5,9 +5,10 @@
 reads every ``docs/<study>/report/summary.json`` and ``sweep.yaml`` (regenerate those first with
 ``mutransfer analyze docs/<study> --no-mlflow``) and rewrites the blocks between
 ``<!-- <study> verdicts -->`` and ``<!-- end -->``, between ``<!-- claims -->`` and
-``<!-- end claims -->``, and between ``<!-- crossed -->`` and ``<!-- end crossed -->`` (issue 30's crossed
+``<!-- end claims -->``, between ``<!-- crossed -->`` and ``<!-- end crossed -->`` (issue 30's crossed
 design: the committed ``crossed_*`` studies read at 100, 300 and 1000 SGD updates,
-:func:`analysis.crossed.crossed`). ``tests/analysis/test_results_doc.py`` checks that the committed document
+:func:`analysis.crossed.crossed`), and between ``<!-- fixed-width claims -->`` and
+``<!-- end fixed-width claims -->`` (:mod:`analysis.results_theory`). ``tests/analysis/test_results_doc.py`` checks that the committed document
 equals what this writes, so no verdict, interval or step count in those blocks is typed by hand.
 """
 
@@ -23,6 +24,7 @@ import pandas as pd
 from .crossed import crossed, crossed_markdown
 from .load import read_sweep_yaml
 from .over_time import sgd_steps_from_config
+from .results_theory import fixed_width_block
 
 # The transfer claims of the paper, each with the studies that decide it (label, study, filter on group keys).
 CLAIMS = [
@@ -254,6 +256,8 @@ def render(docs: Path) -> str:
         text = _replace(text, "<!-- crossed -->", "<!-- end crossed -->", crossed_block(table))
     if "<!-- claims -->" in text:
         text = _replace(text, "<!-- claims -->", "<!-- end claims -->", claims_block(docs, table))
+    if "<!-- fixed-width claims -->" in text:
+        text = _replace(text, "<!-- fixed-width claims -->", "<!-- end fixed-width claims -->", fixed_width_block(docs))
     return text
 
 

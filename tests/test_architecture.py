@@ -208,3 +208,21 @@ def test_group_and_axis_keys_are_defined_once():
     assert not copies, copies
     assert transfer.GROUP_KEYS is verify.GROUP_KEYS is schema.GROUP_KEYS and transfer.AXES is schema.AXES
     assert set(tune_base.NOT_GROUPED) == {*schema.AXES, "parametrization"}
+
+
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """`mutransfer --help` and the driver's `analysis.schema` load none of torch, Ray, MLflow, pandas or
+    matplotlib (each costs a second or more of every command's start-up; `analysis` exports lazily)."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "ray", "mlflow", "pandas", "matplotlib")
+    code = (
+        "import sys, analysis.schema; from orchestrator.cli.main import build_parser; build_parser(); "
+        f"print(sorted(h for h in {heavy!r} if h in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    import analysis
+
+    assert analysis.analyze.__module__ == "analysis.transfer" and set(analysis.__all__) <= set(dir(analysis))
