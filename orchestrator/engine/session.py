@@ -216,8 +216,8 @@ class Session:
             needs_ray: trials will run: connect (and check what a trial needs) before anything is written.
         """
         cfg = self.sweep.config
-        if needs_ray:
-            self.ray()  # a cluster that cannot run a trial: BadInput before anything is written
+        if needs_ray:  # a cluster that cannot run a trial: BadInput before anything is written
+            self.ray()
         store.write_config(config_text)
         if store.dir not in self.stage_dirs:
             self.stage_dirs.append(store.dir)
@@ -229,15 +229,16 @@ class Session:
                 experiment,
                 artifact_root=self.results_dir / "mlartifacts",
             )
-            tracker.start()
+            tracker.start(background=True)  # a new store's tables are created while Ray Tune starts
         progress = Progress(
             0, 0, cfg.objective.metric, cfg.objective.mode, stream, status_path=store.dir / STATUS_NAME
         )  # status.json: what `mutransfer status` reads from another terminal
         st = Stage(self, store, recorded_as, tracker, progress)
         st.max_concurrent = cfg.max_concurrent if max_concurrent is None else max_concurrent
         st.specs.update({t.trial_id: t.to_dict() for t in known})
-        if tracker is not None and tracker.enabled and st.specs:
-            tracker.sync(store.trials(), store.history(), st.specs, tune_dir=store.dir / "tune")
+        recorded = store.trials() if st.specs and tracker is not None else None
+        if recorded is not None and not recorded.empty and tracker.enabled:  # a new sweep: no wait for MLflow
+            tracker.sync(recorded, store.history(), st.specs, tune_dir=store.dir / "tune")
         self.stages.append(st)
         try:
             yield st

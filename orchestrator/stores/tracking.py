@@ -35,6 +35,7 @@ import math
 import os
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -219,6 +220,7 @@ class Tracker:
     def __init__(
         self, uri: str, sweep: str, experiment: str | None = None, artifact_root: str | Path | None = None
     ) -> None:
+        self._starter: threading.Thread | None = None  # start(background=True)'s thread, until joined
         self.uri, self.sweep = uri, sweep
         self.experiment = experiment or sweep
         self.artifact_root = Path(artifact_root).resolve() if artifact_root else None
@@ -234,9 +236,27 @@ class Tracker:
         self._progress: tuple[dict[str, int], int] | None = None  # the latest counts not yet written
         self._progress_at = -math.inf  # time.monotonic() of the last progress write
 
+    def _wait(self) -> None:
+        """Wait for a background :meth:`start` to end (not from its own thread)."""
+        starter = self._starter
+        if starter is not None and starter is not threading.current_thread():
+            starter.join()
+            self._starter = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether MLflow takes calls; waits for a background :meth:`start` (every call asks this first)."""
+        self._wait()
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = value
+
     @property
     def logged(self) -> int:
         """How many of the sweep's trials MLflow holds in this format (as far as this tracker knows)."""
+        self._wait()
         return len(self._logged)
 
     def _off(self, exc: BaseException) -> None:
@@ -249,9 +269,12 @@ class Tracker:
         self.enabled = False
 
     # ---- connecting ------------------------------------------------------------------------
-    def start(self, repair: bool = False, create: bool = True) -> bool:
+    def start(self, repair: bool = False, create: bool = True, background: bool = False) -> bool:
         """Connect, find or create the experiment and the sweep's parent run. False if unreachable
         (or, with ``create=False``, if either does not exist).
+
+        ``background``: do it in a thread and return True at once; the first call that needs the store
+        waits for it (a new SQLite store's tables take seconds to create: meanwhile Ray Tune starts).
 
         With ``repair`` an experiment whose artifacts are stored by absolute path (written before
         artifacts were served from the results directory) is renamed and deleted (restorable with
@@ -259,6 +282,10 @@ class Tracker:
         """
         for k, v in _HTTP_DEFAULTS.items():
             os.environ.setdefault(k, v)
+        if background:
+            self._starter = threading.Thread(target=self.start, args=(repair, create), name="mlflow-start", daemon=True)
+            self._starter.start()
+            return True
         try:
             with store_lock(self.uri):  # the first driver on a new SQLite store creates its tables alone
                 self._connect(repair, create)

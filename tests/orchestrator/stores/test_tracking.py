@@ -85,6 +85,27 @@ def test_unreachable_server_turns_tracking_off_quickly(capsys):
     assert err.count("unreachable") == 1 and "mutransfer sync" in err
 
 
+def test_a_background_start_is_waited_for_by_the_first_call_that_needs_it(capsys):
+    """start(background=True) returns at once; `enabled` (asked by every call) waits for the outcome."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tr = Tracker(f"http://127.0.0.1:{port}", "s")
+    assert tr.start(background=True) is True and tr._starter is not None
+    tr.log_trial(trial_row("s", _spec("a", 0.1), _hist(1), "ok"), _spec("a", 0.1), _hist(1))  # waits, then a no-op
+    assert tr._starter is None and tr.enabled is False and tr.logged == 0
+    err = capsys.readouterr().err
+    assert err.count("unreachable") == 1
+
+
+@pytest.mark.slow
+def test_a_background_start_creates_the_store_and_logs_after_it(tmp_path, sqlite_uri):
+    tr = Tracker(sqlite_uri, "s", artifact_root=tmp_path / "art")
+    assert tr.start(background=True)
+    tr.log_trial(trial_row("s", _spec("a", 0.1), _hist(2), "ok"), _spec("a", 0.1), _hist(2))
+    assert tr.enabled and tr.logged == 1 and tr.parent_id is not None
+
+
 @pytest.mark.slow
 def test_nested_runs_back_fill_and_half_logged_runs(tmp_path, sqlite_uri):
     """A few seconds on a copy of the empty store (creating one takes 10-20 s: once per module)."""
