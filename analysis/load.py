@@ -21,6 +21,7 @@ from .schema import (  # noqa: F401 (re-exported)
     DEFAULT_OBJECTIVE,
     DEFAULT_VERIFY,
     FINAL_METRICS,
+    MLFLOW_METRIC_KEYS,
     MODES,
     RESULT_COLUMNS,
     ROLE_TRIAL,
@@ -338,13 +339,9 @@ def _trial_row(run, fallbacks: set[str]) -> dict:
             tagged = float(tags[key])  # format 3: a tag at 4 significant figures ("inf", "nan" spelled out)
         except (KeyError, ValueError):
             tagged = None
-        if (
-            value is None
-            and key.startswith("final_")
-            and key[6:] in metrics
-            and (tagged is None or math.isfinite(tagged))
-        ):
-            value = metrics[key[6:]]  # the last epoch's value, every digit
+        last = _metric_key(key[6:], metrics) if key.startswith("final_") else None
+        if value is None and last is not None and (tagged is None or math.isfinite(tagged)):
+            value = metrics[last]  # the last epoch's value, every digit
             if tagged is None:
                 fallbacks.add(key)  # neither logged as final_* nor tagged
         if value is None:
@@ -355,12 +352,23 @@ def _trial_row(run, fallbacks: set[str]) -> dict:
     return row
 
 
+def _metric_key(column: str, metrics: dict) -> str | None:
+    """The key under which a run logged the history column ``column`` (any tracking format), or None."""
+    for key in (MLFLOW_METRIC_KEYS.get(column, column), column):
+        if key in metrics:
+            return key
+    return None
+
+
 def _run_history(client, run_id: str, trial_id: str, diverged: bool, epochs_done: float) -> list[dict]:
     """Per-epoch rows of one run; on a diverged run, epochs up to epochs_done whose losses were
     not logged (non-finite) get +inf losses and NaN accuracy."""
     per_epoch: dict[int, dict] = {}
     for key in HISTORY_METRICS:
-        for m in client.get_metric_history(run_id, key):
+        logged = client.get_metric_history(run_id, MLFLOW_METRIC_KEYS.get(key, key))
+        if not logged and key in MLFLOW_METRIC_KEYS:  # tracking format <= 3 logged the column's own name
+            logged = client.get_metric_history(run_id, key)
+        for m in logged:
             v = math.copysign(math.inf, m.value) if abs(m.value) >= _MLFLOW_INF else m.value
             per_epoch.setdefault(int(m.step), {"trial_id": trial_id, "epoch": int(m.step)})[key] = v
     if diverged and math.isfinite(epochs_done):

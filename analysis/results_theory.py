@@ -125,7 +125,9 @@ def pc_distance_row(table: pd.DataFrame) -> str:
     )
     return (
         "| PC at γ̄_L = −1 stays away from BP's gradient as width grows, after PC training | "
-        f"{answer} | {setting}: " + "; ".join(cells) + " ([PC interpolation after PC training](#pc-interpolation-pc-trained)) |"
+        f"{answer} | {setting}: "
+        + "; ".join(cells)
+        + " ([PC interpolation after PC training](#pc-interpolation-pc-trained)) |"
     )
 
 

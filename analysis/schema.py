@@ -109,7 +109,12 @@ TAG_SWEEP, TAG_ROLE, TAG_TRIAL, TAG_STATUS = (
 )
 ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
 # Runs logged in the current layout carry TAG_FORMAT = TRACKING_FORMAT; `mutransfer sync` re-logs older ones.
-TAG_FORMAT, TRACKING_FORMAT = "mutransfer.format", "3"  # 3: a trial's own numbers are tags
+# 3: a trial's own numbers are tags; 4: its training loss is the metric "loss" (MLFLOW_METRIC_KEYS).
+TAG_FORMAT, TRACKING_FORMAT = "mutransfer.format", "4"
+# The MLflow metric key of a history column where the two differ. MLflow's chart view orders a run's charts
+# by name, so the training loss is logged as "loss" (Keras' name beside "test_loss") and comes first:
+# loss, sgd_steps, test_acc, test_loss. analysis.load maps it back (and reads "train_loss" of formats <= 3).
+MLFLOW_METRIC_KEYS = {"train_loss": "loss"}
 MLFLOW_DB = "mlflow.db"  # the default SQLite store, in the results root
 
 

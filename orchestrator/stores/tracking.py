@@ -48,6 +48,7 @@ import pandas as pd
 from analysis.schema import (  # noqa: F401
     EPOCH_METRICS,
     FINAL_METRICS,
+    MLFLOW_METRIC_KEYS,
     RESULT_COLUMNS,
     ROLE_SWEEP,
     ROLE_TRIAL,
@@ -416,7 +417,12 @@ class Tracker:
             )
             rid = run.info.run_id
             metrics = [
-                Metric(k, float(h[k]), min(end_ms, start_ms + int(1000 * float(h.get("wall_s") or 0))), int(h["epoch"]))
+                Metric(
+                    MLFLOW_METRIC_KEYS.get(k, k),  # train_loss as "loss": the first chart
+                    float(h[k]),
+                    min(end_ms, start_ms + int(1000 * float(h.get("wall_s") or 0))),
+                    int(h["epoch"]),
+                )
                 for h in history
                 for k in (*EPOCH_METRICS, SGD_STEPS)  # sgd_steps: an x axis for the charts besides the epoch
                 if _finite(h.get(k))

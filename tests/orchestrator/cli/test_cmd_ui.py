@@ -167,12 +167,13 @@ def test_trial_runs_through_the_rest_api(swept, server):
         assert float(params["lr"]) == t.lr and float(params["log2_lr"]) == math.log2(t.lr)
         assert r["info"]["status"] == {"ok": "FINISHED", "diverged": "KILLED"}[t.status]
         assert tags["diverged"] == str(int(t.status == "diverged")) and tags["epochs_done"] == str(t.epochs_done)
-        assert set(metrics) <= {"train_loss", "test_loss", "test_acc", "sgd_steps"}  # the curves: their charts first
+        assert set(metrics) <= {"loss", "test_loss", "test_acc", "sgd_steps"}  # the curves: their charts first
+        assert t.status != "ok" or sorted(metrics)[0] == "loss"  # MLflow orders charts by name: train loss first
         start, end = r["info"]["start_time"] / 1000, r["info"]["end_time"] / 1000
         assert swept["t0"] <= start <= end <= swept["t1"]  # within the sweep, not when it was logged
         assert abs(start - t.started_at) < 0.002 and end - start >= t.wall_s - 0.002  # the trial's own times
         hist = json.loads(
-            _get(base, "api/2.0/mlflow/metrics/get-history", run_id=r["info"]["run_id"], metric_key="train_loss")
+            _get(base, "api/2.0/mlflow/metrics/get-history", run_id=r["info"]["run_id"], metric_key="loss")
         ).get("metrics", [])
         if t.status == "ok":
             assert sorted(m["step"] for m in hist) == [1, 2]

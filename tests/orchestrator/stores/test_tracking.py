@@ -143,7 +143,7 @@ def test_nested_runs_back_fill_and_half_logged_runs(tmp_path, sqlite_uri):
     assert "trial_id" not in b.data.params and b.data.params["log2_lr"] == "-2.3219"
     assert b.data.tags["mutransfer.status"] == "ok" and "status" not in b.data.params
     assert b.data.tags["final_test_loss"] == "1" and b.data.tags["epochs_done"] == "2"  # tags: no charts
-    assert set(b.data.metrics) == {"train_loss", "test_loss", "test_acc", "sgd_steps"}  # the curves only
+    assert set(b.data.metrics) == {"loss", "test_loss", "test_acc", "sgd_steps"}  # the curves only; loss = train_loss
     # a trial that failed and later succeeded: its FAILED run is replaced, not duplicated
     specs["d"] = _spec("d", 0.8)
     tr2.log_trial(trial_row("s", specs["d"], _hist(1), "failed", error="died"), specs["d"], _hist(1))
@@ -211,7 +211,7 @@ def test_diverged_trial_records_where_it_diverged_and_inf_as_tags(tmp_path, sqli
     assert tags["diverged"] == "1" and tags["diverged_at_epoch"] == "2" and tags["diverged_at_step"] == "5"
     assert tags["last_finite_train_loss"] == "1" and tags["epochs_done"] == "2" and tags["wall_s"] == "2"
     assert tags["loss_at_divergence"] == "inf" and tags["final_train_loss"] == "inf" and tags["final_test_acc"] == "nan"
-    assert set(m) == {"train_loss", "test_loss", "test_acc", "sgd_steps"} and run.info.status == "KILLED"
+    assert set(m) == {"loss", "test_loss", "test_acc", "sgd_steps"} and run.info.status == "KILLED"
     # summaries at 4 significant figures (Parquet keeps every digit); a failed trial without epochs still
     # gets its params and tags
     spec = _spec("y", 0.3)
