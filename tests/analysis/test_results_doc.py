@@ -92,3 +92,25 @@ def test_the_crossed_table_gives_regret_in_per_cent_and_spells_out_infinity():
     assert _interval(-0.051, -0.12, 0.03) == "−0.05 [−0.12, +0.03]"
     assert _interval(0.07, -0.01, float("inf"), percent=True) == "+7.0 [−1.0, ∞] %"
     assert _interval(float("nan"), 0.0, 0.0) == "n/a [+0.00, +0.00]"
+
+
+def test_the_committed_crossed_table_is_what_the_committed_studies_give():
+    """docs/crossed/ (python -m analysis.crossed) holds the table the committed crossed studies give now,
+    and exists as soon as one crossed study is committed (its figure, k_against_length.png, is drawn from
+    the same run)."""
+    from analysis.crossed import crossed_markdown
+    from analysis.results_doc import CROSSED_STUDIES, crossed_table
+
+    committed = [s for s in CROSSED_STUDIES if (DOCS / s / "trials.parquet").exists()]
+    out = DOCS / "crossed"
+    assert bool(committed) == (out / "crossed.parquet").exists(), "rerun python -m analysis.crossed (STUDIES_PLAN.md)"
+    if not committed:
+        return
+    table = crossed_table(DOCS)
+    saved = pd.read_parquet(out / "crossed.parquet")
+    assert sorted(saved.study.unique()) == sorted(table.study.unique())
+    cols = ["drift_exponent", "drift_lo", "drift_hi", "max_regret"]
+    np.testing.assert_allclose(saved[cols].to_numpy(float), table[cols].to_numpy(float), atol=1e-9)
+    assert list(saved.verdict) == list(table.verdict)
+    assert (out / "crossed.md").read_text() == crossed_markdown(table)
+    assert (out / "k_against_length.png").stat().st_size > 10_000
