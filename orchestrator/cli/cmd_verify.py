@@ -161,8 +161,10 @@ def _run_verify(args: argparse.Namespace) -> int:
     line = held_out_line(tr)
     if line:
         print(line)
+    from analysis.report_setup import advice
+
     for note in tr.notes:
-        print(f"  note: {note}")
+        print(f"  note: {advice(note)}")  # with what would resolve it, as analyze prints it
     print(f"\nreport: {res.report_dir / 'report.md'} (and report.html, summary.parquet, summary.json)")
     if res.tracking_uri:
         print(
