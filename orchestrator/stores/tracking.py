@@ -234,6 +234,7 @@ class Tracker:
         self.times: dict[str, tuple[float, float]] = {}  # trial id -> (start, end), for rows without them
         self._logged: dict[str, tuple[str, str]] = {}  # trial id -> (run id, status), current format only
         self._stale: dict[str, list[str]] = {}  # trial id -> run ids logged in an older format
+        self._param_keys: dict[str, set[str]] = {}  # trial id -> the params its run holds (current format)
         self._progress: tuple[dict[str, int], int] | None = None  # the latest counts not yet written
         self._progress_at = -math.inf  # time.monotonic() of the last progress write
 
@@ -357,6 +358,7 @@ class Tracker:
                     self.client.delete_run(run.info.run_id)
                 elif run.data.tags.get(TAG_FORMAT) == TRACKING_FORMAT:
                     ids[tid] = (run.info.run_id, run.data.tags.get(TAG_STATUS, ""))
+                    self._param_keys[tid] = set(run.data.params)
                 else:
                     self._stale.setdefault(tid, []).append(run.info.run_id)
             token = page.token
@@ -432,6 +434,7 @@ class Tracker:
                 self.client.log_batch(rid, metrics=metrics[i : i + 900], params=params if i == 0 else [])
             self.client.set_terminated(rid, RUN_STATUS.get(row["status"], "FAILED"), end_time=end_ms)
             self._logged[tid] = (rid, row["status"])
+            self._param_keys[tid] = {p.key for p in params}
         except Exception as exc:
             self._off(exc)
 
@@ -454,11 +457,31 @@ class Tracker:
         )
         for row in trials.to_dict("records"):
             tid = row["trial_id"]
-            if self._logged.get(tid, ("", None))[1] == row["status"] or tid not in specs:
+            if self._logged.get(tid, ("", None))[1] == row["status"]:
+                self._add_params(tid, row)  # a key that became a grid axis: its value joins the run's params
+                continue
+            if tid not in specs:
                 continue
             self.log_trial(row, specs[tid], groups.get(tid, []))
             n += self._logged.get(tid, ("", None))[1] == row["status"]
         return n
+
+    def _add_params(self, tid: str, row: dict[str, Any]) -> None:
+        """Log the params of ``row`` that its run lacks (MLflow params cannot change, but new ones may be
+        added): a study grown by an axis (``ResultsStore.restate_axes``) groups its old runs by it too."""
+        from mlflow.entities import Param
+
+        have = self._param_keys.get(tid)
+        if have is None:
+            return
+        new = {k: v for k, v in _params(row).items() if k not in have and v not in ("nan", "None", "")}
+        if not new:
+            return
+        try:
+            self.client.log_batch(self._logged[tid][0], params=[Param(k, v) for k, v in new.items()])
+            have |= set(new)
+        except Exception as exc:
+            self._off(exc)
 
     # ---- artifacts and the parent run ------------------------------------------------------
     def log_artifacts(self, run_id: str, paths: Iterable[str | Path], artifact_path: str | None = None) -> None:

@@ -164,6 +164,27 @@ def test_nested_runs_back_fill_and_half_logged_runs(tmp_path, sqlite_uri):
     assert "sgd_steps" not in client.get_run(b.info.run_id).data.params  # a result, not a param
 
 
+def test_a_key_that_became_an_axis_joins_the_old_runs_params(tmp_path, sqlite_uri):
+    """A study grown by an axis (its rows restated by the results store): sync adds the new param to the runs
+    logged before, once, without logging them again (about 1-3 s)."""
+    spec = _spec("a", 0.1)
+    row = trial_row("s", spec, _hist(2), "ok")
+    tr = Tracker(sqlite_uri, "s", artifact_root=tmp_path / "art")
+    assert tr.start()
+    tr.log_trial(row, spec, _hist(2))
+    rid = tr._logged["a"][0]
+    assert "activation" not in tr.client.get_run(rid).data.params
+    grown = pd.DataFrame([{**row, "activation": "tanh"}])
+    hist = pd.DataFrame([{"trial_id": "a", **h} for h in _hist(2)])
+    tr2 = Tracker(sqlite_uri, "s", artifact_root=tmp_path / "art")
+    assert tr2.start()
+    assert tr2.sync(grown, hist, {"a": spec}) == 0  # not logged again
+    assert tr2.client.get_run(rid).data.params["activation"] == "tanh"
+    assert tr2._logged["a"][0] == rid and "activation" in tr2._param_keys["a"]
+    tr2.sync(grown, hist, {"a": spec})  # nothing left to add: no second request
+    assert tr2.enabled
+
+
 def test_group_keys_beyond_algorithm_reach_mlflow_as_metric_and_tag_keys(tmp_path, sqlite_uri):
     """A verify over gamma_bar_L (or any extra key) logs per-group metrics and tags MLflow accepts:
     ``=`` in a key made MLflow refuse the whole batch and turned tracking off (about 1-3 s)."""
