@@ -18,7 +18,8 @@ def _add(p: argparse.ArgumentParser) -> None:
         "each is analysed on its own, as alone, and DIR gets one comparison report: a table with one row per "
         "(sweep, group) (k with its interval, the excess regret, the verdict), the sweep.yaml keys that differ "
         "between the sweeps, the trial ids they share (never merged), and eta* against width with every "
-        "sweep's groups (comparison.parquet, comparison.json, lr_star_compare.png); nothing is logged to MLflow."
+        "sweep's groups (comparison.parquet, comparison.json, lr_star_compare.png), logged as a run of MLflow's "
+        "'comparisons' experiment in the first sweep's store (not with --no-mlflow)."
     )
     p.add_argument(
         "results",
@@ -234,6 +235,13 @@ def _run_compare(args: argparse.Namespace) -> int:
     for line in verdict_changes(table):
         print(f"  verdict differs: {line}")
     print(f"report: {out / 'report.md'} (and report.html, comparison.parquet, comparison.json)")
+    uri = next((logs.tracking_uri for logs, *_ in analysed if logs.tracking_uri), None)
+    if not args.no_mlflow and uri:
+        from orchestrator.stores.tracking import COMPARISONS, log_comparison
+
+        run_id = log_comparison(out, uri, [str(s.path) for s in sweeps])
+        if run_id:
+            print(f"MLflow ({uri}, experiment {COMPARISONS!r}): comparison logged to run {run_id}")
     print(f"next: open {out / 'report.html'}")
     for s in sweeps:
         print(f"next: mutransfer analyze {s.path}   # {s.label}'s own report: every width, plots, notes")

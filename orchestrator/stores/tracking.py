@@ -81,6 +81,7 @@ RUN_STATUS = {STATUS_OK: "FINISHED", STATUS_DIVERGED: "KILLED", STATUS_FAILED: "
 DONE_RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 NOTE = "mlflow.note.content"  # a run's description (markdown) in MLflow's UI
+MAX_NOTE = 8000  # characters of a description (a tag value: MLflow's MAX_TAG_VAL_LENGTH)
 TAG_REPORT = "mutransfer.report"  # on a parent run whose description is the verdict table
 # The layout of the runs (tag ``mutransfer.format``): "3" logs a trial's own numbers as tags, not metrics;
 # `mutransfer sync` re-logs runs of an older format (analysis.schema.TRACKING_FORMAT).
@@ -688,6 +689,72 @@ def log_report(
         config = _read_yaml(report_dir.parent / "sweep.yaml")
         tr.set_experiment_description(rs.experiment_description(summary, config, trials, rid))
     return rid if tr.enabled else None
+
+
+COMPARISONS = "comparisons"  # the MLflow experiment of `mutransfer analyze A B ... --out DIR`
+ROLE_COMPARISON, TAG_COMPARISON = "comparison", "mutransfer.comparison"
+
+
+def log_comparison(
+    out_dir: str | Path, uri: str, sweeps: list[str], artifact_root: str | Path | None = None
+) -> str | None:
+    """Log a comparison report (``analysis.compare.write_comparison``'s ``out_dir``) as one run of the
+    :data:`COMPARISONS` experiment: its files under ``comparison/``, ``report.md`` as its description (the
+    figure shown from the server), tag ``mutransfer.sweeps``. A second comparison into the same directory
+    updates that run. ``artifact_root`` defaults to ``mlartifacts/`` beside a SQLite store.
+
+    Returns:
+        The run's id, or None when MLflow is unreachable (a warning says so).
+    """
+    import tempfile
+
+    from mlflow.entities import RunTag
+
+    out_dir = Path(out_dir).resolve()
+    if artifact_root is None and uri.startswith("sqlite:///"):
+        artifact_root = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+    tr = Tracker(uri, out_dir.name, COMPARISONS, artifact_root=artifact_root)
+    try:
+        from mlflow.tracking import MlflowClient
+
+        with store_lock(uri):
+            tr.client = client = MlflowClient(tracking_uri=uri)
+            exp = client.get_experiment_by_name(COMPARISONS)
+            if exp is None:
+                loc = f"mlflow-artifacts:/{COMPARISONS}" if tr.proxied else None
+                eid = client.create_experiment(COMPARISONS, artifact_location=loc)
+            else:
+                eid = exp.experiment_id
+                if exp.lifecycle_stage == "deleted":
+                    client.restore_experiment(eid)
+        found = client.search_runs(
+            [eid],
+            filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_COMPARISON}' and tags.`{TAG_COMPARISON}` = '{out_dir}'",
+            max_results=1,
+        )
+        if found:
+            rid = found[0].info.run_id
+        else:
+            rid = client.create_run(
+                eid, run_name=out_dir.name, tags={TAG_ROLE: ROLE_COMPARISON, TAG_COMPARISON: str(out_dir)}
+            ).info.run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            files = [f for f in out_dir.iterdir() if f.is_file() and f.name != "report.md"]
+            text = ""
+            if (out_dir / "report.md").is_file():
+                text = rs.md_for_mlflow((out_dir / "report.md").read_text(), rid, "comparison")
+                (Path(tmp) / "report.md").write_text(text)
+                files.append(Path(tmp) / "report.md")
+            tr.log_artifacts(rid, files, "comparison")
+        if len(text) > MAX_NOTE:
+            tail = "\n\n… (cut here: the whole report is the artifact comparison/report.md)"
+            text = text[: MAX_NOTE - len(tail)] + tail
+        client.log_batch(rid, tags=[RunTag("mutransfer.sweeps", ", ".join(sweeps)), RunTag(NOTE, text)])
+        client.set_terminated(rid)
+        return rid
+    except Exception as exc:  # the report is written; MLflow is for looking
+        tr._off(exc)
+        return None
 
 
 def _previews(report_dir: Path, out: Path, max_px: int = rs.PREVIEW_PX) -> list[str]:

@@ -257,3 +257,27 @@ def test_one_sweep_into_a_comparison_exits_2(sweep_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--out {out}: holds a comparison of several sweeps" in err
     assert sorted(p.name for p in out.iterdir()) == ["comparison.json"] and not (sweep_dir / "report").exists()
+
+
+def test_a_comparison_is_logged_to_the_first_sweeps_mlflow_store(sweep_dir, tmp_path, capsys):
+    """With a store beside the sweeps: one run of the `comparisons` experiment; --no-mlflow: none (a few s)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{sweep_dir.parent / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.search_experiments()  # creates the store
+    other = tmp_path / "results" / "other"
+    other.mkdir()
+    for name in ("trials.parquet", "history.parquet"):
+        (other / name).write_bytes((sweep_dir / name).read_bytes())
+    (other / "sweep.yaml").write_text((sweep_dir / "sweep.yaml").read_text().replace("name: small", "name: other"))
+    out = tmp_path / "cmp"
+    argv = ["analyze", str(sweep_dir), str(other), "--out", str(out), "--dpi", "40", "--formats", "png"]
+    assert main([*argv, "--no-mlflow"]) == 0
+    assert "comparison logged" not in capsys.readouterr().out and client.get_experiment_by_name("comparisons") is None
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    exp = client.get_experiment_by_name("comparisons")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert f"experiment 'comparisons'): comparison logged to run {run.info.run_id}" in text
+    assert run.data.tags["mutransfer.sweeps"] == f"{sweep_dir}, {other}"

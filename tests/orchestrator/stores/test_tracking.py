@@ -335,3 +335,28 @@ def test_description_previews_are_at_most_720_px_wide(tmp_path):
         assert im.size == (720, 212)
     (tmp_path / "loss_vs_lr.png").write_bytes(b"not a png")  # unreadable: no preview, no error
     assert _previews(tmp_path, tmp_path / "p2", max_px=100) == ["lr_star_vs_width.png"]
+
+
+def test_a_comparison_is_one_run_of_the_comparisons_experiment(tmp_path, sqlite_uri):
+    """analyze A B --out DIR: DIR's files under comparison/, report.md as the description with its figure
+    served by MLflow, the sweeps as a tag; the same DIR again updates that run (about 1-3 s)."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.stores.tracking import COMPARISONS, log_comparison
+
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "report.md").write_text("# two sweeps\n\n| a | b |\n|---|---|\n\n![eta*](lr_star_compare.png)\n")
+    (out / "lr_star_compare.png").write_bytes(b"\x89PNG fake")
+    (out / "comparison.json").write_text("{}\n")
+    rid = log_comparison(out, sqlite_uri, ["results/a", "results/b"])
+    client = MlflowClient(sqlite_uri)
+    run = client.get_run(rid)
+    assert client.get_experiment(run.info.experiment_id).name == COMPARISONS
+    assert run.data.tags["mutransfer.sweeps"] == "results/a, results/b" and run.info.status == "FINISHED"
+    note = run.data.tags["mlflow.note.content"]
+    assert "| a | b |" in note and f"get-artifact?path=comparison%2Flr_star_compare.png&run_uuid={rid}" in note
+    logged = tmp_path / "mlartifacts" / COMPARISONS / rid / "artifacts" / "comparison"  # served by `mutransfer ui`
+    assert sorted(f.name for f in logged.iterdir()) == ["comparison.json", "lr_star_compare.png", "report.md"]
+    assert log_comparison(out, sqlite_uri, ["results/b", "results/a"]) == rid
+    assert client.get_run(rid).data.tags["mutransfer.sweeps"] == "results/b, results/a"
