@@ -91,10 +91,26 @@ def test_sweep_dry_run_cli_exits_0_and_writes_nothing(tiny_space, tmp_path, run_
     work = tmp_path / "cwd"
     work.mkdir()
     proc = run_cli(
-        ["sweep", str(tiny_space), "--dry-run", "--results", str(tmp_path / "res")], env, timeout=300, cwd=work
+        [
+            "sweep",
+            str(tiny_space),
+            "--dry-run",
+            "--results",
+            str(tmp_path / "res"),
+            "train.epochs=2",
+            "grid.lr=[0.015625,0.0625,0.25,256.0]",
+        ],
+        env,
+        timeout=300,
+        cwd=work,
     )
     assert proc.returncode == 0, proc.stderr
     assert "trials: width 2 x lr 4 = 8" in proc.stdout and "to run: 8" in proc.stdout
+    # the command to run it, overrides last and quoted for any shell (zsh refuses unquoted brackets)
+    assert (
+        f"next: mutransfer sweep {tiny_space} train.epochs=2 'grid.lr=[0.015625,0.0625,0.25,256.0]' --results {tmp_path / 'res'}"
+        in proc.stdout
+    )
     assert not (tmp_path / "res").exists() and list(work.iterdir()) == []  # no results, no mlruns, no Ray dir
 
 
