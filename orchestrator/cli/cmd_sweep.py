@@ -53,7 +53,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
         from orchestrator.engine.plan import sweep_plan
 
         print("\n".join(sweep_plan(sweep, args.results, args.address, args.max_concurrent)))
-        print(f"next: mutransfer sweep {shlex.join([args.space, *args.overrides, '--results', args.results])}   # runs it")
+        print(
+            f"next: mutransfer sweep {shlex.join([args.space, *args.overrides, '--results', args.results])}   # runs it"
+        )
         return 0
     print(
         f"sweep {sweep.name}: {len(sweep.trials)} trials over {', '.join(sweep.swept_keys)} "

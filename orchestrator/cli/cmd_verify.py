@@ -129,7 +129,9 @@ def _run_verify(args: argparse.Namespace) -> int:
         from orchestrator.engine.plan import verify_plan
 
         print("\n".join(verify_plan(sweep, args.results, args.trials, args.address)))
-        print(f"next: mutransfer verify {shlex.join([args.space, *args.overrides, '--results', args.results])}   # runs it")
+        print(
+            f"next: mutransfer verify {shlex.join([args.space, *args.overrides, '--results', args.results])}   # runs it"
+        )
         return 0
     results = Path(args.results).resolve()
     print(f"verify {sweep.name} -> {results / sweep.name}", flush=True)
