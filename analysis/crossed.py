@@ -99,16 +99,23 @@ def _interval(v, lo, hi, percent: bool = False) -> str:
     return f"{f(float(v))} [{f(float(lo))}, {f(float(hi))}]" + (" %" if percent else "")
 
 
+def _widths(value) -> str:
+    """The widths whose η* sat at the stability edge (a verdict cannot pass there), or –."""
+    text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+    return text.replace(",", ", ") if text else "–"
+
+
 def crossed_markdown(table: pd.DataFrame) -> str:
-    """The crossed table as Markdown: loss, SGD steps, group, parametrization, k, excess regret, verdict."""
+    """The crossed table as Markdown: loss, SGD steps, group, parametrization, k, excess regret, the widths
+    whose η* is edge-limited (the reason a k inside the band can stay ``inconclusive``), verdict."""
     keys = list(table.attrs.get("keys") or [])
     extra = [k for k in keys if k not in _LABEL_SKIP]
     level = float(table.attrs.get("level", 0.95))
     head = (
         f"| loss | SGD steps | algorithm | parametrization | k [{100 * level:.3g} %] | "
-        f"max excess regret [{100 * level:.3g} %] | verdict |"
+        f"max excess regret [{100 * level:.3g} %] | η* edge-limited at | verdict |"
     )
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
     order = table.sort_values(["loss", "algorithm", *extra, "target_steps", "parametrization"], kind="stable")
     for r in order.itertuples(index=False):
         d = r._asdict()
@@ -118,7 +125,8 @@ def crossed_markdown(table: pd.DataFrame) -> str:
         lines.append(
             f"| {d['loss']} | {float(d['sgd_steps']):.0f} | {alg} | {d['parametrization']} | "
             f"{_interval(d['drift_exponent'], d['drift_lo'], d['drift_hi'])} | "
-            f"{_interval(d['max_regret'], d['regret_lo'], d['regret_hi'], percent=True)} | `{d['verdict']}` |"
+            f"{_interval(d['max_regret'], d['regret_lo'], d['regret_hi'], percent=True)} | "
+            f"{_widths(d.get('edge_limited_widths'))} | `{d['verdict']}` |"
         )
     return "\n".join(lines) + "\n"
 

@@ -50,7 +50,7 @@ def _log_steps_axis(ax, steps: pd.Series) -> None:
     ax.set_xscale("log")
     finite = steps[np.isfinite(steps) & (steps > 0)]
     decades = float(np.log10(finite.max() / finite.min())) if len(finite) else 0.0
-    subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.5 else (1.0, 3.0) if decades < 3 else (1.0,)
+    subs = (1.0, 2.0, 3.0, 5.0) if decades < 1 else (1.0, 3.0) if decades < 3 else (1.0,)
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
