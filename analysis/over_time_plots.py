@@ -83,7 +83,10 @@ def plot_k_over_time(
     x_col = "sgd_steps" if np.isfinite(table.sgd_steps.astype(float)).any() else "epoch"
     pk, panels = _panels(table, keys)
     n = len(panels)
-    ncols = min(n, 3)  # a row of up to three panels sharing k's axis
+    varying = [len(v) for v in (set(col) for col in zip(*panels)) if len(v) > 1] if pk else []
+    last = varying[-1] if varying else 1  # values of the fastest-varying panel key that varies
+    # a row of up to three panels sharing k's axis; a crossed design (e.g. algorithm x loss) as its grid
+    ncols = last if 1 < last <= 3 and n % last == 0 and n > last else min(n, 3)
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(
         nrows,
