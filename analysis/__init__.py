@@ -30,26 +30,7 @@ _EXPORTS = {
     "optimum": "transfer",
     "verdict": "transfer",
 }
-__all__ = [
-    "plot_coord_check",
-    "plot_coord_grid",
-    "LogError",
-    "SweepLogs",
-    "load_sweep",
-    "read_mlflow",
-    "planted_trials",
-    "plot_learning_curves",
-    "plot_loss_vs_lr",
-    "plot_lr_star_vs_width",
-    "summary_json",
-    "summary_table",
-    "verdict_table",
-    "write_report",
-    "TransferResult",
-    "analyze",
-    "optimum",
-    "verdict",
-]
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -58,7 +58,7 @@ def read_study(
     at = k_at_steps(logs.trials, logs.history, steps, **kw)
     over = k_over_time(logs.trials, logs.history, **kw) if over_time else None
     loss = _loss(cfg)
-    for t in (at, over) if over_time else (at,):
+    for t in (x for x in (at, over) if x is not None):
         keys = list(t.attrs.get("keys") or [])
         t.insert(0, "study", logs.name)
         t.insert(1, "loss", loss)

@@ -224,7 +224,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     parser = argparse.ArgumentParser()
     _add_verify(parser)
     argv = [str(DEMO), "--results", args.results] + (["--no-mlflow"] if args.no_mlflow else [])
-    code = _run_verify(parser.parse_args(argv))  # argv built here: overrides last
+    code = _run_verify(parser.parse_args(argv))
     print(
         f"demo finished in {time.perf_counter() - t0:.0f}s; verify's exit code was {code} (0: every μP group "
         "transfers, 1: one drifts, 3: inconclusive); the demo itself exits 0 because it completed"

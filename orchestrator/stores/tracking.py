@@ -312,13 +312,7 @@ class Tracker:
         if exp is None and not create:
             self.enabled = False
             return
-        if exp is None:
-            loc = f"mlflow-artifacts:/{self.experiment}" if self.proxied else None
-            self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=loc)
-        else:
-            self.experiment_id = exp.experiment_id
-            if exp.lifecycle_stage == "deleted":
-                self.client.restore_experiment(exp.experiment_id)
+        self._open_experiment(exp)
         self.client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND)
         self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{rs.VIEW_KEY}", rs.view_state())
         parents = self.client.search_runs(
@@ -340,6 +334,17 @@ class Tracker:
                 run_name=self.sweep,
                 tags={TAG_SWEEP: self.sweep, TAG_ROLE: ROLE_SWEEP, TAG_FORMAT: TRACKING_FORMAT},
             ).info.run_id
+
+    def _open_experiment(self, exp) -> None:
+        """``self.experiment_id``: ``exp``'s (restored if deleted), or a new experiment's when ``exp`` is None
+        (its artifacts served from the results directory when the store is local)."""
+        if exp is None:
+            loc = f"mlflow-artifacts:/{self.experiment}" if self.proxied else None
+            self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=loc)
+        else:
+            self.experiment_id = exp.experiment_id
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
 
     def logged_trials(self) -> dict[str, tuple[str, str]]:
         """``{trial id: (run id, status)}`` of the sweep's finished nested runs in this format;
@@ -719,14 +724,8 @@ def log_comparison(
 
         with store_lock(uri):
             tr.client = client = MlflowClient(tracking_uri=uri)
-            exp = client.get_experiment_by_name(COMPARISONS)
-            if exp is None:
-                loc = f"mlflow-artifacts:/{COMPARISONS}" if tr.proxied else None
-                eid = client.create_experiment(COMPARISONS, artifact_location=loc)
-            else:
-                eid = exp.experiment_id
-                if exp.lifecycle_stage == "deleted":
-                    client.restore_experiment(eid)
+            tr._open_experiment(client.get_experiment_by_name(COMPARISONS))
+        eid = tr.experiment_id
         found = client.search_runs(
             [eid],
             filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_COMPARISON}' and tags.`{TAG_COMPARISON}` = '{out_dir}'",
