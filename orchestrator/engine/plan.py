@@ -33,6 +33,7 @@ from typing import Any
 
 import pandas as pd
 
+from orchestrator.engine import priors
 from orchestrator.engine.overheads import Measured, load_now, measured
 from orchestrator.engine.progress import duration
 from orchestrator.spec.config import Sweep, TrialSpec
@@ -69,6 +70,7 @@ class CostModel:
     cpu_for_gpu: bool = False  # set when a trial that would run on a GPU was timed on this CPU
     ratio: float | None = None  # real / calibrated trial-seconds, measured by earlier runs on this host
     ratio_runs: int = 0  # how many
+    spend: float = 1.0  # calibrated seconds x this when no ratio is known (a verify: :data:`priors.SPEND`)
     seconds: dict[tuple, float] = field(default_factory=dict)
     source: dict[tuple, str] = field(default_factory=dict)
     calibrated: dict[tuple, float] = field(default_factory=dict)  # the calibration's own seconds, unscaled
@@ -111,7 +113,7 @@ class CostModel:
                 self.seconds[key], self.source[key] = statistics.fmean(recorded), "recorded"
             elif self.calibrate:
                 self.calibrated[key] = self._calibrate(spec)
-                self.seconds[key], self.source[key] = self.calibrated[key] * (self.ratio or 1.0), "calibrated"
+                self.seconds[key], self.source[key] = self.calibrated[key] * (self.ratio or self.spend), "calibrated"
             else:
                 return None
         return self.seconds[key]
@@ -137,6 +139,9 @@ class CostModel:
             scaled = (
                 f"x {self.ratio:.2f}, the ratio real / calibrated of {self.ratio_runs} earlier run(s) on this host"
                 if self.ratio
+                else f"x {self.spend:.2f}, the share of an undiverged trial's seconds a trial of the committed verify "
+                "studies spent (diverged ones stop early; orchestrator.engine.priors)"
+                if self.spend != 1.0
                 else "a diverged trial stops early, so this errs high"
             )
             parts.append(
@@ -480,6 +485,8 @@ def verify_plan(
     n_slots = _slots_for(sweep, address, note)
     meas = _measured(results_dir, embedded(address) and not note, n_slots)
     model = _model(sweep, [store.trials(), base_store.trials()], calibrate, meas)
+    if model.ratio is None:  # no run on this host measured real / calibrated: the committed studies' prior
+        model.spend = priors.SPEND
     rep = _representative(space)
     base_specs = [
         TrialSpec(**{**s, "swept": tuple(s["swept"])}) for g in groups for s in [searched_spec(g.template, rep)]
@@ -503,10 +510,11 @@ def verify_plan(
     # what is still to run: a replay of verify's rounds against what is recorded (known η*_base only)
     replay = replay_verify(sweep, known, store) if known else None
     expected_rounds = min(rounds, _halvings(v) + 2)
-    per_point = min(per_round * rounds, 2 * _halvings(v) + 3)  # expected refinement trials per point
+    # expected refinement trials per point: measured on the committed verify studies (priors.REFINE_EXTRA)
+    per_point = min(per_round * rounds, 2 * _halvings(v) + priors.REFINE_EXTRA)
     if replay is None:
         pending, left, finished = list(todo_bracket), expected_rounds, False
-        more = points * per_point if not known or todo_bracket else 0
+        more = round(points * per_point) if not known or todo_bracket else 0
     else:
         pending, left, finished = replay
         more = 0 if finished else min(left, 2) * 2 * len(pending)
@@ -563,7 +571,7 @@ def verify_plan(
 
 
 def _halvings(v) -> int:
-    return max(0, math.ceil(math.log2(1.0 / float(v.resolution)))) if float(v.resolution) < 1 else 0
+    return priors.halvings(float(v.resolution))
 
 
 def _replay_measure(sweep: Sweep, base, trials: pd.DataFrame, done: set[str]) -> tuple[list[TrialSpec], int]:

@@ -1,0 +1,113 @@
+"""What a verify spends, read from the committed verify studies: the priors of ``--dry-run``'s plan.
+
+A plan knows before running how many trials the bracket holds, but not how many refinement adds nor how
+many trials diverge (and stop early). Both are measured here on the verify studies committed in ``docs/``
+(a study directory with ``trials.parquet``, ``sweep.yaml`` and ``base_lr.json``):
+
+* **refinement per point**: (trials − bracket × points) / points, where a point is a trial's config without
+  its learning rate (group, width, parametrization, seed); the plan expects ``2 h + REFINE_EXTRA`` per point,
+  ``h`` the halvings from an octave to ``verify.resolution`` (:data:`REFINE_EXTRA`: the median of
+  ``refinement per point − 2 h``);
+* **spend**: Σ ``wall_s`` / Σ (the mean ``wall_s`` of the study's ok trials of the same kind): the share of
+  an undiverged trial's seconds a verify's trial spends on average (:data:`SPEND`: the median).
+
+The plan uses them where this host has no measured ratio real / calibrated (:mod:`.overheads`).
+``tests/orchestrator/engine/test_priors.py`` re-derives both from the committed studies and compares.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+REFINE_EXTRA = 1.45  # median over the 11 verify studies committed by session 10 (0.65 … 3.28)
+SPEND = 0.76  # the same studies' median (0.63 … 0.86)
+
+# columns of trials.parquet that are results or bookkeeping, not the trial's config
+RESULT_COLUMNS = frozenset(
+    "trial_id status final_train_loss final_test_loss final_test_acc epochs_done wall_s node hostname error "
+    "sgd_steps retries device_used matmul_backend started_at finished_at".split()
+)
+
+
+@dataclass(frozen=True)
+class StudySpend:
+    """One verify study's measured refinement per point and spend."""
+
+    name: str
+    points: int
+    trials: int
+    bracket: int  # learning rates per point in the bracket
+    halvings: int
+    refine_per_point: float
+    spend: float
+
+    @property
+    def refine_extra(self) -> float:
+        """Refinement trials per point beyond ``2 h``."""
+        return self.refine_per_point - 2 * self.halvings
+
+
+def halvings(resolution: float) -> int:
+    """Halvings from an octave down to ``resolution`` (in octaves)."""
+    return max(0, math.ceil(math.log2(1.0 / resolution))) if resolution < 1 else 0
+
+
+def study_spend(study_dir: str | Path) -> StudySpend:
+    """Measure one committed verify study (see the module doc)."""
+    from omegaconf import OmegaConf
+
+    study_dir = Path(study_dir)
+    trials = pd.read_parquet(study_dir / "trials.parquet")
+    verify = OmegaConf.to_container(OmegaConf.load(study_dir / "sweep.yaml")).get("verify") or {}
+    bracket = len(verify.get("bracket", [-2, -1, 0, 1, 2]))
+    keys = [c for c in trials.columns if c not in RESULT_COLUMNS and c != "lr"]
+    points = trials.groupby(keys, dropna=False).ngroups
+    kind = [c for c in keys if c not in ("seed", "parametrization")]
+    ok_mean = trials[trials.status == "ok"].groupby(kind, dropna=False).wall_s.mean().rename("ok_mean")
+    joined = trials.join(ok_mean, on=kind)
+    known = joined.ok_mean.notna()  # a kind whose every trial diverged has no undiverged cost to compare with
+    return StudySpend(
+        name=study_dir.name,
+        points=points,
+        trials=len(trials),
+        bracket=bracket,
+        halvings=halvings(float(verify.get("resolution", 0.25))),
+        refine_per_point=(len(trials) - bracket * points) / points,
+        spend=float(joined.wall_s[known].sum() / joined.ok_mean[known].sum()),
+    )
+
+
+def verify_studies(docs: str | Path) -> list[Path]:
+    """The committed verify studies under ``docs`` (directories with trials, sweep file and base_lr.json)."""
+    return sorted(
+        d
+        for d in Path(docs).iterdir()
+        if all((d / f).is_file() for f in ("trials.parquet", "sweep.yaml", "base_lr.json"))
+    )
+
+
+def derive(docs: str | Path) -> tuple[float, float, list[StudySpend]]:
+    """``(refine_extra, spend, per-study)``: the medians the plan's constants should hold."""
+    studies = [study_spend(d) for d in verify_studies(docs)]
+    return (
+        statistics.median(s.refine_extra for s in studies),
+        statistics.median(s.spend for s in studies),
+        studies,
+    )
+
+
+if __name__ == "__main__":  # python -m orchestrator.engine.priors [DOCS]: the table behind the constants
+    import sys
+
+    extra, spend, rows = derive(sys.argv[1] if len(sys.argv) > 1 else "docs")
+    print("| study | points | trials | resolution halvings | refinement / point | spend |")
+    print("|---|---|---|---|---|---|")
+    for s in rows:
+        print(f"| {s.name} | {s.points} | {s.trials} | {s.halvings} | {s.refine_per_point:.2f} | {s.spend:.2f} |")
+    print(f"\nmedian refinement per point beyond 2h: {extra:.2f} (REFINE_EXTRA {REFINE_EXTRA}); ")
+    print(f"median spend: {spend:.2f} (SPEND {SPEND})")
