@@ -13,11 +13,13 @@ host (:mod:`.overheads`: the per-host cache, and the closed stages of the result
 it uses what they measured: the command's start and end around its stages, each stage's lead (its start
 to the first trial) and tail (the last trial to its end: compaction), the gap between two Tune runs of
 a stage, and each pack's (else each trial's) overhead on its slot; and it scales calibrated trial-seconds by the ratio
-real / calibrated those runs found. Each part no run measured falls back to a constant measured on the
-repository's 2-CPU machine while other jobs ran: the command's own start and end
-(:data:`PROCESS_S`: imports, checks, compaction, exit), starting embedded Ray (:data:`RAY_START_S`),
-each Ray Tune run (:data:`TUNE_RUN_S`) and each pack (:data:`PACK_S`: a Tune trial's worker set-up and
-round trip, :mod:`.packs`), spread over the slots. Finished work is excluded: recorded trials, and for
+real / calibrated those runs found. Each part no run measured falls back to a prior: the overhead per trial
+and the gap between two Tune runs measured on the committed studies (:mod:`.priors`: ``PER_TRIAL_S``,
+``ROUND_GAP_S``; for a verify also the share of a trial's seconds spent, diverged trials stopping early, and
+the refinement trials per point), or a constant measured on the repository's 2-CPU machine while other jobs
+ran: the command's own start and end (:data:`PROCESS_S`: imports, checks, compaction, exit), starting
+embedded Ray (:data:`RAY_START_S`) and the first Ray Tune run of a stage (:data:`TUNE_RUN_S`: its set-up,
+the first workers importing torch and trainers). Finished work is excluded: recorded trials, and for
 verify every round whose trials the results directory already holds (:func:`replay_verify`), so a
 finished verify plans ~0 more.
 """
@@ -43,8 +45,7 @@ FREE_KEYS = ("lr", "seed", "parametrization")  # cost the same whatever their va
 # Seconds of a command that are not training, measured on the 2-CPU machine (shared): see the module doc.
 PROCESS_S = 10.0  # python start, imports, checks, compaction, exit (a sweep with nothing to run: 12 s)
 RAY_START_S = 14.0  # embedded Ray's start and shutdown (a cluster is joined in ~2 s)
-TUNE_RUN_S = 12.0  # one Ray Tune run: its set-up, the first workers' imports, its end
-PACK_S = 5.0  # one pack (a Tune trial): a worker process importing torch and trainers, results back
+TUNE_RUN_S = 12.0  # a stage's first Ray Tune run: its set-up, the first workers' imports, its end
 
 
 def cost_key(trainer: dict[str, Any]) -> tuple:
@@ -225,10 +226,10 @@ class WallModel:
             over = {"per_pack": m.per_pack_s}
         elif m.per_trial_s is not None:
             over = {"per_trial": m.per_trial_s}
-        else:
-            over = {"per_pack": PACK_S}
+        else:  # measured on the committed studies (priors.PER_TRIAL_S)
+            over = {"per_trial": priors.PER_TRIAL_S}
         packs_s = sum(makespan(pack_costs(model, c, self.n_slots, **over), self.n_slots) for c in chunks)
-        gap = TUNE_RUN_S if m.round_gap_s is None else m.round_gap_s
+        gap = priors.ROUND_GAP_S if m.round_gap_s is None else m.round_gap_s
         first = gap
         if new_stage:
             first = TUNE_RUN_S if m.lead_s is None else m.lead_s + (m.tail_s or 0.0)

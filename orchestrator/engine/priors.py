@@ -11,7 +11,17 @@ many trials diverge (and stop early). Both are measured here on the verify studi
 * **spend**: Σ ``wall_s`` / Σ (the mean ``wall_s`` of the study's ok trials of the same kind): the share of
   an undiverged trial's seconds a verify's trial spends on average (:data:`SPEND`: the median).
 
-The plan uses them where this host has no measured ratio real / calibrated (:mod:`.overheads`).
+and, from the studies whose trials carry their start and end (``started_at``, ``finished_at``), what a
+Tune run costs beyond training:
+
+* **per trial**: (slots × busy time − Σ ``wall_s``) / trials, where busy time is the span from the first
+  trial's start to the last one's end less the gaps when no trial ran, and slots the most trials that ran at
+  once (:data:`PER_TRIAL_S`: the median);
+* **between Tune runs**: the gaps of more than a second when no trial ran (verify's rounds: the analysis that
+  picks the next learning rates, then the next Tune run's start; :data:`ROUND_GAP_S`: the median).
+
+The plan uses the first two where this host has no measured ratio real / calibrated, the last two where no
+earlier run on this host measured its overheads (:mod:`.overheads`).
 ``tests/orchestrator/engine/test_priors.py`` re-derives both from the committed studies and compares.
 """
 
@@ -26,6 +36,8 @@ import pandas as pd
 
 REFINE_EXTRA = 1.45  # median over the 11 verify studies committed by session 10 (0.65 … 3.28)
 SPEND = 0.76  # the same studies' median (0.63 … 0.86)
+PER_TRIAL_S = 0.10  # median over the 6 committed studies with trial times (0.073 … 0.183)
+ROUND_GAP_S = 8.6  # median over their 25 gaps of more than a second (6.0 … 19.2)
 
 # columns of trials.parquet that are results or bookkeeping, not the trial's config
 RESULT_COLUMNS = frozenset(
@@ -82,6 +94,40 @@ def study_spend(study_dir: str | Path) -> StudySpend:
     )
 
 
+@dataclass(frozen=True)
+class StudyOverheads:
+    """One study's Tune overheads, from its trials' start and end times."""
+
+    name: str
+    slots: int
+    per_trial_s: float
+    gaps: tuple[float, ...]
+
+
+def study_overheads(study_dir: str | Path) -> StudyOverheads | None:
+    """Measure one committed study's overheads (see the module doc); None when its trials carry no times."""
+    trials = pd.read_parquet(study_dir := Path(study_dir) / "trials.parquet")
+    if "started_at" not in trials.columns:
+        return None
+    timed = trials.dropna(subset=["started_at", "finished_at"])
+    if timed.empty:
+        return None
+    events = sorted([(float(t), 1) for t in timed.started_at] + [(float(t), -1) for t in timed.finished_at])
+    running, slots, last, gaps = 0, 0, None, []
+    for when, change in events:
+        if running == 0 and last is not None:
+            gaps.append(when - last)
+        running += change
+        slots, last = max(slots, running), when
+    busy = timed.finished_at.max() - timed.started_at.min() - sum(gaps)
+    return StudyOverheads(
+        name=study_dir.parent.name,
+        slots=slots,
+        per_trial_s=float((slots * busy - timed.wall_s.sum()) / len(timed)),
+        gaps=tuple(g for g in gaps if g > 1.0),
+    )
+
+
 def verify_studies(docs: str | Path) -> list[Path]:
     """The committed verify studies under ``docs`` (directories with trials, sweep file and base_lr.json)."""
     return sorted(
@@ -101,6 +147,18 @@ def derive(docs: str | Path) -> tuple[float, float, list[StudySpend]]:
     )
 
 
+def derive_overheads(docs: str | Path) -> tuple[float, float, list[StudyOverheads]]:
+    """``(per_trial_s, round_gap_s, per-study)`` over the committed studies with trial times."""
+    studies = [
+        o for d in sorted(Path(docs).iterdir()) if (d / "trials.parquet").is_file() for o in [study_overheads(d)] if o
+    ]
+    return (
+        statistics.median(o.per_trial_s for o in studies),
+        statistics.median(g for o in studies for g in o.gaps),
+        studies,
+    )
+
+
 if __name__ == "__main__":  # python -m orchestrator.engine.priors [DOCS]: the table behind the constants
     import sys
 
@@ -110,4 +168,11 @@ if __name__ == "__main__":  # python -m orchestrator.engine.priors [DOCS]: the t
     for s in rows:
         print(f"| {s.name} | {s.points} | {s.trials} | {s.halvings} | {s.refine_per_point:.2f} | {s.spend:.2f} |")
     print(f"\nmedian refinement per point beyond 2h: {extra:.2f} (REFINE_EXTRA {REFINE_EXTRA}); ")
-    print(f"median spend: {spend:.2f} (SPEND {SPEND})")
+    print(f"median spend: {spend:.2f} (SPEND {SPEND})\n")
+    per_trial, gap, timed = derive_overheads(sys.argv[1] if len(sys.argv) > 1 else "docs")
+    print("| study | slots | overhead per trial | gaps between Tune runs |\n|---|---|---|---|")
+    for o in timed:
+        print(f"| {o.name} | {o.slots} | {o.per_trial_s:.3f} s | {', '.join(f'{g:.1f}' for g in o.gaps)} s |")
+    print(
+        f"\nmedian per trial: {per_trial:.3f} s (PER_TRIAL_S {PER_TRIAL_S}); median gap {gap:.1f} s (ROUND_GAP_S {ROUND_GAP_S})"
+    )
