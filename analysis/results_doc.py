@@ -8,7 +8,8 @@ reads every ``docs/<study>/report/summary.json`` and ``sweep.yaml`` (regenerate 
 ``<!-- end claims -->``, between ``<!-- crossed -->`` and ``<!-- end crossed -->`` (issue 30's crossed
 design: the committed ``crossed_*`` studies read at 100, 300 and 1000 SGD updates,
 :func:`analysis.crossed.crossed`), and between ``<!-- fixed-width claims -->`` and
-``<!-- end fixed-width claims -->`` (:mod:`analysis.results_theory`). ``tests/analysis/test_results_doc.py`` checks that the committed document
+``<!-- end fixed-width claims -->`` (:mod:`analysis.results_theory`), and between ``<!-- <study> accuracy -->``
+and ``<!-- end -->`` (whether the runs learn: :func:`accuracy_block`). ``tests/analysis/test_results_doc.py`` checks that the committed document
 equals what this writes, so no verdict, interval or step count in those blocks is typed by hand.
 """
 
@@ -111,6 +112,26 @@ def verdict_block(summary: dict) -> str:
             g["verdict"],
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_block(trials: pd.DataFrame, keys: list[str]) -> str:
+    """Whether a study's runs learn: per group and width, each seed's best test accuracy over its learning
+    rates (ok trials), as the median over seeds [min, max]."""
+    ok = trials[trials.status == "ok"]
+    best = ok.groupby([*keys, "width", "seed"], dropna=False).final_test_acc.max().reset_index()
+    widths = sorted(best.width.unique())
+    lines = [
+        f"| {' | '.join(keys)} | " + " | ".join(f"width {w}" for w in widths) + " |",
+        "|" + "---|" * (len(keys) + len(widths)),
+    ]
+    for group, g in best.groupby(keys, dropna=False, sort=True):
+        cells = []
+        for w in widths:
+            acc = g[g.width == w].final_test_acc
+            cells.append(f"{acc.median():.2f} [{acc.min():.2f}, {acc.max():.2f}]" if len(acc) else "–")
+        group = group if isinstance(group, tuple) else (group,)
+        lines.append("| " + " | ".join(str(v) for v in group) + " | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -251,6 +272,10 @@ def render(docs: Path) -> str:
         begin = f"<!-- {study} verdicts -->"
         if begin in text:
             text = _replace(text, begin, "<!-- end -->", verdict_block(json.loads(summary_path.read_text())))
+        if (begin := f"<!-- {study} accuracy -->") in text:
+            keys = json.loads(summary_path.read_text())["group_keys"]
+            trials = pd.read_parquet(summary_path.parent.parent / "trials.parquet")
+            text = _replace(text, begin, "<!-- end -->", accuracy_block(trials, keys))
     table = crossed_table(docs)
     if "<!-- crossed -->" in text:
         text = _replace(text, "<!-- crossed -->", "<!-- end crossed -->", crossed_block(table))

@@ -114,3 +114,24 @@ def test_the_committed_crossed_table_is_what_the_committed_studies_give():
     assert list(saved.verdict) == list(table.verdict)
     assert (out / "crossed.md").read_text() == crossed_markdown(table)
     assert (out / "k_against_length.png").stat().st_size > 10_000
+
+
+def test_the_accuracy_block_takes_each_seeds_best_lr_and_the_median_over_seeds():
+    from analysis.results_doc import accuracy_block
+
+    rows = [
+        # seed 0: best 0.6 at width 64; seed 1: best 0.4; seed 2: 0.5 (a diverged 0.9 does not count)
+        *({"algorithm": "tp", "width": 64, "seed": 0, "lr": lr, "status": "ok", "final_test_acc": a}
+          for lr, a in ((0.1, 0.3), (0.2, 0.6))),
+        {"algorithm": "tp", "width": 64, "seed": 1, "lr": 0.1, "status": "ok", "final_test_acc": 0.4},
+        {"algorithm": "tp", "width": 64, "seed": 2, "lr": 0.1, "status": "ok", "final_test_acc": 0.5},
+        {"algorithm": "tp", "width": 64, "seed": 2, "lr": 0.4, "status": "diverged", "final_test_acc": 0.9},
+        {"algorithm": "bp", "width": 128, "seed": 0, "lr": 0.1, "status": "ok", "final_test_acc": 0.7},
+    ]  # fmt: skip
+    text = accuracy_block(pd.DataFrame(rows), ["algorithm"])
+    assert text.splitlines() == [
+        "| algorithm | width 64 | width 128 |",
+        "|---|---|---|",
+        "| bp | – | 0.70 [0.70, 0.70] |",
+        "| tp | 0.50 [0.40, 0.60] | – |",
+    ]
