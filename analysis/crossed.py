@@ -71,8 +71,11 @@ def _stack(tables: list[pd.DataFrame]) -> pd.DataFrame:
     for t in tables:
         keys += [k for k in t.attrs.get("keys", []) if k not in keys]
     out = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    for k in keys:  # a key one study lacks (a PC-only axis) reads "-" in the others
-        out[k] = out[k].astype(object).where(out[k].notna(), "-") if k in out else "-"
+    for k in keys:  # a key one study lacks (a PC-only axis) reads "-" in the others, and every value as text
+        if k not in out:
+            out[k] = "-"
+        elif out[k].isna().any():  # (a column of "-" beside bools or floats has no Parquet type)
+            out[k] = [("-" if pd.isna(v) else str(v)) for v in out[k]]
     out.attrs.update({**(tables[0].attrs if tables else {}), "keys": keys})
     return out
 

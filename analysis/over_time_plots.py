@@ -30,14 +30,44 @@ def _panels(table: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[tuple
     return pk, vals
 
 
+# How a panel title names a key's value, where the key=value form says less (analysis.crossed's keys).
+VALUE_LABEL = {
+    ("sequential_inference", "True"): "single shot",
+    ("sequential_inference", "False"): "parallel",
+    ("loss", "ce"): "CE",
+    ("loss", "mse"): "MSE",
+}
+PANEL_CHARS = 15  # characters of a title's line in a panel a third of a column wide (7 pt)
+
+
+def _number(text: str) -> str:
+    """``-1.0`` as ``−1``, ``6`` as ``6``; text that is not a number as it is."""
+    try:
+        return f"{float(text):g}".replace("-", "−")
+    except ValueError:
+        return text
+
+
 def _panel_title(pk: list[str], panel: tuple) -> str:
-    algo = dict(zip(pk, panel)).get("algorithm")
-    parts = [
-        str(v).upper() if k == "algorithm" else _kv(k, v)
-        for k, v in zip(pk, panel)
-        if k == "algorithm" or algo is None or algo in ONLY_FOR.get(k, (algo,))
-    ]
-    return "  ".join(parts) or "all trials"
+    """``BP MSE`` or, wrapped to :data:`PANEL_CHARS`, ``PC MSE T=6`` / ``parallel γ̄_L=−1``: the algorithm,
+    then the keys that apply to it (a key a study lacks, ``-``, is left out; T under the single-shot schedule,
+    which does not read it, too)."""
+    given = dict(zip(pk, (str(v) for v in panel)))
+    algo = given.get("algorithm")
+    parts = []
+    for k, v in given.items():
+        if v == "-" or (k == "inference_steps" and given.get("sequential_inference") == "True"):
+            continue
+        if k == "algorithm":
+            parts.append(v.upper())
+        elif algo is None or algo in ONLY_FOR.get(k, (algo,)):
+            parts.append(VALUE_LABEL.get((k, v)) or _kv(k, _number(v)))
+    lines = [""]
+    for part in parts:
+        if lines[-1] and len(lines[-1]) + 1 + len(part) > PANEL_CHARS:
+            lines.append("")
+        lines[-1] = f"{lines[-1]} {part}".strip()
+    return "\n".join(lines) if parts else "all trials"
 
 
 def _style(par: str, i: int) -> tuple[str, str]:
@@ -88,10 +118,14 @@ def plot_k_over_time(
     # a row of up to three panels sharing k's axis; a crossed design (e.g. algorithm x loss) as its grid
     ncols = last if 1 < last <= 3 and n % last == 0 and n > last else min(n, 3)
     nrows = -(-n // ncols)
+    title_lines = max(_panel_title(pk, p).count("\n") + 1 for p in panels)
     fig, axes = plt.subplots(
         nrows,
         ncols,
-        figsize=(WIDTH_IN, max(WIDTH_IN / 1.6, 1.3 * nrows + 0.8)),  # a page's aspect where it fits
+        figsize=(
+            WIDTH_IN,
+            max(WIDTH_IN / 1.6, (1.3 + 0.12 * title_lines) * nrows + 0.8),
+        ),  # a page's aspect where it fits
         squeeze=False,
         sharex=True,
         sharey=True,

@@ -156,6 +156,11 @@ def _label(g: dict, keys: list[str]) -> str:
     for k in keys:
         if k in ("algorithm", "parametrization") or (k == "inference_steps" and g["algorithm"] != "pc"):
             continue
+        if str(g[k]) == "-":  # a key of another study in a stacked table (analysis.crossed): not this group's
+            continue
+        if k == "sequential_inference":  # PC's schedule by name
+            parts.append("single shot" if str(g[k]) == "True" else "parallel")
+            continue
         parts.append(f"{SHORT.get(k, k)}={g[k]}")
     return " ".join(parts)
 

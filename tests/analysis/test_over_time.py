@@ -205,3 +205,15 @@ def test_over_time_main_prints_and_writes_the_table(tmp_path, capsys):
     table = pd.read_parquet(out)
     assert sorted(set(table.target_steps)) == [30.0, 150.0] and set(table.epoch) == {2, 10}
     assert "not recorded within 0.25 of: 1000" in capsys.readouterr().out
+
+
+def test_panel_titles_name_what_applies_and_fit_a_third_of_a_column():
+    from analysis.over_time_plots import PANEL_CHARS, _panel_title
+
+    pk = ["algorithm", "loss", "inference_steps", "sequential_inference", "gamma_bar_L"]
+    single = _panel_title(pk, ("pc", "mse", "6", "True", "-1.0"))
+    assert single == "PC MSE\nsingle shot\nγ̄_L=−1"  # T is not read by the single-shot schedule
+    assert _panel_title(pk, ("pc", "ce", "6", "-", "-")) == "PC CE T=6"  # keys the study lacks: left out
+    assert _panel_title(pk, ("bp", "mse", "6", "-", "-")) == "BP MSE"  # PC's keys: not on a BP panel
+    parallel = _panel_title(pk, ("pc", "mse", "6", "False", "0.0"))
+    assert all(len(line) <= PANEL_CHARS for line in parallel.splitlines()) and "parallel" in parallel
