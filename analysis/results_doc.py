@@ -9,7 +9,8 @@ reads every ``docs/<study>/report/summary.json`` and ``sweep.yaml`` (regenerate 
 design: the committed ``crossed_*`` studies read at 100, 300 and 1000 SGD updates,
 :func:`analysis.crossed.crossed`), and between ``<!-- fixed-width claims -->`` and
 ``<!-- end fixed-width claims -->`` (:mod:`analysis.results_theory`), and between ``<!-- <study> accuracy -->``
-and ``<!-- end -->`` (whether the runs learn: :func:`accuracy_block`). ``tests/analysis/test_results_doc.py`` checks that the committed document
+and ``<!-- end -->`` (whether the runs learn: :func:`accuracy_block`), and between ``<!-- <study> at steps -->``
+and ``<!-- end -->`` (the verdict read at several lengths: ``report/k_at_steps.parquet``, :func:`steps_block`). ``tests/analysis/test_results_doc.py`` checks that the committed document
 equals what this writes, so no verdict, interval or step count in those blocks is typed by hand.
 """
 
@@ -48,7 +49,11 @@ CLAIMS = [
     ),
     (
         "μP's transfer holds at depth (L = 3, 5, 8)",
-        [("study 4", "depth_pool_cpu", {}), ("study 4, PC at γ̄_L = −1", "depth_pc_gbar1_pool_cpu", {})],
+        [
+            ("study 4", "depth_pool_cpu", {}),
+            ("study 4, PC at γ̄_L = −1", "depth_pc_gbar1_pool_cpu", {}),
+            ("study 4b, TP that learns", "depth_tp_long_cpu", {}),
+        ],
     ),
     (
         "the same in a CNN: μP transfers for BP, PC and TP, SP does not",
@@ -132,6 +137,25 @@ def accuracy_block(trials: pd.DataFrame, keys: list[str]) -> str:
             cells.append(f"{acc.median():.2f} [{acc.min():.2f}, {acc.max():.2f}]" if len(acc) else "–")
         group = group if isinstance(group, tuple) else (group,)
         lines.append("| " + " | ".join(str(v) for v in group) + " | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def steps_block(table: pd.DataFrame, keys: list[str]) -> str:
+    """A study's verdicts read at several SGD-step counts (``python -m analysis.over_time``'s table): per group
+    and length, k and the largest excess regret with their intervals, edge-limited widths, verdict."""
+    from .crossed import _interval, _widths
+
+    lines = [
+        f"| {' | '.join(keys)} | SGD steps | k [95 %] | max excess regret [95 %] | η* edge-limited at | verdict |",
+        "|" + "---|" * (len(keys) + 5),
+    ]
+    for r in table.sort_values([*keys, "target_steps"], kind="stable").to_dict("records"):
+        lines.append(
+            "| " + " | ".join(str(r[k]) for k in keys) + f" | {float(r['sgd_steps']):.0f} | "
+            f"{_interval(r['drift_exponent'], r['drift_lo'], r['drift_hi'])} | "
+            f"{_interval(r['max_regret'], r['regret_lo'], r['regret_hi'], percent=True)} | "
+            f"{_widths(r.get('edge_limited_widths'))} | `{r['verdict']}` |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -281,6 +305,13 @@ def render(docs: Path) -> str:
             keys = json.loads(summary_path.read_text())["group_keys"]
             trials = pd.read_parquet(summary_path.parent.parent / "trials.parquet")
             text = _replace(text, begin, "<!-- end -->", accuracy_block(trials, keys))
+        if (begin := f"<!-- {study} at steps -->") in text:
+            steps = pd.read_parquet(summary_path.parent / "k_at_steps.parquet")
+            no_pc = "pc" not in set(steps.get("algorithm", pd.Series(dtype=str)).astype(str))
+            keys = [
+                k for k in json.loads(summary_path.read_text())["group_keys"] if not (no_pc and k == "inference_steps")
+            ]
+            text = _replace(text, begin, "<!-- end -->", steps_block(steps, keys))
     table = crossed_table(docs)
     if "<!-- crossed -->" in text:
         text = _replace(text, "<!-- crossed -->", "<!-- end crossed -->", crossed_block(table))

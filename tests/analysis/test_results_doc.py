@@ -135,3 +135,18 @@ def test_the_accuracy_block_takes_each_seeds_best_lr_and_the_median_over_seeds()
         "| bp | – | 0.70 [0.70, 0.70] |",
         "| tp | 0.50 [0.40, 0.60] | – |",
     ]
+
+
+def test_the_steps_block_gives_each_group_at_each_length():
+    from analysis.results_doc import steps_block
+
+    row = {"algorithm": "tp", "parametrization": "mup", "drift_lo": -0.1, "drift_hi": 0.3, "regret_lo": 0.0}
+    rows = [
+        {**row, "target_steps": 300.0, "sgd_steps": 300.0, "drift_exponent": 0.1, "max_regret": 0.02,
+         "regret_hi": float("inf"), "edge_limited_widths": "", "verdict": "inconclusive"},
+        {**row, "target_steps": 100.0, "sgd_steps": 100.0, "drift_exponent": -0.02, "max_regret": 0.01,
+         "regret_hi": 0.04, "edge_limited_widths": "64,128", "verdict": "transfers"},
+    ]  # fmt: skip
+    lines = steps_block(pd.DataFrame(rows), ["algorithm", "parametrization"]).splitlines()
+    assert lines[2] == "| tp | mup | 100 | −0.02 [−0.10, +0.30] | +1.0 [+0.0, +4.0] % | 64, 128 | `transfers` |"
+    assert lines[3] == "| tp | mup | 300 | +0.10 [−0.10, +0.30] | +2.0 [+0.0, ∞] % | – | `inconclusive` |"
