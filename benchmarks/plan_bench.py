@@ -123,12 +123,15 @@ def run_case(name: str, results: Path, cache: Path, scratch: Path) -> dict:
     planned = plan(command, space, overrides, results, env)
     load0 = os.getloadavg()[0]
     t0 = time.time()
+    # stderr to a file, not a pipe read at the end: a verify's progress lines fill a pipe's buffer
+    # (64 KiB) in a few minutes, and the command then blocks writing the next one
+    err_file = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", command, str(space), *overrides, "--results", str(results)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=err_file,
         text=True,
     )
     samples = []
@@ -140,7 +143,9 @@ def run_case(name: str, results: Path, cache: Path, scratch: Path) -> dict:
             pass
     t1 = time.time()
     load1 = os.getloadavg()[0]
-    err = proc.stderr.read()
+    err_file.seek(0)
+    err = err_file.read()
+    err_file.close()
     if proc.returncode not in (0, 1, 3):
         raise SystemExit(f"{name} failed (exit {proc.returncode}):\n{err[-3000:]}")
     load = sum(samples) / len(samples) / (os.cpu_count() or 1) if samples else None
