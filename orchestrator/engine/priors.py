@@ -34,16 +34,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import schema
+
 REFINE_EXTRA = 1.38  # median over the 13 verify studies committed in docs/ (0.65 … 3.28)
 SPEND = 0.71  # the same studies' median (0.63 … 0.86)
 PER_TRIAL_S = 0.11  # median over the 8 committed studies with trial times (0.073 … 0.183)
 ROUND_GAP_S = 9.3  # median over their 34 gaps of more than a second (6.0 … 19.2)
 
 # columns of trials.parquet that are results or bookkeeping, not the trial's config
-RESULT_COLUMNS = frozenset(
-    "trial_id status final_train_loss final_test_loss final_test_acc epochs_done wall_s node hostname error "
-    "sgd_steps retries device_used matmul_backend started_at finished_at".split()
-)
+RESULT_COLUMNS = frozenset({*schema.RESULT_COLUMNS, "trial_id"})
 
 
 @dataclass(frozen=True)

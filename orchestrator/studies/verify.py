@@ -19,7 +19,6 @@ group, every group is judged. Groups still undecided then get more seeds, look a
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,8 +126,9 @@ def refinements(
 
 def max_rounds(v) -> int:
     """Rounds of verify: the bracket, its extensions, and the halvings down to ``resolution``."""
-    halvings = max(0, math.ceil(math.log2(1.0 / float(v.resolution)))) if float(v.resolution) < 1 else 0
-    return 1 + int(v.max_extend) + halvings + 2
+    from orchestrator.engine.priors import halvings
+
+    return 1 + int(v.max_extend) + halvings(float(v.resolution)) + 2
 
 
 def decide(groups, keys: list[str] | None = None) -> tuple[int, list[str]]:

@@ -20,10 +20,9 @@ from trainers import TrainerConfig, load_dataset, make_trainer, train
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 STUDIES = sorted(p.parent.name for p in DOCS.glob("*/trials.parquet"))
 REL_TOL = 1e-4
-RESULTS = set(
-    "trial_id status final_train_loss final_test_loss final_test_acc epochs_done wall_s node hostname error "
-    "sgd_steps retries device_used matmul_backend started_at finished_at".split()
-)  # the columns of trials.parquet that are not the trial's config
+from analysis.schema import RESULT_COLUMNS  # noqa: E402
+
+RESULTS = {*RESULT_COLUMNS, "trial_id"}  # the columns of trials.parquet that are not the trial's config
 
 
 def _at_edge(trials: pd.DataFrame) -> pd.Series:
